@@ -1,0 +1,12 @@
+//! raftsched's gRPC types and services, generated at build time from `proto/raftsched.proto`.
+//!
+//! API boundary: these types are the wire format. Internal crates convert to and from them at the
+//! edge (`raftsched-server::convert`), so nothing inside depends on prost's representation.
+
+#![allow(clippy::all)]
+
+pub mod v1 {
+    tonic::include_proto!("raftsched.v1");
+}
+
+pub use v1::*;

@@ -1,0 +1,201 @@
+//! A Rust client for raftsched.
+//!
+//! It knows every replica's address, sends each call to one of them, and on `UNAVAILABLE` (no
+//! leader yet, a replica down, a leader killed mid-call) tries the next replica with exponential
+//! backoff until the call's timeout. Any replica serves any call, so the client never needs to
+//! know which one leads. Retrying a submit is safe because it carries an idempotency key: the state
+//! machine answers a repeated key with the task it already created.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub use raftsched_api as api;
+use raftsched_api::scheduler_client::SchedulerClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// The replicas tried when neither `--cluster` nor `RAFTSCHED_CLUSTER` says otherwise: the
+/// addresses `raftsched dev` uses.
+pub const DEFAULT_CLUSTER: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
+/// Default time a call may take, retries included.
+pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+/// Largest reply the client accepts (a full list page of large specs).
+const REPLY_BYTES_MAX: usize = 64 * 1024 * 1024;
+const BACKOFF_MS_MIN: u64 = 20;
+const BACKOFF_MS_MAX: u64 = 500;
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(1_000);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The cluster answered and refused (bad input, not found, conflict, overload...).
+    #[error("{}", .0.message())]
+    Refused(Status),
+    /// No replica gave an answer within the timeout.
+    #[error("no replica answered within {timeout_ms} ms (last error: {last})")]
+    Unavailable { timeout_ms: u128, last: String },
+    #[error("bad replica address {addr:?}: {why}")]
+    BadAddress { addr: String, why: String },
+    #[error("no replica addresses given")]
+    NoAddresses,
+}
+
+impl ClientError {
+    /// The gRPC code behind the error (`UNAVAILABLE` when nobody answered).
+    pub fn code(&self) -> Code {
+        match self {
+            ClientError::Refused(s) => s.code(),
+            ClientError::Unavailable { .. } => Code::Unavailable,
+            ClientError::BadAddress { .. } | ClientError::NoAddresses => Code::InvalidArgument,
+        }
+    }
+}
+
+/// Parses `HOST:PORT,HOST:PORT,...`.
+pub fn parse_cluster(text: &str) -> Result<Vec<String>, ClientError> {
+    let addrs: Vec<String> = text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+    if addrs.is_empty() {
+        return Err(ClientError::NoAddresses);
+    }
+    for addr in &addrs {
+        let port_ok = addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_some();
+        if !port_ok {
+            return Err(ClientError::BadAddress { addr: addr.clone(), why: "expected HOST:PORT".into() });
+        }
+    }
+    Ok(addrs)
+}
+
+pub struct Client {
+    addrs: Vec<String>,
+    channels: Vec<Channel>,
+    timeout: Duration,
+    /// The replica to try first: the last one that answered.
+    preferred: AtomicUsize,
+}
+
+fn retryable(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Aborted
+    )
+}
+
+impl Client {
+    /// A client for the replicas at `addrs`; no connection is made until the first call.
+    pub fn new(addrs: Vec<String>, timeout: Duration) -> Result<Client, ClientError> {
+        if addrs.is_empty() {
+            return Err(ClientError::NoAddresses);
+        }
+        let mut channels = Vec::with_capacity(addrs.len());
+        for addr in &addrs {
+            let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+                .map_err(|e| ClientError::BadAddress { addr: addr.clone(), why: e.to_string() })?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .tcp_nodelay(true);
+            channels.push(endpoint.connect_lazy());
+        }
+        Ok(Client { addrs, channels, timeout, preferred: AtomicUsize::new(0) })
+    }
+
+    /// Starts with replica `index` (mod the count), e.g. to spread many clients over replicas.
+    pub fn prefer(self, index: usize) -> Client {
+        self.preferred.store(index % self.addrs.len(), Ordering::Relaxed);
+        self
+    }
+
+    pub fn addrs(&self) -> &[String] {
+        &self.addrs
+    }
+
+    /// Runs `call` against replicas in turn until one answers with anything but a retryable error.
+    async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(SchedulerClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let started = Instant::now();
+        let mut backoff_ms = BACKOFF_MS_MIN;
+        let mut index = self.preferred.load(Ordering::Relaxed) % self.addrs.len();
+        let mut n_tried = 0usize;
+        let mut last = String::from("not tried");
+        loop {
+            let remaining = self.timeout.saturating_sub(started.elapsed());
+            if remaining.is_zero() {
+                return Err(ClientError::Unavailable { timeout_ms: self.timeout.as_millis(), last });
+            }
+            let client = SchedulerClient::new(self.channels[index].clone()).max_decoding_message_size(REPLY_BYTES_MAX);
+            match tokio::time::timeout(remaining, call(client)).await {
+                Ok(Ok(reply)) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok(reply.into_inner());
+                }
+                Ok(Err(status)) if !retryable(&status) => return Err(ClientError::Refused(status)),
+                Ok(Err(status)) => last = format!("{}: {}", self.addrs[index], status.message()),
+                Err(_) => last = format!("{}: timed out", self.addrs[index]),
+            }
+            tracing::debug!(%last, "retrying through the next replica");
+            index = (index + 1) % self.addrs.len();
+            n_tried += 1;
+            // Back off once every replica has been tried in this round.
+            if n_tried % self.addrs.len() == 0 {
+                let pause = Duration::from_millis(backoff_ms).min(self.timeout.saturating_sub(started.elapsed()));
+                tokio::time::sleep(pause).await;
+                backoff_ms = (backoff_ms * 2).min(BACKOFF_MS_MAX);
+            }
+        }
+    }
+
+    pub async fn submit(&self, key: &str, spec: api::TaskSpec) -> Result<api::SubmitResponse, ClientError> {
+        let req = api::SubmitRequest { key: key.to_string(), spec: Some(spec) };
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.submit(req).await }
+        })
+        .await
+    }
+
+    pub async fn get(&self, id: u64, stale: bool) -> Result<api::Task, ClientError> {
+        self.call(|mut c| async move { c.get_task(api::GetTaskRequest { id, stale }).await }).await
+    }
+
+    pub async fn list_page(&self, req: api::ListTasksRequest) -> Result<api::ListTasksResponse, ClientError> {
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.list_tasks(req).await }
+        })
+        .await
+    }
+
+    pub async fn cancel(&self, id: u64) -> Result<api::CancelResponse, ClientError> {
+        self.call(|mut c| async move { c.cancel(api::CancelRequest { id }).await }).await
+    }
+
+    pub async fn cluster_status(&self) -> Result<api::ClusterStatusResponse, ClientError> {
+        self.call(|mut c| async move { c.cluster_status(api::ClusterStatusRequest {}).await }).await
+    }
+}
+
+/// Helpers to build specs.
+pub fn builtin(name: &str, arg: &str) -> api::TaskSpec {
+    api::TaskSpec {
+        exec: Some(api::task_spec::Exec::Builtin(api::Builtin { name: name.to_string(), arg: arg.to_string() })),
+        ..Default::default()
+    }
+}
+
+pub fn command(argv: Vec<String>) -> api::TaskSpec {
+    api::TaskSpec { exec: Some(api::task_spec::Exec::Command(api::CommandLine { argv })), ..Default::default() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cluster_lists() {
+        assert_eq!(parse_cluster("a:1, b:2").unwrap(), vec!["a:1", "b:2"]);
+        assert!(matches!(parse_cluster(""), Err(ClientError::NoAddresses)));
+        assert!(matches!(parse_cluster("a"), Err(ClientError::BadAddress { .. })));
+        assert!(matches!(parse_cluster("a:99999"), Err(ClientError::BadAddress { .. })));
+    }
+}

@@ -1,0 +1,117 @@
+//! `raftsched bench submit`: durable, replicated submits at a fixed concurrency.
+//!
+//! Each of `concurrency` loops submits one task at a time (unique idempotency keys), spread over
+//! the replicas, for `duration_s`. Latency is measured per acknowledged submit.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use raftsched_client::{parse_cluster, Client};
+use serde_json::json;
+
+use crate::cli::{BenchCommand, BenchSubmitArgs};
+use crate::error::CliError;
+
+/// Bounds on the benchmark's own inputs.
+const CONCURRENCY_MAX: usize = 4096;
+const DURATION_S_MAX: u64 = 3600;
+const PAYLOAD_BYTES_MAX: usize = raftsched_state::limits::SPEC_BYTES_MAX - 64;
+
+pub async fn run(command: BenchCommand) -> Result<(), CliError> {
+    match command {
+        BenchCommand::Submit(args) => submit(args).await,
+    }
+}
+
+struct LoopResult {
+    latencies_us: Vec<u64>,
+    n_errors: u64,
+    last_error: Option<String>,
+}
+
+async fn submit(args: BenchSubmitArgs) -> Result<(), CliError> {
+    if args.concurrency == 0 || args.concurrency > CONCURRENCY_MAX {
+        return Err(CliError::Usage(format!("--concurrency must be 1..={CONCURRENCY_MAX}")));
+    }
+    if args.duration_s == 0 || args.duration_s > DURATION_S_MAX {
+        return Err(CliError::Usage(format!("--duration-s must be 1..={DURATION_S_MAX}")));
+    }
+    if args.payload_bytes > PAYLOAD_BYTES_MAX {
+        return Err(CliError::Usage(format!("--payload-bytes must be at most {PAYLOAD_BYTES_MAX}")));
+    }
+    let addrs = parse_cluster(&args.cluster.cluster)?;
+    let payload = Arc::new("x".repeat(args.payload_bytes));
+    let run_id = format!("{:016x}", rand::random::<u64>());
+    let duration = Duration::from_secs(args.duration_s);
+    let started = Instant::now();
+    let mut loops = Vec::with_capacity(args.concurrency);
+    for i in 0..args.concurrency {
+        let client = Client::new(addrs.clone(), args.cluster.timeout)?.prefer(i);
+        let payload = payload.clone();
+        let run_id = run_id.clone();
+        loops.push(tokio::spawn(async move {
+            let mut result = LoopResult { latencies_us: Vec::new(), n_errors: 0, last_error: None };
+            let mut n = 0u64;
+            while started.elapsed() < duration {
+                let key = format!("bench-{run_id}-{i}-{n}");
+                n += 1;
+                let t0 = Instant::now();
+                match client.submit(&key, raftsched_client::builtin("echo", &payload)).await {
+                    Ok(_) => result.latencies_us.push(t0.elapsed().as_micros() as u64),
+                    Err(e) => {
+                        result.n_errors += 1;
+                        result.last_error = Some(e.to_string());
+                    }
+                }
+            }
+            result
+        }));
+    }
+    let mut latencies_us = Vec::new();
+    let mut n_errors = 0;
+    let mut last_error = None;
+    for l in loops {
+        let r = l.await.map_err(|e| CliError::Failed(format!("bench loop failed: {e}")))?;
+        latencies_us.extend(r.latencies_us);
+        n_errors += r.n_errors;
+        last_error = r.last_error.or(last_error);
+    }
+    let elapsed_s = started.elapsed().as_secs_f64();
+    latencies_us.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if latencies_us.is_empty() {
+            return 0.0;
+        }
+        let idx = ((latencies_us.len() as f64 * p).ceil() as usize).clamp(1, latencies_us.len()) - 1;
+        latencies_us[idx] as f64 / 1000.0
+    };
+    let ops = latencies_us.len();
+    let ops_per_s = ops as f64 / elapsed_s;
+    let (p50, p99, max) = (pct(0.50), pct(0.99), latencies_us.last().map_or(0.0, |&m| m as f64 / 1000.0));
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "bench": "submit",
+                "concurrency": args.concurrency,
+                "duration_s": elapsed_s,
+                "payload_bytes": args.payload_bytes,
+                "ops": ops,
+                "errors": n_errors,
+                "ops_per_s": ops_per_s,
+                "p50_ms": p50,
+                "p99_ms": p99,
+                "max_ms": max,
+            })
+        );
+    } else {
+        println!(
+            "submit: concurrency {} payload {} B: {ops} ops in {elapsed_s:.1} s = {ops_per_s:.0} ops/s, p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms, {n_errors} errors",
+            args.concurrency, args.payload_bytes
+        );
+    }
+    if let Some(e) = last_error {
+        eprintln!("last error: {e}");
+    }
+    Ok(())
+}

@@ -1,0 +1,230 @@
+//! The command line, as clap sees it. Names and flags here are an interface: scripts call them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "raftsched", version, about = "A Raft-replicated task scheduler", propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run one replica.
+    Server(ServerArgs),
+    /// Run a local trio on 127.0.0.1:7001-7003 for trying raftsched out (data in a temp dir).
+    Dev(DevArgs),
+    /// Submit a task; prints its id alone on stdout.
+    Submit(SubmitArgs),
+    /// Show one task.
+    Get(GetArgs),
+    /// List tasks in id (= submission) order.
+    List(ListArgs),
+    /// Cancel a pending task.
+    Cancel(CancelArgs),
+    /// Cluster membership and health.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Measure the cluster.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Every replica's id, address, role, term, log and applied index, reachability.
+    Status(StatusArgs),
+}
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Durable, replicated submits at a fixed concurrency.
+    Submit(BenchSubmitArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct ClusterArgs {
+    /// Replicas to talk to, tried in turn: HOST:PORT,HOST:PORT,...
+    #[arg(long, env = "RAFTSCHED_CLUSTER", default_value = raftsched_client::DEFAULT_CLUSTER)]
+    pub cluster: String,
+    /// Give up after this long, retries included (e.g. 10s, 500ms; a bare number is seconds).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Args)]
+pub struct ServerArgs {
+    /// This replica's id (a positive integer, unique in the cluster).
+    #[arg(long)]
+    pub id: u64,
+    /// Address to listen on for Raft and the client API.
+    #[arg(long)]
+    pub listen: std::net::SocketAddr,
+    /// Directory for this replica's log, vote and snapshots.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Every member: "1=HOST:PORT,2=HOST:PORT,3=HOST:PORT". Used on the first start only.
+    #[arg(long)]
+    pub initial_cluster: String,
+    #[command(flatten)]
+    pub timing: TimingArgs,
+}
+
+#[derive(Args, Clone)]
+pub struct TimingArgs {
+    /// Leader heartbeat period.
+    #[arg(long, default_value_t = 100)]
+    pub heartbeat_interval_ms: u64,
+    /// Shortest election timeout.
+    #[arg(long, default_value_t = 500)]
+    pub election_timeout_ms_min: u64,
+    /// Longest election timeout.
+    #[arg(long, default_value_t = 1000)]
+    pub election_timeout_ms_max: u64,
+    /// Applied entries between state-machine snapshots.
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_every_entries: u64,
+}
+
+#[derive(Args)]
+pub struct DevArgs {
+    /// Keep data here instead of a temp dir (one subdir per replica).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// First port; the replicas listen on BASE, BASE+1, BASE+2.
+    #[arg(long, default_value_t = 7001)]
+    pub base_port: u16,
+    #[command(flatten)]
+    pub timing: TimingArgs,
+}
+
+#[derive(Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Idempotency key: the same key submitted again returns the same task. Generated if absent.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// A builtin task: sleep:MS, echo:TEXT or fail:CODE.
+    #[arg(long, conflicts_with = "argv")]
+    pub builtin: Option<String>,
+    /// Higher runs first.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i32,
+    /// Worker label the task requires, k=v (repeatable).
+    #[arg(long = "constraint")]
+    pub constraints: Vec<String>,
+    /// The command to run, after `--`.
+    #[arg(last = true)]
+    pub argv: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct GetArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Read this replica's local state without a read index (may be behind).
+    #[arg(long)]
+    pub stale: bool,
+    /// Task id.
+    pub id: String,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Only tasks in this state (pending, assigned, running, succeeded, failed, cancelled).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Print JSON (an array of task objects).
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long)]
+    pub stale: bool,
+    /// Most tasks to print (fetched page by page).
+    #[arg(long, default_value_t = 1000)]
+    pub limit: usize,
+    /// Start after this task id.
+    #[arg(long, default_value_t = 0)]
+    pub after: u64,
+}
+
+#[derive(Args)]
+pub struct CancelArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Task id.
+    pub id: String,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct BenchSubmitArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Submits in flight at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// How long to run.
+    #[arg(long, default_value_t = 10)]
+    pub duration_s: u64,
+    /// Size of each task's payload (an echo builtin's text).
+    #[arg(long, default_value_t = 256)]
+    pub payload_bytes: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `10s`, `500ms`, `2m`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 10s or 500ms"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("unknown unit {unit:?} in {text:?} (use ms, s or m)")),
+    };
+    if !(0.0..=86_400.0).contains(&seconds) {
+        return Err(format!("{text:?} is out of range (0 to 24h)"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("3h").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+}

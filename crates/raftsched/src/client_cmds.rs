@@ -1,0 +1,142 @@
+//! Client subcommands: submit, get, list, cancel, cluster status.
+
+use std::collections::HashMap;
+
+use raftsched_client::{api, parse_cluster, Client};
+use raftsched_state::{limits, TaskSpec as StateSpec};
+
+use crate::cli::{CancelArgs, ClusterArgs, GetArgs, ListArgs, StatusArgs, SubmitArgs};
+use crate::error::CliError;
+use crate::output;
+
+pub fn connect(args: &ClusterArgs) -> Result<Client, CliError> {
+    let addrs = parse_cluster(&args.cluster)?;
+    Ok(Client::new(addrs, args.timeout)?)
+}
+
+fn parse_id(text: &str) -> Result<u64, CliError> {
+    match text.parse::<u64>() {
+        Ok(id) if id > 0 => Ok(id),
+        _ => Err(CliError::Usage(format!("{text:?} is not a task id (a positive integer)"))),
+    }
+}
+
+/// A fresh idempotency key: unique per CLI invocation, reused by that invocation's own retries.
+pub fn new_key() -> String {
+    format!("cli-{:032x}", rand::random::<u128>())
+}
+
+fn build_spec(args: &SubmitArgs) -> Result<api::TaskSpec, CliError> {
+    let mut spec = match (&args.builtin, args.argv.is_empty()) {
+        (Some(b), true) => {
+            // Validated here for a clear usage error before any network call.
+            StateSpec::parse_builtin(b).map_err(|e| CliError::Usage(e.to_string()))?;
+            let (name, arg) = b.split_once(':').unwrap_or((b.as_str(), ""));
+            raftsched_client::builtin(name, arg)
+        }
+        (None, false) => raftsched_client::command(args.argv.clone()),
+        (Some(_), false) => {
+            return Err(CliError::Usage("give either --builtin or a command after --, not both".into()))
+        }
+        (None, true) => {
+            return Err(CliError::Usage("nothing to run: give --builtin NAME:ARG or a command after --".into()))
+        }
+    };
+    spec.priority = args.priority;
+    let mut constraints = HashMap::new();
+    for c in &args.constraints {
+        let (k, v) = c.split_once('=').ok_or_else(|| CliError::Usage(format!("constraint {c:?} is not k=v")))?;
+        constraints.insert(k.to_string(), v.to_string());
+    }
+    spec.constraints = constraints;
+    Ok(spec)
+}
+
+pub async fn submit(args: SubmitArgs) -> Result<(), CliError> {
+    let spec = build_spec(&args)?;
+    let key = match &args.key {
+        Some(k) if k.is_empty() => return Err(CliError::Usage("--key must not be empty".into())),
+        Some(k) if k.len() > limits::KEY_BYTES_MAX => {
+            return Err(CliError::Usage(format!(
+                "--key is {} bytes, over key_bytes_max {}",
+                k.len(),
+                limits::KEY_BYTES_MAX
+            )))
+        }
+        Some(k) => k.clone(),
+        None => new_key(),
+    };
+    let client = connect(&args.cluster)?;
+    let reply = client.submit(&key, spec).await?;
+    println!("{}", reply.id);
+    Ok(())
+}
+
+pub async fn get(args: GetArgs) -> Result<(), CliError> {
+    let id = parse_id(&args.id)?;
+    let client = connect(&args.cluster)?;
+    let task = client.get(id, args.stale).await?;
+    if args.json {
+        println!("{}", output::task_json(&task));
+    } else {
+        println!("{}", output::task_text(&task));
+    }
+    Ok(())
+}
+
+pub async fn list(args: ListArgs) -> Result<(), CliError> {
+    if let Some(s) = &args.state {
+        if raftsched_state::TaskState::parse(s).is_none() {
+            return Err(CliError::Usage(format!(
+                "unknown state {s:?} (one of pending, assigned, running, succeeded, failed, cancelled)"
+            )));
+        }
+    }
+    let client = connect(&args.cluster)?;
+    let mut tasks = Vec::new();
+    let mut after_id = args.after;
+    while tasks.len() < args.limit {
+        let page_size = (args.limit - tasks.len()).min(limits::LIST_PAGE_SIZE_MAX) as u32;
+        let req = api::ListTasksRequest {
+            state: args.state.clone().unwrap_or_default(),
+            after_id,
+            limit: page_size,
+            stale: args.stale,
+        };
+        let page = client.list_page(req).await?;
+        tasks.extend(page.tasks);
+        if page.next_after == 0 {
+            break;
+        }
+        after_id = page.next_after;
+    }
+    if args.json {
+        let values: Vec<_> = tasks.iter().map(output::task_json).collect();
+        println!("{}", serde_json::Value::Array(values));
+    } else {
+        println!("{:<10} {:<10} {:<24} spec", "id", "state", "key");
+        for t in &tasks {
+            println!("{:<10} {:<10} {:<24} {}", t.id, t.state, t.key, output::spec_text(t.spec.as_ref()));
+        }
+    }
+    Ok(())
+}
+
+pub async fn cancel(args: CancelArgs) -> Result<(), CliError> {
+    let id = parse_id(&args.id)?;
+    let client = connect(&args.cluster)?;
+    let reply = client.cancel(id).await?;
+    println!("{}", reply.id);
+    Ok(())
+}
+
+pub async fn cluster_status(args: StatusArgs) -> Result<(), CliError> {
+    let client = connect(&args.cluster)?;
+    let status = client.cluster_status().await?;
+    if args.json {
+        println!("{}", output::status_json(&status));
+    } else {
+        println!("{}", output::status_text(&status));
+    }
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! `raftsched dev`: a local trio in one process, for trying raftsched out with no setup.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use raftsched_server::ReplicaConfig;
+
+use crate::cli::DevArgs;
+use crate::error::CliError;
+use crate::server_cmd::{timing, wait_for_signal};
+
+const N_REPLICAS: u16 = 3;
+const LEADER_WAIT: Duration = Duration::from_secs(30);
+
+pub async fn run(args: DevArgs) -> Result<(), CliError> {
+    let timing = timing(&args.timing)?;
+    if args.base_port.checked_add(N_REPLICAS - 1).is_none() || args.base_port == 0 {
+        return Err(CliError::Usage(format!("--base-port {} leaves no room for {N_REPLICAS} ports", args.base_port)));
+    }
+    // A temp dir lives until this function returns, then is removed with the data.
+    let (_temp, root) = match &args.data_dir {
+        Some(dir) => (None, dir.clone()),
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("raftsched-dev-")
+                .tempdir()
+                .map_err(|e| CliError::Failed(format!("cannot create a temp dir: {e}")))?;
+            let path = temp.path().to_path_buf();
+            (Some(temp), path)
+        }
+    };
+    let members: BTreeMap<u64, String> =
+        (0..N_REPLICAS).map(|i| (u64::from(i) + 1, format!("127.0.0.1:{}", args.base_port + i))).collect();
+    let mut running = Vec::new();
+    for (id, addr) in &members {
+        let listen: SocketAddr = addr.parse().map_err(|e| CliError::Usage(format!("{addr}: {e}")))?;
+        let config = ReplicaConfig {
+            id: *id,
+            listen,
+            data_dir: root.join(format!("replica-{id}")),
+            initial_cluster: members.clone(),
+            timing: timing.clone(),
+        };
+        match raftsched_server::start(config).await {
+            Ok(r) => running.push(r),
+            Err(e) => {
+                for r in running {
+                    r.shutdown().await;
+                }
+                return Err(CliError::Failed(format!("replica {id}: {e}")));
+            }
+        }
+    }
+    let leader = running[0]
+        .replica
+        .raft
+        .wait(Some(LEADER_WAIT))
+        .metrics(|m| m.current_leader.is_some(), "leader elected")
+        .await
+        .map(|m| m.current_leader);
+    let cluster: Vec<&str> = members.values().map(String::as_str).collect();
+    println!("raftsched dev: 3 replicas on {}", cluster.join(", "));
+    println!("  data: {}{}", root.display(), if args.data_dir.is_none() { " (removed on exit)" } else { "" });
+    match leader {
+        Ok(Some(id)) => println!("  leader: replica {id}"),
+        _ => println!("  leader: not elected yet"),
+    }
+    println!("Try, in another terminal:");
+    println!("  raftsched submit --builtin echo:hi");
+    println!("  raftsched list");
+    println!("(through cargo: cargo run -p raftsched -- submit --builtin echo:hi)");
+    println!("Ctrl-C stops the cluster.");
+    wait_for_signal().await;
+    println!("stopping...");
+    for r in running {
+        r.shutdown().await;
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! The CLI's errors and exit codes: 1 for a refused request, 2 for bad usage.
+
+use raftsched_client::ClientError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The user's arguments are wrong: exit 2.
+    #[error("{0}")]
+    Usage(String),
+    /// The cluster refused or did not answer, or the local process failed: exit 1.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Failed(_) => 1,
+        }
+    }
+}
+
+impl From<ClientError> for CliError {
+    fn from(e: ClientError) -> CliError {
+        match e {
+            ClientError::BadAddress { .. } | ClientError::NoAddresses => CliError::Usage(e.to_string()),
+            ClientError::Refused(status) => {
+                CliError::Failed(format!("{} ({})", status.message(), code_name(status.code())))
+            }
+            ClientError::Unavailable { .. } => CliError::Failed(e.to_string()),
+        }
+    }
+}
+
+/// The canonical upper-case gRPC code name, as users see it in docs and other tools.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}

@@ -1,0 +1,54 @@
+//! `raftsched`: the one binary. Thin by design: argument parsing, output formatting and process
+//! concerns (signals, exit codes, logging) live here; everything else is in the library crates.
+
+mod bench;
+mod cli;
+mod client_cmds;
+mod dev;
+mod error;
+mod output;
+mod server_cmd;
+
+use clap::Parser;
+
+use crate::cli::{Cli, ClusterCommand, Command};
+use crate::error::CliError;
+
+fn main() {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Server(_) | Command::Dev(_) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RAFTSCHED_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default_level},openraft=warn")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("raftsched: error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    // Don't wait for lingering background tasks (lazy reconnects) at exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    if let Err(e) = result {
+        eprintln!("raftsched: error: {e}");
+        std::process::exit(e.exit_code());
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Server(args) => server_cmd::run(args).await,
+        Command::Dev(args) => dev::run(args).await,
+        Command::Submit(args) => client_cmds::submit(args).await,
+        Command::Get(args) => client_cmds::get(args).await,
+        Command::List(args) => client_cmds::list(args).await,
+        Command::Cancel(args) => client_cmds::cancel(args).await,
+        Command::Cluster { command: ClusterCommand::Status(args) } => client_cmds::cluster_status(args).await,
+        Command::Bench { command } => bench::run(command).await,
+    }
+}

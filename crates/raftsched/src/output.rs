@@ -1,0 +1,100 @@
+//! How tasks and status are printed: JSON for scripts, short text for people.
+
+use raftsched_client::api;
+use serde_json::{json, Value};
+
+pub fn spec_json(spec: Option<&api::TaskSpec>) -> Value {
+    let Some(spec) = spec else { return Value::Null };
+    let mut value = match &spec.exec {
+        Some(api::task_spec::Exec::Builtin(b)) => json!({ "builtin": { "name": b.name, "arg": b.arg } }),
+        Some(api::task_spec::Exec::Command(c)) => json!({ "command": c.argv }),
+        None => json!({}),
+    };
+    value["priority"] = json!(spec.priority);
+    let constraints: std::collections::BTreeMap<_, _> = spec.constraints.iter().collect();
+    value["constraints"] = json!(constraints);
+    value
+}
+
+pub fn spec_text(spec: Option<&api::TaskSpec>) -> String {
+    match spec.and_then(|s| s.exec.as_ref()) {
+        Some(api::task_spec::Exec::Builtin(b)) => format!("{}:{}", b.name, b.arg),
+        Some(api::task_spec::Exec::Command(c)) => c.argv.join(" "),
+        None => String::new(),
+    }
+}
+
+pub fn task_json(task: &api::Task) -> Value {
+    json!({
+        "id": task.id,
+        "key": task.key,
+        "state": task.state,
+        "spec": spec_json(task.spec.as_ref()),
+        "created_at_ms": task.created_at_ms,
+        "updated_at_ms": task.updated_at_ms,
+        "attempt": task.attempt,
+        "worker_id": if task.worker_id.is_empty() { Value::Null } else { json!(task.worker_id) },
+        "token": if task.token == 0 { Value::Null } else { json!(task.token) },
+        "result": if task.has_result { json!({ "exit_code": task.exit_code, "output_tail": task.output_tail }) } else { Value::Null },
+    })
+}
+
+pub fn task_text(task: &api::Task) -> String {
+    let mut lines = vec![
+        format!("id:         {}", task.id),
+        format!("key:        {}", task.key),
+        format!("state:      {}", task.state),
+        format!("spec:       {}", spec_text(task.spec.as_ref())),
+        format!("created_at: {} ms", task.created_at_ms),
+        format!("updated_at: {} ms", task.updated_at_ms),
+    ];
+    if !task.worker_id.is_empty() {
+        lines.push(format!("worker:     {} (token {})", task.worker_id, task.token));
+    }
+    if task.has_result {
+        lines.push(format!("exit_code:  {}", task.exit_code));
+        lines.push(format!("output:     {}", task.output_tail));
+    }
+    lines.join("\n")
+}
+
+pub fn status_json(status: &api::ClusterStatusResponse) -> Value {
+    let members: Vec<Value> = status
+        .members
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m.id,
+                "addr": m.addr,
+                "role": m.role,
+                "term": m.term,
+                "last_log_index": m.last_log_index,
+                "applied_index": m.applied_index,
+                "reachable": m.reachable,
+                "error": if m.error.is_empty() { Value::Null } else { json!(m.error) },
+            })
+        })
+        .collect();
+    json!({
+        "leader": if status.has_leader { json!(status.leader) } else { Value::Null },
+        "members": members,
+        "answered_by": status.answered_by,
+    })
+}
+
+pub fn status_text(status: &api::ClusterStatusResponse) -> String {
+    let leader = if status.has_leader { status.leader.to_string() } else { "none".to_string() };
+    let mut out = format!(
+        "leader: {leader}\n{:<4} {:<22} {:<10} {:>6} {:>10} {:>10}  reachable\n",
+        "id", "addr", "role", "term", "last_log", "applied"
+    );
+    for m in &status.members {
+        let reach = if m.reachable { "yes".to_string() } else { format!("no ({})", m.error) };
+        out.push_str(&format!(
+            "{:<4} {:<22} {:<10} {:>6} {:>10} {:>10}  {}\n",
+            m.id, m.addr, m.role, m.term, m.last_log_index, m.applied_index, reach
+        ));
+    }
+    out.pop();
+    out
+}

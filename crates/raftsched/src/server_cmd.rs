@@ -1,0 +1,72 @@
+//! `raftsched server`: one replica, until SIGTERM or Ctrl-C.
+
+use raftsched_server::config::RaftTiming;
+use raftsched_server::{parse_initial_cluster, ReplicaConfig};
+
+use crate::cli::{ServerArgs, TimingArgs};
+use crate::error::CliError;
+
+pub fn timing(args: &TimingArgs) -> Result<RaftTiming, CliError> {
+    if args.heartbeat_interval_ms == 0 || args.election_timeout_ms_min <= args.heartbeat_interval_ms {
+        return Err(CliError::Usage("--election-timeout-ms-min must be above --heartbeat-interval-ms (> 0)".into()));
+    }
+    if args.election_timeout_ms_max <= args.election_timeout_ms_min {
+        return Err(CliError::Usage("--election-timeout-ms-max must be above --election-timeout-ms-min".into()));
+    }
+    if args.snapshot_every_entries == 0 {
+        return Err(CliError::Usage("--snapshot-every-entries must be positive".into()));
+    }
+    Ok(RaftTiming {
+        heartbeat_interval_ms: args.heartbeat_interval_ms,
+        election_timeout_ms_min: args.election_timeout_ms_min,
+        election_timeout_ms_max: args.election_timeout_ms_max,
+        snapshot_every_entries: args.snapshot_every_entries,
+    })
+}
+
+pub async fn run(args: ServerArgs) -> Result<(), CliError> {
+    let initial_cluster =
+        parse_initial_cluster(&args.initial_cluster).map_err(|e| CliError::Usage(format!("--initial-cluster: {e}")))?;
+    if !initial_cluster.contains_key(&args.id) {
+        return Err(CliError::Usage(format!("--initial-cluster does not list this replica's --id {}", args.id)));
+    }
+    if args.id == 0 {
+        return Err(CliError::Usage("--id must be a positive integer".into()));
+    }
+    let config = ReplicaConfig {
+        id: args.id,
+        listen: args.listen,
+        data_dir: args.data_dir,
+        initial_cluster,
+        timing: timing(&args.timing)?,
+    };
+    let running = raftsched_server::start(config).await.map_err(|e| CliError::Failed(e.to_string()))?;
+    wait_for_signal().await;
+    tracing::info!("signal received; shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

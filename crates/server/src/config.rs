@@ -1,0 +1,78 @@
+//! What a replica is told at start.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Raft timing, in milliseconds. Defaults suit loopback and LAN trios: a heartbeat every 100 ms and
+/// an election after 500-1000 ms of silence, so a dead leader is replaced well under a second while
+/// a briefly stalled (loaded) replica does not start needless elections.
+#[derive(Clone, Debug)]
+pub struct RaftTiming {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_ms_min: u64,
+    pub election_timeout_ms_max: u64,
+    /// Applied entries between snapshots (after which the log behind the snapshot is purged).
+    pub snapshot_every_entries: u64,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        RaftTiming {
+            heartbeat_interval_ms: 100,
+            election_timeout_ms_min: 500,
+            election_timeout_ms_max: 1000,
+            snapshot_every_entries: 10_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ReplicaConfig {
+    pub id: u64,
+    /// Where to listen (Raft and client API share it).
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Every member's id and address, this replica's included; used only on the first start.
+    pub initial_cluster: BTreeMap<u64, String>,
+    pub timing: RaftTiming,
+}
+
+/// Parses `1=HOST:PORT,2=HOST:PORT,...`.
+pub fn parse_initial_cluster(text: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut members = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').ok_or_else(|| format!("{part:?} is not ID=HOST:PORT"))?;
+        let id: u64 = id.trim().parse().map_err(|_| format!("{id:?} is not a replica id (a positive integer)"))?;
+        if id == 0 {
+            return Err("replica id 0 is reserved; ids start at 1".to_string());
+        }
+        let addr = addr.trim();
+        if addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+            return Err(format!("{addr:?} is not HOST:PORT"));
+        }
+        if members.insert(id, addr.to_string()).is_some() {
+            return Err(format!("replica id {id} appears twice"));
+        }
+    }
+    if members.is_empty() {
+        return Err("the initial cluster is empty".to_string());
+    }
+    Ok(members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects() {
+        let m = parse_initial_cluster("1=127.0.0.1:7001, 2=127.0.0.1:7002").unwrap();
+        assert_eq!(m[&2], "127.0.0.1:7002");
+        assert!(parse_initial_cluster("1=a:1,1=b:2").is_err());
+        assert!(parse_initial_cluster("x=a:1").is_err());
+        assert!(parse_initial_cluster("0=a:1").is_err());
+        assert!(parse_initial_cluster("1=nohost").is_err());
+        assert!(parse_initial_cluster("").is_err());
+    }
+}

@@ -1,0 +1,21 @@
+//! A raftsched replica: openraft driving the sled store, replicas talking over tonic, and the client
+//! API served on the same port by every replica.
+//!
+//! Reading order: `config` (what a replica is told), `replica` (the write and read paths:
+//! forwarding to the leader, read index), `scheduler_service` (the client API), `raft_service` and
+//! `network` (Raft between replicas), `convert` (the only place that knows both the wire types and
+//! the state types).
+
+pub mod config;
+mod convert;
+mod limits;
+mod network;
+mod peers;
+mod raft_service;
+pub mod replica;
+mod scheduler_service;
+mod serve;
+
+pub use config::{parse_initial_cluster, ReplicaConfig};
+pub use replica::Replica;
+pub use serve::{start, RunningReplica, StartError};

@@ -1,0 +1,36 @@
+//! Bounds of the server edge, units last. The state machine's own bounds are in
+//! `raftsched_state::limits`.
+
+use std::time::Duration;
+
+/// Client requests a replica works on at once; over it: RESOURCE_EXHAUSTED (not a queue).
+pub const IN_FLIGHT_REQUESTS_MAX: usize = 4096;
+/// Largest client API message. A spec is at most 64 KiB; the rest is headroom for framing.
+pub const CLIENT_MESSAGE_BYTES_MAX: usize = 1024 * 1024;
+/// Largest replica-to-replica message: `RAFT_PAYLOAD_ENTRIES_MAX` entries of at most ~65 KiB each,
+/// or one snapshot chunk.
+pub const RAFT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Entries per AppendEntries; with the 64 KiB spec bound this stays far below the message bound.
+pub const RAFT_PAYLOAD_ENTRIES_MAX: u64 = 256;
+/// Bytes per snapshot chunk sent to a lagging replica.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+/// How long a replica works on one client request (waiting for a leader, forwarding, waiting for
+/// its state to catch up) before it answers UNAVAILABLE. Below the CLI's default 10 s timeout, so
+/// the client has time to retry through another replica.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(5_000);
+/// Timeout of one forwarded write or read-index call to the leader. A leader that died mid-call
+/// must not hold the client for long: after this the replica looks for the new leader.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_millis(2_000);
+/// Timeout of one member's answer to a cluster status request.
+pub const STATUS_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// Connection timeout to a peer replica.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Backoff while no leader is known: starts here and doubles up to the max.
+pub const LEADER_WAIT_BACKOFF_MS_MIN: u64 = 10;
+pub const LEADER_WAIT_BACKOFF_MS_MAX: u64 = 200;
+
+const _: () = assert!(FORWARD_TIMEOUT.as_millis() < REQUEST_TIMEOUT.as_millis());
+const _: () = assert!(
+    RAFT_PAYLOAD_ENTRIES_MAX as usize * (raftsched_state::limits::SPEC_BYTES_MAX + 1024) < RAFT_MESSAGE_BYTES_MAX
+);
+const _: () = assert!((SNAPSHOT_CHUNK_BYTES as usize) < RAFT_MESSAGE_BYTES_MAX / 2);

@@ -1,0 +1,38 @@
+//! Connections to other replicas, one lazily connected tonic channel per address, shared by Raft
+//! replication, forwarding and status.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use raftsched_api::raft_client::RaftClient;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::limits;
+
+#[derive(Default)]
+pub struct Peers {
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl Peers {
+    pub fn client(&self, addr: &str) -> Result<RaftClient<Channel>, tonic::Status> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match channels.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|e| tonic::Status::internal(format!("bad peer address {addr:?}: {e}")))?
+                    .connect_timeout(limits::CONNECT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(std::time::Duration::from_secs(5))
+                    .keep_alive_timeout(std::time::Duration::from_secs(5));
+                let channel = endpoint.connect_lazy();
+                channels.insert(addr.to_string(), channel.clone());
+                channel
+            }
+        };
+        Ok(RaftClient::new(channel)
+            .max_decoding_message_size(limits::RAFT_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(limits::RAFT_MESSAGE_BYTES_MAX))
+    }
+}

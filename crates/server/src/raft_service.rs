@@ -1,0 +1,67 @@
+//! The replica-to-replica gRPC service: Raft RPCs, forwarded writes, read index, node status.
+//!
+//! Input from the network is decoded with bincode; anything that does not decode is answered
+//! INVALID_ARGUMENT and never reaches openraft.
+
+use std::sync::Arc;
+
+use raftsched_api::raft_server::Raft as RaftRpc;
+use raftsched_api::{MemberStatus, NodeStatusRequest, RaftBytes, ReadIndexRequest, ReadIndexResponse};
+use raftsched_state::Op;
+use serde::{de::DeserializeOwned, Serialize};
+use tonic::{Request, Response, Status};
+
+use crate::replica::Replica;
+
+pub struct RaftService {
+    pub replica: Arc<Replica>,
+}
+
+fn decode<T: DeserializeOwned>(req: Request<RaftBytes>, what: &str) -> Result<T, Status> {
+    bincode::deserialize(&req.into_inner().data).map_err(|e| Status::invalid_argument(format!("malformed {what}: {e}")))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Response<RaftBytes>, Status> {
+    let data = bincode::serialize(value).map_err(|e| Status::internal(format!("encode reply: {e}")))?;
+    Ok(Response::new(RaftBytes { data }))
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn append_entries(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        let rpc = decode(req, "append-entries request")?;
+        encode(&self.replica.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        let rpc = decode(req, "vote request")?;
+        encode(&self.replica.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        let rpc = decode(req, "install-snapshot request")?;
+        encode(&self.replica.raft.install_snapshot(rpc).await)
+    }
+
+    /// A follower's client write. Proposed here only if this replica leads; otherwise UNAVAILABLE
+    /// and the follower looks for the leader again (no forwarding chains).
+    async fn forward(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        let _permit = self.replica.admit()?;
+        let op: Op = decode(req, "forwarded op")?;
+        match self.replica.propose(op).await {
+            Ok(response) => encode(&response),
+            Err(Some(status)) => Err(status),
+            Err(None) => Err(Status::unavailable(format!("replica {} is not the leader", self.replica.id))),
+        }
+    }
+
+    async fn read_index(&self, _req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+        let _permit = self.replica.admit()?;
+        let index = self.replica.local_read_index().await?;
+        Ok(Response::new(ReadIndexResponse { index }))
+    }
+
+    async fn node_status(&self, _req: Request<NodeStatusRequest>) -> Result<Response<MemberStatus>, Status> {
+        Ok(Response::new(self.replica.own_status()))
+    }
+}

@@ -1,0 +1,258 @@
+//! One replica's write and read paths.
+//!
+//! Writes: the leader stamps the time and proposes; a follower forwards the op to the leader and
+//! returns its answer. Every op is safe to retry (submits carry an idempotency key decided in
+//! `apply`, cancel is idempotent), so after an ambiguous failure (a leader that died mid-call) the
+//! replica simply finds the new leader and sends it again.
+//!
+//! Reads: linearizable by read index. The leader confirms with a quorum that it still leads and
+//! names its commit index; this replica waits until it has applied that far, then reads locally.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{BasicNode, ServerState};
+use raftsched_api::{MemberStatus, RaftBytes};
+use raftsched_state::{Command, Op, Response, StateMachine};
+use raftsched_store::{NodeId, Raft, SmHandle};
+use tonic::Status;
+
+use crate::limits;
+use crate::peers::Peers;
+
+pub struct Replica {
+    pub id: NodeId,
+    pub addr: String,
+    pub raft: Raft,
+    pub sm: SmHandle,
+    pub(crate) peers: Arc<Peers>,
+    pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+/// Where the leader is, as far as this replica knows.
+enum Leader {
+    Me,
+    Other(NodeId, String),
+    Unknown,
+}
+
+fn now_ms() -> u64 {
+    // Before 1970 only on a broken clock; 0 then is harmless (it is a timestamp, not an ordering).
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn unavailable_after(what: &str, deadline: Duration) -> Status {
+    Status::unavailable(format!("{what}: no answer within request_timeout_ms {}", deadline.as_millis()))
+}
+
+impl Replica {
+    fn leader(&self) -> Leader {
+        let metrics = self.raft.metrics().borrow().clone();
+        match metrics.current_leader {
+            Some(id) if id == self.id && metrics.state == ServerState::Leader => Leader::Me,
+            Some(id) if id == self.id => Leader::Unknown,
+            Some(id) => match metrics.membership_config.membership().get_node(&id) {
+                Some(node) => Leader::Other(id, node.addr.clone()),
+                None => Leader::Unknown,
+            },
+            None => Leader::Unknown,
+        }
+    }
+
+    /// Takes one in-flight slot, or RESOURCE_EXHAUSTED when all are busy.
+    pub(crate) fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.in_flight.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "replica {} is at in_flight_requests_max {}",
+                self.id,
+                limits::IN_FLIGHT_REQUESTS_MAX
+            ))
+        })
+    }
+
+    /// Applies `op` through Raft, wherever the leader is. Retries through leader changes until
+    /// `REQUEST_TIMEOUT`, then answers UNAVAILABLE (the client may retry elsewhere: ops are
+    /// idempotent).
+    pub async fn write(&self, op: Op) -> Result<Response, Status> {
+        let started = Instant::now();
+        let mut backoff_ms = limits::LEADER_WAIT_BACKOFF_MS_MIN;
+        let mut last_error = String::from("no leader elected yet");
+        while started.elapsed() < limits::REQUEST_TIMEOUT {
+            match self.leader() {
+                Leader::Me => match self.propose(op.clone()).await {
+                    Ok(response) => return Ok(response),
+                    Err(Some(e)) => return Err(e),
+                    Err(None) => last_error = "lost leadership while proposing".to_string(),
+                },
+                Leader::Other(id, addr) => match self.forward(&addr, &op).await {
+                    Ok(response) => return Ok(response),
+                    // The leader's own refusal (bad input, conflict) is the answer.
+                    Err(status) if !is_retryable(&status) => return Err(status),
+                    Err(status) => last_error = format!("forward to leader {id} at {addr}: {}", status.message()),
+                },
+                Leader::Unknown => {}
+            }
+            tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+            backoff_ms = (backoff_ms * 2).min(limits::LEADER_WAIT_BACKOFF_MS_MAX);
+        }
+        Err(unavailable_after(&last_error, limits::REQUEST_TIMEOUT))
+    }
+
+    /// Proposes on this replica, which believes it leads. `Err(None)`: it does not lead any more
+    /// (retry elsewhere); `Err(Some(status))`: a final error.
+    pub(crate) async fn propose(&self, op: Op) -> Result<Response, Option<Status>> {
+        let cmd = Command { now_ms: now_ms(), op };
+        match self.raft.client_write(cmd).await {
+            Ok(reply) => Ok(reply.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(None),
+            Err(RaftError::APIError(e)) => Err(Some(Status::internal(format!("write failed: {e}")))),
+            Err(RaftError::Fatal(e)) => Err(Some(Status::unavailable(format!("replica {} is stopping: {e}", self.id)))),
+        }
+    }
+
+    async fn forward(&self, addr: &str, op: &Op) -> Result<Response, Status> {
+        let data = bincode::serialize(op).map_err(|e| Status::internal(format!("encode op: {e}")))?;
+        let mut client = self.peers.client(addr)?;
+        let mut request = tonic::Request::new(RaftBytes { data });
+        request.set_timeout(limits::FORWARD_TIMEOUT);
+        let reply = tokio::time::timeout(limits::FORWARD_TIMEOUT, client.forward(request))
+            .await
+            .map_err(|_| Status::unavailable("forward timed out"))??;
+        bincode::deserialize(&reply.into_inner().data)
+            .map_err(|e| Status::internal(format!("bad reply from leader: {e}")))
+    }
+
+    /// Waits until this replica's state reflects every write acknowledged before the call began.
+    pub async fn read_barrier(&self) -> Result<(), Status> {
+        let started = Instant::now();
+        let mut backoff_ms = limits::LEADER_WAIT_BACKOFF_MS_MIN;
+        let mut last_error = String::from("no leader elected yet");
+        while started.elapsed() < limits::REQUEST_TIMEOUT {
+            let read_index = match self.leader() {
+                Leader::Me => match self.local_read_index().await {
+                    Ok(index) => Some(index),
+                    Err(e) => {
+                        last_error = e.message().to_string();
+                        None
+                    }
+                },
+                Leader::Other(id, addr) => match self.remote_read_index(&addr).await {
+                    Ok(index) => Some(index),
+                    Err(e) => {
+                        last_error = format!("read index from leader {id} at {addr}: {}", e.message());
+                        None
+                    }
+                },
+                Leader::Unknown => None,
+            };
+            if let Some(index) = read_index {
+                let remaining = limits::REQUEST_TIMEOUT.saturating_sub(started.elapsed());
+                return match self.raft.wait(Some(remaining)).applied_index_at_least(Some(index), "read index").await {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        Err(Status::unavailable(format!("replica {} did not catch up to index {index}: {e}", self.id)))
+                    }
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+            backoff_ms = (backoff_ms * 2).min(limits::LEADER_WAIT_BACKOFF_MS_MAX);
+        }
+        Err(unavailable_after(&last_error, limits::REQUEST_TIMEOUT))
+    }
+
+    /// On the leader: confirms leadership with a quorum and returns the index to read at.
+    pub(crate) async fn local_read_index(&self) -> Result<u64, Status> {
+        match self.raft.get_read_log_id().await {
+            Ok((read_log_id, _applied)) => Ok(read_log_id.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+                Err(Status::unavailable("not the leader"))
+            }
+            Err(RaftError::APIError(e)) => Err(Status::unavailable(format!("leadership not confirmed: {e}"))),
+            Err(RaftError::Fatal(e)) => Err(Status::unavailable(format!("replica {} is stopping: {e}", self.id))),
+        }
+    }
+
+    async fn remote_read_index(&self, addr: &str) -> Result<u64, Status> {
+        let mut client = self.peers.client(addr)?;
+        let mut request = tonic::Request::new(raftsched_api::ReadIndexRequest {});
+        request.set_timeout(limits::FORWARD_TIMEOUT);
+        let reply = tokio::time::timeout(limits::FORWARD_TIMEOUT, client.read_index(request))
+            .await
+            .map_err(|_| Status::unavailable("read index timed out"))??;
+        Ok(reply.into_inner().index)
+    }
+
+    /// Reads the applied state; `stale` skips the read barrier.
+    pub async fn read<R>(&self, stale: bool, f: impl FnOnce(&StateMachine) -> R) -> Result<R, Status> {
+        if !stale {
+            self.read_barrier().await?;
+        }
+        Ok(self.sm.read(f))
+    }
+
+    /// This replica's own view, for cluster status.
+    pub fn own_status(&self) -> MemberStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        MemberStatus {
+            id: self.id,
+            addr: self.addr.clone(),
+            role: role.to_string(),
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            reachable: true,
+            error: String::new(),
+            current_leader: m.current_leader.unwrap_or(0),
+        }
+    }
+
+    /// Every member's status: this replica's own, and each other member's, asked concurrently with
+    /// `STATUS_TIMEOUT`; a member that does not answer is listed as unreachable.
+    pub async fn cluster_status(&self) -> Vec<MemberStatus> {
+        let members: Vec<(NodeId, BasicNode)> = {
+            let m = self.raft.metrics().borrow().clone();
+            m.membership_config.membership().nodes().map(|(id, n)| (*id, n.clone())).collect()
+        };
+        let asks = members.into_iter().map(|(id, node)| async move {
+            if id == self.id {
+                return self.own_status();
+            }
+            let unreachable = |error: String| MemberStatus {
+                id,
+                addr: node.addr.clone(),
+                role: "unknown".to_string(),
+                reachable: false,
+                error,
+                ..Default::default()
+            };
+            let mut client = match self.peers.client(&node.addr) {
+                Ok(c) => c,
+                Err(e) => return unreachable(e.message().to_string()),
+            };
+            let mut request = tonic::Request::new(raftsched_api::NodeStatusRequest {});
+            request.set_timeout(limits::STATUS_TIMEOUT);
+            match tokio::time::timeout(limits::STATUS_TIMEOUT, client.node_status(request)).await {
+                Ok(Ok(reply)) => reply.into_inner(),
+                Ok(Err(status)) => unreachable(status.message().to_string()),
+                Err(_) => unreachable("timed out".to_string()),
+            }
+        });
+        futures::future::join_all(asks).await
+    }
+}
+
+/// Whether a failed forward may be retried (possibly through another leader).
+fn is_retryable(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled | tonic::Code::Unknown
+    )
+}

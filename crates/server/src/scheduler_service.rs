@@ -1,0 +1,107 @@
+//! The client API, served by every replica.
+
+use std::sync::Arc;
+
+use raftsched_api as api;
+use raftsched_api::scheduler_server::Scheduler;
+use raftsched_state::spec::validate_key;
+use raftsched_state::{limits, ListFilter, Op, Response as SmResponse, TaskState};
+use tonic::{Request, Response, Status};
+
+use crate::convert::{rejection_to_status, spec_from_api, task_to_api};
+use crate::replica::Replica;
+
+pub struct SchedulerService {
+    pub replica: Arc<Replica>,
+}
+
+fn unexpected(response: SmResponse) -> Status {
+    Status::internal(format!("unexpected state machine answer {response:?}"))
+}
+
+#[tonic::async_trait]
+impl Scheduler for SchedulerService {
+    async fn submit(&self, req: Request<api::SubmitRequest>) -> Result<Response<api::SubmitResponse>, Status> {
+        let _permit = self.replica.admit()?;
+        let req = req.into_inner();
+        let spec = spec_from_api(req.spec)?;
+        // Checked here to answer early and cheaply; `apply` checks again and its answer counts.
+        validate_key(&req.key).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        spec.validate().map_err(|e| Status::invalid_argument(e.to_string()))?;
+        match self.replica.write(Op::Submit { key: req.key, spec }).await? {
+            SmResponse::Submitted { id, created } => Ok(Response::new(api::SubmitResponse { id, created })),
+            SmResponse::Rejected(r) => Err(rejection_to_status(r)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn get_task(&self, req: Request<api::GetTaskRequest>) -> Result<Response<api::Task>, Status> {
+        let _permit = self.replica.admit()?;
+        let req = req.into_inner();
+        if req.id == 0 {
+            return Err(Status::invalid_argument("task id 0 does not exist; ids start at 1"));
+        }
+        let task = self.replica.read(req.stale, |sm| sm.get(req.id).map(task_to_api)).await?;
+        task.map(Response::new).ok_or_else(|| Status::not_found(format!("no task with id {}", req.id)))
+    }
+
+    async fn list_tasks(
+        &self,
+        req: Request<api::ListTasksRequest>,
+    ) -> Result<Response<api::ListTasksResponse>, Status> {
+        let _permit = self.replica.admit()?;
+        let req = req.into_inner();
+        let state = match req.state.as_str() {
+            "" => None,
+            s => Some(TaskState::parse(s).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "unknown state {s:?} (one of pending, assigned, running, succeeded, failed, cancelled)"
+                ))
+            })?),
+        };
+        if req.limit as usize > limits::LIST_PAGE_SIZE_MAX {
+            return Err(Status::invalid_argument(format!(
+                "limit {} is over list_page_size_max {}",
+                req.limit,
+                limits::LIST_PAGE_SIZE_MAX
+            )));
+        }
+        let filter =
+            ListFilter { state, after_id: (req.after_id > 0).then_some(req.after_id), limit: req.limit as usize };
+        let page = self.replica.read(req.stale, |sm| sm.list(&filter)).await?;
+        Ok(Response::new(api::ListTasksResponse {
+            tasks: page.tasks.iter().map(task_to_api).collect(),
+            next_after: page.next_after.unwrap_or(0),
+        }))
+    }
+
+    async fn cancel(&self, req: Request<api::CancelRequest>) -> Result<Response<api::CancelResponse>, Status> {
+        let _permit = self.replica.admit()?;
+        let id = req.into_inner().id;
+        if id == 0 {
+            return Err(Status::invalid_argument("task id 0 does not exist; ids start at 1"));
+        }
+        match self.replica.write(Op::Cancel { id }).await? {
+            SmResponse::Cancelled { id } => Ok(Response::new(api::CancelResponse { id })),
+            SmResponse::Rejected(r) => Err(rejection_to_status(r)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn cluster_status(
+        &self,
+        _req: Request<api::ClusterStatusRequest>,
+    ) -> Result<Response<api::ClusterStatusResponse>, Status> {
+        let _permit = self.replica.admit()?;
+        let members = self.replica.cluster_status().await;
+        // The leader is the reachable member that says it leads in the highest term; a stale
+        // ex-leader in a minority partition loses to the newer term.
+        let leader = members.iter().filter(|m| m.reachable && m.role == "leader").max_by_key(|m| m.term).map(|m| m.id);
+        Ok(Response::new(api::ClusterStatusResponse {
+            leader: leader.unwrap_or(0),
+            has_leader: leader.is_some(),
+            members,
+            answered_by: self.replica.id,
+        }))
+    }
+}

@@ -1,0 +1,142 @@
+//! Starting and stopping a replica.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{BasicNode, Config, SnapshotPolicy};
+use raftsched_api::raft_server::RaftServer;
+use raftsched_api::scheduler_server::SchedulerServer;
+use raftsched_store::Raft;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::ReplicaConfig;
+use crate::limits;
+use crate::network::NetworkFactory;
+use crate::peers::Peers;
+use crate::raft_service::RaftService;
+use crate::replica::Replica;
+use crate::scheduler_service::SchedulerService;
+
+/// Why a replica did not start. Each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("--initial-cluster does not list this replica's id {0}")]
+    NotInCluster(u64),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("cannot create data dir {dir}: {source}")]
+    DataDir { dir: String, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] raftsched_store::OpenError),
+    #[error("invalid raft configuration: {0}")]
+    Config(String),
+    #[error("raft failed to start: {0}")]
+    Raft(String),
+}
+
+pub struct RunningReplica {
+    pub replica: Arc<Replica>,
+    /// The address the replica actually listens on (useful with port 0).
+    pub local_addr: std::net::SocketAddr,
+    stop_tx: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl RunningReplica {
+    /// Stops serving (in-flight requests finish), then stops Raft, which flushes the store.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.stop_tx.take() {
+            let _ = tx.send(());
+        }
+        match tokio::time::timeout(Duration::from_secs(5), &mut self.server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+            Err(_) => {
+                tracing::warn!("server did not drain within 5 s; aborting it");
+                self.server.abort();
+            }
+        }
+        if let Err(e) = self.replica.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        tracing::info!(id = self.replica.id, "replica stopped");
+    }
+}
+
+pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> {
+    let addr = config.initial_cluster.get(&config.id).cloned().ok_or(StartError::NotInCluster(config.id))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| StartError::DataDir { dir: config.data_dir.display().to_string(), source })?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Listen { addr: config.listen.to_string(), source })?;
+    let local_addr =
+        listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen.to_string(), source })?;
+
+    let opened = raftsched_store::open(&config.data_dir, config.id)?;
+    let sm = opened.sm_store.handle();
+    let raft_config = Config {
+        cluster_name: "raftsched".to_string(),
+        heartbeat_interval: config.timing.heartbeat_interval_ms,
+        election_timeout_min: config.timing.election_timeout_ms_min,
+        election_timeout_max: config.timing.election_timeout_ms_max,
+        install_snapshot_timeout: 5_000,
+        max_payload_entries: limits::RAFT_PAYLOAD_ENTRIES_MAX,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.timing.snapshot_every_entries),
+        snapshot_max_chunk_size: limits::SNAPSHOT_CHUNK_BYTES,
+        max_in_snapshot_log_to_keep: 1_000,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| StartError::Config(e.to_string()))?;
+
+    let peers = Arc::new(Peers::default());
+    let network = NetworkFactory { peers: peers.clone() };
+    let raft = Raft::new(config.id, Arc::new(raft_config), network, opened.log_store, opened.sm_store)
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+
+    // First start: every replica proposes the same initial membership; it becomes log entry 0 on
+    // each of them, so it does not matter who does it first. On a restart the data dir wins.
+    if !raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))? {
+        let members: BTreeMap<u64, BasicNode> =
+            config.initial_cluster.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.clone() })).collect();
+        tracing::info!(id = config.id, ?members, "first start: initializing the cluster");
+        if let Err(e) = raft.initialize(members).await {
+            // NotAllowed means a peer's entries arrived first: already initialized, which is fine.
+            tracing::info!(error = %e, "initialize skipped");
+        }
+    }
+
+    let replica = Arc::new(Replica {
+        id: config.id,
+        addr,
+        raft,
+        sm,
+        peers,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(limits::IN_FLIGHT_REQUESTS_MAX)),
+    });
+    let scheduler = SchedulerServer::new(SchedulerService { replica: replica.clone() })
+        .max_decoding_message_size(limits::CLIENT_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(limits::CLIENT_MESSAGE_BYTES_MAX * 64);
+    let raft_rpc = RaftServer::new(RaftService { replica: replica.clone() })
+        .max_decoding_message_size(limits::RAFT_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(limits::RAFT_MESSAGE_BYTES_MAX);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(scheduler)
+            .add_service(raft_rpc)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stop_rx.await;
+            }),
+    );
+    tracing::info!(id = config.id, %local_addr, data_dir = %config.data_dir.display(), "replica serving");
+    Ok(RunningReplica { replica, local_addr, stop_tx: Some(stop_tx), server })
+}

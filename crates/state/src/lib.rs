@@ -1,0 +1,24 @@
+//! The deterministic core of raftsched: the replicated scheduler state machine.
+//!
+//! Everything in this crate is a pure function of the command sequence it is fed. It reads no
+//! clock, no randomness, no environment, and does no IO: time enters as `Command::now_ms`, a value
+//! chosen by the leader when it proposes. Ids are derived from the Raft log index. Two replicas that
+//! apply the same log therefore hold byte-identical state (see `tests/determinism.rs`).
+//!
+//! Architecture invariant: this crate depends on `serde` and `thiserror` only. It knows nothing of
+//! openraft, tokio, tonic or sled; `cargo tree -p raftsched-state` proves it.
+
+pub mod command;
+pub mod limits;
+pub mod machine;
+pub mod node;
+pub mod query;
+pub mod spec;
+pub mod task;
+
+pub use command::{Command, Op, Rejection, Response};
+pub use machine::StateMachine;
+pub use node::{Node, NodeState};
+pub use query::{ListFilter, ListPage};
+pub use spec::{Exec, SpecError, TaskSpec};
+pub use task::{Assignment, Task, TaskId, TaskResult, TaskState};

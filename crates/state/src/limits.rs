@@ -1,0 +1,31 @@
+//! Every bound the state machine enforces, with its unit last in the name.
+//!
+//! Why bounds live here: they decide what `apply` accepts, so they are part of the replicated
+//! semantics. Changing one is a protocol change; all replicas must agree on it.
+
+/// Idempotency key length. Keys are held for the task's whole life, so they cost memory per task.
+pub const KEY_BYTES_MAX: usize = 128;
+/// Number of argv elements in a command task.
+pub const ARGV_COUNT_MAX: usize = 256;
+/// Total bytes of a task spec (argv or builtin argument, plus constraints). A Raft entry carries
+/// the spec, so this also bounds the entry size.
+pub const SPEC_BYTES_MAX: usize = 64 * 1024;
+/// Number of label constraints on one task.
+pub const CONSTRAINT_COUNT_MAX: usize = 16;
+/// Tasks that are pending (not yet assigned) at once. Over it a submit is refused with
+/// `TooManyPending`, which the API maps to RESOURCE_EXHAUSTED.
+pub const TASKS_PENDING_MAX: usize = 100_000;
+/// Tasks held in the state machine in total (a later issue adds a retention policy).
+pub const TASKS_TOTAL_MAX: usize = 2_000_000;
+/// Largest page a `list` query returns.
+pub const LIST_PAGE_SIZE_MAX: usize = 1_000;
+/// Default page size of a `list` query.
+pub const LIST_PAGE_SIZE_DEFAULT: usize = 100;
+/// Longest `sleep:MS` builtin.
+pub const SLEEP_MS_MAX: u64 = 24 * 3600 * 1000;
+/// Bytes of a task's output tail kept with its result.
+pub const OUTPUT_TAIL_BYTES_MAX: usize = 4 * 1024;
+
+const _: () = assert!(LIST_PAGE_SIZE_DEFAULT <= LIST_PAGE_SIZE_MAX);
+const _: () = assert!(TASKS_PENDING_MAX <= TASKS_TOTAL_MAX);
+const _: () = assert!(KEY_BYTES_MAX < SPEC_BYTES_MAX);

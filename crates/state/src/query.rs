@@ -1,0 +1,63 @@
+//! Read-only queries over the state machine.
+
+use crate::limits;
+use crate::machine::StateMachine;
+use crate::task::{Task, TaskId, TaskState};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    pub state: Option<TaskState>,
+    /// Return tasks with ids strictly greater than this (the previous page's `next_after`).
+    pub after_id: Option<TaskId>,
+    /// Page size; 0 means `LIST_PAGE_SIZE_DEFAULT`, anything over `LIST_PAGE_SIZE_MAX` is clamped.
+    pub limit: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListPage {
+    pub tasks: Vec<Task>,
+    /// Set when more tasks may follow: pass it as `after_id` for the next page.
+    pub next_after: Option<TaskId>,
+}
+
+impl StateMachine {
+    pub fn get(&self, id: TaskId) -> Option<&Task> {
+        self.tasks.get(&id)
+    }
+
+    pub fn get_by_key(&self, key: &str) -> Option<&Task> {
+        self.keys.get(key).and_then(|id| self.tasks.get(id))
+    }
+
+    /// Tasks in id order (= submission order), one bounded page at a time.
+    pub fn list(&self, filter: &ListFilter) -> ListPage {
+        let limit = match filter.limit {
+            0 => limits::LIST_PAGE_SIZE_DEFAULT,
+            n => n.min(limits::LIST_PAGE_SIZE_MAX),
+        };
+        let start = filter.after_id.map_or(0, |a| a.saturating_add(1));
+        let mut tasks = Vec::with_capacity(limit.min(64));
+        let mut next_after = None;
+        for task in self.tasks.range(start..).map(|(_, t)| t) {
+            if filter.state.is_some_and(|s| s != task.state) {
+                continue;
+            }
+            if tasks.len() == limit {
+                next_after = tasks.last().map(|t: &Task| t.id);
+                break;
+            }
+            tasks.push(task.clone());
+        }
+        debug_assert!(tasks.len() <= limit);
+        ListPage { tasks, next_after }
+    }
+
+    /// Number of tasks in `state`.
+    pub fn count(&self, state: TaskState) -> u64 {
+        self.counts[state as usize]
+    }
+
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+}

@@ -1,0 +1,85 @@
+//! A task's replicated record and its life cycle.
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::TaskSpec;
+
+/// A task id is the Raft log index of the entry that created it: unique, monotonic, and the same
+/// on every replica without coordination.
+pub type TaskId = u64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TaskState {
+    Pending,
+    Assigned,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 6] = [
+        TaskState::Pending,
+        TaskState::Assigned,
+        TaskState::Running,
+        TaskState::Succeeded,
+        TaskState::Failed,
+        TaskState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Assigned => "assigned",
+            TaskState::Running => "running",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Terminal states never change again; their result is recorded exactly once.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled)
+    }
+
+    /// States in which a worker holds the task (and so an assignment with a fencing token exists).
+    pub fn is_held(self) -> bool {
+        matches!(self, TaskState::Assigned | TaskState::Running)
+    }
+}
+
+/// Which worker holds a task, and the fencing token that proves it: the log index of the entry that
+/// made the assignment. A report carrying any other token is stale and refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub worker_id: String,
+    pub token: u64,
+    pub assigned_at_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub exit_code: i32,
+    /// The last bytes of output, at most `limits::OUTPUT_TAIL_BYTES_MAX`.
+    pub output_tail: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: TaskId,
+    pub key: String,
+    pub spec: TaskSpec,
+    pub state: TaskState,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+    /// How many times the task has been assigned (0 while it never was).
+    pub attempt: u32,
+    pub assignment: Option<Assignment>,
+    pub result: Option<TaskResult>,
+}

@@ -1,0 +1,78 @@
+//! Opening a replica's data dir: one sled database, checked to belong to this replica.
+
+use std::path::{Path, PathBuf};
+
+use crate::flusher::Flusher;
+use crate::log_store::LogStore;
+use crate::state_machine::SmStore;
+
+/// Why a data dir could not be opened. Every case is an operator error or a damaged disk, so the
+/// message names the dir and what to do; the replica exits non-zero instead of guessing.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open data dir {dir}: {source}")]
+    Sled { dir: PathBuf, source: sled::Error },
+    #[error("data dir {dir} is damaged: the storage engine failed while opening it ({why})")]
+    Panicked { dir: PathBuf, why: String },
+    #[error("data dir {dir} belongs to replica {found}, not to replica {expected}")]
+    WrongReplica { dir: PathBuf, expected: u64, found: u64 },
+    #[error("data dir {dir} is damaged: {what}")]
+    Corrupt { dir: PathBuf, what: String },
+}
+
+/// Everything a replica needs from its data dir.
+pub struct Opened {
+    pub log_store: LogStore,
+    pub sm_store: SmStore,
+    /// True when the dir held no Raft state before (first start).
+    pub pristine: bool,
+}
+
+const REPLICA_ID_KEY: &[u8] = b"replica_id";
+
+/// Opens (or creates) the store of replica `replica_id` in `dir`. Must run inside a tokio runtime:
+/// it starts the group-commit flusher task.
+pub fn open(dir: &Path, replica_id: u64) -> Result<Opened, OpenError> {
+    let sled_dir = dir.join("sled");
+    // sled may panic on some kinds of on-disk damage; a panic must not be how the operator learns
+    // that the disk is bad, so it is caught and turned into an error naming the dir.
+    let opened =
+        std::panic::catch_unwind(|| sled::Config::new().path(&sled_dir).mode(sled::Mode::HighThroughput).open());
+    let db = match opened {
+        Ok(Ok(db)) => db,
+        Ok(Err(source)) => return Err(OpenError::Sled { dir: dir.to_path_buf(), source }),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".to_string());
+            return Err(OpenError::Panicked { dir: dir.to_path_buf(), why });
+        }
+    };
+    let sled_err = |source| OpenError::Sled { dir: dir.to_path_buf(), source };
+    let meta = db.open_tree("meta").map_err(sled_err)?;
+    let log = db.open_tree("log").map_err(sled_err)?;
+    let snap = db.open_tree("snapshot").map_err(sled_err)?;
+
+    let pristine = match meta.get(REPLICA_ID_KEY).map_err(sled_err)? {
+        Some(bytes) => {
+            let found = crate::codec::key_index(&bytes)
+                .ok_or_else(|| OpenError::Corrupt { dir: dir.to_path_buf(), what: "replica id record".into() })?;
+            if found != replica_id {
+                return Err(OpenError::WrongReplica { dir: dir.to_path_buf(), expected: replica_id, found });
+            }
+            false
+        }
+        None => {
+            meta.insert(REPLICA_ID_KEY, &crate::codec::index_key(replica_id)).map_err(sled_err)?;
+            db.flush().map_err(sled_err)?;
+            true
+        }
+    };
+    let flusher = Flusher::start(db.clone());
+    let log_store = LogStore::new(db.clone(), meta, log, flusher);
+    let sm_store =
+        SmStore::load(db, snap).map_err(|e| OpenError::Corrupt { dir: dir.to_path_buf(), what: e.to_string() })?;
+    Ok(Opened { log_store, sm_store, pristine })
+}

@@ -1,0 +1,69 @@
+//! Group commit: one sled flush completes every log append queued while the previous flush ran.
+//!
+//! Why a task of its own: openraft's `append` hands us a callback and lets us return before the
+//! entries are durable. Appends keep arriving while a flush (an fsync) is in progress; they all wait
+//! for the *next* flush, which covers every write made before it started. Throughput therefore
+//! grows with load while each acknowledgement still follows a real fsync.
+
+use std::io;
+
+use openraft::storage::LogFlushed;
+use tokio::sync::mpsc;
+
+use crate::TypeConfig;
+
+/// Appends waiting for a flush. Bounded so a stalled disk pushes back on Raft instead of queueing
+/// without limit.
+const FLUSH_QUEUE_LEN_MAX: usize = 4096;
+/// Most callbacks one flush completes (the rest wait for the next); bounds the work per wake-up.
+const FLUSH_BATCH_LEN_MAX: usize = 1024;
+
+#[derive(Clone)]
+pub(crate) struct Flusher {
+    tx: mpsc::Sender<LogFlushed<TypeConfig>>,
+}
+
+impl Flusher {
+    pub(crate) fn start(db: sled::Db) -> Flusher {
+        let (tx, rx) = mpsc::channel(FLUSH_QUEUE_LEN_MAX);
+        tokio::spawn(run(db, rx));
+        Flusher { tx }
+    }
+
+    /// Queues `callback` to be completed after the next flush. The caller must have written the
+    /// entries to sled before calling, so that the flush covers them.
+    pub(crate) async fn after_next_flush(&self, callback: LogFlushed<TypeConfig>) {
+        if let Err(mpsc::error::SendError(callback)) = self.tx.send(callback).await {
+            callback.log_io_completed(Err(io::Error::other("log flusher has stopped")));
+        }
+    }
+}
+
+async fn run(db: sled::Db, mut rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
+    let mut batch: Vec<LogFlushed<TypeConfig>> = Vec::with_capacity(FLUSH_BATCH_LEN_MAX);
+    // Runs until every Flusher handle (the log store and its clones) is dropped.
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < FLUSH_BATCH_LEN_MAX {
+            match rx.try_recv() {
+                Ok(cb) => batch.push(cb),
+                Err(_) => break,
+            }
+        }
+        let result = db.flush_async().await;
+        tracing::trace!(n_appends = batch.len(), "group commit");
+        for callback in batch.drain(..) {
+            let r = match &result {
+                Ok(_) => Ok(()),
+                Err(e) => Err(io::Error::other(format!("sled flush failed: {e}"))),
+            };
+            callback.log_io_completed(r);
+        }
+        if let Err(e) = result {
+            // A failed fsync leaves the disk in an unknown state; openraft stops this replica on
+            // the error above, and we stop flushing rather than pretend later flushes are sound.
+            tracing::error!(error = %e, "sled flush failed; log flusher stops");
+            return;
+        }
+    }
+}

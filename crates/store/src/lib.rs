@@ -1,0 +1,34 @@
+//! Durable storage for a raftsched replica: the Raft log, the vote and the state-machine snapshot,
+//! all in one sled database under the replica's data dir.
+//!
+//! Durability contract (why this crate exists): openraft may only count a log entry or a vote as
+//! persisted once it survives kill -9. `save_vote` returns after sled's flush; `append` returns at
+//! once but completes openraft's callback only after the flusher task has flushed sled, and the
+//! flusher batches every append queued meanwhile into one flush (group commit).
+
+mod codec;
+mod db;
+mod flusher;
+mod log_store;
+mod state_machine;
+
+use std::io::Cursor;
+
+pub use db::{open, OpenError, Opened};
+pub use log_store::LogStore;
+pub use state_machine::{SmHandle, SmStore};
+
+openraft::declare_raft_types!(
+    /// openraft's type configuration for raftsched: the state crate's commands and responses.
+    pub TypeConfig:
+        D = raftsched_state::Command,
+        R = raftsched_state::Response,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+pub type NodeId = u64;
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type StorageError = openraft::StorageError<NodeId>;

@@ -1,0 +1,180 @@
+//! The Raft log and vote, in sled trees `log` and `meta`.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, LogState, OptionalSend, RaftLogReader, Vote};
+
+use crate::codec::{decode, encode, index_key, io_err};
+use crate::flusher::Flusher;
+use crate::{NodeId, StorageError, TypeConfig};
+
+const VOTE_KEY: &[u8] = b"vote";
+const COMMITTED_KEY: &[u8] = b"committed";
+const LAST_PURGED_KEY: &[u8] = b"last_purged";
+
+/// Most entries one read returns; bounds the memory of a replication batch read.
+const READ_ENTRIES_LEN_MAX: usize = 4096;
+
+/// Cheap to clone: sled trees are reference-counted handles.
+#[derive(Clone)]
+pub struct LogStore {
+    db: sled::Db,
+    meta: sled::Tree,
+    log: sled::Tree,
+    flusher: Flusher,
+}
+
+impl LogStore {
+    pub(crate) fn new(db: sled::Db, meta: sled::Tree, log: sled::Tree, flusher: Flusher) -> LogStore {
+        LogStore { db, meta, log, flusher }
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+        subject: ErrorSubject<NodeId>,
+    ) -> Result<Option<T>, StorageError> {
+        match self.meta.get(key) {
+            Ok(Some(bytes)) => Ok(Some(decode(&bytes, subject)?)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(io_err(subject, ErrorVerb::Read, e)),
+        }
+    }
+
+    fn put_meta<T: serde::Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+        subject: ErrorSubject<NodeId>,
+    ) -> Result<(), StorageError> {
+        let bytes = encode(value, subject.clone())?;
+        self.meta.insert(key, bytes).map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
+        Ok(())
+    }
+
+    fn last_entry_log_id(&self) -> Result<Option<LogId<NodeId>>, StorageError> {
+        match self.log.last() {
+            Ok(Some((_, bytes))) => {
+                let entry: Entry<TypeConfig> = decode(&bytes, ErrorSubject::Logs)?;
+                Ok(Some(entry.log_id))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(io_err(ErrorSubject::Logs, ErrorVerb::Read, e)),
+        }
+    }
+}
+
+fn to_sled_range<RB: RangeBounds<u64>>(range: &RB) -> (Bound<[u8; 8]>, Bound<[u8; 8]>) {
+    let start = match range.start_bound() {
+        Bound::Included(i) => Bound::Included(index_key(*i)),
+        Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(i) => Bound::Included(index_key(*i)),
+        Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    (start, end)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        let mut entries = Vec::new();
+        for item in self.log.range(to_sled_range(&range)) {
+            let (_, bytes) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+            let entry: Entry<TypeConfig> = decode(&bytes, ErrorSubject::Logs)?;
+            entries.push(entry);
+            if entries.len() >= READ_ENTRIES_LEN_MAX {
+                break;
+            }
+        }
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged: Option<LogId<NodeId>> = self.get_meta(LAST_PURGED_KEY, ErrorSubject::Logs)?;
+        let last = self.last_entry_log_id()?.or(last_purged);
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    /// Durable before it returns: a vote that is forgotten after a crash could let this replica
+    /// vote twice in one term.
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        self.put_meta(VOTE_KEY, vote, ErrorSubject::Vote)?;
+        self.db.flush_async().await.map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        self.get_meta(VOTE_KEY, ErrorSubject::Vote)
+    }
+
+    /// Not flushed on its own: the committed index is a hint that lets a restarted replica apply
+    /// its log before hearing from a leader; losing the latest value only delays that.
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError> {
+        self.put_meta(COMMITTED_KEY, &committed, ErrorSubject::Store)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError> {
+        Ok(self.get_meta::<Option<LogId<NodeId>>>(COMMITTED_KEY, ErrorSubject::Store)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        let mut n_entries = 0usize;
+        for entry in entries {
+            let bytes = encode(&entry, ErrorSubject::Log(entry.log_id))?;
+            batch.insert(&index_key(entry.log_id.index), bytes);
+            n_entries += 1;
+        }
+        debug_assert!(n_entries > 0);
+        self.log.apply_batch(batch).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        // Acknowledged to Raft only after the flusher's next fsync, which covers this write.
+        self.flusher.after_next_flush(callback).await;
+        Ok(())
+    }
+
+    /// Removes entries at `log_id.index` and after (a conflicting suffix from an old leader).
+    /// Not flushed: if the removal is lost in a crash, the suffix comes back as the uncommitted
+    /// entries it was, and the next leader truncates it again.
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for item in self.log.range(index_key(log_id.index)..) {
+            let (key, _) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+            batch.remove(key);
+        }
+        self.log.apply_batch(batch).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        Ok(())
+    }
+
+    /// Removes entries up to and including `log_id` (already covered by a durable snapshot).
+    /// `last_purged` is written first so the log state never claims entries that are gone.
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
+        self.put_meta(LAST_PURGED_KEY, &log_id, ErrorSubject::Logs)?;
+        let mut batch = sled::Batch::default();
+        for item in self.log.range(..=index_key(log_id.index)) {
+            let (key, _) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+            batch.remove(key);
+        }
+        self.log.apply_batch(batch).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        Ok(())
+    }
+}

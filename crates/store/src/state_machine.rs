@@ -1,0 +1,218 @@
+//! The state machine's home: the deterministic `StateMachine` in memory, its snapshots in sled.
+//!
+//! Why in memory: the log is the durable record of every command; the state is rebuilt from the
+//! last snapshot plus the log after a restart, so `apply` never waits for the disk. Snapshots are
+//! flushed before openraft is told they exist, because openraft purges the log behind them.
+
+use std::io::Cursor;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
+    StoredMembership,
+};
+use raftsched_state::{Response, StateMachine};
+
+use crate::codec::{decode, encode, io_err};
+use crate::{NodeId, StorageError, TypeConfig};
+
+const SNAPSHOT_META_KEY: &[u8] = b"meta";
+const SNAPSHOT_DATA_KEY: &[u8] = b"data";
+
+#[derive(Default)]
+struct Inner {
+    sm: StateMachine,
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, BasicNode>,
+    /// Distinguishes snapshots built at the same log id.
+    n_snapshots_built: u64,
+}
+
+/// A read handle on the applied state, for the server's queries.
+#[derive(Clone)]
+pub struct SmHandle {
+    inner: Arc<RwLock<Inner>>,
+}
+
+impl SmHandle {
+    /// Runs `f` on the applied state. `f` must be short: apply waits while it runs.
+    pub fn read<R>(&self, f: impl FnOnce(&StateMachine) -> R) -> R {
+        f(&read_lock(&self.inner).sm)
+    }
+
+    pub fn last_applied_index(&self) -> u64 {
+        read_lock(&self.inner).last_applied.map_or(0, |l| l.index)
+    }
+}
+
+// A poisoned lock means a panic while the state was changing; a half-applied state must not be
+// served, and the assertion that panicked already decided that this replica stops.
+fn read_lock(inner: &RwLock<Inner>) -> RwLockReadGuard<'_, Inner> {
+    inner.read().expect("state machine lock poisoned by an earlier panic")
+}
+
+fn write_lock(inner: &RwLock<Inner>) -> RwLockWriteGuard<'_, Inner> {
+    inner.write().expect("state machine lock poisoned by an earlier panic")
+}
+
+pub struct SmStore {
+    inner: Arc<RwLock<Inner>>,
+    db: sled::Db,
+    snap: sled::Tree,
+}
+
+impl SmStore {
+    /// Loads the last durable snapshot, if any, checking the state's invariants: a snapshot that
+    /// decodes but is inconsistent is reported as damage, not served.
+    pub(crate) fn load(db: sled::Db, snap: sled::Tree) -> Result<SmStore, StorageError> {
+        let mut inner = Inner::default();
+        let meta = snap.get(SNAPSHOT_META_KEY).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
+        let data = snap.get(SNAPSHOT_DATA_KEY).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
+        if let (Some(meta), Some(data)) = (meta, data) {
+            let meta: SnapshotMeta<NodeId, BasicNode> = decode(&meta, ErrorSubject::Snapshot(None))?;
+            let sm = decode_state(&data, &meta)?;
+            inner.sm = sm;
+            inner.last_applied = meta.last_log_id;
+            inner.membership = meta.last_membership;
+        }
+        Ok(SmStore { inner: Arc::new(RwLock::new(inner)), db, snap })
+    }
+
+    pub fn handle(&self) -> SmHandle {
+        SmHandle { inner: self.inner.clone() }
+    }
+
+    async fn save_snapshot(&self, meta: &SnapshotMeta<NodeId, BasicNode>, data: &[u8]) -> Result<(), StorageError> {
+        let subject = ErrorSubject::Snapshot(Some(meta.signature()));
+        let meta_bytes = encode(meta, subject.clone())?;
+        let mut batch = sled::Batch::default();
+        batch.insert(SNAPSHOT_META_KEY, meta_bytes);
+        batch.insert(SNAPSHOT_DATA_KEY, data);
+        self.snap.apply_batch(batch).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
+        self.db.flush_async().await.map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
+        Ok(())
+    }
+}
+
+fn decode_state(data: &[u8], meta: &SnapshotMeta<NodeId, BasicNode>) -> Result<StateMachine, StorageError> {
+    let subject = ErrorSubject::Snapshot(Some(meta.signature()));
+    let sm: StateMachine = decode(data, subject.clone())?;
+    let applied = meta.last_log_id.map(|l| l.index);
+    if sm.applied_index() != applied {
+        let why = format!("snapshot state is at index {:?} but its meta says {applied:?}", sm.applied_index());
+        return Err(io_err(subject, ErrorVerb::Read, std::io::Error::other(why)));
+    }
+    if let Err(why) = sm.check_invariants() {
+        return Err(io_err(
+            subject,
+            ErrorVerb::Read,
+            std::io::Error::other(format!("snapshot violates an invariant: {why}")),
+        ));
+    }
+    Ok(sm)
+}
+
+impl RaftStateMachine<TypeConfig> for SmStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError> {
+        let inner = read_lock(&self.inner);
+        Ok((inner.last_applied, inner.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut inner = write_lock(&self.inner);
+        let mut responses = Vec::new();
+        for entry in entries {
+            let index = entry.log_id.index;
+            let response = match entry.payload {
+                EntryPayload::Blank => {
+                    inner.sm.advance(index);
+                    Response::Noop
+                }
+                EntryPayload::Normal(cmd) => inner.sm.apply(index, &cmd),
+                EntryPayload::Membership(m) => {
+                    inner.sm.advance(index);
+                    inner.membership = StoredMembership::new(Some(entry.log_id), m);
+                    Response::Noop
+                }
+            };
+            inner.last_applied = Some(entry.log_id);
+            responses.push(response);
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { inner: self.inner.clone(), db: self.db.clone(), snap: self.snap.clone() }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        // Decode and check before touching anything: a bad snapshot from the network leaves the
+        // current state as it was.
+        let sm = decode_state(&data, meta)?;
+        self.save_snapshot(meta, &data).await?;
+        let mut inner = write_lock(&self.inner);
+        inner.sm = sm;
+        inner.last_applied = meta.last_log_id;
+        inner.membership = meta.last_membership.clone();
+        tracing::info!(snapshot = %meta, "installed snapshot from leader");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let subject = ErrorSubject::Snapshot(None);
+        let meta = self.snap.get(SNAPSHOT_META_KEY).map_err(|e| io_err(subject.clone(), ErrorVerb::Read, e))?;
+        let data = self.snap.get(SNAPSHOT_DATA_KEY).map_err(|e| io_err(subject.clone(), ErrorVerb::Read, e))?;
+        match (meta, data) {
+            (Some(meta), Some(data)) => {
+                let meta: SnapshotMeta<NodeId, BasicNode> = decode(&meta, subject)?;
+                Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data.to_vec())) }))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+pub struct SnapshotBuilder {
+    inner: Arc<RwLock<Inner>>,
+    db: sled::Db,
+    snap: sled::Tree,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let (meta, data) = {
+            let mut inner = write_lock(&self.inner);
+            inner.n_snapshots_built += 1;
+            let last = inner.last_applied;
+            let snapshot_id = match last {
+                Some(l) => format!("{}-{}-{}", l.leader_id, l.index, inner.n_snapshots_built),
+                None => format!("none-{}", inner.n_snapshots_built),
+            };
+            let meta = SnapshotMeta { last_log_id: last, last_membership: inner.membership.clone(), snapshot_id };
+            let data = encode(&inner.sm, ErrorSubject::StateMachine)?;
+            (meta, data)
+        };
+        let store = SmStore { inner: self.inner.clone(), db: self.db.clone(), snap: self.snap.clone() };
+        store.save_snapshot(&meta, &data).await?;
+        tracing::info!(snapshot = %meta, bytes = data.len(), "built snapshot");
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
