@@ -92,6 +92,9 @@ pub struct TimingArgs {
     /// Applied entries between state-machine snapshots.
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_every_entries: u64,
+    /// Log entries kept behind a snapshot (a replica further behind receives the snapshot).
+    #[arg(long, default_value_t = 1_000)]
+    pub snapshot_logs_kept: u64,
 }
 
 #[derive(Args)]

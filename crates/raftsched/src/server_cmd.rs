@@ -21,6 +21,7 @@ pub fn timing(args: &TimingArgs) -> Result<RaftTiming, CliError> {
         election_timeout_ms_min: args.election_timeout_ms_min,
         election_timeout_ms_max: args.election_timeout_ms_max,
         snapshot_every_entries: args.snapshot_every_entries,
+        snapshot_logs_kept: args.snapshot_logs_kept,
     })
 }
 
@@ -36,14 +37,23 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
     let config = ReplicaConfig {
         id: args.id,
         listen: args.listen,
-        data_dir: args.data_dir,
+        data_dir: args.data_dir.clone(),
         initial_cluster,
         timing: timing(&args.timing)?,
     };
     let running = raftsched_server::start(config).await.map_err(|e| CliError::Failed(e.to_string()))?;
-    wait_for_signal().await;
-    tracing::info!("signal received; shutting down");
+    let raft_stopped = running.replica.raft.wait(None);
+    let stopped = tokio::select! {
+        _ = wait_for_signal() => false,
+        // Raft stops by itself only on a fatal error (a failed fsync, a storage error): exit
+        // non-zero so a supervisor restarts the replica from its data dir.
+        _ = raft_stopped.state(openraft::ServerState::Shutdown, "raft stopped") => true,
+    };
     running.shutdown().await;
+    if stopped {
+        return Err(CliError::Failed(format!("replica {} stopped on a fatal error; see the log above", args.id)));
+    }
+    tracing::info!("stopped on signal");
     Ok(())
 }
 

@@ -14,6 +14,9 @@ pub struct RaftTiming {
     pub election_timeout_ms_max: u64,
     /// Applied entries between snapshots (after which the log behind the snapshot is purged).
     pub snapshot_every_entries: u64,
+    /// Entries kept in the log behind a snapshot, so a briefly lagging replica catches up from the
+    /// log instead of a whole snapshot.
+    pub snapshot_logs_kept: u64,
 }
 
 impl Default for RaftTiming {
@@ -23,6 +26,7 @@ impl Default for RaftTiming {
             election_timeout_ms_min: 500,
             election_timeout_ms_max: 1000,
             snapshot_every_entries: 10_000,
+            snapshot_logs_kept: 1_000,
         }
     }
 }

@@ -88,7 +88,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         max_payload_entries: limits::RAFT_PAYLOAD_ENTRIES_MAX,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.timing.snapshot_every_entries),
         snapshot_max_chunk_size: limits::SNAPSHOT_CHUNK_BYTES,
-        max_in_snapshot_log_to_keep: 1_000,
+        max_in_snapshot_log_to_keep: config.timing.snapshot_logs_kept,
         ..Default::default()
     }
     .validate()

@@ -1,0 +1,243 @@
+//! A test cluster of real `raftsched server` processes on ports picked at run time, with data in a
+//! temp dir. Every process is killed when the `Cluster` is dropped, also when a test fails.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use raftsched_client::{api, Client};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_raftsched");
+/// Generous: a loaded 2-core CI box may take seconds to elect a leader or start a process.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+pub struct Replica {
+    pub id: u64,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub replicas: BTreeMap<u64, Replica>,
+    pub extra_args: Vec<String>,
+}
+
+/// Ports that were free a moment ago: bound to port 0, read, released.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0")).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+impl Cluster {
+    pub fn start(n: u64, extra_args: &[&str]) -> Cluster {
+        let dir = tempfile::Builder::new().prefix("raftsched-test-").tempdir().unwrap();
+        let ports = free_ports(n as usize);
+        let mut replicas = BTreeMap::new();
+        for (i, port) in ports.into_iter().enumerate() {
+            let id = i as u64 + 1;
+            replicas.insert(
+                id,
+                Replica {
+                    id,
+                    addr: format!("127.0.0.1:{port}"),
+                    data_dir: dir.path().join(format!("replica-{id}")),
+                    log_path: dir.path().join(format!("replica-{id}.log")),
+                    child: None,
+                },
+            );
+        }
+        let mut cluster = Cluster { dir, replicas, extra_args: extra_args.iter().map(|s| s.to_string()).collect() };
+        for id in cluster.ids() {
+            cluster.start_replica(id);
+        }
+        cluster
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.replicas.keys().copied().collect()
+    }
+
+    pub fn initial_cluster(&self) -> String {
+        self.replicas.values().map(|r| format!("{}={}", r.id, r.addr)).collect::<Vec<_>>().join(",")
+    }
+
+    pub fn cluster_arg(&self) -> String {
+        self.replicas.values().map(|r| r.addr.clone()).collect::<Vec<_>>().join(",")
+    }
+
+    pub fn addr(&self, id: u64) -> String {
+        self.replicas[&id].addr.clone()
+    }
+
+    pub fn start_replica(&mut self, id: u64) {
+        let initial = self.initial_cluster();
+        let extra = self.extra_args.clone();
+        let r = self.replicas.get_mut(&id).unwrap();
+        assert!(r.child.is_none(), "replica {id} already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&r.log_path).unwrap();
+        let child = Command::new(BIN)
+            .args(["server", "--id", &id.to_string(), "--listen", &r.addr, "--initial-cluster", &initial])
+            .arg("--data-dir")
+            .arg(&r.data_dir)
+            .args(&extra)
+            .env("RAFTSCHED_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn raftsched server");
+        r.child = Some(child);
+    }
+
+    /// kill -9: no flush, no goodbye.
+    pub fn kill9(&mut self, id: u64) {
+        let r = self.replicas.get_mut(&id).unwrap();
+        if let Some(mut child) = r.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns the exit status.
+    pub fn terminate(&mut self, id: u64) -> std::process::ExitStatus {
+        let r = self.replicas.get_mut(&id).unwrap();
+        let mut child = r.child.take().expect("replica running");
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if started.elapsed() > DEADLINE {
+                let _ = child.kill();
+                panic!("replica {id} did not exit on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self, id: u64) -> bool {
+        let r = self.replicas.get_mut(&id).unwrap();
+        match &mut r.child {
+            Some(c) => c.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(self.replicas.values().map(|r| r.addr.clone()).collect(), DEADLINE).unwrap()
+    }
+
+    /// A client that talks to one replica only.
+    pub fn client_of(&self, id: u64) -> Client {
+        Client::new(vec![self.addr(id)], DEADLINE).unwrap()
+    }
+
+    /// Waits until a leader is elected and every running replica has applied up to the leader's
+    /// last log index. Returns the leader's id.
+    pub async fn wait_converged(&mut self) -> u64 {
+        let running: Vec<u64> = self.ids().into_iter().filter(|id| self.is_running(*id)).collect();
+        let client = Client::new(running.iter().map(|id| self.addr(*id)).collect(), Duration::from_secs(5)).unwrap();
+        let started = Instant::now();
+        loop {
+            if let Ok(status) = client.cluster_status().await {
+                if status.has_leader {
+                    let leader = status.members.iter().find(|m| m.id == status.leader).unwrap();
+                    let caught_up = status
+                        .members
+                        .iter()
+                        .filter(|m| running.contains(&m.id))
+                        .all(|m| m.reachable && m.applied_index >= leader.last_log_index);
+                    if caught_up {
+                        return status.leader;
+                    }
+                }
+            }
+            assert!(started.elapsed() < DEADLINE, "cluster did not converge in {DEADLINE:?}\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn leader(&mut self) -> u64 {
+        let client = self.client();
+        let started = Instant::now();
+        loop {
+            if let Ok(status) = client.cluster_status().await {
+                if status.has_leader {
+                    return status.leader;
+                }
+            }
+            assert!(started.elapsed() < DEADLINE, "no leader in {DEADLINE:?}\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The tail of every replica's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for r in self.replicas.values() {
+            let text = std::fs::read_to_string(&r.log_path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            out.push_str(&format!("--- replica {} log tail ---\n", r.id));
+            for line in tail.into_iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for id in self.ids() {
+            self.kill9(id);
+        }
+    }
+}
+
+/// Runs the CLI with `args`; the cluster comes from `--cluster`.
+pub fn cli(cluster: &str, args: &[&str]) -> Output {
+    Command::new(BIN).args(args).env("RAFTSCHED_CLUSTER", cluster).output().expect("run raftsched")
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
+
+pub fn echo(text: &str) -> api::TaskSpec {
+    raftsched_client::builtin("echo", text)
+}
+
+/// Every task, through `client`, page by page.
+pub async fn list_all(client: &Client, stale: bool) -> Vec<api::Task> {
+    let mut tasks = Vec::new();
+    let mut after_id = 0;
+    loop {
+        let page = client
+            .list_page(api::ListTasksRequest { state: String::new(), after_id, limit: 1000, stale })
+            .await
+            .expect("list");
+        tasks.extend(page.tasks);
+        if page.next_after == 0 {
+            return tasks;
+        }
+        after_id = page.next_after;
+    }
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
