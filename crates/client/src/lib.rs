@@ -137,7 +137,7 @@ impl Client {
             index = (index + 1) % self.addrs.len();
             n_tried += 1;
             // Back off once every replica has been tried in this round.
-            if n_tried % self.addrs.len() == 0 {
+            if n_tried.is_multiple_of(self.addrs.len()) {
                 let pause = Duration::from_millis(backoff_ms).min(self.timeout.saturating_sub(started.elapsed()));
                 tokio::time::sleep(pause).await;
                 backoff_ms = (backoff_ms * 2).min(BACKOFF_MS_MAX);

@@ -15,7 +15,10 @@ use crate::cli::{Cli, ClusterCommand, Command};
 use crate::error::CliError;
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => exit_on_usage_error(e),
+    };
     let default_level = match cli.command {
         Command::Server(_) | Command::Dev(_) => "info",
         _ => "warn",
@@ -38,6 +41,22 @@ fn main() {
         eprintln!("raftsched: error: {e}");
         std::process::exit(e.exit_code());
     }
+}
+
+/// Help and version print as clap renders them; a usage error becomes one line and exit 2.
+fn exit_on_usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+    let first = first.trim_start_matches("error: ");
+    eprintln!("raftsched: error: {first} (see raftsched --help)");
+    std::process::exit(2);
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {

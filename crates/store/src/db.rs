@@ -29,10 +29,49 @@ pub struct Opened {
 }
 
 const REPLICA_ID_KEY: &[u8] = b"replica_id";
+/// A file beside the database naming the replica that owns the dir. sled treats some damage
+/// (a garbled config or database file) as an empty database; the marker tells a data dir that
+/// lost its records from a new one, so a damaged replica refuses to start instead of rejoining
+/// with an empty log and a forgotten vote.
+const MARKER_FILE: &str = "raftsched-replica-id";
+
+fn read_marker(dir: &Path) -> Result<Option<u64>, OpenError> {
+    let path = dir.join(MARKER_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse::<u64>().map(Some).map_err(|_| OpenError::Corrupt {
+            dir: dir.to_path_buf(),
+            what: format!("{} does not hold a replica id", path.display()),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => {
+            Err(OpenError::Corrupt { dir: dir.to_path_buf(), what: format!("cannot read {}: {e}", path.display()) })
+        }
+    }
+}
+
+fn write_marker(dir: &Path, replica_id: u64) -> Result<(), OpenError> {
+    let io = |e: std::io::Error| OpenError::Corrupt {
+        dir: dir.to_path_buf(),
+        what: format!("cannot write the replica marker: {e}"),
+    };
+    let tmp = dir.join(format!("{MARKER_FILE}.tmp"));
+    let mut file = std::fs::File::create(&tmp).map_err(io)?;
+    std::io::Write::write_all(&mut file, format!("{replica_id}\n").as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, dir.join(MARKER_FILE)).map_err(io)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    Ok(())
+}
 
 /// Opens (or creates) the store of replica `replica_id` in `dir`. Must run inside a tokio runtime:
 /// it starts the group-commit flusher task.
 pub fn open(dir: &Path, replica_id: u64) -> Result<Opened, OpenError> {
+    let marker = read_marker(dir)?;
+    if let Some(found) = marker {
+        if found != replica_id {
+            return Err(OpenError::WrongReplica { dir: dir.to_path_buf(), expected: replica_id, found });
+        }
+    }
     let sled_dir = dir.join("sled");
     // sled may panic on some kinds of on-disk damage; a panic must not be how the operator learns
     // that the disk is bad, so it is caught and turned into an error naming the dir.
@@ -64,12 +103,23 @@ pub fn open(dir: &Path, replica_id: u64) -> Result<Opened, OpenError> {
             }
             false
         }
+        None if marker.is_some() => {
+            return Err(OpenError::Corrupt {
+                dir: dir.to_path_buf(),
+                what: "the database lost its records (the replica marker is there, the data is not); \
+                       restore the dir from a backup or replace this replica"
+                    .to_string(),
+            });
+        }
         None => {
             meta.insert(REPLICA_ID_KEY, &crate::codec::index_key(replica_id)).map_err(sled_err)?;
             db.flush().map_err(sled_err)?;
             true
         }
     };
+    if marker.is_none() {
+        write_marker(dir, replica_id)?;
+    }
     let flusher = Flusher::start(db.clone());
     let log_store = LogStore::new(db.clone(), meta, log, flusher);
     let sm_store =

@@ -6,6 +6,9 @@
 //! once but completes openraft's callback only after the flusher task has flushed sled, and the
 //! flusher batches every append queued meanwhile into one flush (group commit).
 
+// openraft's storage traits return `StorageError` by value; our helpers return what the traits do.
+#![allow(clippy::result_large_err)]
+
 mod codec;
 mod db;
 mod flusher;

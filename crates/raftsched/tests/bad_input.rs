@@ -1,0 +1,187 @@
+//! Bad input gets a clear error and loses nothing: the right gRPC code, a one-line CLI message,
+//! exit 2 for usage and 1 for a refused request; a replica never panics on it.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use raftsched_client::api;
+use raftsched_state::limits;
+use tonic::Code;
+
+fn assert_one_line(text: &str) {
+    assert_eq!(text.lines().count(), 1, "expected one line on stderr, got:\n{text}");
+    assert!(text.starts_with("raftsched: error: "), "{text}");
+    assert!(!text.contains("panicked") && !text.contains("backtrace"), "{text}");
+}
+
+#[test]
+fn usage_errors_exit_2_without_a_cluster() {
+    // Nothing listens on port 1; none of these get as far as the network.
+    let nowhere = "127.0.0.1:1";
+    for args in [
+        vec!["submit", "--builtin", "nope:1"],
+        vec!["submit", "--builtin", "sleep:soon"],
+        vec!["submit"],
+        vec!["submit", "--key", "", "--builtin", "echo:x"],
+        vec!["get", "abc"],
+        vec!["get", "0"],
+        vec!["cancel", "-5"],
+        vec!["list", "--state", "sleeping"],
+    ] {
+        let out = cli(nowhere, &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert_one_line(&stderr(&out));
+    }
+    let long_key = "k".repeat(limits::KEY_BYTES_MAX + 1);
+    let out = cli(nowhere, &["submit", "--key", &long_key, "--builtin", "echo:x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("key_bytes_max"), "{}", stderr(&out));
+    // clap's own usage errors exit 2 as well.
+    let out = cli(nowhere, &["submit", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    // A bad cluster list is a usage error too.
+    let out = cli("not-an-address", &["get", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // Nobody answering is a failure (exit 1) after the timeout, with one line.
+    let out = cli(nowhere, &["get", "--timeout", "300ms", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_one_line(&stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_get_the_right_code_and_change_nothing() {
+    let mut cluster = Cluster::start(1, &[]);
+    cluster.leader().await;
+    let addr = cluster.cluster_arg();
+    let client = cluster.client();
+    let first = client.submit("k", echo("one")).await.unwrap();
+
+    // CLI: refused requests exit 1 with one line naming the code.
+    let out = cli(&addr, &["get", "999999"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_one_line(&stderr(&out));
+    assert!(stderr(&out).contains("NOT_FOUND"));
+    let out = cli(&addr, &["submit", "--key", "k", "--builtin", "echo:two"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("ALREADY_EXISTS"), "{}", stderr(&out));
+    let out = cli(&addr, &["cancel", "999999"]);
+    assert_eq!(out.status.code(), Some(1));
+
+    // Library: every bound answers INVALID_ARGUMENT naming the limit, before anything is proposed.
+    let code_and_message = |e: raftsched_client::ClientError| (e.code(), e.to_string());
+    let (code, msg) =
+        code_and_message(client.submit(&"k".repeat(limits::KEY_BYTES_MAX + 1), echo("x")).await.unwrap_err());
+    assert_eq!(code, Code::InvalidArgument);
+    assert!(msg.contains("key_bytes_max"), "{msg}");
+    let (code, msg) = code_and_message(client.submit("", echo("x")).await.unwrap_err());
+    assert_eq!(code, Code::InvalidArgument, "{msg}");
+    let big = raftsched_client::builtin("echo", &"x".repeat(limits::SPEC_BYTES_MAX + 1));
+    let (code, msg) = code_and_message(client.submit("big", big).await.unwrap_err());
+    assert_eq!(code, Code::InvalidArgument);
+    assert!(msg.contains("spec_bytes_max"), "{msg}");
+    let many = raftsched_client::command(vec!["a".to_string(); limits::ARGV_COUNT_MAX + 1]);
+    let (code, msg) = code_and_message(client.submit("many", many).await.unwrap_err());
+    assert_eq!(code, Code::InvalidArgument);
+    assert!(msg.contains("argv_count_max"), "{msg}");
+    let (code, _) = code_and_message(client.submit("empty", api::TaskSpec::default()).await.unwrap_err());
+    assert_eq!(code, Code::InvalidArgument);
+    let too_big_page = api::ListTasksRequest { limit: limits::LIST_PAGE_SIZE_MAX as u32 + 1, ..Default::default() };
+    let (code, msg) = code_and_message(client.list_page(too_big_page).await.unwrap_err());
+    assert_eq!(code, Code::InvalidArgument);
+    assert!(msg.contains("list_page_size_max"), "{msg}");
+    let bad_state = api::ListTasksRequest { state: "sleeping".into(), ..Default::default() };
+    assert_eq!(client.list_page(bad_state).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(client.get(0, false).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(client.get(424242, false).await.unwrap_err().code(), Code::NotFound);
+
+    // Garbage on the replica-to-replica service is refused without reaching Raft.
+    let mut raft = api::raft_client::RaftClient::connect(format!("http://{}", cluster.addr(1))).await.unwrap();
+    for _ in 0..3 {
+        let status = raft.append_entries(api::RaftBytes { data: vec![0xff; 64] }).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let status = raft.forward(api::RaftBytes { data: b"not an op".to_vec() }).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+    }
+
+    // Nothing was lost or added by any of it.
+    let tasks = list_all(&client, false).await;
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0].id, first.id);
+    assert!(cluster.is_running(1));
+}
+
+fn server(id: &str, listen: &str, data_dir: &str, initial: &str) -> std::process::Output {
+    Command::new(BIN)
+        .args(["server", "--id", id, "--listen", listen, "--data-dir", data_dir, "--initial-cluster", initial])
+        .env("RAFTSCHED_LOG", "error")
+        .output()
+        .expect("run raftsched server")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_data_dirs_and_flags_stop_the_replica_with_a_clear_error() {
+    let mut cluster = Cluster::start(1, &[]);
+    cluster.leader().await;
+    let reply = cluster.client().submit("keep-me", echo("x")).await.unwrap();
+    // SIGTERM is a clean shutdown: exit 0.
+    assert!(cluster.terminate(1).success(), "{}", cluster.logs());
+
+    let data_dir = path_str(&cluster.replicas[&1].data_dir);
+    let port = free_ports(1)[0];
+    let listen = format!("127.0.0.1:{port}");
+    // The data dir of replica 1 started as replica 2: refused, nothing touched.
+    let out = server("2", &listen, &data_dir, &format!("2={listen}"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("belongs to replica 1"), "{}", stderr(&out));
+
+    // Bad flags: exit 2.
+    let out = server("1", &listen, &data_dir, "1=nohost");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = server("3", &listen, &data_dir, &format!("1={listen}"));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    // A port that is taken: exit 1 naming the address.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    let other_dir = cluster.dir.path().join("other");
+    let out = server("1", &taken_addr, &path_str(&other_dir), &format!("1={taken_addr}"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains(&taken_addr), "{}", stderr(&out));
+    drop(taken);
+
+    // The original replica still has its task.
+    cluster.start_replica(1);
+    cluster.leader().await;
+    assert_eq!(cluster.client().get(reply.id, false).await.unwrap().key, "keep-me");
+    assert!(cluster.terminate(1).success());
+
+    // A damaged data dir: every file of the store overwritten with garbage. The replica must
+    // refuse to start with one line naming the dir, not crash with a panic.
+    let sled_dir = cluster.replicas[&1].data_dir.join("sled");
+    let mut n_damaged = 0;
+    for entry in walk(&sled_dir) {
+        std::fs::write(&entry, b"this is not a sled database").unwrap();
+        n_damaged += 1;
+    }
+    assert!(n_damaged > 0);
+    let out = server("1", &listen, &data_dir, &format!("1={listen}"));
+    assert_ne!(out.status.code(), Some(0), "started on a damaged data dir");
+    let err = stderr(&out);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.starts_with("raftsched: error: ") && last.contains(&data_dir), "{err}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
