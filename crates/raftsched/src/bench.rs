@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use raftsched_client::{parse_cluster, Client};
 use serde_json::json;
 
-use crate::cli::{BenchCommand, BenchSubmitArgs};
+use crate::cli::{BenchCommand, BenchFsyncArgs, BenchSubmitArgs};
 use crate::error::CliError;
 
 /// Bounds on the benchmark's own inputs.
@@ -20,7 +20,59 @@ const PAYLOAD_BYTES_MAX: usize = raftsched_state::limits::SPEC_BYTES_MAX - 64;
 pub async fn run(command: BenchCommand) -> Result<(), CliError> {
     match command {
         BenchCommand::Submit(args) => submit(args).await,
+        BenchCommand::Fsync(args) => fsync(args),
     }
+}
+
+/// Bound on fsync rounds.
+const FSYNC_COUNT_MAX: usize = 1_000_000;
+
+/// Writes 4 KiB at the end of a file and fdatasyncs it, `count` times, like a log append.
+fn fsync(args: BenchFsyncArgs) -> Result<(), CliError> {
+    use std::io::Write;
+    if args.count == 0 || args.count > FSYNC_COUNT_MAX {
+        return Err(CliError::Usage(format!("--count must be 1..={FSYNC_COUNT_MAX}")));
+    }
+    let file = tempfile::NamedTempFile::new_in(&args.dir)
+        .map_err(|e| CliError::Failed(format!("cannot write in {}: {e}", args.dir.display())))?;
+    let mut f = file.as_file();
+    let block = [0x5au8; 4096];
+    let mut latencies_us = Vec::with_capacity(args.count);
+    let started = Instant::now();
+    for _ in 0..args.count {
+        let t0 = Instant::now();
+        f.write_all(&block)
+            .and_then(|()| f.sync_data())
+            .map_err(|e| CliError::Failed(format!("write/fdatasync: {e}")))?;
+        latencies_us.push(t0.elapsed().as_micros() as u64);
+    }
+    let elapsed_s = started.elapsed().as_secs_f64();
+    latencies_us.sort_unstable();
+    let (p50, p99, max) =
+        (percentile_ms(&latencies_us, 0.5), percentile_ms(&latencies_us, 0.99), percentile_ms(&latencies_us, 1.0));
+    let per_s = args.count as f64 / elapsed_s;
+    if args.json {
+        println!(
+            "{}",
+            json!({ "bench": "fsync", "count": args.count, "ops_per_s": per_s, "p50_ms": p50, "p99_ms": p99, "max_ms": max })
+        );
+    } else {
+        println!(
+            "fsync ({}): {} x 4 KiB write+fdatasync: {per_s:.0}/s, p50 {p50:.3} ms, p99 {p99:.3} ms, max {max:.3} ms",
+            args.dir.display(),
+            args.count
+        );
+    }
+    Ok(())
+}
+
+/// The `p` quantile (0..=1) of sorted microsecond samples, in milliseconds.
+fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted_us.len() as f64 * p).ceil() as usize).clamp(1, sorted_us.len()) - 1;
+    sorted_us[idx] as f64 / 1000.0
 }
 
 struct LoopResult {
@@ -78,13 +130,7 @@ async fn submit(args: BenchSubmitArgs) -> Result<(), CliError> {
     }
     let elapsed_s = started.elapsed().as_secs_f64();
     latencies_us.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if latencies_us.is_empty() {
-            return 0.0;
-        }
-        let idx = ((latencies_us.len() as f64 * p).ceil() as usize).clamp(1, latencies_us.len()) - 1;
-        latencies_us[idx] as f64 / 1000.0
-    };
+    let pct = |p: f64| percentile_ms(&latencies_us, p);
     let ops = latencies_us.len();
     let ops_per_s = ops as f64 / elapsed_s;
     let (p50, p99, max) = (pct(0.50), pct(0.99), latencies_us.last().map_or(0.0, |&m| m as f64 / 1000.0));

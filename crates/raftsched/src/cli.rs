@@ -48,6 +48,20 @@ pub enum ClusterCommand {
 pub enum BenchCommand {
     /// Durable, replicated submits at a fixed concurrency.
     Submit(BenchSubmitArgs),
+    /// The disk's fdatasync latency (what every durable commit waits for at least once).
+    Fsync(BenchFsyncArgs),
+}
+
+#[derive(Args)]
+pub struct BenchFsyncArgs {
+    /// Directory on the disk to measure (a temp file is written and removed there).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// Number of 4 KiB write + fdatasync rounds.
+    #[arg(long, default_value_t = 2000)]
+    pub count: usize,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Clone)]

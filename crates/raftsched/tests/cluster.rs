@@ -107,13 +107,7 @@ async fn acknowledged_tasks_survive_leader_kill_and_full_restart() {
     // Bring the old leader back, then kill everyone with -9 and restart from the data dirs.
     cluster.start_replica(first_leader);
     cluster.wait_converged().await;
-    for id in cluster.ids() {
-        cluster.kill9(id);
-    }
-    for id in cluster.ids() {
-        cluster.start_replica(id);
-    }
-    cluster.wait_converged().await;
+    cluster.kill9_all_and_restart().await;
 
     for id in cluster.ids() {
         for stale in [false, true] {
@@ -148,13 +142,7 @@ async fn lagging_replica_catches_up_through_a_snapshot() {
     let log = std::fs::read_to_string(&cluster.replicas[&lagging].log_path).unwrap();
     assert!(log.contains("installed snapshot"), "replica {lagging} caught up without a snapshot:\n{log}");
 
-    for id in cluster.ids() {
-        cluster.kill9(id);
-    }
-    for id in cluster.ids() {
-        cluster.start_replica(id);
-    }
-    cluster.wait_converged().await;
+    cluster.kill9_all_and_restart().await;
     for id in cluster.ids() {
         assert_eq!(list_all(&cluster.client_of(id), false).await.len(), N_TASKS, "replica {id} after restart");
     }

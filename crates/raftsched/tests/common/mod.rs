@@ -104,6 +104,18 @@ impl Cluster {
         }
     }
 
+    /// kill -9 every replica at once, restart them all from their data dirs, and wait until they
+    /// have converged again.
+    pub async fn kill9_all_and_restart(&mut self) -> u64 {
+        for id in self.ids() {
+            self.kill9(id);
+        }
+        for id in self.ids() {
+            self.start_replica(id);
+        }
+        self.wait_converged().await
+    }
+
     /// SIGTERM, then wait for a clean exit; returns the exit status.
     pub fn terminate(&mut self, id: u64) -> std::process::ExitStatus {
         let r = self.replicas.get_mut(&id).unwrap();

@@ -1,0 +1,81 @@
+//! Goal: the new user's path. `raftsched dev` starts a trio with no setup, `submit` and `list`
+//! work against it, and Ctrl-C stops it cleanly and removes its temp data.
+//! Method: run the real binary on three consecutive free ports (the default 7001-7003 may be taken
+//! on a shared machine; the defaults themselves are covered by the client's unit tests).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+/// A base port with the two after it free as well.
+fn three_free_ports() -> u16 {
+    for _ in 0..100 {
+        let base = free_ports(1)[0];
+        if base > 65_000 {
+            continue;
+        }
+        let held: Vec<_> = (0..3).filter_map(|i| TcpListener::bind(("127.0.0.1", base + i)).ok()).collect();
+        if held.len() == 3 {
+            return base;
+        }
+    }
+    panic!("no three consecutive free ports");
+}
+
+#[test]
+fn dev_trio_serves_submit_and_list_and_stops_on_ctrl_c() {
+    let base = three_free_ports();
+    let mut dev = Command::new(BIN)
+        .args(["dev", "--base-port", &base.to_string()])
+        .env("RAFTSCHED_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = dev.stdout.take().unwrap();
+    let mut dev = KillOnDrop(dev);
+    // Wait for the banner's last line: the trio is up and has a leader (or says it has none yet).
+    let mut banner = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        banner.push(line.clone());
+        if line.contains("Ctrl-C stops") {
+            break;
+        }
+    }
+    let banner = banner.join("\n");
+    assert!(banner.contains("raftsched submit --builtin echo:hi"), "{banner}");
+    let data_dir =
+        banner.lines().find_map(|l| l.trim().strip_prefix("data: ")).unwrap().split(' ').next().unwrap().to_string();
+    assert!(std::path::Path::new(&data_dir).exists());
+
+    let cluster = (0..3).map(|i| format!("127.0.0.1:{}", base + i)).collect::<Vec<_>>().join(",");
+    let out = cli(&cluster, &["submit", "--builtin", "echo:hi"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out);
+    let out = cli(&cluster, &["list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).lines().any(|l| l.starts_with(&id) && l.contains("pending") && l.contains("echo:hi")),
+        "{}",
+        stdout(&out)
+    );
+
+    unsafe {
+        libc::kill(dev.0.id() as i32, libc::SIGINT);
+    }
+    let status = dev.0.wait().unwrap();
+    assert!(status.success(), "dev exited with {status}");
+    assert!(!std::path::Path::new(&data_dir).exists(), "temp data dir {data_dir} left behind");
+}
