@@ -11,6 +11,14 @@ use crate::error::CliError;
 use crate::server_cmd::{timing, wait_for_signal};
 
 const N_REPLICAS: u16 = 3;
+
+/// Like `println!`, but a closed stdout (`raftsched dev | head`) must not panic the cluster.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 const LEADER_WAIT: Duration = Duration::from_secs(30);
 
 pub async fn run(args: DevArgs) -> Result<(), CliError> {
@@ -60,19 +68,19 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         .await
         .map(|m| m.current_leader);
     let cluster: Vec<&str> = members.values().map(String::as_str).collect();
-    println!("raftsched dev: 3 replicas on {}", cluster.join(", "));
-    println!("  data: {}{}", root.display(), if args.data_dir.is_none() { " (removed on exit)" } else { "" });
+    say!("raftsched dev: 3 replicas on {}", cluster.join(", "));
+    say!("  data: {}{}", root.display(), if args.data_dir.is_none() { " (removed on exit)" } else { "" });
     match leader {
-        Ok(Some(id)) => println!("  leader: replica {id}"),
-        _ => println!("  leader: not elected yet"),
+        Ok(Some(id)) => say!("  leader: replica {id}"),
+        _ => say!("  leader: not elected yet"),
     }
-    println!("Try, in another terminal:");
-    println!("  raftsched submit --builtin echo:hi");
-    println!("  raftsched list");
-    println!("(through cargo: cargo run -p raftsched -- submit --builtin echo:hi)");
-    println!("Ctrl-C stops the cluster.");
+    say!("Try, in another terminal:");
+    say!("  raftsched submit --builtin echo:hi");
+    say!("  raftsched list");
+    say!("(through cargo: cargo run -p raftsched -- submit --builtin echo:hi)");
+    say!("Ctrl-C stops the cluster.");
     wait_for_signal().await;
-    println!("stopping...");
+    say!("stopping...");
     for r in running {
         r.shutdown().await;
     }

@@ -43,11 +43,11 @@ fn dev_trio_serves_submit_and_list_and_stops_on_ctrl_c() {
             let _ = self.0.wait();
         }
     }
-    let stdout = dev.stdout.take().unwrap();
+    let dev_stdout = dev.stdout.take().unwrap();
     let mut dev = KillOnDrop(dev);
     // Wait for the banner's last line: the trio is up and has a leader (or says it has none yet).
     let mut banner = Vec::new();
-    for line in BufReader::new(stdout).lines() {
+    for line in BufReader::new(dev_stdout).lines() {
         let line = line.unwrap();
         banner.push(line.clone());
         if line.contains("Ctrl-C stops") {
