@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 pub use raftsched_api as api;
 use raftsched_api::scheduler_client::SchedulerClient;
+use raftsched_api::worker_client::WorkerClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -108,9 +109,29 @@ impl Client {
     }
 
     /// Runs `call` against replicas in turn until one answers with anything but a retryable error.
-    async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    async fn call<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where
         F: FnMut(SchedulerClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let mut call = call;
+        self.call_channel(|channel| call(SchedulerClient::new(channel).max_decoding_message_size(REPLY_BYTES_MAX)))
+            .await
+    }
+
+    /// Like `call`, for the worker service.
+    async fn call_worker<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(WorkerClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let mut call = call;
+        self.call_channel(|channel| call(WorkerClient::new(channel).max_decoding_message_size(REPLY_BYTES_MAX))).await
+    }
+
+    async fn call_channel<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Channel) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let started = Instant::now();
@@ -123,8 +144,7 @@ impl Client {
             if remaining.is_zero() {
                 return Err(ClientError::Unavailable { timeout_ms: self.timeout.as_millis(), last });
             }
-            let client = SchedulerClient::new(self.channels[index].clone()).max_decoding_message_size(REPLY_BYTES_MAX);
-            match tokio::time::timeout(remaining, call(client)).await {
+            match tokio::time::timeout(remaining, call(self.channels[index].clone())).await {
                 Ok(Ok(reply)) => {
                     self.preferred.store(index, Ordering::Relaxed);
                     return Ok(reply.into_inner());
@@ -168,6 +188,61 @@ impl Client {
 
     pub async fn cancel(&self, id: u64) -> Result<api::CancelResponse, ClientError> {
         self.call(|mut c| async move { c.cancel(api::CancelRequest { id }).await }).await
+    }
+
+    /// Long poll: the task once its version is above `after_version`, or as it is after `wait`.
+    pub async fn wait_task(&self, id: u64, after_version: u64, wait: Duration) -> Result<api::Task, ClientError> {
+        let wait_ms = wait.as_millis().min(u128::from(u32::MAX)) as u32;
+        self.call(|mut c| async move { c.wait_task(api::WaitTaskRequest { id, after_version, wait_ms }).await }).await
+    }
+
+    pub async fn list_workers(&self, stale: bool) -> Result<api::ListWorkersResponse, ClientError> {
+        self.call(|mut c| async move { c.list_workers(api::ListWorkersRequest { stale }).await }).await
+    }
+
+    pub async fn drain_worker(&self, id: &str) -> Result<api::DrainWorkerResponse, ClientError> {
+        let id = id.to_string();
+        self.call(|mut c| {
+            let id = id.clone();
+            async move { c.drain_worker(api::DrainWorkerRequest { id }).await }
+        })
+        .await
+    }
+
+    pub async fn register_worker(
+        &self,
+        req: api::RegisterWorkerRequest,
+    ) -> Result<api::RegisterWorkerResponse, ClientError> {
+        self.call_worker(|mut c| {
+            let req = req.clone();
+            async move { c.register_worker(req).await }
+        })
+        .await
+    }
+
+    pub async fn heartbeat(&self, id: &str, instance: u64) -> Result<api::HeartbeatResponse, ClientError> {
+        let id = id.to_string();
+        self.call_worker(|mut c| {
+            let id = id.clone();
+            async move { c.heartbeat(api::HeartbeatRequest { id, instance }).await }
+        })
+        .await
+    }
+
+    pub async fn assignments(&self, req: api::AssignmentsRequest) -> Result<api::AssignmentsResponse, ClientError> {
+        self.call_worker(|mut c| {
+            let req = req.clone();
+            async move { c.assignments(req).await }
+        })
+        .await
+    }
+
+    pub async fn report(&self, req: api::ReportRequest) -> Result<api::ReportResponse, ClientError> {
+        self.call_worker(|mut c| {
+            let req = req.clone();
+            async move { c.report(req).await }
+        })
+        .await
     }
 
     pub async fn cluster_status(&self) -> Result<api::ClusterStatusResponse, ClientError> {

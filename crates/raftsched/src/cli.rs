@@ -26,6 +26,18 @@ pub enum Command {
     List(ListArgs),
     /// Cancel a pending task.
     Cancel(CancelArgs),
+    /// Run a worker (or, with `drain ID`, drain one).
+    #[command(args_conflicts_with_subcommands = true)]
+    Worker {
+        #[command(subcommand)]
+        command: Option<WorkerCommand>,
+        #[command(flatten)]
+        args: WorkerArgs,
+    },
+    /// List workers: id, address, state, slots in use, last heartbeat age.
+    Workers(WorkersArgs),
+    /// Stream a task's state changes until it ends.
+    Watch(WatchArgs),
     /// Cluster membership and health.
     Cluster {
         #[command(subcommand)]
@@ -36,6 +48,67 @@ pub enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+}
+
+#[derive(Subcommand)]
+pub enum WorkerCommand {
+    /// Stop new assignments to worker ID; its running tasks finish.
+    Drain(DrainArgs),
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// This worker's unique id.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Address recorded in the registry (workers pull their work; nothing listens here).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Tasks run at once.
+    #[arg(long, default_value_t = 4)]
+    pub slots: u32,
+    /// Labels, k=v,k=v (matched by `submit --constraint`).
+    #[arg(long, default_value = "")]
+    pub labels: String,
+    #[arg(long, default_value_t = raftsched_worker::HEARTBEAT_INTERVAL_MS_DEFAULT)]
+    pub heartbeat_interval_ms: u64,
+    /// Lease renewed by each acknowledged heartbeat; when it runs out the worker kills its tasks.
+    #[arg(long, default_value_t = raftsched_worker::LEASE_MS_DEFAULT)]
+    pub lease_ms: u64,
+    /// How long to wait for an id held by another live process to be released.
+    #[arg(long, default_value_t = raftsched_worker::REGISTER_TIMEOUT_MS_DEFAULT)]
+    pub register_timeout_ms: u64,
+}
+
+#[derive(Args)]
+pub struct DrainArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Worker id.
+    pub id: String,
+}
+
+#[derive(Args)]
+pub struct WorkersArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long)]
+    pub stale: bool,
+}
+
+#[derive(Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Print one JSON task object per change.
+    #[arg(long)]
+    pub json: bool,
+    /// Task id.
+    pub id: String,
 }
 
 #[derive(Subcommand)]
@@ -103,6 +176,9 @@ pub struct TimingArgs {
     /// Longest election timeout.
     #[arg(long, default_value_t = 1000)]
     pub election_timeout_ms_max: u64,
+    /// The leader declares a worker down after this long without a heartbeat.
+    #[arg(long, default_value_t = raftsched_server::WORKER_HEARTBEAT_TIMEOUT_MS_DEFAULT)]
+    pub heartbeat_timeout_ms: u64,
     /// Applied entries between state-machine snapshots.
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_every_entries: u64,
@@ -113,6 +189,9 @@ pub struct TimingArgs {
 
 #[derive(Args)]
 pub struct DevArgs {
+    /// Local workers to start with the trio.
+    #[arg(long, default_value_t = 2)]
+    pub workers: u32,
     /// Keep data here instead of a temp dir (one subdir per replica).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -139,6 +218,21 @@ pub struct SubmitArgs {
     /// Worker label the task requires, k=v (repeatable).
     #[arg(long = "constraint")]
     pub constraints: Vec<String>,
+    /// Environment variable for a command task, K=V (repeatable).
+    #[arg(long = "env")]
+    pub env: Vec<String>,
+    /// Working directory of a command task.
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// Kill an attempt that runs longer than this (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub timeout_ms: u64,
+    /// Attempts before the task fails for good.
+    #[arg(long, default_value_t = raftsched_state::limits::ATTEMPTS_DEFAULT)]
+    pub max_attempts: u32,
+    /// Wait for the task to end, print its output, and exit with its exit code.
+    #[arg(long)]
+    pub wait: bool,
     /// The command to run, after `--`.
     #[arg(last = true)]
     pub argv: Vec<String>,

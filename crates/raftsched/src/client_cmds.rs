@@ -49,6 +49,13 @@ fn build_spec(args: &SubmitArgs) -> Result<api::TaskSpec, CliError> {
         constraints.insert(k.to_string(), v.to_string());
     }
     spec.constraints = constraints;
+    for e in &args.env {
+        let (k, v) = e.split_once('=').ok_or_else(|| CliError::Usage(format!("--env {e:?} is not K=V")))?;
+        spec.env.insert(k.to_string(), v.to_string());
+    }
+    spec.cwd = args.cwd.clone().unwrap_or_default();
+    spec.timeout_ms = args.timeout_ms;
+    spec.max_attempts = args.max_attempts;
     Ok(spec)
 }
 
@@ -66,10 +73,23 @@ pub async fn submit(args: SubmitArgs) -> Result<(), CliError> {
         Some(k) => k.clone(),
         None => new_key(),
     };
+    if args.max_attempts == 0 || args.max_attempts > limits::ATTEMPTS_MAX {
+        return Err(CliError::Usage(format!("--max-attempts must be 1..={}", limits::ATTEMPTS_MAX)));
+    }
     let client = connect(&args.cluster)?;
     let reply = client.submit(&key, spec).await?;
-    println!("{}", reply.id);
-    Ok(())
+    if !args.wait {
+        println!("{}", reply.id);
+        return Ok(());
+    }
+    eprintln!("task {}", reply.id);
+    let task = crate::worker_cmds::wait_until_ended(&client, reply.id, |_| {}).await?;
+    print!("{}", task.output_tail);
+    match task.state.as_str() {
+        "succeeded" => Ok(()),
+        "cancelled" => Err(CliError::Failed(format!("task {} was cancelled", task.id))),
+        _ => Err(CliError::Exit(if (1..=255).contains(&task.exit_code) { task.exit_code } else { 1 })),
+    }
 }
 
 pub async fn get(args: GetArgs) -> Result<(), CliError> {

@@ -49,6 +49,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
             data_dir: root.join(format!("replica-{id}")),
             initial_cluster: members.clone(),
             timing: timing.clone(),
+            worker_heartbeat_timeout_ms: crate::server_cmd::heartbeat_timeout_ms(&args.timing)?,
         };
         match raftsched_server::start(config).await {
             Ok(r) => running.push(r),
@@ -68,7 +69,22 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         .await
         .map(|m| m.current_leader);
     let cluster: Vec<&str> = members.values().map(String::as_str).collect();
-    say!("raftsched dev: 3 replicas on {}", cluster.join(", "));
+    let (workers_stop, workers_stop_rx) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::new();
+    for i in 1..=args.workers {
+        let config = raftsched_worker::WorkerConfig {
+            id: format!("dev-worker-{i}"),
+            addr: format!("pull:dev-worker-{i}"),
+            cluster: cluster.iter().map(|s| s.to_string()).collect(),
+            slots: 4,
+            labels: Default::default(),
+            heartbeat_interval_ms: raftsched_worker::HEARTBEAT_INTERVAL_MS_DEFAULT,
+            lease_ms: raftsched_worker::LEASE_MS_DEFAULT,
+            register_timeout_ms: raftsched_worker::REGISTER_TIMEOUT_MS_DEFAULT,
+        };
+        workers.push(tokio::spawn(raftsched_worker::run(config, workers_stop_rx.clone())));
+    }
+    say!("raftsched dev: 3 replicas on {}, {} workers (4 slots each)", cluster.join(", "), args.workers);
     say!("  data: {}{}", root.display(), if args.data_dir.is_none() { " (removed on exit)" } else { "" });
     match leader {
         Ok(Some(id)) => say!("  leader: replica {id}"),
@@ -76,11 +92,16 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     }
     say!("Try, in another terminal:");
     say!("  raftsched submit --builtin echo:hi");
+    say!("  raftsched submit --wait -- echo hi");
     say!("  raftsched list");
     say!("(through cargo: cargo run -p raftsched -- submit --builtin echo:hi)");
     say!("Ctrl-C stops the cluster.");
     wait_for_signal().await;
     say!("stopping...");
+    workers_stop.send_replace(true);
+    for w in workers {
+        let _ = w.await;
+    }
     for r in running {
         r.shutdown().await;
     }

@@ -10,6 +10,9 @@ pub enum CliError {
     /// The cluster refused or did not answer, or the local process failed: exit 1.
     #[error("{0}")]
     Failed(String),
+    /// Exit with this code and print nothing more (`submit --wait` of a failed task).
+    #[error("")]
+    Exit(i32),
 }
 
 impl CliError {
@@ -17,6 +20,7 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Failed(_) => 1,
+            CliError::Exit(code) => *code,
         }
     }
 }

@@ -8,10 +8,11 @@ mod dev;
 mod error;
 mod output;
 mod server_cmd;
+mod worker_cmds;
 
 use clap::Parser;
 
-use crate::cli::{Cli, ClusterCommand, Command};
+use crate::cli::{Cli, ClusterCommand, Command, WorkerCommand};
 use crate::error::CliError;
 
 fn main() {
@@ -20,7 +21,7 @@ fn main() {
         Err(e) => exit_on_usage_error(e),
     };
     let default_level = match cli.command {
-        Command::Server(_) | Command::Dev(_) => "info",
+        Command::Server(_) | Command::Dev(_) | Command::Worker { command: None, .. } => "info",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RAFTSCHED_LOG")
@@ -38,7 +39,9 @@ fn main() {
     // Don't wait for lingering background tasks (lazy reconnects) at exit.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     if let Err(e) = result {
-        eprintln!("raftsched: error: {e}");
+        if !matches!(e, CliError::Exit(_)) {
+            eprintln!("raftsched: error: {e}");
+        }
         std::process::exit(e.exit_code());
     }
 }
@@ -69,5 +72,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Cancel(args) => client_cmds::cancel(args).await,
         Command::Cluster { command: ClusterCommand::Status(args) } => client_cmds::cluster_status(args).await,
         Command::Bench { command } => bench::run(command).await,
+        Command::Worker { command: Some(WorkerCommand::Drain(args)), .. } => worker_cmds::drain(args).await,
+        Command::Worker { command: None, args } => worker_cmds::run_worker(args).await,
+        Command::Workers(args) => worker_cmds::workers(args).await,
+        Command::Watch(args) => worker_cmds::watch(args).await,
     }
 }

@@ -13,6 +13,11 @@ pub fn spec_json(spec: Option<&api::TaskSpec>) -> Value {
     value["priority"] = json!(spec.priority);
     let constraints: std::collections::BTreeMap<_, _> = spec.constraints.iter().collect();
     value["constraints"] = json!(constraints);
+    let env: std::collections::BTreeMap<_, _> = spec.env.iter().collect();
+    value["env"] = json!(env);
+    value["cwd"] = if spec.cwd.is_empty() { Value::Null } else { json!(spec.cwd) };
+    value["timeout_ms"] = json!(spec.timeout_ms);
+    value["max_attempts"] = json!(spec.max_attempts);
     value
 }
 
@@ -36,6 +41,17 @@ pub fn task_json(task: &api::Task) -> Value {
         "worker_id": if task.worker_id.is_empty() { Value::Null } else { json!(task.worker_id) },
         "token": if task.token == 0 { Value::Null } else { json!(task.token) },
         "result": if task.has_result { json!({ "exit_code": task.exit_code, "output_tail": task.output_tail }) } else { Value::Null },
+        "attempts": task.attempts.iter().map(|a| json!({
+            "worker_id": a.worker_id,
+            "epoch": a.epoch,
+            "token": a.token,
+            "assigned_at_ms": a.assigned_at_ms,
+            "started_at_ms": if a.started_at_ms == 0 { Value::Null } else { json!(a.started_at_ms) },
+            "ended_at_ms": if a.ended_at_ms == 0 { Value::Null } else { json!(a.ended_at_ms) },
+            "outcome": if a.outcome.is_empty() { Value::Null } else { json!(a.outcome) },
+        })).collect::<Vec<_>>(),
+        "not_before_ms": task.not_before_ms,
+        "version": task.version,
     })
 }
 
@@ -50,6 +66,10 @@ pub fn task_text(task: &api::Task) -> String {
     ];
     if !task.worker_id.is_empty() {
         lines.push(format!("worker:     {} (token {})", task.worker_id, task.token));
+    }
+    for (n, a) in task.attempts.iter().enumerate() {
+        let outcome = if a.outcome.is_empty() { "open" } else { a.outcome.as_str() };
+        lines.push(format!("attempt {}:  {} on {} (token {})", n + 1, outcome, a.worker_id, a.token));
     }
     if task.has_result {
         lines.push(format!("exit_code:  {}", task.exit_code));

@@ -40,6 +40,7 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
         data_dir: args.data_dir.clone(),
         initial_cluster,
         timing: timing(&args.timing)?,
+        worker_heartbeat_timeout_ms: heartbeat_timeout_ms(&args.timing)?,
     };
     let running = raftsched_server::start(config).await.map_err(|e| CliError::Failed(e.to_string()))?;
     let raft_stopped = running.replica.raft.wait(None);
@@ -55,6 +56,13 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
     }
     tracing::info!("stopped on signal");
     Ok(())
+}
+
+pub fn heartbeat_timeout_ms(args: &TimingArgs) -> Result<u64, CliError> {
+    if !(100..=600_000).contains(&args.heartbeat_timeout_ms) {
+        return Err(CliError::Usage("--heartbeat-timeout-ms must be 100..=600000".into()));
+    }
+    Ok(args.heartbeat_timeout_ms)
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).

@@ -40,7 +40,13 @@ pub struct ReplicaConfig {
     /// Every member's id and address, this replica's included; used only on the first start.
     pub initial_cluster: BTreeMap<u64, String>,
     pub timing: RaftTiming,
+    /// The leader declares a worker down after this long without a heartbeat. Workers learn it at
+    /// registration and keep their lease (`lease_ms`) shorter by a margin for clock-rate drift.
+    pub worker_heartbeat_timeout_ms: u64,
 }
+
+/// Default of `ReplicaConfig::worker_heartbeat_timeout_ms`.
+pub const WORKER_HEARTBEAT_TIMEOUT_MS_DEFAULT: u64 = 3_000;
 
 /// Parses `1=HOST:PORT,2=HOST:PORT,...`.
 pub fn parse_initial_cluster(text: &str) -> Result<BTreeMap<u64, String>, String> {

@@ -8,6 +8,7 @@
 
 pub mod config;
 mod convert;
+mod leader_loop;
 mod limits;
 mod network;
 mod peers;
@@ -15,7 +16,8 @@ mod raft_service;
 pub mod replica;
 mod scheduler_service;
 mod serve;
+mod worker_service;
 
-pub use config::{parse_initial_cluster, ReplicaConfig};
+pub use config::{parse_initial_cluster, ReplicaConfig, WORKER_HEARTBEAT_TIMEOUT_MS_DEFAULT};
 pub use replica::Replica;
 pub use serve::{start, RunningReplica, StartError};

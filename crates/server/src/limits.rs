@@ -34,3 +34,10 @@ const _: () = assert!(
     RAFT_PAYLOAD_ENTRIES_MAX as usize * (raftsched_state::limits::SPEC_BYTES_MAX + 1024) < RAFT_MESSAGE_BYTES_MAX
 );
 const _: () = assert!((SNAPSHOT_CHUNK_BYTES as usize) < RAFT_MESSAGE_BYTES_MAX / 2);
+
+/// Longest long poll (WaitTask, Assignments).
+pub const LONG_POLL_MS_MAX: u64 = 30_000;
+/// Assignments the leader proposes in one Raft command.
+pub const DISPATCH_BATCH_LEN_MAX: usize = 256;
+/// The leader's scheduling loop wakes at least this often (it also wakes on every apply).
+pub const LEADER_TICK_MS: u64 = 100;

@@ -23,6 +23,7 @@ use crate::peers::Peers;
 
 pub struct Replica {
     pub id: NodeId,
+    pub worker_heartbeat_timeout_ms: u64,
     pub addr: String,
     pub raft: Raft,
     pub sm: SmHandle,
@@ -37,7 +38,7 @@ enum Leader {
     Unknown,
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     // Before 1970 only on a broken clock; 0 then is harmless (it is a timestamp, not an ordering).
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -189,6 +190,22 @@ impl Replica {
             self.read_barrier().await?;
         }
         Ok(self.sm.read(f))
+    }
+
+    /// Waits until `f` finds what it looks for in the applied state, or `wait` passes (then `None`).
+    pub async fn wait_for<T>(&self, wait: Duration, f: impl Fn(&StateMachine) -> Option<T>) -> Option<T> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut applied = self.sm.subscribe();
+        loop {
+            applied.borrow_and_update();
+            if let Some(found) = self.sm.read(&f) {
+                return Some(found);
+            }
+            tokio::select! {
+                changed = applied.changed() => if changed.is_err() { return None },
+                _ = tokio::time::sleep_until(deadline) => return None,
+            }
+        }
     }
 
     /// This replica's own view, for cluster status.

@@ -8,8 +8,11 @@ use raftsched_state::spec::validate_key;
 use raftsched_state::{limits, ListFilter, Op, Response as SmResponse, TaskState};
 use tonic::{Request, Response, Status};
 
-use crate::convert::{rejection_to_status, spec_from_api, task_to_api};
-use crate::replica::Replica;
+use std::time::Duration;
+
+use crate::convert::{node_to_api, rejection_to_status, spec_from_api, task_to_api};
+use crate::limits as edge_limits;
+use crate::replica::{now_ms, Replica};
 
 pub struct SchedulerService {
     pub replica: Arc<Replica>,
@@ -83,6 +86,48 @@ impl Scheduler for SchedulerService {
         }
         match self.replica.write(Op::Cancel { id }).await? {
             SmResponse::Cancelled { id } => Ok(Response::new(api::CancelResponse { id })),
+            SmResponse::Rejected(r) => Err(rejection_to_status(r)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn wait_task(&self, req: Request<api::WaitTaskRequest>) -> Result<Response<api::Task>, Status> {
+        let _permit = self.replica.admit()?;
+        let req = req.into_inner();
+        let wait = Duration::from_millis(u64::from(req.wait_ms).min(edge_limits::LONG_POLL_MS_MAX));
+        // Linearizable start: the wait sees at least every change acknowledged before it began.
+        self.replica.read_barrier().await?;
+        let id = req.id;
+        let newer = |sm: &raftsched_state::StateMachine| match sm.get(id) {
+            None => Some(None),
+            Some(t) if t.version > req.after_version => Some(Some(task_to_api(t))),
+            Some(_) => None,
+        };
+        let found = match self.replica.wait_for(wait, newer).await {
+            Some(found) => found,
+            None => self.replica.sm.read(|sm| sm.get(id).map(task_to_api)),
+        };
+        found.map(Response::new).ok_or_else(|| Status::not_found(format!("no task with id {id}")))
+    }
+
+    async fn list_workers(
+        &self,
+        req: Request<api::ListWorkersRequest>,
+    ) -> Result<Response<api::ListWorkersResponse>, Status> {
+        let _permit = self.replica.admit()?;
+        let now = now_ms();
+        let workers =
+            self.replica.read(req.into_inner().stale, |sm| sm.nodes().map(|n| node_to_api(n, now)).collect()).await?;
+        Ok(Response::new(api::ListWorkersResponse { workers }))
+    }
+
+    async fn drain_worker(
+        &self,
+        req: Request<api::DrainWorkerRequest>,
+    ) -> Result<Response<api::DrainWorkerResponse>, Status> {
+        let _permit = self.replica.admit()?;
+        match self.replica.write(Op::DrainWorker { worker_id: req.into_inner().id }).await? {
+            SmResponse::Drained => Ok(Response::new(api::DrainWorkerResponse {})),
             SmResponse::Rejected(r) => Err(rejection_to_status(r)),
             other => Err(unexpected(other)),
         }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use raftsched_api::raft_server::RaftServer;
 use raftsched_api::scheduler_server::SchedulerServer;
+use raftsched_api::worker_server::WorkerServer;
 use raftsched_store::Raft;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -19,6 +20,7 @@ use crate::peers::Peers;
 use crate::raft_service::RaftService;
 use crate::replica::Replica;
 use crate::scheduler_service::SchedulerService;
+use crate::worker_service::WorkerService;
 
 /// Why a replica did not start. Each names what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,8 @@ pub struct RunningReplica {
     pub local_addr: std::net::SocketAddr,
     stop_tx: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    loop_stop: tokio::sync::watch::Sender<bool>,
+    leader_loop: JoinHandle<()>,
 }
 
 impl RunningReplica {
@@ -50,6 +54,10 @@ impl RunningReplica {
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.stop_tx.take() {
             let _ = tx.send(());
+        }
+        self.loop_stop.send_replace(true);
+        if let Err(e) = (&mut self.leader_loop).await {
+            tracing::warn!(error = %e, "scheduling loop failed");
         }
         match tokio::time::timeout(Duration::from_secs(5), &mut self.server).await {
             Ok(Ok(Ok(()))) => {}
@@ -114,6 +122,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
 
     let replica = Arc::new(Replica {
         id: config.id,
+        worker_heartbeat_timeout_ms: config.worker_heartbeat_timeout_ms,
         addr,
         raft,
         sm,
@@ -126,6 +135,9 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
     let raft_rpc = RaftServer::new(RaftService { replica: replica.clone() })
         .max_decoding_message_size(limits::RAFT_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(limits::RAFT_MESSAGE_BYTES_MAX);
+    let workers = WorkerServer::new(WorkerService { replica: replica.clone() })
+        .max_decoding_message_size(limits::CLIENT_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(limits::CLIENT_MESSAGE_BYTES_MAX * 64);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let server = tokio::spawn(
@@ -133,10 +145,13 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
             .tcp_nodelay(true)
             .add_service(scheduler)
             .add_service(raft_rpc)
+            .add_service(workers)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop_rx.await;
             }),
     );
     tracing::info!(id = config.id, %local_addr, data_dir = %config.data_dir.display(), "replica serving");
-    Ok(RunningReplica { replica, local_addr, stop_tx: Some(stop_tx), server })
+    let (loop_stop, loop_stop_rx) = tokio::sync::watch::channel(false);
+    let leader_loop = tokio::spawn(crate::leader_loop::run(replica.clone(), loop_stop_rx));
+    Ok(RunningReplica { replica, local_addr, stop_tx: Some(stop_tx), server, loop_stop, leader_loop })
 }

@@ -1,5 +1,7 @@
 //! Commands the leader proposes through Raft, and what `apply` answers.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::spec::TaskSpec;
@@ -18,8 +20,39 @@ pub enum Op {
     /// Create a task unless `key` already names one. Same key + same spec: the existing id.
     /// Same key + different spec: `Rejection::KeyConflict`.
     Submit { key: String, spec: TaskSpec },
-    /// Cancel a pending task. Cancelling a cancelled task succeeds again (idempotent).
+    /// Cancel a task that has not ended (a running one is killed by its worker when it sees the
+    /// assignment gone). Cancelling a cancelled task succeeds again (idempotent).
     Cancel { id: TaskId },
+    /// A worker process announces itself. A new `instance` for an id whose node is not down is
+    /// refused: that is a second live process claiming the id.
+    RegisterWorker { worker_id: String, instance: u64, addr: String, slots: u32, labels: BTreeMap<String, String> },
+    /// Renews the worker's liveness (and, once acknowledged, its lease).
+    Heartbeat { worker_id: String, instance: u64 },
+    /// Declares a worker down. Decided by the leader from `heartbeat_seq`; if a heartbeat was
+    /// applied since, the decision is stale and refused.
+    ExpireWorker { worker_id: String, heartbeat_seq: u64 },
+    /// Stop assigning to the worker; what it runs finishes.
+    DrainWorker { worker_id: String },
+    /// Leader-decided assignments, each conditional on the state it was decided from.
+    Assign { items: Vec<AssignItem> },
+    /// A worker's report about the attempt it holds under `token`.
+    Report { task_id: TaskId, token: u64, event: ReportEvent },
+}
+
+/// Assign `task_id` to `worker_id` if the task is still pending with `attempts` attempts made and
+/// the worker is still ready at `epoch` with a free slot and the right labels.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignItem {
+    pub task_id: TaskId,
+    pub attempts: u32,
+    pub worker_id: String,
+    pub epoch: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReportEvent {
+    Started,
+    Finished { exit_code: i32, output_tail: String, timed_out: bool },
 }
 
 impl Op {
@@ -28,6 +61,12 @@ impl Op {
         match self {
             Op::Submit { .. } => "submit",
             Op::Cancel { .. } => "cancel",
+            Op::RegisterWorker { .. } => "register_worker",
+            Op::Heartbeat { .. } => "heartbeat",
+            Op::ExpireWorker { .. } => "expire_worker",
+            Op::DrainWorker { .. } => "drain_worker",
+            Op::Assign { .. } => "assign",
+            Op::Report { .. } => "report",
         }
     }
 }
@@ -42,6 +81,23 @@ pub enum Response {
     Cancelled {
         id: TaskId,
     },
+    Registered {
+        epoch: u64,
+    },
+    HeartbeatOk {
+        epoch: u64,
+    },
+    Expired {
+        n_requeued: u32,
+    },
+    Drained,
+    /// How many items of an `Assign` applied; the token of each is the entry's log index.
+    Assigned {
+        token: u64,
+        n_assigned: u32,
+        n_stale: u32,
+    },
+    Reported,
     /// The answer for Raft's own entries (blank, membership), which carry no command.
     Noop,
     Rejected(Rejection),
@@ -54,12 +110,24 @@ pub enum Rejection {
     KeyConflict { key: String, existing_id: TaskId },
     #[error("no task with id {id}")]
     NotFound { id: TaskId },
-    #[error("task {id} is {} and cannot be cancelled (only pending tasks can)", state.as_str())]
+    #[error("task {id} is {} and cannot be cancelled (it has already ended)", state.as_str())]
     NotCancellable { id: TaskId, state: TaskState },
     #[error("{count} tasks pending, at tasks_pending_max {limit}")]
     TooManyPending { count: usize, limit: usize },
     #[error("{count} tasks held, at tasks_total_max {limit}")]
     TooManyTasks { count: usize, limit: usize },
+    #[error("worker {worker_id:?} is held by another live process; it must stop (or be declared down) first")]
+    WorkerIdInUse { worker_id: String },
+    #[error("no worker {worker_id:?} is registered")]
+    UnknownWorker { worker_id: String },
+    #[error("worker {worker_id:?} must register again (it was declared down or another process took its id)")]
+    WorkerNotCurrent { worker_id: String },
+    #[error("report for task {task_id} carries stale token {token} (the task is no longer held under it)")]
+    StaleToken { task_id: TaskId, token: u64 },
+    #[error("{count} workers registered, at workers_max {limit}")]
+    TooManyWorkers { count: usize, limit: usize },
+    #[error("the decision is stale: the state it was made from has changed")]
+    StaleDecision,
     #[error("invalid request: {reason}")]
     Invalid { reason: String },
 }

@@ -9,16 +9,18 @@
 //! openraft, tokio, tonic or sled; `cargo tree -p raftsched-state` proves it.
 
 pub mod command;
+pub mod dispatch;
 pub mod limits;
 pub mod machine;
 pub mod node;
 pub mod query;
 pub mod spec;
 pub mod task;
+pub mod workers;
 
-pub use command::{Command, Op, Rejection, Response};
-pub use machine::StateMachine;
+pub use command::{AssignItem, Command, Op, Rejection, ReportEvent, Response};
+pub use machine::{retry_backoff_ms, tail_of, StateMachine};
 pub use node::{Node, NodeState};
 pub use query::{ListFilter, ListPage};
 pub use spec::{Exec, SpecError, TaskSpec};
-pub use task::{Assignment, Task, TaskId, TaskResult, TaskState};
+pub use task::{Assignment, Attempt, Outcome, Task, TaskId, TaskResult, TaskState};

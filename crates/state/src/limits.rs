@@ -25,7 +25,30 @@ pub const LIST_PAGE_SIZE_DEFAULT: usize = 100;
 pub const SLEEP_MS_MAX: u64 = 24 * 3600 * 1000;
 /// Bytes of a task's output tail kept with its result.
 pub const OUTPUT_TAIL_BYTES_MAX: usize = 4 * 1024;
+/// Environment variables of a command task.
+pub const ENV_COUNT_MAX: usize = 64;
+/// Attempts one task may take (first run plus retries).
+pub const ATTEMPTS_MAX: u32 = 20;
+/// Attempts when the submit does not say.
+pub const ATTEMPTS_DEFAULT: u32 = 3;
+/// Longest per-task timeout.
+pub const TASK_TIMEOUT_MS_MAX: u64 = 7 * 24 * 3600 * 1000;
+/// Slots one worker may offer (tasks it runs at once).
+pub const WORKER_SLOTS_MAX: u32 = 1024;
+/// Registered workers, live or down.
+pub const WORKERS_MAX: usize = 10_000;
+/// Worker id length.
+pub const WORKER_ID_BYTES_MAX: usize = 128;
+/// Labels of one worker.
+pub const WORKER_LABEL_COUNT_MAX: usize = 32;
+/// Assignments in one Raft command.
+pub const ASSIGN_BATCH_LEN_MAX: usize = 1024;
+/// Retry backoff after a failed or lost attempt: BASE * 2^(attempt-1), capped at MAX.
+pub const RETRY_BACKOFF_MS_BASE: u64 = 200;
+pub const RETRY_BACKOFF_MS_MAX: u64 = 10_000;
 
 const _: () = assert!(LIST_PAGE_SIZE_DEFAULT <= LIST_PAGE_SIZE_MAX);
 const _: () = assert!(TASKS_PENDING_MAX <= TASKS_TOTAL_MAX);
 const _: () = assert!(KEY_BYTES_MAX < SPEC_BYTES_MAX);
+const _: () = assert!(ATTEMPTS_DEFAULT <= ATTEMPTS_MAX);
+const _: () = assert!(RETRY_BACKOFF_MS_BASE <= RETRY_BACKOFF_MS_MAX);

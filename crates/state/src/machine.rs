@@ -1,14 +1,14 @@
 //! The state machine and its one mutator, `apply`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Command, Op, Rejection, Response};
+use crate::command::{Command, Op, Rejection, ReportEvent, Response};
 use crate::limits;
-use crate::node::Node;
+use crate::node::{Node, NodeState};
 use crate::spec::{validate_key, TaskSpec};
-use crate::task::{Task, TaskId, TaskState};
+use crate::task::{Outcome, Task, TaskId, TaskResult, TaskState};
 
 /// The replicated scheduler state. Ordered maps only, so iteration order and the snapshot encoding
 /// are the same on every replica.
@@ -21,10 +21,23 @@ pub struct StateMachine {
     pub(crate) tasks: BTreeMap<TaskId, Task>,
     /// Idempotency key -> task. A key lives exactly as long as its task.
     pub(crate) keys: BTreeMap<String, TaskId>,
-    /// Worker registry (filled by the worker issue).
+    /// Worker registry.
     pub(crate) nodes: BTreeMap<String, Node>,
     /// Tasks per state, indexed by `TaskState as usize`; kept so limits are O(1) to check.
     pub(crate) counts: [u64; 6],
+    /// Pending tasks in dispatch order: higher priority first (negated), then FIFO by id.
+    pub(crate) pending: BTreeSet<(i64, TaskId)>,
+}
+
+/// Dispatch order key of a pending task.
+pub(crate) fn queue_key(task: &Task) -> (i64, TaskId) {
+    (-i64::from(task.spec.priority), task.id)
+}
+
+/// Backoff before retry `n_attempts + 1`.
+pub fn retry_backoff_ms(n_attempts: u32) -> u64 {
+    let shift = n_attempts.saturating_sub(1).min(20);
+    (limits::RETRY_BACKOFF_MS_BASE << shift).min(limits::RETRY_BACKOFF_MS_MAX)
 }
 
 impl StateMachine {
@@ -38,6 +51,10 @@ impl StateMachine {
 
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
         self.nodes.values()
+    }
+
+    pub fn node(&self, worker_id: &str) -> Option<&Node> {
+        self.nodes.get(worker_id)
     }
 
     /// Records that the entry at `index` carried no command (a Raft blank or membership entry).
@@ -54,12 +71,77 @@ impl StateMachine {
     /// `cmd` only. A rejected command leaves the state unchanged apart from `applied_index`.
     pub fn apply(&mut self, index: u64, cmd: &Command) -> Response {
         self.advance(index);
+        let now_ms = cmd.now_ms;
         let response = match &cmd.op {
-            Op::Submit { key, spec } => self.submit(index, cmd.now_ms, key, spec),
-            Op::Cancel { id } => self.cancel(*id, cmd.now_ms),
+            Op::Submit { key, spec } => self.submit(index, now_ms, key, spec),
+            Op::Cancel { id } => self.cancel(index, *id, now_ms),
+            Op::RegisterWorker { worker_id, instance, addr, slots, labels } => {
+                self.register_worker(index, now_ms, worker_id, *instance, addr, *slots, labels)
+            }
+            Op::Heartbeat { worker_id, instance } => self.heartbeat(now_ms, worker_id, *instance),
+            Op::ExpireWorker { worker_id, heartbeat_seq } => {
+                self.expire_worker(index, now_ms, worker_id, *heartbeat_seq)
+            }
+            Op::DrainWorker { worker_id } => self.drain_worker(worker_id),
+            Op::Assign { items } => self.assign(index, now_ms, items),
+            Op::Report { task_id, token, event } => self.report(index, now_ms, *task_id, *token, event),
         };
         debug_assert_eq!(self.check_invariants(), Ok(()));
         response
+    }
+
+    /// Moves task `id` to state `to`, keeping counts and the pending queue in step.
+    pub(crate) fn transition(&mut self, index: u64, now_ms: u64, id: TaskId, to: TaskState) {
+        let task = self.tasks.get_mut(&id).expect("transition of a known task");
+        let from = task.state;
+        if from == TaskState::Pending {
+            self.pending.remove(&queue_key(task));
+        }
+        if to == TaskState::Pending {
+            self.pending.insert(queue_key(task));
+        }
+        self.counts[from as usize] -= 1;
+        self.counts[to as usize] += 1;
+        task.state = to;
+        task.updated_at_ms = now_ms.max(task.updated_at_ms);
+        task.version = index;
+    }
+
+    /// Ends the current attempt of held task `id` with `outcome`, frees the worker's slot, and moves
+    /// the task on: succeeded, retried after a backoff, or failed/cancelled for good.
+    pub(crate) fn end_attempt(
+        &mut self,
+        index: u64,
+        now_ms: u64,
+        id: TaskId,
+        outcome: Outcome,
+        result: Option<TaskResult>,
+    ) {
+        let task = self.tasks.get_mut(&id).expect("end_attempt of a known task");
+        let assignment = task.assignment.take().expect("end_attempt of a held task");
+        let attempt = task.attempts.last_mut().expect("a held task has an attempt");
+        assert_eq!(attempt.token, assignment.token);
+        attempt.ended_at_ms = Some(now_ms);
+        attempt.outcome = Some(outcome);
+        if let Some(node) = self.nodes.get_mut(&assignment.worker_id) {
+            node.held.remove(&id);
+        }
+        let n_attempts = task.attempt();
+        let retry = matches!(outcome, Outcome::Failed { .. } | Outcome::TimedOut | Outcome::Lost)
+            && n_attempts < task.spec.max_attempts;
+        let to = match outcome {
+            Outcome::Succeeded => TaskState::Succeeded,
+            Outcome::Cancelled => TaskState::Cancelled,
+            _ if retry => TaskState::Pending,
+            _ => TaskState::Failed,
+        };
+        if retry {
+            task.not_before_ms = now_ms.saturating_add(retry_backoff_ms(n_attempts));
+        } else if matches!(to, TaskState::Succeeded | TaskState::Failed) {
+            task.result =
+                Some(result.unwrap_or(TaskResult { exit_code: -1, output_tail: outcome.as_str().to_string() }));
+        }
+        self.transition(index, now_ms, id, to);
     }
 
     fn submit(&mut self, index: u64, now_ms: u64, key: &str, spec: &TaskSpec) -> Response {
@@ -84,6 +166,7 @@ impl StateMachine {
             return Response::Rejected(Rejection::TooManyTasks { count, limit: limits::TASKS_TOTAL_MAX });
         }
         let id: TaskId = index;
+        assert!(id > 0, "task id 0 is reserved (index 0 is the initial membership)");
         assert!(!self.tasks.contains_key(&id), "task id {id} reused");
         let task = Task {
             id,
@@ -92,30 +175,68 @@ impl StateMachine {
             state: TaskState::Pending,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
-            attempt: 0,
+            attempts: Vec::new(),
             assignment: None,
             result: None,
+            not_before_ms: 0,
+            version: index,
         };
+        self.pending.insert(queue_key(&task));
         self.tasks.insert(id, task);
         self.keys.insert(key.to_string(), id);
         self.counts[TaskState::Pending as usize] += 1;
         Response::Submitted { id, created: true }
     }
 
-    fn cancel(&mut self, id: TaskId, now_ms: u64) -> Response {
-        let Some(task) = self.tasks.get_mut(&id) else {
+    fn cancel(&mut self, index: u64, id: TaskId, now_ms: u64) -> Response {
+        let Some(task) = self.tasks.get(&id) else {
             return Response::Rejected(Rejection::NotFound { id });
         };
         match task.state {
             TaskState::Cancelled => Response::Cancelled { id },
             TaskState::Pending => {
-                task.state = TaskState::Cancelled;
-                task.updated_at_ms = now_ms.max(task.updated_at_ms);
-                self.counts[TaskState::Pending as usize] -= 1;
-                self.counts[TaskState::Cancelled as usize] += 1;
+                self.transition(index, now_ms, id, TaskState::Cancelled);
+                Response::Cancelled { id }
+            }
+            TaskState::Assigned | TaskState::Running => {
+                self.end_attempt(index, now_ms, id, Outcome::Cancelled, None);
                 Response::Cancelled { id }
             }
             state => Response::Rejected(Rejection::NotCancellable { id, state }),
+        }
+    }
+
+    fn report(&mut self, index: u64, now_ms: u64, task_id: TaskId, token: u64, event: &ReportEvent) -> Response {
+        let Some(task) = self.tasks.get_mut(&task_id) else {
+            return Response::Rejected(Rejection::NotFound { id: task_id });
+        };
+        // Fencing: only the attempt that holds the task now may report on it.
+        if task.assignment.as_ref().map(|a| a.token) != Some(token) {
+            return Response::Rejected(Rejection::StaleToken { task_id, token });
+        }
+        match event {
+            ReportEvent::Started => {
+                if task.state == TaskState::Assigned {
+                    task.attempts.last_mut().expect("held task has an attempt").started_at_ms = Some(now_ms);
+                    self.transition(index, now_ms, task_id, TaskState::Running);
+                }
+                Response::Reported
+            }
+            ReportEvent::Finished { exit_code, output_tail, timed_out } => {
+                let attempt = task.attempts.last_mut().expect("held task has an attempt");
+                if attempt.started_at_ms.is_none() {
+                    attempt.started_at_ms = Some(now_ms);
+                }
+                let outcome = match (*timed_out, *exit_code) {
+                    (true, _) => Outcome::TimedOut,
+                    (false, 0) => Outcome::Succeeded,
+                    (false, code) => Outcome::Failed { exit_code: code },
+                };
+                let tail = tail_of(output_tail, limits::OUTPUT_TAIL_BYTES_MAX);
+                let result = TaskResult { exit_code: *exit_code, output_tail: tail };
+                self.end_attempt(index, now_ms, task_id, outcome, Some(result));
+                Response::Reported
+            }
         }
     }
 
@@ -123,6 +244,7 @@ impl StateMachine {
     /// each apply, by the property tests after every step, and by the store after loading a snapshot.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut counts = [0u64; 6];
+        let mut held_by: BTreeMap<&str, BTreeSet<TaskId>> = BTreeMap::new();
         for (&id, task) in &self.tasks {
             if task.id != id {
                 return Err(format!("task stored under {id} has id {}", task.id));
@@ -136,13 +258,57 @@ impl StateMachine {
             if task.state.is_held() != task.assignment.is_some() {
                 return Err(format!("task {id} is {:?} with assignment {:?}", task.state, task.assignment));
             }
-            if task.result.is_some() && !matches!(task.state, TaskState::Succeeded | TaskState::Failed) {
-                return Err(format!("task {id} is {:?} but has a result", task.state));
+            if task.result.is_some() != matches!(task.state, TaskState::Succeeded | TaskState::Failed) {
+                return Err(format!("task {id} is {:?} with result {:?}", task.state, task.result));
             }
             if task.updated_at_ms < task.created_at_ms {
                 return Err(format!("task {id} updated before it was created"));
             }
+            if task.attempt() > task.spec.max_attempts {
+                return Err(format!(
+                    "task {id} has {} attempts, over its max {}",
+                    task.attempt(),
+                    task.spec.max_attempts
+                ));
+            }
+            if task.attempts.windows(2).any(|w| w[0].token >= w[1].token) {
+                return Err(format!("task {id}'s tokens do not strictly increase"));
+            }
+            let n_open = task.attempts.iter().filter(|a| a.outcome.is_none()).count();
+            match &task.assignment {
+                Some(a) => {
+                    let last = task.attempts.last();
+                    if n_open != 1 || last.map(|l| (l.token, l.outcome.is_none())) != Some((a.token, true)) {
+                        return Err(format!("task {id}'s assignment is not its one open attempt"));
+                    }
+                    let node = self.nodes.get(&a.worker_id).ok_or(format!("task {id} held by unknown worker"))?;
+                    if node.epoch != a.epoch || node.state == NodeState::Down {
+                        return Err(format!("task {id} held by a stale or down registration of {}", a.worker_id));
+                    }
+                    held_by.entry(a.worker_id.as_str()).or_default().insert(id);
+                }
+                None if n_open != 0 => return Err(format!("task {id} has an open attempt but no assignment")),
+                None => {}
+            }
+            if (task.state == TaskState::Pending) != self.pending.contains(&queue_key(task)) {
+                return Err(format!("task {id}'s pending-queue entry is out of step"));
+            }
             counts[task.state as usize] += 1;
+        }
+        if self.pending.len() as u64 != counts[TaskState::Pending as usize] {
+            return Err("pending queue holds tasks that are not pending".to_string());
+        }
+        for node in self.nodes.values() {
+            if node.held.len() > node.slots as usize {
+                return Err(format!("worker {} holds {} tasks in {} slots", node.id, node.held.len(), node.slots));
+            }
+            let expected = held_by.remove(node.id.as_str()).unwrap_or_default();
+            if node.held != expected {
+                return Err(format!(
+                    "worker {}'s held set {:?} differs from its tasks {:?}",
+                    node.id, node.held, expected
+                ));
+            }
         }
         if self.keys.len() != self.tasks.len() {
             return Err(format!("{} keys for {} tasks", self.keys.len(), self.tasks.len()));
@@ -155,6 +321,18 @@ impl StateMachine {
         }
         Ok(())
     }
+}
+
+/// The last `max` bytes of `text`, cut at a character boundary.
+pub fn tail_of(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].to_string()
 }
 
 #[cfg(test)]

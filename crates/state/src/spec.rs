@@ -23,6 +23,14 @@ pub struct TaskSpec {
     pub priority: i32,
     /// Worker labels the task requires (`k=v`); BTreeMap so equality and encoding are canonical.
     pub constraints: BTreeMap<String, String>,
+    /// Environment of a command task (added to the worker's).
+    pub env: BTreeMap<String, String>,
+    /// Working directory of a command task; the worker's own when `None`.
+    pub cwd: Option<String>,
+    /// The worker kills an attempt that runs longer; 0 means no timeout.
+    pub timeout_ms: u64,
+    /// Attempts before the task fails for good (failed, timed-out and lost attempts count).
+    pub max_attempts: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -45,21 +53,38 @@ pub enum SpecError {
     KeyTooLong { bytes: usize },
     #[error("idempotency key must not be empty")]
     KeyEmpty,
+    #[error("{count} environment variables, over env_count_max {max}", max = limits::ENV_COUNT_MAX)]
+    TooManyEnv { count: usize },
+    #[error("environment names must be non-empty and contain no '=' or NUL")]
+    BadEnv,
+    #[error("timeout {ms} ms is over task_timeout_ms_max {max}", max = limits::TASK_TIMEOUT_MS_MAX)]
+    TimeoutTooLong { ms: u64 },
+    #[error("max attempts must be 1..={max}, got {n}", max = limits::ATTEMPTS_MAX)]
+    BadAttempts { n: u32 },
     #[error("{0} must not contain NUL bytes")]
     Nul(&'static str),
 }
 
 impl TaskSpec {
     pub fn builtin(name: &str, arg: &str) -> TaskSpec {
-        TaskSpec {
-            exec: Exec::Builtin { name: name.to_string(), arg: arg.to_string() },
-            priority: 0,
-            constraints: BTreeMap::new(),
-        }
+        TaskSpec::default_with(Exec::Builtin { name: name.to_string(), arg: arg.to_string() })
     }
 
     pub fn command(argv: Vec<String>) -> TaskSpec {
-        TaskSpec { exec: Exec::Command { argv }, priority: 0, constraints: BTreeMap::new() }
+        TaskSpec::default_with(Exec::Command { argv })
+    }
+
+    /// A spec running `exec` with every other field at its default.
+    pub fn default_with(exec: Exec) -> TaskSpec {
+        TaskSpec {
+            exec,
+            priority: 0,
+            constraints: BTreeMap::new(),
+            env: BTreeMap::new(),
+            cwd: None,
+            timeout_ms: 0,
+            max_attempts: limits::ATTEMPTS_DEFAULT,
+        }
     }
 
     /// Parses the CLI form `NAME:ARG` of a builtin (`sleep:100`, `echo:hi`, `fail:3`).
@@ -76,7 +101,8 @@ impl TaskSpec {
             Exec::Builtin { name, arg } => name.len() + arg.len(),
             Exec::Command { argv } => argv.iter().map(|a| a.len() + 1).sum(),
         };
-        exec + self.constraints.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>()
+        let maps = self.constraints.iter().chain(self.env.iter()).map(|(k, v)| k.len() + v.len() + 2).sum::<usize>();
+        exec + maps + self.cwd.as_ref().map_or(0, String::len)
     }
 
     /// Checks every bound. Called by the API edge (to answer INVALID_ARGUMENT early) and again by
@@ -93,6 +119,21 @@ impl TaskSpec {
             if k.contains('\0') || v.contains('\0') {
                 return Err(SpecError::Nul("constraint"));
             }
+        }
+        if self.env.len() > limits::ENV_COUNT_MAX {
+            return Err(SpecError::TooManyEnv { count: self.env.len() });
+        }
+        if self.env.iter().any(|(k, v)| k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0')) {
+            return Err(SpecError::BadEnv);
+        }
+        if self.cwd.as_ref().is_some_and(|c| c.is_empty() || c.contains('\0')) {
+            return Err(SpecError::Nul("cwd"));
+        }
+        if self.timeout_ms > limits::TASK_TIMEOUT_MS_MAX {
+            return Err(SpecError::TimeoutTooLong { ms: self.timeout_ms });
+        }
+        if self.max_attempts == 0 || self.max_attempts > limits::ATTEMPTS_MAX {
+            return Err(SpecError::BadAttempts { n: self.max_attempts });
         }
         match &self.exec {
             Exec::Builtin { name, arg } => match name.as_str() {

@@ -59,8 +59,48 @@ impl TaskState {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {
     pub worker_id: String,
+    /// The worker registration (epoch) that holds the task.
+    pub epoch: u64,
     pub token: u64,
     pub assigned_at_ms: u64,
+}
+
+/// How one attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Succeeded,
+    Failed {
+        exit_code: i32,
+    },
+    TimedOut,
+    /// The worker was declared down (or restarted) while holding the attempt.
+    Lost,
+    Cancelled,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed { .. } => "failed",
+            Outcome::TimedOut => "timed_out",
+            Outcome::Lost => "lost",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One assignment of a task to a worker, kept for the task's whole life so every attempt is
+/// visible in `get`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub worker_id: String,
+    pub epoch: u64,
+    pub token: u64,
+    pub assigned_at_ms: u64,
+    pub started_at_ms: Option<u64>,
+    pub ended_at_ms: Option<u64>,
+    pub outcome: Option<Outcome>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,8 +118,20 @@ pub struct Task {
     pub state: TaskState,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
-    /// How many times the task has been assigned (0 while it never was).
-    pub attempt: u32,
+    /// Every assignment so far, oldest first; at most `spec.max_attempts`.
+    pub attempts: Vec<Attempt>,
+    /// Set while a worker holds the task (assigned or running).
     pub assignment: Option<Assignment>,
     pub result: Option<TaskResult>,
+    /// A retry is not dispatched before this time (backoff after a failed or lost attempt).
+    pub not_before_ms: u64,
+    /// Log index of the last change to this task; watchers wait for it to move.
+    pub version: u64,
+}
+
+impl Task {
+    /// Number of attempts made so far.
+    pub fn attempt(&self) -> u32 {
+        self.attempts.len() as u32
+    }
 }

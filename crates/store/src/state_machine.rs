@@ -13,6 +13,7 @@ use openraft::{
     StoredMembership,
 };
 use raftsched_state::{Response, StateMachine};
+use tokio::sync::watch;
 
 use crate::codec::{decode, encode, io_err};
 use crate::{NodeId, StorageError, TypeConfig};
@@ -33,6 +34,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct SmHandle {
     inner: Arc<RwLock<Inner>>,
+    applied: Arc<watch::Sender<u64>>,
 }
 
 impl SmHandle {
@@ -43,6 +45,11 @@ impl SmHandle {
 
     pub fn last_applied_index(&self) -> u64 {
         read_lock(&self.inner).last_applied.map_or(0, |l| l.index)
+    }
+
+    /// Changes whenever entries are applied or a snapshot is installed: long polls wait on it.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
     }
 }
 
@@ -58,6 +65,7 @@ fn write_lock(inner: &RwLock<Inner>) -> RwLockWriteGuard<'_, Inner> {
 
 pub struct SmStore {
     inner: Arc<RwLock<Inner>>,
+    applied: Arc<watch::Sender<u64>>,
     db: sled::Db,
     snap: sled::Tree,
 }
@@ -76,11 +84,12 @@ impl SmStore {
             inner.last_applied = meta.last_log_id;
             inner.membership = meta.last_membership;
         }
-        Ok(SmStore { inner: Arc::new(RwLock::new(inner)), db, snap })
+        let applied = Arc::new(watch::Sender::new(inner.last_applied.map_or(0, |l| l.index)));
+        Ok(SmStore { inner: Arc::new(RwLock::new(inner)), applied, db, snap })
     }
 
     pub fn handle(&self) -> SmHandle {
-        SmHandle { inner: self.inner.clone() }
+        SmHandle { inner: self.inner.clone(), applied: self.applied.clone() }
     }
 
     async fn save_snapshot(&self, meta: &SnapshotMeta<NodeId, BasicNode>, data: &[u8]) -> Result<(), StorageError> {
@@ -147,11 +156,19 @@ impl RaftStateMachine<TypeConfig> for SmStore {
             inner.last_applied = Some(entry.log_id);
             responses.push(response);
         }
+        let last = inner.last_applied.map_or(0, |l| l.index);
+        drop(inner);
+        self.applied.send_replace(last);
         Ok(responses)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { inner: self.inner.clone(), db: self.db.clone(), snap: self.snap.clone() }
+        SnapshotBuilder {
+            inner: self.inner.clone(),
+            applied: self.applied.clone(),
+            db: self.db.clone(),
+            snap: self.snap.clone(),
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -172,6 +189,8 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         inner.sm = sm;
         inner.last_applied = meta.last_log_id;
         inner.membership = meta.last_membership.clone();
+        drop(inner);
+        self.applied.send_replace(meta.last_log_id.map_or(0, |l| l.index));
         tracing::info!(snapshot = %meta, "installed snapshot from leader");
         Ok(())
     }
@@ -192,6 +211,7 @@ impl RaftStateMachine<TypeConfig> for SmStore {
 
 pub struct SnapshotBuilder {
     inner: Arc<RwLock<Inner>>,
+    applied: Arc<watch::Sender<u64>>,
     db: sled::Db,
     snap: sled::Tree,
 }
@@ -210,7 +230,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             let data = encode(&inner.sm, ErrorSubject::StateMachine)?;
             (meta, data)
         };
-        let store = SmStore { inner: self.inner.clone(), db: self.db.clone(), snap: self.snap.clone() };
+        let store = SmStore {
+            inner: self.inner.clone(),
+            applied: self.applied.clone(),
+            db: self.db.clone(),
+            snap: self.snap.clone(),
+        };
         store.save_snapshot(&meta, &data).await?;
         tracing::info!(snapshot = %meta, bytes = data.len(), "built snapshot");
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })

@@ -1,0 +1,138 @@
+//! Worker subcommands: run a worker, drain one, list them, watch a task.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use raftsched_client::{api, parse_cluster, Client};
+use raftsched_worker::WorkerConfig;
+use serde_json::json;
+
+use crate::cli::{DrainArgs, WatchArgs, WorkerArgs, WorkersArgs};
+use crate::client_cmds::connect;
+use crate::error::CliError;
+use crate::output;
+use crate::server_cmd::wait_for_signal;
+
+const TERMINAL: [&str; 3] = ["succeeded", "failed", "cancelled"];
+/// One long poll of a waiting CLI command; it polls again until the task ends.
+const WAIT_POLL: Duration = Duration::from_secs(10);
+
+pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, CliError> {
+    let mut labels = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').ok_or_else(|| CliError::Usage(format!("label {part:?} is not k=v")))?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    Ok(labels)
+}
+
+pub fn worker_config(args: &WorkerArgs) -> Result<WorkerConfig, CliError> {
+    let id = args.id.clone().ok_or_else(|| CliError::Usage("worker needs --id ID".into()))?;
+    raftsched_state::workers::validate_worker_id(&id).map_err(CliError::Usage)?;
+    if args.slots == 0 || args.slots > raftsched_state::limits::WORKER_SLOTS_MAX {
+        return Err(CliError::Usage(format!("--slots must be 1..={}", raftsched_state::limits::WORKER_SLOTS_MAX)));
+    }
+    if args.heartbeat_interval_ms == 0 || args.lease_ms <= args.heartbeat_interval_ms {
+        return Err(CliError::Usage("--lease-ms must be above --heartbeat-interval-ms (> 0)".into()));
+    }
+    Ok(WorkerConfig {
+        addr: args.listen.clone().unwrap_or_else(|| format!("pull:{id}")),
+        id,
+        cluster: parse_cluster(&args.cluster.cluster)?,
+        slots: args.slots,
+        labels: parse_labels(&args.labels)?,
+        heartbeat_interval_ms: args.heartbeat_interval_ms,
+        lease_ms: args.lease_ms,
+        register_timeout_ms: args.register_timeout_ms,
+    })
+}
+
+pub async fn run_worker(args: WorkerArgs) -> Result<(), CliError> {
+    let config = worker_config(&args)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(raftsched_worker::run(config, stop_rx));
+    tokio::pin!(worker);
+    tokio::select! {
+        _ = wait_for_signal() => {
+            stop_tx.send_replace(true);
+            worker.await.map_err(|e| CliError::Failed(e.to_string()))?.map_err(|e| CliError::Failed(e.to_string()))
+        }
+        result = &mut worker => result.map_err(|e| CliError::Failed(e.to_string()))?.map_err(|e| CliError::Failed(e.to_string())),
+    }
+}
+
+pub async fn drain(args: DrainArgs) -> Result<(), CliError> {
+    let client = connect(&args.cluster)?;
+    client.drain_worker(&args.id).await?;
+    println!("{}", args.id);
+    Ok(())
+}
+
+pub async fn workers(args: WorkersArgs) -> Result<(), CliError> {
+    let client = connect(&args.cluster)?;
+    let reply = client.list_workers(args.stale).await?;
+    if args.json {
+        let values: Vec<_> = reply
+            .workers
+            .iter()
+            .map(|w| {
+                json!({
+                    "id": w.id, "addr": w.addr, "state": w.state, "slots": w.slots,
+                    "slots_in_use": w.slots_in_use, "labels": w.labels.iter().collect::<BTreeMap<_, _>>(),
+                    "epoch": w.epoch, "last_heartbeat_ms": w.last_heartbeat_ms, "heartbeat_age_ms": w.heartbeat_age_ms,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(values));
+    } else {
+        println!("{:<20} {:<22} {:<9} {:>5} {:>6}  heartbeat_age", "id", "addr", "state", "slots", "in_use");
+        for w in &reply.workers {
+            println!(
+                "{:<20} {:<22} {:<9} {:>5} {:>6}  {} ms",
+                w.id, w.addr, w.state, w.slots, w.slots_in_use, w.heartbeat_age_ms
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Follows task `id` until it ends, calling `on_change` with each new version.
+pub async fn wait_until_ended(
+    client: &Client,
+    id: u64,
+    mut on_change: impl FnMut(&api::Task),
+) -> Result<api::Task, CliError> {
+    let mut version = 0;
+    loop {
+        let task = client.wait_task(id, version, WAIT_POLL).await?;
+        if task.version > version {
+            version = task.version;
+            on_change(&task);
+        }
+        if TERMINAL.contains(&task.state.as_str()) {
+            return Ok(task);
+        }
+    }
+}
+
+pub async fn watch(args: WatchArgs) -> Result<(), CliError> {
+    let id: u64 = args
+        .id
+        .parse()
+        .ok()
+        .filter(|i| *i > 0)
+        .ok_or_else(|| CliError::Usage(format!("{:?} is not a task id", args.id)))?;
+    // Watching may take long: each poll has its own timeout, not the whole watch.
+    let client = Client::new(parse_cluster(&args.cluster.cluster)?, args.cluster.timeout.max(WAIT_POLL * 2))?;
+    let json = args.json;
+    wait_until_ended(&client, id, |t| {
+        if json {
+            println!("{}", output::task_json(t));
+        } else {
+            let worker = if t.worker_id.is_empty() { String::new() } else { format!(" on {}", t.worker_id) };
+            println!("{} {} attempt {}{}", t.id, t.state, t.attempt, worker);
+        }
+    })
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! The leader's scheduling loop: worker expiry and dispatch.
+//!
+//! It runs on every replica but acts only while that replica leads, and stops acting the moment
+//! it does not (each proposal goes through `Replica::propose`, which refuses on a non-leader).
+//! Every command it proposes is conditional on the state it was decided from (`ExpireWorker`
+//! names the heartbeat it saw, `Assign` the attempt count and worker epoch), so a decision made by
+//! a leader that was already deposed is refused by `apply` rather than applied twice.
+//!
+//! Liveness timers use this replica's monotonic clock only, started afresh when it becomes leader:
+//! a worker is expired after `heartbeat_timeout` of silence *observed by this leader*, so a new
+//! leader never expires everyone at once and never compares another replica's wall clock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ServerState;
+use raftsched_state::{NodeState, Op, Response};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::limits;
+use crate::replica::{now_ms, Replica};
+
+pub async fn run(replica: Arc<Replica>, mut stop: watch::Receiver<bool>) {
+    let heartbeat_timeout = Duration::from_millis(replica.worker_heartbeat_timeout_ms);
+    let mut metrics = replica.raft.metrics();
+    loop {
+        // Wait to lead.
+        let term = loop {
+            let (state, term) = {
+                let m = metrics.borrow_and_update();
+                (m.state, m.current_term)
+            };
+            if state == ServerState::Leader {
+                break term;
+            }
+            tokio::select! {
+                r = metrics.changed() => if r.is_err() { return },
+                _ = stop.changed() => return,
+            }
+        };
+        tracing::info!(id = replica.id, term, "leading: scheduling loop starts");
+        lead(&replica, term, heartbeat_timeout, &mut stop).await;
+        if *stop.borrow() {
+            return;
+        }
+        tracing::info!(id = replica.id, term, "no longer leading: scheduling loop stops");
+    }
+}
+
+fn still_leading(replica: &Replica, term: u64) -> bool {
+    let m = replica.raft.metrics().borrow().clone();
+    m.state == ServerState::Leader && m.current_term == term
+}
+
+async fn lead(replica: &Replica, term: u64, heartbeat_timeout: Duration, stop: &mut watch::Receiver<bool>) {
+    // worker id -> (heartbeat_seq last seen, when this leader saw it change)
+    let mut seen: HashMap<String, (u64, Instant)> = HashMap::new();
+    let mut applied = replica.sm.subscribe();
+    while still_leading(replica, term) {
+        applied.borrow_and_update();
+        let now = Instant::now();
+        let live: Vec<(String, u64)> = replica.sm.read(|sm| {
+            sm.nodes().filter(|n| n.state != NodeState::Down).map(|n| (n.id.clone(), n.heartbeat_seq)).collect()
+        });
+        seen.retain(|id, _| live.iter().any(|(l, _)| l == id));
+        for (worker_id, seq) in live {
+            let entry = seen.entry(worker_id.clone()).or_insert((seq, now));
+            if entry.0 != seq {
+                *entry = (seq, now);
+            }
+            if now.duration_since(entry.1) >= heartbeat_timeout {
+                tracing::warn!(%worker_id, "no heartbeat for {} ms: declaring the worker down", heartbeat_timeout.as_millis());
+                match replica.propose(Op::ExpireWorker { worker_id, heartbeat_seq: seq }).await {
+                    Ok(response) => tracing::info!(?response, "expiry applied"),
+                    Err(_) => return,
+                }
+            }
+        }
+        let plan = replica.sm.read(|sm| sm.plan_assignments(now_ms(), limits::DISPATCH_BATCH_LEN_MAX));
+        if !plan.is_empty() {
+            match replica.propose(Op::Assign { items: plan }).await {
+                Ok(Response::Assigned { n_assigned, .. }) if n_assigned > 0 => continue,
+                Ok(response) => tracing::debug!(?response, "no assignment applied"),
+                Err(_) => return,
+            }
+        }
+        tokio::select! {
+            r = applied.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_millis(limits::LEADER_TICK_MS)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

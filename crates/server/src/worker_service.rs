@@ -1,0 +1,130 @@
+//! The gRPC service worker processes call: register, heartbeat, assignments, reports.
+//! Served by every replica: writes go through `Replica::write` (forwarded to the leader), the
+//! assignment long poll reads this replica's applied state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use raftsched_api as api;
+use raftsched_api::worker_server::Worker;
+use raftsched_state::{limits as sm_limits, NodeState, Op, ReportEvent, Response as SmResponse};
+use tonic::{Request, Response, Status};
+
+use crate::convert::{rejection_to_status, spec_to_api};
+use crate::limits;
+use crate::replica::Replica;
+
+pub struct WorkerService {
+    pub replica: Arc<Replica>,
+}
+
+fn unexpected(response: SmResponse) -> Status {
+    Status::internal(format!("unexpected state machine answer {response:?}"))
+}
+
+#[tonic::async_trait]
+impl Worker for WorkerService {
+    async fn register_worker(
+        &self,
+        req: Request<api::RegisterWorkerRequest>,
+    ) -> Result<Response<api::RegisterWorkerResponse>, Status> {
+        let _permit = self.replica.admit()?;
+        let r = req.into_inner();
+        let op = Op::RegisterWorker {
+            worker_id: r.id,
+            instance: r.instance,
+            addr: r.addr,
+            slots: r.slots,
+            labels: r.labels.into_iter().collect(),
+        };
+        match self.replica.write(op).await? {
+            SmResponse::Registered { epoch } => Ok(Response::new(api::RegisterWorkerResponse {
+                epoch,
+                heartbeat_timeout_ms: self.replica.worker_heartbeat_timeout_ms,
+            })),
+            SmResponse::Rejected(r) => Err(rejection_to_status(r)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn heartbeat(&self, req: Request<api::HeartbeatRequest>) -> Result<Response<api::HeartbeatResponse>, Status> {
+        let _permit = self.replica.admit()?;
+        let r = req.into_inner();
+        match self.replica.write(Op::Heartbeat { worker_id: r.id, instance: r.instance }).await? {
+            SmResponse::HeartbeatOk { epoch } => Ok(Response::new(api::HeartbeatResponse { epoch })),
+            SmResponse::Rejected(r) => Err(rejection_to_status(r)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn assignments(
+        &self,
+        req: Request<api::AssignmentsRequest>,
+    ) -> Result<Response<api::AssignmentsResponse>, Status> {
+        let _permit = self.replica.admit()?;
+        let r = req.into_inner();
+        let mut known: Vec<(u64, u64)> = r.known.iter().map(|h| (h.task_id, h.token)).collect();
+        known.sort_unstable();
+        let wait = Duration::from_millis(u64::from(r.wait_ms).min(limits::LONG_POLL_MS_MAX));
+        // The held set of this worker's registration, or None when the registration is gone.
+        let current = |sm: &raftsched_state::StateMachine| -> Option<Vec<api::WorkAssignment>> {
+            let node = sm.node(&r.id).filter(|n| n.epoch == r.epoch && n.state != NodeState::Down)?;
+            let held = node
+                .held
+                .iter()
+                .filter_map(|id| sm.get(*id))
+                .filter_map(|t| {
+                    let a = t.assignment.as_ref()?;
+                    Some(api::WorkAssignment {
+                        task_id: t.id,
+                        token: a.token,
+                        attempt: t.attempt(),
+                        spec: Some(spec_to_api(&t.spec)),
+                    })
+                })
+                .collect();
+            Some(held)
+        };
+        let changed = |sm: &raftsched_state::StateMachine| -> Option<Option<Vec<api::WorkAssignment>>> {
+            match current(sm) {
+                None => Some(None),
+                Some(held) => {
+                    let mut ids: Vec<(u64, u64)> = held.iter().map(|a| (a.task_id, a.token)).collect();
+                    ids.sort_unstable();
+                    (ids != known).then_some(Some(held))
+                }
+            }
+        };
+        let result = match self.replica.wait_for(wait, changed).await {
+            Some(result) => result,
+            None => self.replica.sm.read(current),
+        };
+        known.clear();
+        Ok(Response::new(match result {
+            Some(assignments) => api::AssignmentsResponse { assignments, registered: true },
+            None => api::AssignmentsResponse { assignments: Vec::new(), registered: false },
+        }))
+    }
+
+    async fn report(&self, req: Request<api::ReportRequest>) -> Result<Response<api::ReportResponse>, Status> {
+        let _permit = self.replica.admit()?;
+        let r = req.into_inner();
+        if r.output_tail.len() > sm_limits::OUTPUT_TAIL_BYTES_MAX {
+            return Err(Status::invalid_argument(format!(
+                "output tail is {} bytes, over output_tail_bytes_max {}",
+                r.output_tail.len(),
+                sm_limits::OUTPUT_TAIL_BYTES_MAX
+            )));
+        }
+        let event = if r.finished {
+            ReportEvent::Finished { exit_code: r.exit_code, output_tail: r.output_tail, timed_out: r.timed_out }
+        } else {
+            ReportEvent::Started
+        };
+        match self.replica.write(Op::Report { task_id: r.task_id, token: r.token, event }).await? {
+            SmResponse::Reported => Ok(Response::new(api::ReportResponse {})),
+            SmResponse::Rejected(r) => Err(rejection_to_status(r)),
+            other => Err(unexpected(other)),
+        }
+    }
+}

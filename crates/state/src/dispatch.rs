@@ -1,0 +1,102 @@
+//! Dispatch: the leader's plan (a pure function of the state and its clock) and the conditional
+//! `Assign` command that carries it through Raft.
+
+use crate::command::{AssignItem, Rejection, Response};
+use crate::limits;
+use crate::machine::StateMachine;
+use crate::node::NodeState;
+use crate::task::{Assignment, Attempt, TaskState};
+
+impl StateMachine {
+    /// Assignments the leader should propose now: pending tasks whose backoff has passed, higher
+    /// priority first and FIFO within a priority, each to the ready worker with the right labels and
+    /// the most free slots (ties: the lower id), at most `max_items`.
+    pub fn plan_assignments(&self, now_ms: u64, max_items: usize) -> Vec<AssignItem> {
+        let max_items = max_items.min(limits::ASSIGN_BATCH_LEN_MAX);
+        let mut free: Vec<(&str, u32)> = self
+            .nodes
+            .values()
+            .filter(|n| n.state == NodeState::Ready && n.free_slots() > 0)
+            .map(|n| (n.id.as_str(), n.free_slots()))
+            .collect();
+        let mut items = Vec::new();
+        for &(_, id) in &self.pending {
+            if items.len() >= max_items || free.iter().all(|(_, f)| *f == 0) {
+                break;
+            }
+            let task = &self.tasks[&id];
+            if task.not_before_ms > now_ms {
+                continue;
+            }
+            let best = free
+                .iter_mut()
+                .filter(|(w, f)| *f > 0 && self.nodes[*w].satisfies(&task.spec.constraints))
+                .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)));
+            if let Some((worker_id, slots)) = best {
+                *slots -= 1;
+                let node = &self.nodes[*worker_id];
+                items.push(AssignItem {
+                    task_id: id,
+                    attempts: task.attempt(),
+                    worker_id: node.id.clone(),
+                    epoch: node.epoch,
+                });
+            }
+        }
+        items
+    }
+
+    pub(crate) fn assign(&mut self, index: u64, now_ms: u64, items: &[AssignItem]) -> Response {
+        if items.len() > limits::ASSIGN_BATCH_LEN_MAX {
+            let reason =
+                format!("{} assignments, over assign_batch_len_max {}", items.len(), limits::ASSIGN_BATCH_LEN_MAX);
+            return Response::Rejected(Rejection::Invalid { reason });
+        }
+        let (mut n_assigned, mut n_stale) = (0, 0);
+        for item in items {
+            if self.assign_one(index, now_ms, item) {
+                n_assigned += 1;
+            } else {
+                n_stale += 1;
+            }
+        }
+        Response::Assigned { token: index, n_assigned, n_stale }
+    }
+
+    /// Applies one assignment if the state it was decided from still holds. The token is the log
+    /// index, larger than any earlier token of the task.
+    fn assign_one(&mut self, index: u64, now_ms: u64, item: &AssignItem) -> bool {
+        let Some(task) = self.tasks.get(&item.task_id) else { return false };
+        let Some(node) = self.nodes.get(&item.worker_id) else { return false };
+        let still_valid = task.state == TaskState::Pending
+            && task.attempt() == item.attempts
+            && task.attempt() < task.spec.max_attempts
+            && node.state == NodeState::Ready
+            && node.epoch == item.epoch
+            && node.free_slots() > 0
+            && node.satisfies(&task.spec.constraints);
+        if !still_valid {
+            return false;
+        }
+        let task = self.tasks.get_mut(&item.task_id).expect("checked above");
+        debug_assert!(task.attempts.last().is_none_or(|a| a.token < index));
+        task.attempts.push(Attempt {
+            worker_id: item.worker_id.clone(),
+            epoch: item.epoch,
+            token: index,
+            assigned_at_ms: now_ms,
+            started_at_ms: None,
+            ended_at_ms: None,
+            outcome: None,
+        });
+        task.assignment = Some(Assignment {
+            worker_id: item.worker_id.clone(),
+            epoch: item.epoch,
+            token: index,
+            assigned_at_ms: now_ms,
+        });
+        self.nodes.get_mut(&item.worker_id).expect("checked above").held.insert(item.task_id);
+        self.transition(index, now_ms, item.task_id, TaskState::Assigned);
+        true
+    }
+}

@@ -1,0 +1,115 @@
+//! The worker registry: register, heartbeat, expire, drain.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::command::{Rejection, Response};
+use crate::limits;
+use crate::machine::StateMachine;
+use crate::node::{Node, NodeState};
+use crate::task::Outcome;
+
+/// Checks a worker id against its bounds.
+pub fn validate_worker_id(worker_id: &str) -> Result<(), String> {
+    if worker_id.is_empty() || worker_id.len() > limits::WORKER_ID_BYTES_MAX || worker_id.contains('\0') {
+        return Err(format!("worker id must be 1..={} bytes without NUL", limits::WORKER_ID_BYTES_MAX));
+    }
+    Ok(())
+}
+
+impl StateMachine {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn register_worker(
+        &mut self,
+        index: u64,
+        now_ms: u64,
+        worker_id: &str,
+        instance: u64,
+        addr: &str,
+        slots: u32,
+        labels: &BTreeMap<String, String>,
+    ) -> Response {
+        if let Err(reason) = validate_worker_id(worker_id) {
+            return Response::Rejected(Rejection::Invalid { reason });
+        }
+        if slots == 0 || slots > limits::WORKER_SLOTS_MAX {
+            let reason = format!("slots must be 1..={} (worker_slots_max)", limits::WORKER_SLOTS_MAX);
+            return Response::Rejected(Rejection::Invalid { reason });
+        }
+        if labels.len() > limits::WORKER_LABEL_COUNT_MAX || addr.len() > 256 {
+            let reason = format!(
+                "at most {} labels (worker_label_count_max) and a 256-byte address",
+                limits::WORKER_LABEL_COUNT_MAX
+            );
+            return Response::Rejected(Rejection::Invalid { reason });
+        }
+        if let Some(node) = self.nodes.get(worker_id) {
+            if node.instance == instance && node.state != NodeState::Down {
+                // A retried registration of the live process: same answer, nothing changes.
+                return Response::Registered { epoch: node.epoch };
+            }
+            if node.state != NodeState::Down {
+                // Another process holds the id and has not been declared down. Its lease may still
+                // be valid, so taking its tasks now could run them twice.
+                return Response::Rejected(Rejection::WorkerIdInUse { worker_id: worker_id.to_string() });
+            }
+        } else if self.nodes.len() >= limits::WORKERS_MAX {
+            return Response::Rejected(Rejection::TooManyWorkers {
+                count: self.nodes.len(),
+                limit: limits::WORKERS_MAX,
+            });
+        }
+        let epoch = self.nodes.get(worker_id).map_or(1, |n| n.epoch + 1);
+        debug_assert!(self.nodes.get(worker_id).is_none_or(|n| n.held.is_empty()), "a down node holds nothing");
+        let node = Node {
+            id: worker_id.to_string(),
+            addr: addr.to_string(),
+            slots,
+            labels: labels.clone(),
+            state: NodeState::Ready,
+            epoch,
+            instance,
+            last_heartbeat_ms: now_ms,
+            heartbeat_seq: index,
+            held: BTreeSet::new(),
+        };
+        self.nodes.insert(worker_id.to_string(), node);
+        Response::Registered { epoch }
+    }
+
+    pub(crate) fn heartbeat(&mut self, now_ms: u64, worker_id: &str, instance: u64) -> Response {
+        let Some(node) = self.nodes.get_mut(worker_id) else {
+            return Response::Rejected(Rejection::UnknownWorker { worker_id: worker_id.to_string() });
+        };
+        if node.instance != instance || node.state == NodeState::Down {
+            return Response::Rejected(Rejection::WorkerNotCurrent { worker_id: worker_id.to_string() });
+        }
+        node.last_heartbeat_ms = now_ms.max(node.last_heartbeat_ms);
+        node.heartbeat_seq += 1;
+        Response::HeartbeatOk { epoch: node.epoch }
+    }
+
+    pub(crate) fn expire_worker(&mut self, index: u64, now_ms: u64, worker_id: &str, heartbeat_seq: u64) -> Response {
+        let Some(node) = self.nodes.get_mut(worker_id) else {
+            return Response::Rejected(Rejection::UnknownWorker { worker_id: worker_id.to_string() });
+        };
+        if node.state == NodeState::Down || node.heartbeat_seq != heartbeat_seq {
+            return Response::Rejected(Rejection::StaleDecision);
+        }
+        node.state = NodeState::Down;
+        let held: Vec<_> = node.held.iter().copied().collect();
+        for id in &held {
+            self.end_attempt(index, now_ms, *id, Outcome::Lost, None);
+        }
+        Response::Expired { n_requeued: held.len() as u32 }
+    }
+
+    pub(crate) fn drain_worker(&mut self, worker_id: &str) -> Response {
+        let Some(node) = self.nodes.get_mut(worker_id) else {
+            return Response::Rejected(Rejection::UnknownWorker { worker_id: worker_id.to_string() });
+        };
+        if node.state == NodeState::Ready {
+            node.state = NodeState::Draining;
+        }
+        Response::Drained
+    }
+}

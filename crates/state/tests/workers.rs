@@ -1,0 +1,177 @@
+//! Worker life cycle through `apply`: registration, dispatch, fenced reports, expiry, retries.
+
+use std::collections::BTreeMap;
+
+use raftsched_state::{
+    Command, NodeState, Op, Outcome, Rejection, ReportEvent, Response, StateMachine, TaskSpec, TaskState,
+};
+
+struct Log {
+    sm: StateMachine,
+    index: u64,
+}
+
+impl Log {
+    fn new() -> Log {
+        Log { sm: StateMachine::new(), index: 0 }
+    }
+    fn apply(&mut self, now_ms: u64, op: Op) -> Response {
+        self.index += 1;
+        self.sm.apply(self.index, &Command { now_ms, op })
+    }
+    fn register(&mut self, now_ms: u64, id: &str, instance: u64, slots: u32, labels: &[(&str, &str)]) -> Response {
+        let labels: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.apply(
+            now_ms,
+            Op::RegisterWorker { worker_id: id.into(), instance, addr: "127.0.0.1:1".into(), slots, labels },
+        )
+    }
+    fn dispatch(&mut self, now_ms: u64) -> Response {
+        let items = self.sm.plan_assignments(now_ms, 100);
+        self.apply(now_ms, Op::Assign { items })
+    }
+    fn submit(&mut self, key: &str, spec: TaskSpec) -> u64 {
+        match self.apply(0, Op::Submit { key: key.into(), spec }) {
+            Response::Submitted { id, .. } => id,
+            r => panic!("{r:?}"),
+        }
+    }
+    fn finish(&mut self, now_ms: u64, task_id: u64, token: u64, exit_code: i32) -> Response {
+        let event = ReportEvent::Finished { exit_code, output_tail: format!("exit {exit_code}"), timed_out: false };
+        self.apply(now_ms, Op::Report { task_id, token, event })
+    }
+}
+
+#[test]
+fn task_runs_and_its_result_is_recorded_once_under_its_token() {
+    let mut log = Log::new();
+    assert_eq!(log.register(10, "w1", 7, 2, &[]), Response::Registered { epoch: 1 });
+    let id = log.submit("k", TaskSpec::builtin("echo", "hi"));
+    let Response::Assigned { token, n_assigned: 1, .. } = log.dispatch(20) else { panic!() };
+    assert_eq!(log.sm.get(id).unwrap().state, TaskState::Assigned);
+    assert_eq!(log.apply(30, Op::Report { task_id: id, token, event: ReportEvent::Started }), Response::Reported);
+    assert_eq!(log.sm.get(id).unwrap().state, TaskState::Running);
+    assert_eq!(
+        log.apply(35, Op::Report { task_id: id, token: token - 1, event: ReportEvent::Started }),
+        Response::Rejected(Rejection::StaleToken { task_id: id, token: token - 1 })
+    );
+    assert_eq!(log.finish(40, id, token, 0), Response::Reported);
+    let task = log.sm.get(id).unwrap().clone();
+    assert_eq!(task.state, TaskState::Succeeded);
+    assert_eq!(task.result.as_ref().unwrap().output_tail, "exit 0");
+    // The same report again (a worker retrying after a lost ack) records nothing new.
+    assert!(matches!(log.finish(50, id, token, 1), Response::Rejected(Rejection::StaleToken { .. })));
+    assert_eq!(log.sm.get(id).unwrap(), &task);
+    assert_eq!(log.sm.node("w1").unwrap().free_slots(), 2);
+}
+
+#[test]
+fn an_expired_worker_loses_its_tasks_to_another_and_its_reports_are_fenced() {
+    let mut log = Log::new();
+    log.register(0, "w1", 1, 1, &[]);
+    let id = log.submit("k", TaskSpec::builtin("sleep", "10"));
+    let Response::Assigned { token: old_token, .. } = log.dispatch(0) else { panic!() };
+    log.register(0, "w2", 2, 1, &[]);
+    // A stale expiry (a heartbeat was applied after the decision) is refused.
+    let seq = log.sm.node("w1").unwrap().heartbeat_seq;
+    log.apply(100, Op::Heartbeat { worker_id: "w1".into(), instance: 1 });
+    assert_eq!(
+        log.apply(200, Op::ExpireWorker { worker_id: "w1".into(), heartbeat_seq: seq }),
+        Response::Rejected(Rejection::StaleDecision)
+    );
+    let seq = log.sm.node("w1").unwrap().heartbeat_seq;
+    assert_eq!(
+        log.apply(5_000, Op::ExpireWorker { worker_id: "w1".into(), heartbeat_seq: seq }),
+        Response::Expired { n_requeued: 1 }
+    );
+    let task = log.sm.get(id).unwrap();
+    assert_eq!(task.state, TaskState::Pending);
+    assert_eq!(task.attempts[0].outcome, Some(Outcome::Lost));
+    // Backoff: not dispatched before not_before_ms.
+    assert!(log.sm.plan_assignments(5_000, 10).is_empty());
+    let Response::Assigned { token: new_token, n_assigned: 1, .. } = log.dispatch(5_000 + 10_000) else { panic!() };
+    assert!(new_token > old_token);
+    assert_eq!(log.sm.get(id).unwrap().assignment.as_ref().unwrap().worker_id, "w2");
+    // The dead worker's late report is refused and changes nothing.
+    let before = log.sm.clone();
+    assert!(matches!(log.finish(16_000, id, old_token, 0), Response::Rejected(Rejection::StaleToken { .. })));
+    let mut expected = before;
+    expected.advance(log.index);
+    assert_eq!(log.sm, expected);
+    // Heartbeats from the down registration are refused: it must register again.
+    assert!(matches!(
+        log.apply(17_000, Op::Heartbeat { worker_id: "w1".into(), instance: 1 }),
+        Response::Rejected(Rejection::WorkerNotCurrent { .. })
+    ));
+    assert_eq!(log.register(17_000, "w1", 1, 1, &[]), Response::Registered { epoch: 2 });
+}
+
+#[test]
+fn a_second_live_process_cannot_take_a_worker_id() {
+    let mut log = Log::new();
+    log.register(0, "w1", 1, 1, &[]);
+    assert_eq!(log.register(10, "w1", 1, 1, &[]), Response::Registered { epoch: 1 }, "a retry of the same process");
+    assert!(matches!(log.register(20, "w1", 2, 1, &[]), Response::Rejected(Rejection::WorkerIdInUse { .. })));
+    let seq = log.sm.node("w1").unwrap().heartbeat_seq;
+    log.apply(9_000, Op::ExpireWorker { worker_id: "w1".into(), heartbeat_seq: seq });
+    assert_eq!(log.register(9_100, "w1", 2, 1, &[]), Response::Registered { epoch: 2 }, "a restart after expiry");
+}
+
+#[test]
+fn failures_retry_up_to_max_attempts_then_fail_with_the_last_result() {
+    let mut log = Log::new();
+    log.register(0, "w1", 1, 1, &[]);
+    let mut spec = TaskSpec::builtin("fail", "3");
+    spec.max_attempts = 2;
+    let id = log.submit("k", spec);
+    let mut now = 0;
+    for attempt in 1..=2 {
+        now += 60_000;
+        let Response::Assigned { token, n_assigned: 1, .. } = log.dispatch(now) else { panic!("attempt {attempt}") };
+        log.finish(now, id, token, 3);
+    }
+    let task = log.sm.get(id).unwrap();
+    assert_eq!(task.state, TaskState::Failed);
+    assert_eq!(task.attempts.len(), 2);
+    assert_eq!(task.result.as_ref().unwrap().exit_code, 3);
+    assert!(log.sm.plan_assignments(now + 60_000, 10).is_empty());
+}
+
+#[test]
+fn dispatch_honours_priority_labels_drain_and_slots() {
+    let mut log = Log::new();
+    log.register(0, "cpu", 1, 1, &[]);
+    log.register(0, "gpu", 2, 1, &[("gpu", "yes")]);
+    let low = log.submit("low", TaskSpec::builtin("echo", "low"));
+    let mut high = TaskSpec::builtin("echo", "high");
+    high.priority = 5;
+    let high = log.submit("high", high);
+    let mut needs_gpu = TaskSpec::builtin("echo", "gpu");
+    needs_gpu.constraints.insert("gpu".into(), "yes".into());
+    needs_gpu.priority = 1;
+    let gpu_task = log.submit("gpu", needs_gpu);
+    let plan = log.sm.plan_assignments(0, 10);
+    let got: Vec<(u64, &str)> = plan.iter().map(|i| (i.task_id, i.worker_id.as_str())).collect();
+    // high goes first (to the worker with most free slots, ties by id: "cpu"); the GPU task can
+    // only go to "gpu"; "low" finds no free slot.
+    assert_eq!(got, vec![(high, "cpu"), (gpu_task, "gpu")]);
+    assert!(!got.iter().any(|(t, _)| *t == low));
+    log.apply(0, Op::DrainWorker { worker_id: "cpu".into() });
+    assert_eq!(log.sm.node("cpu").unwrap().state, NodeState::Draining);
+    let plan = log.sm.plan_assignments(0, 10);
+    assert!(plan.iter().all(|i| i.worker_id != "cpu"), "{plan:?}");
+}
+
+#[test]
+fn cancel_of_a_running_task_ends_its_attempt_and_frees_the_slot() {
+    let mut log = Log::new();
+    log.register(0, "w1", 1, 1, &[]);
+    let id = log.submit("k", TaskSpec::builtin("sleep", "100000"));
+    let Response::Assigned { token, .. } = log.dispatch(0) else { panic!() };
+    log.apply(1, Op::Report { task_id: id, token, event: ReportEvent::Started });
+    assert_eq!(log.apply(2, Op::Cancel { id }), Response::Cancelled { id });
+    let task = log.sm.get(id).unwrap();
+    assert_eq!((task.state, task.attempts[0].outcome), (TaskState::Cancelled, Some(Outcome::Cancelled)));
+    assert_eq!(log.sm.node("w1").unwrap().free_slots(), 1);
+    assert!(matches!(log.finish(3, id, token, 0), Response::Rejected(Rejection::StaleToken { .. })));
+}

@@ -1,0 +1,167 @@
+//! Running one attempt: a builtin in-process, or a command as a child process in its own process
+//! group. The child dies with the worker (PR_SET_PDEATHSIG on Linux), so a worker killed with -9
+//! leaves no attempt running behind it. Output is kept as a bounded tail.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use raftsched_client::api;
+use raftsched_state::limits::OUTPUT_TAIL_BYTES_MAX;
+use raftsched_state::tail_of;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::watch;
+
+/// How an attempt ended on this worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    Finished {
+        exit_code: i32,
+        output_tail: String,
+        timed_out: bool,
+    },
+    /// Killed on the worker's own decision (cancelled, reassigned, lease lost): no result.
+    Killed,
+}
+
+/// Runs `spec` until it ends, `timeout_ms` passes, or `kill` turns true.
+pub async fn run(spec: &api::TaskSpec, mut kill: watch::Receiver<bool>) -> Ended {
+    let timeout = (spec.timeout_ms > 0).then(|| Duration::from_millis(spec.timeout_ms));
+    let sleep_for_timeout = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    let killed = async {
+        let _ = kill.wait_for(|k| *k).await;
+    };
+    match &spec.exec {
+        Some(api::task_spec::Exec::Builtin(b)) => {
+            let work = builtin(&b.name, &b.arg);
+            tokio::select! {
+                ended = work => ended,
+                _ = sleep_for_timeout => Ended::Finished { exit_code: -1, output_tail: "timed out".into(), timed_out: true },
+                _ = killed => Ended::Killed,
+            }
+        }
+        Some(api::task_spec::Exec::Command(c)) => command(spec, &c.argv, sleep_for_timeout, killed).await,
+        None => Ended::Finished { exit_code: 127, output_tail: "task has nothing to run".into(), timed_out: false },
+    }
+}
+
+async fn builtin(name: &str, arg: &str) -> Ended {
+    match name {
+        "sleep" => {
+            let ms = arg.parse::<u64>().unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ended::Finished { exit_code: 0, output_tail: String::new(), timed_out: false }
+        }
+        "echo" => Ended::Finished {
+            exit_code: 0,
+            output_tail: tail_of(&format!("{arg}\n"), OUTPUT_TAIL_BYTES_MAX),
+            timed_out: false,
+        },
+        "fail" => {
+            let code = arg.parse::<i32>().unwrap_or(1);
+            Ended::Finished { exit_code: code, output_tail: format!("fail:{code}\n"), timed_out: false }
+        }
+        other => {
+            Ended::Finished { exit_code: 127, output_tail: format!("unknown builtin {other:?}"), timed_out: false }
+        }
+    }
+}
+
+/// Reads `reader` to its end, keeping only the last `OUTPUT_TAIL_BYTES_MAX` bytes.
+async fn read_tail(mut reader: impl AsyncRead + Unpin) -> Vec<u8> {
+    let mut tail = Vec::with_capacity(OUTPUT_TAIL_BYTES_MAX);
+    let mut buf = [0u8; 8192];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => return tail,
+            Ok(n) => {
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > OUTPUT_TAIL_BYTES_MAX {
+                    tail.drain(..tail.len() - OUTPUT_TAIL_BYTES_MAX);
+                }
+            }
+        }
+    }
+}
+
+async fn command(
+    spec: &api::TaskSpec,
+    argv: &[String],
+    timeout: impl std::future::Future<Output = ()>,
+    killed: impl std::future::Future<Output = ()>,
+) -> Ended {
+    let Some((program, args)) = argv.split_first() else {
+        return Ended::Finished { exit_code: 127, output_tail: "empty argv".into(), timed_out: false };
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .envs(spec.env.iter())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
+    if !spec.cwd.is_empty() {
+        cmd.current_dir(&spec.cwd);
+    }
+    #[cfg(target_os = "linux")]
+    unsafe {
+        // The child gets SIGKILL if the worker dies, so no attempt outlives its worker's lease.
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            return Ended::Finished {
+                exit_code: 127,
+                output_tail: format!("cannot start {program:?}: {e}"),
+                timed_out: false,
+            }
+        }
+    };
+    let pid = child.id();
+    let stdout = child.stdout.take().map(|s| tokio::spawn(read_tail(s)));
+    let stderr = child.stderr.take().map(|s| tokio::spawn(read_tail(s)));
+    let kill_group = || {
+        if let Some(pid) = pid {
+            // The whole group: a shell's children die with it.
+            unsafe {
+                libc::killpg(pid as i32, libc::SIGKILL);
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        status = child.wait() => Some((status, false)),
+        _ = timeout => { kill_group(); let status = child.wait().await; Some((status, true)) }
+        _ = killed => { kill_group(); let _ = child.wait().await; None }
+    };
+    let mut output = Vec::new();
+    for reader in [stdout, stderr].into_iter().flatten() {
+        if let Ok(bytes) = reader.await {
+            output.extend(bytes);
+        }
+    }
+    let output_tail = tail_of(&String::from_utf8_lossy(&output), OUTPUT_TAIL_BYTES_MAX);
+    match outcome {
+        None => Ended::Killed,
+        Some((status, timed_out)) => {
+            let exit_code = match status {
+                Ok(s) => s.code().unwrap_or_else(|| {
+                    use std::os::unix::process::ExitStatusExt;
+                    128 + s.signal().unwrap_or(0)
+                }),
+                Err(_) => -1,
+            };
+            Ended::Finished { exit_code: if timed_out { -1 } else { exit_code }, output_tail, timed_out }
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! A raftsched worker process.
+//!
+//! Delivery design (pull): the worker long-polls `Worker.Assignments` on any replica for the set of
+//! tasks it holds, and reports `Started` / `Finished` with each attempt's fencing token. Why pull:
+//! the worker needs no inbound port, works through any replica (a leader change costs it nothing),
+//! and the replicated state stays the single source of truth: whatever the worker runs that is not
+//! in its held set is killed, whatever is in it and not running is started.
+//!
+//! Self-fencing: every acknowledged heartbeat renews a lease of `lease_ms` counted from when the
+//! heartbeat was *sent*. When the lease runs out the worker kills every attempt and drops their
+//! results. The leader declares the worker down (and reassigns its tasks) only after
+//! `heartbeat_timeout_ms` of silence, which is longer than the lease by a drift margin, so a task
+//! never has two live attempts as long as clocks drift in rate by less than that margin.
+
+pub mod exec;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use raftsched_client::{api, Client, ClientError};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tonic::Code;
+
+use crate::exec::Ended;
+
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub id: String,
+    /// Address recorded in the registry (the pull design needs no inbound port).
+    pub addr: String,
+    pub cluster: Vec<String>,
+    pub slots: u32,
+    pub labels: BTreeMap<String, String>,
+    pub heartbeat_interval_ms: u64,
+    pub lease_ms: u64,
+    /// How long to keep trying to register while another live process holds the id.
+    pub register_timeout_ms: u64,
+}
+
+pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 500;
+pub const LEASE_MS_DEFAULT: u64 = 2_000;
+pub const REGISTER_TIMEOUT_MS_DEFAULT: u64 = 15_000;
+/// Long-poll length of one assignments call.
+const POLL_WAIT_MS: u32 = 5_000;
+/// How often the lease is checked.
+const LEASE_CHECK_MS: u64 = 20;
+/// Tries of one report before the worker gives up on it (the lease decides the rest).
+const REPORT_TRIES_MAX: u32 = 50;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("worker id {id:?} is held by another live process (tried for {waited_ms} ms)")]
+    IdInUse { id: String, waited_ms: u64 },
+    #[error("registration refused: {0}")]
+    Refused(String),
+    #[error("no replica answered: {0}")]
+    Unavailable(String),
+}
+
+/// The lease and registration, shared by the heartbeat task and the main loop.
+struct Lease {
+    deadline: Instant,
+    /// The cluster says this registration is over (declared down or superseded).
+    lost: bool,
+}
+
+struct Running {
+    token: u64,
+    kill: watch::Sender<bool>,
+}
+
+/// Runs the worker until `shutdown` turns true.
+pub async fn run(config: WorkerConfig, mut shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
+    let instance: u64 = rand::random();
+    let client = Arc::new(
+        Client::new(config.cluster.clone(), Duration::from_secs(10))
+            .map_err(|e| WorkerError::Refused(e.to_string()))?,
+    );
+    loop {
+        let (epoch, lease_ms) = register(&client, &config, instance).await?;
+        let lease =
+            Arc::new(Mutex::new(Lease { deadline: Instant::now() + Duration::from_millis(lease_ms), lost: false }));
+        tracing::info!(id = %config.id, epoch, lease_ms, "worker registered");
+        let heartbeats = tokio::spawn(heartbeat_loop(config.clone(), instance, lease_ms, lease.clone()));
+        let stopped = serve(&client, &config, epoch, &lease, &mut shutdown).await;
+        heartbeats.abort();
+        if stopped {
+            return Ok(());
+        }
+        tracing::warn!(id = %config.id, "registration lost; registering again");
+    }
+}
+
+async fn register(client: &Client, config: &WorkerConfig, instance: u64) -> Result<(u64, u64), WorkerError> {
+    let started = Instant::now();
+    let req = api::RegisterWorkerRequest {
+        id: config.id.clone(),
+        instance,
+        addr: config.addr.clone(),
+        slots: config.slots,
+        labels: config.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    };
+    loop {
+        match client.register_worker(req.clone()).await {
+            Ok(reply) => {
+                // The lease must end before the leader's timeout, with a third of it as margin for
+                // clock-rate drift and delays.
+                let lease_ms = config.lease_ms.min(reply.heartbeat_timeout_ms * 2 / 3).max(1);
+                return Ok((reply.epoch, lease_ms));
+            }
+            Err(ClientError::Refused(s)) if s.code() == Code::AlreadyExists => {
+                let waited_ms = started.elapsed().as_millis() as u64;
+                if waited_ms >= config.register_timeout_ms {
+                    return Err(WorkerError::IdInUse { id: config.id.clone(), waited_ms });
+                }
+                tracing::warn!(id = %config.id, "id held by a live process; waiting for it to stop or expire");
+                tokio::time::sleep(Duration::from_millis(config.heartbeat_interval_ms)).await;
+            }
+            Err(ClientError::Refused(s)) => return Err(WorkerError::Refused(s.message().to_string())),
+            Err(e) => return Err(WorkerError::Unavailable(e.to_string())),
+        }
+    }
+}
+
+async fn heartbeat_loop(config: WorkerConfig, instance: u64, lease_ms: u64, lease: Arc<Mutex<Lease>>) {
+    // A heartbeat that takes longer than the lease is worthless: bound each call by it.
+    let Ok(client) = Client::new(config.cluster.clone(), Duration::from_millis(lease_ms)) else { return };
+    let mut tick = tokio::time::interval(Duration::from_millis(config.heartbeat_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let sent = Instant::now();
+        match client.heartbeat(&config.id, instance).await {
+            Ok(_) => {
+                let mut l = lease.lock().unwrap_or_else(|p| p.into_inner());
+                l.deadline = l.deadline.max(sent + Duration::from_millis(lease_ms));
+            }
+            Err(ClientError::Refused(s)) if matches!(s.code(), Code::FailedPrecondition | Code::NotFound) => {
+                lease.lock().unwrap_or_else(|p| p.into_inner()).lost = true;
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+/// Serves one registration. Returns true on shutdown, false when the registration was lost.
+async fn serve(
+    client: &Arc<Client>,
+    config: &WorkerConfig,
+    epoch: u64,
+    lease: &Arc<Mutex<Lease>>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut running: HashMap<u64, Running> = HashMap::new();
+    let (done_tx, mut done_rx) = mpsc::channel::<(u64, u64)>(1024);
+    let mut poll: Option<tokio::task::JoinHandle<Result<api::AssignmentsResponse, ClientError>>> = None;
+    let mut lease_check = tokio::time::interval(Duration::from_millis(LEASE_CHECK_MS));
+    let kill_all = |running: &mut HashMap<u64, Running>| {
+        for (_, r) in running.drain() {
+            r.kill.send_replace(true);
+        }
+    };
+    loop {
+        if poll.is_none() {
+            let req = api::AssignmentsRequest {
+                id: config.id.clone(),
+                epoch,
+                known: running.iter().map(|(id, r)| api::HeldTask { task_id: *id, token: r.token }).collect(),
+                wait_ms: POLL_WAIT_MS,
+            };
+            let client = client.clone();
+            poll = Some(tokio::spawn(async move { client.assignments(req).await }));
+        }
+        tokio::select! {
+            _ = shutdown.changed() => {
+                kill_all(&mut running);
+                if let Some(p) = poll.take() { p.abort(); }
+                return true;
+            }
+            _ = lease_check.tick() => {
+                let (expired, lost) = {
+                    let l = lease.lock().unwrap_or_else(|p| p.into_inner());
+                    (Instant::now() >= l.deadline, l.lost)
+                };
+                if expired || lost {
+                    if !running.is_empty() {
+                        tracing::warn!(n = running.len(), expired, lost, "lease gone: killing every attempt and dropping results");
+                    }
+                    kill_all(&mut running);
+                }
+                if lost {
+                    if let Some(p) = poll.take() { p.abort(); }
+                    return false;
+                }
+            }
+            Some((task_id, token)) = done_rx.recv() => {
+                if running.get(&task_id).is_some_and(|r| r.token == token) {
+                    running.remove(&task_id);
+                    // Tell the cluster at once what we hold now.
+                    if let Some(p) = poll.take() { p.abort(); }
+                }
+            }
+            result = async { poll.as_mut().expect("poll set above").await } => {
+                poll = None;
+                let reply = match result {
+                    Ok(Ok(reply)) => reply,
+                    Ok(Err(e)) => { tracing::warn!(error = %e, "assignments poll failed"); continue; }
+                    Err(_) => continue,
+                };
+                if !reply.registered {
+                    kill_all(&mut running);
+                    lease.lock().unwrap_or_else(|p| p.into_inner()).lost = true;
+                    return false;
+                }
+                let lease_valid = Instant::now() < lease.lock().unwrap_or_else(|p| p.into_inner()).deadline;
+                let wanted: HashMap<u64, u64> = reply.assignments.iter().map(|a| (a.task_id, a.token)).collect();
+                // Kill what we run that we no longer hold (cancelled or reassigned).
+                running.retain(|id, r| {
+                    let keep = wanted.get(id) == Some(&r.token);
+                    if !keep { r.kill.send_replace(true); }
+                    keep
+                });
+                for a in reply.assignments {
+                    if running.contains_key(&a.task_id) || !lease_valid || running.len() >= config.slots as usize {
+                        continue;
+                    }
+                    let (kill_tx, kill_rx) = watch::channel(false);
+                    running.insert(a.task_id, Running { token: a.token, kill: kill_tx });
+                    tokio::spawn(attempt(client.clone(), a, kill_rx, lease.clone(), done_tx.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn attempt(
+    client: Arc<Client>,
+    a: api::WorkAssignment,
+    kill: watch::Receiver<bool>,
+    lease: Arc<Mutex<Lease>>,
+    done: mpsc::Sender<(u64, u64)>,
+) {
+    let (task_id, token) = (a.task_id, a.token);
+    let spec = a.spec.unwrap_or_default();
+    let started = report(&client, api::ReportRequest { task_id, token, finished: false, ..Default::default() }).await;
+    if started {
+        let ended = exec::run(&spec, kill.clone()).await;
+        let lease_valid = Instant::now() < lease.lock().unwrap_or_else(|p| p.into_inner()).deadline;
+        match ended {
+            Ended::Finished { exit_code, output_tail, timed_out } if lease_valid && !*kill.borrow() => {
+                let req = api::ReportRequest { task_id, token, finished: true, exit_code, output_tail, timed_out };
+                report(&client, req).await;
+            }
+            _ => tracing::info!(task_id, token, "attempt killed; result dropped"),
+        }
+    }
+    let _ = done.send((task_id, token)).await;
+}
+
+/// Sends a report until it is acknowledged or refused. Returns whether it was acknowledged.
+async fn report(client: &Client, req: api::ReportRequest) -> bool {
+    for _ in 0..REPORT_TRIES_MAX {
+        match client.report(req.clone()).await {
+            Ok(_) => return true,
+            Err(ClientError::Refused(s)) => {
+                tracing::info!(task_id = req.task_id, token = req.token, "report refused: {}", s.message());
+                return false;
+            }
+            Err(e) => tracing::warn!(error = %e, "report failed; retrying"),
+        }
+    }
+    false
+}
