@@ -27,7 +27,14 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub replicas: BTreeMap<u64, Replica>,
     pub extra_args: Vec<String>,
+    /// Worker processes by worker id, each in a process group of its own.
+    pub workers: BTreeMap<String, Child>,
 }
+
+/// Fast liveness for tests: workers heartbeat every 100 ms, hold a 600 ms lease, and the leader
+/// declares them down after 1 s of silence.
+pub const FAST_WORKERS: &[&str] = &["--heartbeat-timeout-ms", "1000"];
+pub const WORKER_TIMING: &[&str] = &["--heartbeat-interval-ms", "100", "--lease-ms", "600"];
 
 /// Ports that were free a moment ago: bound to port 0, read, released.
 pub fn free_ports(n: usize) -> Vec<u16> {
@@ -53,7 +60,12 @@ impl Cluster {
                 },
             );
         }
-        let mut cluster = Cluster { dir, replicas, extra_args: extra_args.iter().map(|s| s.to_string()).collect() };
+        let mut cluster = Cluster {
+            dir,
+            replicas,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            workers: BTreeMap::new(),
+        };
         for id in cluster.ids() {
             cluster.start_replica(id);
         }
@@ -101,6 +113,70 @@ impl Cluster {
         if let Some(mut child) = r.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Starts `raftsched worker --id ID` against every replica, in its own process group.
+    pub fn start_worker(&mut self, id: &str, extra: &[&str]) {
+        use std::os::unix::process::CommandExt;
+        assert!(!self.workers.contains_key(id), "worker {id} already running");
+        let log_path = self.dir.path().join(format!("worker-{id}.log"));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
+        let child = Command::new(BIN)
+            .args(["worker", "--id", id, "--cluster", &self.cluster_arg()])
+            .args(WORKER_TIMING)
+            .args(extra)
+            .env("RAFTSCHED_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("spawn raftsched worker");
+        self.workers.insert(id.to_string(), child);
+    }
+
+    pub fn worker_pid(&self, id: &str) -> i32 {
+        self.workers[id].id() as i32
+    }
+
+    /// kill -9 a worker's whole process group.
+    pub fn kill9_worker(&mut self, id: &str) {
+        if let Some(mut child) = self.workers.remove(id) {
+            unsafe {
+                libc::kill(-(child.id() as i32), libc::SIGKILL);
+            }
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits until `n` workers are registered and ready.
+    pub async fn wait_workers_ready(&self, n: usize) {
+        let client = self.client();
+        let started = Instant::now();
+        loop {
+            if let Ok(reply) = client.list_workers(false).await {
+                if reply.workers.iter().filter(|w| w.state == "ready").count() >= n {
+                    return;
+                }
+            }
+            assert!(started.elapsed() < DEADLINE, "{n} workers not ready in {DEADLINE:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until `pred` holds for task `id` (read linearizably), returning the task.
+    pub async fn wait_task(&self, id: u64, what: &str, pred: impl Fn(&api::Task) -> bool) -> api::Task {
+        let client = self.client();
+        let started = Instant::now();
+        let mut version = 0;
+        loop {
+            if let Ok(task) = client.wait_task(id, version, Duration::from_secs(2)).await {
+                if pred(&task) {
+                    return task;
+                }
+                version = task.version;
+            }
+            assert!(started.elapsed() < DEADLINE, "task {id}: {what} not reached in {DEADLINE:?}\n{}", self.logs());
         }
     }
 
@@ -210,6 +286,14 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        let workers: Vec<String> = self.workers.keys().cloned().collect();
+        for w in workers {
+            // A stopped worker must be continued to die promptly.
+            unsafe {
+                libc::kill(-(self.workers[&w].id() as i32), libc::SIGCONT);
+            }
+            self.kill9_worker(&w);
+        }
         for id in self.ids() {
             self.kill9(id);
         }

@@ -1,0 +1,254 @@
+//! Workers as real processes against a real trio: tasks run and report once, through worker and
+//! leader crashes, pauses past the lease, cancels, timeouts, drains, labels and priorities.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+use raftsched_client::api;
+use tonic::Code;
+
+fn sleep_task(ms: u64) -> api::TaskSpec {
+    raftsched_client::builtin("sleep", &ms.to_string())
+}
+
+/// Every attempt of `task` ended before the next one started (by the recorded times), and exactly
+/// one attempt succeeded: the one whose result is recorded.
+fn assert_one_result_and_no_overlap(task: &api::Task) {
+    assert_eq!(task.state, "succeeded", "{task:?}");
+    let succeeded: Vec<_> = task.attempts.iter().filter(|a| a.outcome == "succeeded").collect();
+    assert_eq!(succeeded.len(), 1, "task {} has {} succeeded attempts", task.id, succeeded.len());
+    assert_eq!(task.attempts.last().unwrap().outcome, "succeeded");
+    for w in task.attempts.windows(2) {
+        assert!(w[0].ended_at_ms > 0, "task {}: an earlier attempt never ended", task.id);
+        assert!(w[1].token > w[0].token, "task {}: tokens must increase", task.id);
+        let next_start = if w[1].started_at_ms > 0 { w[1].started_at_ms } else { w[1].ended_at_ms };
+        assert!(w[0].ended_at_ms <= next_start, "task {}: attempts overlap: {w:?}", task.id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_wait_runs_a_process_and_returns_its_output() {
+    let mut cluster = Cluster::start(3, FAST_WORKERS);
+    cluster.leader().await;
+    cluster.start_worker("w1", &["--slots", "2"]);
+    cluster.wait_workers_ready(1).await;
+    let out = cli(
+        &cluster.cluster_arg(),
+        &["submit", "--wait", "--env", "GREETING=hello", "--", "sh", "-c", "echo $GREETING; exit 0"],
+    );
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    assert_eq!(stdout(&out), "hello");
+    let out = cli(
+        &cluster.cluster_arg(),
+        &["submit", "--wait", "--max-attempts", "1", "--", "sh", "-c", "echo oops >&2; exit 7"],
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "oops");
+    let out = cli(&cluster.cluster_arg(), &["workers", "--json"]);
+    let workers: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(workers[0]["id"], "w1");
+    assert_eq!(workers[0]["state"], "ready");
+    assert_eq!(workers[0]["slots"], 2);
+}
+
+/// Goal: 30 tasks are running when one worker and then the leader are killed with -9. All 30 end
+/// succeeded with exactly one recorded result, and nothing the dead worker ran is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_survive_a_worker_kill_and_a_leader_kill() {
+    const N: usize = 30;
+    let mut cluster = Cluster::start(3, FAST_WORKERS);
+    cluster.leader().await;
+    cluster.start_worker("a", &["--slots", "16"]);
+    cluster.start_worker("b", &["--slots", "16"]);
+    cluster.wait_workers_ready(2).await;
+    let client = cluster.client();
+    let mut ids = Vec::new();
+    for n in 0..N {
+        ids.push(client.submit(&format!("t{n}"), sleep_task(2_000)).await.unwrap().id);
+    }
+    for id in &ids {
+        cluster.wait_task(*id, "running", |t| t.state == "running").await;
+    }
+    cluster.kill9_worker("a");
+    let leader = cluster.leader().await;
+    cluster.kill9(leader);
+    // "b" has 16 slots: it runs everything, in two waves.
+    for id in &ids {
+        let task = cluster.wait_task(*id, "succeeded", |t| t.state == "succeeded").await;
+        assert_one_result_and_no_overlap(&task);
+        let last = task.attempts.last().unwrap();
+        assert_eq!(last.worker_id, "b", "task {id} recorded from worker {}", last.worker_id);
+        for a in &task.attempts[..task.attempts.len() - 1] {
+            assert_eq!(a.outcome, "lost", "task {id}: {a:?}");
+        }
+    }
+    let workers = client.list_workers(false).await.unwrap().workers;
+    assert_eq!(workers.iter().find(|w| w.id == "a").unwrap().state, "down");
+}
+
+/// Goal: a worker paused (SIGSTOP) past its lease loses its attempt; the task runs elsewhere; when
+/// it resumes its attempt is killed and its report is refused; exactly one result is recorded and
+/// the recorded attempts never overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_worker_is_fenced_and_its_late_report_refused() {
+    let mut cluster = Cluster::start(3, FAST_WORKERS);
+    cluster.leader().await;
+    cluster.start_worker("slow", &["--slots", "1"]);
+    cluster.wait_workers_ready(1).await;
+    let client = cluster.client();
+    let id = client.submit("paused", sleep_task(1_500)).await.unwrap().id;
+    let first = cluster.wait_task(id, "running on slow", |t| t.state == "running").await;
+    let old_token = first.token;
+    let pid = cluster.worker_pid("slow");
+    unsafe {
+        libc::kill(-pid, libc::SIGSTOP);
+    }
+    cluster.start_worker("fast", &["--slots", "1"]);
+    // The leader declares "slow" down; the task is requeued and runs on "fast".
+    let task = cluster.wait_task(id, "succeeded", |t| t.state == "succeeded").await;
+    unsafe {
+        libc::kill(-pid, libc::SIGCONT);
+    }
+    assert_one_result_and_no_overlap(&task);
+    assert_eq!(task.attempts[0].outcome, "lost");
+    assert_eq!(task.attempts.last().unwrap().worker_id, "fast");
+    // A report under the old token, such as the resumed worker would send, is refused.
+    let late = api::ReportRequest {
+        task_id: id,
+        token: old_token,
+        finished: true,
+        exit_code: 0,
+        output_tail: "late".into(),
+        timed_out: false,
+    };
+    let err = client.report(late).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let after = client.get(id, false).await.unwrap();
+    assert_eq!(after.attempts, task.attempts);
+    assert_eq!(after.output_tail, task.output_tail);
+    // The resumed worker notices it was declared down and registers again with a new epoch.
+    let started = std::time::Instant::now();
+    loop {
+        let workers = client.list_workers(false).await.unwrap().workers;
+        let slow = workers.iter().find(|w| w.id == "slow").unwrap();
+        if slow.state == "ready" && slow.epoch == 2 {
+            break;
+        }
+        assert!(started.elapsed() < DEADLINE, "slow never re-registered: {slow:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_kills_the_process_and_timeouts_retry() {
+    let mut cluster = Cluster::start(1, FAST_WORKERS);
+    cluster.leader().await;
+    cluster.start_worker("w", &["--slots", "2"]);
+    cluster.wait_workers_ready(1).await;
+    let client = cluster.client();
+    let pid_file = cluster.dir.path().join("task.pid");
+    let script = format!("echo $$ > {}; exec sleep 60", pid_file.display());
+    let id =
+        client.submit("cancel-me", raftsched_client::command(vec!["sh".into(), "-c".into(), script])).await.unwrap().id;
+    cluster.wait_task(id, "running", |t| t.state == "running").await;
+    let started = std::time::Instant::now();
+    let pid: i32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok()) {
+            break pid;
+        }
+        assert!(started.elapsed() < DEADLINE, "task never wrote its pid");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    client.cancel(id).await.unwrap();
+    let alive = |pid: i32| unsafe { libc::kill(pid, 0) == 0 };
+    let started = std::time::Instant::now();
+    while alive(pid) {
+        assert!(started.elapsed() < DEADLINE, "cancelled task's process {pid} still alive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(client.get(id, false).await.unwrap().state, "cancelled");
+
+    let mut spec = raftsched_client::command(vec!["sleep".into(), "60".into()]);
+    spec.timeout_ms = 300;
+    spec.max_attempts = 2;
+    let id = client.submit("too-slow", spec).await.unwrap().id;
+    let task = cluster.wait_task(id, "failed", |t| t.state == "failed").await;
+    assert_eq!(task.attempts.len(), 2);
+    assert!(task.attempts.iter().all(|a| a.outcome == "timed_out"), "{:?}", task.attempts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_labels_and_priority_steer_dispatch() {
+    let mut cluster = Cluster::start(1, FAST_WORKERS);
+    cluster.leader().await;
+    cluster.start_worker("plain", &["--slots", "1"]);
+    cluster.start_worker("gpu", &["--slots", "4", "--labels", "gpu=yes"]);
+    cluster.wait_workers_ready(2).await;
+    let client = cluster.client();
+
+    // Label constraints: these may only run on "gpu".
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let mut spec = sleep_task(10);
+        spec.constraints.insert("gpu".into(), "yes".into());
+        ids.push(client.submit(&format!("gpu-{n}"), spec).await.unwrap().id);
+    }
+    for id in &ids {
+        let t = cluster.wait_task(*id, "succeeded", |t| t.state == "succeeded").await;
+        assert!(t.attempts.iter().all(|a| a.worker_id == "gpu"), "{:?}", t.attempts);
+    }
+
+    // Priority: "plain" is busy with a blocker; "gpu" is drained; a low then a high priority task
+    // queue up, and the high one runs first once the blocker ends.
+    let out = cli(&cluster.cluster_arg(), &["worker", "drain", "gpu"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let blocker = client.submit("blocker", sleep_task(1_000)).await.unwrap().id;
+    cluster.wait_task(blocker, "running", |t| t.state == "running").await;
+    let low = client.submit("low", sleep_task(10)).await.unwrap().id;
+    let mut high = sleep_task(10);
+    high.priority = 10;
+    let high = client.submit("high", high).await.unwrap().id;
+    let low = cluster.wait_task(low, "succeeded", |t| t.state == "succeeded").await;
+    let high = cluster.wait_task(high, "succeeded", |t| t.state == "succeeded").await;
+    assert!(high.attempts[0].token < low.attempts[0].token, "high ran after low");
+    // Drain: nothing landed on the drained worker.
+    for t in [&low, &high] {
+        assert!(t.attempts.iter().all(|a| a.worker_id == "plain"), "{:?}", t.attempts);
+    }
+    let workers = client.list_workers(false).await.unwrap().workers;
+    let states: BTreeSet<(String, String)> = workers.iter().map(|w| (w.id.clone(), w.state.clone())).collect();
+    assert!(states.contains(&("gpu".to_string(), "draining".to_string())), "{states:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_live_worker_with_the_same_id_is_refused() {
+    let mut cluster = Cluster::start(1, FAST_WORKERS);
+    cluster.leader().await;
+    cluster.start_worker("dup", &[]);
+    cluster.wait_workers_ready(1).await;
+    let out = std::process::Command::new(BIN)
+        .args(["worker", "--id", "dup", "--cluster", &cluster.cluster_arg(), "--register-timeout-ms", "1500"])
+        .args(WORKER_TIMING)
+        .env("RAFTSCHED_LOG", "error")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("held by another live process"), "{err}");
+    // A restart of the same id after the first process died is accepted with a new epoch.
+    cluster.kill9_worker("dup");
+    cluster.start_worker("dup", &[]);
+    let client = cluster.client();
+    let started = std::time::Instant::now();
+    loop {
+        let w = client.list_workers(false).await.unwrap().workers;
+        if w.iter().any(|w| w.id == "dup" && w.epoch == 2 && w.state == "ready") {
+            break;
+        }
+        assert!(started.elapsed() < DEADLINE, "restarted worker not registered: {w:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
