@@ -55,14 +55,17 @@ fn still_leading(replica: &Replica, term: u64) -> bool {
 }
 
 async fn lead(replica: &Replica, term: u64, heartbeat_timeout: Duration, stop: &mut watch::Receiver<bool>) {
-    // worker id -> (heartbeat_seq last seen, when this leader saw it change)
-    let mut seen: HashMap<String, (u64, Instant)> = HashMap::new();
+    // worker id -> ((epoch, heartbeat_seq) last seen, when this leader saw it change)
+    let mut seen: HashMap<String, ((u64, u64), Instant)> = HashMap::new();
     let mut applied = replica.sm.subscribe();
     while still_leading(replica, term) {
         applied.borrow_and_update();
         let now = Instant::now();
-        let live: Vec<(String, u64)> = replica.sm.read(|sm| {
-            sm.nodes().filter(|n| n.state != NodeState::Down).map(|n| (n.id.clone(), n.heartbeat_seq)).collect()
+        let live: Vec<(String, (u64, u64))> = replica.sm.read(|sm| {
+            sm.nodes()
+                .filter(|n| n.state != NodeState::Down)
+                .map(|n| (n.id.clone(), (n.epoch, n.heartbeat_seq)))
+                .collect()
         });
         seen.retain(|id, _| live.iter().any(|(l, _)| l == id));
         for (worker_id, seq) in live {
@@ -72,7 +75,8 @@ async fn lead(replica: &Replica, term: u64, heartbeat_timeout: Duration, stop: &
             }
             if now.duration_since(entry.1) >= heartbeat_timeout {
                 tracing::warn!(%worker_id, "no heartbeat for {} ms: declaring the worker down", heartbeat_timeout.as_millis());
-                match replica.propose(Op::ExpireWorker { worker_id, heartbeat_seq: seq }).await {
+                let (epoch, heartbeat_seq) = seq;
+                match replica.propose(Op::ExpireWorker { worker_id, epoch, heartbeat_seq }).await {
                     Ok(response) => tracing::info!(?response, "expiry applied"),
                     Err(_) => return,
                 }

@@ -30,7 +30,7 @@ pub enum Op {
     Heartbeat { worker_id: String, instance: u64 },
     /// Declares a worker down. Decided by the leader from `heartbeat_seq`; if a heartbeat was
     /// applied since, the decision is stale and refused.
-    ExpireWorker { worker_id: String, heartbeat_seq: u64 },
+    ExpireWorker { worker_id: String, epoch: u64, heartbeat_seq: u64 },
     /// Stop assigning to the worker; what it runs finishes.
     DrainWorker { worker_id: String },
     /// Leader-decided assignments, each conditional on the state it was decided from.

@@ -79,8 +79,8 @@ impl StateMachine {
                 self.register_worker(index, now_ms, worker_id, *instance, addr, *slots, labels)
             }
             Op::Heartbeat { worker_id, instance } => self.heartbeat(now_ms, worker_id, *instance),
-            Op::ExpireWorker { worker_id, heartbeat_seq } => {
-                self.expire_worker(index, now_ms, worker_id, *heartbeat_seq)
+            Op::ExpireWorker { worker_id, epoch, heartbeat_seq } => {
+                self.expire_worker(index, now_ms, worker_id, *epoch, *heartbeat_seq)
             }
             Op::DrainWorker { worker_id } => self.drain_worker(worker_id),
             Op::Assign { items } => self.assign(index, now_ms, items),

@@ -88,11 +88,18 @@ impl StateMachine {
         Response::HeartbeatOk { epoch: node.epoch }
     }
 
-    pub(crate) fn expire_worker(&mut self, index: u64, now_ms: u64, worker_id: &str, heartbeat_seq: u64) -> Response {
+    pub(crate) fn expire_worker(
+        &mut self,
+        index: u64,
+        now_ms: u64,
+        worker_id: &str,
+        epoch: u64,
+        heartbeat_seq: u64,
+    ) -> Response {
         let Some(node) = self.nodes.get_mut(worker_id) else {
             return Response::Rejected(Rejection::UnknownWorker { worker_id: worker_id.to_string() });
         };
-        if node.state == NodeState::Down || node.heartbeat_seq != heartbeat_seq {
+        if node.state == NodeState::Down || node.epoch != epoch || node.heartbeat_seq != heartbeat_seq {
             return Response::Rejected(Rejection::StaleDecision);
         }
         node.state = NodeState::Down;

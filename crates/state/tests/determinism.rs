@@ -69,9 +69,10 @@ fn concrete(sm: &StateMachine, step: &Step, now_ms: u64) -> Op {
             Op::Heartbeat { worker_id: WORKERS[*worker].into(), instance: *instance }
         }
         Step::Expire { worker, stale } => {
-            let seq = sm.node(WORKERS[*worker]).map_or(0, |n| n.heartbeat_seq);
+            let (epoch, seq) = sm.node(WORKERS[*worker]).map_or((0, 0), |n| (n.epoch, n.heartbeat_seq));
             Op::ExpireWorker {
                 worker_id: WORKERS[*worker].into(),
+                epoch,
                 heartbeat_seq: if *stale { seq.wrapping_sub(1) } else { seq },
             }
         }

@@ -76,12 +76,12 @@ fn an_expired_worker_loses_its_tasks_to_another_and_its_reports_are_fenced() {
     let seq = log.sm.node("w1").unwrap().heartbeat_seq;
     log.apply(100, Op::Heartbeat { worker_id: "w1".into(), instance: 1 });
     assert_eq!(
-        log.apply(200, Op::ExpireWorker { worker_id: "w1".into(), heartbeat_seq: seq }),
+        log.apply(200, Op::ExpireWorker { worker_id: "w1".into(), epoch: 1, heartbeat_seq: seq }),
         Response::Rejected(Rejection::StaleDecision)
     );
     let seq = log.sm.node("w1").unwrap().heartbeat_seq;
     assert_eq!(
-        log.apply(5_000, Op::ExpireWorker { worker_id: "w1".into(), heartbeat_seq: seq }),
+        log.apply(5_000, Op::ExpireWorker { worker_id: "w1".into(), epoch: 1, heartbeat_seq: seq }),
         Response::Expired { n_requeued: 1 }
     );
     let task = log.sm.get(id).unwrap();
@@ -113,7 +113,7 @@ fn a_second_live_process_cannot_take_a_worker_id() {
     assert_eq!(log.register(10, "w1", 1, 1, &[]), Response::Registered { epoch: 1 }, "a retry of the same process");
     assert!(matches!(log.register(20, "w1", 2, 1, &[]), Response::Rejected(Rejection::WorkerIdInUse { .. })));
     let seq = log.sm.node("w1").unwrap().heartbeat_seq;
-    log.apply(9_000, Op::ExpireWorker { worker_id: "w1".into(), heartbeat_seq: seq });
+    log.apply(9_000, Op::ExpireWorker { worker_id: "w1".into(), epoch: 1, heartbeat_seq: seq });
     assert_eq!(log.register(9_100, "w1", 2, 1, &[]), Response::Registered { epoch: 2 }, "a restart after expiry");
 }
 
