@@ -1,0 +1,1 @@
+//! raftsched's linearizability harness: a history checker and (later) a fault-injecting runner.
