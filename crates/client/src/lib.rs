@@ -245,6 +245,19 @@ impl Client {
         .await
     }
 
+    pub async fn add_member(&self, id: u64, addr: &str) -> Result<api::MembershipResponse, ClientError> {
+        let req = api::AddMemberRequest { id, addr: addr.to_string() };
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.add_member(req).await }
+        })
+        .await
+    }
+
+    pub async fn remove_member(&self, id: u64) -> Result<api::MembershipResponse, ClientError> {
+        self.call(|mut c| async move { c.remove_member(api::RemoveMemberRequest { id }).await }).await
+    }
+
     pub async fn cluster_status(&self) -> Result<api::ClusterStatusResponse, ClientError> {
         self.call(|mut c| async move { c.cluster_status(api::ClusterStatusRequest {}).await }).await
     }

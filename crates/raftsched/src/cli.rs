@@ -115,6 +115,28 @@ pub struct WatchArgs {
 pub enum ClusterCommand {
     /// Every replica's id, address, role, term, log and applied index, reachability.
     Status(StatusArgs),
+    /// Add replica ID at ADDR (learner until caught up, then voter). Idempotent.
+    Add(MemberAddArgs),
+    /// Remove replica ID. Idempotent.
+    Remove(MemberRemoveArgs),
+}
+
+#[derive(Args)]
+pub struct MemberAddArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[arg(long)]
+    pub id: u64,
+    #[arg(long)]
+    pub addr: String,
+}
+
+#[derive(Args)]
+pub struct MemberRemoveArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[arg(long)]
+    pub id: u64,
 }
 
 #[derive(Subcommand)]
@@ -159,8 +181,15 @@ pub struct ServerArgs {
     #[arg(long)]
     pub data_dir: PathBuf,
     /// Every member: "1=HOST:PORT,2=HOST:PORT,3=HOST:PORT". Used on the first start only.
+    #[arg(long, required_unless_present = "join", conflicts_with = "join")]
+    pub initial_cluster: Option<String>,
+    /// Join an existing cluster (members HOST:PORT,...) instead of forming one: the replica starts
+    /// empty and waits until `raftsched cluster add --id ID --addr ADDR` adds it.
     #[arg(long)]
-    pub initial_cluster: String,
+    pub join: Option<String>,
+    /// The address other replicas reach this one at (default: --listen).
+    #[arg(long)]
+    pub advertise: Option<String>,
     #[command(flatten)]
     pub timing: TimingArgs,
 }

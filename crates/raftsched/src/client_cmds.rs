@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use raftsched_client::{api, parse_cluster, Client};
 use raftsched_state::{limits, TaskSpec as StateSpec};
 
-use crate::cli::{CancelArgs, ClusterArgs, GetArgs, ListArgs, StatusArgs, SubmitArgs};
+use crate::cli::{CancelArgs, ClusterArgs, GetArgs, ListArgs, MemberAddArgs, MemberRemoveArgs, StatusArgs, SubmitArgs};
 use crate::error::CliError;
 use crate::output;
 
@@ -158,5 +158,31 @@ pub async fn cluster_status(args: StatusArgs) -> Result<(), CliError> {
     } else {
         println!("{}", output::status_text(&status));
     }
+    Ok(())
+}
+
+fn print_membership(reply: &api::MembershipResponse) {
+    let voters: Vec<String> = reply.voters.iter().map(u64::to_string).collect();
+    println!("{} voters: {}", if reply.changed { "changed;" } else { "unchanged;" }, voters.join(","));
+}
+
+pub async fn member_add(args: MemberAddArgs) -> Result<(), CliError> {
+    if args.id == 0 {
+        return Err(CliError::Usage("--id must be a positive integer".into()));
+    }
+    if args.addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+        return Err(CliError::Usage(format!("--addr {:?} is not HOST:PORT", args.addr)));
+    }
+    // Catching up a new replica may take a while: allow for it.
+    let mut cluster = args.cluster.clone();
+    cluster.timeout = cluster.timeout.max(std::time::Duration::from_secs(120));
+    let reply = connect(&cluster)?.add_member(args.id, &args.addr).await?;
+    print_membership(&reply);
+    Ok(())
+}
+
+pub async fn member_remove(args: MemberRemoveArgs) -> Result<(), CliError> {
+    let reply = connect(&args.cluster)?.remove_member(args.id).await?;
+    print_membership(&reply);
     Ok(())
 }

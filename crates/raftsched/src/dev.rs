@@ -50,6 +50,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
             initial_cluster: members.clone(),
             timing: timing.clone(),
             worker_heartbeat_timeout_ms: crate::server_cmd::heartbeat_timeout_ms(&args.timing)?,
+            bootstrap: true,
         };
         match raftsched_server::start(config).await {
             Ok(r) => running.push(r),

@@ -26,8 +26,21 @@ pub fn timing(args: &TimingArgs) -> Result<RaftTiming, CliError> {
 }
 
 pub async fn run(args: ServerArgs) -> Result<(), CliError> {
-    let initial_cluster =
-        parse_initial_cluster(&args.initial_cluster).map_err(|e| CliError::Usage(format!("--initial-cluster: {e}")))?;
+    let advertise = args.advertise.clone().unwrap_or_else(|| args.listen.to_string());
+    let (initial_cluster, bootstrap) = match (&args.initial_cluster, &args.join) {
+        (Some(text), _) => {
+            (parse_initial_cluster(text).map_err(|e| CliError::Usage(format!("--initial-cluster: {e}")))?, true)
+        }
+        (None, Some(join)) => {
+            raftsched_client::parse_cluster(join).map_err(|e| CliError::Usage(format!("--join: {e}")))?;
+            tracing::info!(
+                "to add this replica, run: raftsched cluster add --id {} --addr {advertise} --cluster {join}",
+                args.id
+            );
+            (std::collections::BTreeMap::from([(args.id, advertise.clone())]), false)
+        }
+        (None, None) => return Err(CliError::Usage("give --initial-cluster or --join".into())),
+    };
     if !initial_cluster.contains_key(&args.id) {
         return Err(CliError::Usage(format!("--initial-cluster does not list this replica's --id {}", args.id)));
     }
@@ -41,6 +54,7 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
         initial_cluster,
         timing: timing(&args.timing)?,
         worker_heartbeat_timeout_ms: heartbeat_timeout_ms(&args.timing)?,
+        bootstrap,
     };
     let running = raftsched_server::start(config).await.map_err(|e| CliError::Failed(e.to_string()))?;
     let raft_stopped = running.replica.raft.wait(None);

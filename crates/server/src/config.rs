@@ -38,7 +38,11 @@ pub struct ReplicaConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     /// Every member's id and address, this replica's included; used only on the first start.
+    /// With `bootstrap` false (a joining replica) it holds only this replica's own address.
     pub initial_cluster: BTreeMap<u64, String>,
+    /// Whether a first start forms the cluster from `initial_cluster`. A joining replica does not:
+    /// it waits, empty, until a member adds it (`raftsched cluster add`).
+    pub bootstrap: bool,
     pub timing: RaftTiming,
     /// The leader declares a worker down after this long without a heartbeat. Workers learn it at
     /// registration and keep their lease (`lease_ms`) shorter by a margin for clock-rate drift.

@@ -10,6 +10,7 @@ pub mod config;
 mod convert;
 mod leader_loop;
 mod limits;
+mod membership;
 mod network;
 mod peers;
 mod raft_service;

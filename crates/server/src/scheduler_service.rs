@@ -133,6 +133,23 @@ impl Scheduler for SchedulerService {
         }
     }
 
+    async fn add_member(
+        &self,
+        req: Request<api::AddMemberRequest>,
+    ) -> Result<Response<api::MembershipResponse>, Status> {
+        let _permit = self.replica.admit()?;
+        let req = req.into_inner();
+        Ok(Response::new(self.replica.add_member(req.id, req.addr).await?))
+    }
+
+    async fn remove_member(
+        &self,
+        req: Request<api::RemoveMemberRequest>,
+    ) -> Result<Response<api::MembershipResponse>, Status> {
+        let _permit = self.replica.admit()?;
+        Ok(Response::new(self.replica.remove_member(req.into_inner().id).await?))
+    }
+
     async fn cluster_status(
         &self,
         _req: Request<api::ClusterStatusRequest>,

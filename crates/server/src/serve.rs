@@ -110,7 +110,9 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
 
     // First start: every replica proposes the same initial membership; it becomes log entry 0 on
     // each of them, so it does not matter who does it first. On a restart the data dir wins.
-    if !raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))? {
+    if !config.bootstrap {
+        tracing::info!(id = config.id, %addr, "joining: waiting for a member to add this replica (raftsched cluster add)");
+    } else if !raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))? {
         let members: BTreeMap<u64, BasicNode> =
             config.initial_cluster.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.clone() })).collect();
         tracing::info!(id = config.id, ?members, "first start: initializing the cluster");

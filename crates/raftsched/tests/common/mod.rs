@@ -20,6 +20,8 @@ pub struct Replica {
     pub addr: String,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
+    /// Started with `--join` instead of `--initial-cluster`.
+    pub join: bool,
     child: Option<Child>,
 }
 
@@ -56,6 +58,7 @@ impl Cluster {
                     addr: format!("127.0.0.1:{port}"),
                     data_dir: dir.path().join(format!("replica-{id}")),
                     log_path: dir.path().join(format!("replica-{id}.log")),
+                    join: false,
                     child: None,
                 },
             );
@@ -72,12 +75,35 @@ impl Cluster {
         cluster
     }
 
+    /// Starts a new, empty replica `id` that joins the running cluster (it serves once added).
+    pub fn start_joining_replica(&mut self, id: u64) -> String {
+        let port = free_ports(1)[0];
+        let addr = format!("127.0.0.1:{port}");
+        let replica = Replica {
+            id,
+            addr: addr.clone(),
+            data_dir: self.dir.path().join(format!("replica-{id}")),
+            log_path: self.dir.path().join(format!("replica-{id}.log")),
+            join: true,
+            child: None,
+        };
+        self.replicas.insert(id, replica);
+        self.start_replica(id);
+        addr
+    }
+
+    /// Forgets replica `id` (after it was removed from the cluster and killed).
+    pub fn forget_replica(&mut self, id: u64) {
+        self.kill9(id);
+        self.replicas.remove(&id);
+    }
+
     pub fn ids(&self) -> Vec<u64> {
         self.replicas.keys().copied().collect()
     }
 
     pub fn initial_cluster(&self) -> String {
-        self.replicas.values().map(|r| format!("{}={}", r.id, r.addr)).collect::<Vec<_>>().join(",")
+        self.replicas.values().filter(|r| !r.join).map(|r| format!("{}={}", r.id, r.addr)).collect::<Vec<_>>().join(",")
     }
 
     pub fn cluster_arg(&self) -> String {
@@ -90,12 +116,15 @@ impl Cluster {
 
     pub fn start_replica(&mut self, id: u64) {
         let initial = self.initial_cluster();
+        let join = self.cluster_arg();
         let extra = self.extra_args.clone();
         let r = self.replicas.get_mut(&id).unwrap();
         assert!(r.child.is_none(), "replica {id} already running");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&r.log_path).unwrap();
+        let membership = if r.join { ["--join", &join] } else { ["--initial-cluster", &initial] };
         let child = Command::new(BIN)
-            .args(["server", "--id", &id.to_string(), "--listen", &r.addr, "--initial-cluster", &initial])
+            .args(["server", "--id", &id.to_string(), "--listen", &r.addr])
+            .args(membership)
             .arg("--data-dir")
             .arg(&r.data_dir)
             .args(&extra)

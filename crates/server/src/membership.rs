@@ -1,0 +1,129 @@
+//! Membership changes: add a replica (learner first, voter once caught up) and remove one.
+//! Both run on the leader; a follower forwards the request to the leader's client API. Both are
+//! idempotent so an operator (or a script) can simply repeat them.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use raftsched_api as api;
+use raftsched_api::scheduler_client::SchedulerClient;
+use tonic::Status;
+
+use crate::limits;
+use crate::replica::Replica;
+
+/// How long a membership change may take, catch-up of a new learner included.
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn voters(replica: &Replica) -> BTreeSet<u64> {
+    replica.raft.metrics().borrow().membership_config.membership().voter_ids().collect()
+}
+
+fn member_addr(replica: &Replica, id: u64) -> Option<String> {
+    replica.raft.metrics().borrow().membership_config.membership().get_node(&id).map(|n| n.addr.clone())
+}
+
+fn map_err(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> Status {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => Status::unavailable("leadership changed; retry"),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => Status::failed_precondition(e.to_string()),
+        RaftError::Fatal(e) => Status::unavailable(format!("replica stopping: {e}")),
+    }
+}
+
+fn reply(replica: &Replica, changed: bool) -> api::MembershipResponse {
+    api::MembershipResponse { voters: voters(replica).into_iter().collect(), changed }
+}
+
+impl Replica {
+    fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// The leader's client API, for forwarding an admin request.
+    async fn leader_client(&self) -> Result<SchedulerClient<tonic::transport::Channel>, Status> {
+        let started = std::time::Instant::now();
+        loop {
+            let leader = {
+                let m = self.raft.metrics().borrow().clone();
+                m.current_leader
+                    .filter(|l| *l != self.id)
+                    .and_then(|l| m.membership_config.membership().get_node(&l).cloned())
+            };
+            if let Some(node) = leader {
+                let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr))
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .connect_timeout(limits::CONNECT_TIMEOUT)
+                    .connect_lazy();
+                return Ok(SchedulerClient::new(channel));
+            }
+            if started.elapsed() > limits::REQUEST_TIMEOUT {
+                return Err(Status::unavailable("no leader known"));
+            }
+            tokio::time::sleep(Duration::from_millis(limits::LEADER_WAIT_BACKOFF_MS_MAX)).await;
+        }
+    }
+
+    pub async fn add_member(&self, id: u64, addr: String) -> Result<api::MembershipResponse, Status> {
+        if id == 0 || addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+            return Err(Status::invalid_argument("add needs an id > 0 and an address HOST:PORT"));
+        }
+        if !self.is_leader() {
+            let mut leader = self.leader_client().await?;
+            let mut req = tonic::Request::new(api::AddMemberRequest { id, addr });
+            req.set_timeout(MEMBERSHIP_TIMEOUT);
+            return Ok(leader.add_member(req).await?.into_inner());
+        }
+        match member_addr(self, id) {
+            Some(existing) if existing != addr => {
+                return Err(Status::failed_precondition(format!(
+                    "replica {id} is already a member at {existing}; remove it first to move it"
+                )))
+            }
+            Some(_) if voters(self).contains(&id) => return Ok(reply(self, false)),
+            _ => {}
+        }
+        tracing::info!(id, %addr, "adding replica as a learner");
+        let add = self.raft.add_learner(id, BasicNode { addr }, true);
+        tokio::time::timeout(MEMBERSHIP_TIMEOUT, add)
+            .await
+            .map_err(|_| Status::deadline_exceeded("the new replica did not catch up in time"))?
+            .map_err(map_err)?;
+        tracing::info!(id, "learner caught up; promoting to voter");
+        let promote = self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false);
+        tokio::time::timeout(MEMBERSHIP_TIMEOUT, promote)
+            .await
+            .map_err(|_| Status::deadline_exceeded("membership change did not commit in time"))?
+            .map_err(map_err)?;
+        Ok(reply(self, true))
+    }
+
+    pub async fn remove_member(&self, id: u64) -> Result<api::MembershipResponse, Status> {
+        if !self.is_leader() {
+            let mut leader = self.leader_client().await?;
+            let mut req = tonic::Request::new(api::RemoveMemberRequest { id });
+            req.set_timeout(MEMBERSHIP_TIMEOUT);
+            return Ok(leader.remove_member(req).await?.into_inner());
+        }
+        if member_addr(self, id).is_none() {
+            return Ok(reply(self, false));
+        }
+        let current = voters(self);
+        if current.contains(&id) && current.len() == 1 {
+            return Err(Status::failed_precondition(format!("replica {id} is the last voter")));
+        }
+        tracing::info!(id, "removing replica");
+        let change = if current.contains(&id) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        tokio::time::timeout(MEMBERSHIP_TIMEOUT, self.raft.change_membership(change, false))
+            .await
+            .map_err(|_| Status::deadline_exceeded("membership change did not commit in time"))?
+            .map_err(map_err)?;
+        Ok(reply(self, true))
+    }
+}
