@@ -258,6 +258,10 @@ impl Client {
         self.call(|mut c| async move { c.remove_member(api::RemoveMemberRequest { id }).await }).await
     }
 
+    pub async fn transfer_leader(&self, to: u64) -> Result<api::TransferLeaderResponse, ClientError> {
+        self.call(|mut c| async move { c.transfer_leader(api::TransferLeaderRequest { to }).await }).await
+    }
+
     pub async fn cluster_status(&self) -> Result<api::ClusterStatusResponse, ClientError> {
         self.call(|mut c| async move { c.cluster_status(api::ClusterStatusRequest {}).await }).await
     }

@@ -119,6 +119,16 @@ pub enum ClusterCommand {
     Add(MemberAddArgs),
     /// Remove replica ID. Idempotent.
     Remove(MemberRemoveArgs),
+    /// Make replica N the leader.
+    TransferLeader(TransferArgs),
+}
+
+#[derive(Args)]
+pub struct TransferArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[arg(long)]
+    pub to: u64,
 }
 
 #[derive(Args)]

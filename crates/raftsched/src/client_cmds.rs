@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use raftsched_client::{api, parse_cluster, Client};
 use raftsched_state::{limits, TaskSpec as StateSpec};
 
-use crate::cli::{CancelArgs, ClusterArgs, GetArgs, ListArgs, MemberAddArgs, MemberRemoveArgs, StatusArgs, SubmitArgs};
+use crate::cli::{CancelArgs, ClusterArgs, GetArgs, ListArgs, MemberAddArgs, MemberRemoveArgs, StatusArgs, SubmitArgs, TransferArgs};
 use crate::error::CliError;
 use crate::output;
 
@@ -184,5 +184,11 @@ pub async fn member_add(args: MemberAddArgs) -> Result<(), CliError> {
 pub async fn member_remove(args: MemberRemoveArgs) -> Result<(), CliError> {
     let reply = connect(&args.cluster)?.remove_member(args.id).await?;
     print_membership(&reply);
+    Ok(())
+}
+
+pub async fn transfer_leader(args: TransferArgs) -> Result<(), CliError> {
+    let reply = connect(&args.cluster)?.transfer_leader(args.to).await?;
+    println!("leader: {} (term {})", reply.leader, reply.term);
     Ok(())
 }

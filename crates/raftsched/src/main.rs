@@ -73,6 +73,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Cluster { command: ClusterCommand::Status(args) } => client_cmds::cluster_status(args).await,
         Command::Cluster { command: ClusterCommand::Add(args) } => client_cmds::member_add(args).await,
         Command::Cluster { command: ClusterCommand::Remove(args) } => client_cmds::member_remove(args).await,
+        Command::Cluster { command: ClusterCommand::TransferLeader(args) } => client_cmds::transfer_leader(args).await,
         Command::Bench { command } => bench::run(command).await,
         Command::Worker { command: Some(WorkerCommand::Drain(args)), .. } => worker_cmds::drain(args).await,
         Command::Worker { command: None, args } => worker_cmds::run_worker(args).await,

@@ -86,6 +86,13 @@ async fn grow_replace_and_shrink_while_submitting() {
         }
         assert!((0..30).all(|n| by_key.contains_key(format!("before-{n}").as_str())), "replica {id}");
     }
+    // Leadership moves where the operator says, and moving it again is a no-op.
+    for _ in 0..2 {
+        let out = cli(&cluster.addr(2), &["cluster", "transfer-leader", "--to", "4"]);
+        assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+        assert!(stdout(&out).starts_with("leader: 4"), "{}", stdout(&out));
+    }
+    assert_eq!(cluster.leader().await, 4);
     let out = cli(&cluster.cluster_arg(), &["cluster", "status", "--json"]);
     let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     let ids: Vec<u64> = status["members"].as_array().unwrap().iter().map(|m| m["id"].as_u64().unwrap()).collect();

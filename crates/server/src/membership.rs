@@ -100,6 +100,39 @@ impl Replica {
         Ok(reply(self, true))
     }
 
+    /// Leadership transfer (openraft 0.9 has no transfer API): the target waits until it has
+    /// applied everything the leader had committed when asked, then starts an election, which its
+    /// up-to-date log lets it win. Requests reaching another replica are forwarded to the target.
+    pub async fn transfer_leader(&self, to: u64) -> Result<api::TransferLeaderResponse, Status> {
+        if !voters(self).contains(&to) {
+            return Err(Status::failed_precondition(format!("replica {to} is not a voter")));
+        }
+        let m = self.raft.metrics().borrow().clone();
+        if m.current_leader == Some(to) && (to != self.id || m.state == ServerState::Leader) {
+            return Ok(api::TransferLeaderResponse { leader: to, term: m.current_term });
+        }
+        if to != self.id {
+            let addr = member_addr(self, to).ok_or_else(|| Status::failed_precondition(format!("replica {to} has no address")))?;
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .map_err(|e| Status::internal(e.to_string()))?
+                .connect_timeout(limits::CONNECT_TIMEOUT)
+                .connect_lazy();
+            let mut req = tonic::Request::new(api::TransferLeaderRequest { to });
+            req.set_timeout(limits::REQUEST_TIMEOUT * 2);
+            return Ok(SchedulerClient::new(channel).transfer_leader(req).await?.into_inner());
+        }
+        // This replica is the target: catch up to a read index (what the leader has committed).
+        self.read_barrier().await?;
+        self.raft.trigger().elect().await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let led = self
+            .raft
+            .wait(Some(limits::REQUEST_TIMEOUT))
+            .metrics(|m| m.state == ServerState::Leader && m.current_leader == Some(self.id), "transfer")
+            .await
+            .map_err(|e| Status::unavailable(format!("replica {to} did not win the election: {e}")))?;
+        Ok(api::TransferLeaderResponse { leader: to, term: led.current_term })
+    }
+
     pub async fn remove_member(&self, id: u64) -> Result<api::MembershipResponse, Status> {
         if !self.is_leader() {
             let mut leader = self.leader_client().await?;

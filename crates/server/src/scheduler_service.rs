@@ -150,6 +150,11 @@ impl Scheduler for SchedulerService {
         Ok(Response::new(self.replica.remove_member(req.into_inner().id).await?))
     }
 
+    async fn transfer_leader(&self, req: Request<api::TransferLeaderRequest>) -> Result<Response<api::TransferLeaderResponse>, Status> {
+        let _permit = self.replica.admit()?;
+        Ok(Response::new(self.replica.transfer_leader(req.into_inner().to).await?))
+    }
+
     async fn cluster_status(
         &self,
         _req: Request<api::ClusterStatusRequest>,
