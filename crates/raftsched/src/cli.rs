@@ -43,6 +43,8 @@ pub enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Quorum-loss recovery: rewrite a surviving replica's data dir into a one-replica cluster.
+    Recover(RecoverArgs),
     /// Measure the cluster.
     Bench {
         #[command(subcommand)]
@@ -224,6 +226,19 @@ pub struct TimingArgs {
     /// Log entries kept behind a snapshot (a replica further behind receives the snapshot).
     #[arg(long, default_value_t = 1_000)]
     pub snapshot_logs_kept: u64,
+}
+
+#[derive(Args)]
+pub struct RecoverArgs {
+    /// The surviving replica's data dir (the replica must be stopped).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Required: acknowledges that this forms a new one-replica cluster from this dir alone.
+    #[arg(long)]
+    pub force_new_cluster: bool,
+    /// The address the replica will listen on (default: its address in the old membership).
+    #[arg(long)]
+    pub advertise: Option<String>,
 }
 
 #[derive(Args)]

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use raftsched_client::{api, parse_cluster, Client};
 use raftsched_state::{limits, TaskSpec as StateSpec};
 
-use crate::cli::{CancelArgs, ClusterArgs, GetArgs, ListArgs, MemberAddArgs, MemberRemoveArgs, StatusArgs, SubmitArgs, TransferArgs};
+use crate::cli::{
+    CancelArgs, ClusterArgs, GetArgs, ListArgs, MemberAddArgs, MemberRemoveArgs, StatusArgs, SubmitArgs, TransferArgs,
+};
 use crate::error::CliError;
 use crate::output;
 

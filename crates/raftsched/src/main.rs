@@ -75,6 +75,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Cluster { command: ClusterCommand::Remove(args) } => client_cmds::member_remove(args).await,
         Command::Cluster { command: ClusterCommand::TransferLeader(args) } => client_cmds::transfer_leader(args).await,
         Command::Bench { command } => bench::run(command).await,
+        Command::Recover(args) => server_cmd::recover(args).await,
         Command::Worker { command: Some(WorkerCommand::Drain(args)), .. } => worker_cmds::drain(args).await,
         Command::Worker { command: None, args } => worker_cmds::run_worker(args).await,
         Command::Workers(args) => worker_cmds::workers(args).await,

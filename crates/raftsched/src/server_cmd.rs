@@ -3,7 +3,7 @@
 use raftsched_server::config::RaftTiming;
 use raftsched_server::{parse_initial_cluster, ReplicaConfig};
 
-use crate::cli::{ServerArgs, TimingArgs};
+use crate::cli::{RecoverArgs, ServerArgs, TimingArgs};
 use crate::error::CliError;
 
 pub fn timing(args: &TimingArgs) -> Result<RaftTiming, CliError> {
@@ -101,4 +101,26 @@ pub async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+pub async fn recover(args: RecoverArgs) -> Result<(), CliError> {
+    if !args.force_new_cluster {
+        return Err(CliError::Usage(
+            "recover rewrites the data dir into a new one-replica cluster: pass --force-new-cluster".into(),
+        ));
+    }
+    let failed = |e: raftsched_store::OpenError| CliError::Failed(e.to_string());
+    let id = raftsched_store::replica_id_of(&args.data_dir)
+        .map_err(failed)?
+        .ok_or_else(|| CliError::Failed(format!("{} is not a raftsched data dir", args.data_dir.display())))?;
+    let done = raftsched_store::force_new_cluster(&args.data_dir, id, args.advertise.clone()).await.map_err(failed)?;
+    println!(
+        "replica {id} at {} is now a one-replica cluster: {} tasks, last log index {}, {} log entries replayed",
+        done.addr,
+        done.n_tasks,
+        done.last_log_id.map_or(0, |l| l.index),
+        done.n_entries_replayed
+    );
+    println!("start it as before; add the others back, each with an empty data dir: server --join, then cluster add");
+    Ok(())
 }

@@ -35,7 +35,7 @@ const REPLICA_ID_KEY: &[u8] = b"replica_id";
 /// with an empty log and a forgotten vote.
 const MARKER_FILE: &str = "raftsched-replica-id";
 
-fn read_marker(dir: &Path) -> Result<Option<u64>, OpenError> {
+pub(crate) fn read_marker(dir: &Path) -> Result<Option<u64>, OpenError> {
     let path = dir.join(MARKER_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => text.trim().parse::<u64>().map(Some).map_err(|_| OpenError::Corrupt {

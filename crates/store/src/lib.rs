@@ -13,12 +13,14 @@ mod codec;
 mod db;
 mod flusher;
 mod log_store;
+mod recover;
 mod state_machine;
 
 use std::io::Cursor;
 
 pub use db::{open, OpenError, Opened};
 pub use log_store::LogStore;
+pub use recover::{force_new_cluster, replica_id_of, Recovered};
 pub use state_machine::{SmHandle, SmStore};
 
 openraft::declare_raft_types!(

@@ -54,6 +54,12 @@ impl LogStore {
         Ok(())
     }
 
+    /// Flushes everything written so far.
+    pub async fn flush(&self) -> Result<(), StorageError> {
+        self.db.flush_async().await.map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        Ok(())
+    }
+
     fn last_entry_log_id(&self) -> Result<Option<LogId<NodeId>>, StorageError> {
         match self.log.last() {
             Ok(Some((_, bytes))) => {

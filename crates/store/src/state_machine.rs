@@ -88,6 +88,28 @@ impl SmStore {
         Ok(SmStore { inner: Arc::new(RwLock::new(inner)), applied, db, snap })
     }
 
+    /// The state, last applied log id and membership as loaded (for offline recovery).
+    pub(crate) fn current(&self) -> (StateMachine, Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>) {
+        let inner = read_lock(&self.inner);
+        (inner.sm.clone(), inner.last_applied, inner.membership.clone())
+    }
+
+    /// Replaces the state with `sm` as of `meta`, durably (for offline recovery).
+    pub(crate) async fn replace(
+        &self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        sm: StateMachine,
+    ) -> Result<(), StorageError> {
+        let data = encode(&sm, ErrorSubject::StateMachine)?;
+        decode_state(&data, meta)?;
+        self.save_snapshot(meta, &data).await?;
+        let mut inner = write_lock(&self.inner);
+        inner.sm = sm;
+        inner.last_applied = meta.last_log_id;
+        inner.membership = meta.last_membership.clone();
+        Ok(())
+    }
+
     pub fn handle(&self) -> SmHandle {
         SmHandle { inner: self.inner.clone(), applied: self.applied.clone() }
     }
