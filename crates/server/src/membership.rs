@@ -112,7 +112,8 @@ impl Replica {
             return Ok(api::TransferLeaderResponse { leader: to, term: m.current_term });
         }
         if to != self.id {
-            let addr = member_addr(self, to).ok_or_else(|| Status::failed_precondition(format!("replica {to} has no address")))?;
+            let addr = member_addr(self, to)
+                .ok_or_else(|| Status::failed_precondition(format!("replica {to} has no address")))?;
             let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
                 .map_err(|e| Status::internal(e.to_string()))?
                 .connect_timeout(limits::CONNECT_TIMEOUT)

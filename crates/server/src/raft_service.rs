@@ -45,8 +45,9 @@ impl RaftRpc for RaftService {
 
     /// A follower's client write. Proposed here only if this replica leads; otherwise UNAVAILABLE
     /// and the follower looks for the leader again (no forwarding chains).
+    /// Not counted against `in_flight_requests_max`: the follower that forwards it already holds
+    /// a slot for the client's request, so forwards are bounded by the followers' budgets.
     async fn forward(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        let _permit = self.replica.admit()?;
         let op: Op = decode(req, "forwarded op")?;
         match self.replica.propose(op).await {
             Ok(response) => encode(&response),
@@ -56,7 +57,6 @@ impl RaftRpc for RaftService {
     }
 
     async fn read_index(&self, _req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
-        let _permit = self.replica.admit()?;
         let index = self.replica.local_read_index().await?;
         Ok(Response::new(ReadIndexResponse { index }))
     }

@@ -29,6 +29,9 @@ pub struct Replica {
     pub sm: SmHandle,
     pub(crate) peers: Arc<Peers>,
     pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
+    /// Long polls (WaitTask, Assignments) hold their slot for up to 30 s, so they get their own
+    /// budget and cannot starve ordinary requests.
+    pub(crate) long_polls: Arc<tokio::sync::Semaphore>,
 }
 
 /// Where the leader is, as far as this replica knows.
@@ -72,6 +75,13 @@ impl Replica {
         })
     }
 
+    /// Takes one long-poll slot, or RESOURCE_EXHAUSTED when all are busy.
+    pub(crate) fn admit_long_poll(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.long_polls.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!("replica {} is at long_polls_max {}", self.id, limits::LONG_POLLS_MAX))
+        })
+    }
+
     /// Applies `op` through Raft, wherever the leader is. Retries through leader changes until
     /// `REQUEST_TIMEOUT`, then answers UNAVAILABLE (the client may retry elsewhere: ops are
     /// idempotent).
@@ -104,7 +114,16 @@ impl Replica {
     /// (retry elsewhere); `Err(Some(status))`: a final error.
     pub(crate) async fn propose(&self, op: Op) -> Result<Response, Option<Status>> {
         let cmd = Command { now_ms: now_ms(), op };
-        match self.raft.client_write(cmd).await {
+        // Bounded: an isolated leader (openraft 0.9 does not step down on its own) would keep the
+        // write pending forever. Every op is safe to retry, so giving up is only ambiguous.
+        let Ok(written) = tokio::time::timeout(limits::REQUEST_TIMEOUT, self.raft.client_write(cmd)).await else {
+            return Err(Some(Status::unavailable(format!(
+                "replica {} could not commit within request_timeout_ms {}",
+                self.id,
+                limits::REQUEST_TIMEOUT.as_millis()
+            ))));
+        };
+        match written {
             Ok(reply) => Ok(reply.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(None),
             Err(RaftError::APIError(e)) => Err(Some(Status::internal(format!("write failed: {e}")))),

@@ -92,7 +92,7 @@ impl Scheduler for SchedulerService {
     }
 
     async fn wait_task(&self, req: Request<api::WaitTaskRequest>) -> Result<Response<api::Task>, Status> {
-        let _permit = self.replica.admit()?;
+        let _permit = self.replica.admit_long_poll()?;
         let req = req.into_inner();
         let wait = Duration::from_millis(u64::from(req.wait_ms).min(edge_limits::LONG_POLL_MS_MAX));
         // Linearizable start: the wait sees at least every change acknowledged before it began.
@@ -150,7 +150,10 @@ impl Scheduler for SchedulerService {
         Ok(Response::new(self.replica.remove_member(req.into_inner().id).await?))
     }
 
-    async fn transfer_leader(&self, req: Request<api::TransferLeaderRequest>) -> Result<Response<api::TransferLeaderResponse>, Status> {
+    async fn transfer_leader(
+        &self,
+        req: Request<api::TransferLeaderRequest>,
+    ) -> Result<Response<api::TransferLeaderResponse>, Status> {
         let _permit = self.replica.admit()?;
         Ok(Response::new(self.replica.transfer_leader(req.into_inner().to).await?))
     }

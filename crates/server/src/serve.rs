@@ -130,6 +130,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         sm,
         peers,
         in_flight: Arc::new(tokio::sync::Semaphore::new(limits::IN_FLIGHT_REQUESTS_MAX)),
+        long_polls: Arc::new(tokio::sync::Semaphore::new(limits::LONG_POLLS_MAX)),
     });
     let scheduler = SchedulerServer::new(SchedulerService { replica: replica.clone() })
         .max_decoding_message_size(limits::CLIENT_MESSAGE_BYTES_MAX)

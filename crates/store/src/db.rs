@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::disk::DiskSync;
 use crate::flusher::Flusher;
 use crate::log_store::LogStore;
 use crate::state_machine::SmStore;
@@ -120,9 +121,13 @@ pub fn open(dir: &Path, replica_id: u64) -> Result<Opened, OpenError> {
     if marker.is_none() {
         write_marker(dir, replica_id)?;
     }
-    let flusher = Flusher::start(db.clone());
-    let log_store = LogStore::new(db.clone(), meta, log, flusher);
-    let sm_store =
-        SmStore::load(db, snap).map_err(|e| OpenError::Corrupt { dir: dir.to_path_buf(), what: e.to_string() })?;
+    let disk = DiskSync::new(db.clone(), &sled_dir).map_err(|e| OpenError::Corrupt {
+        dir: dir.to_path_buf(),
+        what: format!("cannot open the database file for syncing: {e}"),
+    })?;
+    let flusher = Flusher::start(disk.clone());
+    let sm_store = SmStore::load(disk.clone(), snap)
+        .map_err(|e| OpenError::Corrupt { dir: dir.to_path_buf(), what: e.to_string() })?;
+    let log_store = LogStore::new(disk, meta, log, flusher, sm_store.durable_snapshot());
     Ok(Opened { log_store, sm_store, pristine })
 }

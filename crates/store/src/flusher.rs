@@ -10,6 +10,7 @@ use std::io;
 use openraft::storage::LogFlushed;
 use tokio::sync::mpsc;
 
+use crate::disk::DiskSync;
 use crate::TypeConfig;
 
 /// Appends waiting for a flush. Bounded so a stalled disk pushes back on Raft instead of queueing
@@ -24,9 +25,9 @@ pub(crate) struct Flusher {
 }
 
 impl Flusher {
-    pub(crate) fn start(db: sled::Db) -> Flusher {
+    pub(crate) fn start(disk: DiskSync) -> Flusher {
         let (tx, rx) = mpsc::channel(FLUSH_QUEUE_LEN_MAX);
-        tokio::spawn(run(db, rx));
+        tokio::spawn(run(disk, rx));
         Flusher { tx }
     }
 
@@ -39,7 +40,7 @@ impl Flusher {
     }
 }
 
-async fn run(db: sled::Db, mut rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
+async fn run(disk: DiskSync, mut rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
     let mut batch: Vec<LogFlushed<TypeConfig>> = Vec::with_capacity(FLUSH_BATCH_LEN_MAX);
     // Runs until every Flusher handle (the log store and its clones) is dropped.
     while let Some(first) = rx.recv().await {
@@ -50,12 +51,12 @@ async fn run(db: sled::Db, mut rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
                 Err(_) => break,
             }
         }
-        let result = db.flush_async().await;
+        let result = disk.sync().await;
         tracing::trace!(n_appends = batch.len(), "group commit");
         for callback in batch.drain(..) {
             let r = match &result {
                 Ok(_) => Ok(()),
-                Err(e) => Err(io::Error::other(format!("sled flush failed: {e}"))),
+                Err(e) => Err(io::Error::new(e.kind(), format!("log sync failed: {e}"))),
             };
             callback.log_io_completed(r);
         }

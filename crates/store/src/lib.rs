@@ -11,6 +11,7 @@
 
 mod codec;
 mod db;
+mod disk;
 mod flusher;
 mod log_store;
 mod recover;

@@ -7,28 +7,38 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, LogState, OptionalSend, RaftLogReader, Vote};
 
 use crate::codec::{decode, encode, index_key, io_err};
+use crate::disk::{DiskSync, DurableSnapshot};
 use crate::flusher::Flusher;
 use crate::{NodeId, StorageError, TypeConfig};
 
 const VOTE_KEY: &[u8] = b"vote";
 const COMMITTED_KEY: &[u8] = b"committed";
 const LAST_PURGED_KEY: &[u8] = b"last_purged";
+/// How long a purge waits for the snapshot that covers it to reach the disk.
+const PURGE_WAIT_FOR_SNAPSHOT: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// Most entries one read returns; bounds the memory of a replication batch read.
-const READ_ENTRIES_LEN_MAX: usize = 4096;
+// No cap on entries per read: openraft bounds replication reads itself (max_payload_entries),
+// and its apply path requires every entry of the range it asks for.
 
 /// Cheap to clone: sled trees are reference-counted handles.
 #[derive(Clone)]
 pub struct LogStore {
-    db: sled::Db,
+    disk: DiskSync,
     meta: sled::Tree,
     log: sled::Tree,
     flusher: Flusher,
+    durable_snapshot: DurableSnapshot,
 }
 
 impl LogStore {
-    pub(crate) fn new(db: sled::Db, meta: sled::Tree, log: sled::Tree, flusher: Flusher) -> LogStore {
-        LogStore { db, meta, log, flusher }
+    pub(crate) fn new(
+        disk: DiskSync,
+        meta: sled::Tree,
+        log: sled::Tree,
+        flusher: Flusher,
+        durable_snapshot: DurableSnapshot,
+    ) -> LogStore {
+        LogStore { disk, meta, log, flusher, durable_snapshot }
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -56,7 +66,7 @@ impl LogStore {
 
     /// Flushes everything written so far.
     pub async fn flush(&self) -> Result<(), StorageError> {
-        self.db.flush_async().await.map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        self.disk.sync().await.map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
         Ok(())
     }
 
@@ -96,9 +106,6 @@ impl RaftLogReader<TypeConfig> for LogStore {
             let (_, bytes) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
             let entry: Entry<TypeConfig> = decode(&bytes, ErrorSubject::Logs)?;
             entries.push(entry);
-            if entries.len() >= READ_ENTRIES_LEN_MAX {
-                break;
-            }
         }
         Ok(entries)
     }
@@ -121,7 +128,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// vote twice in one term.
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         self.put_meta(VOTE_KEY, vote, ErrorSubject::Vote)?;
-        self.db.flush_async().await.map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        self.disk.sync().await.map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
         Ok(())
     }
 
@@ -174,6 +181,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// Removes entries up to and including `log_id` (already covered by a durable snapshot).
     /// `last_purged` is written first so the log state never claims entries that are gone.
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
+        // Never purge past the last snapshot that is on disk: a crash would leave a gap between
+        // the snapshot and the log that no restart can fill. openraft asks to purge behind an
+        // installed snapshot while the state machine worker is still saving it, so wait for that.
+        let mut durable = self.durable_snapshot.value.subscribe();
+        let waited = tokio::time::timeout(
+            PURGE_WAIT_FOR_SNAPSHOT,
+            durable.wait_for(|d| d.is_some_and(|d| d.index >= log_id.index)),
+        )
+        .await;
+        if !matches!(waited, Ok(Ok(_))) {
+            let why = format!("no durable snapshot covers {log_id} after {PURGE_WAIT_FOR_SNAPSHOT:?}");
+            return Err(io_err(ErrorSubject::Logs, ErrorVerb::Delete, std::io::Error::other(why)));
+        }
+        if self.get_meta::<LogId<NodeId>>(LAST_PURGED_KEY, ErrorSubject::Logs)?.is_some_and(|p| p.index >= log_id.index)
+        {
+            return Ok(());
+        }
         self.put_meta(LAST_PURGED_KEY, &log_id, ErrorSubject::Logs)?;
         let mut batch = sled::Batch::default();
         for item in self.log.range(..=index_key(log_id.index)) {

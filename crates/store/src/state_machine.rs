@@ -16,18 +16,19 @@ use raftsched_state::{Response, StateMachine};
 use tokio::sync::watch;
 
 use crate::codec::{decode, encode, io_err};
+use crate::disk::{durable_mark, DiskSync, DurableSnapshot};
 use crate::{NodeId, StorageError, TypeConfig};
 
 const SNAPSHOT_META_KEY: &[u8] = b"meta";
 const SNAPSHOT_DATA_KEY: &[u8] = b"data";
+/// Distinguishes snapshots built at the same log id (ids only need to be unique per process).
+static N_SNAPSHOTS_BUILT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[derive(Default)]
 struct Inner {
     sm: StateMachine,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, BasicNode>,
-    /// Distinguishes snapshots built at the same log id.
-    n_snapshots_built: u64,
 }
 
 /// A read handle on the applied state, for the server's queries.
@@ -66,14 +67,15 @@ fn write_lock(inner: &RwLock<Inner>) -> RwLockWriteGuard<'_, Inner> {
 pub struct SmStore {
     inner: Arc<RwLock<Inner>>,
     applied: Arc<watch::Sender<u64>>,
-    db: sled::Db,
+    disk: DiskSync,
     snap: sled::Tree,
+    durable: DurableSnapshot,
 }
 
 impl SmStore {
     /// Loads the last durable snapshot, if any, checking the state's invariants: a snapshot that
     /// decodes but is inconsistent is reported as damage, not served.
-    pub(crate) fn load(db: sled::Db, snap: sled::Tree) -> Result<SmStore, StorageError> {
+    pub(crate) fn load(disk: DiskSync, snap: sled::Tree) -> Result<SmStore, StorageError> {
         let mut inner = Inner::default();
         let meta = snap.get(SNAPSHOT_META_KEY).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
         let data = snap.get(SNAPSHOT_DATA_KEY).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
@@ -85,7 +87,13 @@ impl SmStore {
             inner.membership = meta.last_membership;
         }
         let applied = Arc::new(watch::Sender::new(inner.last_applied.map_or(0, |l| l.index)));
-        Ok(SmStore { inner: Arc::new(RwLock::new(inner)), applied, db, snap })
+        let durable = durable_mark(inner.last_applied);
+        Ok(SmStore { inner: Arc::new(RwLock::new(inner)), applied, disk, snap, durable })
+    }
+
+    /// Shared with the log store, which must not purge past it.
+    pub(crate) fn durable_snapshot(&self) -> DurableSnapshot {
+        self.durable.clone()
     }
 
     /// The state, last applied log id and membership as loaded (for offline recovery).
@@ -102,6 +110,8 @@ impl SmStore {
     ) -> Result<(), StorageError> {
         let data = encode(&sm, ErrorSubject::StateMachine)?;
         decode_state(&data, meta)?;
+        // Recovery rewrites the membership even at the same log id: forget the durable mark.
+        self.durable.value.send_replace(None);
         self.save_snapshot(meta, &data).await?;
         let mut inner = write_lock(&self.inner);
         inner.sm = sm;
@@ -110,18 +120,37 @@ impl SmStore {
         Ok(())
     }
 
+    fn clone_handles(&self) -> SmStore {
+        SmStore {
+            inner: self.inner.clone(),
+            applied: self.applied.clone(),
+            disk: self.disk.clone(),
+            snap: self.snap.clone(),
+            durable: self.durable.clone(),
+        }
+    }
+
     pub fn handle(&self) -> SmHandle {
         SmHandle { inner: self.inner.clone(), applied: self.applied.clone() }
     }
 
+    /// Writes the snapshot durably unless one at least as new is already on disk (a snapshot
+    /// built concurrently with an install must not overwrite the newer installed one).
     async fn save_snapshot(&self, meta: &SnapshotMeta<NodeId, BasicNode>, data: &[u8]) -> Result<(), StorageError> {
+        let _writing = self.durable.writing.lock().await;
+        let durable = *self.durable.value.borrow();
+        if durable.is_some() && durable >= meta.last_log_id {
+            tracing::debug!(snapshot = %meta, "a snapshot at least as new is already on disk");
+            return Ok(());
+        }
         let subject = ErrorSubject::Snapshot(Some(meta.signature()));
         let meta_bytes = encode(meta, subject.clone())?;
         let mut batch = sled::Batch::default();
         batch.insert(SNAPSHOT_META_KEY, meta_bytes);
         batch.insert(SNAPSHOT_DATA_KEY, data);
         self.snap.apply_batch(batch).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
-        self.db.flush_async().await.map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
+        self.disk.sync().await.map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
+        self.durable.value.send_replace(meta.last_log_id);
         Ok(())
     }
 }
@@ -185,12 +214,7 @@ impl RaftStateMachine<TypeConfig> for SmStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder {
-            inner: self.inner.clone(),
-            applied: self.applied.clone(),
-            db: self.db.clone(),
-            snap: self.snap.clone(),
-        }
+        SnapshotBuilder { store: self.clone_handles() }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -232,33 +256,25 @@ impl RaftStateMachine<TypeConfig> for SmStore {
 }
 
 pub struct SnapshotBuilder {
-    inner: Arc<RwLock<Inner>>,
-    applied: Arc<watch::Sender<u64>>,
-    db: sled::Db,
-    snap: sled::Tree,
+    store: SmStore,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let (meta, data) = {
-            let mut inner = write_lock(&self.inner);
-            inner.n_snapshots_built += 1;
+            // A read lock: queries go on while the state is encoded (apply waits).
+            let inner = read_lock(&self.store.inner);
+            let n_built = N_SNAPSHOTS_BUILT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             let last = inner.last_applied;
             let snapshot_id = match last {
-                Some(l) => format!("{}-{}-{}", l.leader_id, l.index, inner.n_snapshots_built),
-                None => format!("none-{}", inner.n_snapshots_built),
+                Some(l) => format!("{}-{}-{}", l.leader_id, l.index, n_built),
+                None => format!("none-{n_built}"),
             };
             let meta = SnapshotMeta { last_log_id: last, last_membership: inner.membership.clone(), snapshot_id };
             let data = encode(&inner.sm, ErrorSubject::StateMachine)?;
             (meta, data)
         };
-        let store = SmStore {
-            inner: self.inner.clone(),
-            applied: self.applied.clone(),
-            db: self.db.clone(),
-            snap: self.snap.clone(),
-        };
-        store.save_snapshot(&meta, &data).await?;
+        self.store.save_snapshot(&meta, &data).await?;
         tracing::info!(snapshot = %meta, bytes = data.len(), "built snapshot");
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }

@@ -144,6 +144,9 @@ async fn command(
         _ = timeout => { kill_group(); let status = child.wait().await; Some((status, true)) }
         _ = killed => { kill_group(); let _ = child.wait().await; None }
     };
+    // Whatever ended the attempt, nothing it started may outlive it: background descendants would
+    // run on beside a later attempt, and any holding the output pipes would stall the drain below.
+    kill_group();
     let mut output = Vec::new();
     for reader in [stdout, stderr].into_iter().flatten() {
         if let Ok(bytes) = reader.await {

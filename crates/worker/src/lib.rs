@@ -68,6 +68,9 @@ struct Lease {
 
 struct Running {
     token: u64,
+    /// Distinguishes this spawn from an earlier one of the same (task, token), whose late
+    /// completion must not remove this one.
+    spawn_id: u64,
     kill: watch::Sender<bool>,
 }
 
@@ -156,6 +159,7 @@ async fn serve(
 ) -> bool {
     let mut running: HashMap<u64, Running> = HashMap::new();
     let (done_tx, mut done_rx) = mpsc::channel::<(u64, u64)>(1024);
+    let mut n_spawned: u64 = 0;
     let mut poll: Option<tokio::task::JoinHandle<Result<api::AssignmentsResponse, ClientError>>> = None;
     let mut lease_check = tokio::time::interval(Duration::from_millis(LEASE_CHECK_MS));
     let kill_all = |running: &mut HashMap<u64, Running>| {
@@ -196,8 +200,8 @@ async fn serve(
                     return false;
                 }
             }
-            Some((task_id, token)) = done_rx.recv() => {
-                if running.get(&task_id).is_some_and(|r| r.token == token) {
+            Some((task_id, spawn_id)) = done_rx.recv() => {
+                if running.get(&task_id).is_some_and(|r| r.spawn_id == spawn_id) {
                     running.remove(&task_id);
                     // Tell the cluster at once what we hold now.
                     if let Some(p) = poll.take() { p.abort(); }
@@ -228,8 +232,9 @@ async fn serve(
                         continue;
                     }
                     let (kill_tx, kill_rx) = watch::channel(false);
-                    running.insert(a.task_id, Running { token: a.token, kill: kill_tx });
-                    tokio::spawn(attempt(client.clone(), a, kill_rx, lease.clone(), done_tx.clone()));
+                    n_spawned += 1;
+                    running.insert(a.task_id, Running { token: a.token, spawn_id: n_spawned, kill: kill_tx });
+                    tokio::spawn(attempt(client.clone(), a, n_spawned, kill_rx, lease.clone(), done_tx.clone()));
                 }
             }
         }
@@ -239,6 +244,7 @@ async fn serve(
 async fn attempt(
     client: Arc<Client>,
     a: api::WorkAssignment,
+    spawn_id: u64,
     kill: watch::Receiver<bool>,
     lease: Arc<Mutex<Lease>>,
     done: mpsc::Sender<(u64, u64)>,
@@ -257,7 +263,7 @@ async fn attempt(
             _ => tracing::info!(task_id, token, "attempt killed; result dropped"),
         }
     }
-    let _ = done.send((task_id, token)).await;
+    let _ = done.send((task_id, spawn_id)).await;
 }
 
 /// Sends a report until it is acknowledged or refused. Returns whether it was acknowledged.

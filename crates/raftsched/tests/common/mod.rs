@@ -315,6 +315,11 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // RAFTSCHED_TEST_KEEP=1 keeps data dirs and logs of every test cluster for inspection.
+        if std::env::var_os("RAFTSCHED_TEST_KEEP").is_some() {
+            self.dir.disable_cleanup(true);
+            eprintln!("kept test cluster files in {}", self.dir.path().display());
+        }
         let workers: Vec<String> = self.workers.keys().cloned().collect();
         for w in workers {
             // A stopped worker must be continued to die promptly.

@@ -1,0 +1,67 @@
+//! What "on disk" means here, in one place.
+//!
+//! sled's flush writes its buffers with `sync_file_range` on Linux, which neither flushes the
+//! disk's write cache nor persists file metadata, and it writes large values ("blobs") to files it
+//! never syncs (sled 0.34.7, `pagecache/iobuf.rs`, `blob_io.rs`). That survives kill -9 but not
+//! a power cut. `DiskSync::sync` therefore follows sled's flush with `syncfs(2)` on the file system
+//! holding the database: one call that covers the log file, any blob files and directory entries.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::LogId;
+
+use crate::NodeId;
+
+#[derive(Clone)]
+pub(crate) struct DiskSync {
+    db: sled::Db,
+    /// Any file on the database's file system (the database file itself).
+    anchor: Arc<std::fs::File>,
+}
+
+impl DiskSync {
+    pub(crate) fn new(db: sled::Db, sled_dir: &Path) -> io::Result<DiskSync> {
+        let anchor = std::fs::File::open(sled_dir.join("db")).or_else(|_| std::fs::File::open(sled_dir))?;
+        Ok(DiskSync { db, anchor: Arc::new(anchor) })
+    }
+
+    /// Returns once everything written to sled before the call is durable.
+    pub(crate) async fn sync(&self) -> io::Result<()> {
+        self.db.flush_async().await.map_err(io::Error::other)?;
+        let anchor = self.anchor.clone();
+        tokio::task::spawn_blocking(move || sync_file_system(&anchor)).await.map_err(io::Error::other)?
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn sync_file_system(file: &std::fs::File) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: syncfs only reads the descriptor, which `file` keeps open for the call.
+    if unsafe { libc::syncfs(file.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sync_file_system(file: &std::fs::File) -> io::Result<()> {
+    file.sync_all()
+}
+
+/// The log id of the last snapshot known to be on disk, shared by the state machine store (which
+/// writes snapshots) and the log store (which must never purge entries a durable snapshot does not
+/// cover: openraft asks to purge behind an installed snapshot while the state machine worker may
+/// still be saving it).
+pub(crate) struct DurableMark {
+    /// Held while a snapshot is checked and written, so an older one never overwrites a newer one.
+    pub(crate) writing: tokio::sync::Mutex<()>,
+    pub(crate) value: tokio::sync::watch::Sender<Option<LogId<NodeId>>>,
+}
+
+pub(crate) type DurableSnapshot = Arc<DurableMark>;
+
+pub(crate) fn durable_mark(initial: Option<LogId<NodeId>>) -> DurableSnapshot {
+    Arc::new(DurableMark { writing: tokio::sync::Mutex::new(()), value: tokio::sync::watch::Sender::new(initial) })
+}
