@@ -1,4 +1,4 @@
+//! `jepsen-like-tests check|bench`: see [`jepsen_like_tests::cli`].
 fn main() {
-    eprintln!("jepsen-like-tests: the checker is being built (issue 5)");
-    std::process::exit(2);
+    std::process::exit(jepsen_like_tests::cli::main(std::env::args_os()));
 }

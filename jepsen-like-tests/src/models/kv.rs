@@ -1,0 +1,134 @@
+//! Model `kv`: a map from string keys to strings, every key initially `""` (Porcupine's
+//! `kvModel`). Keys are independent, so each key is its own partition with a single string as
+//! state.
+//!
+//! | operation | `key` | invoke `value` | `ok` `value` | legal when | new value of the key |
+//! | --- | --- | --- | --- | --- | --- |
+//! | `get` | required | `null` | string read | the key holds it | unchanged |
+//! | `put` | required | string | (ignored) | always | the string |
+//! | `append` | required | string | (ignored) | always | old value + the string |
+//!
+//! A `fail` or `info` get and a `fail` put/append constrain nothing and are dropped; an `info`
+//! put/append is indeterminate.
+
+use std::rc::Rc;
+
+use serde_json::Value;
+
+use crate::history::{History, HistoryError, Operation, Outcome};
+use crate::model::{group, op_error, result_error, Model, PartOp, Prepared};
+
+/// A typed kv operation on one key. Strings are reference-counted so that a state clone in the
+/// search is a pointer copy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum KvOp {
+    Get(Rc<str>),
+    Put(Rc<str>),
+    Append(Rc<str>),
+}
+
+/// The kv model (one key's value).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Kv;
+
+fn string(h: &Operation, v: &Value, is_result: bool) -> Result<Rc<str>, HistoryError> {
+    match v {
+        Value::String(s) => Ok(Rc::from(s.as_str())),
+        other if is_result => Err(result_error(h, format!("result {other} is not a string"))),
+        other => Err(op_error(h, format!("argument {other} is not a string"))),
+    }
+}
+
+impl Model for Kv {
+    type State = Rc<str>;
+    type Op = KvOp;
+
+    fn init(&self) -> Rc<str> {
+        Rc::from("")
+    }
+
+    fn step(&self, state: &Rc<str>, op: &KvOp) -> Option<Rc<str>> {
+        match op {
+            KvOp::Get(v) => (**state == **v).then(|| state.clone()),
+            KvOp::Put(v) => Some(v.clone()),
+            KvOp::Append(v) if v.is_empty() => Some(state.clone()),
+            KvOp::Append(v) => Some(Rc::from(format!("{state}{v}").as_str())),
+        }
+    }
+
+    fn prepare(&self, history: &History) -> Result<Prepared<KvOp>, HistoryError> {
+        let mut items = Vec::with_capacity(history.ops.len());
+        for (i, h) in history.ops.iter().enumerate() {
+            let op = match (h.f.as_str(), h.outcome) {
+                ("get", Outcome::Ok) => KvOp::Get(string(h, &h.output, true)?),
+                ("get", _) | ("put" | "append", Outcome::Fail) => continue,
+                ("put", _) => KvOp::Put(string(h, &h.input, false)?),
+                ("append", _) => KvOp::Append(string(h, &h.input, false)?),
+                (f, _) => return Err(op_error(h, format!("unknown operation {f:?} (kv has get, put, append)"))),
+            };
+            let Some(key) = &h.key else {
+                return Err(op_error(h, "missing key"));
+            };
+            items.push((key.as_str(), PartOp::from_history(op, i, h)));
+        }
+        Ok(Prepared { partitions: group(items, |k| format!("key {k:?}")), static_violation: None })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::check::{check_history, CheckOptions, Verdict};
+    use crate::model::ModelKind;
+    use crate::parse::parse_str;
+
+    fn verdict(lines: &[&str]) -> Verdict {
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        check_history(ModelKind::Kv, &parse_str(&text).unwrap(), &CheckOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn keys_start_empty_and_append_concatenates() {
+        let ok = [
+            r#"{:process 0, :type :invoke, :f :get, :key "a", :value nil}"#,
+            r#"{:process 0, :type :ok, :f :get, :key "a", :value ""}"#,
+            r#"{:process 0, :type :invoke, :f :append, :key "a", :value "x"}"#,
+            r#"{:process 1, :type :invoke, :f :append, :key "a", :value "y"}"#,
+            r#"{:process 0, :type :ok, :f :append, :key "a", :value "x"}"#,
+            r#"{:process 1, :type :ok, :f :append, :key "a", :value "y"}"#,
+            r#"{:process 2, :type :invoke, :f :put, :key "b", :value "z"}"#,
+            r#"{:process 2, :type :ok, :f :put, :key "b", :value "z"}"#,
+            r#"{:process 0, :type :invoke, :f :get, :key "a", :value nil}"#,
+            r#"{:process 0, :type :ok, :f :get, :key "a", :value "yx"}"#,
+        ];
+        assert!(verdict(&ok).is_linearizable());
+        let bad = [
+            r#"{:process 0, :type :invoke, :f :append, :key "a", :value "x"}"#,
+            r#"{:process 0, :type :ok, :f :append, :key "a", :value "x"}"#,
+            r#"{:process 0, :type :invoke, :f :append, :key "a", :value "y"}"#,
+            r#"{:process 0, :type :ok, :f :append, :key "a", :value "y"}"#,
+            r#"{:process 1, :type :invoke, :f :get, :key "b", :value nil}"#,
+            r#"{:process 1, :type :ok, :f :get, :key "b", :value ""}"#,
+            r#"{:process 0, :type :invoke, :f :get, :key "a", :value nil}"#,
+            r#"{:process 0, :type :ok, :f :get, :key "a", :value "yx"}"#,
+        ];
+        let Verdict::NotLinearizable(v) = verdict(&bad) else { panic!("expected a violation") };
+        assert_eq!(v.partition, "key \"a\"");
+        assert_eq!(v.state_after_prefix, "\"xy\"");
+    }
+
+    #[test]
+    fn an_info_put_may_land_late_and_a_missing_key_is_an_error() {
+        let ok = [
+            r#"{"process":0,"type":"invoke","f":"put","key":"a","value":"v"}"#,
+            r#"{"process":0,"type":"info","f":"put","key":"a"}"#,
+            r#"{"process":1,"type":"invoke","f":"get","key":"a"}"#,
+            r#"{"process":1,"type":"ok","f":"get","key":"a","value":""}"#,
+            r#"{"process":1,"type":"invoke","f":"get","key":"a"}"#,
+            r#"{"process":1,"type":"ok","f":"get","key":"a","value":"v"}"#,
+        ];
+        assert!(verdict(&ok).is_linearizable());
+        let text = "{\"process\":0,\"type\":\"invoke\",\"f\":\"get\"}\n{\"process\":0,\"type\":\"ok\",\"f\":\"get\",\"value\":\"\"}\n";
+        let e = check_history(ModelKind::Kv, &parse_str(text).unwrap(), &CheckOptions::default()).unwrap_err();
+        assert_eq!(e.line, 1);
+    }
+}
