@@ -1,7 +1,7 @@
 //! The leader's scheduling loop: worker expiry and dispatch.
 //!
 //! It runs on every replica but acts only while that replica leads, and stops acting the moment
-//! it does not (each proposal goes through `Replica::propose`, which refuses on a non-leader).
+//! it does not (each proposal goes through `Replica::propose_alone`, which refuses on a non-leader).
 //! Every command it proposes is conditional on the state it was decided from (`ExpireWorker`
 //! names the heartbeat it saw, `Assign` the attempt count and worker epoch), so a decision made by
 //! a leader that was already deposed is refused by `apply` rather than applied twice.
@@ -76,7 +76,7 @@ async fn lead(replica: &Replica, term: u64, heartbeat_timeout: Duration, stop: &
             if now.duration_since(entry.1) >= heartbeat_timeout {
                 tracing::warn!(%worker_id, "no heartbeat for {} ms: declaring the worker down", heartbeat_timeout.as_millis());
                 let (epoch, heartbeat_seq) = seq;
-                match replica.propose(Op::ExpireWorker { worker_id, epoch, heartbeat_seq }).await {
+                match replica.propose_alone(Op::ExpireWorker { worker_id, epoch, heartbeat_seq }).await {
                     Ok(response) => tracing::info!(?response, "expiry applied"),
                     Err(_) => return,
                 }
@@ -84,7 +84,7 @@ async fn lead(replica: &Replica, term: u64, heartbeat_timeout: Duration, stop: &
         }
         let plan = replica.sm.read(|sm| sm.plan_assignments(now_ms(), limits::DISPATCH_BATCH_LEN_MAX));
         if !plan.is_empty() {
-            match replica.propose(Op::Assign { items: plan }).await {
+            match replica.propose_alone(Op::Assign { items: plan }).await {
                 Ok(Response::Assigned { n_assigned, .. }) if n_assigned > 0 => continue,
                 Ok(response) => tracing::debug!(?response, "no assignment applied"),
                 Err(_) => return,

@@ -13,6 +13,7 @@ mod limits;
 mod membership;
 mod network;
 mod peers;
+mod proposer;
 mod raft_service;
 pub mod replica;
 mod scheduler_service;

@@ -11,10 +11,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::{BasicNode, ServerState};
 use raftsched_api::{MemberStatus, RaftBytes};
-use raftsched_state::{Command, Op, Response, StateMachine};
+use raftsched_state::{Op, Response, StateMachine};
 use raftsched_store::{NodeId, Raft, SmHandle};
 use tonic::Status;
 
@@ -32,6 +32,7 @@ pub struct Replica {
     /// Long polls (WaitTask, Assignments) hold their slot for up to 30 s, so they get their own
     /// budget and cannot starve ordinary requests.
     pub(crate) long_polls: Arc<tokio::sync::Semaphore>,
+    pub(crate) proposer: crate::proposer::Proposer,
 }
 
 /// Where the leader is, as far as this replica knows.
@@ -110,25 +111,17 @@ impl Replica {
         Err(unavailable_after(&last_error, limits::REQUEST_TIMEOUT))
     }
 
-    /// Proposes on this replica, which believes it leads. `Err(None)`: it does not lead any more
-    /// (retry elsewhere); `Err(Some(status))`: a final error.
+    /// Proposes a client op on this replica, which believes it leads, batched with the other
+    /// client ops proposed at the same moment. `Err(None)`: it does not lead any more (retry
+    /// elsewhere); `Err(Some(status))`: a final error.
     pub(crate) async fn propose(&self, op: Op) -> Result<Response, Option<Status>> {
-        let cmd = Command { now_ms: now_ms(), op };
-        // Bounded: an isolated leader (openraft 0.9 does not step down on its own) would keep the
-        // write pending forever. Every op is safe to retry, so giving up is only ambiguous.
-        let Ok(written) = tokio::time::timeout(limits::REQUEST_TIMEOUT, self.raft.client_write(cmd)).await else {
-            return Err(Some(Status::unavailable(format!(
-                "replica {} could not commit within request_timeout_ms {}",
-                self.id,
-                limits::REQUEST_TIMEOUT.as_millis()
-            ))));
-        };
-        match written {
-            Ok(reply) => Ok(reply.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(None),
-            Err(RaftError::APIError(e)) => Err(Some(Status::internal(format!("write failed: {e}")))),
-            Err(RaftError::Fatal(e)) => Err(Some(Status::unavailable(format!("replica {} is stopping: {e}", self.id)))),
-        }
+        self.proposer.propose(op).await
+    }
+
+    /// Proposes `op` as an entry of its own (the leader loop's decisions: an `Assign`'s token is
+    /// its entry's index, so it must not share the entry).
+    pub(crate) async fn propose_alone(&self, op: Op) -> Result<Response, Option<Status>> {
+        crate::proposer::write(&self.raft, self.id, op).await
     }
 
     async fn forward(&self, addr: &str, op: &Op) -> Result<Response, Status> {

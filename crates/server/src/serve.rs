@@ -122,6 +122,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         }
     }
 
+    let proposer = crate::proposer::Proposer::start(raft.clone(), config.id);
     let replica = Arc::new(Replica {
         id: config.id,
         worker_heartbeat_timeout_ms: config.worker_heartbeat_timeout_ms,
@@ -131,6 +132,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         peers,
         in_flight: Arc::new(tokio::sync::Semaphore::new(limits::IN_FLIGHT_REQUESTS_MAX)),
         long_polls: Arc::new(tokio::sync::Semaphore::new(limits::LONG_POLLS_MAX)),
+        proposer,
     });
     let scheduler = SchedulerServer::new(SchedulerService { replica: replica.clone() })
         .max_decoding_message_size(limits::CLIENT_MESSAGE_BYTES_MAX)

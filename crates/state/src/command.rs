@@ -37,6 +37,9 @@ pub enum Op {
     Assign { items: Vec<AssignItem> },
     /// A worker's report about the attempt it holds under `token`.
     Report { task_id: TaskId, token: u64, event: ReportEvent },
+    /// Several client ops in one entry, applied in order (the leader batches concurrent writes so
+    /// that one log append and one fsync carry many of them).
+    Batch { ops: Vec<Op> },
 }
 
 /// Assign `task_id` to `worker_id` if the task is still pending with `attempts` attempts made and
@@ -67,6 +70,7 @@ impl Op {
             Op::DrainWorker { .. } => "drain_worker",
             Op::Assign { .. } => "assign",
             Op::Report { .. } => "report",
+            Op::Batch { .. } => "batch",
         }
     }
 }
@@ -98,6 +102,8 @@ pub enum Response {
         n_stale: u32,
     },
     Reported,
+    /// One answer per op of a `Batch`, in order.
+    Batch(Vec<Response>),
     /// The answer for Raft's own entries (blank, membership), which carry no command.
     Noop,
     Rejected(Rejection),

@@ -41,6 +41,8 @@ pub const WORKERS_MAX: usize = 10_000;
 pub const WORKER_ID_BYTES_MAX: usize = 128;
 /// Labels of one worker.
 pub const WORKER_LABEL_COUNT_MAX: usize = 32;
+/// Ops in one batched Raft entry (client writes the leader groups together).
+pub const BATCH_LEN_MAX: usize = 1024;
 /// Assignments in one Raft command.
 pub const ASSIGN_BATCH_LEN_MAX: usize = 1024;
 /// Retry backoff after a failed or lost attempt: BASE * 2^(attempt-1), capped at MAX.

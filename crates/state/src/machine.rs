@@ -27,6 +27,9 @@ pub struct StateMachine {
     pub(crate) counts: [u64; 6],
     /// Pending tasks in dispatch order: higher priority first (negated), then FIFO by id.
     pub(crate) pending: BTreeSet<(i64, TaskId)>,
+    /// The id given to the last task created; ids are 1, 2, 3... in submission order. Not the log
+    /// index: one entry may carry a batch of submits.
+    pub(crate) last_task_id: TaskId,
 }
 
 /// Dispatch order key of a pending task.
@@ -73,6 +76,31 @@ impl StateMachine {
         self.advance(index);
         let now_ms = cmd.now_ms;
         let response = match &cmd.op {
+            Op::Batch { ops } => self.batch(index, now_ms, ops),
+            op => self.apply_op(index, now_ms, op),
+        };
+        debug_assert_eq!(self.check_invariants(), Ok(()));
+        response
+    }
+
+    /// A batch applies its ops in order, each exactly as if it were an entry of its own at the same
+    /// index. `Assign` is not allowed in a batch: its token is the entry's index, and two
+    /// assignments of one task in one entry would share a token.
+    fn batch(&mut self, index: u64, now_ms: u64, ops: &[Op]) -> Response {
+        if ops.len() > limits::BATCH_LEN_MAX {
+            let reason = format!("{} ops in a batch, over batch_len_max {}", ops.len(), limits::BATCH_LEN_MAX);
+            return Response::Rejected(Rejection::Invalid { reason });
+        }
+        if ops.iter().any(|op| matches!(op, Op::Batch { .. } | Op::Assign { .. })) {
+            let reason = "a batch may not hold batches or assignments".to_string();
+            return Response::Rejected(Rejection::Invalid { reason });
+        }
+        Response::Batch(ops.iter().map(|op| self.apply_op(index, now_ms, op)).collect())
+    }
+
+    fn apply_op(&mut self, index: u64, now_ms: u64, op: &Op) -> Response {
+        match op {
+            Op::Batch { .. } => Response::Rejected(Rejection::Invalid { reason: "nested batch".to_string() }),
             Op::Submit { key, spec } => self.submit(index, now_ms, key, spec),
             Op::Cancel { id } => self.cancel(index, *id, now_ms),
             Op::RegisterWorker { worker_id, instance, addr, slots, labels } => {
@@ -85,9 +113,7 @@ impl StateMachine {
             Op::DrainWorker { worker_id } => self.drain_worker(worker_id),
             Op::Assign { items } => self.assign(index, now_ms, items),
             Op::Report { task_id, token, event } => self.report(index, now_ms, *task_id, *token, event),
-        };
-        debug_assert_eq!(self.check_invariants(), Ok(()));
-        response
+        }
     }
 
     /// Moves task `id` to state `to`, keeping counts and the pending queue in step.
@@ -165,9 +191,9 @@ impl StateMachine {
             let count = self.tasks.len();
             return Response::Rejected(Rejection::TooManyTasks { count, limit: limits::TASKS_TOTAL_MAX });
         }
-        let id: TaskId = index;
-        assert!(id > 0, "task id 0 is reserved (index 0 is the initial membership)");
+        let id: TaskId = self.last_task_id + 1;
         assert!(!self.tasks.contains_key(&id), "task id {id} reused");
+        self.last_task_id = id;
         let task = Task {
             id,
             key: key.to_string(),
@@ -249,8 +275,8 @@ impl StateMachine {
             if task.id != id {
                 return Err(format!("task stored under {id} has id {}", task.id));
             }
-            if self.applied_index.is_none_or(|a| id > a) {
-                return Err(format!("task {id} is newer than applied index {:?}", self.applied_index));
+            if id == 0 || id > self.last_task_id {
+                return Err(format!("task {id} is outside 1..={}", self.last_task_id));
             }
             if self.keys.get(&task.key) != Some(&id) {
                 return Err(format!("task {id}'s key {:?} does not map back to it", task.key));
@@ -344,11 +370,22 @@ mod tests {
     }
 
     #[test]
-    fn task_id_is_the_log_index() {
+    fn task_ids_count_from_one_in_submission_order() {
         let mut sm = StateMachine::new();
         let r = sm.apply(7, &submit("a", TaskSpec::builtin("echo", "hi")));
-        assert_eq!(r, Response::Submitted { id: 7, created: true });
-        let t = sm.get(7).unwrap();
+        assert_eq!(r, Response::Submitted { id: 1, created: true });
+        let batch = Op::Batch {
+            ops: vec![submit("b", TaskSpec::builtin("echo", "b")).op, submit("a", TaskSpec::builtin("echo", "hi")).op],
+        };
+        let r = sm.apply(8, &Command { now_ms: 1_000, op: batch });
+        assert_eq!(
+            r,
+            Response::Batch(vec![
+                Response::Submitted { id: 2, created: true },
+                Response::Submitted { id: 1, created: false }
+            ])
+        );
+        let t = sm.get(1).unwrap();
         assert_eq!((t.state, t.created_at_ms, t.key.as_str()), (TaskState::Pending, 1_000, "a"));
     }
 

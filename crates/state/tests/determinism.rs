@@ -40,6 +40,10 @@ fn arb_step() -> impl Strategy<Value = Step> {
             Step::Op(Op::Submit { key, spec })
         }),
         1 => (0u64..40).prop_map(|id| Step::Op(Op::Cancel { id })),
+        1 => prop::collection::vec(prop_oneof![
+            ("[a-e]{0,1}", arb_spec()).prop_map(|(key, spec)| Op::Submit { key, spec }),
+            (0u64..40).prop_map(|id| Op::Cancel { id }),
+        ], 1..4).prop_map(|ops| Step::Op(Op::Batch { ops })),
         1 => (0usize..3, 0u64..2, 1u32..3, any::<bool>()).prop_map(|(worker, instance, slots, gpu)| Step::Register { worker, instance, slots, gpu }),
         1 => (0usize..3, 0u64..2).prop_map(|(worker, instance)| Step::Heartbeat { worker, instance }),
         1 => (0usize..3, prop::bool::weighted(0.3)).prop_map(|(worker, stale)| Step::Expire { worker, stale }),
@@ -182,7 +186,7 @@ proptest! {
                     prop_assert_eq!(&task.key, key);
                     prop_assert_eq!(&task.spec, spec);
                     prop_assert_eq!(*created, before.get_by_key(key).is_none());
-                    if *created { prop_assert_eq!(*id, *index); }
+                    if *created { prop_assert!(before.get(*id).is_none() && before.list(&Default::default()).tasks.iter().all(|t| t.id < *id)); }
                 }
                 (Op::Cancel { id }, Response::Cancelled { id: got }) => {
                     prop_assert_eq!(id, got);
@@ -209,6 +213,7 @@ proptest! {
                         prop_assert!(before_task.result.is_none());
                     }
                 }
+                (Op::Batch { ops }, Response::Batch(responses)) => prop_assert_eq!(ops.len(), responses.len()),
                 (_, Response::Registered { .. } | Response::HeartbeatOk { .. } | Response::Expired { .. } | Response::Drained) => {}
                 (op, r) => prop_assert!(false, "{op:?} answered {r:?}"),
             }
