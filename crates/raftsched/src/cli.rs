@@ -43,6 +43,12 @@ pub enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Internal: the per-attempt supervisor a worker runs commands under.
+    #[command(name = "__supervise", hide = true)]
+    Supervise {
+        #[arg(last = true)]
+        argv: Vec<String>,
+    },
     /// Quorum-loss recovery: rewrite a surviving replica's data dir into a one-replica cluster.
     Recover(RecoverArgs),
     /// Measure the cluster.

@@ -70,6 +70,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         .await
         .map(|m| m.current_leader);
     let cluster: Vec<&str> = members.values().map(String::as_str).collect();
+    crate::worker_cmds::use_self_as_supervisor();
     let (workers_stop, workers_stop_rx) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
     for i in 1..=args.workers {

@@ -20,6 +20,10 @@ fn main() {
         Ok(cli) => cli,
         Err(e) => exit_on_usage_error(e),
     };
+    // The supervisor is a plain process: no runtime, no logging.
+    if let Command::Supervise { argv } = &cli.command {
+        std::process::exit(raftsched_worker::exec::supervise(argv));
+    }
     let default_level = match cli.command {
         Command::Server(_) | Command::Dev(_) | Command::Worker { command: None, .. } => "info",
         _ => "warn",
@@ -76,6 +80,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Cluster { command: ClusterCommand::TransferLeader(args) } => client_cmds::transfer_leader(args).await,
         Command::Bench { command } => bench::run(command).await,
         Command::Recover(args) => server_cmd::recover(args).await,
+        Command::Supervise { .. } => unreachable!("handled before the runtime starts"),
         Command::Worker { command: Some(WorkerCommand::Drain(args)), .. } => worker_cmds::drain(args).await,
         Command::Worker { command: None, args } => worker_cmds::run_worker(args).await,
         Command::Workers(args) => worker_cmds::workers(args).await,

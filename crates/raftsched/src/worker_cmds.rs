@@ -47,8 +47,17 @@ pub fn worker_config(args: &WorkerArgs) -> Result<WorkerConfig, CliError> {
     })
 }
 
+/// Command attempts run under this binary's `__supervise`, so they die with the worker.
+pub fn use_self_as_supervisor() {
+    match std::env::current_exe() {
+        Ok(path) => raftsched_worker::exec::set_supervisor(path),
+        Err(e) => tracing::warn!(error = %e, "cannot find this binary; attempts run without a supervisor"),
+    }
+}
+
 pub async fn run_worker(args: WorkerArgs) -> Result<(), CliError> {
     let config = worker_config(&args)?;
+    use_self_as_supervisor();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(raftsched_worker::run(config, stop_rx));
     tokio::pin!(worker);

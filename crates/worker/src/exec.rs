@@ -11,6 +11,51 @@ use raftsched_state::tail_of;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
+/// The hidden subcommand of the supervisor binary (see `set_supervisor`).
+pub const SUPERVISE_SUBCOMMAND: &str = "__supervise";
+
+static SUPERVISOR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Runs every command attempt under `path SUPERVISE_SUBCOMMAND -- argv...` (a binary that calls
+/// `supervise`), so that a worker killed with -9 takes the attempt's whole process group with it.
+pub fn set_supervisor(path: std::path::PathBuf) {
+    let _ = SUPERVISOR.set(path);
+}
+
+extern "C" fn kill_own_group(_signal: libc::c_int) {
+    // Only async-signal-safe calls here.
+    unsafe {
+        libc::kill(0, libc::SIGKILL);
+    }
+}
+
+/// The supervisor: leader of the attempt's process group and direct child of the worker. When the
+/// worker dies it gets SIGTERM (PR_SET_PDEATHSIG) and kills the whole group, itself included.
+/// Otherwise it runs `argv` in the group and exits with its status. Returns the exit code.
+pub fn supervise(argv: &[String]) -> i32 {
+    let Some((program, args)) = argv.split_first() else {
+        eprintln!("supervise: nothing to run");
+        return 127;
+    };
+    unsafe {
+        libc::signal(libc::SIGTERM, kill_own_group as *const () as libc::sighandler_t);
+        // The worker may have died before the handler was in place: then nothing else will tell us.
+        if libc::getppid() == 1 {
+            return 137;
+        }
+    }
+    match std::process::Command::new(program).args(args).status() {
+        Ok(status) => status.code().unwrap_or_else(|| {
+            use std::os::unix::process::ExitStatusExt;
+            128 + status.signal().unwrap_or(0)
+        }),
+        Err(e) => {
+            eprintln!("cannot start {program:?}: {e}");
+            127
+        }
+    }
+}
+
 /// How an attempt ended on this worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ended {
@@ -97,9 +142,23 @@ async fn command(
     let Some((program, args)) = argv.split_first() else {
         return Ended::Finished { exit_code: 127, output_tail: "empty argv".into(), timed_out: false };
     };
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        .envs(spec.env.iter())
+    let supervisor = SUPERVISOR.get();
+    let mut cmd = match supervisor {
+        Some(path) => {
+            let mut cmd = tokio::process::Command::new(path);
+            cmd.arg(SUPERVISE_SUBCOMMAND).arg("--").arg(program).args(args);
+            cmd
+        }
+        None => {
+            let mut cmd = tokio::process::Command::new(program);
+            cmd.args(args);
+            cmd
+        }
+    };
+    // With a supervisor, the worker's death reaches it as SIGTERM, which it turns into SIGKILL for
+    // the whole process group (grandchildren included); without one, SIGKILL reaches only the child.
+    let death_signal = if supervisor.is_some() { libc::SIGTERM } else { libc::SIGKILL };
+    cmd.envs(spec.env.iter())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -111,8 +170,8 @@ async fn command(
     #[cfg(target_os = "linux")]
     unsafe {
         // The child gets SIGKILL if the worker dies, so no attempt outlives its worker's lease.
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, death_signal) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
