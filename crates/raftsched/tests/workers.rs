@@ -67,7 +67,7 @@ async fn tasks_survive_a_worker_kill_and_a_leader_kill() {
     let client = cluster.client();
     let mut ids = Vec::new();
     for n in 0..N {
-        ids.push(client.submit(&format!("t{n}"), sleep_task(2_000)).await.unwrap().id);
+        ids.push(client.submit(&format!("t{n}"), sleep_task(5_000)).await.unwrap().id);
     }
     for id in &ids {
         cluster.wait_task(*id, "running", |t| t.state == "running").await;
