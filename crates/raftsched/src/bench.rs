@@ -19,7 +19,9 @@ const PAYLOAD_BYTES_MAX: usize = raftsched_state::limits::SPEC_BYTES_MAX - 64;
 
 pub async fn run(command: BenchCommand) -> Result<(), CliError> {
     match command {
-        BenchCommand::Submit(args) => submit(args).await,
+        BenchCommand::Submit(args) => run_load(args, Load::Submit).await,
+        BenchCommand::Get(args) => run_load(args, Load::Get).await,
+        BenchCommand::Dispatch(args) => run_load(args, Load::Dispatch).await,
         BenchCommand::Fsync(args) => fsync(args),
     }
 }
@@ -81,7 +83,48 @@ struct LoopResult {
     last_error: Option<String>,
 }
 
-async fn submit(args: BenchSubmitArgs) -> Result<(), CliError> {
+/// What each load loop does per operation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Load {
+    /// A durable, replicated submit with a unique key.
+    Submit,
+    /// A linearizable read of one task.
+    Get,
+    /// Submit a no-op task and wait until a worker has run it and its result is recorded.
+    Dispatch,
+}
+
+impl Load {
+    fn name(self) -> &'static str {
+        match self {
+            Load::Submit => "submit",
+            Load::Get => "get",
+            Load::Dispatch => "dispatch",
+        }
+    }
+}
+
+async fn one_op(load: Load, client: &Client, key: &str, payload: &str, get_id: u64) -> Result<(), String> {
+    match load {
+        Load::Submit => client.submit(key, raftsched_client::builtin("echo", payload)).await.map(|_| ()),
+        Load::Get => client.get(get_id, false).await.map(|_| ()),
+        Load::Dispatch => {
+            let id =
+                client.submit(key, raftsched_client::builtin("echo", payload)).await.map_err(|e| e.to_string())?.id;
+            let mut version = 0;
+            loop {
+                let task = client.wait_task(id, version, Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
+                if matches!(task.state.as_str(), "succeeded" | "failed" | "cancelled") {
+                    return Ok(());
+                }
+                version = task.version;
+            }
+        }
+    }
+    .map_err(|e| e.to_string())
+}
+
+async fn run_load(args: BenchSubmitArgs, load: Load) -> Result<(), CliError> {
     if args.concurrency == 0 || args.concurrency > CONCURRENCY_MAX {
         return Err(CliError::Usage(format!("--concurrency must be 1..={CONCURRENCY_MAX}")));
     }
@@ -94,6 +137,16 @@ async fn submit(args: BenchSubmitArgs) -> Result<(), CliError> {
     let addrs = parse_cluster(&args.cluster.cluster)?;
     let payload = Arc::new("x".repeat(args.payload_bytes));
     let run_id = format!("{:016x}", rand::random::<u64>());
+    // Reads need a task to read.
+    let get_id = match load {
+        Load::Get => {
+            Client::new(addrs.clone(), args.cluster.timeout)?
+                .submit(&format!("bench-{run_id}-read-me"), raftsched_client::builtin("echo", &payload))
+                .await?
+                .id
+        }
+        _ => 0,
+    };
     let duration = Duration::from_secs(args.duration_s);
     let started = Instant::now();
     let mut loops = Vec::with_capacity(args.concurrency);
@@ -108,11 +161,11 @@ async fn submit(args: BenchSubmitArgs) -> Result<(), CliError> {
                 let key = format!("bench-{run_id}-{i}-{n}");
                 n += 1;
                 let t0 = Instant::now();
-                match client.submit(&key, raftsched_client::builtin("echo", &payload)).await {
-                    Ok(_) => result.latencies_us.push(t0.elapsed().as_micros() as u64),
+                match one_op(load, &client, &key, &payload, get_id).await {
+                    Ok(()) => result.latencies_us.push(t0.elapsed().as_micros() as u64),
                     Err(e) => {
                         result.n_errors += 1;
-                        result.last_error = Some(e.to_string());
+                        result.last_error = Some(e);
                     }
                 }
             }
@@ -138,7 +191,7 @@ async fn submit(args: BenchSubmitArgs) -> Result<(), CliError> {
         println!(
             "{}",
             json!({
-                "bench": "submit",
+                "bench": load.name(),
                 "concurrency": args.concurrency,
                 "duration_s": elapsed_s,
                 "payload_bytes": args.payload_bytes,
@@ -152,8 +205,10 @@ async fn submit(args: BenchSubmitArgs) -> Result<(), CliError> {
         );
     } else {
         println!(
-            "submit: concurrency {} payload {} B: {ops} ops in {elapsed_s:.1} s = {ops_per_s:.0} ops/s, p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms, {n_errors} errors",
-            args.concurrency, args.payload_bytes
+            "{}: concurrency {} payload {} B: {ops} ops in {elapsed_s:.1} s = {ops_per_s:.0} ops/s, p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms, {n_errors} errors",
+            load.name(),
+            args.concurrency,
+            args.payload_bytes
         );
     }
     if let Some(e) = last_error {

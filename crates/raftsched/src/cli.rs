@@ -161,6 +161,10 @@ pub struct MemberRemoveArgs {
 pub enum BenchCommand {
     /// Durable, replicated submits at a fixed concurrency.
     Submit(BenchSubmitArgs),
+    /// Linearizable reads (`get`) of one task at a fixed concurrency.
+    Get(BenchSubmitArgs),
+    /// End to end: submit a no-op task and wait until a worker has run it (needs running workers).
+    Dispatch(BenchSubmitArgs),
     /// The disk's fdatasync latency (what every durable commit waits for at least once).
     Fsync(BenchFsyncArgs),
 }

@@ -15,6 +15,7 @@ mod network;
 mod peers;
 mod proposer;
 mod raft_service;
+mod read_index;
 pub mod replica;
 mod scheduler_service;
 mod serve;

@@ -57,7 +57,7 @@ impl RaftRpc for RaftService {
     }
 
     async fn read_index(&self, _req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
-        let index = self.replica.local_read_index().await?;
+        let index = self.replica.local_rounds.get(|| self.replica.local_read_index()).await?;
         Ok(Response::new(ReadIndexResponse { index }))
     }
 

@@ -33,6 +33,10 @@ pub struct Replica {
     /// budget and cannot starve ordinary requests.
     pub(crate) long_polls: Arc<tokio::sync::Semaphore>,
     pub(crate) proposer: crate::proposer::Proposer,
+    /// Read-index rounds shared by concurrent reads: confirmed locally while leading, asked of the
+    /// leader otherwise.
+    pub(crate) local_rounds: crate::read_index::ReadIndexRounds,
+    pub(crate) remote_rounds: crate::read_index::ReadIndexRounds,
 }
 
 /// Where the leader is, as far as this replica knows.
@@ -143,14 +147,14 @@ impl Replica {
         let mut last_error = String::from("no leader elected yet");
         while started.elapsed() < limits::REQUEST_TIMEOUT {
             let read_index = match self.leader() {
-                Leader::Me => match self.local_read_index().await {
+                Leader::Me => match self.local_rounds.get(|| self.local_read_index()).await {
                     Ok(index) => Some(index),
                     Err(e) => {
                         last_error = e.message().to_string();
                         None
                     }
                 },
-                Leader::Other(id, addr) => match self.remote_read_index(&addr).await {
+                Leader::Other(id, addr) => match self.remote_rounds.get(|| self.remote_read_index(&addr)).await {
                     Ok(index) => Some(index),
                     Err(e) => {
                         last_error = format!("read index from leader {id} at {addr}: {}", e.message());

@@ -133,6 +133,8 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         in_flight: Arc::new(tokio::sync::Semaphore::new(limits::IN_FLIGHT_REQUESTS_MAX)),
         long_polls: Arc::new(tokio::sync::Semaphore::new(limits::LONG_POLLS_MAX)),
         proposer,
+        local_rounds: Default::default(),
+        remote_rounds: Default::default(),
     });
     let scheduler = SchedulerServer::new(SchedulerService { replica: replica.clone() })
         .max_decoding_message_size(limits::CLIENT_MESSAGE_BYTES_MAX)
