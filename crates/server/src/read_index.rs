@@ -69,7 +69,7 @@ mod tests {
             t.await.unwrap().unwrap();
         }
         let n = n_rounds.load(Ordering::SeqCst);
-        assert!(n >= 1 && n < 50, "{n} rounds for 50 concurrent reads");
+        assert!((1..50).contains(&n), "{n} rounds for 50 concurrent reads");
         // A read that arrives after everything finished gets a fresh round.
         let fresh = rounds.get(|| async { Ok(999) }).await.unwrap();
         assert_eq!(fresh, 999);
