@@ -10,3 +10,6 @@ pub mod v1 {
 }
 
 pub use v1::*;
+
+/// The encoded `FileDescriptorSet` of `proto/raftsched.proto`, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/raftsched_descriptor.bin"));

@@ -145,6 +145,17 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
     let workers = WorkerServer::new(WorkerService { replica: replica.clone() })
         .max_decoding_message_size(limits::CLIENT_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(limits::CLIENT_MESSAGE_BYTES_MAX * 64);
+    // grpc.health.v1 and server reflection, so standard tools (grpcurl, load balancers) work
+    // against any replica. "" is the whole server; each service is listed too.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<SchedulerServer<SchedulerService>>().await;
+    health.set_serving::<WorkerServer<WorkerService>>().await;
+    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(raftsched_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| StartError::Config(format!("reflection: {e}")))?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let server = tokio::spawn(
@@ -153,6 +164,8 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
             .add_service(scheduler)
             .add_service(raft_rpc)
             .add_service(workers)
+            .add_service(health_service)
+            .add_service(reflection)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop_rx.await;
             }),
