@@ -8,6 +8,9 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "raftsched", version, about = "A Raft-replicated task scheduler", propagate_version = true)]
 pub struct Cli {
+    /// Log format on stderr: text (default) or json (one object per line).
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
     #[command(subcommand)]
     pub command: Command,
 }
