@@ -215,6 +215,9 @@ pub struct ServerArgs {
     /// The address other replicas reach this one at (default: --listen).
     #[arg(long)]
     pub advertise: Option<String>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics.
+    #[arg(long)]
+    pub http: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub timing: TimingArgs,
 }

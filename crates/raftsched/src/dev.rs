@@ -51,6 +51,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
             timing: timing.clone(),
             worker_heartbeat_timeout_ms: crate::server_cmd::heartbeat_timeout_ms(&args.timing)?,
             bootstrap: true,
+            http: None,
         };
         match raftsched_server::start(config).await {
             Ok(r) => running.push(r),

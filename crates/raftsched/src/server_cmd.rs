@@ -55,6 +55,7 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
         timing: timing(&args.timing)?,
         worker_heartbeat_timeout_ms: heartbeat_timeout_ms(&args.timing)?,
         bootstrap,
+        http: args.http,
     };
     let running = raftsched_server::start(config).await.map_err(|e| CliError::Failed(e.to_string()))?;
     let raft_stopped = running.replica.raft.wait(None);

@@ -1,5 +1,6 @@
 //! Goal: standard gRPC tooling works against any replica: `grpc.health.v1` answers SERVING for the
-//! server and its services, and server reflection lists raftsched's services (what grpcurl needs).
+//! server and its services, server reflection lists raftsched's services (what grpcurl needs), and
+//! `--http` serves Prometheus metrics that follow what the replica does.
 
 mod common;
 
@@ -37,4 +38,47 @@ async fn health_and_reflection_answer_on_every_replica() {
     for expected in ["raftsched.v1.Scheduler", "raftsched.v1.Worker", "grpc.health.v1.Health"] {
         assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
     }
+}
+
+/// Fetches `path` from `addr` with a plain HTTP/1.1 GET (no client library needed).
+async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_the_replica() {
+    let http = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let mut cluster = Cluster::start(1, &["--http", &http]);
+    cluster.leader().await;
+    cluster.client().submit("m1", echo("x")).await.unwrap();
+    let response = http_get(&http, "/metrics").await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    for expected in [
+        "raftsched_raft_term 1",
+        "raftsched_raft_role{role=\"leader\"} 1",
+        "raftsched_tasks{state=\"pending\"} 1",
+        "raftsched_workers{state=\"ready\"} 0",
+        "# TYPE raftsched_disk_sync_seconds histogram",
+        "raftsched_disk_sync_seconds_bucket{le=\"+Inf\"}",
+    ] {
+        assert!(response.contains(expected), "{expected:?} missing from:\n{response}");
+    }
+    let proposals: u64 = response
+        .lines()
+        .find_map(|l| l.strip_prefix("raftsched_proposals_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(proposals >= 1);
+    let syncs: u64 = response
+        .lines()
+        .find_map(|l| l.strip_prefix("raftsched_disk_sync_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(syncs >= 1, "a submit was acknowledged without a recorded sync");
 }

@@ -43,6 +43,8 @@ pub struct ReplicaConfig {
     /// Whether a first start forms the cluster from `initial_cluster`. A joining replica does not:
     /// it waits, empty, until a member adds it (`raftsched cluster add`).
     pub bootstrap: bool,
+    /// Where to serve `/metrics` over HTTP; none when `None`.
+    pub http: Option<SocketAddr>,
     pub timing: RaftTiming,
     /// The leader declares a worker down after this long without a heartbeat. Workers learn it at
     /// registration and keep their lease (`lease_ms`) shorter by a margin for clock-rate drift.

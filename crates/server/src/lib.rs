@@ -11,6 +11,7 @@ mod convert;
 mod leader_loop;
 mod limits;
 mod membership;
+pub mod metrics;
 mod network;
 mod peers;
 mod proposer;

@@ -37,6 +37,8 @@ pub struct Replica {
     /// leader otherwise.
     pub(crate) local_rounds: crate::read_index::ReadIndexRounds,
     pub(crate) remote_rounds: crate::read_index::ReadIndexRounds,
+    pub counters: crate::metrics::Counters,
+    pub sync_stats: Arc<raftsched_store::SyncStats>,
 }
 
 /// Where the leader is, as far as this replica knows.
@@ -71,7 +73,9 @@ impl Replica {
 
     /// Takes one in-flight slot, or RESOURCE_EXHAUSTED when all are busy.
     pub(crate) fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.counters.requests_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.in_flight.clone().try_acquire_owned().map_err(|_| {
+            self.counters.rejected_overload_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Status::resource_exhausted(format!(
                 "replica {} is at in_flight_requests_max {}",
                 self.id,
@@ -119,6 +123,7 @@ impl Replica {
     /// client ops proposed at the same moment. `Err(None)`: it does not lead any more (retry
     /// elsewhere); `Err(Some(status))`: a final error.
     pub(crate) async fn propose(&self, op: Op) -> Result<Response, Option<Status>> {
+        self.counters.proposals_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.proposer.propose(op).await
     }
 
@@ -129,6 +134,7 @@ impl Replica {
     }
 
     async fn forward(&self, addr: &str, op: &Op) -> Result<Response, Status> {
+        self.counters.forwarded_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let data = bincode::serialize(op).map_err(|e| Status::internal(format!("encode op: {e}")))?;
         let mut client = self.peers.client(addr)?;
         let mut request = tonic::Request::new(RaftBytes { data });

@@ -47,6 +47,9 @@ pub struct RunningReplica {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     loop_stop: tokio::sync::watch::Sender<bool>,
     leader_loop: JoinHandle<()>,
+    http: Option<(std::net::SocketAddr, oneshot::Sender<()>, JoinHandle<()>)>,
+    /// The address of the `/metrics` HTTP server, when one was asked for.
+    pub http_addr: Option<std::net::SocketAddr>,
 }
 
 impl RunningReplica {
@@ -56,6 +59,10 @@ impl RunningReplica {
             let _ = tx.send(());
         }
         self.loop_stop.send_replace(true);
+        if let Some((_, stop, task)) = self.http.take() {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
         if let Err(e) = (&mut self.leader_loop).await {
             tracing::warn!(error = %e, "scheduling loop failed");
         }
@@ -87,6 +94,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
 
     let opened = raftsched_store::open(&config.data_dir, config.id)?;
     let sm = opened.sm_store.handle();
+    let opened_sync_stats = opened.sync_stats.clone();
     let raft_config = Config {
         cluster_name: "raftsched".to_string(),
         heartbeat_interval: config.timing.heartbeat_interval_ms,
@@ -135,6 +143,8 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         proposer,
         local_rounds: Default::default(),
         remote_rounds: Default::default(),
+        counters: Default::default(),
+        sync_stats: opened_sync_stats,
     });
     let scheduler = SchedulerServer::new(SchedulerService { replica: replica.clone() })
         .max_decoding_message_size(limits::CLIENT_MESSAGE_BYTES_MAX)
@@ -171,7 +181,40 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
             }),
     );
     tracing::info!(id = config.id, %local_addr, data_dir = %config.data_dir.display(), "replica serving");
+    let http = match config.http {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen { addr: addr.to_string(), source })?;
+            let http_addr =
+                listener.local_addr().map_err(|source| StartError::Listen { addr: addr.to_string(), source })?;
+            tracing::info!(%http_addr, "serving /metrics");
+            let replica = replica.clone();
+            let router = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let replica = replica.clone();
+                    async move {
+                        let body = crate::metrics::render(&replica, &replica.sync_stats);
+                        ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+                    }
+                }),
+            );
+            let (http_stop, http_stop_rx) = oneshot::channel::<()>();
+            let task = tokio::spawn(async move {
+                let served = axum::serve(listener, router).with_graceful_shutdown(async {
+                    let _ = http_stop_rx.await;
+                });
+                if let Err(e) = served.await {
+                    tracing::warn!(error = %e, "http server ended");
+                }
+            });
+            Some((http_addr, http_stop, task))
+        }
+        None => None,
+    };
     let (loop_stop, loop_stop_rx) = tokio::sync::watch::channel(false);
     let leader_loop = tokio::spawn(crate::leader_loop::run(replica.clone(), loop_stop_rx));
-    Ok(RunningReplica { replica, local_addr, stop_tx: Some(stop_tx), server, loop_stop, leader_loop })
+    let http_addr = http.as_ref().map(|(a, _, _)| *a);
+    Ok(RunningReplica { replica, local_addr, http_addr, stop_tx: Some(stop_tx), server, loop_stop, leader_loop, http })
 }

@@ -27,6 +27,8 @@ pub struct Opened {
     pub sm_store: SmStore,
     /// True when the dir held no Raft state before (first start).
     pub pristine: bool,
+    /// Latency of every durable sync of this store.
+    pub sync_stats: std::sync::Arc<crate::disk::SyncStats>,
 }
 
 const REPLICA_ID_KEY: &[u8] = b"replica_id";
@@ -125,9 +127,10 @@ pub fn open(dir: &Path, replica_id: u64) -> Result<Opened, OpenError> {
         dir: dir.to_path_buf(),
         what: format!("cannot open the database file for syncing: {e}"),
     })?;
+    let sync_stats = disk.stats();
     let flusher = Flusher::start(disk.clone());
     let sm_store = SmStore::load(disk.clone(), snap)
         .map_err(|e| OpenError::Corrupt { dir: dir.to_path_buf(), what: e.to_string() })?;
     let log_store = LogStore::new(disk, meta, log, flusher, sm_store.durable_snapshot());
-    Ok(Opened { log_store, sm_store, pristine })
+    Ok(Opened { log_store, sm_store, pristine, sync_stats })
 }

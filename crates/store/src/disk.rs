@@ -19,19 +19,53 @@ pub(crate) struct DiskSync {
     db: sled::Db,
     /// Any file on the database's file system (the database file itself).
     anchor: Arc<std::fs::File>,
+    stats: Arc<SyncStats>,
+}
+
+/// Upper bounds of the sync-latency histogram buckets, in microseconds.
+pub const SYNC_BUCKETS_US: [u64; 10] = [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000];
+
+/// How long syncs take: a Prometheus-style histogram, updated by every sync.
+#[derive(Default)]
+pub struct SyncStats {
+    pub count: std::sync::atomic::AtomicU64,
+    pub sum_us: std::sync::atomic::AtomicU64,
+    /// Cumulative counts per bucket of `SYNC_BUCKETS_US` (a sync is counted in every bucket whose
+    /// bound it does not exceed).
+    pub buckets: [std::sync::atomic::AtomicU64; 10],
+}
+
+impl SyncStats {
+    fn record(&self, us: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+        for (bound, bucket) in SYNC_BUCKETS_US.iter().zip(&self.buckets) {
+            if us <= *bound {
+                bucket.fetch_add(1, Relaxed);
+            }
+        }
+    }
 }
 
 impl DiskSync {
     pub(crate) fn new(db: sled::Db, sled_dir: &Path) -> io::Result<DiskSync> {
         let anchor = std::fs::File::open(sled_dir.join("db")).or_else(|_| std::fs::File::open(sled_dir))?;
-        Ok(DiskSync { db, anchor: Arc::new(anchor) })
+        Ok(DiskSync { db, anchor: Arc::new(anchor), stats: Arc::default() })
     }
 
     /// Returns once everything written to sled before the call is durable.
     pub(crate) async fn sync(&self) -> io::Result<()> {
+        let started = std::time::Instant::now();
         self.db.flush_async().await.map_err(io::Error::other)?;
         let anchor = self.anchor.clone();
-        tokio::task::spawn_blocking(move || sync_file_system(&anchor)).await.map_err(io::Error::other)?
+        tokio::task::spawn_blocking(move || sync_file_system(&anchor)).await.map_err(io::Error::other)??;
+        self.stats.record(started.elapsed().as_micros() as u64);
+        Ok(())
+    }
+
+    pub(crate) fn stats(&self) -> Arc<SyncStats> {
+        self.stats.clone()
     }
 }
 

@@ -20,6 +20,7 @@ mod state_machine;
 use std::io::Cursor;
 
 pub use db::{open, OpenError, Opened};
+pub use disk::{SyncStats, SYNC_BUCKETS_US};
 pub use log_store::LogStore;
 pub use recover::{force_new_cluster, replica_id_of, Recovered};
 pub use state_machine::{SmHandle, SmStore};

@@ -1,0 +1,102 @@
+//! Prometheus metrics (`GET /metrics` on the `--http` port), rendered in the text format from
+//! state the replica already keeps: Raft metrics, the applied state, a few counters, and the
+//! store's sync-latency histogram. No metrics library: the set is small and the format is simple.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use openraft::ServerState;
+use raftsched_state::{NodeState, TaskState};
+use raftsched_store::{SyncStats, SYNC_BUCKETS_US};
+
+use crate::replica::Replica;
+
+/// Counters the request paths bump.
+#[derive(Default)]
+pub struct Counters {
+    /// Client writes proposed on this replica while it led.
+    pub proposals_total: AtomicU64,
+    /// Client writes this replica forwarded to the leader.
+    pub forwarded_total: AtomicU64,
+    /// Client requests served, any RPC.
+    pub requests_total: AtomicU64,
+    /// Requests refused with RESOURCE_EXHAUSTED at the door.
+    pub rejected_overload_total: AtomicU64,
+}
+
+fn line(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
+    let mut out = String::with_capacity(4096);
+    let m = replica.raft.metrics().borrow().clone();
+    line(&mut out, "raftsched_raft_term", "Current Raft term.", "gauge");
+    let _ = writeln!(out, "raftsched_raft_term {}", m.current_term);
+    line(&mut out, "raftsched_raft_role", "1 for this replica's current role.", "gauge");
+    for (role, state) in [
+        ("leader", ServerState::Leader),
+        ("follower", ServerState::Follower),
+        ("candidate", ServerState::Candidate),
+        ("learner", ServerState::Learner),
+    ] {
+        let _ = writeln!(out, "raftsched_raft_role{{role=\"{role}\"}} {}", u8::from(m.state == state));
+    }
+    line(&mut out, "raftsched_raft_last_log_index", "Index of the last entry in this replica's log.", "gauge");
+    let _ = writeln!(out, "raftsched_raft_last_log_index {}", m.last_log_index.unwrap_or(0));
+    line(&mut out, "raftsched_raft_applied_index", "Index of the last entry applied to the state machine.", "gauge");
+    let _ = writeln!(out, "raftsched_raft_applied_index {}", m.last_applied.map_or(0, |l| l.index));
+    line(&mut out, "raftsched_raft_snapshot_index", "Index covered by the last snapshot.", "gauge");
+    let _ = writeln!(out, "raftsched_raft_snapshot_index {}", m.snapshot.map_or(0, |l| l.index));
+    line(&mut out, "raftsched_raft_purged_index", "Log entries up to this index are compacted away.", "gauge");
+    let _ = writeln!(out, "raftsched_raft_purged_index {}", m.purged.map_or(0, |l| l.index));
+    let (tasks, workers) = replica.sm.read(|sm| {
+        let tasks: Vec<(TaskState, u64)> = TaskState::ALL.iter().map(|s| (*s, sm.count(*s))).collect();
+        let mut workers = [0u64; 3];
+        for n in sm.nodes() {
+            workers[match n.state {
+                NodeState::Ready => 0,
+                NodeState::Draining => 1,
+                NodeState::Down => 2,
+            }] += 1;
+        }
+        (tasks, workers)
+    });
+    line(&mut out, "raftsched_tasks", "Tasks by state in this replica's applied state.", "gauge");
+    for (state, n) in tasks {
+        let _ = writeln!(out, "raftsched_tasks{{state=\"{}\"}} {n}", state.as_str());
+    }
+    line(&mut out, "raftsched_workers", "Registered workers by state.", "gauge");
+    for (state, n) in ["ready", "draining", "down"].iter().zip(workers) {
+        let _ = writeln!(out, "raftsched_workers{{state=\"{state}\"}} {n}");
+    }
+    let c = &replica.counters;
+    for (name, help, value) in [
+        ("raftsched_proposals_total", "Client writes proposed while leading.", &c.proposals_total),
+        ("raftsched_forwarded_requests_total", "Client writes forwarded to the leader.", &c.forwarded_total),
+        ("raftsched_requests_total", "Client requests served.", &c.requests_total),
+        (
+            "raftsched_requests_rejected_overload_total",
+            "Requests refused with RESOURCE_EXHAUSTED.",
+            &c.rejected_overload_total,
+        ),
+    ] {
+        line(&mut out, name, help, "counter");
+        let _ = writeln!(out, "{name} {}", value.load(Relaxed));
+    }
+    line(&mut out, "raftsched_disk_sync_seconds", "Latency of durable syncs (sled flush + syncfs).", "histogram");
+    for (bound_us, bucket) in SYNC_BUCKETS_US.iter().zip(&sync.buckets) {
+        let _ = writeln!(
+            out,
+            "raftsched_disk_sync_seconds_bucket{{le=\"{}\"}} {}",
+            *bound_us as f64 / 1e6,
+            bucket.load(Relaxed)
+        );
+    }
+    let count = sync.count.load(Relaxed);
+    let _ = writeln!(out, "raftsched_disk_sync_seconds_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "raftsched_disk_sync_seconds_sum {}", sync.sum_us.load(Relaxed) as f64 / 1e6);
+    let _ = writeln!(out, "raftsched_disk_sync_seconds_count {count}");
+    out
+}
