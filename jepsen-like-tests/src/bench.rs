@@ -26,9 +26,14 @@ pub struct Reference {
     pub linearizable: bool,
 }
 
-/// The data folder next to this repository (`shared/lincheck`, outside the repository).
+/// The data folder next to this repository (`../shared/lincheck`, outside the repository), or
+/// `$RAFTSCHED_SHARED_DIR/lincheck` when that variable is set (for a checkout that does not sit
+/// beside `shared/`).
 pub fn default_data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/lincheck")
+    match std::env::var_os("RAFTSCHED_SHARED_DIR") {
+        Some(shared) => PathBuf::from(shared).join("lincheck"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/lincheck"),
+    }
 }
 
 /// Reads `verdicts.tsv` (header line, then `file model linearizable source`).

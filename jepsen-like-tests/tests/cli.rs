@@ -1,10 +1,10 @@
 //! The `check` command line: verdict lines, exit codes, artifacts, one-line errors.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 fn data(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/lincheck").join(file)
+    jepsen_like_tests::bench::default_data_dir().join(file)
 }
 
 fn run(args: &[&str]) -> (i32, String, String) {

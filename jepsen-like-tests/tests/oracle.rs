@@ -11,7 +11,13 @@ use jepsen_like_tests::parse::parse_file;
 #[test]
 fn every_reference_history_gets_its_listed_verdict() {
     let dir = default_data_dir();
-    let refs = read_verdicts(&dir).expect("verdicts.tsv");
+    let refs = read_verdicts(&dir).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {}/verdicts.tsv ({e}): the test data lives in shared/ beside the repository; \
+             set RAFTSCHED_SHARED_DIR to its path if this checkout is elsewhere",
+            dir.display()
+        )
+    });
     assert_eq!(refs.len(), 84, "verdicts.tsv rows");
     let opts = CheckOptions { timeout_ms: 300_000, ..CheckOptions::default() };
     let mut wrong = Vec::new();
