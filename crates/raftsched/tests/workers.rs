@@ -10,6 +10,28 @@ use common::*;
 use raftsched_client::api;
 use tonic::Code;
 
+/// The pid a task wrote into `path`, once it is there.
+async fn read_pid_file(path: &std::path::Path) -> i32 {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(pid) = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()) {
+            return pid;
+        }
+        assert!(started.elapsed() < DEADLINE, "task never wrote its pid to {}", path.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until process `pid` is gone; `what` names it in the failure.
+async fn wait_until_dead(pid: i32, what: &str) {
+    let alive = |pid: i32| unsafe { libc::kill(pid, 0) == 0 };
+    let started = std::time::Instant::now();
+    while alive(pid) {
+        assert!(started.elapsed() < DEADLINE, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn sleep_task(ms: u64) -> api::TaskSpec {
     raftsched_client::builtin("sleep", &ms.to_string())
 }
@@ -163,21 +185,9 @@ async fn cancel_kills_the_process_and_timeouts_retry() {
     let id =
         client.submit("cancel-me", raftsched_client::command(vec!["sh".into(), "-c".into(), script])).await.unwrap().id;
     cluster.wait_task(id, "running", |t| t.state == "running").await;
-    let started = std::time::Instant::now();
-    let pid: i32 = loop {
-        if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok()) {
-            break pid;
-        }
-        assert!(started.elapsed() < DEADLINE, "task never wrote its pid");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let pid = read_pid_file(&pid_file).await;
     client.cancel(id).await.unwrap();
-    let alive = |pid: i32| unsafe { libc::kill(pid, 0) == 0 };
-    let started = std::time::Instant::now();
-    while alive(pid) {
-        assert!(started.elapsed() < DEADLINE, "cancelled task's process {pid} still alive");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_dead(pid, &format!("cancelled task's process {pid} still alive")).await;
     assert_eq!(client.get(id, false).await.unwrap().state, "cancelled");
 
     let mut spec = raftsched_client::command(vec!["sleep".into(), "60".into()]);
@@ -276,23 +286,11 @@ async fn a_killed_worker_takes_its_attempts_descendants_with_it() {
     let id =
         client.submit("forks", raftsched_client::command(vec!["sh".into(), "-c".into(), script])).await.unwrap().id;
     cluster.wait_task(id, "running", |t| t.state == "running").await;
-    let started = std::time::Instant::now();
-    let grandchild: i32 = loop {
-        if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok()) {
-            break pid;
-        }
-        assert!(started.elapsed() < DEADLINE, "task never wrote its pid");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let grandchild = read_pid_file(&pid_file).await;
     // Only the worker process itself, as a crash would: not its process group.
     let worker_pid = cluster.worker_pid("doomed");
     unsafe {
         libc::kill(worker_pid, libc::SIGKILL);
     }
-    let alive = |pid: i32| unsafe { libc::kill(pid, 0) == 0 };
-    let started = std::time::Instant::now();
-    while alive(grandchild) {
-        assert!(started.elapsed() < DEADLINE, "grandchild {grandchild} outlived its worker");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_dead(grandchild, &format!("grandchild {grandchild} outlived its worker")).await;
 }

@@ -113,3 +113,8 @@ pub fn rejection_to_status(rejection: Rejection) -> Status {
         Rejection::Invalid { .. } => Status::invalid_argument(message),
     }
 }
+
+/// A state-machine answer of the wrong kind for the request: a bug, reported as INTERNAL.
+pub fn unexpected(response: raftsched_state::Response) -> Status {
+    Status::internal(format!("unexpected state machine answer {response:?}"))
+}

@@ -10,16 +10,12 @@ use tonic::{Request, Response, Status};
 
 use std::time::Duration;
 
-use crate::convert::{node_to_api, rejection_to_status, spec_from_api, task_to_api};
+use crate::convert::{node_to_api, rejection_to_status, spec_from_api, task_to_api, unexpected};
 use crate::limits as edge_limits;
 use crate::replica::{now_ms, Replica};
 
 pub struct SchedulerService {
     pub replica: Arc<Replica>,
-}
-
-fn unexpected(response: SmResponse) -> Status {
-    Status::internal(format!("unexpected state machine answer {response:?}"))
 }
 
 #[tonic::async_trait]

@@ -10,16 +10,12 @@ use raftsched_api::worker_server::Worker;
 use raftsched_state::{limits as sm_limits, NodeState, Op, ReportEvent, Response as SmResponse};
 use tonic::{Request, Response, Status};
 
-use crate::convert::{rejection_to_status, spec_to_api};
+use crate::convert::{rejection_to_status, spec_to_api, unexpected};
 use crate::limits;
 use crate::replica::Replica;
 
 pub struct WorkerService {
     pub replica: Arc<Replica>,
-}
-
-fn unexpected(response: SmResponse) -> Status {
-    Status::internal(format!("unexpected state machine answer {response:?}"))
 }
 
 #[tonic::async_trait]
