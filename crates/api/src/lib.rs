@@ -13,3 +13,8 @@ pub use v1::*;
 
 /// The encoded `FileDescriptorSet` of `proto/raftsched.proto`, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/raftsched_descriptor.bin"));
+
+/// Whether `addr` has the `HOST:PORT` shape every replica and worker address on the wire takes.
+pub fn is_host_port(addr: &str) -> bool {
+    addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}

@@ -58,8 +58,7 @@ pub fn parse_cluster(text: &str) -> Result<Vec<String>, ClientError> {
         return Err(ClientError::NoAddresses);
     }
     for addr in &addrs {
-        let port_ok = addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_some();
-        if !port_ok {
+        if !raftsched_api::is_host_port(addr) {
             return Err(ClientError::BadAddress { addr: addr.clone(), why: "expected HOST:PORT".into() });
         }
     }

@@ -16,7 +16,7 @@ pub fn connect(args: &ClusterArgs) -> Result<Client, CliError> {
     Ok(Client::new(addrs, args.timeout)?)
 }
 
-fn parse_id(text: &str) -> Result<u64, CliError> {
+pub fn parse_id(text: &str) -> Result<u64, CliError> {
     match text.parse::<u64>() {
         Ok(id) if id > 0 => Ok(id),
         _ => Err(CliError::Usage(format!("{text:?} is not a task id (a positive integer)"))),
@@ -172,7 +172,7 @@ pub async fn member_add(args: MemberAddArgs) -> Result<(), CliError> {
     if args.id == 0 {
         return Err(CliError::Usage("--id must be a positive integer".into()));
     }
-    if args.addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+    if !raftsched_api::is_host_port(&args.addr) {
         return Err(CliError::Usage(format!("--addr {:?} is not HOST:PORT", args.addr)));
     }
     // Catching up a new replica may take a while: allow for it.

@@ -125,12 +125,7 @@ pub async fn wait_until_ended(
 }
 
 pub async fn watch(args: WatchArgs) -> Result<(), CliError> {
-    let id: u64 = args
-        .id
-        .parse()
-        .ok()
-        .filter(|i| *i > 0)
-        .ok_or_else(|| CliError::Usage(format!("{:?} is not a task id", args.id)))?;
+    let id = crate::client_cmds::parse_id(&args.id)?;
     // Watching may take long: each poll has its own timeout, not the whole watch.
     let client = Client::new(parse_cluster(&args.cluster.cluster)?, args.cluster.timeout.max(WAIT_POLL * 2))?;
     let json = args.json;

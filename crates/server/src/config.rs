@@ -64,7 +64,7 @@ pub fn parse_initial_cluster(text: &str) -> Result<BTreeMap<u64, String>, String
             return Err("replica id 0 is reserved; ids start at 1".to_string());
         }
         let addr = addr.trim();
-        if addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+        if !raftsched_api::is_host_port(addr) {
             return Err(format!("{addr:?} is not HOST:PORT"));
         }
         if members.insert(id, addr.to_string()).is_some() {

@@ -50,7 +50,8 @@ pub async fn run(replica: Arc<Replica>, mut stop: watch::Receiver<bool>) {
 }
 
 fn still_leading(replica: &Replica, term: u64) -> bool {
-    let m = replica.raft.metrics().borrow().clone();
+    let metrics = replica.raft.metrics();
+    let m = metrics.borrow();
     m.state == ServerState::Leader && m.current_term == term
 }
 

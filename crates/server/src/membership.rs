@@ -53,11 +53,7 @@ impl Replica {
                     .and_then(|l| m.membership_config.membership().get_node(&l).cloned())
             };
             if let Some(node) = leader {
-                let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr))
-                    .map_err(|e| Status::internal(e.to_string()))?
-                    .connect_timeout(limits::CONNECT_TIMEOUT)
-                    .connect_lazy();
-                return Ok(SchedulerClient::new(channel));
+                return self.peers.scheduler(&node.addr);
             }
             if started.elapsed() > limits::REQUEST_TIMEOUT {
                 return Err(Status::unavailable("no leader known"));
@@ -67,7 +63,7 @@ impl Replica {
     }
 
     pub async fn add_member(&self, id: u64, addr: String) -> Result<api::MembershipResponse, Status> {
-        if id == 0 || addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+        if id == 0 || !raftsched_api::is_host_port(&addr) {
             return Err(Status::invalid_argument("add needs an id > 0 and an address HOST:PORT"));
         }
         if !self.is_leader() {
@@ -114,13 +110,9 @@ impl Replica {
         if to != self.id {
             let addr = member_addr(self, to)
                 .ok_or_else(|| Status::failed_precondition(format!("replica {to} has no address")))?;
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                .map_err(|e| Status::internal(e.to_string()))?
-                .connect_timeout(limits::CONNECT_TIMEOUT)
-                .connect_lazy();
             let mut req = tonic::Request::new(api::TransferLeaderRequest { to });
             req.set_timeout(limits::REQUEST_TIMEOUT * 2);
-            return Ok(SchedulerClient::new(channel).transfer_leader(req).await?.into_inner());
+            return Ok(self.peers.scheduler(&addr)?.transfer_leader(req).await?.into_inner());
         }
         // This replica is the target: catch up to a read index (what the leader has committed).
         self.read_barrier().await?;

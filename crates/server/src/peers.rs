@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use raftsched_api::raft_client::RaftClient;
+use raftsched_api::scheduler_client::SchedulerClient;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::limits;
@@ -15,7 +16,19 @@ pub struct Peers {
 }
 
 impl Peers {
+    /// The replica-to-replica client for `addr`.
     pub fn client(&self, addr: &str) -> Result<RaftClient<Channel>, tonic::Status> {
+        Ok(RaftClient::new(self.channel(addr)?)
+            .max_decoding_message_size(limits::RAFT_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(limits::RAFT_MESSAGE_BYTES_MAX))
+    }
+
+    /// The client API of the replica at `addr` (for admin requests a replica passes on).
+    pub fn scheduler(&self, addr: &str) -> Result<SchedulerClient<Channel>, tonic::Status> {
+        Ok(SchedulerClient::new(self.channel(addr)?))
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, tonic::Status> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let channel = match channels.get(addr) {
             Some(c) => c.clone(),
@@ -31,8 +44,6 @@ impl Peers {
                 channel
             }
         };
-        Ok(RaftClient::new(channel)
-            .max_decoding_message_size(limits::RAFT_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(limits::RAFT_MESSAGE_BYTES_MAX))
+        Ok(channel)
     }
 }

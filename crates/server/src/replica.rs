@@ -59,7 +59,9 @@ fn unavailable_after(what: &str, deadline: Duration) -> Status {
 
 impl Replica {
     fn leader(&self) -> Leader {
-        let metrics = self.raft.metrics().borrow().clone();
+        // Borrowed, not cloned: this runs on every request.
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
         match metrics.current_leader {
             Some(id) if id == self.id && metrics.state == ServerState::Leader => Leader::Me,
             Some(id) if id == self.id => Leader::Unknown,
