@@ -8,7 +8,8 @@ use raftsched_server::ReplicaConfig;
 
 use crate::cli::DevArgs;
 use crate::error::CliError;
-use crate::server_cmd::{timing, wait_for_signal};
+use crate::server_cmd::timing;
+use crate::signals::StopSignal;
 
 const N_REPLICAS: u16 = 3;
 
@@ -22,6 +23,7 @@ macro_rules! say {
 const LEADER_WAIT: Duration = Duration::from_secs(30);
 
 pub async fn run(args: DevArgs) -> Result<(), CliError> {
+    let mut stop = StopSignal::install();
     let timing = timing(&args.timing)?;
     if args.base_port.checked_add(N_REPLICAS - 1).is_none() || args.base_port == 0 {
         return Err(CliError::Usage(format!("--base-port {} leaves no room for {N_REPLICAS} ports", args.base_port)));
@@ -99,7 +101,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     say!("  raftsched list");
     say!("(through cargo: cargo run -p raftsched -- submit --builtin echo:hi)");
     say!("Ctrl-C stops the cluster.");
-    wait_for_signal().await;
+    stop.recv().await;
     say!("stopping...");
     workers_stop.send_replace(true);
     for w in workers {

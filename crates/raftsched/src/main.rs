@@ -8,6 +8,7 @@ mod dev;
 mod error;
 mod output;
 mod server_cmd;
+mod signals;
 mod worker_cmds;
 
 use clap::Parser;

@@ -5,6 +5,7 @@ use raftsched_server::{parse_initial_cluster, ReplicaConfig};
 
 use crate::cli::{RecoverArgs, ServerArgs, TimingArgs};
 use crate::error::CliError;
+use crate::signals::StopSignal;
 
 pub fn timing(args: &TimingArgs) -> Result<RaftTiming, CliError> {
     if args.heartbeat_interval_ms == 0 || args.election_timeout_ms_min <= args.heartbeat_interval_ms {
@@ -26,6 +27,7 @@ pub fn timing(args: &TimingArgs) -> Result<RaftTiming, CliError> {
 }
 
 pub async fn run(args: ServerArgs) -> Result<(), CliError> {
+    let mut stop = StopSignal::install();
     let advertise = args.advertise.clone().unwrap_or_else(|| args.listen.to_string());
     let (initial_cluster, bootstrap) = match (&args.initial_cluster, &args.join) {
         (Some(text), _) => {
@@ -60,7 +62,7 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
     let running = raftsched_server::start(config).await.map_err(|e| CliError::Failed(e.to_string()))?;
     let raft_stopped = running.replica.raft.wait(None);
     let stopped = tokio::select! {
-        _ = wait_for_signal() => false,
+        _ = stop.recv() => false,
         // Raft stops by itself only on a fatal error (a failed fsync, a storage error): exit
         // non-zero so a supervisor restarts the replica from its data dir.
         _ = raft_stopped.state(openraft::ServerState::Shutdown, "raft stopped") => true,
@@ -78,30 +80,6 @@ pub fn heartbeat_timeout_ms(args: &TimingArgs) -> Result<u64, CliError> {
         return Err(CliError::Usage("--heartbeat-timeout-ms must be 100..=600000".into()));
     }
     Ok(args.heartbeat_timeout_ms)
-}
-
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-pub async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; Ctrl-C only");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 pub async fn recover(args: RecoverArgs) -> Result<(), CliError> {

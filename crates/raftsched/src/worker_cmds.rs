@@ -11,7 +11,7 @@ use crate::cli::{DrainArgs, WatchArgs, WorkerArgs, WorkersArgs};
 use crate::client_cmds::connect;
 use crate::error::CliError;
 use crate::output;
-use crate::server_cmd::wait_for_signal;
+use crate::signals::StopSignal;
 
 const TERMINAL: [&str; 3] = ["succeeded", "failed", "cancelled"];
 /// One long poll of a waiting CLI command; it polls again until the task ends.
@@ -56,13 +56,14 @@ pub fn use_self_as_supervisor() {
 }
 
 pub async fn run_worker(args: WorkerArgs) -> Result<(), CliError> {
+    let mut stop = StopSignal::install();
     let config = worker_config(&args)?;
     use_self_as_supervisor();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(raftsched_worker::run(config, stop_rx));
     tokio::pin!(worker);
     tokio::select! {
-        _ = wait_for_signal() => {
+        _ = stop.recv() => {
             stop_tx.send_replace(true);
             worker.await.map_err(|e| CliError::Failed(e.to_string()))?.map_err(|e| CliError::Failed(e.to_string()))
         }

@@ -155,7 +155,7 @@ async fn bad_data_dirs_and_flags_stop_the_replica_with_a_clear_error() {
     cluster.start_replica(1);
     cluster.leader().await;
     assert_eq!(cluster.client().get(reply.id, false).await.unwrap().key, "keep-me");
-    assert!(cluster.terminate(1).success());
+    assert!(cluster.terminate(1).success(), "{}", cluster.logs());
 
     // A damaged data dir: every file of the store overwritten with garbage. The replica must
     // refuse to start with one line naming the dir, not crash with a panic.
