@@ -43,6 +43,9 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run raftsched under faults with a recorded workload, then check the history and the
+    /// scheduler's invariants. Exit 0 only when everything holds.
+    Run(RunArgs),
     /// Time the checker on the reference histories and on generated scheduler workloads.
     Bench {
         /// Folder with verdicts.tsv and the histories [default: ../shared/lincheck next to the
@@ -59,6 +62,110 @@ enum Command {
         #[arg(long, default_value_t = 60_000)]
         timeout_ms: u64,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Replicas.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=7))]
+    nodes: u64,
+    /// Worker processes (4 slots each).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=32))]
+    workers: u64,
+    /// Concurrent recorded clients, spread over the replicas.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+    clients: u64,
+    /// Length of the faulty phase, in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    time_limit_s: u64,
+    /// Faults to inject, comma-separated: families kill, pause, partition, worker, all, none, or
+    /// single faults (kill-one, kill-leader, kill-majority, kill-all, pause-one, pause-leader,
+    /// isolate-leader, split-majority-minority, bridge, kill-worker, pause-worker).
+    #[arg(long, default_value = "all")]
+    nemesis: String,
+    /// Seed of the fault schedule and the workload, so a failing run can be repeated.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Output directory [default: jepsen-runs/<unix time>-seed<seed>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The raftsched binary [default: beside this program, e.g. target/release/raftsched].
+    #[arg(long)]
+    raftsched_bin: Option<PathBuf>,
+    /// Start every replica with `--fault NAME` (a fault-injection build): stale-reads,
+    /// skip-fsync, unfenced-reports. The run is then expected to fail.
+    #[arg(long, value_name = "NAME")]
+    fault: Vec<String>,
+    /// Run on loopback even as root (no partitions).
+    #[arg(long)]
+    no_netns: bool,
+    /// Fault hold time range in ms, MIN-MAX.
+    #[arg(long, default_value = "1000-5000", value_parser = parse_range)]
+    fault_hold_ms: (u64, u64),
+    /// Quiet time between faults in ms, MIN-MAX.
+    #[arg(long, default_value = "1000-4000", value_parser = parse_range)]
+    fault_quiet_ms: (u64, u64),
+    /// Pause between one client's calls in ms, MIN-MAX.
+    #[arg(long, default_value = "20-200", value_parser = parse_range)]
+    think_ms: (u64, u64),
+    /// How long to wait, after the faults stop, for a leader and for every task to end.
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    recovery_timeout_s: u64,
+    /// Keep the replicas' data dirs even when the run passes.
+    #[arg(long)]
+    keep_data: bool,
+}
+
+fn parse_range(text: &str) -> Result<(u64, u64), String> {
+    let (a, b) = text.split_once('-').unwrap_or((text, text));
+    let a: u64 = a.trim().parse().map_err(|_| format!("{text:?} is not MIN-MAX in ms"))?;
+    let b: u64 = b.trim().parse().map_err(|_| format!("{text:?} is not MIN-MAX in ms"))?;
+    if a > b || b > 3_600_000 {
+        return Err(format!("{text:?}: need MIN <= MAX <= 3600000"));
+    }
+    Ok((a, b))
+}
+
+fn run(args: RunArgs) -> i32 {
+    let nemeses = match crate::run::nemesis::Fault::parse_list(&args.nemesis) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("--nemesis: {e}");
+            return EXIT_UNKNOWN;
+        }
+    };
+    let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let seed = args.seed.unwrap_or(now_s);
+    let out = args.out.unwrap_or_else(|| PathBuf::from(format!("jepsen-runs/{now_s}-seed{seed}")));
+    let bin = args.raftsched_bin.unwrap_or_else(crate::run::default_raftsched_bin);
+    let mut config = crate::run::RunConfig::new(bin, out);
+    config.nodes = args.nodes as usize;
+    config.workers = args.workers as usize;
+    config.clients = args.clients as usize;
+    config.time_limit_s = args.time_limit_s;
+    config.nemeses = nemeses;
+    config.seed = seed;
+    config.faults = args.fault;
+    config.netns = !args.no_netns;
+    config.fault_hold_ms = args.fault_hold_ms;
+    config.fault_quiet_ms = args.fault_quiet_ms;
+    config.think_ms = args.think_ms;
+    config.recovery_timeout_s = args.recovery_timeout_s;
+    config.keep_data = args.keep_data;
+    match crate::run::run(&config) {
+        Ok(outcome) => {
+            println!("{}", crate::run::summary(&outcome));
+            if outcome.valid {
+                EXIT_LINEARIZABLE
+            } else {
+                EXIT_NOT_LINEARIZABLE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            EXIT_UNKNOWN
+        }
+    }
 }
 
 /// Runs the command line; returns the process exit code.
@@ -79,6 +186,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
     };
     match cli.command {
         Command::Check { model, timeout_ms, out, files } => check(model, timeout_ms, out, &files),
+        Command::Run(args) => run(args),
         Command::Bench { dir, generate_ops, rounds, timeout_ms } => {
             let opts = BenchOptions {
                 dir: dir.unwrap_or_else(bench::default_data_dir),

@@ -53,4 +53,5 @@ pub mod model;
 pub mod models;
 pub mod parse;
 pub mod report;
+pub mod run;
 pub mod workload;

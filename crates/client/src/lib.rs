@@ -71,6 +71,9 @@ pub struct Client {
     timeout: Duration,
     /// The replica to try first: the last one that answered.
     preferred: AtomicUsize,
+    /// No retries: a retryable error is returned as `Unavailable` at once (a test harness that
+    /// records each call's outcome needs one attempt per call).
+    single_attempt: bool,
 }
 
 fn retryable(status: &Status) -> bool {
@@ -94,12 +97,18 @@ impl Client {
                 .tcp_nodelay(true);
             channels.push(endpoint.connect_lazy());
         }
-        Ok(Client { addrs, channels, timeout, preferred: AtomicUsize::new(0) })
+        Ok(Client { addrs, channels, timeout, preferred: AtomicUsize::new(0), single_attempt: false })
     }
 
     /// Starts with replica `index` (mod the count), e.g. to spread many clients over replicas.
     pub fn prefer(self, index: usize) -> Client {
         self.preferred.store(index % self.addrs.len(), Ordering::Relaxed);
+        self
+    }
+
+    /// Makes every call a single attempt: no retry through other replicas, no backoff.
+    pub fn single_attempt(mut self) -> Client {
+        self.single_attempt = true;
         self
     }
 
@@ -151,6 +160,9 @@ impl Client {
                 Ok(Err(status)) if !retryable(&status) => return Err(ClientError::Refused(status)),
                 Ok(Err(status)) => last = format!("{}: {}", self.addrs[index], status.message()),
                 Err(_) => last = format!("{}: timed out", self.addrs[index]),
+            }
+            if self.single_attempt {
+                return Err(ClientError::Unavailable { timeout_ms: self.timeout.as_millis(), last });
             }
             tracing::debug!(%last, "retrying through the next replica");
             index = (index + 1) % self.addrs.len();

@@ -218,6 +218,10 @@ pub struct ServerArgs {
     /// Serve Prometheus metrics at http://HOST:PORT/metrics.
     #[arg(long)]
     pub http: Option<std::net::SocketAddr>,
+    /// Deliberately break a guarantee, for the jepsen-like harness: stale-reads, skip-fsync,
+    /// unfenced-reports. Only in builds with the `fault-injection` feature.
+    #[arg(long, value_name = "NAME", hide = !raftsched_server::fault::AVAILABLE)]
+    pub fault: Vec<String>,
     #[command(flatten)]
     pub timing: TimingArgs,
 }

@@ -1,6 +1,7 @@
 //! `raftsched server`: one replica, until SIGTERM or Ctrl-C.
 
 use raftsched_server::config::RaftTiming;
+use raftsched_server::fault::Fault;
 use raftsched_server::{parse_initial_cluster, ReplicaConfig};
 
 use crate::cli::{RecoverArgs, ServerArgs, TimingArgs};
@@ -28,6 +29,12 @@ pub fn timing(args: &TimingArgs) -> Result<RaftTiming, CliError> {
 
 pub async fn run(args: ServerArgs) -> Result<(), CliError> {
     let mut stop = StopSignal::install();
+    for name in &args.fault {
+        let known = Fault::ALL.map(Fault::name).join(", ");
+        let fault =
+            Fault::parse(name).ok_or_else(|| CliError::Usage(format!("--fault {name}: unknown (one of {known})")))?;
+        raftsched_server::fault::enable(fault).map_err(CliError::Usage)?;
+    }
     let advertise = args.advertise.clone().unwrap_or_else(|| args.listen.to_string());
     let (initial_cluster, bootstrap) = match (&args.initial_cluster, &args.join) {
         (Some(text), _) => {

@@ -8,6 +8,7 @@
 
 pub mod config;
 mod convert;
+pub mod fault;
 mod leader_loop;
 mod limits;
 mod membership;

@@ -12,6 +12,8 @@
 mod codec;
 mod db;
 mod disk;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 mod flusher;
 mod log_store;
 mod recover;

@@ -128,6 +128,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// vote twice in one term.
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         self.put_meta(VOTE_KEY, vote, ErrorSubject::Vote)?;
+        #[cfg(feature = "fault-injection")]
+        if crate::fault::skip_fsync() {
+            return Ok(());
+        }
         self.disk.sync().await.map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
         Ok(())
     }
@@ -160,6 +164,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         debug_assert!(n_entries > 0);
         self.log.apply_batch(batch).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        #[cfg(feature = "fault-injection")]
+        if crate::fault::skip_fsync() {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        }
         // Acknowledged to Raft only after the flusher's next fsync, which covers this write.
         self.flusher.after_next_flush(callback).await;
         Ok(())

@@ -20,9 +20,10 @@
 //! | `submit` | | error `already_exists` | present with a spec other than `s` | none |
 //! | `get` | `{"id": n}` | ok `{"state": st, "result_exit_code": c?}` | the task's status matches (`pending`/`assigned`/`running` = live; an ended status with the same exit code if `c` is given) | none |
 //! | `get` | | error `not_found` | no task `n` | none |
-//! | `cancel` | `{"id": n}` | ok | task live | cancelled |
+//! | `cancel` | `{"id": n}` | ok | task live, or already cancelled | cancelled |
 //! | `cancel` | | error `failed_precondition` | task ended | none |
 //! | `complete` | `{"id": n, "exit_code": c}` | ok | task live | succeeded (`c` = 0) or failed with `c` |
+//! | `complete` (by key) | `{"exit_code": c}` with the task's `key` and no `id` | as above | as above | as above, on the key's task whatever its id |
 //! | `complete` | | error `failed_precondition` | task ended | none |
 //! | `cancel`, `complete` | | error `not_found` | no task `n` | none |
 //!
@@ -94,10 +95,25 @@ pub enum EndResult {
 /// A typed scheduler operation with its observed result. Specs are interned to `u32`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SchedulerOp {
-    Submit { spec: u32, result: SubmitResult },
-    Get { id: u64, result: GetResult },
-    Cancel { id: u64, result: EndResult },
-    Complete { id: u64, exit_code: i64, result: EndResult },
+    Submit {
+        spec: u32,
+        result: SubmitResult,
+    },
+    Get {
+        id: u64,
+        result: GetResult,
+    },
+    Cancel {
+        id: u64,
+        result: EndResult,
+    },
+    /// `id: None`: the task of the partition's key, whatever its id (a worker's completion the
+    /// recorder knows by key only).
+    Complete {
+        id: Option<u64>,
+        exit_code: i64,
+        result: EndResult,
+    },
 }
 
 /// The scheduler model.
@@ -114,11 +130,15 @@ fn bind(known: Option<u64>, id: u64) -> Option<Option<u64>> {
 }
 
 /// A cancel or completion: `ended` is the status it sets on a live task.
-fn end(state: &TaskState, id: u64, result: EndResult, ended: Status) -> Option<TaskState> {
+fn end(state: &TaskState, id: Option<u64>, result: EndResult, ended: Status) -> Option<TaskState> {
     let TaskState::Present { id: known, spec, status } = *state else {
         return matches!(result, EndResult::NotFound | EndResult::Unknown).then_some(*state);
     };
-    let Some(id) = bind(known, id) else {
+    let bound = match id {
+        Some(id) => bind(known, id),
+        None => Some(known),
+    };
+    let Some(id) = bound else {
         // a different task id: for this key's task it does not exist
         return matches!(result, EndResult::NotFound | EndResult::Unknown).then_some(*state);
     };
@@ -171,7 +191,13 @@ impl Model for Scheduler {
                 ok.then_some(TaskState::Present { id: bound, spec, status })
             }
             SchedulerOp::Cancel { id, result } => {
-                end(state, id, result, Status::Ended { kind: EndKind::Cancelled, exit_code: None })
+                // Cancelling a cancelled task succeeds again and changes nothing (idempotent).
+                if let (TaskState::Present { id: known, spec, status }, EndResult::Done) = (*state, result) {
+                    if matches!(status, Status::Ended { kind: EndKind::Cancelled, .. }) {
+                        return bind(known, id).map(|id| TaskState::Present { id, spec, status });
+                    }
+                }
+                end(state, Some(id), result, Status::Ended { kind: EndKind::Cancelled, exit_code: None })
             }
             SchedulerOp::Complete { id, exit_code, result } => {
                 let kind = if exit_code == 0 { EndKind::Succeeded } else { EndKind::Failed };
@@ -209,20 +235,22 @@ impl Model for Scheduler {
         for (i, (h, op)) in history.ops.iter().zip(typed).enumerate() {
             let Some(op) = op else { continue };
             let part = match op {
-                SchedulerOp::Submit { .. } => PartKey::Key(h.key.as_deref().unwrap_or_default()),
-                SchedulerOp::Get { id, .. } | SchedulerOp::Cancel { id, .. } | SchedulerOp::Complete { id, .. } => {
-                    match id_key.get(&id) {
-                        Some(&(key, _)) => PartKey::Key(key),
-                        None => {
-                            if orphans_seen.insert(id, ()).is_none() {
-                                let create = SchedulerOp::Submit { spec: SPEC_UNKNOWN, result: SubmitResult::Unknown };
-                                let op = PartOp { op: create, history_index: None, call: 0, ret: OPEN };
-                                items.push((PartKey::Orphan(id), op));
-                            }
-                            PartKey::Orphan(id)
-                        }
-                    }
+                SchedulerOp::Submit { .. } | SchedulerOp::Complete { id: None, .. } => {
+                    PartKey::Key(h.key.as_deref().unwrap_or_default())
                 }
+                SchedulerOp::Get { id, .. }
+                | SchedulerOp::Cancel { id, .. }
+                | SchedulerOp::Complete { id: Some(id), .. } => match id_key.get(&id) {
+                    Some(&(key, _)) => PartKey::Key(key),
+                    None => {
+                        if orphans_seen.insert(id, ()).is_none() {
+                            let create = SchedulerOp::Submit { spec: SPEC_UNKNOWN, result: SubmitResult::Unknown };
+                            let op = PartOp { op: create, history_index: None, call: 0, ret: OPEN };
+                            items.push((PartKey::Orphan(id), op));
+                        }
+                        PartKey::Orphan(id)
+                    }
+                },
             };
             items.push((part, PartOp::from_history(op, i, h)));
         }
@@ -296,7 +324,12 @@ fn typed_op<'h>(h: &'h Operation, specs: &mut FxHashMap<&'h str, u32>) -> Result
             SchedulerOp::Get { id, result }
         }
         "cancel" | "complete" => {
-            let id = id_arg(h)?;
+            // A completion may name its task by idempotency key instead of id.
+            let id = if h.f == "complete" && h.key.is_some() && h.input.get("id").is_none_or(Value::is_null) {
+                None
+            } else {
+                Some(id_arg(h)?)
+            };
             let result = match (h.outcome, err) {
                 (Outcome::Ok, _) => EndResult::Done,
                 (Outcome::Fail, Some("failed_precondition")) => EndResult::AlreadyEnded,
@@ -305,7 +338,7 @@ fn typed_op<'h>(h: &'h Operation, specs: &mut FxHashMap<&'h str, u32>) -> Result
                 (Outcome::Info, _) => EndResult::Unknown,
             };
             if h.f == "cancel" {
-                SchedulerOp::Cancel { id, result }
+                SchedulerOp::Cancel { id: id.expect("cancel has an id"), result }
             } else {
                 let exit_code = h
                     .input

@@ -1,0 +1,618 @@
+//! The runner: a real raftsched cluster under a nemesis, a recorded workload, and the verdict.
+//!
+//! [`run`] goes through these phases, each bounded in time:
+//! 1. set up: network namespaces when root ([`netns`]), replicas and workers as processes
+//!    ([`procs`]), wait for a leader;
+//! 2. load: `clients` recorded clients ([`clients`]) and the zombie reporter while the nemesis
+//!    ([`nemesis`]) injects faults, for `time_limit_s`;
+//! 3. recover: heal every fault, wait (at most `recovery_timeout_s`) for a leader and for every
+//!    task to end, read every task back (recorded), list all tasks;
+//! 4. check: the history against the `scheduler` model, the invariants ([`checks`]), and write
+//!    `--out`: `history.jsonl`, `nemesis.jsonl`, `verdict.json`, `report.html`, `logs/`.
+//!
+//! Everything started is torn down on every path out (processes first, then namespaces), also
+//! on Ctrl-C and on a panic; children also die with the harness (`PR_SET_PDEATHSIG`).
+
+pub mod checks;
+pub mod clients;
+pub mod nemesis;
+pub mod netns;
+pub mod procs;
+pub mod recorder;
+pub mod report;
+pub mod rng;
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use raftsched_api as api;
+use raftsched_client::Client;
+use serde::Serialize;
+
+use crate::check::{check_history, CheckOptions, Verdict};
+use crate::model::ModelKind;
+use checks::Invariant;
+use clients::Shared;
+use nemesis::{Fault, Nemesis, NemesisEvent};
+use procs::{Procs, ReplicaOptions, Topology};
+use recorder::Recorder;
+use rng::Rng;
+
+/// Slots per worker process.
+pub const WORKER_SLOTS: u32 = 4;
+/// Longest wait for a leader at start and after the faults stop.
+pub const LEADER_WAIT_S: u64 = 60;
+/// Budget of the linearizability check.
+pub const CHECK_TIMEOUT_MS: u64 = 120_000;
+
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub nodes: usize,
+    pub workers: usize,
+    pub clients: usize,
+    pub time_limit_s: u64,
+    pub nemeses: Vec<Fault>,
+    pub seed: u64,
+    pub out: PathBuf,
+    pub raftsched_bin: PathBuf,
+    /// `--fault` flags passed to every replica (needs a fault-injection build).
+    pub faults: Vec<String>,
+    /// Use network namespaces when possible (root).
+    pub netns: bool,
+    /// How long each fault is held, in ms (min, max).
+    pub fault_hold_ms: (u64, u64),
+    /// Quiet time between faults, in ms (min, max).
+    pub fault_quiet_ms: (u64, u64),
+    /// Pause between one client's calls, in ms (min, max).
+    pub think_ms: (u64, u64),
+    pub recovery_timeout_s: u64,
+    /// Show a progress bar on stderr (otherwise a line every 10 s).
+    pub progress: bool,
+    /// Keep the replicas' data dirs after a run that passed.
+    pub keep_data: bool,
+}
+
+impl RunConfig {
+    pub fn new(raftsched_bin: PathBuf, out: PathBuf) -> RunConfig {
+        RunConfig {
+            nodes: 3,
+            workers: 2,
+            clients: 8,
+            time_limit_s: 60,
+            nemeses: Fault::ALL.to_vec(),
+            seed: 1,
+            out,
+            raftsched_bin,
+            faults: Vec::new(),
+            netns: true,
+            fault_hold_ms: (1_000, 5_000),
+            fault_quiet_ms: (1_000, 4_000),
+            think_ms: (20, 200),
+            recovery_timeout_s: 90,
+            progress: std::io::stderr().is_terminal(),
+            keep_data: false,
+        }
+    }
+}
+
+/// What a run found; also written to `verdict.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunOutcome {
+    /// Everything held: linearizable and every invariant.
+    pub valid: bool,
+    /// `linearizable`, `not linearizable` or `unknown (why)`.
+    pub linearizability: String,
+    pub invariants: Vec<Invariant>,
+    pub operations: usize,
+    pub ok: u64,
+    pub fail: u64,
+    pub info: u64,
+    pub zombie_reports: u64,
+    pub faults: usize,
+    pub fault_kinds: Vec<String>,
+    pub partitions_possible: bool,
+    pub seed: u64,
+    pub nodes: usize,
+    pub workers: usize,
+    pub clients: usize,
+    pub time_limit_s: u64,
+    pub replica_faults: Vec<String>,
+    pub out: String,
+    pub duration_s: f64,
+}
+
+/// The run's result in a few lines: the verdict, each invariant that failed, where the report is.
+pub fn summary(o: &RunOutcome) -> String {
+    let mut text = format!(
+        "{}: {} operations ({} ok, {} fail, {} info), {} faults ({}), {} stale reports; history {}; {}",
+        if o.valid { "VALID" } else { "INVALID" },
+        o.operations,
+        o.ok,
+        o.fail,
+        o.info,
+        o.faults,
+        if o.fault_kinds.is_empty() { "none".to_string() } else { o.fault_kinds.join(", ") },
+        o.zombie_reports,
+        o.linearizability,
+        format_args!("report {}/report.html", o.out),
+    );
+    for inv in o.invariants.iter().filter(|i| !i.holds) {
+        text.push_str(&format!("\n  violated: {}: {}", inv.name, inv.detail));
+    }
+    text
+}
+
+/// Where the `raftsched` binary is by default: beside this executable (`target/<profile>/`).
+pub fn default_raftsched_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join("raftsched")
+}
+
+/// Runs one test; `Err` only when the run could not be carried out (setup failed, interrupted).
+pub fn run(config: &RunConfig) -> anyhow::Result<RunOutcome> {
+    if !(1..=7).contains(&config.nodes) {
+        bail!("--nodes must be 1..=7");
+    }
+    if config.clients == 0 || config.clients > 256 {
+        bail!("--clients must be 1..=256");
+    }
+    if config.workers > 32 {
+        bail!("--workers must be at most 32");
+    }
+    if !config.raftsched_bin.is_file() {
+        bail!(
+            "no raftsched binary at {} (build it: cargo build --release -p raftsched, or pass --raftsched-bin)",
+            config.raftsched_bin.display()
+        );
+    }
+    std::fs::create_dir_all(config.out.join("logs")).with_context(|| format!("create {}", config.out.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")?;
+    runtime.block_on(run_async(config))
+}
+
+fn say(text: &str) {
+    eprintln!("jepsen-like-tests: {text}");
+}
+
+async fn run_async(config: &RunConfig) -> anyhow::Result<RunOutcome> {
+    let started = Instant::now();
+    let topology = if config.netns {
+        match netns::available() {
+            Ok(()) => {
+                netns::clean_stale();
+                Topology::Netns(netns::Netns::create(config.nodes).map_err(anyhow::Error::msg)?)
+            }
+            Err(why) => {
+                say(&format!("{why}: no network namespaces, so no partitions (nemeses kill, pause, worker only)"));
+                Topology::Loopback(procs::free_ports(config.nodes)?)
+            }
+        }
+    } else {
+        say("--no-netns: no partitions (nemeses kill, pause, worker only)");
+        Topology::Loopback(procs::free_ports(config.nodes)?)
+    };
+    let partitions_possible = topology.netns().is_some();
+    let options = ReplicaOptions {
+        faults: config.faults.clone(),
+        // Small snapshots so compaction and snapshot installs happen during the faults.
+        extra_args: ["--snapshot-every-entries", "500", "--snapshot-logs-kept", "100"].map(String::from).to_vec(),
+    };
+    let procs = Arc::new(Mutex::new(Procs::new(
+        config.raftsched_bin.clone(),
+        config.out.clone(),
+        topology,
+        config.nodes,
+        options,
+    )));
+    let addrs = lock(&procs).replica_addrs();
+    for i in 0..config.nodes {
+        lock(&procs).start_replica(i).with_context(|| format!("start replica n{}", i + 1))?;
+    }
+    let admin = Client::new(addrs.clone(), Duration::from_secs(5)).context("client")?;
+    wait_for_leader(&admin, Duration::from_secs(LEADER_WAIT_S)).await.context("no leader at start")?;
+    for _ in 0..config.workers {
+        lock(&procs).add_worker(WORKER_SLOTS).context("start a worker")?;
+    }
+    say(&format!(
+        "{} replicas ({}), {} workers, {} clients, {} s, nemesis {}, seed {}; output in {}",
+        config.nodes,
+        addrs.join(" "),
+        config.workers,
+        config.clients,
+        config.time_limit_s,
+        config.nemeses.iter().map(|f| f.name()).collect::<Vec<_>>().join(",").if_empty("none"),
+        config.seed,
+        config.out.display()
+    ));
+
+    let shared = Arc::new(Shared::new(Recorder::new(started)));
+    let root_rng = Rng::new(config.seed);
+    let mut tasks = Vec::new();
+    for p in 0..config.clients {
+        let client =
+            Client::new(vec![addrs[p % addrs.len()].clone()], Duration::from_millis(clients::CALL_TIMEOUT_MS))?
+                .single_attempt();
+        tasks.push(tokio::spawn(clients::run_client(
+            p as u64,
+            client,
+            shared.clone(),
+            root_rng.fork(p as u64),
+            config.think_ms,
+        )));
+    }
+    let zombie_client = Client::new(addrs.clone(), Duration::from_millis(clients::CALL_TIMEOUT_MS))?;
+    tasks.push(tokio::spawn(clients::run_zombie(zombie_client, shared.clone(), Duration::from_millis(100))));
+
+    // Ctrl-C / SIGTERM: stop at once; the guards tear everything down.
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let interrupted = interrupted.clone();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let term_recv = async {
+                match term.as_mut() {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term_recv => {}
+            }
+            interrupted.store(true, Ordering::Relaxed);
+            shared.stop.store(true, Ordering::Relaxed);
+        });
+    }
+
+    // The nemesis, in this task, until the time limit.
+    let timeline: Arc<Mutex<Vec<NemesisEvent>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut nemesis = Nemesis { faults: config.nemeses.clone(), rng: root_rng.fork(u64::MAX) };
+    let deadline = started + Duration::from_secs(config.time_limit_s);
+    let mut replica_faults = Vec::new();
+    let mut progress = Progress::new(config.progress, config.time_limit_s);
+    let note = |phase: &'static str, fault: &str, targets: Vec<String>| {
+        lock(&timeline).push(NemesisEvent {
+            time_ns: shared.recorder.now_ns(),
+            phase,
+            fault: fault.to_string(),
+            targets,
+        });
+    };
+    let mut n_faults = 0usize;
+    // Let the workload start before the first fault.
+    let mut next_fault = Instant::now() + Duration::from_millis(config.fault_quiet_ms.0);
+    while Instant::now() < deadline && !interrupted.load(Ordering::Relaxed) {
+        progress.tick(started, &shared, n_faults);
+        check_exits(&procs, &mut replica_faults, &note);
+        if Instant::now() < next_fault {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let leader = current_leader(&admin).await;
+        let started_fault = tokio::task::block_in_place(|| nemesis.start(&mut lock(&procs), leader));
+        let Some((fault, targets, active)) = started_fault else {
+            next_fault = Instant::now() + Duration::from_secs(1);
+            continue;
+        };
+        n_faults += 1;
+        note("start", &fault, targets.clone());
+        let (hold, quiet) = nemesis.durations(config.fault_hold_ms, config.fault_quiet_ms);
+        let heal_at = (Instant::now() + hold).min(deadline);
+        while Instant::now() < heal_at && !interrupted.load(Ordering::Relaxed) {
+            progress.tick(started, &shared, n_faults);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let healed = tokio::task::block_in_place(|| nemesis::heal(&mut lock(&procs), &active, WORKER_SLOTS));
+        if let Err(e) = healed {
+            note("error", &fault, vec![e]);
+        }
+        note("stop", &fault, targets);
+        next_fault = Instant::now() + quiet;
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    progress.finish(started, &shared, n_faults);
+    for t in tasks {
+        let _ = t.await;
+    }
+    if interrupted.load(Ordering::Relaxed) {
+        bail!("interrupted; everything the run started was stopped (partial output in {})", config.out.display());
+    }
+
+    // Recovery: every fault healed (the loop heals each before the next), restart anything down.
+    check_exits(&procs, &mut replica_faults, &note);
+    tokio::task::block_in_place(|| restart_down(&procs));
+    say("faults stopped; waiting for a leader and for every task to end");
+    let recovery_deadline = Instant::now() + Duration::from_secs(config.recovery_timeout_s);
+    let leader = wait_for_leader(&admin, Duration::from_secs(config.recovery_timeout_s)).await;
+    let reader = Client::new(addrs.clone(), Duration::from_secs(10))?;
+    let still_live = match &leader {
+        Ok(_) => wait_all_ended(&reader, recovery_deadline).await,
+        Err(e) => {
+            say(&format!("no leader after the faults stopped: {e}"));
+            Vec::new()
+        }
+    };
+    // Final reads, recorded, so lost tasks show in the history too.
+    let ids: Vec<u64> = lock(&shared.known).ids.clone();
+    final_reads(&addrs, &shared, &ids).await;
+    let all_tasks = list_all(&reader).await;
+    check_exits(&procs, &mut replica_faults, &note);
+    tokio::task::block_in_place(|| lock(&procs).stop_all(Duration::from_secs(10)));
+
+    // Check.
+    let lines = shared.recorder.snapshot();
+    let history_path = config.out.join("history.jsonl");
+    write_lines(&history_path, lines.iter().map(|l| l.to_json()))?;
+    let events = lock(&timeline).clone();
+    write_lines(
+        &config.out.join("nemesis.jsonl"),
+        events.iter().map(|e| serde_json::to_string(e).unwrap_or_default()),
+    )?;
+    say(&format!("checking {} operations", lines.len() / 2));
+    let history = crate::parse::parse_file(&history_path).map_err(|e| anyhow::anyhow!("re-read the history: {e}"))?;
+    let opts = CheckOptions { timeout_ms: CHECK_TIMEOUT_MS, ..CheckOptions::default() };
+    let verdict = check_history(ModelKind::Scheduler, &history, &opts).map_err(|e| anyhow::anyhow!("check: {e}"))?;
+    let mut invariants = Vec::new();
+    invariants.push(Invariant {
+        name: "a leader after the faults stopped",
+        holds: leader.is_ok(),
+        detail: match &leader {
+            Ok(id) => format!("replica {id} leads"),
+            Err(e) => e.to_string(),
+        },
+    });
+    match &all_tasks {
+        Ok(tasks) => {
+            let stale = lock(&shared.stale_accepted).clone();
+            invariants.extend(checks::final_invariants(&lines, tasks, &still_live, &stale));
+        }
+        Err(e) => invariants.push(Invariant { name: "final task list", holds: false, detail: e.clone() }),
+    }
+    invariants.push(Invariant {
+        name: "no process exited by itself",
+        holds: replica_faults.is_empty(),
+        detail: if replica_faults.is_empty() { "none did".into() } else { replica_faults.join("; ") },
+    });
+    let violation_html = if let Verdict::NotLinearizable(v) = &verdict {
+        eprint!("{}", v.to_text());
+        let (_, html) = v.write_artifacts(&config.out, "history")?;
+        Some(html)
+    } else {
+        None
+    };
+    let linearizability = match &verdict {
+        Verdict::Linearizable => "linearizable".to_string(),
+        Verdict::NotLinearizable(_) => "not linearizable".to_string(),
+        Verdict::Unknown(why) => format!("unknown ({why})"),
+    };
+    let mut fault_kinds: Vec<String> = events.iter().filter(|e| e.phase == "start").map(|e| e.fault.clone()).collect();
+    fault_kinds.sort();
+    fault_kinds.dedup();
+    let outcome = RunOutcome {
+        valid: verdict.is_linearizable() && invariants.iter().all(|i| i.holds),
+        linearizability,
+        invariants,
+        operations: history.ops.len(),
+        ok: shared.n_ok.load(Ordering::Relaxed),
+        fail: shared.n_fail.load(Ordering::Relaxed),
+        info: shared.n_info.load(Ordering::Relaxed),
+        zombie_reports: shared.n_zombie.load(Ordering::Relaxed),
+        faults: n_faults,
+        fault_kinds,
+        partitions_possible,
+        seed: config.seed,
+        nodes: config.nodes,
+        workers: config.workers,
+        clients: config.clients,
+        time_limit_s: config.time_limit_s,
+        replica_faults: config.faults.clone(),
+        out: config.out.display().to_string(),
+        duration_s: started.elapsed().as_secs_f64(),
+    };
+    std::fs::write(config.out.join("verdict.json"), serde_json::to_string_pretty(&outcome)? + "\n")?;
+    let html = report::render(&outcome, &lines, &events, violation_html.as_deref());
+    std::fs::write(config.out.join("report.html"), html)?;
+    if outcome.valid && !config.keep_data {
+        let _ = std::fs::remove_dir_all(lock(&procs).data_root());
+    }
+    Ok(outcome)
+}
+
+trait IfEmpty {
+    fn if_empty(self, other: &str) -> String;
+}
+
+impl IfEmpty for String {
+    fn if_empty(self, other: &str) -> String {
+        if self.is_empty() {
+            other.to_string()
+        } else {
+            self
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write_lines(path: &Path, lines: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    let file = std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    for line in lines {
+        writeln!(w, "{line}")?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// Records processes that exited without the nemesis killing them (a crash is a finding).
+fn check_exits(procs: &Mutex<Procs>, found: &mut Vec<String>, note: &impl Fn(&'static str, &str, Vec<String>)) {
+    for (name, status) in lock(procs).reap_exited() {
+        let text = format!("{name} exited by itself ({status})");
+        say(&text);
+        note("crash", &name, vec![status]);
+        found.push(text);
+    }
+}
+
+fn restart_down(procs: &Mutex<Procs>) {
+    let mut p = lock(procs);
+    for i in 0..p.n_replicas() {
+        p.resume_replica(i);
+        if p.replica_state(i) == procs::ProcState::Down {
+            if let Err(e) = p.start_replica(i) {
+                say(&format!("restart n{}: {e}", i + 1));
+            }
+        }
+    }
+    for k in 0..p.n_workers() {
+        p.resume_worker(k);
+        if p.worker_state(k) == procs::ProcState::Down {
+            if let Err(e) = p.start_worker(k, WORKER_SLOTS) {
+                say(&format!("restart w{}: {e}", k + 1));
+            }
+        }
+    }
+    if let Some(ns) = p.topology.netns() {
+        if let Err(e) = ns.heal() {
+            say(&format!("heal: {e}"));
+        }
+    }
+}
+
+/// The leader's index (0-based), if some replica knows it.
+async fn current_leader(client: &Client) -> Option<usize> {
+    let status = tokio::time::timeout(Duration::from_secs(2), client.cluster_status()).await.ok()?.ok()?;
+    (status.has_leader && status.leader > 0).then(|| status.leader as usize - 1)
+}
+
+async fn wait_for_leader(client: &Client, wait: Duration) -> anyhow::Result<u64> {
+    let started = Instant::now();
+    loop {
+        if let Some(i) = current_leader(client).await {
+            return Ok(i as u64 + 1);
+        }
+        if started.elapsed() > wait {
+            bail!("no leader within {} s", wait.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until no task is pending, assigned or running; returns those still live at `deadline`.
+async fn wait_all_ended(client: &Client, deadline: Instant) -> Vec<u64> {
+    loop {
+        let mut live = Vec::new();
+        let mut answered = true;
+        for state in ["pending", "assigned", "running"] {
+            let req = api::ListTasksRequest { state: state.into(), after_id: 0, limit: 100, stale: false };
+            match client.list_page(req).await {
+                Ok(page) => live.extend(page.tasks.iter().map(|t| t.id)),
+                Err(_) => answered = false,
+            }
+        }
+        if answered && live.is_empty() {
+            return live;
+        }
+        if Instant::now() > deadline {
+            return live;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Every known id read back, linearizably, by a few virtual processes; recorded.
+async fn final_reads(addrs: &[String], shared: &Arc<Shared>, ids: &[u64]) {
+    const READERS: usize = 8;
+    let mut handles = Vec::new();
+    for r in 0..READERS {
+        let mine: Vec<u64> = ids.iter().copied().skip(r).step_by(READERS).collect();
+        let Ok(client) = Client::new(addrs.to_vec(), Duration::from_secs(10)) else { continue };
+        let shared = shared.clone();
+        handles.push(tokio::spawn(async move {
+            for id in mine {
+                let process = shared.recorder.virtual_process();
+                clients::get(process, &client, &shared, id).await;
+            }
+        }));
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+/// Every task, linearizably, page by page.
+async fn list_all(client: &Client) -> Result<Vec<api::Task>, String> {
+    let mut tasks = Vec::new();
+    let mut after = 0;
+    loop {
+        let req = api::ListTasksRequest { state: String::new(), after_id: after, limit: 1_000, stale: false };
+        let page = client.list_page(req).await.map_err(|e| format!("list tasks: {e}"))?;
+        tasks.extend(page.tasks);
+        if page.next_after == 0 {
+            return Ok(tasks);
+        }
+        after = page.next_after;
+    }
+}
+
+/// A progress bar on a terminal, a line every 10 s otherwise.
+struct Progress {
+    bar: bool,
+    total_s: u64,
+    last_line: Instant,
+}
+
+impl Progress {
+    fn new(bar: bool, total_s: u64) -> Progress {
+        Progress { bar, total_s: total_s.max(1), last_line: Instant::now() }
+    }
+
+    fn line(&self, started: Instant, shared: &Shared, faults: usize) -> String {
+        let s = started.elapsed().as_secs().min(self.total_s);
+        let width = 30;
+        let done = (s * width / self.total_s) as usize;
+        format!(
+            "[{}{}] {s}/{} s  ops ok {} fail {} info {}  faults {faults}",
+            "#".repeat(done),
+            " ".repeat(width as usize - done),
+            self.total_s,
+            shared.n_ok.load(Ordering::Relaxed),
+            shared.n_fail.load(Ordering::Relaxed),
+            shared.n_info.load(Ordering::Relaxed),
+        )
+    }
+
+    fn tick(&mut self, started: Instant, shared: &Shared, faults: usize) {
+        if self.bar {
+            eprint!("\r{}", self.line(started, shared, faults));
+        } else if self.last_line.elapsed() >= Duration::from_secs(10) {
+            self.last_line = Instant::now();
+            say(&self.line(started, shared, faults));
+        }
+    }
+
+    fn finish(&mut self, started: Instant, shared: &Shared, faults: usize) {
+        if self.bar {
+            eprintln!("\r{}", self.line(started, shared, faults));
+        } else {
+            say(&self.line(started, shared, faults));
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! The nemesis: faults drawn from the run's seed, one at a time, each started, held for a while
+//! and healed, with every step written to the nemesis timeline.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::procs::{ProcState, Procs};
+use super::rng::Rng;
+
+/// The faults the nemesis can inject. `--nemesis` names them one by one or by family
+/// (`kill`, `pause`, `partition`, `worker`, `all`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Fault {
+    /// kill -9 a random replica, restart it when healed
+    KillOne,
+    KillLeader,
+    /// kill -9 a majority at once
+    KillMajority,
+    /// kill -9 every replica at once
+    KillAll,
+    /// SIGSTOP a random replica, SIGCONT when healed
+    PauseOne,
+    PauseLeader,
+    /// cut the leader off from every other replica
+    IsolateLeader,
+    /// a random minority cut off from the majority
+    SplitMajorityMinority,
+    /// two halves that cannot talk, and one replica that talks to both
+    Bridge,
+    /// kill -9 a worker, restart it (same id) when healed
+    KillWorker,
+    /// SIGSTOP a worker for the hold time (its lease runs out)
+    PauseWorker,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 11] = [
+        Fault::KillOne,
+        Fault::KillLeader,
+        Fault::KillMajority,
+        Fault::KillAll,
+        Fault::PauseOne,
+        Fault::PauseLeader,
+        Fault::IsolateLeader,
+        Fault::SplitMajorityMinority,
+        Fault::Bridge,
+        Fault::KillWorker,
+        Fault::PauseWorker,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::KillOne => "kill-one",
+            Fault::KillLeader => "kill-leader",
+            Fault::KillMajority => "kill-majority",
+            Fault::KillAll => "kill-all",
+            Fault::PauseOne => "pause-one",
+            Fault::PauseLeader => "pause-leader",
+            Fault::IsolateLeader => "isolate-leader",
+            Fault::SplitMajorityMinority => "split-majority-minority",
+            Fault::Bridge => "bridge",
+            Fault::KillWorker => "kill-worker",
+            Fault::PauseWorker => "pause-worker",
+        }
+    }
+
+    pub fn family(self) -> &'static str {
+        match self {
+            Fault::KillOne | Fault::KillLeader | Fault::KillMajority | Fault::KillAll => "kill",
+            Fault::PauseOne | Fault::PauseLeader => "pause",
+            Fault::IsolateLeader | Fault::SplitMajorityMinority | Fault::Bridge => "partition",
+            Fault::KillWorker | Fault::PauseWorker => "worker",
+        }
+    }
+
+    pub fn is_partition(self) -> bool {
+        self.family() == "partition"
+    }
+
+    /// Parses a comma-separated list of faults and families; `all` is every fault, `none` none.
+    pub fn parse_list(text: &str) -> Result<Vec<Fault>, String> {
+        let mut out = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let matched: Vec<Fault> =
+                Fault::ALL.into_iter().filter(|f| part == "all" || f.family() == part || f.name() == part).collect();
+            if matched.is_empty() && part != "none" {
+                let names: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
+                return Err(format!(
+                    "unknown nemesis {part:?} (families kill, pause, partition, worker, all, none; or one of {})",
+                    names.join(", ")
+                ));
+            }
+            out.extend(matched);
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+/// One step of the nemesis timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct NemesisEvent {
+    pub time_ns: u64,
+    /// `start` or `stop`
+    pub phase: &'static str,
+    pub fault: String,
+    pub targets: Vec<String>,
+}
+
+/// A fault in progress, with what is needed to heal it.
+#[derive(Debug, Clone)]
+pub enum Active {
+    Killed(Vec<usize>),
+    Paused(Vec<usize>),
+    Partitioned,
+    WorkerKilled(usize),
+    WorkerPaused(usize),
+}
+
+pub struct Nemesis {
+    pub faults: Vec<Fault>,
+    pub rng: Rng,
+}
+
+fn node_names(nodes: &[usize]) -> Vec<String> {
+    nodes.iter().map(|i| format!("n{}", i + 1)).collect()
+}
+
+impl Nemesis {
+    /// Draws and starts one fault. `leader` is the current leader's index if known.
+    /// Returns the fault's name, its targets and how to heal it; `None` if nothing applies.
+    pub fn start(&mut self, procs: &mut Procs, leader: Option<usize>) -> Option<(String, Vec<String>, Active)> {
+        let n = procs.n_replicas();
+        let running: Vec<usize> = (0..n).filter(|&i| procs.replica_state(i) == ProcState::Running).collect();
+        let live_workers: Vec<usize> =
+            (0..procs.n_workers()).filter(|&k| procs.worker_state(k) == ProcState::Running).collect();
+        let partitions = procs.topology.netns().is_some() && n >= 2;
+        let faults: Vec<Fault> = self
+            .faults
+            .iter()
+            .copied()
+            .filter(|f| partitions || !f.is_partition())
+            .filter(|f| f.family() != "worker" || !live_workers.is_empty())
+            .collect();
+        if faults.is_empty() || running.is_empty() {
+            return None;
+        }
+        let fault = *self.rng.pick(&faults);
+        let leader = leader.filter(|l| running.contains(l));
+        let random = *self.rng.pick(&running);
+        let name = fault.name().to_string();
+        let kill = |procs: &mut Procs, targets: Vec<usize>| {
+            for &i in &targets {
+                procs.kill_replica(i);
+            }
+            Some((name.clone(), node_names(&targets), Active::Killed(targets)))
+        };
+        match fault {
+            Fault::KillOne => kill(procs, vec![random]),
+            Fault::KillLeader => kill(procs, vec![leader.unwrap_or(random)]),
+            Fault::KillMajority => {
+                let targets = self.subset(n, n / 2 + 1);
+                kill(procs, targets)
+            }
+            Fault::KillAll => kill(procs, (0..n).collect()),
+            Fault::PauseOne | Fault::PauseLeader => {
+                let target = if fault == Fault::PauseOne { random } else { leader.unwrap_or(random) };
+                procs.pause_replica(target);
+                Some((name, node_names(&[target]), Active::Paused(vec![target])))
+            }
+            Fault::IsolateLeader | Fault::SplitMajorityMinority | Fault::Bridge => {
+                let order = self.subset(n, n);
+                let cut_pairs: Vec<(usize, usize)> = match fault {
+                    Fault::IsolateLeader => {
+                        let l = leader.unwrap_or(random);
+                        (0..n).filter(|&j| j != l).map(|j| (l, j)).collect()
+                    }
+                    Fault::SplitMajorityMinority => {
+                        let (minority, majority) = order.split_at(n / 2);
+                        minority.iter().flat_map(|&a| majority.iter().map(move |&b| (a, b))).collect()
+                    }
+                    _ => {
+                        // order[0] is the bridge: it keeps its links to both halves.
+                        let (left, right) = order[1..].split_at((n - 1) / 2);
+                        left.iter().flat_map(|&a| right.iter().map(move |&b| (a, b))).collect()
+                    }
+                };
+                let ns = procs.topology.netns()?;
+                let mut targets = Vec::new();
+                for &(a, b) in &cut_pairs {
+                    if let Err(e) = ns.cut(a, b) {
+                        eprintln!("nemesis: {e}");
+                    }
+                    targets.push(format!("n{}-n{}", a + 1, b + 1));
+                }
+                Some((name, targets, Active::Partitioned))
+            }
+            Fault::KillWorker => {
+                let k = *self.rng.pick(&live_workers);
+                procs.kill_worker(k);
+                Some((name, vec![format!("w{}", k + 1)], Active::WorkerKilled(k)))
+            }
+            Fault::PauseWorker => {
+                let k = *self.rng.pick(&live_workers);
+                procs.pause_worker(k);
+                Some((name, vec![format!("w{}", k + 1)], Active::WorkerPaused(k)))
+            }
+        }
+    }
+
+    /// `k` distinct indexes out of `0..n`, in random order.
+    fn subset(&mut self, n: usize, k: usize) -> Vec<usize> {
+        let mut all: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            let j = self.rng.below(i as u64 + 1) as usize;
+            all.swap(i, j);
+        }
+        all.truncate(k);
+        all
+    }
+
+    /// How long to hold the next fault, and the quiet time after it.
+    pub fn durations(&mut self, hold_ms: (u64, u64), quiet_ms: (u64, u64)) -> (Duration, Duration) {
+        (
+            Duration::from_millis(self.rng.between(hold_ms.0, hold_ms.1)),
+            Duration::from_millis(self.rng.between(quiet_ms.0, quiet_ms.1)),
+        )
+    }
+}
+
+/// Undoes `active`. Errors (a restart that failed) are returned as text for the timeline.
+pub fn heal(procs: &mut Procs, active: &Active, worker_slots: u32) -> Result<(), String> {
+    match active {
+        Active::Killed(nodes) => {
+            for &i in nodes {
+                if procs.replica_state(i) == ProcState::Down {
+                    procs.start_replica(i).map_err(|e| format!("restart n{}: {e}", i + 1))?;
+                }
+            }
+        }
+        Active::Paused(nodes) => {
+            for &i in nodes {
+                procs.resume_replica(i);
+            }
+        }
+        Active::Partitioned => {
+            if let Some(ns) = procs.topology.netns() {
+                ns.heal()?;
+            }
+        }
+        Active::WorkerKilled(k) => {
+            if procs.worker_state(*k) == ProcState::Down {
+                procs.start_worker(*k, worker_slots).map_err(|e| format!("restart w{}: {e}", k + 1))?;
+            }
+        }
+        Active::WorkerPaused(k) => procs.resume_worker(*k),
+    }
+    Ok(())
+}

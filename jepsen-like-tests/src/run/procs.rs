@@ -1,0 +1,287 @@
+//! The processes of a run: replicas (each in its own network namespace when possible) and
+//! workers, started from the built `raftsched` binary, with their logs in the run's directory.
+//!
+//! Every child gets `PR_SET_PDEATHSIG = SIGKILL`, so none outlives the harness even if the
+//! harness itself is killed; [`Procs::drop`] kills them all (continuing paused ones first).
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::netns::Netns;
+
+/// How replicas reach each other and how clients reach them.
+pub enum Topology {
+    /// Each replica in its own namespace, on port [`NETNS_PORT`] of its own address.
+    Netns(Netns),
+    /// Everything on 127.0.0.1, ports picked at start; no partitions possible.
+    Loopback(Vec<u16>),
+}
+
+pub const NETNS_PORT: u16 = 7000;
+
+impl Topology {
+    pub fn addr(&self, i: usize) -> String {
+        match self {
+            Topology::Netns(ns) => format!("{}:{NETNS_PORT}", ns.addr(i)),
+            Topology::Loopback(ports) => format!("127.0.0.1:{}", ports[i]),
+        }
+    }
+
+    pub fn netns(&self) -> Option<&Netns> {
+        match self {
+            Topology::Netns(ns) => Some(ns),
+            Topology::Loopback(_) => None,
+        }
+    }
+}
+
+/// Ports free right now (bound to port 0, then released).
+pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    let listeners: Vec<std::net::TcpListener> =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
+    listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcState {
+    Running,
+    Paused,
+    Down,
+}
+
+struct Proc {
+    child: Option<Child>,
+    state: ProcState,
+    log: PathBuf,
+}
+
+/// Options passed to every replica.
+#[derive(Debug, Clone)]
+pub struct ReplicaOptions {
+    pub faults: Vec<String>,
+    pub extra_args: Vec<String>,
+}
+
+pub struct Procs {
+    bin: PathBuf,
+    dir: PathBuf,
+    pub topology: Topology,
+    replicas: Vec<Proc>,
+    workers: Vec<Proc>,
+    options: ReplicaOptions,
+}
+
+fn spawn(mut cmd: Command, log: &Path) -> std::io::Result<Child> {
+    let out = File::options().create(true).append(true).open(log)?;
+    let err = out.try_clone()?;
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on a child we own (not yet reaped, so the pid is not reused).
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+impl Procs {
+    pub fn new(bin: PathBuf, dir: PathBuf, topology: Topology, n_replicas: usize, options: ReplicaOptions) -> Procs {
+        let logs = dir.join("logs");
+        let replicas = (0..n_replicas)
+            .map(|i| Proc { child: None, state: ProcState::Down, log: logs.join(format!("n{}.log", i + 1)) })
+            .collect();
+        Procs { bin, dir, topology, replicas, workers: Vec::new(), options }
+    }
+
+    pub fn n_replicas(&self) -> usize {
+        self.replicas.len()
+    }
+
+    pub fn replica_addrs(&self) -> Vec<String> {
+        (0..self.replicas.len()).map(|i| self.topology.addr(i)).collect()
+    }
+
+    pub fn data_root(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub fn replica_state(&self, i: usize) -> ProcState {
+        self.replicas[i].state
+    }
+
+    pub fn worker_state(&self, i: usize) -> ProcState {
+        self.workers[i].state
+    }
+
+    pub fn n_workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Starts replica `i` (0-based; its Raft id is `i + 1`) from its data dir.
+    pub fn start_replica(&mut self, i: usize) -> std::io::Result<()> {
+        assert_eq!(self.replicas[i].state, ProcState::Down);
+        let initial: Vec<String> =
+            (0..self.replicas.len()).map(|j| format!("{}={}", j + 1, self.topology.addr(j))).collect();
+        let listen = self.topology.addr(i);
+        let data_dir = self.data_root().join(format!("n{}", i + 1));
+        let mut cmd = match &self.topology {
+            Topology::Netns(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns.name(i)]).arg(&self.bin);
+                c
+            }
+            Topology::Loopback(_) => Command::new(&self.bin),
+        };
+        cmd.arg("server")
+            .args(["--id", &(i + 1).to_string(), "--listen", &listen, "--initial-cluster", &initial.join(",")])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(&self.options.extra_args)
+            .env("RAFTSCHED_LOG", std::env::var("RAFTSCHED_LOG").unwrap_or_else(|_| "info".into()));
+        for fault in &self.options.faults {
+            cmd.args(["--fault", fault]);
+        }
+        let child = spawn(cmd, &self.replicas[i].log)?;
+        self.replicas[i].child = Some(child);
+        self.replicas[i].state = ProcState::Running;
+        Ok(())
+    }
+
+    /// Adds and starts a worker `w<k>` with `slots` slots, talking to every replica.
+    pub fn add_worker(&mut self, slots: u32) -> std::io::Result<usize> {
+        let k = self.workers.len();
+        self.workers.push(Proc {
+            child: None,
+            state: ProcState::Down,
+            log: self.dir.join("logs").join(format!("w{}.log", k + 1)),
+        });
+        self.start_worker(k, slots)?;
+        Ok(k)
+    }
+
+    pub fn start_worker(&mut self, k: usize, slots: u32) -> std::io::Result<()> {
+        assert_eq!(self.workers[k].state, ProcState::Down);
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["worker", "--id", &format!("w{}", k + 1), "--slots", &slots.to_string()])
+            .args(["--cluster", &self.replica_addrs().join(",")])
+            .env("RAFTSCHED_LOG", std::env::var("RAFTSCHED_LOG").unwrap_or_else(|_| "info".into()));
+        let child = spawn(cmd, &self.workers[k].log)?;
+        self.workers[k].child = Some(child);
+        self.workers[k].state = ProcState::Running;
+        Ok(())
+    }
+
+    /// kill -9 and reap.
+    fn kill(p: &mut Proc) {
+        if let Some(mut child) = p.child.take() {
+            signal(&child, libc::SIGCONT);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        p.state = ProcState::Down;
+    }
+
+    pub fn kill_replica(&mut self, i: usize) {
+        Self::kill(&mut self.replicas[i]);
+    }
+
+    pub fn kill_worker(&mut self, k: usize) {
+        Self::kill(&mut self.workers[k]);
+    }
+
+    fn pause(p: &mut Proc) {
+        if let (Some(child), ProcState::Running) = (&p.child, p.state) {
+            signal(child, libc::SIGSTOP);
+            p.state = ProcState::Paused;
+        }
+    }
+
+    fn resume(p: &mut Proc) {
+        if let (Some(child), ProcState::Paused) = (&p.child, p.state) {
+            signal(child, libc::SIGCONT);
+            p.state = ProcState::Running;
+        }
+    }
+
+    pub fn pause_replica(&mut self, i: usize) {
+        Self::pause(&mut self.replicas[i]);
+    }
+
+    pub fn resume_replica(&mut self, i: usize) {
+        Self::resume(&mut self.replicas[i]);
+    }
+
+    pub fn pause_worker(&mut self, k: usize) {
+        Self::pause(&mut self.workers[k]);
+    }
+
+    pub fn resume_worker(&mut self, k: usize) {
+        Self::resume(&mut self.workers[k]);
+    }
+
+    /// Notices processes that exited by themselves (a crash): marks them down and returns
+    /// (name, exit status) for each.
+    pub fn reap_exited(&mut self) -> Vec<(String, String)> {
+        let mut exited = Vec::new();
+        for (prefix, procs) in [("n", &mut self.replicas), ("w", &mut self.workers)] {
+            for (i, p) in procs.iter_mut().enumerate() {
+                if let Some(child) = &mut p.child {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        exited.push((format!("{prefix}{}", i + 1), status.to_string()));
+                        p.child = None;
+                        p.state = ProcState::Down;
+                    }
+                }
+            }
+        }
+        exited
+    }
+
+    /// Stops everything with SIGTERM (SIGKILL after `grace`).
+    pub fn stop_all(&mut self, grace: Duration) {
+        let all: Vec<&mut Proc> = self.workers.iter_mut().chain(self.replicas.iter_mut()).collect();
+        for p in &all {
+            if let Some(child) = &p.child {
+                signal(child, libc::SIGCONT);
+                signal(child, libc::SIGTERM);
+            }
+        }
+        let started = Instant::now();
+        for p in all {
+            if let Some(mut child) = p.child.take() {
+                loop {
+                    match child.try_wait() {
+                        Ok(Some(_)) | Err(_) => break,
+                        Ok(None) if started.elapsed() > grace => {
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            break;
+                        }
+                        Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                }
+            }
+            p.state = ProcState::Down;
+        }
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for p in self.workers.iter_mut().chain(self.replicas.iter_mut()) {
+            Self::kill(p);
+        }
+        // The namespaces (in `topology`) are dropped after this, once no process is left in them.
+    }
+}
