@@ -78,9 +78,10 @@ struct RunArgs {
     /// Length of the faulty phase, in seconds.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     time_limit_s: u64,
-    /// Faults to inject, comma-separated: families kill, pause, partition, worker, all, none, or
-    /// single faults (kill-one, kill-leader, kill-majority, kill-all, pause-one, pause-leader,
-    /// isolate-leader, split-majority-minority, bridge, kill-worker, pause-worker).
+    /// Faults to inject, comma-separated: families kill, pause, partition, worker, membership,
+    /// all, none, or single faults (kill-one, kill-leader, kill-majority, kill-all, pause-one,
+    /// pause-leader, isolate-leader, split-majority-minority, bridge, kill-worker, pause-worker,
+    /// remove-add, transfer-leader).
     #[arg(long, default_value = "all")]
     nemesis: String,
     /// Seed of the fault schedule and the workload, so a failing run can be repeated.

@@ -221,6 +221,8 @@ async fn run_async(config: &RunConfig) -> anyhow::Result<RunOutcome> {
         lock(&procs).start_replica(i).with_context(|| format!("start replica n{}", i + 1))?;
     }
     let admin = Client::new(addrs.clone(), Duration::from_secs(5)).context("client")?;
+    // Membership changes wait for a new replica to catch up.
+    let membership = Client::new(addrs.clone(), Duration::from_secs(60)).context("client")?;
     wait_for_leader(&admin, Duration::from_secs(LEADER_WAIT_S)).await.context("no leader at start")?;
     for _ in 0..config.workers {
         lock(&procs).add_worker(WORKER_SLOTS).context("start a worker")?;
@@ -304,7 +306,7 @@ async fn run_async(config: &RunConfig) -> anyhow::Result<RunOutcome> {
             continue;
         }
         let leader = current_leader(&admin).await;
-        let started_fault = tokio::task::block_in_place(|| nemesis.start(&mut lock(&procs), leader));
+        let started_fault = tokio::task::block_in_place(|| nemesis.start(&mut lock(&procs), leader, &membership));
         let Some((fault, targets, active)) = started_fault else {
             next_fault = Instant::now() + Duration::from_secs(1);
             continue;
@@ -317,7 +319,8 @@ async fn run_async(config: &RunConfig) -> anyhow::Result<RunOutcome> {
             progress.tick(started, &shared, n_faults);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let healed = tokio::task::block_in_place(|| nemesis::heal(&mut lock(&procs), &active, WORKER_SLOTS));
+        let healed =
+            tokio::task::block_in_place(|| nemesis::heal(&mut lock(&procs), &active, WORKER_SLOTS, &membership));
         if let Err(e) = healed {
             note("error", &fault, vec![e]);
         }
@@ -339,6 +342,14 @@ async fn run_async(config: &RunConfig) -> anyhow::Result<RunOutcome> {
     say("faults stopped; waiting for a leader and for every task to end");
     let recovery_deadline = Instant::now() + Duration::from_secs(config.recovery_timeout_s);
     let leader = wait_for_leader(&admin, Duration::from_secs(config.recovery_timeout_s)).await;
+    // Every replica a voter again (idempotent; a no-op unless a re-add failed during the run).
+    if leader.is_ok() {
+        for (i, addr) in addrs.iter().enumerate() {
+            if let Err(e) = membership.add_member(i as u64 + 1, addr).await {
+                say(&format!("add n{} back: {e}", i + 1));
+            }
+        }
+    }
     let reader = Client::new(addrs.clone(), Duration::from_secs(10))?;
     let still_live = match &leader {
         Ok(_) => wait_all_ended(&reader, recovery_deadline).await,

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use raftsched_client::Client;
+
 use super::procs::{ProcState, Procs};
 use super::rng::Rng;
 
@@ -32,10 +34,15 @@ pub enum Fault {
     KillWorker,
     /// SIGSTOP a worker for the hold time (its lease runs out)
     PauseWorker,
+    /// `cluster remove` a follower, kill it and wipe its data dir; when healed, start it empty
+    /// with `--join` and `cluster add` it back (it catches up by snapshot)
+    RemoveAdd,
+    /// `cluster transfer-leader` to a random follower
+    TransferLeader,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 11] = [
+    pub const ALL: [Fault; 13] = [
         Fault::KillOne,
         Fault::KillLeader,
         Fault::KillMajority,
@@ -47,6 +54,8 @@ impl Fault {
         Fault::Bridge,
         Fault::KillWorker,
         Fault::PauseWorker,
+        Fault::RemoveAdd,
+        Fault::TransferLeader,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,6 +71,8 @@ impl Fault {
             Fault::Bridge => "bridge",
             Fault::KillWorker => "kill-worker",
             Fault::PauseWorker => "pause-worker",
+            Fault::RemoveAdd => "remove-add",
+            Fault::TransferLeader => "transfer-leader",
         }
     }
 
@@ -71,6 +82,7 @@ impl Fault {
             Fault::PauseOne | Fault::PauseLeader => "pause",
             Fault::IsolateLeader | Fault::SplitMajorityMinority | Fault::Bridge => "partition",
             Fault::KillWorker | Fault::PauseWorker => "worker",
+            Fault::RemoveAdd | Fault::TransferLeader => "membership",
         }
     }
 
@@ -87,7 +99,7 @@ impl Fault {
             if matched.is_empty() && part != "none" {
                 let names: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
                 return Err(format!(
-                    "unknown nemesis {part:?} (families kill, pause, partition, worker, all, none; or one of {})",
+                    "unknown nemesis {part:?} (families kill, pause, partition, worker, membership, all, none; or one of {})",
                     names.join(", ")
                 ));
             }
@@ -117,6 +129,10 @@ pub enum Active {
     Partitioned,
     WorkerKilled(usize),
     WorkerPaused(usize),
+    /// Removed from the membership, killed and wiped.
+    Removed(usize),
+    /// Nothing to heal.
+    Done,
 }
 
 pub struct Nemesis {
@@ -131,7 +147,15 @@ fn node_names(nodes: &[usize]) -> Vec<String> {
 impl Nemesis {
     /// Draws and starts one fault. `leader` is the current leader's index if known.
     /// Returns the fault's name, its targets and how to heal it; `None` if nothing applies.
-    pub fn start(&mut self, procs: &mut Procs, leader: Option<usize>) -> Option<(String, Vec<String>, Active)> {
+    ///
+    /// Runs inside `tokio::task::block_in_place`: membership faults call the cluster through
+    /// `admin` with `Handle::block_on`.
+    pub fn start(
+        &mut self,
+        procs: &mut Procs,
+        leader: Option<usize>,
+        admin: &Client,
+    ) -> Option<(String, Vec<String>, Active)> {
         let n = procs.n_replicas();
         let running: Vec<usize> = (0..n).filter(|&i| procs.replica_state(i) == ProcState::Running).collect();
         let live_workers: Vec<usize> =
@@ -143,6 +167,9 @@ impl Nemesis {
             .copied()
             .filter(|f| partitions || !f.is_partition())
             .filter(|f| f.family() != "worker" || !live_workers.is_empty())
+            // A membership change needs a known leader, a follower to act on, and a majority
+            // left without it.
+            .filter(|f| f.family() != "membership" || (n >= 3 && leader.is_some() && running.len() == n))
             .collect();
         if faults.is_empty() || running.is_empty() {
             return None;
@@ -207,6 +234,29 @@ impl Nemesis {
                 procs.pause_worker(k);
                 Some((name, vec![format!("w{}", k + 1)], Active::WorkerPaused(k)))
             }
+            Fault::RemoveAdd | Fault::TransferLeader => {
+                let leader = leader?;
+                let followers: Vec<usize> = running.iter().copied().filter(|&i| i != leader).collect();
+                let target = *self.rng.pick(&followers);
+                let handle = tokio::runtime::Handle::current();
+                if fault == Fault::TransferLeader {
+                    let moved = handle.block_on(admin.transfer_leader(target as u64 + 1));
+                    let mut targets = node_names(&[target]);
+                    if let Err(e) = moved {
+                        targets.push(format!("failed: {e}"));
+                    }
+                    return Some((name, targets, Active::Done));
+                }
+                if let Err(e) = handle.block_on(admin.remove_member(target as u64 + 1)) {
+                    // Not removed (e.g. no leader right now): nothing to undo.
+                    return Some((name, vec![format!("n{}", target + 1), format!("remove failed: {e}")], Active::Done));
+                }
+                procs.kill_replica(target);
+                if let Err(e) = procs.wipe_replica(target) {
+                    eprintln!("nemesis: wipe n{}: {e}", target + 1);
+                }
+                Some((name, node_names(&[target]), Active::Removed(target)))
+            }
         }
     }
 
@@ -231,8 +281,21 @@ impl Nemesis {
 }
 
 /// Undoes `active`. Errors (a restart that failed) are returned as text for the timeline.
-pub fn heal(procs: &mut Procs, active: &Active, worker_slots: u32) -> Result<(), String> {
+///
+/// Runs inside `tokio::task::block_in_place` (see [`Nemesis::start`]).
+pub fn heal(procs: &mut Procs, active: &Active, worker_slots: u32, admin: &Client) -> Result<(), String> {
     match active {
+        Active::Done => {}
+        Active::Removed(i) => {
+            let i = *i;
+            if procs.replica_state(i) == ProcState::Down {
+                procs.start_replica_joining(i).map_err(|e| format!("start n{} to join: {e}", i + 1))?;
+            }
+            let addr = procs.topology.addr(i);
+            tokio::runtime::Handle::current()
+                .block_on(admin.add_member(i as u64 + 1, &addr))
+                .map_err(|e| format!("add n{} back: {e}", i + 1))?;
+        }
         Active::Killed(nodes) => {
             for &i in nodes {
                 if procs.replica_state(i) == ProcState::Down {

@@ -56,6 +56,8 @@ struct Proc {
     child: Option<Child>,
     state: ProcState,
     log: PathBuf,
+    /// Started with `--join` (its data dir was wiped after a removal): restarts join too.
+    joining: bool,
 }
 
 /// Options passed to every replica.
@@ -99,7 +101,12 @@ impl Procs {
     pub fn new(bin: PathBuf, dir: PathBuf, topology: Topology, n_replicas: usize, options: ReplicaOptions) -> Procs {
         let logs = dir.join("logs");
         let replicas = (0..n_replicas)
-            .map(|i| Proc { child: None, state: ProcState::Down, log: logs.join(format!("n{}.log", i + 1)) })
+            .map(|i| Proc {
+                child: None,
+                state: ProcState::Down,
+                log: logs.join(format!("n{}.log", i + 1)),
+                joining: false,
+            })
             .collect();
         Procs { bin, dir, topology, replicas, workers: Vec::new(), options }
     }
@@ -128,13 +135,39 @@ impl Procs {
         self.workers.len()
     }
 
+    fn data_dir(&self, i: usize) -> PathBuf {
+        self.data_root().join(format!("n{}", i + 1))
+    }
+
+    /// Deletes replica `i`'s data dir (it must be down).
+    pub fn wipe_replica(&mut self, i: usize) -> std::io::Result<()> {
+        assert_eq!(self.replicas[i].state, ProcState::Down);
+        match std::fs::remove_dir_all(self.data_dir(i)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Starts replica `i` with an empty data dir and `--join`, to be added with `cluster add`.
+    pub fn start_replica_joining(&mut self, i: usize) -> std::io::Result<()> {
+        self.replicas[i].joining = true;
+        self.start_replica(i)
+    }
+
     /// Starts replica `i` (0-based; its Raft id is `i + 1`) from its data dir.
     pub fn start_replica(&mut self, i: usize) -> std::io::Result<()> {
         assert_eq!(self.replicas[i].state, ProcState::Down);
-        let initial: Vec<String> =
-            (0..self.replicas.len()).map(|j| format!("{}={}", j + 1, self.topology.addr(j))).collect();
         let listen = self.topology.addr(i);
-        let data_dir = self.data_root().join(format!("n{}", i + 1));
+        let data_dir = self.data_dir(i);
+        let membership: Vec<String> = if self.replicas[i].joining {
+            let others: Vec<String> =
+                (0..self.replicas.len()).filter(|&j| j != i).map(|j| self.topology.addr(j)).collect();
+            vec!["--join".into(), others.join(",")]
+        } else {
+            let initial: Vec<String> =
+                (0..self.replicas.len()).map(|j| format!("{}={}", j + 1, self.topology.addr(j))).collect();
+            vec!["--initial-cluster".into(), initial.join(",")]
+        };
         let mut cmd = match &self.topology {
             Topology::Netns(ns) => {
                 let mut c = Command::new("ip");
@@ -144,7 +177,8 @@ impl Procs {
             Topology::Loopback(_) => Command::new(&self.bin),
         };
         cmd.arg("server")
-            .args(["--id", &(i + 1).to_string(), "--listen", &listen, "--initial-cluster", &initial.join(",")])
+            .args(["--id", &(i + 1).to_string(), "--listen", &listen])
+            .args(&membership)
             .arg("--data-dir")
             .arg(&data_dir)
             .args(&self.options.extra_args)
@@ -165,6 +199,7 @@ impl Procs {
             child: None,
             state: ProcState::Down,
             log: self.dir.join("logs").join(format!("w{}.log", k + 1)),
+            joining: false,
         });
         self.start_worker(k, slots)?;
         Ok(k)
