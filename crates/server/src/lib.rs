@@ -21,6 +21,7 @@ mod read_index;
 pub mod replica;
 mod scheduler_service;
 mod serve;
+mod status_page;
 mod worker_service;
 
 pub use config::{parse_initial_cluster, ReplicaConfig, WORKER_HEARTBEAT_TIMEOUT_MS_DEFAULT};

@@ -188,18 +188,38 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
                 .map_err(|source| StartError::Listen { addr: addr.to_string(), source })?;
             let http_addr =
                 listener.local_addr().map_err(|source| StartError::Listen { addr: addr.to_string(), source })?;
-            tracing::info!(%http_addr, "serving /metrics");
-            let replica = replica.clone();
-            let router = axum::Router::new().route(
-                "/metrics",
-                axum::routing::get(move || {
-                    let replica = replica.clone();
-                    async move {
-                        let body = crate::metrics::render(&replica, &replica.sync_stats);
-                        ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
-                    }
-                }),
-            );
+            tracing::info!(%http_addr, "serving /metrics and the status page at /");
+            let (for_metrics, for_status) = (replica.clone(), replica.clone());
+            let router = axum::Router::new()
+                .route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let replica = for_metrics.clone();
+                        async move {
+                            let body = crate::metrics::render(&replica, &replica.sync_stats);
+                            ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+                        }
+                    }),
+                )
+                .route(
+                    "/",
+                    axum::routing::get(|| async {
+                        (
+                            [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                            crate::status_page::PAGE_HTML,
+                        )
+                    }),
+                )
+                .route(
+                    "/status.json",
+                    axum::routing::get(move || {
+                        let replica = for_status.clone();
+                        async move {
+                            let body = crate::status_page::status_json(&replica).await.to_string();
+                            ([(axum::http::header::CONTENT_TYPE, "application/json")], body)
+                        }
+                    }),
+                );
             let (http_stop, http_stop_rx) = oneshot::channel::<()>();
             let task = tokio::spawn(async move {
                 let served = axum::serve(listener, router).with_graceful_shutdown(async {

@@ -52,6 +52,11 @@ impl StateMachine {
         ListPage { tasks, next_after }
     }
 
+    /// The `n` newest tasks (highest ids first); `n` is capped at `LIST_PAGE_SIZE_MAX`.
+    pub fn newest(&self, n: usize) -> Vec<&Task> {
+        self.tasks.values().rev().take(n.min(limits::LIST_PAGE_SIZE_MAX)).collect()
+    }
+
     /// Number of tasks in `state`.
     pub fn count(&self, state: TaskState) -> u64 {
         self.counts[state as usize]

@@ -22,6 +22,8 @@ pub struct Replica {
     pub log_path: PathBuf,
     /// Started with `--join` instead of `--initial-cluster`.
     pub join: bool,
+    /// `--http` address (status page and metrics), if any.
+    pub http: Option<String>,
     child: Option<Child>,
 }
 
@@ -59,6 +61,7 @@ impl Cluster {
                     data_dir: dir.path().join(format!("replica-{id}")),
                     log_path: dir.path().join(format!("replica-{id}.log")),
                     join: false,
+                    http: None,
                     child: None,
                 },
             );
@@ -75,6 +78,34 @@ impl Cluster {
         cluster
     }
 
+    /// Like `start`, each replica also serving `--http` on a port of its own (see `http`).
+    pub fn start_with_http(n: u64, extra_args: &[&str]) -> Cluster {
+        let mut cluster = Cluster::start(0, extra_args);
+        let ports = free_ports(2 * n as usize);
+        for id in 1..=n {
+            let (port, http) = (ports[2 * (id as usize - 1)], ports[2 * (id as usize - 1) + 1]);
+            let replica = Replica {
+                id,
+                addr: format!("127.0.0.1:{port}"),
+                data_dir: cluster.dir.path().join(format!("replica-{id}")),
+                log_path: cluster.dir.path().join(format!("replica-{id}.log")),
+                join: false,
+                http: Some(format!("127.0.0.1:{http}")),
+                child: None,
+            };
+            cluster.replicas.insert(id, replica);
+        }
+        for id in cluster.ids() {
+            cluster.start_replica(id);
+        }
+        cluster
+    }
+
+    /// Replica `id`'s `--http` address.
+    pub fn http(&self, id: u64) -> String {
+        self.replicas[&id].http.clone().expect("started with start_with_http")
+    }
+
     /// Starts a new, empty replica `id` that joins the running cluster (it serves once added).
     pub fn start_joining_replica(&mut self, id: u64) -> String {
         let port = free_ports(1)[0];
@@ -85,6 +116,7 @@ impl Cluster {
             data_dir: self.dir.path().join(format!("replica-{id}")),
             log_path: self.dir.path().join(format!("replica-{id}.log")),
             join: true,
+            http: None,
             child: None,
         };
         self.replicas.insert(id, replica);
@@ -122,12 +154,14 @@ impl Cluster {
         assert!(r.child.is_none(), "replica {id} already running");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&r.log_path).unwrap();
         let membership = if r.join { ["--join", &join] } else { ["--initial-cluster", &initial] };
+        let http: Vec<&str> = r.http.as_deref().map(|h| vec!["--http", h]).unwrap_or_default();
         let child = Command::new(BIN)
             .args(["server", "--id", &id.to_string(), "--listen", &r.addr])
             .args(membership)
             .arg("--data-dir")
             .arg(&r.data_dir)
             .args(&extra)
+            .args(http)
             .env("RAFTSCHED_LOG", "info,openraft=warn")
             .stdout(Stdio::null())
             .stderr(log)
