@@ -66,6 +66,11 @@ async fn metrics_follow_the_replica() {
         "raftsched_workers{state=\"ready\"} 0",
         "# TYPE raftsched_disk_sync_seconds histogram",
         "raftsched_disk_sync_seconds_bucket{le=\"+Inf\"}",
+        "# TYPE raftsched_snapshot_age_seconds gauge",
+        "raftsched_raft_log_entries ",
+        "# TYPE raftsched_request_duration_seconds histogram",
+        "raftsched_request_duration_seconds_count{rpc=\"Scheduler/Submit\"} 1",
+        "raftsched_request_duration_seconds_bucket{rpc=\"Scheduler/Submit\",le=\"+Inf\"} 1",
     ] {
         assert!(response.contains(expected), "{expected:?} missing from:\n{response}");
     }

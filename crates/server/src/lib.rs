@@ -19,6 +19,7 @@ mod proposer;
 mod raft_service;
 mod read_index;
 pub mod replica;
+pub mod rpc_stats;
 mod scheduler_service;
 mod serve;
 mod status_page;

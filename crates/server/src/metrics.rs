@@ -11,6 +11,7 @@ use raftsched_state::{NodeState, TaskState};
 use raftsched_store::{SyncStats, SYNC_BUCKETS_US};
 
 use crate::replica::Replica;
+use crate::rpc_stats::RPC_BUCKETS_US;
 
 /// Counters the request paths bump.
 #[derive(Default)]
@@ -27,6 +28,24 @@ pub struct Counters {
 
 fn line(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Keeps `replica.snapshot_seen` current: the time the snapshot index last changed. Ends when Raft
+/// stops (its metrics channel closes).
+pub async fn watch_snapshots(replica: Arc<Replica>) {
+    let mut metrics = replica.raft.metrics();
+    loop {
+        let index = metrics.borrow_and_update().snapshot.map_or(0, |l| l.index);
+        {
+            let mut seen = replica.snapshot_seen.lock().unwrap_or_else(|p| p.into_inner());
+            if seen.0 != index {
+                *seen = (index, std::time::Instant::now());
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
@@ -51,6 +70,25 @@ pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
     let _ = writeln!(out, "raftsched_raft_snapshot_index {}", m.snapshot.map_or(0, |l| l.index));
     line(&mut out, "raftsched_raft_purged_index", "Log entries up to this index are compacted away.", "gauge");
     let _ = writeln!(out, "raftsched_raft_purged_index {}", m.purged.map_or(0, |l| l.index));
+    line(
+        &mut out,
+        "raftsched_snapshot_age_seconds",
+        "Time since this replica took or installed its last snapshot (or started, if it has not since).",
+        "gauge",
+    );
+    let seen_at = replica.snapshot_seen.lock().unwrap_or_else(|p| p.into_inner()).1;
+    let _ = writeln!(out, "raftsched_snapshot_age_seconds {:.3}", seen_at.elapsed().as_secs_f64());
+    line(
+        &mut out,
+        "raftsched_raft_log_entries",
+        "Entries in this replica's log (last log index minus purged index).",
+        "gauge",
+    );
+    let _ = writeln!(
+        out,
+        "raftsched_raft_log_entries {}",
+        m.last_log_index.unwrap_or(0).saturating_sub(m.purged.map_or(0, |l| l.index))
+    );
     let (tasks, workers) = replica.sm.read(|sm| {
         let tasks: Vec<(TaskState, u64)> = TaskState::ALL.iter().map(|s| (*s, sm.count(*s))).collect();
         let mut workers = [0u64; 3];
@@ -98,5 +136,29 @@ pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
     let _ = writeln!(out, "raftsched_disk_sync_seconds_bucket{{le=\"+Inf\"}} {count}");
     let _ = writeln!(out, "raftsched_disk_sync_seconds_sum {}", sync.sum_us.load(Relaxed) as f64 / 1e6);
     let _ = writeln!(out, "raftsched_disk_sync_seconds_count {count}");
+    line(
+        &mut out,
+        "raftsched_request_duration_seconds",
+        "gRPC request latency by RPC (Service/Method), arrival to response.",
+        "histogram",
+    );
+    for (rpc, h) in replica.rpc_stats.snapshot() {
+        for (bound_us, bucket) in RPC_BUCKETS_US.iter().zip(&h.buckets) {
+            let _ = writeln!(
+                out,
+                "raftsched_request_duration_seconds_bucket{{rpc=\"{rpc}\",le=\"{}\"}} {}",
+                *bound_us as f64 / 1e6,
+                bucket.load(Relaxed)
+            );
+        }
+        let count = h.count.load(Relaxed);
+        let _ = writeln!(out, "raftsched_request_duration_seconds_bucket{{rpc=\"{rpc}\",le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "raftsched_request_duration_seconds_sum{{rpc=\"{rpc}\"}} {}",
+            h.sum_us.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "raftsched_request_duration_seconds_count{{rpc=\"{rpc}\"}} {count}");
+    }
     out
 }

@@ -39,6 +39,10 @@ pub struct Replica {
     pub(crate) remote_rounds: crate::read_index::ReadIndexRounds,
     pub counters: crate::metrics::Counters,
     pub sync_stats: Arc<raftsched_store::SyncStats>,
+    pub rpc_stats: Arc<crate::rpc_stats::RpcStats>,
+    /// (snapshot index, when this replica took or installed it, or started with it), kept by a
+    /// watcher of the Raft metrics; for `raftsched_snapshot_age_seconds`.
+    pub snapshot_seen: std::sync::Mutex<(u64, std::time::Instant)>,
 }
 
 /// Where the leader is, as far as this replica knows.

@@ -145,7 +145,10 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         remote_rounds: Default::default(),
         counters: Default::default(),
         sync_stats: opened_sync_stats,
+        rpc_stats: Default::default(),
+        snapshot_seen: std::sync::Mutex::new((0, std::time::Instant::now())),
     });
+    tokio::spawn(crate::metrics::watch_snapshots(replica.clone()));
     let scheduler = SchedulerServer::new(SchedulerService { replica: replica.clone() })
         .max_decoding_message_size(limits::CLIENT_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(limits::CLIENT_MESSAGE_BYTES_MAX * 64);
@@ -171,6 +174,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .layer(crate::rpc_stats::LatencyLayer(replica.rpc_stats.clone()))
             .add_service(scheduler)
             .add_service(raft_rpc)
             .add_service(workers)
