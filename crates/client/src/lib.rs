@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 
 pub use raftsched_api as api;
 use raftsched_api::scheduler_client::SchedulerClient;
+pub use raftsched_api::security::{BearerToken, Dialer, TlsFiles};
+use raftsched_api::security::AuthChannel;
 use raftsched_api::worker_client::WorkerClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// The replicas tried when neither `--cluster` nor `RAFTSCHED_CLUSTER` says otherwise: the
@@ -68,6 +70,7 @@ pub fn parse_cluster(text: &str) -> Result<Vec<String>, ClientError> {
 pub struct Client {
     addrs: Vec<String>,
     channels: Vec<Channel>,
+    token: BearerToken,
     timeout: Duration,
     /// The replica to try first: the last one that answered.
     preferred: AtomicUsize,
@@ -86,18 +89,31 @@ fn retryable(status: &Status) -> bool {
 impl Client {
     /// A client for the replicas at `addrs`; no connection is made until the first call.
     pub fn new(addrs: Vec<String>, timeout: Duration) -> Result<Client, ClientError> {
+        Client::with_dialer(addrs, timeout, &Dialer::default())
+    }
+
+    /// Like [`Client::new`], dialing with TLS and/or a bearer token as `dialer` says.
+    pub fn with_dialer(addrs: Vec<String>, timeout: Duration, dialer: &Dialer) -> Result<Client, ClientError> {
         if addrs.is_empty() {
             return Err(ClientError::NoAddresses);
         }
         let mut channels = Vec::with_capacity(addrs.len());
         for addr in &addrs {
-            let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-                .map_err(|e| ClientError::BadAddress { addr: addr.clone(), why: e.to_string() })?
+            let endpoint = dialer
+                .endpoint(addr)
+                .map_err(|why| ClientError::BadAddress { addr: addr.clone(), why })?
                 .connect_timeout(CONNECT_TIMEOUT)
                 .tcp_nodelay(true);
             channels.push(endpoint.connect_lazy());
         }
-        Ok(Client { addrs, channels, timeout, preferred: AtomicUsize::new(0), single_attempt: false })
+        Ok(Client {
+            addrs,
+            channels,
+            token: dialer.token.clone(),
+            timeout,
+            preferred: AtomicUsize::new(0),
+            single_attempt: false,
+        })
     }
 
     /// Starts with replica `index` (mod the count), e.g. to spread many clients over replicas.
@@ -119,22 +135,29 @@ impl Client {
     /// Runs `call` against replicas in turn until one answers with anything but a retryable error.
     async fn call<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where
-        F: FnMut(SchedulerClient<Channel>) -> Fut,
+        F: FnMut(SchedulerClient<AuthChannel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let mut call = call;
-        self.call_channel(|channel| call(SchedulerClient::new(channel).max_decoding_message_size(REPLY_BYTES_MAX)))
-            .await
+        let token = &self.token;
+        self.call_channel(|channel| {
+            call(SchedulerClient::with_interceptor(channel, token.clone()).max_decoding_message_size(REPLY_BYTES_MAX))
+        })
+        .await
     }
 
     /// Like `call`, for the worker service.
     async fn call_worker<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where
-        F: FnMut(WorkerClient<Channel>) -> Fut,
+        F: FnMut(WorkerClient<AuthChannel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let mut call = call;
-        self.call_channel(|channel| call(WorkerClient::new(channel).max_decoding_message_size(REPLY_BYTES_MAX))).await
+        let token = &self.token;
+        self.call_channel(|channel| {
+            call(WorkerClient::with_interceptor(channel, token.clone()).max_decoding_message_size(REPLY_BYTES_MAX))
+        })
+        .await
     }
 
     async fn call_channel<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>

@@ -134,13 +134,13 @@ async fn run_load(args: BenchSubmitArgs, load: Load) -> Result<(), CliError> {
     if args.payload_bytes > PAYLOAD_BYTES_MAX {
         return Err(CliError::Usage(format!("--payload-bytes must be at most {PAYLOAD_BYTES_MAX}")));
     }
-    let addrs = parse_cluster(&args.cluster.cluster)?;
+    parse_cluster(&args.cluster.cluster)?;
     let payload = Arc::new("x".repeat(args.payload_bytes));
     let run_id = format!("{:016x}", rand::random::<u64>());
     // Reads need a task to read.
     let get_id = match load {
         Load::Get => {
-            Client::new(addrs.clone(), args.cluster.timeout)?
+            crate::client_cmds::connect(&args.cluster)?
                 .submit(&format!("bench-{run_id}-read-me"), raftsched_client::builtin("echo", &payload))
                 .await?
                 .id
@@ -151,7 +151,7 @@ async fn run_load(args: BenchSubmitArgs, load: Load) -> Result<(), CliError> {
     let started = Instant::now();
     let mut loops = Vec::with_capacity(args.concurrency);
     for i in 0..args.concurrency {
-        let client = Client::new(addrs.clone(), args.cluster.timeout)?.prefer(i);
+        let client = crate::client_cmds::connect(&args.cluster)?.prefer(i);
         let payload = payload.clone();
         let run_id = run_id.clone();
         loops.push(tokio::spawn(async move {

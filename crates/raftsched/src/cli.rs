@@ -54,6 +54,11 @@ pub enum Command {
     },
     /// Quorum-loss recovery: rewrite a surviving replica's data dir into a one-replica cluster.
     Recover(RecoverArgs),
+    /// TLS certificates and tokens.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
     /// Measure the cluster.
     Bench {
         #[command(subcommand)]
@@ -184,6 +189,26 @@ pub struct BenchFsyncArgs {
     pub json: bool,
 }
 
+#[derive(Subcommand)]
+pub enum CertsCommand {
+    /// Make a development CA, certificates for replicas, workers and clients, and bearer tokens.
+    Generate(CertsArgs),
+}
+
+#[derive(Args)]
+pub struct CertsArgs {
+    /// Directory to write into (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Extra names and addresses the replicas' certificate is valid for (localhost, 127.0.0.1
+    /// and ::1 always are), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub hosts: Vec<String>,
+    /// Overwrite files that already exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
 #[derive(Args, Clone)]
 pub struct ClusterArgs {
     /// Replicas to talk to, tried in turn: HOST:PORT,HOST:PORT,...
@@ -192,6 +217,25 @@ pub struct ClusterArgs {
     /// Give up after this long, retries included (e.g. 10s, 500ms; a bare number is seconds).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// File holding the bearer token to send (one line; made by `raftsched certs generate`).
+    #[arg(long, env = "RAFTSCHED_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// Mutual TLS: the cluster CA and this process's certificate and key (PEM), all three or none.
+#[derive(Args, Clone, Default)]
+pub struct TlsArgs {
+    /// The CA certificate that signed every replica's, worker's and client's certificate.
+    #[arg(long, env = "RAFTSCHED_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This process's certificate.
+    #[arg(long, env = "RAFTSCHED_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// This process's private key.
+    #[arg(long, env = "RAFTSCHED_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -218,6 +262,12 @@ pub struct ServerArgs {
     /// Serve Prometheus metrics at http://HOST:PORT/metrics.
     #[arg(long)]
     pub http: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Require bearer tokens: a file of `ROLE TOKEN` lines (roles client, worker, admin, replica;
+    /// replicas call each other with the first replica token).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
     /// Deliberately break a guarantee, for the jepsen-like harness: stale-reads, skip-fsync,
     /// unfenced-reports. Only in builds with the `fault-injection` feature.
     #[arg(long, value_name = "NAME", hide = !raftsched_server::fault::AVAILABLE)]

@@ -12,8 +12,28 @@ use crate::error::CliError;
 use crate::output;
 
 pub fn connect(args: &ClusterArgs) -> Result<Client, CliError> {
+    connect_with_timeout(args, args.timeout)
+}
+
+/// A client as `args` says (TLS, token), with its own timeout.
+pub fn connect_with_timeout(args: &ClusterArgs, timeout: std::time::Duration) -> Result<Client, CliError> {
     let addrs = parse_cluster(&args.cluster)?;
-    Ok(Client::new(addrs, args.timeout)?)
+    Ok(Client::with_dialer(addrs, timeout, &dialer(args)?)?)
+}
+
+/// How to dial the cluster: TLS files and token from the flags.
+pub fn dialer(args: &ClusterArgs) -> Result<raftsched_client::Dialer, CliError> {
+    let tls = tls_files(&args.tls)?;
+    let mut dialer = raftsched_client::Dialer::new(tls.as_ref(), None).map_err(|e| CliError::Usage(e.to_string()))?;
+    if let Some(path) = &args.token_file {
+        dialer.token = raftsched_client::BearerToken::from_file(path).map_err(|e| CliError::Usage(e.to_string()))?;
+    }
+    Ok(dialer)
+}
+
+pub fn tls_files(args: &crate::cli::TlsArgs) -> Result<Option<raftsched_client::TlsFiles>, CliError> {
+    raftsched_client::TlsFiles::from_flags(args.tls_ca.as_deref(), args.tls_cert.as_deref(), args.tls_key.as_deref())
+        .map_err(|e| CliError::Usage(e.to_string()))
 }
 
 pub fn parse_id(text: &str) -> Result<u64, CliError> {

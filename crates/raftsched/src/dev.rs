@@ -54,6 +54,8 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
             worker_heartbeat_timeout_ms: crate::server_cmd::heartbeat_timeout_ms(&args.timing)?,
             bootstrap: true,
             http: None,
+            tls: None,
+            token_file: None,
         };
         match raftsched_server::start(config).await {
             Ok(r) => running.push(r),
@@ -86,6 +88,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
             heartbeat_interval_ms: raftsched_worker::HEARTBEAT_INTERVAL_MS_DEFAULT,
             lease_ms: raftsched_worker::LEASE_MS_DEFAULT,
             register_timeout_ms: raftsched_worker::REGISTER_TIMEOUT_MS_DEFAULT,
+            dialer: Default::default(),
         };
         workers.push(tokio::spawn(raftsched_worker::run(config, workers_stop_rx.clone())));
     }

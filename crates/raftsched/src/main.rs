@@ -2,6 +2,7 @@
 //! concerns (signals, exit codes, logging) live here; everything else is in the library crates.
 
 mod bench;
+mod certs;
 mod cli;
 mod client_cmds;
 mod dev;
@@ -13,7 +14,7 @@ mod worker_cmds;
 
 use clap::Parser;
 
-use crate::cli::{Cli, ClusterCommand, Command, WorkerCommand};
+use crate::cli::{CertsCommand, Cli, ClusterCommand, Command, WorkerCommand};
 use crate::error::CliError;
 
 fn main() {
@@ -86,6 +87,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Cluster { command: ClusterCommand::TransferLeader(args) } => client_cmds::transfer_leader(args).await,
         Command::Bench { command } => bench::run(command).await,
         Command::Recover(args) => server_cmd::recover(args).await,
+        Command::Certs { command: CertsCommand::Generate(args) } => certs::generate(&args),
         Command::Supervise { .. } => unreachable!("handled before the runtime starts"),
         Command::Worker { command: Some(WorkerCommand::Drain(args)), .. } => worker_cmds::drain(args).await,
         Command::Worker { command: None, args } => worker_cmds::run_worker(args).await,

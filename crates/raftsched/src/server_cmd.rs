@@ -65,6 +65,8 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
         worker_heartbeat_timeout_ms: heartbeat_timeout_ms(&args.timing)?,
         bootstrap,
         http: args.http,
+        tls: crate::client_cmds::tls_files(&args.tls)?,
+        token_file: args.token_file.clone(),
     };
     let running = raftsched_server::start(config).await.map_err(|e| CliError::Failed(e.to_string()))?;
     let raft_stopped = running.replica.raft.wait(None);

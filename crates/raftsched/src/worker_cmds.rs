@@ -44,6 +44,7 @@ pub fn worker_config(args: &WorkerArgs) -> Result<WorkerConfig, CliError> {
         heartbeat_interval_ms: args.heartbeat_interval_ms,
         lease_ms: args.lease_ms,
         register_timeout_ms: args.register_timeout_ms,
+        dialer: crate::client_cmds::dialer(&args.cluster)?,
     })
 }
 
@@ -128,7 +129,7 @@ pub async fn wait_until_ended(
 pub async fn watch(args: WatchArgs) -> Result<(), CliError> {
     let id = crate::client_cmds::parse_id(&args.id)?;
     // Watching may take long: each poll has its own timeout, not the whole watch.
-    let client = Client::new(parse_cluster(&args.cluster.cluster)?, args.cluster.timeout.max(WAIT_POLL * 2))?;
+    let client = crate::client_cmds::connect_with_timeout(&args.cluster, args.cluster.timeout.max(WAIT_POLL * 2))?;
     let json = args.json;
     wait_until_ended(&client, id, |t| {
         if json {

@@ -49,6 +49,10 @@ pub struct ReplicaConfig {
     /// The leader declares a worker down after this long without a heartbeat. Workers learn it at
     /// registration and keep their lease (`lease_ms`) shorter by a margin for clock-rate drift.
     pub worker_heartbeat_timeout_ms: u64,
+    /// Mutual TLS for every connection, in and out; plaintext when `None`.
+    pub tls: Option<raftsched_api::security::TlsFiles>,
+    /// Bearer tokens with roles (`--token-file`); no token checks when `None`.
+    pub token_file: Option<PathBuf>,
 }
 
 /// Default of `ReplicaConfig::worker_heartbeat_timeout_ms`.

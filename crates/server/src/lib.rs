@@ -6,6 +6,7 @@
 //! `network` (Raft between replicas), `convert` (the only place that knows both the wire types and
 //! the state types).
 
+pub mod auth;
 pub mod config;
 mod convert;
 pub mod fault;

@@ -43,7 +43,7 @@ impl Replica {
     }
 
     /// The leader's client API, for forwarding an admin request.
-    async fn leader_client(&self) -> Result<SchedulerClient<tonic::transport::Channel>, Status> {
+    async fn leader_client(&self) -> Result<SchedulerClient<raftsched_api::security::AuthChannel>, Status> {
         let started = std::time::Instant::now();
         loop {
             let leader = {

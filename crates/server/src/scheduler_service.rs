@@ -121,6 +121,7 @@ impl Scheduler for SchedulerService {
         &self,
         req: Request<api::DrainWorkerRequest>,
     ) -> Result<Response<api::DrainWorkerResponse>, Status> {
+        crate::auth::require_admin(&req)?;
         let _permit = self.replica.admit()?;
         match self.replica.write(Op::DrainWorker { worker_id: req.into_inner().id }).await? {
             SmResponse::Drained => Ok(Response::new(api::DrainWorkerResponse {})),
@@ -133,6 +134,7 @@ impl Scheduler for SchedulerService {
         &self,
         req: Request<api::AddMemberRequest>,
     ) -> Result<Response<api::MembershipResponse>, Status> {
+        crate::auth::require_admin(&req)?;
         let _permit = self.replica.admit()?;
         let req = req.into_inner();
         Ok(Response::new(self.replica.add_member(req.id, req.addr).await?))
@@ -142,6 +144,7 @@ impl Scheduler for SchedulerService {
         &self,
         req: Request<api::RemoveMemberRequest>,
     ) -> Result<Response<api::MembershipResponse>, Status> {
+        crate::auth::require_admin(&req)?;
         let _permit = self.replica.admit()?;
         Ok(Response::new(self.replica.remove_member(req.into_inner().id).await?))
     }
@@ -150,6 +153,7 @@ impl Scheduler for SchedulerService {
         &self,
         req: Request<api::TransferLeaderRequest>,
     ) -> Result<Response<api::TransferLeaderResponse>, Status> {
+        crate::auth::require_admin(&req)?;
         let _permit = self.replica.admit()?;
         Ok(Response::new(self.replica.transfer_leader(req.into_inner().to).await?))
     }

@@ -10,6 +10,7 @@ use raftsched_api::scheduler_server::SchedulerServer;
 use raftsched_api::worker_server::WorkerServer;
 use raftsched_store::Raft;
 use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -110,7 +111,25 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
     .validate()
     .map_err(|e| StartError::Config(e.to_string()))?;
 
-    let peers = Arc::new(Peers::default());
+    // Security: load everything before serving, so a bad file stops the start with its name.
+    let tokens = config
+        .token_file
+        .as_deref()
+        .map(crate::auth::Tokens::from_file)
+        .transpose()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let replica_token = match &tokens {
+        Some(t) => Some(t.replica_token().ok_or_else(|| {
+            StartError::Config("the token file has no `replica` token (replicas call each other with it)".into())
+        })?),
+        None => None,
+    };
+    let dialer = raftsched_api::security::Dialer::new(config.tls.as_ref(), replica_token.as_deref())
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let server_tls = config.tls.as_ref().map(|t| t.server_config()).transpose().map_err(|e| StartError::Config(e.to_string()))?;
+    let auth = Arc::new(crate::auth::Auth { tls: server_tls.is_some(), tokens });
+    let guard = |service| crate::auth::Guard { auth: auth.clone(), service };
+    let peers = Arc::new(Peers::new(dialer));
     let network = NetworkFactory { peers: peers.clone() };
     let raft = Raft::new(config.id, Arc::new(raft_config), network, opened.log_store, opened.sm_store)
         .await
@@ -171,13 +190,18 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         .map_err(|e| StartError::Config(format!("reflection: {e}")))?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = server_tls {
+        builder = builder.tls_config(tls).map_err(|e| StartError::Config(format!("TLS: {e}")))?;
+    }
+    tracing::info!(tls = auth.tls, tokens = auth.tokens.is_some(), "security");
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .tcp_nodelay(true)
             .layer(crate::rpc_stats::LatencyLayer(replica.rpc_stats.clone()))
-            .add_service(scheduler)
-            .add_service(raft_rpc)
-            .add_service(workers)
+            .add_service(InterceptedService::new(scheduler, guard(crate::auth::Service::Scheduler)))
+            .add_service(InterceptedService::new(raft_rpc, guard(crate::auth::Service::Raft)))
+            .add_service(InterceptedService::new(workers, guard(crate::auth::Service::Worker)))
             .add_service(health_service)
             .add_service(reflection)
             .serve_with_incoming_shutdown(incoming, async {

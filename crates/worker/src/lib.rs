@@ -37,6 +37,8 @@ pub struct WorkerConfig {
     pub lease_ms: u64,
     /// How long to keep trying to register while another live process holds the id.
     pub register_timeout_ms: u64,
+    /// TLS and bearer token for every call.
+    pub dialer: raftsched_client::Dialer,
 }
 
 pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 500;
@@ -78,7 +80,7 @@ struct Running {
 pub async fn run(config: WorkerConfig, mut shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
     let instance: u64 = rand::random();
     let client = Arc::new(
-        Client::new(config.cluster.clone(), Duration::from_secs(10))
+        Client::with_dialer(config.cluster.clone(), Duration::from_secs(10), &config.dialer)
             .map_err(|e| WorkerError::Refused(e.to_string()))?,
     );
     loop {
@@ -129,7 +131,7 @@ async fn register(client: &Client, config: &WorkerConfig, instance: u64) -> Resu
 
 async fn heartbeat_loop(config: WorkerConfig, instance: u64, lease_ms: u64, lease: Arc<Mutex<Lease>>) {
     // A heartbeat that takes longer than the lease is worthless: bound each call by it.
-    let Ok(client) = Client::new(config.cluster.clone(), Duration::from_millis(lease_ms)) else { return };
+    let Ok(client) = Client::with_dialer(config.cluster.clone(), Duration::from_millis(lease_ms), &config.dialer) else { return };
     let mut tick = tokio::time::interval(Duration::from_millis(config.heartbeat_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

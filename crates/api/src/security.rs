@@ -1,0 +1,168 @@
+//! Transport security shared by replicas, workers and clients: TLS files (mutual TLS: every side
+//! presents a certificate signed by the cluster's CA) and bearer tokens in the `authorization`
+//! metadata. Token values are never logged: [`BearerToken`]'s `Debug` hides them.
+
+use std::path::{Path, PathBuf};
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
+
+/// The metadata key a bearer token travels in.
+pub const AUTHORIZATION: &str = "authorization";
+/// Largest token file read, in bytes.
+pub const TOKEN_FILE_BYTES_MAX: u64 = 64 * 1024;
+/// Largest PEM file read, in bytes.
+pub const PEM_FILE_BYTES_MAX: u64 = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {why}")]
+    Bad { path: String, why: String },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Reads a small file, refusing one over `max` bytes.
+pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, SecurityError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|source| SecurityError::Read { path: path.display().to_string(), source })?;
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| SecurityError::Read { path: path.display().to_string(), source })?;
+    if bytes.len() as u64 > max {
+        return Err(SecurityError::Bad { path: path.display().to_string(), why: format!("larger than {max} bytes") });
+    }
+    Ok(bytes)
+}
+
+fn pem(path: &Path) -> Result<Vec<u8>, SecurityError> {
+    let bytes = read_bounded(path, PEM_FILE_BYTES_MAX)?;
+    if !String::from_utf8_lossy(&bytes).contains("-----BEGIN ") {
+        return Err(SecurityError::Bad { path: path.display().to_string(), why: "not a PEM file".into() });
+    }
+    Ok(bytes)
+}
+
+/// The TLS files of one process: the cluster CA, and this process's certificate and key.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// From the three optional flags: all or none.
+    pub fn from_flags(ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path>) -> Result<Option<TlsFiles>, SecurityError> {
+        match (ca, cert, key) {
+            (None, None, None) => Ok(None),
+            (Some(ca), Some(cert), Some(key)) => {
+                Ok(Some(TlsFiles { ca: ca.to_path_buf(), cert: cert.to_path_buf(), key: key.to_path_buf() }))
+            }
+            _ => Err(SecurityError::Config("--tls-ca, --tls-cert and --tls-key go together".into())),
+        }
+    }
+
+    fn identity(&self) -> Result<Identity, SecurityError> {
+        Ok(Identity::from_pem(pem(&self.cert)?, pem(&self.key)?))
+    }
+
+    /// Dialing out: verify the server against the CA, present this process's certificate.
+    pub fn client_config(&self) -> Result<ClientTlsConfig, SecurityError> {
+        Ok(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem(&self.ca)?)).identity(self.identity()?))
+    }
+
+    /// Serving: present this process's certificate; accept client certificates signed by the
+    /// CA. A connection without one is let through so that its requests can be answered
+    /// `UNAUTHENTICATED` (a clear error) instead of failing the handshake; every service checks.
+    pub fn server_config(&self) -> Result<ServerTlsConfig, SecurityError> {
+        Ok(ServerTlsConfig::new()
+            .identity(self.identity()?)
+            .client_ca_root(Certificate::from_pem(pem(&self.ca)?))
+            .client_auth_optional(true))
+    }
+}
+
+/// How a process dials: TLS or not, and the bearer token it sends, if any.
+#[derive(Clone, Default)]
+pub struct Dialer {
+    pub tls: Option<ClientTlsConfig>,
+    pub token: BearerToken,
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dialer").field("tls", &self.tls.is_some()).field("token", &self.token).finish()
+    }
+}
+
+impl Dialer {
+    pub fn new(tls: Option<&TlsFiles>, token: Option<&str>) -> Result<Dialer, SecurityError> {
+        Ok(Dialer { tls: tls.map(TlsFiles::client_config).transpose()?, token: BearerToken::new(token)? })
+    }
+
+    /// An endpoint for `addr` (`HOST:PORT`), `https` with this dialer's TLS config if it has one.
+    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, String> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(|e| e.to_string())?;
+        match &self.tls {
+            Some(tls) => endpoint.tls_config(tls.clone()).map_err(|e| e.to_string()),
+            None => Ok(endpoint),
+        }
+    }
+}
+
+/// Adds `authorization: Bearer TOKEN` to every request (nothing when there is no token).
+#[derive(Clone, Default)]
+pub struct BearerToken(Option<MetadataValue<Ascii>>);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "BearerToken(<hidden>)" } else { "BearerToken(none)" })
+    }
+}
+
+impl BearerToken {
+    pub fn new(token: Option<&str>) -> Result<BearerToken, SecurityError> {
+        match token {
+            None => Ok(BearerToken(None)),
+            Some(t) => {
+                let mut value: MetadataValue<Ascii> = format!("Bearer {t}")
+                    .parse()
+                    .map_err(|_| SecurityError::Config("a token must be printable ASCII".into()))?;
+                value.set_sensitive(true);
+                Ok(BearerToken(Some(value)))
+            }
+        }
+    }
+
+    /// Reads a token file holding one token (the first non-empty, non-comment line).
+    pub fn from_file(path: &Path) -> Result<BearerToken, SecurityError> {
+        let text = String::from_utf8(read_bounded(path, TOKEN_FILE_BYTES_MAX)?)
+            .map_err(|_| SecurityError::Bad { path: path.display().to_string(), why: "not UTF-8".into() })?;
+        let token = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .ok_or_else(|| SecurityError::Bad { path: path.display().to_string(), why: "no token in it".into() })?;
+        // A server token file line ("client TOKEN") given to a client: take the token.
+        let token = token.split_whitespace().last().unwrap_or(token);
+        BearerToken::new(Some(token))
+    }
+}
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert(AUTHORIZATION, value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel that sends the dialer's token with every request.
+pub type AuthChannel = InterceptedService<Channel, BearerToken>;

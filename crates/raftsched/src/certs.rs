@@ -1,0 +1,106 @@
+//! `raftsched certs generate`: a development CA, certificates and bearer tokens, so that mutual
+//! TLS and tokens can be tried (and tested) without any other tool. For production, use your own
+//! PKI: the servers only need PEM files (`--tls-ca`, `--tls-cert`, `--tls-key`).
+
+use std::io::Write;
+use std::path::Path;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+};
+
+use crate::error::CliError;
+
+/// A line on stdout (a closed pipe is not an error worth failing for).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// Names in every replica certificate.
+const DEFAULT_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+fn failed(what: &str, e: impl std::fmt::Display) -> CliError {
+    CliError::Failed(format!("{what}: {e}"))
+}
+
+/// Writes `text` to `dir/name`; private files (keys, tokens) readable by the owner only.
+fn write(dir: &Path, name: &str, text: &str, private: bool, force: bool) -> Result<(), CliError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(name);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).mode(if private { 0o600 } else { 0o644 });
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let mut file = options.open(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            CliError::Usage(format!("{} exists; pass --force to overwrite", path.display()))
+        } else {
+            failed(&path.display().to_string(), e)
+        }
+    })?;
+    file.write_all(text.as_bytes()).map_err(|e| failed(&path.display().to_string(), e))?;
+    Ok(())
+}
+
+fn token() -> String {
+    (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
+}
+
+pub fn generate(args: &crate::cli::CertsArgs) -> Result<(), CliError> {
+    std::fs::create_dir_all(&args.out).map_err(|e| failed(&args.out.display().to_string(), e))?;
+    let ca_key = KeyPair::generate().map_err(|e| failed("CA key", e))?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(|e| failed("CA", e))?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "raftsched development CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let ca = ca_params.self_signed(&ca_key).map_err(|e| failed("CA", e))?;
+
+    let mut hosts: Vec<String> = DEFAULT_HOSTS.iter().map(|h| h.to_string()).collect();
+    hosts.extend(args.hosts.iter().map(|h| h.trim().to_string()).filter(|h| !h.is_empty()));
+    // (file stem, common name, SANs, usages): replicas serve and dial each other; workers and
+    // clients only dial.
+    let leaves: [(&str, &str, Vec<String>, Vec<ExtendedKeyUsagePurpose>); 3] = [
+        (
+            "replica",
+            "raftsched replica",
+            hosts.clone(),
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+        ),
+        ("worker", "raftsched worker", vec!["raftsched-worker".into()], vec![ExtendedKeyUsagePurpose::ClientAuth]),
+        ("client", "raftsched client", vec!["raftsched-client".into()], vec![ExtendedKeyUsagePurpose::ClientAuth]),
+    ];
+    write(&args.out, "ca.pem", &ca.pem(), false, args.force)?;
+    write(&args.out, "ca-key.pem", &ca_key.serialize_pem(), true, args.force)?;
+    for (stem, cn, sans, usages) in leaves {
+        let key = KeyPair::generate().map_err(|e| failed(stem, e))?;
+        let mut params = CertificateParams::new(sans).map_err(|e| failed(stem, e))?;
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = usages;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let cert = params.signed_by(&key, &ca, &ca_key).map_err(|e| failed(stem, e))?;
+        write(&args.out, &format!("{stem}.pem"), &cert.pem(), false, args.force)?;
+        write(&args.out, &format!("{stem}-key.pem"), &key.serialize_pem(), true, args.force)?;
+    }
+    let (admin, client, worker, replica) = (token(), token(), token(), token());
+    let tokens = format!(
+        "# raftsched server --token-file: ROLE TOKEN per line (client, worker, admin, replica)\n\
+         admin {admin}\nclient {client}\nworker {worker}\nreplica {replica}\n"
+    );
+    write(&args.out, "tokens", &tokens, true, args.force)?;
+    for (name, value) in [("admin", &admin), ("client", &client), ("worker", &worker)] {
+        write(&args.out, &format!("{name}.token"), &format!("{value}\n"), true, args.force)?;
+    }
+    let dir = args.out.display();
+    say!("wrote a CA, certificates and tokens to {dir}:");
+    say!("  replicas: --tls-ca {dir}/ca.pem --tls-cert {dir}/replica.pem --tls-key {dir}/replica-key.pem --token-file {dir}/tokens");
+    say!("  workers:  --tls-ca {dir}/ca.pem --tls-cert {dir}/worker.pem --tls-key {dir}/worker-key.pem --token-file {dir}/worker.token");
+    say!("  clients:  --tls-ca {dir}/ca.pem --tls-cert {dir}/client.pem --tls-key {dir}/client-key.pem --token-file {dir}/client.token");
+    say!("  (admin.token for cluster add/remove/transfer-leader and worker drain)");
+    say!("The replica certificate is valid for: {}", hosts.join(", "));
+    Ok(())
+}
