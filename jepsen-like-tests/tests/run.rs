@@ -106,7 +106,7 @@ fn stale_reads_are_caught() {
     let mut c = config("stale-reads", 3, 25, "partition,pause");
     c.faults = vec!["stale-reads".into()];
     c.fault_hold_ms = (2_000, 5_000);
-    if !jepsen_like_tests::run::netns::available().is_ok() {
+    if jepsen_like_tests::run::netns::available().is_err() {
         // Without partitions, pausing a replica is what makes it fall behind.
         c.nemeses = Fault::parse_list("pause").unwrap();
     }

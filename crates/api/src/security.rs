@@ -28,7 +28,8 @@ pub enum SecurityError {
 /// Reads a small file, refusing one over `max` bytes.
 pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, SecurityError> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|source| SecurityError::Read { path: path.display().to_string(), source })?;
+    let file =
+        std::fs::File::open(path).map_err(|source| SecurityError::Read { path: path.display().to_string(), source })?;
     let mut bytes = Vec::new();
     file.take(max + 1)
         .read_to_end(&mut bytes)
@@ -57,7 +58,11 @@ pub struct TlsFiles {
 
 impl TlsFiles {
     /// From the three optional flags: all or none.
-    pub fn from_flags(ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path>) -> Result<Option<TlsFiles>, SecurityError> {
+    pub fn from_flags(
+        ca: Option<&Path>,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+    ) -> Result<Option<TlsFiles>, SecurityError> {
         match (ca, cert, key) {
             (None, None, None) => Ok(None),
             (Some(ca), Some(cert), Some(key)) => {

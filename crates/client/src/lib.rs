@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 pub use raftsched_api as api;
 use raftsched_api::scheduler_client::SchedulerClient;
-pub use raftsched_api::security::{BearerToken, Dialer, TlsFiles};
 use raftsched_api::security::AuthChannel;
+pub use raftsched_api::security::{BearerToken, Dialer, TlsFiles};
 use raftsched_api::worker_client::WorkerClient;
 use tonic::transport::Channel;
 use tonic::{Code, Status};

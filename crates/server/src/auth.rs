@@ -65,7 +65,8 @@ pub const TOKEN_BYTES_MIN: usize = 16;
 impl Tokens {
     pub fn from_file(path: &Path) -> Result<Tokens, SecurityError> {
         let shown = path.display().to_string();
-        let bad = |line: usize, why: &str| SecurityError::Bad { path: shown.clone(), why: format!("line {line}: {why}") };
+        let bad =
+            |line: usize, why: &str| SecurityError::Bad { path: shown.clone(), why: format!("line {line}: {why}") };
         let text = String::from_utf8(read_bounded(path, TOKEN_FILE_BYTES_MAX)?)
             .map_err(|_| SecurityError::Bad { path: shown.clone(), why: "not UTF-8".into() })?;
         let mut entries = Vec::new();
@@ -171,7 +172,10 @@ impl Auth {
 pub fn require_admin<T>(request: &Request<T>) -> Result<(), Status> {
     match request.extensions().get::<Role>() {
         None | Some(Role::Admin | Role::Replica) => Ok(()),
-        Some(role) => Err(Status::permission_denied(format!("a {} token may not change the cluster; use an admin token", role.name()))),
+        Some(role) => Err(Status::permission_denied(format!(
+            "a {} token may not change the cluster; use an admin token",
+            role.name()
+        ))),
     }
 }
 

@@ -10,9 +10,9 @@ use raftsched_api::scheduler_server::SchedulerServer;
 use raftsched_api::worker_server::WorkerServer;
 use raftsched_store::Raft;
 use tokio::net::TcpListener;
-use tonic::service::interceptor::InterceptedService;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::config::ReplicaConfig;
 use crate::limits;
@@ -126,7 +126,8 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
     };
     let dialer = raftsched_api::security::Dialer::new(config.tls.as_ref(), replica_token.as_deref())
         .map_err(|e| StartError::Config(e.to_string()))?;
-    let server_tls = config.tls.as_ref().map(|t| t.server_config()).transpose().map_err(|e| StartError::Config(e.to_string()))?;
+    let server_tls =
+        config.tls.as_ref().map(|t| t.server_config()).transpose().map_err(|e| StartError::Config(e.to_string()))?;
     let auth = Arc::new(crate::auth::Auth { tls: server_tls.is_some(), tokens });
     let guard = |service| crate::auth::Guard { auth: auth.clone(), service };
     let peers = Arc::new(Peers::new(dialer));

@@ -131,7 +131,10 @@ async fn register(client: &Client, config: &WorkerConfig, instance: u64) -> Resu
 
 async fn heartbeat_loop(config: WorkerConfig, instance: u64, lease_ms: u64, lease: Arc<Mutex<Lease>>) {
     // A heartbeat that takes longer than the lease is worthless: bound each call by it.
-    let Ok(client) = Client::with_dialer(config.cluster.clone(), Duration::from_millis(lease_ms), &config.dialer) else { return };
+    let Ok(client) = Client::with_dialer(config.cluster.clone(), Duration::from_millis(lease_ms), &config.dialer)
+    else {
+        return;
+    };
     let mut tick = tokio::time::interval(Duration::from_millis(config.heartbeat_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -33,6 +33,8 @@ pub struct Cluster {
     pub extra_args: Vec<String>,
     /// Worker processes by worker id, each in a process group of its own.
     pub workers: BTreeMap<String, Child>,
+    /// How the test's clients dial (TLS, token); plaintext by default.
+    pub dialer: raftsched_client::Dialer,
 }
 
 /// Fast liveness for tests: workers heartbeat every 100 ms, hold a 600 ms lease, and the leader
@@ -71,6 +73,7 @@ impl Cluster {
             replicas,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             workers: BTreeMap::new(),
+            dialer: Default::default(),
         };
         for id in cluster.ids() {
             cluster.start_replica(id);
@@ -284,19 +287,24 @@ impl Cluster {
     }
 
     pub fn client(&self) -> Client {
-        Client::new(self.replicas.values().map(|r| r.addr.clone()).collect(), DEADLINE).unwrap()
+        Client::with_dialer(self.replicas.values().map(|r| r.addr.clone()).collect(), DEADLINE, &self.dialer).unwrap()
     }
 
     /// A client that talks to one replica only.
     pub fn client_of(&self, id: u64) -> Client {
-        Client::new(vec![self.addr(id)], DEADLINE).unwrap()
+        Client::with_dialer(vec![self.addr(id)], DEADLINE, &self.dialer).unwrap()
     }
 
     /// Waits until a leader is elected and every running replica has applied up to the leader's
     /// last log index. Returns the leader's id.
     pub async fn wait_converged(&mut self) -> u64 {
         let running: Vec<u64> = self.ids().into_iter().filter(|id| self.is_running(*id)).collect();
-        let client = Client::new(running.iter().map(|id| self.addr(*id)).collect(), Duration::from_secs(5)).unwrap();
+        let client = Client::with_dialer(
+            running.iter().map(|id| self.addr(*id)).collect(),
+            Duration::from_secs(5),
+            &self.dialer,
+        )
+        .unwrap();
         let started = Instant::now();
         loop {
             if let Ok(status) = client.cluster_status().await {
