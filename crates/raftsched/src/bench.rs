@@ -23,6 +23,8 @@ pub async fn run(command: BenchCommand) -> Result<(), CliError> {
         BenchCommand::Get(args) => run_load(args, Load::Get).await,
         BenchCommand::Dispatch(args) => run_load(args, Load::Dispatch).await,
         BenchCommand::Fsync(args) => fsync(args),
+        BenchCommand::Failover(args) => crate::bench_failover::run(args).await,
+        BenchCommand::Scale(args) => crate::bench_scale::run(args).await,
     }
 }
 

@@ -175,6 +175,45 @@ pub enum BenchCommand {
     Dispatch(BenchSubmitArgs),
     /// The disk's fdatasync latency (what every durable commit waits for at least once).
     Fsync(BenchFsyncArgs),
+    /// Leader kill -9 under load on a trio it starts: time from the kill to the first
+    /// acknowledged submit sent after it.
+    Failover(BenchFailoverArgs),
+    /// Hold many finished tasks on a trio it starts: memory per task, data dir size, restart and
+    /// join times.
+    Scale(BenchScaleArgs),
+}
+
+#[derive(Args)]
+pub struct BenchFailoverArgs {
+    /// Leader kills (rounds).
+    #[arg(long, default_value_t = 20)]
+    pub kills: usize,
+    /// Submits in flight at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Size of each task's payload.
+    #[arg(long, default_value_t = 256)]
+    pub payload_bytes: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct BenchScaleArgs {
+    /// Finished tasks to hold (each submitted, then cancelled).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub tasks: u64,
+    /// Writes in flight at once.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// The replicas' --snapshot-every-entries.
+    #[arg(long, default_value_t = 100_000)]
+    pub snapshot_every_entries: u64,
+    /// Where the replicas keep their data [default: a temp dir, removed after].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]

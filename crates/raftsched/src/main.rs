@@ -2,11 +2,14 @@
 //! concerns (signals, exit codes, logging) live here; everything else is in the library crates.
 
 mod bench;
+mod bench_failover;
+mod bench_scale;
 mod certs;
 mod cli;
 mod client_cmds;
 mod dev;
 mod error;
+mod local_cluster;
 mod output;
 mod server_cmd;
 mod signals;

@@ -1,0 +1,112 @@
+//! `raftsched bench failover`: leader kill -9 under load, on a trio the benchmark starts.
+//!
+//! `concurrency` loops submit continuously (unique keys, through every replica). Each round waits
+//! until the cluster is whole and caught up, lets the load run for a second, kills the leader with
+//! SIGKILL, and measures the time from the kill to the first acknowledgement of a submit that was
+//! *sent after* the kill (a submit in flight at the kill does not count: its answer may have been
+//! decided before). Then the old leader restarts and the next round begins.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use raftsched_client::Client;
+use serde_json::json;
+
+use crate::cli::BenchFailoverArgs;
+use crate::error::CliError;
+use crate::local_cluster::LocalCluster;
+
+const KILLS_MAX: usize = 1_000;
+const CONCURRENCY_MAX: usize = 1_024;
+/// Longest a round may wait for the first acknowledgement after a kill.
+const FAILOVER_WAIT: Duration = Duration::from_secs(60);
+
+pub async fn run(args: BenchFailoverArgs) -> Result<(), CliError> {
+    if args.kills == 0 || args.kills > KILLS_MAX {
+        return Err(CliError::Usage(format!("--kills must be 1..={KILLS_MAX}")));
+    }
+    if args.concurrency == 0 || args.concurrency > CONCURRENCY_MAX {
+        return Err(CliError::Usage(format!("--concurrency must be 1..={CONCURRENCY_MAX}")));
+    }
+    let mut cluster = LocalCluster::start(3, None, &[])?;
+    let addrs = cluster.addrs();
+    let admin = Client::new(addrs.clone(), Duration::from_secs(5))?;
+    LocalCluster::wait_leader(&admin, Duration::from_secs(60)).await?;
+
+    // Acknowledgements: (sent, acknowledged), appended by the load loops.
+    let acks: Arc<Mutex<Vec<(Instant, Instant)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let payload = Arc::new("x".repeat(args.payload_bytes.min(raftsched_state::limits::SPEC_BYTES_MAX - 64)));
+    let run_id = format!("{:016x}", rand::random::<u64>());
+    let mut loops = Vec::new();
+    for i in 0..args.concurrency {
+        let client = Client::new(addrs.clone(), Duration::from_secs(30))?.prefer(i);
+        let (acks, stop, payload, run_id) = (acks.clone(), stop.clone(), payload.clone(), run_id.clone());
+        loops.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let sent = Instant::now();
+                let key = format!("failover-{run_id}-{i}-{n}");
+                if client.submit(&key, raftsched_client::builtin("echo", &payload)).await.is_ok() {
+                    acks.lock().unwrap_or_else(|p| p.into_inner()).push((sent, Instant::now()));
+                }
+            }
+        }));
+    }
+
+    let mut results_ms = Vec::with_capacity(args.kills);
+    for round in 1..=args.kills {
+        LocalCluster::wait_converged(&admin, Duration::from_secs(60)).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let leader = LocalCluster::wait_leader(&admin, Duration::from_secs(60)).await?;
+        cluster.kill9(leader);
+        let killed_at = Instant::now();
+        let first_ack = loop {
+            let found = acks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|(sent, _)| *sent > killed_at)
+                .map(|(_, acked)| *acked)
+                .min();
+            if let Some(at) = found {
+                break at;
+            }
+            if killed_at.elapsed() > FAILOVER_WAIT {
+                stop.store(true, Ordering::Relaxed);
+                return Err(CliError::Failed(format!("round {round}: no acknowledgement within {FAILOVER_WAIT:?} of the kill")));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        let ms = first_ack.duration_since(killed_at).as_secs_f64() * 1000.0;
+        results_ms.push(ms);
+        if !args.json {
+            eprintln!("round {round}/{}: killed leader {leader}, first acknowledgement after {ms:.0} ms", args.kills);
+        }
+        cluster.start_replica(leader)?;
+        acks.lock().unwrap_or_else(|p| p.into_inner()).retain(|(sent, _)| *sent > killed_at);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        let _ = l.await;
+    }
+    let mut sorted = results_ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    let q = |p: f64| sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1];
+    let (p50, p99, max) = (q(0.5), q(0.99), q(1.0));
+    if args.json {
+        println!(
+            "{}",
+            json!({"bench": "failover", "kills": args.kills, "concurrency": args.concurrency,
+                   "p50_ms": p50, "p99_ms": p99, "max_ms": max, "rounds_ms": results_ms})
+        );
+    } else {
+        println!(
+            "failover: {} leader kills at concurrency {}: kill to first acknowledgement p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms",
+            args.kills, args.concurrency
+        );
+    }
+    Ok(())
+}

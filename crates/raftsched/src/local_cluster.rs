@@ -1,0 +1,203 @@
+//! A cluster of `raftsched server` processes on 127.0.0.1 that a benchmark starts, kills and
+//! restarts itself (failover, restart and join times need that). Replicas are this same binary;
+//! every child dies with the benchmark (`PR_SET_PDEATHSIG`) and is killed on drop.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use raftsched_client::Client;
+
+use crate::error::CliError;
+
+pub struct LocalReplica {
+    pub id: u64,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    join: bool,
+    child: Option<Child>,
+}
+
+pub struct LocalCluster {
+    pub dir: PathBuf,
+    /// Removed on drop when the benchmark made it.
+    _temp: Option<tempfile::TempDir>,
+    pub replicas: Vec<LocalReplica>,
+    extra_args: Vec<String>,
+}
+
+fn free_port() -> Result<u16, CliError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| CliError::Failed(format!("bind: {e}")))?;
+    Ok(l.local_addr().map_err(|e| CliError::Failed(e.to_string()))?.port())
+}
+
+impl LocalCluster {
+    /// Starts `n` replicas with data under `dir` (a temp dir when `None`).
+    pub fn start(n: u64, dir: Option<&Path>, extra_args: &[&str]) -> Result<LocalCluster, CliError> {
+        let (dir, temp) = match dir {
+            Some(d) => (d.to_path_buf(), None),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("raftsched-bench-")
+                    .tempdir()
+                    .map_err(|e| CliError::Failed(format!("temp dir: {e}")))?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| CliError::Failed(format!("{}: {e}", dir.display())))?;
+        let mut cluster =
+            LocalCluster { dir, _temp: temp, replicas: Vec::new(), extra_args: extra_args.iter().map(|s| s.to_string()).collect() };
+        for id in 1..=n {
+            cluster.add_replica_slot(id, false)?;
+        }
+        for id in 1..=n {
+            cluster.start_replica(id)?;
+        }
+        Ok(cluster)
+    }
+
+    fn add_replica_slot(&mut self, id: u64, join: bool) -> Result<(), CliError> {
+        self.replicas.push(LocalReplica {
+            id,
+            addr: format!("127.0.0.1:{}", free_port()?),
+            data_dir: self.dir.join(format!("replica-{id}")),
+            log: self.dir.join(format!("replica-{id}.log")),
+            join,
+            child: None,
+        });
+        Ok(())
+    }
+
+    pub fn addrs(&self) -> Vec<String> {
+        self.replicas.iter().map(|r| r.addr.clone()).collect()
+    }
+
+    pub fn replica(&self, id: u64) -> &LocalReplica {
+        self.replicas.iter().find(|r| r.id == id).expect("known replica id")
+    }
+
+    fn replica_mut(&mut self, id: u64) -> &mut LocalReplica {
+        self.replicas.iter_mut().find(|r| r.id == id).expect("known replica id")
+    }
+
+    pub fn start_replica(&mut self, id: u64) -> Result<(), CliError> {
+        let initial: Vec<String> =
+            self.replicas.iter().filter(|r| !r.join).map(|r| format!("{}={}", r.id, r.addr)).collect();
+        let join: Vec<String> = self.replicas.iter().filter(|r| r.id != id).map(|r| r.addr.clone()).collect();
+        let bin = std::env::current_exe().map_err(|e| CliError::Failed(format!("own binary: {e}")))?;
+        let extra = self.extra_args.clone();
+        let r = self.replica_mut(id);
+        assert!(r.child.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&r.log)
+            .map_err(|e| CliError::Failed(format!("{}: {e}", r.log.display())))?;
+        let mut cmd = Command::new(bin);
+        cmd.args(["server", "--id", &id.to_string(), "--listen", &r.addr]);
+        if r.join {
+            cmd.args(["--join", &join.join(",")]);
+        } else {
+            cmd.args(["--initial-cluster", &initial.join(",")]);
+        }
+        cmd.arg("--data-dir").arg(&r.data_dir).args(&extra).env("RAFTSCHED_LOG", "warn");
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        r.child = Some(cmd.spawn().map_err(|e| CliError::Failed(format!("start replica {id}: {e}")))?);
+        Ok(())
+    }
+
+    /// Adds a slot for a new, empty replica `id` that starts with `--join`; returns its address.
+    pub fn start_joining(&mut self, id: u64) -> Result<String, CliError> {
+        self.add_replica_slot(id, true)?;
+        self.start_replica(id)?;
+        Ok(self.replica(id).addr.clone())
+    }
+
+    pub fn kill9(&mut self, id: u64) {
+        if let Some(mut child) = self.replica_mut(id).child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.replica(id).child.as_ref().map(Child::id)
+    }
+
+    /// Resident memory of replica `id`, in bytes (from /proc).
+    pub fn rss_bytes(&self, id: u64) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid(id)?)).ok()?;
+        let kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+        Some(kb * 1024)
+    }
+
+    /// Bytes under replica `id`'s data dir.
+    pub fn data_dir_bytes(&self, id: u64) -> u64 {
+        fn walk(p: &Path) -> u64 {
+            let Ok(entries) = std::fs::read_dir(p) else { return 0 };
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        walk(&self.replica(id).data_dir)
+    }
+
+    /// Waits for a leader, asking through `client`; returns its id.
+    pub async fn wait_leader(client: &Client, wait: Duration) -> Result<u64, CliError> {
+        let started = Instant::now();
+        loop {
+            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), client.cluster_status()).await {
+                if s.has_leader && s.leader != 0 {
+                    return Ok(s.leader);
+                }
+            }
+            if started.elapsed() > wait {
+                return Err(CliError::Failed(format!("no leader within {} s", wait.as_secs())));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until every member reports an applied index at the leader's last log index.
+    pub async fn wait_converged(client: &Client, wait: Duration) -> Result<(), CliError> {
+        let started = Instant::now();
+        loop {
+            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), client.cluster_status()).await {
+                if let Some(leader) = s.members.iter().find(|m| s.has_leader && m.id == s.leader) {
+                    if s.members.iter().all(|m| m.reachable && m.applied_index >= leader.last_log_index) {
+                        return Ok(());
+                    }
+                }
+            }
+            if started.elapsed() > wait {
+                return Err(CliError::Failed(format!("replicas did not converge within {} s", wait.as_secs())));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for r in &mut self.replicas {
+            if let Some(mut child) = r.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
