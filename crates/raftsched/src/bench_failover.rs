@@ -76,7 +76,9 @@ pub async fn run(args: BenchFailoverArgs) -> Result<(), CliError> {
             }
             if killed_at.elapsed() > FAILOVER_WAIT {
                 stop.store(true, Ordering::Relaxed);
-                return Err(CliError::Failed(format!("round {round}: no acknowledgement within {FAILOVER_WAIT:?} of the kill")));
+                return Err(CliError::Failed(format!(
+                    "round {round}: no acknowledgement within {FAILOVER_WAIT:?} of the kill"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         };

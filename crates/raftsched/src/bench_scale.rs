@@ -71,7 +71,8 @@ pub async fn run(args: BenchScaleArgs) -> Result<(), CliError> {
                     return Ok::<(), String>(());
                 }
                 let key = format!("scale-{run_id}-{n}");
-                let id = client.submit(&key, raftsched_client::builtin("echo", "x")).await.map_err(|e| e.to_string())?.id;
+                let id =
+                    client.submit(&key, raftsched_client::builtin("echo", "x")).await.map_err(|e| e.to_string())?.id;
                 client.cancel(id).await.map_err(|e| e.to_string())?;
             }
         }));
@@ -85,7 +86,12 @@ pub async fn run(args: BenchScaleArgs) -> Result<(), CliError> {
         if bar {
             let width = 30;
             let filled = (done * width / args.tasks) as usize;
-            eprint!("\r[{}{}] {done}/{} tasks, {rate:.0}/s", "#".repeat(filled), " ".repeat(width as usize - filled), args.tasks);
+            eprint!(
+                "\r[{}{}] {done}/{} tasks, {rate:.0}/s",
+                "#".repeat(filled),
+                " ".repeat(width as usize - filled),
+                args.tasks
+            );
         } else if last_line.elapsed() > Duration::from_secs(10) && !args.json {
             last_line = Instant::now();
             eprintln!("{done}/{} tasks, {rate:.0}/s", args.tasks);
@@ -100,7 +106,14 @@ pub async fn run(args: BenchScaleArgs) -> Result<(), CliError> {
     let load_s = started.elapsed().as_secs_f64();
     LocalCluster::wait_converged(&admin, STEP_WAIT).await?;
     let leader = LocalCluster::wait_leader(&admin, STEP_WAIT).await?;
-    let count = admin.list_page(raftsched_client::api::ListTasksRequest { state: "cancelled".into(), after_id: args.tasks.saturating_sub(1), limit: 10, stale: false }).await?;
+    let count = admin
+        .list_page(raftsched_client::api::ListTasksRequest {
+            state: "cancelled".into(),
+            after_id: args.tasks.saturating_sub(1),
+            limit: 10,
+            stale: false,
+        })
+        .await?;
     let last_id = count.tasks.last().map(|t| t.id).unwrap_or(args.tasks);
     let rss: Vec<u64> = (1..=3).filter_map(|id| cluster.rss_bytes(id)).collect();
     let rss_max = rss.iter().copied().max().unwrap_or(0);
@@ -157,9 +170,20 @@ pub async fn run(args: BenchScaleArgs) -> Result<(), CliError> {
                    "snapshot_every_entries": args.snapshot_every_entries})
         );
     } else {
-        println!("scale: {} finished tasks (loaded in {load_s:.0} s, {:.0} tasks/s, each a submit and a cancel)", args.tasks, args.tasks as f64 / load_s);
-        println!("  memory: replica RSS {} MiB (was {:.0} MiB empty): {per_task:.0} bytes per task", rss.iter().map(|b| format!("{:.0}", mib(*b))).collect::<Vec<_>>().join(" / "), mib(rss_before));
-        println!("  data dir: {} MiB per replica", dirs.iter().map(|b| format!("{:.0}", mib(*b))).collect::<Vec<_>>().join(" / "));
+        println!(
+            "scale: {} finished tasks (loaded in {load_s:.0} s, {:.0} tasks/s, each a submit and a cancel)",
+            args.tasks,
+            args.tasks as f64 / load_s
+        );
+        println!(
+            "  memory: replica RSS {} MiB (was {:.0} MiB empty): {per_task:.0} bytes per task",
+            rss.iter().map(|b| format!("{:.0}", mib(*b))).collect::<Vec<_>>().join(" / "),
+            mib(rss_before)
+        );
+        println!(
+            "  data dir: {} MiB per replica",
+            dirs.iter().map(|b| format!("{:.0}", mib(*b))).collect::<Vec<_>>().join(" / ")
+        );
         println!("  restart of one replica (kill -9) to serving a linearizable read: {restart_one_s:.2} s");
         println!("  restart of all three (kill -9) to serving: {restart_all_s:.2} s");
         println!("  a new replica joins: added as a voter after {join_added_s:.2} s, serving after {join_s:.2} s ({:.0} MiB data dir)", mib(dir4));

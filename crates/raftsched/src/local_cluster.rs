@@ -47,8 +47,12 @@ impl LocalCluster {
             }
         };
         std::fs::create_dir_all(&dir).map_err(|e| CliError::Failed(format!("{}: {e}", dir.display())))?;
-        let mut cluster =
-            LocalCluster { dir, _temp: temp, replicas: Vec::new(), extra_args: extra_args.iter().map(|s| s.to_string()).collect() };
+        let mut cluster = LocalCluster {
+            dir,
+            _temp: temp,
+            replicas: Vec::new(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
         for id in 1..=n {
             cluster.add_replica_slot(id, false)?;
         }
@@ -136,7 +140,8 @@ impl LocalCluster {
     /// Resident memory of replica `id`, in bytes (from /proc).
     pub fn rss_bytes(&self, id: u64) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid(id)?)).ok()?;
-        let kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+        let kb: u64 =
+            status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
         Some(kb * 1024)
     }
 

@@ -28,6 +28,9 @@ pub struct LogStore {
     log: sled::Tree,
     flusher: Flusher,
     durable_snapshot: DurableSnapshot,
+    /// Only with the `skip-fsync` fault: acknowledged entries not yet written to sled.
+    #[cfg(feature = "fault-injection")]
+    write_behind: Option<std::sync::Arc<crate::fault::WriteBehind>>,
 }
 
 impl LogStore {
@@ -38,7 +41,17 @@ impl LogStore {
         flusher: Flusher,
         durable_snapshot: DurableSnapshot,
     ) -> LogStore {
-        LogStore { disk, meta, log, flusher, durable_snapshot }
+        #[cfg(feature = "fault-injection")]
+        let write_behind = crate::fault::skip_fsync().then(|| crate::fault::WriteBehind::start(log.clone()));
+        LogStore {
+            disk,
+            meta,
+            log,
+            flusher,
+            durable_snapshot,
+            #[cfg(feature = "fault-injection")]
+            write_behind,
+        }
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -71,6 +84,13 @@ impl LogStore {
     }
 
     fn last_entry_log_id(&self) -> Result<Option<LogId<NodeId>>, StorageError> {
+        #[cfg(feature = "fault-injection")]
+        if let Some(wb) = &self.write_behind {
+            if let Some((_, bytes)) = wb.lock().iter().next_back() {
+                let entry: Entry<TypeConfig> = decode(bytes, ErrorSubject::Logs)?;
+                return Ok(Some(entry.log_id));
+            }
+        }
         match self.log.last() {
             Ok(Some((_, bytes))) => {
                 let entry: Entry<TypeConfig> = decode(&bytes, ErrorSubject::Logs)?;
@@ -106,6 +126,17 @@ impl RaftLogReader<TypeConfig> for LogStore {
             let (_, bytes) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
             let entry: Entry<TypeConfig> = decode(&bytes, ErrorSubject::Logs)?;
             entries.push(entry);
+        }
+        #[cfg(feature = "fault-injection")]
+        if let Some(wb) = &self.write_behind {
+            let pending = wb.lock();
+            let mut merged: std::collections::BTreeMap<u64, Entry<TypeConfig>> =
+                entries.into_iter().map(|e| (e.log_id.index, e)).collect();
+            for (_, bytes) in pending.range(range) {
+                let entry: Entry<TypeConfig> = decode(bytes, ErrorSubject::Logs)?;
+                merged.insert(entry.log_id.index, entry);
+            }
+            return Ok(merged.into_values().collect());
         }
         Ok(entries)
     }
@@ -143,6 +174,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// Not flushed on its own: the committed index is a hint that lets a restarted replica apply
     /// its log before hearing from a leader; losing the latest value only delays that.
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError> {
+        // With entries that may vanish, a saved hint could point past the log after a crash.
+        #[cfg(feature = "fault-injection")]
+        if self.write_behind.is_some() {
+            return Ok(());
+        }
         self.put_meta(COMMITTED_KEY, &committed, ErrorSubject::Store)
     }
 
@@ -155,6 +191,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        #[cfg(feature = "fault-injection")]
+        if let Some(wb) = &self.write_behind {
+            let mut pending = wb.lock();
+            for entry in entries {
+                pending.insert(entry.log_id.index, encode(&entry, ErrorSubject::Log(entry.log_id))?);
+            }
+            drop(pending);
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        }
         let mut batch = sled::Batch::default();
         let mut n_entries = 0usize;
         for entry in entries {
@@ -164,11 +210,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         debug_assert!(n_entries > 0);
         self.log.apply_batch(batch).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        #[cfg(feature = "fault-injection")]
-        if crate::fault::skip_fsync() {
-            callback.log_io_completed(Ok(()));
-            return Ok(());
-        }
         // Acknowledged to Raft only after the flusher's next fsync, which covers this write.
         self.flusher.after_next_flush(callback).await;
         Ok(())
@@ -178,6 +219,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// Not flushed: if the removal is lost in a crash, the suffix comes back as the uncommitted
     /// entries it was, and the next leader truncates it again.
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
+        #[cfg(feature = "fault-injection")]
+        if let Some(wb) = &self.write_behind {
+            wb.lock().split_off(&log_id.index);
+        }
         let mut batch = sled::Batch::default();
         for item in self.log.range(index_key(log_id.index)..) {
             let (key, _) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
@@ -208,6 +253,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             return Ok(());
         }
         self.put_meta(LAST_PURGED_KEY, &log_id, ErrorSubject::Logs)?;
+        #[cfg(feature = "fault-injection")]
+        if let Some(wb) = &self.write_behind {
+            let mut pending = wb.lock();
+            *pending = pending.split_off(&(log_id.index + 1));
+        }
         let mut batch = sled::Batch::default();
         for item in self.log.range(..=index_key(log_id.index)) {
             let (key, _) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
