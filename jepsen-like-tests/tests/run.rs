@@ -118,7 +118,8 @@ fn stale_reads_are_caught() {
 
 #[test]
 fn skipped_fsyncs_are_caught() {
-    // Acknowledged entries that only lived in memory vanish when every replica is killed.
+    // Acknowledged entries that only lived in memory (the fault's write-behind log) vanish when
+    // every replica, or a majority, is killed.
     let mut c = config("skip-fsync", 3, 25, "kill-all,kill-majority");
     c.faults = vec!["skip-fsync".into()];
     // Time between kills for the cluster to recover and acknowledge writes that the next
@@ -127,7 +128,14 @@ fn skipped_fsyncs_are_caught() {
     c.fault_quiet_ms = (3_000, 5_000);
     let o = run_serially(&c);
     assert!(!o.valid, "lost writes went unnoticed");
-    assert!(o.linearizability == "not linearizable" || failed(&o, "acknowledged submits survive"), "{o:#?}");
+    // Lost entries show as acknowledged tasks gone or ids reused, or as replicas that find their
+    // log shorter than what they applied and stop.
+    assert!(
+        o.linearizability == "not linearizable"
+            || failed(&o, "acknowledged submits survive")
+            || failed(&o, "no process exited by itself"),
+        "{o:#?}"
+    );
     let _ = std::fs::remove_dir_all(&c.out);
 }
 

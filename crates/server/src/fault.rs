@@ -4,7 +4,8 @@
 //! a release binary cannot be talked into any of them. Each fault breaks one named guarantee:
 //!
 //! - `stale-reads`: linearizable reads are served from local state without the read index;
-//! - `skip-fsync`: log appends and votes are acknowledged before they reach the disk;
+//! - `skip-fsync`: log appends are acknowledged from memory and written a second later, votes
+//!   are not flushed (see `raftsched_store::fault`);
 //! - `unfenced-reports`: a worker's report is applied with the task's current fencing token
 //!   instead of the one it carries, so a stale attempt can record a result.
 
