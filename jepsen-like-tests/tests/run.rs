@@ -105,6 +105,7 @@ fn stale_reads_are_caught() {
     // A partitioned replica that answers reads from its own state serves old values.
     let mut c = config("stale-reads", 3, 25, "partition,pause");
     c.faults = vec!["stale-reads".into()];
+    c.recovery_timeout_s = 30;
     c.fault_hold_ms = (2_000, 5_000);
     if jepsen_like_tests::run::netns::available().is_err() {
         // Without partitions, pausing a replica is what makes it fall behind.
@@ -122,6 +123,7 @@ fn skipped_fsyncs_are_caught() {
     // every replica, or a majority, is killed.
     let mut c = config("skip-fsync", 3, 25, "kill-all,kill-majority");
     c.faults = vec!["skip-fsync".into()];
+    c.recovery_timeout_s = 30;
     // Time between kills for the cluster to recover and acknowledge writes that the next
     // kill can lose.
     c.fault_hold_ms = (500, 1_500);
@@ -144,6 +146,7 @@ fn unfenced_reports_are_caught() {
     // Workers are killed and paused, so tasks move; the zombie replays superseded tokens.
     let mut c = config("unfenced-reports", 3, 20, "worker");
     c.faults = vec!["unfenced-reports".into()];
+    c.recovery_timeout_s = 30;
     let o = run_serially(&c);
     assert!(o.zombie_reports > 0, "no stale token was ever tried: {o:#?}");
     assert!(failed(&o, "no completion from a stale fencing token"), "{o:#?}");

@@ -218,20 +218,29 @@ async fn submit(process: u64, client: &Client, shared: &Shared, key: &str, spec:
     rec.record(process, kind, "submit", Some(key), value);
 }
 
+/// What a recorded get found.
+pub enum GetOutcome {
+    Found(Box<api::Task>),
+    NotFound,
+    /// An error or a time-out: no answer about the task.
+    NoAnswer,
+}
+
 /// A linearizable get, recorded.
-pub async fn get(process: u64, client: &Client, shared: &Shared, id: u64) -> Option<api::Task> {
+pub async fn get(process: u64, client: &Client, shared: &Shared, id: u64) -> GetOutcome {
     let rec = &shared.recorder;
     rec.record(process, "invoke", "get", None, json!({"id": id}));
-    let (kind, value, task) = match timed(client.get(id, false)).await {
-        Ok(task) => ("ok", task_value(&task), Some(task)),
+    let (kind, value, outcome) = match timed(client.get(id, false)).await {
+        Ok(task) => ("ok", task_value(&task), GetOutcome::Found(Box::new(task))),
         Err(e) => {
             let (kind, why) = classify(&e, false);
-            (kind, json!({"error": why}), None)
+            let outcome = if e.code() == tonic::Code::NotFound { GetOutcome::NotFound } else { GetOutcome::NoAnswer };
+            (kind, json!({"error": why}), outcome)
         }
     };
     shared.count(kind);
     rec.record(process, kind, "get", None, value);
-    task
+    outcome
 }
 
 /// The zombie: every `period`, lists the held tasks and, for each one that has an earlier

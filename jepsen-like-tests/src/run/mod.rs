@@ -360,8 +360,12 @@ async fn run_async(config: &RunConfig) -> anyhow::Result<RunOutcome> {
     };
     // Final reads, recorded, so lost tasks show in the history too.
     let ids: Vec<u64> = lock(&shared.known).ids.clone();
-    final_reads(&addrs, &shared, &ids).await;
-    let all_tasks = list_all(&reader).await;
+    let all_tasks = if leader.is_ok() {
+        final_reads(&addrs, &shared, &ids).await;
+        list_all(&reader).await
+    } else {
+        Err("no leader: the final reads and the task list were skipped".to_string())
+    };
     check_exits(&procs, &mut replica_faults, &note);
     tokio::task::block_in_place(|| lock(&procs).stop_all(Duration::from_secs(10)));
 
@@ -549,17 +553,30 @@ async fn wait_all_ended(client: &Client, deadline: Instant) -> Vec<u64> {
 }
 
 /// Every known id read back, linearizably, by a few virtual processes; recorded.
+/// Stops early when the cluster stops answering (`FINAL_READ_FAILURES_MAX` failed reads in a row
+/// on one reader) or after `FINAL_READS_S`: a dead cluster is reported, not waited on.
 async fn final_reads(addrs: &[String], shared: &Arc<Shared>, ids: &[u64]) {
     const READERS: usize = 8;
+    const FINAL_READ_FAILURES_MAX: u32 = 10;
+    const FINAL_READS_S: u64 = 180;
+    let deadline = Instant::now() + Duration::from_secs(FINAL_READS_S);
     let mut handles = Vec::new();
     for r in 0..READERS {
         let mine: Vec<u64> = ids.iter().copied().skip(r).step_by(READERS).collect();
         let Ok(client) = Client::new(addrs.to_vec(), Duration::from_secs(10)) else { continue };
         let shared = shared.clone();
         handles.push(tokio::spawn(async move {
+            let mut failures_in_a_row = 0;
             for id in mine {
+                if failures_in_a_row >= FINAL_READ_FAILURES_MAX || Instant::now() > deadline {
+                    say("final reads stopped: the cluster does not answer");
+                    return;
+                }
                 let process = shared.recorder.virtual_process();
-                clients::get(process, &client, &shared, id).await;
+                match clients::get(process, &client, &shared, id).await {
+                    clients::GetOutcome::NoAnswer => failures_in_a_row += 1,
+                    _ => failures_in_a_row = 0,
+                }
             }
         }));
     }
