@@ -68,6 +68,7 @@ async fn metrics_follow_the_replica() {
         "raftsched_disk_sync_seconds_bucket{le=\"+Inf\"}",
         "# TYPE raftsched_snapshot_age_seconds gauge",
         "raftsched_raft_log_entries ",
+        "raftsched_raft_commit_index ",
         "# TYPE raftsched_request_duration_seconds histogram",
         "raftsched_request_duration_seconds_count{rpc=\"Scheduler/Submit\"} 1",
         "raftsched_request_duration_seconds_bucket{rpc=\"Scheduler/Submit\",le=\"+Inf\"} 1",

@@ -64,6 +64,8 @@ pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
     }
     line(&mut out, "raftsched_raft_last_log_index", "Index of the last entry in this replica's log.", "gauge");
     let _ = writeln!(out, "raftsched_raft_last_log_index {}", m.last_log_index.unwrap_or(0));
+    line(&mut out, "raftsched_raft_commit_index", "Highest log index this replica knows to be committed.", "gauge");
+    let _ = writeln!(out, "raftsched_raft_commit_index {}", replica.committed_index.load(Relaxed));
     line(&mut out, "raftsched_raft_applied_index", "Index of the last entry applied to the state machine.", "gauge");
     let _ = writeln!(out, "raftsched_raft_applied_index {}", m.last_applied.map_or(0, |l| l.index));
     line(&mut out, "raftsched_raft_snapshot_index", "Index covered by the last snapshot.", "gauge");

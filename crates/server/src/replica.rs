@@ -40,6 +40,8 @@ pub struct Replica {
     pub counters: crate::metrics::Counters,
     pub sync_stats: Arc<raftsched_store::SyncStats>,
     pub rpc_stats: Arc<crate::rpc_stats::RpcStats>,
+    /// The commit index as the store last heard it from openraft.
+    pub committed_index: Arc<std::sync::atomic::AtomicU64>,
     /// (snapshot index, when this replica took or installed it, or started with it), kept by a
     /// watcher of the Raft metrics; for `raftsched_snapshot_age_seconds`.
     pub snapshot_seen: std::sync::Mutex<(u64, std::time::Instant)>,

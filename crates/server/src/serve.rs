@@ -96,6 +96,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
     let opened = raftsched_store::open(&config.data_dir, config.id)?;
     let sm = opened.sm_store.handle();
     let opened_sync_stats = opened.sync_stats.clone();
+    let committed_index = opened.committed_index.clone();
     let raft_config = Config {
         cluster_name: "raftsched".to_string(),
         heartbeat_interval: config.timing.heartbeat_interval_ms,
@@ -166,6 +167,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         counters: Default::default(),
         sync_stats: opened_sync_stats,
         rpc_stats: Default::default(),
+        committed_index,
         snapshot_seen: std::sync::Mutex::new((0, std::time::Instant::now())),
     });
     tokio::spawn(crate::metrics::watch_snapshots(replica.clone()));

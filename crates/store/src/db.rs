@@ -29,6 +29,8 @@ pub struct Opened {
     pub pristine: bool,
     /// Latency of every durable sync of this store.
     pub sync_stats: std::sync::Arc<crate::disk::SyncStats>,
+    /// The commit index openraft last reported to this store (0 before any).
+    pub committed_index: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 const REPLICA_ID_KEY: &[u8] = b"replica_id";
@@ -132,5 +134,6 @@ pub fn open(dir: &Path, replica_id: u64) -> Result<Opened, OpenError> {
     let sm_store = SmStore::load(disk.clone(), snap)
         .map_err(|e| OpenError::Corrupt { dir: dir.to_path_buf(), what: e.to_string() })?;
     let log_store = LogStore::new(disk, meta, log, flusher, sm_store.durable_snapshot());
-    Ok(Opened { log_store, sm_store, pristine, sync_stats })
+    let committed_index = log_store.committed_index();
+    Ok(Opened { log_store, sm_store, pristine, sync_stats, committed_index })
 }

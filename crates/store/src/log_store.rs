@@ -28,6 +28,8 @@ pub struct LogStore {
     log: sled::Tree,
     flusher: Flusher,
     durable_snapshot: DurableSnapshot,
+    /// The latest commit index openraft reported (`save_committed`), for metrics.
+    committed_index: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Only with the `skip-fsync` fault: acknowledged entries not yet written to sled.
     #[cfg(feature = "fault-injection")]
     write_behind: Option<std::sync::Arc<crate::fault::WriteBehind>>,
@@ -49,6 +51,7 @@ impl LogStore {
             log,
             flusher,
             durable_snapshot,
+            committed_index: Default::default(),
             #[cfg(feature = "fault-injection")]
             write_behind,
         }
@@ -75,6 +78,11 @@ impl LogStore {
         let bytes = encode(value, subject.clone())?;
         self.meta.insert(key, bytes).map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
         Ok(())
+    }
+
+    /// The commit index openraft last reported, shared (for metrics).
+    pub fn committed_index(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.committed_index.clone()
     }
 
     /// Flushes everything written so far.
@@ -174,6 +182,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// Not flushed on its own: the committed index is a hint that lets a restarted replica apply
     /// its log before hearing from a leader; losing the latest value only delays that.
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError> {
+        if let Some(c) = committed {
+            self.committed_index.fetch_max(c.index, std::sync::atomic::Ordering::Relaxed);
+        }
         // With entries that may vanish, a saved hint could point past the log after a crash.
         #[cfg(feature = "fault-injection")]
         if self.write_behind.is_some() {
