@@ -194,6 +194,9 @@ pub struct BenchFailoverArgs {
     /// Size of each task's payload.
     #[arg(long, default_value_t = 256)]
     pub payload_bytes: usize,
+    /// Where the replicas keep their data and logs [default: a temp dir, removed after].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
 }
