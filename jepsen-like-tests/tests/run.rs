@@ -165,3 +165,79 @@ fn long_run_with_every_nemesis() {
     let o = run_serially(&c);
     assert!(o.valid, "{o:#?}");
 }
+
+/// The children of process `pid` (every thread's), from /proc.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+                out.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+        }
+    }
+    out
+}
+
+fn alive(pid: u32) -> bool {
+    // A reaped process has no /proc entry; a zombie's state is Z.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+#[test]
+fn an_interrupted_run_tears_everything_down() {
+    let out = std::env::temp_dir().join(format!("raftsched-jepsen-test-{}-interrupted", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let bin = raftsched_bin();
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jepsen-like-tests"))
+        .args(["run", "--time-limit-s", "120", "--seed", "5", "--nemesis", "kill,pause,partition"])
+        .arg("--out")
+        .arg(&out)
+        .arg("--raftsched-bin")
+        .arg(&bin)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let runner = child.id();
+    // Under way: replicas and workers started (the workers' logs appear after a leader).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while !out.join("logs/w2.log").exists() {
+        assert!(std::time::Instant::now() < deadline, "the run did not start");
+        assert!(child.try_wait().unwrap().is_none(), "the runner exited early");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let started = children_of(runner);
+    assert!(started.len() >= 5, "expected 3 replicas and 2 workers, saw {started:?}");
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(runner as i32, libc::SIGINT);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the runner did not stop within 60 s of SIGINT");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(2), "an interrupted run exits 2");
+    for pid in started {
+        assert!(!alive(pid), "process {pid} outlived the interrupted runner");
+    }
+    let namespaces = Command::new("ip").args(["netns", "list"]).output().map(|o| o.stdout).unwrap_or_default();
+    let prefix = format!("raftsched-jepsen-{runner}-");
+    assert!(
+        !String::from_utf8_lossy(&namespaces).contains(&prefix),
+        "namespaces of the interrupted run are left: {}",
+        String::from_utf8_lossy(&namespaces)
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}

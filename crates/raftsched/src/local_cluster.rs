@@ -106,7 +106,10 @@ impl LocalCluster {
         } else {
             cmd.args(["--initial-cluster", &initial.join(",")]);
         }
-        cmd.arg("--data-dir").arg(&r.data_dir).args(&extra).env("RAFTSCHED_LOG", std::env::var("RAFTSCHED_LOG").unwrap_or_else(|_| "warn".into()));
+        cmd.arg("--data-dir")
+            .arg(&r.data_dir)
+            .args(&extra)
+            .env("RAFTSCHED_LOG", std::env::var("RAFTSCHED_LOG").unwrap_or_else(|_| "warn".into()));
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
