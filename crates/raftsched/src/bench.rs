@@ -25,6 +25,7 @@ pub async fn run(command: BenchCommand) -> Result<(), CliError> {
         BenchCommand::Fsync(args) => fsync(args),
         BenchCommand::Failover(args) => crate::bench_failover::run(args).await,
         BenchCommand::Scale(args) => crate::bench_scale::run(args).await,
+        BenchCommand::WorkerLoss(args) => crate::bench_worker_loss::run(args).await,
     }
 }
 

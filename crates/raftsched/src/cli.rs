@@ -181,6 +181,24 @@ pub enum BenchCommand {
     /// Hold many finished tasks on a trio it starts: memory per task, data dir size, restart and
     /// join times.
     Scale(BenchScaleArgs),
+    /// Kill -9 a worker holding tasks (a trio and two workers it starts): time until its tasks
+    /// run elsewhere.
+    WorkerLoss(BenchWorkerLossArgs),
+}
+
+#[derive(Args)]
+pub struct BenchWorkerLossArgs {
+    /// Worker kills (rounds).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Long tasks submitted per round (spread over the two workers).
+    #[arg(long, default_value_t = 8)]
+    pub tasks: usize,
+    /// The replicas' --heartbeat-timeout-ms.
+    #[arg(long, default_value_t = 1000)]
+    pub heartbeat_timeout_ms: u64,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_failover;
 mod bench_scale;
+mod bench_worker_loss;
 mod certs;
 mod cli;
 mod client_cmds;
