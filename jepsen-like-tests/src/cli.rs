@@ -153,10 +153,16 @@ fn run(args: RunArgs) -> i32 {
     config.think_ms = args.think_ms;
     config.recovery_timeout_s = args.recovery_timeout_s;
     config.keep_data = args.keep_data;
-    match crate::run::run(&config) {
-        Ok(outcome) => {
-            println!("{}", crate::run::summary(&outcome));
-            if outcome.valid {
+    finish(crate::run::run(&config).map(|o| (format!("{}\n", crate::run::summary(&o)), o.valid)))
+}
+
+/// Prints a command's report and maps it to the exit code: 0 when everything held, 1 when not,
+/// 2 when the command could not be carried out.
+fn finish(result: anyhow::Result<(String, bool)>) -> i32 {
+    match result {
+        Ok((report, held)) => {
+            print!("{report}");
+            if held {
                 EXIT_LINEARIZABLE
             } else {
                 EXIT_NOT_LINEARIZABLE
@@ -195,20 +201,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
                 rounds: rounds as usize,
                 timeout_ms,
             };
-            match bench::run(&opts) {
-                Ok((report, all_agree)) => {
-                    print!("{report}");
-                    if all_agree {
-                        EXIT_LINEARIZABLE
-                    } else {
-                        EXIT_NOT_LINEARIZABLE
-                    }
-                }
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    EXIT_UNKNOWN
-                }
-            }
+            finish(bench::run(&opts))
         }
     }
 }

@@ -126,18 +126,15 @@ pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
         let _ = writeln!(out, "{name} {}", value.load(Relaxed));
     }
     line(&mut out, "raftsched_disk_sync_seconds", "Latency of durable syncs (sled flush + syncfs).", "histogram");
-    for (bound_us, bucket) in SYNC_BUCKETS_US.iter().zip(&sync.buckets) {
-        let _ = writeln!(
-            out,
-            "raftsched_disk_sync_seconds_bucket{{le=\"{}\"}} {}",
-            *bound_us as f64 / 1e6,
-            bucket.load(Relaxed)
-        );
-    }
-    let count = sync.count.load(Relaxed);
-    let _ = writeln!(out, "raftsched_disk_sync_seconds_bucket{{le=\"+Inf\"}} {count}");
-    let _ = writeln!(out, "raftsched_disk_sync_seconds_sum {}", sync.sum_us.load(Relaxed) as f64 / 1e6);
-    let _ = writeln!(out, "raftsched_disk_sync_seconds_count {count}");
+    let sync_buckets: Vec<u64> = sync.buckets.iter().map(|b| b.load(Relaxed)).collect();
+    histogram(
+        &mut out,
+        "raftsched_disk_sync_seconds",
+        "",
+        SYNC_BUCKETS_US.iter().copied().zip(sync_buckets),
+        sync.count.load(Relaxed),
+        sync.sum_us.load(Relaxed),
+    );
     line(
         &mut out,
         "raftsched_request_duration_seconds",
@@ -145,22 +142,34 @@ pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
         "histogram",
     );
     for (rpc, h) in replica.rpc_stats.snapshot() {
-        for (bound_us, bucket) in RPC_BUCKETS_US.iter().zip(&h.buckets) {
-            let _ = writeln!(
-                out,
-                "raftsched_request_duration_seconds_bucket{{rpc=\"{rpc}\",le=\"{}\"}} {}",
-                *bound_us as f64 / 1e6,
-                bucket.load(Relaxed)
-            );
-        }
-        let count = h.count.load(Relaxed);
-        let _ = writeln!(out, "raftsched_request_duration_seconds_bucket{{rpc=\"{rpc}\",le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "raftsched_request_duration_seconds_sum{{rpc=\"{rpc}\"}} {}",
-            h.sum_us.load(Relaxed) as f64 / 1e6
+        histogram(
+            &mut out,
+            "raftsched_request_duration_seconds",
+            &format!("rpc=\"{rpc}\","),
+            RPC_BUCKETS_US.iter().copied().zip(h.buckets.iter().map(|b| b.load(Relaxed))),
+            h.count.load(Relaxed),
+            h.sum_us.load(Relaxed),
         );
-        let _ = writeln!(out, "raftsched_request_duration_seconds_count{{rpc=\"{rpc}\"}} {count}");
     }
     out
+}
+
+/// One histogram's series: `_bucket` lines (bounds in microseconds, shown in seconds) with the
+/// `+Inf` bucket, `_sum` and `_count`. `labels` is empty or `name="value",` (with the comma).
+fn histogram(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    buckets: impl Iterator<Item = (u64, u64)>,
+    count: u64,
+    sum_us: u64,
+) {
+    for (bound_us, n) in buckets {
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{}\"}} {n}", bound_us as f64 / 1e6);
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
+    let plain = labels.trim_end_matches(',');
+    let braces = if plain.is_empty() { String::new() } else { format!("{{{plain}}}") };
+    let _ = writeln!(out, "{name}_sum{braces} {}", sum_us as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count{braces} {count}");
 }
