@@ -296,6 +296,51 @@ impl Client {
         self.call(|mut c| async move { c.transfer_leader(api::TransferLeaderRequest { to }).await }).await
     }
 
+    pub async fn create_schedule(
+        &self,
+        name: &str,
+        spec: api::ScheduleSpec,
+    ) -> Result<api::ScheduleResponse, ClientError> {
+        let req = api::CreateScheduleRequest { name: name.to_string(), spec: Some(spec) };
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.create_schedule(req).await }
+        })
+        .await
+    }
+
+    pub async fn get_schedule(&self, name: &str, stale: bool) -> Result<api::Schedule, ClientError> {
+        let req = api::GetScheduleRequest { name: name.to_string(), stale };
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.get_schedule(req).await }
+        })
+        .await
+    }
+
+    pub async fn list_schedules(&self, stale: bool) -> Result<api::ListSchedulesResponse, ClientError> {
+        self.call(|mut c| async move { c.list_schedules(api::ListSchedulesRequest { stale }).await }).await
+    }
+
+    /// Pauses (`paused`) or resumes a schedule.
+    pub async fn pause_schedule(&self, name: &str, paused: bool) -> Result<api::ScheduleResponse, ClientError> {
+        let req = api::PauseScheduleRequest { name: name.to_string(), paused };
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.pause_schedule(req).await }
+        })
+        .await
+    }
+
+    pub async fn delete_schedule(&self, name: &str) -> Result<api::ScheduleResponse, ClientError> {
+        let req = api::DeleteScheduleRequest { name: name.to_string() };
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.delete_schedule(req).await }
+        })
+        .await
+    }
+
     pub async fn cluster_status(&self) -> Result<api::ClusterStatusResponse, ClientError> {
         self.call(|mut c| async move { c.cluster_status(api::ClusterStatusRequest {}).await }).await
     }

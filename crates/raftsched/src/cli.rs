@@ -59,6 +59,11 @@ pub enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// Recurring tasks: cron expressions or `@every`, exactly one task per occurrence.
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
     /// Measure the cluster.
     Bench {
         #[command(subcommand)]
@@ -393,6 +398,20 @@ pub struct SubmitArgs {
     /// Idempotency key: the same key submitted again returns the same task. Generated if absent.
     #[arg(long)]
     pub key: Option<String>,
+    /// Run at this time, not now: RFC 3339 (2026-11-25T03:00:00Z, 2026-11-25T03:00:00+01:00) or
+    /// relative (+30s, +5m, +1h30m). The task waits in state `scheduled` until then.
+    #[arg(long)]
+    pub at: Option<String>,
+    /// Wait for the task to end, print its output, and exit with its exit code.
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub task: TaskArgs,
+}
+
+/// What a task runs and how; shared by `submit` and `schedule create`.
+#[derive(Args)]
+pub struct TaskArgs {
     /// A builtin task: sleep:MS, echo:TEXT or fail:CODE.
     #[arg(long, conflicts_with = "argv")]
     pub builtin: Option<String>,
@@ -414,12 +433,80 @@ pub struct SubmitArgs {
     /// Attempts before the task fails for good.
     #[arg(long, default_value_t = raftsched_state::limits::ATTEMPTS_DEFAULT)]
     pub max_attempts: u32,
-    /// Wait for the task to end, print its output, and exit with its exit code.
-    #[arg(long)]
-    pub wait: bool,
     /// The command to run, after `--`.
     #[arg(last = true)]
     pub argv: Vec<String>,
+}
+
+#[derive(Subcommand)]
+pub enum ScheduleCommand {
+    /// Create a schedule (the same name and spec again is a retry).
+    Create(Box<ScheduleCreateArgs>),
+    /// List schedules.
+    List(ScheduleListArgs),
+    /// Show one schedule: its next occurrence and what became of recent ones (runs and misses).
+    Get(ScheduleNameArgs),
+    /// Stop firing (occurrences while paused are not run and not counted as missed).
+    Pause(ScheduleNameArgs),
+    /// Fire again, from the first occurrence after now.
+    Resume(ScheduleNameArgs),
+    /// Delete a schedule; the tasks it created stay.
+    Delete(ScheduleNameArgs),
+}
+
+#[derive(Args)]
+pub struct ScheduleCreateArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Schedule name: 1-64 characters of A-Z a-z 0-9 . _ -
+    pub name: String,
+    /// When: 5 fields (min hour dom month dow), 6 (seconds first), @hourly/@daily/..., or
+    /// "@every 30s".
+    #[arg(long)]
+    pub cron: String,
+    /// IANA time zone the cron fields are read in.
+    #[arg(long, default_value = "UTC")]
+    pub timezone: String,
+    /// An occurrence due while the previous one's task has not ended: allow (run both), forbid
+    /// (skip and record it), replace (cancel the running one first).
+    #[arg(long, default_value = "allow", value_parser = ["allow", "forbid", "replace"])]
+    pub overlap: String,
+    /// Occurrences missed while the cluster was down or leaderless (fired later than
+    /// --start-deadline-ms): none (record them), one (run the latest), all (run each, at most
+    /// --max-catch-up).
+    #[arg(long, default_value = "one", value_parser = ["none", "one", "all"])]
+    pub catch_up: String,
+    /// With --catch-up all: missed occurrences one fire still runs (the latest ones), 1-100.
+    #[arg(long, default_value_t = raftsched_state::limits::CATCH_UP_RUNS_DEFAULT)]
+    pub max_catch_up: u32,
+    /// An occurrence fired more than this after its time counts as missed.
+    #[arg(long, default_value_t = raftsched_state::limits::START_DEADLINE_MS_DEFAULT)]
+    pub start_deadline_ms: u64,
+    #[command(flatten)]
+    pub task: TaskArgs,
+}
+
+#[derive(Args)]
+pub struct ScheduleListArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Print JSON (an array of schedule objects).
+    #[arg(long)]
+    pub json: bool,
+    /// Read this replica's local state without a read index (may be behind).
+    #[arg(long)]
+    pub stale: bool,
+}
+
+#[derive(Args)]
+pub struct ScheduleNameArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Print JSON (`get` only).
+    #[arg(long)]
+    pub json: bool,
+    /// Schedule name.
+    pub name: String,
 }
 
 #[derive(Args)]

@@ -6,7 +6,8 @@ use raftsched_client::{api, parse_cluster, Client};
 use raftsched_state::{limits, TaskSpec as StateSpec};
 
 use crate::cli::{
-    CancelArgs, ClusterArgs, GetArgs, ListArgs, MemberAddArgs, MemberRemoveArgs, StatusArgs, SubmitArgs, TransferArgs,
+    CancelArgs, ClusterArgs, GetArgs, ListArgs, MemberAddArgs, MemberRemoveArgs, StatusArgs, SubmitArgs, TaskArgs,
+    TransferArgs,
 };
 use crate::error::CliError;
 use crate::output;
@@ -48,7 +49,8 @@ pub fn new_key() -> String {
     format!("cli-{:032x}", rand::random::<u128>())
 }
 
-fn build_spec(args: &SubmitArgs) -> Result<api::TaskSpec, CliError> {
+/// The wire spec of a task from its flags.
+pub fn build_spec(args: &TaskArgs) -> Result<api::TaskSpec, CliError> {
     let mut spec = match (&args.builtin, args.argv.is_empty()) {
         (Some(b), true) => {
             // Validated here for a clear usage error before any network call.
@@ -77,12 +79,34 @@ fn build_spec(args: &SubmitArgs) -> Result<api::TaskSpec, CliError> {
     }
     spec.cwd = args.cwd.clone().unwrap_or_default();
     spec.timeout_ms = args.timeout_ms;
+    if args.max_attempts == 0 || args.max_attempts > limits::ATTEMPTS_MAX {
+        return Err(CliError::Usage(format!("--max-attempts must be 1..={}", limits::ATTEMPTS_MAX)));
+    }
     spec.max_attempts = args.max_attempts;
     Ok(spec)
 }
 
+/// `--at`: RFC 3339, or `+DURATION` from now (this machine's clock), as Unix milliseconds.
+pub fn parse_at(text: &str) -> Result<u64, CliError> {
+    let ms = if let Some(rel) = text.strip_prefix('+') {
+        let delta =
+            raftsched_state::calendar::parse_duration_ms(rel).map_err(|e| CliError::Usage(format!("--at: {e}")))?;
+        crate::unix_now_ms().saturating_add(delta)
+    } else {
+        let at = chrono::DateTime::parse_from_rfc3339(text).map_err(|e| {
+            CliError::Usage(format!("--at {text:?} is neither RFC 3339 (2026-11-25T03:00:00Z) nor +DURATION: {e}"))
+        })?;
+        u64::try_from(at.timestamp_millis()).map_err(|_| CliError::Usage(format!("--at {text:?} is before 1970")))?
+    };
+    Ok(ms.max(1))
+}
+
 pub async fn submit(args: SubmitArgs) -> Result<(), CliError> {
-    let spec = build_spec(&args)?;
+    let mut spec = build_spec(&args.task)?;
+    // Computed once, so this invocation's own retries carry the same time (and spec).
+    if let Some(at) = &args.at {
+        spec.run_at_ms = parse_at(at)?;
+    }
     let key = match &args.key {
         Some(k) if k.is_empty() => return Err(CliError::Usage("--key must not be empty".into())),
         Some(k) if k.len() > limits::KEY_BYTES_MAX => {
@@ -95,9 +119,6 @@ pub async fn submit(args: SubmitArgs) -> Result<(), CliError> {
         Some(k) => k.clone(),
         None => new_key(),
     };
-    if args.max_attempts == 0 || args.max_attempts > limits::ATTEMPTS_MAX {
-        return Err(CliError::Usage(format!("--max-attempts must be 1..={}", limits::ATTEMPTS_MAX)));
-    }
     let client = connect(&args.cluster)?;
     let reply = client.submit(&key, spec).await?;
     if !args.wait {
@@ -129,9 +150,8 @@ pub async fn get(args: GetArgs) -> Result<(), CliError> {
 pub async fn list(args: ListArgs) -> Result<(), CliError> {
     if let Some(s) = &args.state {
         if raftsched_state::TaskState::parse(s).is_none() {
-            return Err(CliError::Usage(format!(
-                "unknown state {s:?} (one of pending, assigned, running, succeeded, failed, cancelled)"
-            )));
+            let known: Vec<&str> = raftsched_state::TaskState::ALL.iter().map(|s| s.as_str()).collect();
+            return Err(CliError::Usage(format!("unknown state {s:?} (one of {})", known.join(", "))));
         }
     }
     let client = connect(&args.cluster)?;

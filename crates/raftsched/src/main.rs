@@ -12,6 +12,7 @@ mod dev;
 mod error;
 mod local_cluster;
 mod output;
+mod schedule_cmds;
 mod server_cmd;
 mod signals;
 mod worker_cmds;
@@ -77,6 +78,11 @@ fn exit_on_usage_error(e: clap::Error) -> ! {
     std::process::exit(2);
 }
 
+/// This machine's wall clock as Unix milliseconds (for `--at +DURATION`).
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Server(args) => server_cmd::run(args).await,
@@ -97,5 +103,6 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Worker { command: None, args } => worker_cmds::run_worker(args).await,
         Command::Workers(args) => worker_cmds::workers(args).await,
         Command::Watch(args) => worker_cmds::watch(args).await,
+        Command::Schedule { command } => schedule_cmds::run(command).await,
     }
 }

@@ -52,6 +52,9 @@ pub fn task_json(task: &api::Task) -> Value {
         })).collect::<Vec<_>>(),
         "not_before_ms": task.not_before_ms,
         "version": task.version,
+        "run_at_ms": task.spec.as_ref().map_or(Value::Null, |s| if s.run_at_ms == 0 { Value::Null } else { json!(s.run_at_ms) }),
+        "schedule": if task.schedule.is_empty() { Value::Null } else { json!(task.schedule) },
+        "occurrence_ms": if task.schedule.is_empty() { Value::Null } else { json!(task.occurrence_ms) },
     })
 }
 

@@ -2,7 +2,7 @@
 //! knows both sides.
 
 use raftsched_api as api;
-use raftsched_state::{Exec, Node, Rejection, Task, TaskSpec};
+use raftsched_state::{CatchUp, Exec, Node, Overlap, Rejection, Schedule, ScheduleSpec, Task, TaskSpec};
 use tonic::Status;
 
 pub fn spec_from_api(spec: Option<api::TaskSpec>) -> Result<TaskSpec, Status> {
@@ -24,6 +24,7 @@ pub fn spec_from_api(spec: Option<api::TaskSpec>) -> Result<TaskSpec, Status> {
         } else {
             spec.max_attempts
         },
+        run_at_ms: (spec.run_at_ms > 0).then_some(spec.run_at_ms),
     })
 }
 
@@ -42,6 +43,7 @@ pub fn spec_to_api(spec: &TaskSpec) -> api::TaskSpec {
         cwd: spec.cwd.clone().unwrap_or_default(),
         timeout_ms: spec.timeout_ms,
         max_attempts: spec.max_attempts,
+        run_at_ms: spec.run_at_ms.unwrap_or(0),
     }
 }
 
@@ -82,6 +84,78 @@ pub fn task_to_api(task: &Task) -> api::Task {
             .collect(),
         not_before_ms: task.not_before_ms,
         version: task.version,
+        schedule: task.origin.as_ref().map(|o| o.schedule.clone()).unwrap_or_default(),
+        occurrence_ms: task.origin.as_ref().map_or(0, |o| o.occurrence_ms),
+    }
+}
+
+pub fn schedule_spec_from_api(spec: Option<api::ScheduleSpec>) -> Result<ScheduleSpec, Status> {
+    let spec = spec.ok_or_else(|| Status::invalid_argument("a schedule needs a spec"))?;
+    let overlap = match spec.overlap.as_str() {
+        "" => Overlap::Allow,
+        s => Overlap::parse(s)
+            .ok_or_else(|| Status::invalid_argument(format!("unknown overlap {s:?} (allow, forbid, replace)")))?,
+    };
+    let catch_up = match spec.catch_up.as_str() {
+        "" => CatchUp::One,
+        s => CatchUp::parse(s)
+            .ok_or_else(|| Status::invalid_argument(format!("unknown catch-up {s:?} (none, one, all)")))?,
+    };
+    let or_default = |v: u64, default: u64| if v == 0 { default } else { v };
+    Ok(ScheduleSpec {
+        cron: spec.cron,
+        timezone: if spec.timezone.is_empty() { "UTC".to_string() } else { spec.timezone },
+        overlap,
+        catch_up,
+        max_catch_up: or_default(spec.max_catch_up.into(), raftsched_state::limits::CATCH_UP_RUNS_DEFAULT.into())
+            .try_into()
+            .unwrap_or(u32::MAX),
+        start_deadline_ms: or_default(spec.start_deadline_ms, raftsched_state::limits::START_DEADLINE_MS_DEFAULT),
+        task: spec_from_api(spec.task)?,
+    })
+}
+
+pub fn schedule_spec_to_api(spec: &ScheduleSpec) -> api::ScheduleSpec {
+    api::ScheduleSpec {
+        cron: spec.cron.clone(),
+        timezone: spec.timezone.clone(),
+        overlap: spec.overlap.as_str().to_string(),
+        catch_up: spec.catch_up.as_str().to_string(),
+        max_catch_up: spec.max_catch_up,
+        start_deadline_ms: spec.start_deadline_ms,
+        task: Some(spec_to_api(&spec.task)),
+    }
+}
+
+pub fn schedule_to_api(schedule: &Schedule) -> api::Schedule {
+    api::Schedule {
+        name: schedule.name.clone(),
+        spec: Some(schedule_spec_to_api(&schedule.spec)),
+        created_at_ms: schedule.created_at_ms,
+        paused: schedule.paused,
+        has_next_due: schedule.next_due_ms.is_some(),
+        next_due_ms: schedule.next_due_ms.unwrap_or(0),
+        last_task_id: schedule.last_task.unwrap_or(0),
+        runs_total: schedule.runs_total,
+        missed_total: schedule.missed_total,
+        history: schedule
+            .history
+            .iter()
+            .map(|r| api::OccurrenceRecord {
+                occurrence_ms: r.occurrence_ms,
+                last_occurrence_ms: r.last_occurrence_ms,
+                count: r.count,
+                count_capped: r.count_capped,
+                fired_at_ms: r.fired_at_ms,
+                task_id: r.task_id.unwrap_or(0),
+                missed: r.missed.as_ref().map_or("", |m| m.as_str()).to_string(),
+                missed_detail: match &r.missed {
+                    Some(raftsched_state::MissReason::Refused { reason }) => reason.clone(),
+                    _ => String::new(),
+                },
+            })
+            .collect(),
+        version: schedule.version,
     }
 }
 
@@ -111,6 +185,9 @@ pub fn rejection_to_status(rejection: Rejection) -> Status {
         Rejection::NotCancellable { .. } => Status::failed_precondition(message),
         Rejection::TooManyPending { .. } | Rejection::TooManyTasks { .. } => Status::resource_exhausted(message),
         Rejection::Invalid { .. } => Status::invalid_argument(message),
+        Rejection::ScheduleExists { .. } => Status::already_exists(message),
+        Rejection::NoSchedule { .. } => Status::not_found(message),
+        Rejection::TooManySchedules { .. } | Rejection::TooManyScheduled { .. } => Status::resource_exhausted(message),
     }
 }
 

@@ -1,4 +1,4 @@
-//! The leader's scheduling loop: worker expiry and dispatch.
+//! The leader's scheduling loop: worker expiry, schedule timers (`timers.rs`) and dispatch.
 //!
 //! It runs on every replica but acts only while that replica leads, and stops acting the moment
 //! it does not (each proposal goes through `Replica::propose_alone`, which refuses on a non-leader).
@@ -83,6 +83,9 @@ async fn lead(replica: &Replica, term: u64, heartbeat_timeout: Duration, stop: &
                 }
             }
         }
+        if crate::timers::fire_due(replica).await.is_err() {
+            return;
+        }
         let plan = replica.sm.read(|sm| sm.plan_assignments(now_ms(), limits::DISPATCH_BATCH_LEN_MAX));
         if !plan.is_empty() {
             match replica.propose_alone(Op::Assign { items: plan }).await {
@@ -93,7 +96,7 @@ async fn lead(replica: &Replica, term: u64, heartbeat_timeout: Duration, stop: &
         }
         tokio::select! {
             r = applied.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep(Duration::from_millis(limits::LEADER_TICK_MS)) => {}
+            _ = tokio::time::sleep(crate::timers::sleep_for(replica)) => {}
             _ = stop.changed() => return,
         }
     }

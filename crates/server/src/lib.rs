@@ -22,8 +22,10 @@ mod read_index;
 pub mod replica;
 pub mod rpc_stats;
 mod scheduler_service;
+mod schedules;
 mod serve;
 mod status_page;
+mod timers;
 mod worker_service;
 
 pub use config::{parse_initial_cluster, ReplicaConfig, WORKER_HEARTBEAT_TIMEOUT_MS_DEFAULT};

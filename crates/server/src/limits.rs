@@ -41,5 +41,7 @@ pub const LONG_POLL_MS_MAX: u64 = 30_000;
 pub const DISPATCH_BATCH_LEN_MAX: usize = 256;
 /// The leader's scheduling loop wakes at least this often (it also wakes on every apply).
 pub const LEADER_TICK_MS: u64 = 100;
+/// Schedule fires one pass of the leader loop proposes (more wait for the next pass).
+pub const FIRES_PER_TICK_MAX: usize = 64;
 /// Long polls a replica holds open at once (each worker holds one, each waiting client one).
 pub const LONG_POLLS_MAX: usize = 4096;

@@ -53,9 +53,8 @@ impl Scheduler for SchedulerService {
         let state = match req.state.as_str() {
             "" => None,
             s => Some(TaskState::parse(s).ok_or_else(|| {
-                Status::invalid_argument(format!(
-                    "unknown state {s:?} (one of pending, assigned, running, succeeded, failed, cancelled)"
-                ))
+                let known: Vec<&str> = TaskState::ALL.iter().map(|s| s.as_str()).collect();
+                Status::invalid_argument(format!("unknown state {s:?} (one of {})", known.join(", ")))
             })?),
         };
         if req.limit as usize > limits::LIST_PAGE_SIZE_MAX {
@@ -156,6 +155,43 @@ impl Scheduler for SchedulerService {
         crate::auth::require_admin(&req)?;
         let _permit = self.replica.admit()?;
         Ok(Response::new(self.replica.transfer_leader(req.into_inner().to).await?))
+    }
+
+    async fn create_schedule(
+        &self,
+        req: Request<api::CreateScheduleRequest>,
+    ) -> Result<Response<api::ScheduleResponse>, Status> {
+        let _permit = self.replica.admit()?;
+        self.create_schedule_call(req.into_inner()).await
+    }
+
+    async fn get_schedule(&self, req: Request<api::GetScheduleRequest>) -> Result<Response<api::Schedule>, Status> {
+        let _permit = self.replica.admit()?;
+        self.get_schedule_call(req.into_inner()).await
+    }
+
+    async fn list_schedules(
+        &self,
+        req: Request<api::ListSchedulesRequest>,
+    ) -> Result<Response<api::ListSchedulesResponse>, Status> {
+        let _permit = self.replica.admit()?;
+        self.list_schedules_call(req.into_inner()).await
+    }
+
+    async fn pause_schedule(
+        &self,
+        req: Request<api::PauseScheduleRequest>,
+    ) -> Result<Response<api::ScheduleResponse>, Status> {
+        let _permit = self.replica.admit()?;
+        self.pause_schedule_call(req.into_inner()).await
+    }
+
+    async fn delete_schedule(
+        &self,
+        req: Request<api::DeleteScheduleRequest>,
+    ) -> Result<Response<api::ScheduleResponse>, Status> {
+        let _permit = self.replica.admit()?;
+        self.delete_schedule_call(req.into_inner()).await
     }
 
     async fn cluster_status(

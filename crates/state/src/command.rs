@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::schedule::ScheduleSpec;
 use crate::spec::TaskSpec;
 use crate::task::{TaskId, TaskState};
 
@@ -19,27 +20,75 @@ pub struct Command {
 pub enum Op {
     /// Create a task unless `key` already names one. Same key + same spec: the existing id.
     /// Same key + different spec: `Rejection::KeyConflict`.
-    Submit { key: String, spec: TaskSpec },
+    Submit {
+        key: String,
+        spec: TaskSpec,
+    },
     /// Cancel a task that has not ended (a running one is killed by its worker when it sees the
     /// assignment gone). Cancelling a cancelled task succeeds again (idempotent).
-    Cancel { id: TaskId },
+    Cancel {
+        id: TaskId,
+    },
     /// A worker process announces itself. A new `instance` for an id whose node is not down is
     /// refused: that is a second live process claiming the id.
-    RegisterWorker { worker_id: String, instance: u64, addr: String, slots: u32, labels: BTreeMap<String, String> },
+    RegisterWorker {
+        worker_id: String,
+        instance: u64,
+        addr: String,
+        slots: u32,
+        labels: BTreeMap<String, String>,
+    },
     /// Renews the worker's liveness (and, once acknowledged, its lease).
-    Heartbeat { worker_id: String, instance: u64 },
+    Heartbeat {
+        worker_id: String,
+        instance: u64,
+    },
     /// Declares a worker down. Decided by the leader from `heartbeat_seq`; if a heartbeat was
     /// applied since, the decision is stale and refused.
-    ExpireWorker { worker_id: String, epoch: u64, heartbeat_seq: u64 },
+    ExpireWorker {
+        worker_id: String,
+        epoch: u64,
+        heartbeat_seq: u64,
+    },
     /// Stop assigning to the worker; what it runs finishes.
-    DrainWorker { worker_id: String },
+    DrainWorker {
+        worker_id: String,
+    },
     /// Leader-decided assignments, each conditional on the state it was decided from.
-    Assign { items: Vec<AssignItem> },
+    Assign {
+        items: Vec<AssignItem>,
+    },
     /// A worker's report about the attempt it holds under `token`.
-    Report { task_id: TaskId, token: u64, event: ReportEvent },
+    Report {
+        task_id: TaskId,
+        token: u64,
+        event: ReportEvent,
+    },
     /// Several client ops in one entry, applied in order (the leader batches concurrent writes so
     /// that one log append and one fsync carry many of them).
-    Batch { ops: Vec<Op> },
+    Batch {
+        ops: Vec<Op>,
+    },
+    /// Create a schedule (an equal spec under an existing name is a retry).
+    CreateSchedule {
+        name: String,
+        spec: Box<ScheduleSpec>,
+    },
+    DeleteSchedule {
+        name: String,
+    },
+    SetSchedulePaused {
+        name: String,
+        paused: bool,
+    },
+    /// Leader-decided: fire schedule `name` from `occurrence_ms`, which must still be its next due
+    /// occurrence, up to the command's `now_ms`.
+    FireSchedule {
+        name: String,
+        occurrence_ms: u64,
+    },
+    /// Leader-decided: move `scheduled` tasks whose time is at or before `now_ms` to pending.
+    ReleaseDue,
 }
 
 /// Assign `task_id` to `worker_id` if the task is still pending with `attempts` attempts made and
@@ -71,6 +120,11 @@ impl Op {
             Op::Assign { .. } => "assign",
             Op::Report { .. } => "report",
             Op::Batch { .. } => "batch",
+            Op::CreateSchedule { .. } => "create_schedule",
+            Op::DeleteSchedule { .. } => "delete_schedule",
+            Op::SetSchedulePaused { .. } => "set_schedule_paused",
+            Op::FireSchedule { .. } => "fire_schedule",
+            Op::ReleaseDue => "release_due",
         }
     }
 }
@@ -102,6 +156,21 @@ pub enum Response {
         n_stale: u32,
     },
     Reported,
+    ScheduleCreated {
+        created: bool,
+        next_due_ms: Option<u64>,
+    },
+    ScheduleUpdated {
+        next_due_ms: Option<u64>,
+    },
+    Fired {
+        n_run: u32,
+        n_missed: u64,
+        next_due_ms: Option<u64>,
+    },
+    Released {
+        n_released: u32,
+    },
     /// One answer per op of a `Batch`, in order.
     Batch(Vec<Response>),
     /// The answer for Raft's own entries (blank, membership), which carry no command.
@@ -132,6 +201,14 @@ pub enum Rejection {
     StaleToken { task_id: TaskId, token: u64 },
     #[error("{count} workers registered, at workers_max {limit}")]
     TooManyWorkers { count: usize, limit: usize },
+    #[error("a schedule named {name:?} already exists with a different spec")]
+    ScheduleExists { name: String },
+    #[error("no schedule named {name:?}")]
+    NoSchedule { name: String },
+    #[error("{count} schedules held, at schedules_max {limit}")]
+    TooManySchedules { count: usize, limit: usize },
+    #[error("{count} tasks scheduled for later, at tasks_scheduled_max {limit}")]
+    TooManyScheduled { count: usize, limit: usize },
     #[error("the decision is stale: the state it was made from has changed")]
     StaleDecision,
     #[error("invalid request: {reason}")]

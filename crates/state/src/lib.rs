@@ -5,15 +5,19 @@
 //! chosen by the leader when it proposes. Ids are derived from the Raft log index. Two replicas that
 //! apply the same log therefore hold byte-identical state (see `tests/determinism.rs`).
 //!
-//! Architecture invariant: this crate depends on `serde` and `thiserror` only. It knows nothing of
-//! openraft, tokio, tonic or sled; `cargo tree -p raftsched-state` proves it.
+//! Architecture invariant: this crate depends on `serde`, `thiserror` and pure calendar crates only
+//! (`chrono` without its clock feature, `chrono-tz` with its compiled-in zone database, `croner`).
+//! It knows nothing of openraft, tokio, tonic or sled; `cargo tree -p raftsched-state` proves it,
+//! and CI checks that no clock-reading crate (`iana-time-zone`) is among its dependencies.
 
+pub mod calendar;
 pub mod command;
 pub mod dispatch;
 pub mod limits;
 pub mod machine;
 pub mod node;
 pub mod query;
+pub mod schedule;
 pub mod spec;
 pub mod task;
 pub mod workers;
@@ -22,5 +26,6 @@ pub use command::{AssignItem, Command, Op, Rejection, ReportEvent, Response};
 pub use machine::{retry_backoff_ms, tail_of, StateMachine};
 pub use node::{Node, NodeState};
 pub use query::{ListFilter, ListPage};
+pub use schedule::{CatchUp, MissReason, OccurrenceRecord, Overlap, Schedule, ScheduleSpec};
 pub use spec::{Exec, SpecError, TaskSpec};
-pub use task::{Assignment, Attempt, Outcome, Task, TaskId, TaskResult, TaskState};
+pub use task::{Assignment, Attempt, Occurrence, Outcome, Task, TaskId, TaskResult, TaskState};

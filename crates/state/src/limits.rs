@@ -49,8 +49,40 @@ pub const ASSIGN_BATCH_LEN_MAX: usize = 1024;
 pub const RETRY_BACKOFF_MS_BASE: u64 = 200;
 pub const RETRY_BACKOFF_MS_MAX: u64 = 10_000;
 
+/// Tasks waiting in state `scheduled` for their `run_at_ms` (`submit --at`).
+pub const TASKS_SCHEDULED_MAX: usize = 100_000;
+/// How far ahead `submit --at` may point.
+pub const RUN_AT_AHEAD_MS_MAX: u64 = 366 * 24 * 3600 * 1000;
+/// Scheduled tasks one `ReleaseDue` command moves to pending (the leader proposes more if more are due).
+pub const RELEASE_BATCH_LEN_MAX: usize = 1024;
+/// Schedules held (live or paused).
+pub const SCHEDULES_MAX: usize = 1_000;
+/// Schedule name length (names are `[A-Za-z0-9._-]`).
+pub const SCHEDULE_NAME_BYTES_MAX: usize = 64;
+/// Cron expression length.
+pub const CRON_EXPR_BYTES_MAX: usize = 256;
+/// Shortest `@every` interval. Cron expressions cannot go below one second anyway.
+pub const SCHEDULE_INTERVAL_MS_MIN: u64 = 1_000;
+/// `--max-catch-up`: missed occurrences one fire may still run with `--catch-up all`.
+pub const CATCH_UP_RUNS_MAX: u32 = 100;
+pub const CATCH_UP_RUNS_DEFAULT: u32 = 10;
+/// An occurrence fired later than this after its time counts as missed and is handled by the
+/// schedule's catch-up policy; earlier, it simply runs (late by a failover, say).
+pub const START_DEADLINE_MS_DEFAULT: u64 = 10_000;
+pub const START_DEADLINE_MS_MAX: u64 = 3_600_000;
+/// Occurrence records (runs and ranges of missed occurrences) kept per schedule, newest last.
+pub const SCHEDULE_HISTORY_LEN_MAX: usize = 100;
+/// Occurrences one fire enumerates to count a range of missed ones; beyond it the count is a
+/// lower bound (a per-second schedule down for over a day).
+pub const MISSED_COUNT_SCAN_MAX: u64 = 100_000;
+
 const _: () = assert!(LIST_PAGE_SIZE_DEFAULT <= LIST_PAGE_SIZE_MAX);
 const _: () = assert!(TASKS_PENDING_MAX <= TASKS_TOTAL_MAX);
 const _: () = assert!(KEY_BYTES_MAX < SPEC_BYTES_MAX);
 const _: () = assert!(ATTEMPTS_DEFAULT <= ATTEMPTS_MAX);
 const _: () = assert!(RETRY_BACKOFF_MS_BASE <= RETRY_BACKOFF_MS_MAX);
+const _: () = assert!(CATCH_UP_RUNS_DEFAULT <= CATCH_UP_RUNS_MAX);
+const _: () = assert!(START_DEADLINE_MS_DEFAULT <= START_DEADLINE_MS_MAX);
+const _: () = assert!(TASKS_SCHEDULED_MAX <= TASKS_TOTAL_MAX);
+// A schedule's occurrence key ("schedule:NAME:MS") must fit in an idempotency key.
+const _: () = assert!(9 + SCHEDULE_NAME_BYTES_MAX + 1 + 20 <= KEY_BYTES_MAX);

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use crate::command::{Command, Op, Rejection, ReportEvent, Response};
 use crate::limits;
 use crate::node::{Node, NodeState};
-use crate::spec::{validate_key, TaskSpec};
-use crate::task::{Outcome, Task, TaskId, TaskResult, TaskState};
+use crate::schedule::{Schedule, OCCURRENCE_KEY_PREFIX};
+use crate::spec::{validate_key, SpecError, TaskSpec};
+use crate::task::{Occurrence, Outcome, Task, TaskId, TaskResult, TaskState};
 
 /// The replicated scheduler state. Ordered maps only, so iteration order and the snapshot encoding
 /// are the same on every replica.
@@ -24,12 +25,16 @@ pub struct StateMachine {
     /// Worker registry.
     pub(crate) nodes: BTreeMap<String, Node>,
     /// Tasks per state, indexed by `TaskState as usize`; kept so limits are O(1) to check.
-    pub(crate) counts: [u64; 6],
+    pub(crate) counts: [u64; 7],
     /// Pending tasks in dispatch order: higher priority first (negated), then FIFO by id.
     pub(crate) pending: BTreeSet<(i64, TaskId)>,
     /// The id given to the last task created; ids are 1, 2, 3... in submission order. Not the log
     /// index: one entry may carry a batch of submits.
     pub(crate) last_task_id: TaskId,
+    /// Tasks in state `scheduled`, by the time they become pending.
+    pub(crate) scheduled: BTreeSet<(u64, TaskId)>,
+    /// Recurring schedules by name.
+    pub(crate) schedules: BTreeMap<String, Schedule>,
 }
 
 /// Dispatch order key of a pending task.
@@ -113,6 +118,11 @@ impl StateMachine {
             Op::DrainWorker { worker_id } => self.drain_worker(worker_id),
             Op::Assign { items } => self.assign(index, now_ms, items),
             Op::Report { task_id, token, event } => self.report(index, now_ms, *task_id, *token, event),
+            Op::CreateSchedule { name, spec } => self.create_schedule(index, now_ms, name, spec),
+            Op::DeleteSchedule { name } => self.delete_schedule(name),
+            Op::SetSchedulePaused { name, paused } => self.set_schedule_paused(index, now_ms, name, *paused),
+            Op::FireSchedule { name, occurrence_ms } => self.fire_schedule(index, now_ms, name, *occurrence_ms),
+            Op::ReleaseDue => self.release_due(index, now_ms),
         }
     }
 
@@ -123,6 +133,11 @@ impl StateMachine {
         if from == TaskState::Pending {
             self.pending.remove(&queue_key(task));
         }
+        if from == TaskState::Scheduled {
+            let run_at_ms = task.spec.run_at_ms.expect("a scheduled task has a run-at time");
+            self.scheduled.remove(&(run_at_ms, id));
+        }
+        assert_ne!(to, TaskState::Scheduled, "tasks enter scheduled only when created");
         if to == TaskState::Pending {
             self.pending.insert(queue_key(task));
         }
@@ -170,7 +185,24 @@ impl StateMachine {
         self.transition(index, now_ms, id, to);
     }
 
+    /// A client's submit. Keys with the occurrence prefix are reserved for schedules' fires.
     fn submit(&mut self, index: u64, now_ms: u64, key: &str, spec: &TaskSpec) -> Response {
+        if key.starts_with(OCCURRENCE_KEY_PREFIX) {
+            return Response::Rejected(Rejection::Invalid { reason: SpecError::ReservedKey.to_string() });
+        }
+        self.create_task(index, now_ms, key, spec, None)
+    }
+
+    /// Creates a task under `key` unless the key already names one (same spec: that task; other
+    /// spec: a conflict). A task with a future `run_at_ms` starts `scheduled`, any other pending.
+    pub(crate) fn create_task(
+        &mut self,
+        index: u64,
+        now_ms: u64,
+        key: &str,
+        spec: &TaskSpec,
+        origin: Option<Occurrence>,
+    ) -> Response {
         if let Err(e) = validate_key(key).and_then(|()| spec.validate()) {
             return Response::Rejected(Rejection::Invalid { reason: e.to_string() });
         }
@@ -183,8 +215,23 @@ impl StateMachine {
             }
             return Response::Rejected(Rejection::KeyConflict { key: key.to_string(), existing_id });
         }
+        let scheduled_at = spec.run_at_ms.filter(|&at| at > now_ms);
+        if let Some(at) = scheduled_at {
+            if at - now_ms > limits::RUN_AT_AHEAD_MS_MAX {
+                let reason = format!(
+                    "run-at time is {} ms ahead, over run_at_ahead_ms_max {}",
+                    at - now_ms,
+                    limits::RUN_AT_AHEAD_MS_MAX
+                );
+                return Response::Rejected(Rejection::Invalid { reason });
+            }
+            if self.scheduled.len() >= limits::TASKS_SCHEDULED_MAX {
+                let count = self.scheduled.len();
+                return Response::Rejected(Rejection::TooManyScheduled { count, limit: limits::TASKS_SCHEDULED_MAX });
+            }
+        }
         let pending = self.count(TaskState::Pending) as usize;
-        if pending >= limits::TASKS_PENDING_MAX {
+        if scheduled_at.is_none() && pending >= limits::TASKS_PENDING_MAX {
             return Response::Rejected(Rejection::TooManyPending { count: pending, limit: limits::TASKS_PENDING_MAX });
         }
         if self.tasks.len() >= limits::TASKS_TOTAL_MAX {
@@ -198,7 +245,7 @@ impl StateMachine {
             id,
             key: key.to_string(),
             spec: spec.clone(),
-            state: TaskState::Pending,
+            state: if scheduled_at.is_some() { TaskState::Scheduled } else { TaskState::Pending },
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
             attempts: Vec::new(),
@@ -206,21 +253,25 @@ impl StateMachine {
             result: None,
             not_before_ms: 0,
             version: index,
+            origin,
         };
-        self.pending.insert(queue_key(&task));
+        match scheduled_at {
+            Some(at) => self.scheduled.insert((at, id)),
+            None => self.pending.insert(queue_key(&task)),
+        };
+        self.counts[task.state as usize] += 1;
         self.tasks.insert(id, task);
         self.keys.insert(key.to_string(), id);
-        self.counts[TaskState::Pending as usize] += 1;
         Response::Submitted { id, created: true }
     }
 
-    fn cancel(&mut self, index: u64, id: TaskId, now_ms: u64) -> Response {
+    pub(crate) fn cancel(&mut self, index: u64, id: TaskId, now_ms: u64) -> Response {
         let Some(task) = self.tasks.get(&id) else {
             return Response::Rejected(Rejection::NotFound { id });
         };
         match task.state {
             TaskState::Cancelled => Response::Cancelled { id },
-            TaskState::Pending => {
+            TaskState::Pending | TaskState::Scheduled => {
                 self.transition(index, now_ms, id, TaskState::Cancelled);
                 Response::Cancelled { id }
             }
@@ -269,7 +320,7 @@ impl StateMachine {
     /// Checks every structural invariant; returns the first violation. Used by debug builds after
     /// each apply, by the property tests after every step, and by the store after loading a snapshot.
     pub fn check_invariants(&self) -> Result<(), String> {
-        let mut counts = [0u64; 6];
+        let mut counts = [0u64; 7];
         let mut held_by: BTreeMap<&str, BTreeSet<TaskId>> = BTreeMap::new();
         for (&id, task) in &self.tasks {
             if task.id != id {
@@ -319,11 +370,24 @@ impl StateMachine {
             if (task.state == TaskState::Pending) != self.pending.contains(&queue_key(task)) {
                 return Err(format!("task {id}'s pending-queue entry is out of step"));
             }
+            let scheduled_entry = task.spec.run_at_ms.is_some_and(|at| self.scheduled.contains(&(at, id)));
+            if (task.state == TaskState::Scheduled) != scheduled_entry {
+                return Err(format!("task {id}'s scheduled entry is out of step"));
+            }
+            if let Some(o) = &task.origin {
+                if task.key != crate::schedule::occurrence_key(&o.schedule, o.occurrence_ms) {
+                    return Err(format!("task {id} of an occurrence has key {:?}", task.key));
+                }
+            }
             counts[task.state as usize] += 1;
         }
         if self.pending.len() as u64 != counts[TaskState::Pending as usize] {
             return Err("pending queue holds tasks that are not pending".to_string());
         }
+        if self.scheduled.len() as u64 != counts[TaskState::Scheduled as usize] {
+            return Err("scheduled set holds tasks that are not scheduled".to_string());
+        }
+        self.check_schedules()?;
         for node in self.nodes.values() {
             if node.held.len() > node.slots as usize {
                 return Err(format!("worker {} holds {} tasks in {} slots", node.id, node.held.len(), node.slots));

@@ -31,6 +31,8 @@ pub struct TaskSpec {
     pub timeout_ms: u64,
     /// Attempts before the task fails for good (failed, timed-out and lost attempts count).
     pub max_attempts: u32,
+    /// Keep the task `scheduled` until this time (Unix ms), then make it pending (`submit --at`).
+    pub run_at_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +63,8 @@ pub enum SpecError {
     TimeoutTooLong { ms: u64 },
     #[error("max attempts must be 1..={max}, got {n}", max = limits::ATTEMPTS_MAX)]
     BadAttempts { n: u32 },
+    #[error("keys starting with {prefix:?} are reserved for schedule occurrences", prefix = crate::schedule::OCCURRENCE_KEY_PREFIX)]
+    ReservedKey,
     #[error("{0} must not contain NUL bytes")]
     Nul(&'static str),
 }
@@ -84,6 +88,7 @@ impl TaskSpec {
             cwd: None,
             timeout_ms: 0,
             max_attempts: limits::ATTEMPTS_DEFAULT,
+            run_at_ms: None,
         }
     }
 

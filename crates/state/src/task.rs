@@ -16,10 +16,14 @@ pub enum TaskState {
     Succeeded,
     Failed,
     Cancelled,
+    /// Waiting for its `run_at_ms` (`submit --at`); becomes pending then. Last in the enum so the
+    /// older states keep their encodings.
+    Scheduled,
 }
 
 impl TaskState {
-    pub const ALL: [TaskState; 6] = [
+    pub const ALL: [TaskState; 7] = [
+        TaskState::Scheduled,
         TaskState::Pending,
         TaskState::Assigned,
         TaskState::Running,
@@ -36,6 +40,7 @@ impl TaskState {
             TaskState::Succeeded => "succeeded",
             TaskState::Failed => "failed",
             TaskState::Cancelled => "cancelled",
+            TaskState::Scheduled => "scheduled",
         }
     }
 
@@ -127,6 +132,15 @@ pub struct Task {
     pub not_before_ms: u64,
     /// Log index of the last change to this task; watchers wait for it to move.
     pub version: u64,
+    /// The schedule occurrence that created this task, if a schedule did.
+    pub origin: Option<Occurrence>,
+}
+
+/// One occurrence of a schedule: at most one task is ever created for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Occurrence {
+    pub schedule: String,
+    pub occurrence_ms: u64,
 }
 
 impl Task {

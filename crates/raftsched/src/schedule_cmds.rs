@@ -1,0 +1,171 @@
+//! `raftsched schedule create|list|get|pause|resume|delete`.
+
+use raftsched_client::api;
+use raftsched_state::{calendar::Timing, limits, schedule::validate_schedule_name};
+use serde_json::{json, Value};
+
+use crate::cli::{ScheduleCommand, ScheduleCreateArgs, ScheduleListArgs, ScheduleNameArgs};
+use crate::client_cmds::{build_spec, connect};
+use crate::error::CliError;
+use crate::output::{spec_json, spec_text};
+
+pub async fn run(command: ScheduleCommand) -> Result<(), CliError> {
+    match command {
+        ScheduleCommand::Create(args) => create(*args).await,
+        ScheduleCommand::List(args) => list(args).await,
+        ScheduleCommand::Get(args) => get(args).await,
+        ScheduleCommand::Pause(args) => pause(args, true).await,
+        ScheduleCommand::Resume(args) => pause(args, false).await,
+        ScheduleCommand::Delete(args) => delete(args).await,
+    }
+}
+
+fn check_name(name: &str) -> Result<(), CliError> {
+    validate_schedule_name(name).map_err(CliError::Usage)
+}
+
+async fn create(args: ScheduleCreateArgs) -> Result<(), CliError> {
+    check_name(&args.name)?;
+    // Parsed here for a clear usage error before any network call; the replicas check again.
+    Timing::parse(&args.cron, &args.timezone).map_err(CliError::Usage)?;
+    if args.max_catch_up == 0 || args.max_catch_up > limits::CATCH_UP_RUNS_MAX {
+        return Err(CliError::Usage(format!(
+            "--max-catch-up must be 1..={} (--catch-up none runs no missed occurrence)",
+            limits::CATCH_UP_RUNS_MAX
+        )));
+    }
+    if args.start_deadline_ms == 0 || args.start_deadline_ms > limits::START_DEADLINE_MS_MAX {
+        return Err(CliError::Usage(format!("--start-deadline-ms must be 1..={}", limits::START_DEADLINE_MS_MAX)));
+    }
+    let spec = api::ScheduleSpec {
+        cron: args.cron.clone(),
+        timezone: args.timezone.clone(),
+        overlap: args.overlap.clone(),
+        catch_up: args.catch_up.clone(),
+        max_catch_up: args.max_catch_up,
+        start_deadline_ms: args.start_deadline_ms,
+        task: Some(build_spec(&args.task)?),
+    };
+    let client = connect(&args.cluster)?;
+    let reply = client.create_schedule(&args.name, spec).await?;
+    let next = if reply.has_next_due { format_ms(reply.next_due_ms) } else { "never".to_string() };
+    let verb = if reply.created { "created" } else { "exists (same spec)" };
+    println!("schedule {} {verb}; next occurrence {next}", args.name);
+    Ok(())
+}
+
+async fn list(args: ScheduleListArgs) -> Result<(), CliError> {
+    let client = connect(&args.cluster)?;
+    let schedules = client.list_schedules(args.stale).await?.schedules;
+    if args.json {
+        println!("{}", Value::Array(schedules.iter().map(schedule_json).collect()));
+        return Ok(());
+    }
+    println!("{:<24} {:<20} {:<8} {:<24} {:>6} {:>7}", "NAME", "CRON", "STATE", "NEXT", "RUNS", "MISSED");
+    for s in &schedules {
+        let cron = s.spec.as_ref().map_or("", |c| c.cron.as_str());
+        let state = if s.paused { "paused" } else { "active" };
+        let next = if s.has_next_due { format_ms(s.next_due_ms) } else { "-".to_string() };
+        println!("{:<24} {:<20} {:<8} {:<24} {:>6} {:>7}", s.name, cron, state, next, s.runs_total, s.missed_total);
+    }
+    Ok(())
+}
+
+async fn get(args: ScheduleNameArgs) -> Result<(), CliError> {
+    check_name(&args.name)?;
+    let client = connect(&args.cluster)?;
+    let s = client.get_schedule(&args.name, false).await?;
+    if args.json {
+        println!("{}", schedule_json(&s));
+        return Ok(());
+    }
+    let spec = s.spec.clone().unwrap_or_default();
+    println!("name:        {}", s.name);
+    println!("cron:        {} ({})", spec.cron, spec.timezone);
+    println!(
+        "policies:    overlap {}, catch-up {} (max {}), start deadline {} ms",
+        spec.overlap, spec.catch_up, spec.max_catch_up, spec.start_deadline_ms
+    );
+    println!("task:        {}", spec_text(spec.task.as_ref()));
+    println!("state:       {}", if s.paused { "paused" } else { "active" });
+    println!("next:        {}", if s.has_next_due { format_ms(s.next_due_ms) } else { "-".to_string() });
+    println!("runs:        {} ({} missed)", s.runs_total, s.missed_total);
+    for r in &s.history {
+        let what =
+            if r.missed.is_empty() { format!("ran as task {}", r.task_id) } else { format!("missed ({})", r.missed) };
+        let when = if r.count == 1 {
+            format_ms(r.occurrence_ms)
+        } else {
+            let plus = if r.count_capped { "+" } else { "" };
+            format!(
+                "{} .. {} ({}{plus} occurrences)",
+                format_ms(r.occurrence_ms),
+                format_ms(r.last_occurrence_ms),
+                r.count
+            )
+        };
+        println!("  {when}: {what}, fired at {}", format_ms(r.fired_at_ms));
+    }
+    Ok(())
+}
+
+async fn pause(args: ScheduleNameArgs, paused: bool) -> Result<(), CliError> {
+    check_name(&args.name)?;
+    let client = connect(&args.cluster)?;
+    let reply = client.pause_schedule(&args.name, paused).await?;
+    if paused {
+        println!("schedule {} paused", args.name);
+    } else {
+        let next = if reply.has_next_due { format_ms(reply.next_due_ms) } else { "never".to_string() };
+        println!("schedule {} resumed; next occurrence {next}", args.name);
+    }
+    Ok(())
+}
+
+async fn delete(args: ScheduleNameArgs) -> Result<(), CliError> {
+    check_name(&args.name)?;
+    let client = connect(&args.cluster)?;
+    client.delete_schedule(&args.name).await?;
+    println!("schedule {} deleted", args.name);
+    Ok(())
+}
+
+/// A Unix-ms instant as RFC 3339 in UTC (milliseconds shown only when not zero).
+pub fn format_ms(ms: u64) -> String {
+    match chrono::DateTime::from_timestamp_millis(ms as i64) {
+        Some(t) if ms.is_multiple_of(1000) => t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        None => format!("{ms} ms"),
+    }
+}
+
+pub fn schedule_json(s: &api::Schedule) -> Value {
+    let spec = s.spec.clone().unwrap_or_default();
+    json!({
+        "name": s.name,
+        "cron": spec.cron,
+        "timezone": spec.timezone,
+        "overlap": spec.overlap,
+        "catch_up": spec.catch_up,
+        "max_catch_up": spec.max_catch_up,
+        "start_deadline_ms": spec.start_deadline_ms,
+        "task": spec_json(spec.task.as_ref()),
+        "paused": s.paused,
+        "created_at_ms": s.created_at_ms,
+        "next_due_ms": if s.has_next_due { json!(s.next_due_ms) } else { Value::Null },
+        "last_task_id": if s.last_task_id == 0 { Value::Null } else { json!(s.last_task_id) },
+        "runs_total": s.runs_total,
+        "missed_total": s.missed_total,
+        "history": s.history.iter().map(|r| json!({
+            "occurrence_ms": r.occurrence_ms,
+            "last_occurrence_ms": r.last_occurrence_ms,
+            "count": r.count,
+            "count_capped": r.count_capped,
+            "fired_at_ms": r.fired_at_ms,
+            "task_id": if r.task_id == 0 { Value::Null } else { json!(r.task_id) },
+            "missed": if r.missed.is_empty() { Value::Null } else { json!(r.missed) },
+            "missed_detail": if r.missed_detail.is_empty() { Value::Null } else { json!(r.missed_detail) },
+        })).collect::<Vec<_>>(),
+        "version": s.version,
+    })
+}

@@ -1,0 +1,483 @@
+//! Recurring schedules: replicated records, and the conditional `FireSchedule` command that turns
+//! due occurrences into tasks exactly once.
+//!
+//! Why this is safe across leader changes: a fire names the occurrence it was decided for
+//! (`occurrence_ms`), and `apply` accepts it only while that is still the schedule's `next_due_ms`;
+//! applying it moves `next_due_ms` past the fire's time. A second fire of the same occurrence
+//! (an ex-leader's, a retry) is therefore `StaleDecision`. Each occurrence's task also carries the
+//! idempotency key `schedule:NAME:MS`, so even a logic error here could not create two tasks for one
+//! occurrence: the key would name the first.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::calendar::Timing;
+use crate::command::{Rejection, Response};
+use crate::limits;
+use crate::machine::StateMachine;
+use crate::spec::TaskSpec;
+use crate::task::{TaskId, TaskState};
+
+/// What to do with an occurrence that falls due while the previous occurrence's task has not ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Overlap {
+    /// Run both.
+    Allow,
+    /// Skip the new occurrence and record it as missed.
+    Forbid,
+    /// Cancel the running task, then run the new occurrence.
+    Replace,
+}
+
+/// What to do with occurrences fired later than `start_deadline_ms` after their time (the cluster
+/// was down or had no leader).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CatchUp {
+    /// Run none of them; record them as missed.
+    None,
+    /// Run the latest of them (unless an on-time occurrence runs anyway); record the rest.
+    One,
+    /// Run each, at most `max_catch_up` (the latest ones); record the rest.
+    All,
+}
+
+impl Overlap {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overlap::Allow => "allow",
+            Overlap::Forbid => "forbid",
+            Overlap::Replace => "replace",
+        }
+    }
+    pub fn parse(text: &str) -> Option<Overlap> {
+        [Overlap::Allow, Overlap::Forbid, Overlap::Replace].into_iter().find(|o| o.as_str() == text)
+    }
+}
+
+impl CatchUp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CatchUp::None => "none",
+            CatchUp::One => "one",
+            CatchUp::All => "all",
+        }
+    }
+    pub fn parse(text: &str) -> Option<CatchUp> {
+        [CatchUp::None, CatchUp::One, CatchUp::All].into_iter().find(|c| c.as_str() == text)
+    }
+}
+
+/// A schedule as created. Creating an existing name again with an equal spec is a retry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ScheduleSpec {
+    /// 5 or 6 cron fields, a nickname (`@hourly`), or `@every DURATION`.
+    pub cron: String,
+    /// IANA zone the cron fields are read in.
+    pub timezone: String,
+    pub overlap: Overlap,
+    pub catch_up: CatchUp,
+    pub max_catch_up: u32,
+    pub start_deadline_ms: u64,
+    /// The task each occurrence runs (`run_at_ms` must be unset).
+    pub task: TaskSpec,
+}
+
+impl ScheduleSpec {
+    /// A spec with the default policies: overlap allow, catch-up one, in UTC.
+    pub fn new(cron: &str, task: TaskSpec) -> ScheduleSpec {
+        ScheduleSpec {
+            cron: cron.to_string(),
+            timezone: "UTC".to_string(),
+            overlap: Overlap::Allow,
+            catch_up: CatchUp::One,
+            max_catch_up: limits::CATCH_UP_RUNS_DEFAULT,
+            start_deadline_ms: limits::START_DEADLINE_MS_DEFAULT,
+            task,
+        }
+    }
+
+    /// Checks every bound and parses the timing.
+    pub fn validate(&self) -> Result<Timing, String> {
+        let timing = Timing::parse(&self.cron, &self.timezone)?;
+        if self.max_catch_up > limits::CATCH_UP_RUNS_MAX {
+            return Err(format!(
+                "max catch-up {} is over catch_up_runs_max {}",
+                self.max_catch_up,
+                limits::CATCH_UP_RUNS_MAX
+            ));
+        }
+        if self.start_deadline_ms > limits::START_DEADLINE_MS_MAX {
+            return Err(format!(
+                "start deadline {} ms is over start_deadline_ms_max {}",
+                self.start_deadline_ms,
+                limits::START_DEADLINE_MS_MAX
+            ));
+        }
+        if self.task.run_at_ms.is_some() {
+            return Err("a schedule's task cannot have its own run-at time".to_string());
+        }
+        self.task.validate().map_err(|e| e.to_string())?;
+        Ok(timing)
+    }
+}
+
+/// Checks a schedule name: 1..=64 bytes of `[A-Za-z0-9._-]`.
+pub fn validate_schedule_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= limits::SCHEDULE_NAME_BYTES_MAX
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("a schedule name must be 1..={} characters of A-Z a-z 0-9 . _ -", limits::SCHEDULE_NAME_BYTES_MAX))
+    }
+}
+
+/// The idempotency key of occurrence `occurrence_ms` of schedule `name`. Client submits may not use
+/// the `schedule:` prefix, so only a fire can create a task under it.
+pub fn occurrence_key(name: &str, occurrence_ms: u64) -> String {
+    format!("{}{name}:{occurrence_ms}", OCCURRENCE_KEY_PREFIX)
+}
+
+pub const OCCURRENCE_KEY_PREFIX: &str = "schedule:";
+
+/// Why an occurrence did not run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MissReason {
+    /// Fired after its start deadline and the catch-up policy did not run it.
+    Late,
+    /// `--catch-up all` ran `max_catch_up` later ones instead.
+    CatchUpLimit,
+    /// `--overlap forbid` and the previous occurrence's task had not ended.
+    Overlap,
+    /// The task could not be created (e.g. tasks_pending_max reached).
+    Refused { reason: String },
+}
+
+impl MissReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MissReason::Late => "late",
+            MissReason::CatchUpLimit => "catch_up_limit",
+            MissReason::Overlap => "overlap",
+            MissReason::Refused { .. } => "refused",
+        }
+    }
+}
+
+/// What became of one occurrence, or of a range of consecutive missed occurrences.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OccurrenceRecord {
+    /// The (first) occurrence's scheduled time.
+    pub occurrence_ms: u64,
+    /// The last occurrence of the range (= `occurrence_ms` for a single one).
+    pub last_occurrence_ms: u64,
+    /// Occurrences in the range; a lower bound when `count_capped`.
+    pub count: u64,
+    pub count_capped: bool,
+    /// The leader's time when it fired them.
+    pub fired_at_ms: u64,
+    /// The task that runs it, or why none does.
+    pub task_id: Option<TaskId>,
+    pub missed: Option<MissReason>,
+}
+
+/// A schedule's replicated record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub name: String,
+    pub spec: ScheduleSpec,
+    pub created_at_ms: u64,
+    /// `@every` occurrences are `anchor_ms + k * interval` (the creation or last resume time).
+    pub anchor_ms: u64,
+    pub paused: bool,
+    /// The next occurrence to fire; `None` when paused or the expression never matches again.
+    pub next_due_ms: Option<u64>,
+    /// The task of the latest occurrence that ran (the one overlap policies look at).
+    pub last_task: Option<TaskId>,
+    pub runs_total: u64,
+    pub missed_total: u64,
+    /// The newest `SCHEDULE_HISTORY_LEN_MAX` records, oldest first.
+    pub history: VecDeque<OccurrenceRecord>,
+    /// Log index of the last change.
+    pub version: u64,
+}
+
+impl Schedule {
+    fn record(&mut self, record: OccurrenceRecord) {
+        if record.missed.is_some() {
+            self.missed_total += record.count;
+        } else {
+            self.runs_total += 1;
+        }
+        if self.history.len() == limits::SCHEDULE_HISTORY_LEN_MAX {
+            self.history.pop_front();
+        }
+        self.history.push_back(record);
+    }
+}
+
+impl StateMachine {
+    pub fn schedule(&self, name: &str) -> Option<&Schedule> {
+        self.schedules.get(name)
+    }
+
+    pub fn schedules(&self) -> impl Iterator<Item = &Schedule> {
+        self.schedules.values()
+    }
+
+    /// Fires the leader should propose now: each live schedule whose next occurrence is due.
+    pub fn plan_fires(&self, now_ms: u64) -> Vec<(String, u64)> {
+        self.schedules
+            .values()
+            .filter(|s| !s.paused)
+            .filter_map(|s| s.next_due_ms.filter(|&due| due <= now_ms).map(|due| (s.name.clone(), due)))
+            .collect()
+    }
+
+    /// The earliest instant at which a schedule or a `scheduled` task falls due, so the leader's
+    /// timer can sleep until then.
+    pub fn next_timer_ms(&self) -> Option<u64> {
+        let fires = self.schedules.values().filter(|s| !s.paused).filter_map(|s| s.next_due_ms);
+        fires.chain(self.scheduled.first().map(|&(at, _)| at)).min()
+    }
+
+    pub(crate) fn create_schedule(&mut self, index: u64, now_ms: u64, name: &str, spec: &ScheduleSpec) -> Response {
+        let timing = match validate_schedule_name(name).and_then(|()| spec.validate()) {
+            Ok(timing) => timing,
+            Err(reason) => return Response::Rejected(Rejection::Invalid { reason }),
+        };
+        if let Some(existing) = self.schedules.get(name) {
+            if existing.spec == *spec {
+                return Response::ScheduleCreated { created: false, next_due_ms: existing.next_due_ms };
+            }
+            return Response::Rejected(Rejection::ScheduleExists { name: name.to_string() });
+        }
+        if self.schedules.len() >= limits::SCHEDULES_MAX {
+            let count = self.schedules.len();
+            return Response::Rejected(Rejection::TooManySchedules { count, limit: limits::SCHEDULES_MAX });
+        }
+        let next_due_ms = timing.next_after(now_ms, now_ms);
+        let schedule = Schedule {
+            name: name.to_string(),
+            spec: spec.clone(),
+            created_at_ms: now_ms,
+            anchor_ms: now_ms,
+            paused: false,
+            next_due_ms,
+            last_task: None,
+            runs_total: 0,
+            missed_total: 0,
+            history: VecDeque::new(),
+            version: index,
+        };
+        self.schedules.insert(name.to_string(), schedule);
+        Response::ScheduleCreated { created: true, next_due_ms }
+    }
+
+    pub(crate) fn delete_schedule(&mut self, name: &str) -> Response {
+        // Tasks it created stay, with their keys: deleting a schedule does not cancel its runs.
+        match self.schedules.remove(name) {
+            Some(_) => Response::ScheduleUpdated { next_due_ms: None },
+            None => Response::Rejected(Rejection::NoSchedule { name: name.to_string() }),
+        }
+    }
+
+    /// Pausing stops firing; resuming starts again from the first occurrence after the resume.
+    /// Occurrences that fell while paused were asked not to run: they are not recorded as missed.
+    pub(crate) fn set_schedule_paused(&mut self, index: u64, now_ms: u64, name: &str, paused: bool) -> Response {
+        let Some(schedule) = self.schedules.get_mut(name) else {
+            return Response::Rejected(Rejection::NoSchedule { name: name.to_string() });
+        };
+        if schedule.paused == paused {
+            return Response::ScheduleUpdated { next_due_ms: schedule.next_due_ms };
+        }
+        schedule.paused = paused;
+        schedule.version = index;
+        if paused {
+            schedule.next_due_ms = None;
+        } else {
+            let next = match schedule.spec.validate() {
+                Ok(timing @ Timing::Every { .. }) => {
+                    schedule.anchor_ms = now_ms;
+                    timing.next_after(now_ms, now_ms)
+                }
+                Ok(timing) => timing.next_after(schedule.anchor_ms, now_ms),
+                Err(_) => None,
+            };
+            schedule.next_due_ms = next;
+        }
+        Response::ScheduleUpdated { next_due_ms: schedule.next_due_ms }
+    }
+
+    /// Fires every occurrence of `name` from `occurrence_ms` (which must be its next due one) up to
+    /// `now_ms`: on-time ones run, late ones follow the catch-up policy, each run follows the
+    /// overlap policy, and the next due occurrence moves past `now_ms`.
+    pub(crate) fn fire_schedule(&mut self, index: u64, now_ms: u64, name: &str, occurrence_ms: u64) -> Response {
+        let Some(schedule) = self.schedules.get(name) else {
+            return Response::Rejected(Rejection::NoSchedule { name: name.to_string() });
+        };
+        if schedule.paused || schedule.next_due_ms != Some(occurrence_ms) || now_ms < occurrence_ms {
+            return Response::Rejected(Rejection::StaleDecision);
+        }
+        let Ok(timing) = schedule.spec.validate() else {
+            // Only possible if a release changed what parses (e.g. a zone left the database). Stop
+            // the schedule rather than refuse: a refusal would leave it due, and the leader would
+            // propose the same fire again forever.
+            let schedule = self.schedules.get_mut(name).expect("checked above");
+            schedule.next_due_ms = None;
+            schedule.version = index;
+            return Response::Fired { n_run: 0, n_missed: 0, next_due_ms: None };
+        };
+        let anchor = schedule.anchor_ms;
+        let spec = schedule.spec.clone();
+        // The latest due occurrence; `occurrence_ms` itself is one, so this exists.
+        let latest = timing.last_at_or_before(anchor, now_ms).filter(|&l| l >= occurrence_ms).unwrap_or(occurrence_ms);
+        // On time: within the start deadline. Walk back from the latest (bounded: the deadline is at
+        // most an hour and occurrences at least a second apart).
+        let cutoff = now_ms.saturating_sub(spec.start_deadline_ms);
+        let mut on_time = Vec::new();
+        let mut t = Some(latest);
+        while let Some(at) = t.filter(|&at| at >= cutoff && at >= occurrence_ms) {
+            on_time.push(at);
+            t = if at == occurrence_ms { None } else { timing.last_at_or_before(anchor, at - 1) };
+        }
+        // `t` is now the newest late occurrence, if any.
+        let mut late_runs = Vec::new();
+        let mut t = t.filter(|&at| at >= occurrence_ms);
+        let late_wanted = match spec.catch_up {
+            CatchUp::None => 0,
+            CatchUp::One if on_time.is_empty() => 1,
+            CatchUp::One => 0,
+            CatchUp::All => spec.max_catch_up,
+        };
+        while let Some(at) = t.filter(|_| late_runs.len() < late_wanted as usize) {
+            late_runs.push(at);
+            t = if at == occurrence_ms { None } else { timing.last_at_or_before(anchor, at - 1) };
+        }
+        let mut runs: Vec<u64> = late_runs.into_iter().chain(on_time).collect();
+        runs.sort_unstable();
+        runs.dedup();
+        // Everything before the oldest run (or through `latest` if nothing runs) was missed.
+        let missed_until = runs.first().copied().unwrap_or(latest + 1);
+        let (count, count_capped) =
+            timing.count_between(anchor, occurrence_ms, missed_until, limits::MISSED_COUNT_SCAN_MAX);
+        let next_due_ms = timing.next_after(anchor, now_ms.max(latest));
+        let schedule = self.schedules.get_mut(name).expect("checked above");
+        if count > 0 {
+            let last = timing.last_at_or_before(anchor, missed_until - 1).unwrap_or(occurrence_ms);
+            let reason = if spec.catch_up == CatchUp::All { MissReason::CatchUpLimit } else { MissReason::Late };
+            schedule.record(OccurrenceRecord {
+                occurrence_ms,
+                last_occurrence_ms: last,
+                count,
+                count_capped,
+                fired_at_ms: now_ms,
+                task_id: None,
+                missed: Some(reason),
+            });
+        }
+        schedule.next_due_ms = next_due_ms;
+        schedule.version = index;
+        let (mut n_run, mut n_missed) = (0u32, count);
+        for at in runs {
+            if self.run_occurrence(index, now_ms, name, at, &spec) {
+                n_run += 1;
+            } else {
+                n_missed += 1;
+            }
+        }
+        Response::Fired { n_run, n_missed, next_due_ms }
+    }
+
+    /// Creates the task of one occurrence under the overlap policy; false when it did not run.
+    fn run_occurrence(&mut self, index: u64, now_ms: u64, name: &str, at: u64, spec: &ScheduleSpec) -> bool {
+        let previous =
+            self.schedules[name].last_task.filter(|id| self.tasks.get(id).is_some_and(|t| !t.state.is_terminal()));
+        let mut missed = None;
+        if let Some(prev) = previous {
+            match spec.overlap {
+                Overlap::Allow => {}
+                Overlap::Forbid => missed = Some(MissReason::Overlap),
+                Overlap::Replace => {
+                    let cancelled = self.cancel(index, prev, now_ms);
+                    debug_assert!(matches!(cancelled, Response::Cancelled { .. }), "{cancelled:?}");
+                }
+            }
+        }
+        let mut task_id = None;
+        if missed.is_none() {
+            let key = occurrence_key(name, at);
+            let origin = Some(crate::task::Occurrence { schedule: name.to_string(), occurrence_ms: at });
+            match self.create_task(index, now_ms, &key, &spec.task, origin) {
+                Response::Submitted { id, .. } => task_id = Some(id),
+                Response::Rejected(r) => missed = Some(MissReason::Refused { reason: r.to_string() }),
+                other => unreachable!("create_task answered {other:?}"),
+            }
+        }
+        let schedule = self.schedules.get_mut(name).expect("schedule of a running fire");
+        if let Some(id) = task_id {
+            schedule.last_task = Some(id);
+        }
+        let ran = task_id.is_some();
+        schedule.record(OccurrenceRecord {
+            occurrence_ms: at,
+            last_occurrence_ms: at,
+            count: 1,
+            count_capped: false,
+            fired_at_ms: now_ms,
+            task_id,
+            missed,
+        });
+        ran
+    }
+
+    /// Moves `scheduled` tasks whose time has come to pending, at most `RELEASE_BATCH_LEN_MAX`.
+    pub(crate) fn release_due(&mut self, index: u64, now_ms: u64) -> Response {
+        let due: Vec<TaskId> = self
+            .scheduled
+            .iter()
+            .take_while(|&&(at, _)| at <= now_ms)
+            .take(limits::RELEASE_BATCH_LEN_MAX)
+            .map(|&(_, id)| id)
+            .collect();
+        for &id in &due {
+            self.transition(index, now_ms, id, TaskState::Pending);
+        }
+        Response::Released { n_released: due.len() as u32 }
+    }
+
+    /// Checks the schedules' invariants (part of `check_invariants`).
+    pub(crate) fn check_schedules(&self) -> Result<(), String> {
+        if self.schedules.len() > limits::SCHEDULES_MAX {
+            return Err(format!("{} schedules, over schedules_max", self.schedules.len()));
+        }
+        for (name, s) in &self.schedules {
+            if s.name != *name {
+                return Err(format!("schedule stored under {name:?} is named {:?}", s.name));
+            }
+            if s.paused && s.next_due_ms.is_some() {
+                return Err(format!("paused schedule {name:?} has a next occurrence"));
+            }
+            if s.history.len() > limits::SCHEDULE_HISTORY_LEN_MAX {
+                return Err(format!("schedule {name:?} keeps {} records", s.history.len()));
+            }
+            if s.history.iter().zip(s.history.iter().skip(1)).any(|(a, b)| a.last_occurrence_ms >= b.occurrence_ms) {
+                return Err(format!("schedule {name:?} records occurrences out of order or twice"));
+            }
+            if let (Some(due), Some(last)) = (s.next_due_ms, s.history.back()) {
+                if due <= last.last_occurrence_ms {
+                    return Err(format!("schedule {name:?} is due at {due}, not after its last occurrence"));
+                }
+            }
+            if let Some(id) = s.last_task {
+                let task = self.tasks.get(&id).ok_or(format!("schedule {name:?}'s last task {id} is unknown"))?;
+                if task.origin.as_ref().map(|o| o.schedule.as_str()) != Some(name.as_str()) {
+                    return Err(format!("schedule {name:?}'s last task {id} is not one of its occurrences"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
