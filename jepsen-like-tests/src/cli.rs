@@ -115,6 +115,10 @@ struct RunArgs {
     /// Keep the replicas' data dirs even when the run passes.
     #[arg(long)]
     keep_data: bool,
+    /// Workloads, comma-separated: tasks (recorded clients: submit, get, cancel, completions),
+    /// schedules (recurring schedules firing through the faults; needs workers).
+    #[arg(long, value_delimiter = ',', default_value = "tasks,schedules", value_parser = ["tasks", "schedules"])]
+    workload: Vec<String>,
 }
 
 fn parse_range(text: &str) -> Result<(u64, u64), String> {
@@ -153,6 +157,14 @@ fn run(args: RunArgs) -> i32 {
     config.think_ms = args.think_ms;
     config.recovery_timeout_s = args.recovery_timeout_s;
     config.keep_data = args.keep_data;
+    if !args.workload.iter().any(|w| w == "tasks") {
+        config.clients = 0;
+    }
+    config.schedules = args.workload.iter().any(|w| w == "schedules");
+    if config.schedules && config.workers == 0 {
+        eprintln!("--workload schedules needs workers to run the occurrences' tasks (--workers 0 given)");
+        return EXIT_UNKNOWN;
+    }
     finish(crate::run::run(&config).map(|o| (format!("{}\n", crate::run::summary(&o)), o.valid)))
 }
 

@@ -17,7 +17,7 @@ pub struct Invariant {
     pub detail: String,
 }
 
-fn invariant(name: &'static str, problems: Vec<String>, checked: String) -> Invariant {
+pub(super) fn invariant(name: &'static str, problems: Vec<String>, checked: String) -> Invariant {
     let holds = problems.is_empty();
     let detail = if holds {
         checked

@@ -3,8 +3,8 @@
 //! [`run`] goes through these phases, each bounded in time:
 //! 1. set up: network namespaces when root ([`netns`]), replicas and workers as processes
 //!    ([`procs`]), wait for a leader;
-//! 2. load: `clients` recorded clients ([`clients`]) and the zombie reporter while the nemesis
-//!    ([`nemesis`]) injects faults, for `time_limit_s`;
+//! 2. load: `clients` recorded clients ([`clients`]), the zombie reporter and the recurring
+//!    schedules ([`schedules`]) while the nemesis ([`nemesis`]) injects faults, for `time_limit_s`;
 //! 3. recover: heal every fault, wait (at most `recovery_timeout_s`) for a leader and for every
 //!    task to end, read every task back (recorded), list all tasks;
 //! 4. check: the history against the `scheduler` model, the invariants ([`checks`]), and write
@@ -21,6 +21,7 @@ pub mod procs;
 pub mod recorder;
 pub mod report;
 pub mod rng;
+pub mod schedules;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -74,6 +75,8 @@ pub struct RunConfig {
     pub progress: bool,
     /// Keep the replicas' data dirs after a run that passed.
     pub keep_data: bool,
+    /// Run the `schedules` workload (recurring schedules firing through the faults).
+    pub schedules: bool,
 }
 
 impl RunConfig {
@@ -95,6 +98,7 @@ impl RunConfig {
             recovery_timeout_s: 90,
             progress: std::io::stderr().is_terminal(),
             keep_data: false,
+            schedules: true,
         }
     }
 }
@@ -227,6 +231,10 @@ async fn run_async(config: &RunConfig) -> anyhow::Result<RunOutcome> {
     for _ in 0..config.workers {
         lock(&procs).add_worker(WORKER_SLOTS).context("start a worker")?;
     }
+    if config.schedules {
+        let deadline = Instant::now() + Duration::from_secs(LEADER_WAIT_S);
+        schedules::create(&admin, deadline).await.map_err(anyhow::Error::msg).context("create the schedules")?;
+    }
     say(&format!(
         "{} replicas ({}), {} workers, {} clients, {} s, nemesis {}, seed {}; output in {}",
         config.nodes,
@@ -351,6 +359,12 @@ async fn run_async(config: &RunConfig) -> anyhow::Result<RunOutcome> {
         }
     }
     let reader = Client::new(addrs.clone(), Duration::from_secs(10))?;
+    // Schedules would keep making tasks: pause them so that every task can end.
+    if config.schedules && leader.is_ok() {
+        if let Err(e) = schedules::pause_all(&reader, recovery_deadline).await {
+            say(&format!("could not pause the schedules: {e}"));
+        }
+    }
     let still_live = match &leader {
         Ok(_) => wait_all_ended(&reader, recovery_deadline).await,
         Err(e) => {
@@ -365,6 +379,10 @@ async fn run_async(config: &RunConfig) -> anyhow::Result<RunOutcome> {
         list_all(&reader).await
     } else {
         Err("no leader: the final reads and the task list were skipped".to_string())
+    };
+    let final_schedules = match &leader {
+        Ok(_) if config.schedules => schedules::fetch(&reader).await,
+        _ => Err("no leader: the schedules were not read".to_string()),
     };
     check_exits(&procs, &mut replica_faults, &note);
     tokio::task::block_in_place(|| lock(&procs).stop_all(Duration::from_secs(10)));
@@ -395,6 +413,12 @@ async fn run_async(config: &RunConfig) -> anyhow::Result<RunOutcome> {
         Ok(tasks) => {
             let stale = lock(&shared.stale_accepted).clone();
             invariants.extend(checks::final_invariants(&lines, tasks, &still_live, &stale));
+            if config.schedules {
+                match &final_schedules {
+                    Ok(list) => invariants.extend(schedules::invariants(list, tasks)),
+                    Err(e) => invariants.push(Invariant { name: "final schedules", holds: false, detail: e.clone() }),
+                }
+            }
         }
         Err(e) => invariants.push(Invariant { name: "final task list", holds: false, detail: e.clone() }),
     }
