@@ -265,6 +265,22 @@ fn a_task_with_a_run_at_time_waits_scheduled_then_becomes_pending_once() {
     assert!(matches!(r, Response::Rejected(Rejection::Invalid { .. })), "{r:?}");
 }
 
+#[test]
+fn schedules_and_scheduled_tasks_survive_the_snapshot_encoding() {
+    let mut log = Log::new();
+    log.create(0, "s", ScheduleSpec { overlap: Overlap::Forbid, ..every("1s") });
+    log.fire_due(1_000);
+    log.fire_due(5_000);
+    let spec = TaskSpec { run_at_ms: Some(9_000), ..TaskSpec::builtin("echo", "later") };
+    log.apply(5_000, Op::Submit { key: "k".into(), spec });
+    let bytes = bincode::serialize(&log.sm).unwrap();
+    let restored: StateMachine = bincode::deserialize(&bytes).unwrap();
+    assert_eq!(restored, log.sm);
+    assert_eq!(restored.check_invariants(), Ok(()));
+    assert_eq!(restored.schedule("s").unwrap().next_due_ms, Some(6_000));
+    assert_eq!(restored.next_timer_ms(), Some(6_000));
+}
+
 /// A step of a generated history: time passes, a leader (current or one with a stale view) fires,
 /// the schedule is paused or resumed, or running occurrences end.
 #[derive(Clone, Debug)]
