@@ -361,6 +361,10 @@ pub struct TimingArgs {
     /// Log entries kept behind a snapshot (a replica further behind receives the snapshot).
     #[arg(long, default_value_t = 1_000)]
     pub snapshot_logs_kept: u64,
+    /// Finished tasks kept: the oldest (by id) beyond it are removed with their idempotency keys,
+    /// so the state does not grow forever. 0 keeps every finished task.
+    #[arg(long, default_value_t = raftsched_server::RETAIN_FINISHED_DEFAULT)]
+    pub retain_finished: u64,
 }
 
 #[derive(Args)]

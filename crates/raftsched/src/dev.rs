@@ -52,6 +52,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
             initial_cluster: members.clone(),
             timing: timing.clone(),
             worker_heartbeat_timeout_ms: crate::server_cmd::heartbeat_timeout_ms(&args.timing)?,
+            retain_finished: args.timing.retain_finished,
             bootstrap: true,
             http: None,
             tls: None,

@@ -63,6 +63,7 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
         initial_cluster,
         timing: timing(&args.timing)?,
         worker_heartbeat_timeout_ms: heartbeat_timeout_ms(&args.timing)?,
+        retain_finished: args.timing.retain_finished,
         bootstrap,
         http: args.http,
         tls: crate::client_cmds::tls_files(&args.tls)?,

@@ -151,3 +151,39 @@ async fn lagging_replica_catches_up_through_a_snapshot() {
     assert!(reply.created);
     assert!(tasks.iter().all(|t| t.id < reply.id));
 }
+
+/// Goal: retention. With `--retain-finished 5`, finished tasks beyond the newest five are removed
+/// with their keys on every replica (a purged key is free again); live tasks are never removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_tasks_beyond_the_retention_limit_are_purged() {
+    let mut cluster = Cluster::start(3, &["--retain-finished", "5"]);
+    cluster.leader().await;
+    let client = cluster.client();
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        ids.push(client.submit(&format!("r{n}"), echo("x")).await.unwrap().id);
+    }
+    // 15 end (cancelled); 5 stay pending.
+    for id in &ids[..15] {
+        client.cancel(*id).await.unwrap();
+    }
+    let started = std::time::Instant::now();
+    let remaining = loop {
+        let tasks = list_all(&client, false).await;
+        if tasks.len() == 10 {
+            break tasks;
+        }
+        assert!(started.elapsed() < DEADLINE, "{} tasks held, expected 10", tasks.len());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let kept: Vec<u64> = remaining.iter().map(|t| t.id).collect();
+    assert_eq!(kept, ids[10..].to_vec(), "the oldest finished tasks go first; pending ones stay");
+    let gone = client.get(ids[0], false).await.unwrap_err();
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+    let again = client.submit("r0", echo("x")).await.unwrap();
+    assert!(again.created && again.id > ids[19], "a purged key names a new task");
+    cluster.wait_converged().await;
+    for id in cluster.ids() {
+        assert_eq!(list_all(&cluster.client_of(id), true).await.len(), 11, "replica {id}");
+    }
+}

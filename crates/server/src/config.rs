@@ -49,11 +49,18 @@ pub struct ReplicaConfig {
     /// The leader declares a worker down after this long without a heartbeat. Workers learn it at
     /// registration and keep their lease (`lease_ms`) shorter by a margin for clock-rate drift.
     pub worker_heartbeat_timeout_ms: u64,
+    /// Retention: finished tasks kept; the leader purges the oldest beyond it. 0 keeps all.
+    pub retain_finished: u64,
     /// Mutual TLS for every connection, in and out; plaintext when `None`.
     pub tls: Option<raftsched_api::security::TlsFiles>,
     /// Bearer tokens with roles (`--token-file`); no token checks when `None`.
     pub token_file: Option<PathBuf>,
 }
+
+/// Default of `ReplicaConfig::retain_finished`: a million finished tasks (about 1 GiB of memory per
+/// replica, see docs/benchmarks.md), half of `tasks_total_max`.
+pub const RETAIN_FINISHED_DEFAULT: u64 = 1_000_000;
+const _: () = assert!(RETAIN_FINISHED_DEFAULT as usize <= raftsched_state::limits::TASKS_TOTAL_MAX / 2);
 
 /// Default of `ReplicaConfig::worker_heartbeat_timeout_ms`.
 pub const WORKER_HEARTBEAT_TIMEOUT_MS_DEFAULT: u64 = 3_000;

@@ -86,6 +86,14 @@ async fn lead(replica: &Replica, term: u64, heartbeat_timeout: Duration, stop: &
         if crate::timers::fire_due(replica).await.is_err() {
             return;
         }
+        let keep = replica.retain_finished;
+        if keep > 0 && replica.sm.read(|sm| sm.purge_due(keep)) {
+            match replica.propose_alone(Op::PurgeFinished { keep }).await {
+                Ok(Response::Purged { n_purged }) => tracing::debug!(n_purged, "finished tasks purged"),
+                Ok(response) => tracing::warn!(?response, "purge not applied"),
+                Err(_) => return,
+            }
+        }
         let plan = replica.sm.read(|sm| sm.plan_assignments(now_ms(), limits::DISPATCH_BATCH_LEN_MAX));
         if !plan.is_empty() {
             match replica.propose_alone(Op::Assign { items: plan }).await {

@@ -28,6 +28,6 @@ mod status_page;
 mod timers;
 mod worker_service;
 
-pub use config::{parse_initial_cluster, ReplicaConfig, WORKER_HEARTBEAT_TIMEOUT_MS_DEFAULT};
+pub use config::{parse_initial_cluster, ReplicaConfig, RETAIN_FINISHED_DEFAULT, WORKER_HEARTBEAT_TIMEOUT_MS_DEFAULT};
 pub use replica::Replica;
 pub use serve::{start, RunningReplica, StartError};

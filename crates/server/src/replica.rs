@@ -24,6 +24,8 @@ use crate::peers::Peers;
 pub struct Replica {
     pub id: NodeId,
     pub worker_heartbeat_timeout_ms: u64,
+    /// Finished tasks kept (0: all); proposed by the leader in `PurgeFinished`.
+    pub retain_finished: u64,
     pub addr: String,
     pub raft: Raft,
     pub sm: SmHandle,

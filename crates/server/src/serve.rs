@@ -155,6 +155,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
     let replica = Arc::new(Replica {
         id: config.id,
         worker_heartbeat_timeout_ms: config.worker_heartbeat_timeout_ms,
+        retain_finished: config.retain_finished,
         addr,
         raft,
         sm,

@@ -89,6 +89,11 @@ pub enum Op {
     },
     /// Leader-decided: move `scheduled` tasks whose time is at or before `now_ms` to pending.
     ReleaseDue,
+    /// Retention: remove the oldest (lowest id) finished tasks, and their keys, until at most
+    /// `keep` finished tasks remain; at most `PURGE_BATCH_LEN_MAX` per command.
+    PurgeFinished {
+        keep: u64,
+    },
 }
 
 /// Assign `task_id` to `worker_id` if the task is still pending with `attempts` attempts made and
@@ -125,6 +130,7 @@ impl Op {
             Op::SetSchedulePaused { .. } => "set_schedule_paused",
             Op::FireSchedule { .. } => "fire_schedule",
             Op::ReleaseDue => "release_due",
+            Op::PurgeFinished { .. } => "purge_finished",
         }
     }
 }
@@ -170,6 +176,9 @@ pub enum Response {
     },
     Released {
         n_released: u32,
+    },
+    Purged {
+        n_purged: u32,
     },
     /// One answer per op of a `Batch`, in order.
     Batch(Vec<Response>),

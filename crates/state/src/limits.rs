@@ -49,6 +49,12 @@ pub const ASSIGN_BATCH_LEN_MAX: usize = 1024;
 pub const RETRY_BACKOFF_MS_BASE: u64 = 200;
 pub const RETRY_BACKOFF_MS_MAX: u64 = 10_000;
 
+/// Finished tasks one `PurgeFinished` command removes (the leader proposes more if more are due).
+pub const PURGE_BATCH_LEN_MAX: usize = 1024;
+/// Finished tasks beyond the retention limit before the leader purges (at most a tenth of the
+/// limit): so that a purge removes a batch instead of one task per finished task.
+pub const PURGE_SLACK_TASKS: u64 = 256;
+
 /// Tasks waiting in state `scheduled` for their `run_at_ms` (`submit --at`).
 pub const TASKS_SCHEDULED_MAX: usize = 100_000;
 /// How far ahead `submit --at` may point.

@@ -35,6 +35,8 @@ pub struct StateMachine {
     pub(crate) scheduled: BTreeSet<(u64, TaskId)>,
     /// Recurring schedules by name.
     pub(crate) schedules: BTreeMap<String, Schedule>,
+    /// Finished (terminal) tasks in id order: what retention removes first.
+    pub(crate) finished: BTreeSet<TaskId>,
 }
 
 /// Dispatch order key of a pending task.
@@ -123,6 +125,7 @@ impl StateMachine {
             Op::SetSchedulePaused { name, paused } => self.set_schedule_paused(index, now_ms, name, *paused),
             Op::FireSchedule { name, occurrence_ms } => self.fire_schedule(index, now_ms, name, *occurrence_ms),
             Op::ReleaseDue => self.release_due(index, now_ms),
+            Op::PurgeFinished { keep } => self.purge_finished(*keep),
         }
     }
 
@@ -138,6 +141,10 @@ impl StateMachine {
             self.scheduled.remove(&(run_at_ms, id));
         }
         assert_ne!(to, TaskState::Scheduled, "tasks enter scheduled only when created");
+        assert!(!from.is_terminal(), "task {id} left terminal state {from:?}");
+        if to.is_terminal() {
+            self.finished.insert(id);
+        }
         if to == TaskState::Pending {
             self.pending.insert(queue_key(task));
         }
@@ -283,6 +290,34 @@ impl StateMachine {
         }
     }
 
+    /// Whether finished tasks exceed `keep` by enough for the leader to propose a purge.
+    pub fn purge_due(&self, keep: u64) -> bool {
+        let slack = (keep / 10).min(limits::PURGE_SLACK_TASKS);
+        self.finished.len() as u64 > keep.saturating_add(slack)
+    }
+
+    /// Removes the oldest finished tasks beyond `keep` (their keys go with them: a key lives as
+    /// long as its task). Deterministic: the order is the task id.
+    fn purge_finished(&mut self, keep: u64) -> Response {
+        let excess = (self.finished.len() as u64).saturating_sub(keep).min(limits::PURGE_BATCH_LEN_MAX as u64);
+        let ids: Vec<TaskId> = self.finished.iter().take(excess as usize).copied().collect();
+        for id in &ids {
+            self.finished.remove(id);
+            let task = self.tasks.remove(id).expect("a finished task exists");
+            assert!(task.state.is_terminal(), "purging live task {id}");
+            self.keys.remove(&task.key);
+            self.counts[task.state as usize] -= 1;
+        }
+        if !ids.is_empty() {
+            for schedule in self.schedules.values_mut() {
+                if schedule.last_task.is_some_and(|id| !self.tasks.contains_key(&id)) {
+                    schedule.last_task = None;
+                }
+            }
+        }
+        Response::Purged { n_purged: ids.len() as u32 }
+    }
+
     fn report(&mut self, index: u64, now_ms: u64, task_id: TaskId, token: u64, event: &ReportEvent) -> Response {
         let Some(task) = self.tasks.get_mut(&task_id) else {
             return Response::Rejected(Rejection::NotFound { id: task_id });
@@ -383,6 +418,15 @@ impl StateMachine {
         }
         if self.pending.len() as u64 != counts[TaskState::Pending as usize] {
             return Err("pending queue holds tasks that are not pending".to_string());
+        }
+        let n_finished = [TaskState::Succeeded, TaskState::Failed, TaskState::Cancelled]
+            .iter()
+            .map(|s| counts[*s as usize])
+            .sum::<u64>();
+        if self.finished.len() as u64 != n_finished
+            || self.finished.iter().any(|id| !self.tasks.get(id).is_some_and(|t| t.state.is_terminal()))
+        {
+            return Err("finished index out of step with the finished tasks".to_string());
         }
         if self.scheduled.len() as u64 != counts[TaskState::Scheduled as usize] {
             return Err("scheduled set holds tasks that are not scheduled".to_string());
@@ -516,6 +560,40 @@ mod tests {
         assert_eq!(page.next_after, None);
         let page = sm.list(&ListFilter { state: Some(TaskState::Cancelled), ..Default::default() });
         assert_eq!(page.tasks.iter().map(|t| t.id).collect::<Vec<_>>(), vec![3]);
+    }
+
+    #[test]
+    fn retention_removes_the_oldest_finished_tasks_and_their_keys() {
+        let mut sm = StateMachine::new();
+        for i in 1..=10u64 {
+            sm.apply(i, &submit(&format!("k{i}"), TaskSpec::builtin("echo", "x")));
+        }
+        // 1..=8 finish (cancelled); 9 and 10 stay pending.
+        for id in 1..=8u64 {
+            sm.apply(10 + id, &Command { now_ms: 2_000, op: Op::Cancel { id } });
+        }
+        assert!(!sm.purge_due(8));
+        assert!(sm.purge_due(7));
+        assert_eq!(
+            sm.apply(30, &Command { now_ms: 3_000, op: Op::PurgeFinished { keep: 3 } }),
+            Response::Purged { n_purged: 5 }
+        );
+        let ids: Vec<TaskId> = sm.list(&ListFilter::default()).tasks.iter().map(|t| t.id).collect();
+        assert_eq!(ids, vec![6, 7, 8, 9, 10]);
+        assert_eq!(sm.count(TaskState::Cancelled), 3);
+        assert_eq!(sm.get_by_key("k1"), None);
+        // A purged key is free again: a new task, with a new id.
+        assert_eq!(
+            sm.apply(31, &submit("k1", TaskSpec::builtin("echo", "x"))),
+            Response::Submitted { id: 11, created: true }
+        );
+        // Live tasks are never purged.
+        assert_eq!(
+            sm.apply(32, &Command { now_ms: 3_000, op: Op::PurgeFinished { keep: 0 } }),
+            Response::Purged { n_purged: 3 }
+        );
+        assert_eq!(sm.task_count(), 3);
+        assert_eq!(sm.check_invariants(), Ok(()));
     }
 
     use crate::query::ListFilter;

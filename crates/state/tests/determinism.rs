@@ -40,6 +40,7 @@ fn arb_step() -> impl Strategy<Value = Step> {
             Step::Op(Op::Submit { key, spec })
         }),
         1 => (0u64..40).prop_map(|id| Step::Op(Op::Cancel { id })),
+        1 => (0u64..4).prop_map(|keep| Step::Op(Op::PurgeFinished { keep })),
         1 => prop::collection::vec(prop_oneof![
             ("[a-e]{0,1}", arb_spec()).prop_map(|(key, spec)| Op::Submit { key, spec }),
             (0u64..40).prop_map(|id| Op::Cancel { id }),
@@ -214,6 +215,15 @@ proptest! {
                     }
                 }
                 (Op::Batch { ops }, Response::Batch(responses)) => prop_assert_eq!(ops.len(), responses.len()),
+                (Op::PurgeFinished { keep }, Response::Purged { n_purged }) => {
+                    // Only finished tasks go, oldest first, down to `keep`.
+                    let finished = |m: &StateMachine| [TaskState::Succeeded, TaskState::Failed, TaskState::Cancelled].iter().map(|s| m.count(*s)).sum::<u64>();
+                    prop_assert_eq!(finished(&sm), finished(&before).min(*keep).max(finished(&before) - *n_purged as u64));
+                    prop_assert_eq!(sm.task_count() + *n_purged as usize, before.task_count());
+                    for t in before.list(&raftsched_state::ListFilter { limit: 1000, ..Default::default() }).tasks {
+                        if !t.state.is_terminal() { prop_assert!(sm.get(t.id).is_some()); }
+                    }
+                }
                 (_, Response::Registered { .. } | Response::HeartbeatOk { .. } | Response::Expired { .. } | Response::Drained) => {}
                 (op, r) => prop_assert!(false, "{op:?} answered {r:?}"),
             }
