@@ -193,7 +193,18 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         .build_v1()
         .map_err(|e| StartError::Config(format!("reflection: {e}")))?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // TCP_NODELAY on every accepted connection. `Server::tcp_nodelay` below applies only to
+    // listeners tonic binds itself, not to an incoming stream: without this, a response written as
+    // two segments (headers, then data) waited for the client's delayed ACK, ~40 ms per call
+    // (every linearizable read measured 44 ms at concurrency 1, even on a one-replica cluster).
+    let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
+        if let Ok(stream) = &conn {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY on an accepted connection: {e}");
+            }
+        }
+        conn
+    });
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = server_tls {
         builder = builder.tls_config(tls).map_err(|e| StartError::Config(format!("TLS: {e}")))?;

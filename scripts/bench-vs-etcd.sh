@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# raftsched next to etcd, on this machine, in one run.
+#
+# Starts a 3-member etcd (Debian's etcd-server, installed if missing) and a raftsched trio on
+# loopback, both with their data under one directory on the same disk, and runs the same load shape
+# against each: durable writes of 256-byte payloads to distinct keys at concurrency 16, 64 and 256
+# (etcd puts / raftsched submits), linearizable reads at concurrency 64, and raftsched's end-to-end
+# dispatch through 8 workers. Prints a table with the ratios; docs/benchmarks.md records its output.
+#
+# Usage: scripts/bench-vs-etcd.sh            (as root to install etcd; about 5 minutes)
+# Environment: DURATION_S (15), CONCURRENCIES ("16 64 256"), GET_CONCURRENCY (64), WORKERS (8),
+#   WORK_DIR (a new directory under /var/tmp), ETCD_BASE_PORT (23790), RAFTSCHED_BASE_PORT (27010).
+# Exit: 0 when every run completed, 1 when one failed, 2 when the set-up failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION_S=${DURATION_S:-15}
+CONCURRENCIES=${CONCURRENCIES:-"16 64 256"}
+GET_CONCURRENCY=${GET_CONCURRENCY:-64}
+WORKERS=${WORKERS:-8}
+PAYLOAD_BYTES=256
+ETCD_CONNECTIONS=12
+ETCD_BASE_PORT=${ETCD_BASE_PORT:-23790}
+RAFTSCHED_BASE_PORT=${RAFTSCHED_BASE_PORT:-27010}
+WORK_DIR=${WORK_DIR:-$(mktemp -d /var/tmp/bench-vs-etcd.XXXXXX)}
+mkdir -p "$WORK_DIR"
+
+die() { echo "bench-vs-etcd: $*" >&2; exit 2; }
+say() { echo "bench-vs-etcd: $*" >&2; }
+
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK_DIR"
+}
+trap cleanup EXIT INT TERM
+
+# 1. etcd, from Debian, if missing.
+if ! command -v etcd >/dev/null 2>&1; then
+    [ "$(id -u)" = 0 ] || die "etcd is not installed; run as root to install Debian's etcd-server, or install it"
+    say "installing etcd-server"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null \
+        || die "apt-get install etcd-server failed"
+fi
+ETCD_VERSION=$(etcd --version 2>/dev/null | head -1 | awk '{print $3}')
+
+# 2. Build raftsched and the etcd load generator (kept outside the workspace; protox, no protoc).
+say "building (release)"
+cargo build --release -j2 -q -p raftsched || die "cargo build -p raftsched failed"
+(cd scripts/etcd-load && PROTOC=/nonexistent cargo build --release -j2 -q --target-dir ../../target) \
+    || die "building scripts/etcd-load failed"
+RS=target/release/raftsched
+LOAD=target/release/etcd-load
+
+for port in $(seq "$ETCD_BASE_PORT" $((ETCD_BASE_PORT + 5))) $(seq "$RAFTSCHED_BASE_PORT" $((RAFTSCHED_BASE_PORT + 2))); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then die "port $port is in use (set ETCD_BASE_PORT / RAFTSCHED_BASE_PORT)"; fi
+done
+
+# 3. A 3-member etcd on loopback.
+ETCD_CLUSTER=""
+ETCD_ENDPOINTS=""
+for i in 1 2 3; do
+    ETCD_CLUSTER+="e$i=http://127.0.0.1:$((ETCD_BASE_PORT + 2 + i)),"
+    ETCD_ENDPOINTS+="127.0.0.1:$((ETCD_BASE_PORT + i - 1)),"
+done
+ETCD_CLUSTER=${ETCD_CLUSTER%,}
+ETCD_ENDPOINTS=${ETCD_ENDPOINTS%,}
+for i in 1 2 3; do
+    client=$((ETCD_BASE_PORT + i - 1)); peer=$((ETCD_BASE_PORT + 2 + i))
+    etcd --name "e$i" --data-dir "$WORK_DIR/etcd$i" \
+        --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
+        --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+        --initial-cluster "$ETCD_CLUSTER" --initial-cluster-state new --initial-cluster-token bench-vs-etcd \
+        --logger zap --log-level error >"$WORK_DIR/etcd$i.log" 2>&1 &
+    PIDS+=($!)
+done
+
+# 4. A raftsched trio on loopback.
+RS_INITIAL=""
+RS_CLUSTER=""
+for i in 1 2 3; do
+    RS_INITIAL+="$i=127.0.0.1:$((RAFTSCHED_BASE_PORT + i - 1)),"
+    RS_CLUSTER+="127.0.0.1:$((RAFTSCHED_BASE_PORT + i - 1)),"
+done
+RS_INITIAL=${RS_INITIAL%,}
+RS_CLUSTER=${RS_CLUSTER%,}
+for i in 1 2 3; do
+    "$RS" server --id "$i" --listen "127.0.0.1:$((RAFTSCHED_BASE_PORT + i - 1))" --data-dir "$WORK_DIR/raftsched$i" \
+        --initial-cluster "$RS_INITIAL" >"$WORK_DIR/raftsched$i.log" 2>&1 &
+    PIDS+=($!)
+done
+
+wait_for() { # what, command...
+    local what=$1; shift
+    for _ in $(seq 1 120); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.5
+    done
+    die "$what did not come up (logs in $WORK_DIR)"
+}
+wait_for "etcd" "$LOAD" put --endpoints "$ETCD_ENDPOINTS" --concurrency 1 --connections 3 --duration-s 1
+wait_for "raftsched" sh -c "$RS cluster status --json --cluster $RS_CLUSTER | grep -q '\"leader\":[0-9]'"
+
+field() { # json, name -> value
+    echo "$1" | grep -o "\"$2\":[0-9.e+-]*" | head -1 | cut -d: -f2
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+fmt() { awk -v x="$1" 'BEGIN { printf "%.0f", x }'; }
+fmt2() { awk -v x="$1" 'BEGIN { printf "%.1f", x }'; }
+
+FAILED=0
+run() { # label, command... -> JSON line on stdout, or a failure noted
+    local out
+    if out=$("${@:2}" 2>>"$WORK_DIR/bench.err"); then echo "$out"; else say "$1 failed"; FAILED=1; echo "{}"; fi
+}
+
+FSYNC=$("$RS" bench fsync --dir "$WORK_DIR" --json)
+ROWS=()
+for c in $CONCURRENCIES; do
+    say "writes at concurrency $c (${DURATION_S} s each)"
+    e=$(run "etcd put x$c" "$LOAD" put --endpoints "$ETCD_ENDPOINTS" --concurrency "$c" --connections "$ETCD_CONNECTIONS" \
+        --duration-s "$DURATION_S" --payload-bytes "$PAYLOAD_BYTES" --json)
+    r=$(run "raftsched submit x$c" "$RS" bench submit --cluster "$RS_CLUSTER" --concurrency "$c" --duration-s "$DURATION_S" \
+        --payload-bytes "$PAYLOAD_BYTES" --json)
+    ROWS+=("writes|$c|$(field "$e" ops_per_s)|$(field "$e" p99_ms)|$(field "$r" ops_per_s)|$(field "$r" p99_ms)")
+done
+say "linearizable reads at concurrency $GET_CONCURRENCY"
+e=$(run "etcd get" "$LOAD" get --endpoints "$ETCD_ENDPOINTS" --concurrency "$GET_CONCURRENCY" --connections "$ETCD_CONNECTIONS" \
+    --duration-s "$DURATION_S" --json)
+r=$(run "raftsched get" "$RS" bench get --cluster "$RS_CLUSTER" --concurrency "$GET_CONCURRENCY" --duration-s "$DURATION_S" --json)
+ROWS+=("reads|$GET_CONCURRENCY|$(field "$e" ops_per_s)|$(field "$e" p99_ms)|$(field "$r" ops_per_s)|$(field "$r" p99_ms)")
+
+say "starting $WORKERS workers; end-to-end dispatch"
+for w in $(seq 1 "$WORKERS"); do
+    "$RS" worker --id "bench-w$w" --cluster "$RS_CLUSTER" --slots 16 >"$WORK_DIR/worker$w.log" 2>&1 &
+    PIDS+=($!)
+done
+wait_for "$WORKERS workers" sh -c "[ \$($RS workers --json --cluster $RS_CLUSTER | grep -o '\"state\":\"ready\"' | wc -l) -ge $WORKERS ]"
+DISPATCH=()
+for c in $CONCURRENCIES; do
+    r=$(run "raftsched dispatch x$c" "$RS" bench dispatch --cluster "$RS_CLUSTER" --concurrency "$c" --duration-s "$DURATION_S" --json)
+    DISPATCH+=("$c|$(field "$r" ops_per_s)|$(field "$r" p50_ms)|$(field "$r" p99_ms)")
+done
+
+# 5. The table.
+echo
+echo "raftsched vs etcd $ETCD_VERSION, $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r), data in $(df -P "$WORK_DIR" | awk 'NR==2 {print $1}')"
+echo "fdatasync of this disk: p50 $(field "$FSYNC" p50_ms) ms, p99 $(field "$FSYNC" p99_ms) ms"
+echo "durable writes: etcd puts (256 B values, distinct keys, $ETCD_CONNECTIONS connections over 3 members) vs raftsched submits (256 B payloads, spread over 3 replicas); reads linearizable; ${DURATION_S} s each"
+echo
+printf "| %-7s | %5s | %12s | %9s | %12s | %9s | %11s | %15s |\n" load C "etcd ops/s" "etcd p99" "raftsched/s" "rs p99" "ratio (x)" "p99 no worse?"
+printf "|%s|\n" "---------|-------|--------------|-----------|--------------|-----------|-------------|-----------------"
+for row in "${ROWS[@]}"; do
+    IFS='|' read -r load c eo ep ro rp <<<"$row"
+    better=$(awk -v a="$rp" -v b="$ep" 'BEGIN { if (a == "" || b == "") print "-"; else if (a <= b) print "yes"; else print "no" }')
+    printf "| %-7s | %5s | %12s | %7s ms | %12s | %7s ms | %11s | %15s |\n" "$load" "$c" "$(fmt "${eo:-0}")" "$(fmt2 "${ep:-0}")" \
+        "$(fmt "${ro:-0}")" "$(fmt2 "${rp:-0}")" "$(ratio "${ro:-0}" "${eo:-0}")" "$better"
+done
+echo
+echo "end-to-end dispatch (submit, assign, run a no-op, record the result) with $WORKERS workers:"
+printf "| %5s | %12s | %9s | %9s | %22s |\n" C "tasks/s" "p50" "p99" "vs submits at same C"
+printf "|%s|\n" "-------|--------------|-----------|-----------|------------------------"
+for row in "${DISPATCH[@]}"; do
+    IFS='|' read -r c dops dp50 dp99 <<<"$row"
+    sub=""
+    for w in "${ROWS[@]}"; do
+        IFS='|' read -r load wc _ _ ro _ <<<"$w"
+        if [ "$load" = writes ] && [ "$wc" = "$c" ]; then sub=$ro; fi
+    done
+    printf "| %5s | %12s | %6s ms | %6s ms | %22s |\n" "$c" "$(fmt "${dops:-0}")" "$(fmt2 "${dp50:-0}")" "$(fmt2 "${dp99:-0}")" \
+        "$(ratio "${dops:-0}" "${sub:-0}")"
+done
+exit "$FAILED"
