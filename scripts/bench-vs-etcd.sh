@@ -85,11 +85,27 @@ for i in 1 2 3; do
 done
 RS_INITIAL=${RS_INITIAL%,}
 RS_CLUSTER=${RS_CLUSTER%,}
-for i in 1 2 3; do
-    "$RS" server --id "$i" --listen "127.0.0.1:$((RAFTSCHED_BASE_PORT + i - 1))" --data-dir "$WORK_DIR/raftsched$i" \
-        --initial-cluster "$RS_INITIAL" >"$WORK_DIR/raftsched$i.log" 2>&1 &
-    PIDS+=($!)
-done
+# A fresh trio for each phase: submitted tasks stay pending (no workers), and tasks_pending_max
+# (100,000) would refuse a later phase's submits.
+RS_PIDS=()
+RS_GENERATION=0
+start_raftsched() {
+    RS_GENERATION=$((RS_GENERATION + 1))
+    for i in 1 2 3; do
+        "$RS" server --id "$i" --listen "127.0.0.1:$((RAFTSCHED_BASE_PORT + i - 1))" \
+            --data-dir "$WORK_DIR/raftsched-$RS_GENERATION-$i" --initial-cluster "$RS_INITIAL" \
+            >>"$WORK_DIR/raftsched$i.log" 2>&1 &
+        RS_PIDS+=($!)
+        PIDS+=($!)
+    done
+    wait_for "raftsched" sh -c "$RS cluster status --json --cluster $RS_CLUSTER | grep -q '\"leader\":[0-9]'"
+}
+stop_raftsched() {
+    for pid in "${RS_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${RS_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    RS_PIDS=()
+    rm -rf "$WORK_DIR"/raftsched-"$RS_GENERATION"-*
+}
 
 wait_for() { # what, command...
     local what=$1; shift
@@ -100,19 +116,23 @@ wait_for() { # what, command...
     die "$what did not come up (logs in $WORK_DIR)"
 }
 wait_for "etcd" "$LOAD" put --endpoints "$ETCD_ENDPOINTS" --concurrency 1 --connections 3 --duration-s 1
-wait_for "raftsched" sh -c "$RS cluster status --json --cluster $RS_CLUSTER | grep -q '\"leader\":[0-9]'"
 
 field() { # json, name -> value
-    echo "$1" | grep -o "\"$2\":[0-9.e+-]*" | head -1 | cut -d: -f2
+    { echo "$1" | grep -o "\"$2\":[0-9.e+-]*" || true; } | head -1 | cut -d: -f2
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 fmt() { awk -v x="$1" 'BEGIN { printf "%.0f", x }'; }
 fmt2() { awk -v x="$1" 'BEGIN { printf "%.1f", x }'; }
 
-FAILED=0
 run() { # label, command... -> JSON line on stdout, or a failure noted
     local out
-    if out=$("${@:2}" 2>>"$WORK_DIR/bench.err"); then echo "$out"; else say "$1 failed"; FAILED=1; echo "{}"; fi
+    if out=$("${@:2}" 2>>"$WORK_DIR/bench.err"); then
+        echo "$out"
+    else
+        say "$1 failed: $(tail -1 "$WORK_DIR/bench.err")"
+        touch "$WORK_DIR/failed"
+        echo "{}"
+    fi
 }
 
 FSYNC=$("$RS" bench fsync --dir "$WORK_DIR" --json)
@@ -121,17 +141,23 @@ for c in $CONCURRENCIES; do
     say "writes at concurrency $c (${DURATION_S} s each)"
     e=$(run "etcd put x$c" "$LOAD" put --endpoints "$ETCD_ENDPOINTS" --concurrency "$c" --connections "$ETCD_CONNECTIONS" \
         --duration-s "$DURATION_S" --payload-bytes "$PAYLOAD_BYTES" --json)
+    start_raftsched
     r=$(run "raftsched submit x$c" "$RS" bench submit --cluster "$RS_CLUSTER" --concurrency "$c" --duration-s "$DURATION_S" \
         --payload-bytes "$PAYLOAD_BYTES" --json)
+    stop_raftsched
     ROWS+=("writes|$c|$(field "$e" ops_per_s)|$(field "$e" p99_ms)|$(field "$r" ops_per_s)|$(field "$r" p99_ms)")
 done
 say "linearizable reads at concurrency $GET_CONCURRENCY"
 e=$(run "etcd get" "$LOAD" get --endpoints "$ETCD_ENDPOINTS" --concurrency "$GET_CONCURRENCY" --connections "$ETCD_CONNECTIONS" \
     --duration-s "$DURATION_S" --json)
+start_raftsched
 r=$(run "raftsched get" "$RS" bench get --cluster "$RS_CLUSTER" --concurrency "$GET_CONCURRENCY" --duration-s "$DURATION_S" --json)
 ROWS+=("reads|$GET_CONCURRENCY|$(field "$e" ops_per_s)|$(field "$e" p99_ms)|$(field "$r" ops_per_s)|$(field "$r" p99_ms)")
 
+stop_raftsched
+
 say "starting $WORKERS workers; end-to-end dispatch"
+start_raftsched
 for w in $(seq 1 "$WORKERS"); do
     "$RS" worker --id "bench-w$w" --cluster "$RS_CLUSTER" --slots 16 >"$WORK_DIR/worker$w.log" 2>&1 &
     PIDS+=($!)
@@ -171,4 +197,4 @@ for row in "${DISPATCH[@]}"; do
     printf "| %5s | %12s | %6s ms | %6s ms | %22s |\n" "$c" "$(fmt "${dops:-0}")" "$(fmt2 "${dp50:-0}")" "$(fmt2 "${dp99:-0}")" \
         "$(ratio "${dops:-0}" "${sub:-0}")"
 done
-exit "$FAILED"
+if [ -e "$WORK_DIR/failed" ]; then exit 1; fi

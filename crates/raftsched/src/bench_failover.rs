@@ -30,7 +30,18 @@ pub async fn run(args: BenchFailoverArgs) -> Result<(), CliError> {
     if args.concurrency == 0 || args.concurrency > CONCURRENCY_MAX {
         return Err(CliError::Usage(format!("--concurrency must be 1..={CONCURRENCY_MAX}")));
     }
-    let mut cluster = LocalCluster::start(3, args.data_dir.as_deref(), &[])?;
+    let mut timing: Vec<String> = Vec::new();
+    for (flag, value) in [
+        ("--heartbeat-interval-ms", args.heartbeat_interval_ms),
+        ("--election-timeout-ms-min", args.election_timeout_ms_min),
+        ("--election-timeout-ms-max", args.election_timeout_ms_max),
+    ] {
+        if let Some(v) = value {
+            timing.extend([flag.to_string(), v.to_string()]);
+        }
+    }
+    let timing: Vec<&str> = timing.iter().map(String::as_str).collect();
+    let mut cluster = LocalCluster::start(3, args.data_dir.as_deref(), &timing)?;
     let addrs = cluster.addrs();
     let admin = Client::new(addrs.clone(), Duration::from_secs(5))?;
     LocalCluster::wait_leader(&admin, Duration::from_secs(60)).await?;

@@ -220,6 +220,14 @@ pub struct BenchFailoverArgs {
     /// Where the replicas keep their data and logs [default: a temp dir, removed after].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// The replicas' Raft timing (the server's flags; their defaults when not given): failover
+    /// time is about the election timeout plus openraft's leader lease (= the maximum timeout).
+    #[arg(long)]
+    pub heartbeat_interval_ms: Option<u64>,
+    #[arg(long)]
+    pub election_timeout_ms_min: Option<u64>,
+    #[arg(long)]
+    pub election_timeout_ms_max: Option<u64>,
     #[arg(long)]
     pub json: bool,
 }
