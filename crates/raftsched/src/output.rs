@@ -67,6 +67,13 @@ pub fn task_text(task: &api::Task) -> String {
         format!("created_at: {} ms", task.created_at_ms),
         format!("updated_at: {} ms", task.updated_at_ms),
     ];
+    if let Some(at) = task.spec.as_ref().map(|s| s.run_at_ms).filter(|&at| at > 0) {
+        lines.push(format!("run_at:     {} ({at} ms)", crate::schedule_cmds::format_ms(at)));
+    }
+    if !task.schedule.is_empty() {
+        let when = crate::schedule_cmds::format_ms(task.occurrence_ms);
+        lines.push(format!("schedule:   {} (occurrence {when})", task.schedule));
+    }
     if !task.worker_id.is_empty() {
         lines.push(format!("worker:     {} (token {})", task.worker_id, task.token));
     }

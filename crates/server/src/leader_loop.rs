@@ -102,9 +102,17 @@ async fn lead(replica: &Replica, term: u64, heartbeat_timeout: Duration, stop: &
                 Err(_) => return,
             }
         }
+        // Sleep until something changes, a timer falls due, or the first worker would expire: an
+        // expiry is then decided at its deadline rather than up to a tick later.
+        let next_expiry =
+            seen.values().map(|(_, at)| (*at + heartbeat_timeout).saturating_duration_since(Instant::now())).min();
+        // (At least 5 ms: an expiry the state machine refused must not turn this into a busy loop.)
+        let nap = next_expiry
+            .map_or(crate::timers::sleep_for(replica), |e| e.min(crate::timers::sleep_for(replica)))
+            .max(Duration::from_millis(5));
         tokio::select! {
             r = applied.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep(crate::timers::sleep_for(replica)) => {}
+            _ = tokio::time::sleep(nap) => {}
             _ = stop.changed() => return,
         }
     }

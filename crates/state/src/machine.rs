@@ -184,7 +184,11 @@ impl StateMachine {
             _ => TaskState::Failed,
         };
         if retry {
-            task.not_before_ms = now_ms.saturating_add(retry_backoff_ms(n_attempts));
+            // A lost attempt (its worker declared down) is not the task's failure, and the expiry
+            // already waited heartbeat_timeout_ms: it may run elsewhere at once. Failed and
+            // timed-out attempts back off.
+            let backoff_ms = if outcome == Outcome::Lost { 0 } else { retry_backoff_ms(n_attempts) };
+            task.not_before_ms = now_ms.saturating_add(backoff_ms);
         } else if matches!(to, TaskState::Succeeded | TaskState::Failed) {
             task.result =
                 Some(result.unwrap_or(TaskResult { exit_code: -1, output_tail: outcome.as_str().to_string() }));
