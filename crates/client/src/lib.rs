@@ -227,7 +227,15 @@ impl Client {
     /// Long poll: the task once its version is above `after_version`, or as it is after `wait`.
     pub async fn wait_task(&self, id: u64, after_version: u64, wait: Duration) -> Result<api::Task, ClientError> {
         let wait_ms = wait.as_millis().min(u128::from(u32::MAX)) as u32;
-        self.call(|mut c| async move { c.wait_task(api::WaitTaskRequest { id, after_version, wait_ms }).await }).await
+        let req = api::WaitTaskRequest { id, after_version, wait_ms, until_ended: false };
+        self.call(|mut c| async move { c.wait_task(req).await }).await
+    }
+
+    /// Long poll: the task once it has ended, or as it is after `wait`.
+    pub async fn wait_task_ended(&self, id: u64, wait: Duration) -> Result<api::Task, ClientError> {
+        let wait_ms = wait.as_millis().min(u128::from(u32::MAX)) as u32;
+        let req = api::WaitTaskRequest { id, after_version: 0, wait_ms, until_ended: true };
+        self.call(|mut c| async move { c.wait_task(req).await }).await
     }
 
     pub async fn list_workers(&self, stale: bool) -> Result<api::ListWorkersResponse, ClientError> {

@@ -114,13 +114,11 @@ async fn one_op(load: Load, client: &Client, key: &str, payload: &str, get_id: u
         Load::Dispatch => {
             let id =
                 client.submit(key, raftsched_client::builtin("echo", payload)).await.map_err(|e| e.to_string())?.id;
-            let mut version = 0;
             loop {
-                let task = client.wait_task(id, version, Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
+                let task = client.wait_task_ended(id, Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
                 if matches!(task.state.as_str(), "succeeded" | "failed" | "cancelled") {
                     return Ok(());
                 }
-                version = task.version;
             }
         }
     }

@@ -126,7 +126,9 @@ pub async fn submit(args: SubmitArgs) -> Result<(), CliError> {
         return Ok(());
     }
     eprintln!("task {}", reply.id);
-    let task = crate::worker_cmds::wait_until_ended(&client, reply.id, |_| {}).await?;
+    // Waiting may take long: each long poll gets its own time budget, not the whole wait.
+    let waiter = connect_with_timeout(&args.cluster, args.cluster.timeout.max(crate::worker_cmds::WAIT_POLL * 2))?;
+    let task = crate::worker_cmds::wait_for_end(&waiter, reply.id).await?;
     print!("{}", task.output_tail);
     match task.state.as_str() {
         "succeeded" => Ok(()),

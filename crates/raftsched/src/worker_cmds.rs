@@ -15,7 +15,7 @@ use crate::signals::StopSignal;
 
 const TERMINAL: [&str; 3] = ["succeeded", "failed", "cancelled"];
 /// One long poll of a waiting CLI command; it polls again until the task ends.
-const WAIT_POLL: Duration = Duration::from_secs(10);
+pub const WAIT_POLL: Duration = Duration::from_secs(10);
 
 pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, CliError> {
     let mut labels = BTreeMap::new();
@@ -108,6 +108,16 @@ pub async fn workers(args: WorkersArgs) -> Result<(), CliError> {
 }
 
 /// Follows task `id` until it ends, calling `on_change` with each new version.
+/// Waits until task `id` has ended: one long poll per `WAIT_POLL`, answered only at the end.
+pub async fn wait_for_end(client: &Client, id: u64) -> Result<api::Task, CliError> {
+    loop {
+        let task = client.wait_task_ended(id, WAIT_POLL).await?;
+        if TERMINAL.contains(&task.state.as_str()) {
+            return Ok(task);
+        }
+    }
+}
+
 pub async fn wait_until_ended(
     client: &Client,
     id: u64,

@@ -93,9 +93,11 @@ impl Scheduler for SchedulerService {
         // Linearizable start: the wait sees at least every change acknowledged before it began.
         self.replica.read_barrier().await?;
         let id = req.id;
+        let until_ended = req.until_ended;
         let newer = |sm: &raftsched_state::StateMachine| match sm.get(id) {
             None => Some(None),
-            Some(t) if t.version > req.after_version => Some(Some(task_to_api(t))),
+            Some(t) if until_ended && !t.state.is_terminal() => None,
+            Some(t) if t.version > req.after_version || until_ended => Some(Some(task_to_api(t))),
             Some(_) => None,
         };
         let found = match self.replica.wait_for(wait, newer).await {
