@@ -98,9 +98,9 @@ impl Timing {
         if until_ms <= from_ms {
             return (0, false);
         }
-        if let Timing::Every { .. } = self {
+        if let Timing::Every { interval_ms } = self {
             // Closed form: occurrences at or before until-1, minus those before from.
-            let upto = |t: u64| self.last_at_or_before(anchor_ms, t).map_or(0, |l| (l - anchor_ms) / self.every_ms());
+            let upto = |t: u64| self.last_at_or_before(anchor_ms, t).map_or(0, |l| (l - anchor_ms) / interval_ms);
             let n = upto(until_ms - 1) - if from_ms == 0 { 0 } else { upto(from_ms - 1) };
             return (n.min(max), n > max);
         }
@@ -117,13 +117,6 @@ impl Timing {
             t = self.next_after(anchor_ms, at);
         }
         (n, false)
-    }
-
-    fn every_ms(&self) -> u64 {
-        match self {
-            Timing::Every { interval_ms } => *interval_ms,
-            Timing::Cron { .. } => unreachable!("every_ms of a cron timing"),
-        }
     }
 }
 

@@ -97,9 +97,14 @@ impl ScheduleSpec {
         }
     }
 
+    /// The parsed timing (cron or `@every` in the zone).
+    pub fn timing(&self) -> Result<Timing, String> {
+        Timing::parse(&self.cron, &self.timezone)
+    }
+
     /// Checks every bound and parses the timing.
     pub fn validate(&self) -> Result<Timing, String> {
-        let timing = Timing::parse(&self.cron, &self.timezone)?;
+        let timing = self.timing()?;
         if self.max_catch_up > limits::CATCH_UP_RUNS_MAX {
             return Err(format!(
                 "max catch-up {} is over catch_up_runs_max {}",
@@ -298,7 +303,8 @@ impl StateMachine {
         if paused {
             schedule.next_due_ms = None;
         } else {
-            let next = match schedule.spec.validate() {
+            // The spec was validated at creation: only the timing is needed here.
+            let next = match schedule.spec.timing() {
                 Ok(timing @ Timing::Every { .. }) => {
                     schedule.anchor_ms = now_ms;
                     timing.next_after(now_ms, now_ms)
@@ -321,7 +327,8 @@ impl StateMachine {
         if schedule.paused || schedule.next_due_ms != Some(occurrence_ms) || now_ms < occurrence_ms {
             return Response::Rejected(Rejection::StaleDecision);
         }
-        let Ok(timing) = schedule.spec.validate() else {
+        // Only the timing: the spec was validated at creation, and `create_task` checks the task.
+        let Ok(timing) = schedule.spec.timing() else {
             // Only possible if a release changed what parses (e.g. a zone left the database). Stop
             // the schedule rather than refuse: a refusal would leave it due, and the leader would
             // propose the same fire again forever.
