@@ -3,24 +3,14 @@
 
 use proptest::prelude::*;
 use raftsched_state::{
-    CatchUp, Command, MissReason, Op, Overlap, Rejection, Response, ScheduleSpec, StateMachine, TaskSpec, TaskState,
+    CatchUp, MissReason, Op, Overlap, Rejection, Response, ScheduleSpec, StateMachine, TaskSpec, TaskState,
 };
 
-struct Log {
-    sm: StateMachine,
-    index: u64,
-}
+mod common;
+
+use common::Log;
 
 impl Log {
-    fn new() -> Log {
-        Log { sm: StateMachine::new(), index: 0 }
-    }
-    fn apply(&mut self, now_ms: u64, op: Op) -> Response {
-        self.index += 1;
-        let response = self.sm.apply(self.index, &Command { now_ms, op });
-        assert_eq!(self.sm.check_invariants(), Ok(()));
-        response
-    }
     fn create(&mut self, now_ms: u64, name: &str, spec: ScheduleSpec) -> Option<u64> {
         match self.apply(now_ms, Op::CreateSchedule { name: name.into(), spec: Box::new(spec) }) {
             Response::ScheduleCreated { next_due_ms, .. } => next_due_ms,

@@ -2,23 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use raftsched_state::{
-    Command, NodeState, Op, Outcome, Rejection, ReportEvent, Response, StateMachine, TaskSpec, TaskState,
-};
+use raftsched_state::{NodeState, Op, Outcome, Rejection, ReportEvent, Response, TaskSpec, TaskState};
 
-struct Log {
-    sm: StateMachine,
-    index: u64,
-}
+mod common;
+
+use common::Log;
 
 impl Log {
-    fn new() -> Log {
-        Log { sm: StateMachine::new(), index: 0 }
-    }
-    fn apply(&mut self, now_ms: u64, op: Op) -> Response {
-        self.index += 1;
-        self.sm.apply(self.index, &Command { now_ms, op })
-    }
     fn register(&mut self, now_ms: u64, id: &str, instance: u64, slots: u32, labels: &[(&str, &str)]) -> Response {
         let labels: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         self.apply(
