@@ -15,7 +15,7 @@ use crate::replica::{now_ms, Replica};
 /// Proposes every fire and release that is due now. `Err` when this replica stopped leading.
 pub async fn fire_due(replica: &Replica) -> Result<(), ()> {
     let now = now_ms();
-    let (fires, release) = replica.sm.read(|sm| (sm.plan_fires(now), sm.next_timer_ms().is_some_and(|t| t <= now)));
+    let (fires, release) = replica.sm.read(|sm| (sm.plan_fires(now), sm.has_scheduled_due(now)));
     for (name, occurrence_ms) in fires.into_iter().take(limits::FIRES_PER_TICK_MAX) {
         match replica.propose_alone(Op::FireSchedule { name: name.clone(), occurrence_ms }).await {
             Ok(Response::Fired { n_run, n_missed, next_due_ms }) => {

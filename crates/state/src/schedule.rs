@@ -241,6 +241,11 @@ impl StateMachine {
             .collect()
     }
 
+    /// Whether a `scheduled` task's time has come (the leader then proposes `ReleaseDue`).
+    pub fn has_scheduled_due(&self, now_ms: u64) -> bool {
+        self.scheduled.first().is_some_and(|&(at, _)| at <= now_ms)
+    }
+
     /// The earliest instant at which a schedule or a `scheduled` task falls due, so the leader's
     /// timer can sleep until then.
     pub fn next_timer_ms(&self) -> Option<u64> {
