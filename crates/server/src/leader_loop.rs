@@ -107,9 +107,8 @@ async fn lead(replica: &Replica, term: u64, heartbeat_timeout: Duration, stop: &
         let next_expiry =
             seen.values().map(|(_, at)| (*at + heartbeat_timeout).saturating_duration_since(Instant::now())).min();
         // (At least 5 ms: an expiry the state machine refused must not turn this into a busy loop.)
-        let nap = next_expiry
-            .map_or(crate::timers::sleep_for(replica), |e| e.min(crate::timers::sleep_for(replica)))
-            .max(Duration::from_millis(5));
+        let timers = crate::timers::sleep_for(replica);
+        let nap = next_expiry.map_or(timers, |e| e.min(timers)).max(Duration::from_millis(5));
         tokio::select! {
             r = applied.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(nap) => {}
