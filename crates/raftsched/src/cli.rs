@@ -221,7 +221,8 @@ pub struct BenchFailoverArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// The replicas' Raft timing (the server's flags; their defaults when not given): failover
-    /// time is about the election timeout plus openraft's leader lease (= the maximum timeout).
+    /// time is about the maximum election timeout (openraft's leader lease) plus a slot of
+    /// (max - min) / 2 per rank.
     #[arg(long)]
     pub heartbeat_interval_ms: Option<u64>,
     #[arg(long)]
@@ -352,13 +353,15 @@ pub struct ServerArgs {
 #[derive(Args, Clone)]
 pub struct TimingArgs {
     /// Leader heartbeat period.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = raftsched_server::config::HEARTBEAT_INTERVAL_MS_DEFAULT)]
     pub heartbeat_interval_ms: u64,
-    /// Shortest election timeout.
-    #[arg(long, default_value_t = 500)]
+    /// Shortest election timeout: a candidate that did not win campaigns again after
+    /// min..max ms.
+    #[arg(long, default_value_t = raftsched_server::config::ELECTION_TIMEOUT_MS_MIN_DEFAULT)]
     pub election_timeout_ms_min: u64,
-    /// Longest election timeout.
-    #[arg(long, default_value_t = 1000)]
+    /// Longest election timeout; also the leader lease (a follower refuses votes this long after
+    /// a heartbeat), after which the first follower campaigns.
+    #[arg(long, default_value_t = raftsched_server::config::ELECTION_TIMEOUT_MS_MAX_DEFAULT)]
     pub election_timeout_ms_max: u64,
     /// The leader declares a worker down after this long without a heartbeat.
     #[arg(long, default_value_t = raftsched_server::WORKER_HEARTBEAT_TIMEOUT_MS_DEFAULT)]

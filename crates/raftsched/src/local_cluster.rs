@@ -180,13 +180,21 @@ impl LocalCluster {
         }
     }
 
-    /// Waits until every member reports an applied index at the leader's last log index.
+    /// Waits until every member has applied what the leader had in its log when the wait began
+    /// (taken again if the leader changes). A fixed target: under continuous load no status ever
+    /// shows every member at the leader's *current* last index.
     pub async fn wait_converged(client: &Client, wait: Duration) -> Result<(), CliError> {
         let started = Instant::now();
+        // (leader id, its last log index when first seen)
+        let mut target: Option<(u64, u64)> = None;
         loop {
             if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), client.cluster_status()).await {
                 if let Some(leader) = s.members.iter().find(|m| s.has_leader && m.id == s.leader) {
-                    if s.members.iter().all(|m| m.reachable && m.applied_index >= leader.last_log_index) {
+                    if target.is_none_or(|(id, _)| id != leader.id) {
+                        target = Some((leader.id, leader.last_log_index));
+                    }
+                    let index = target.map_or(leader.last_log_index, |(_, index)| index);
+                    if s.members.iter().all(|m| m.reachable && m.applied_index >= index) {
                         return Ok(());
                     }
                 }

@@ -4,9 +4,12 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// Raft timing, in milliseconds. Defaults suit loopback and LAN trios: a heartbeat every 100 ms and
-/// an election after 500-1000 ms of silence, so a dead leader is replaced well under a second while
-/// a briefly stalled (loaded) replica does not start needless elections.
+/// Raft timing, in milliseconds. Defaults suit loopback and LAN trios: a heartbeat every 100 ms; a
+/// follower campaigns after 300-400 ms of silence (the lease, `election_timeout_ms_max`, plus its
+/// rank's slot: see `election.rs`), so a dead leader is replaced in about a third of a second.
+/// The heartbeat is not shorter because openraft 0.9 also makes it the timeout of every
+/// AppendEntries and read-index round: at 50 ms a loaded 2-core box timed appends out, replication
+/// backed off, and followers campaigned against a live leader.
 #[derive(Clone, Debug)]
 pub struct RaftTiming {
     pub heartbeat_interval_ms: u64,
@@ -19,12 +22,18 @@ pub struct RaftTiming {
     pub snapshot_logs_kept: u64,
 }
 
+pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 100;
+pub const ELECTION_TIMEOUT_MS_MIN_DEFAULT: u64 = 200;
+pub const ELECTION_TIMEOUT_MS_MAX_DEFAULT: u64 = 300;
+const _: () = assert!(HEARTBEAT_INTERVAL_MS_DEFAULT < ELECTION_TIMEOUT_MS_MIN_DEFAULT);
+const _: () = assert!(ELECTION_TIMEOUT_MS_MIN_DEFAULT < ELECTION_TIMEOUT_MS_MAX_DEFAULT);
+
 impl Default for RaftTiming {
     fn default() -> Self {
         RaftTiming {
-            heartbeat_interval_ms: 100,
-            election_timeout_ms_min: 500,
-            election_timeout_ms_max: 1000,
+            heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS_DEFAULT,
+            election_timeout_ms_min: ELECTION_TIMEOUT_MS_MIN_DEFAULT,
+            election_timeout_ms_max: ELECTION_TIMEOUT_MS_MAX_DEFAULT,
             snapshot_every_entries: 10_000,
             snapshot_logs_kept: 1_000,
         }

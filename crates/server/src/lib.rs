@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod config;
 mod convert;
+mod election;
 pub mod fault;
 mod leader_loop;
 mod limits;

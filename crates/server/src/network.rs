@@ -17,13 +17,23 @@ use crate::peers::Peers;
 
 pub struct NetworkFactory {
     pub peers: Arc<Peers>,
+    /// How soon openraft tries an unreachable (or timed-out) peer again; its own default is 500 ms.
+    /// Half the heartbeat interval: a restarted or briefly slow replica must hear from the leader
+    /// well before its election timer (`election.rs`) runs out, or it campaigns against a live
+    /// leader.
+    pub unreachable_retry_ms: u64,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Network;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Network {
-        Network { target, addr: node.addr.clone(), peers: self.peers.clone() }
+        Network {
+            target,
+            addr: node.addr.clone(),
+            peers: self.peers.clone(),
+            unreachable_retry_ms: self.unreachable_retry_ms,
+        }
     }
 }
 
@@ -31,6 +41,7 @@ pub struct Network {
     target: NodeId,
     addr: String,
     peers: Arc<Peers>,
+    unreachable_retry_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +91,10 @@ enum Method {
 }
 
 impl RaftNetwork<TypeConfig> for Network {
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(std::time::Duration::from_millis(self.unreachable_retry_ms)))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,

@@ -26,20 +26,41 @@ fn encode<T: Serialize>(value: &T) -> Result<Response<RaftBytes>, Status> {
     Ok(Response::new(RaftBytes { data }))
 }
 
+impl RaftService {
+    /// A leader's message counts as contact (for `election.rs`) on arrival, before openraft handles
+    /// it: a follower whose disk is slow to append must not campaign against a live leader. A
+    /// message from an older term does not count.
+    fn touch_if_current(&self, vote: &openraft::Vote<raftsched_store::NodeId>) {
+        let current = self.replica.raft.metrics().borrow().vote;
+        if vote >= &current {
+            self.replica.leader_contact.touch();
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn append_entries(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        let rpc = decode(req, "append-entries request")?;
+        let rpc: openraft::raft::AppendEntriesRequest<raftsched_store::TypeConfig> =
+            decode(req, "append-entries request")?;
+        self.touch_if_current(&rpc.vote);
         encode(&self.replica.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
         let rpc = decode(req, "vote request")?;
-        encode(&self.replica.raft.vote(rpc).await)
+        let reply = self.replica.raft.vote(rpc).await;
+        if matches!(&reply, Ok(r) if r.vote_granted) {
+            // Raft resets its election timer on granting a vote: the candidate gets its chance.
+            self.replica.leader_contact.touch();
+        }
+        encode(&reply)
     }
 
     async fn install_snapshot(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        let rpc = decode(req, "install-snapshot request")?;
+        let rpc: openraft::raft::InstallSnapshotRequest<raftsched_store::TypeConfig> =
+            decode(req, "install-snapshot request")?;
+        self.touch_if_current(&rpc.vote);
         encode(&self.replica.raft.install_snapshot(rpc).await)
     }
 

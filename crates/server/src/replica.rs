@@ -47,6 +47,8 @@ pub struct Replica {
     /// (snapshot index, when this replica took or installed it, or started with it), kept by a
     /// watcher of the Raft metrics; for `raftsched_snapshot_age_seconds`.
     pub snapshot_seen: std::sync::Mutex<(u64, std::time::Instant)>,
+    /// When a live leader last spoke to this replica; the election driver reads it.
+    pub(crate) leader_contact: crate::election::LeaderContact,
 }
 
 /// Where the leader is, as far as this replica knows.
@@ -81,6 +83,17 @@ impl Replica {
         }
     }
 
+    fn known_leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Backs off for `backoff`, or less: until this replica hears of a leader other than `seen`.
+    /// After a failover the new leader is used the moment it is known, not after the backoff.
+    async fn wait_leader_change(&self, seen: Option<NodeId>, backoff: Duration) {
+        // A timeout (or a stopping Raft) ends the wait just the same; the caller looks again.
+        let _ = self.raft.wait(Some(backoff)).metrics(|m| m.current_leader != seen, "a leader change").await;
+    }
+
     /// Takes one in-flight slot, or RESOURCE_EXHAUSTED when all are busy.
     pub(crate) fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
         self.counters.requests_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -109,6 +122,7 @@ impl Replica {
         let mut backoff_ms = limits::LEADER_WAIT_BACKOFF_MS_MIN;
         let mut last_error = String::from("no leader elected yet");
         while started.elapsed() < limits::REQUEST_TIMEOUT {
+            let seen = self.known_leader();
             match self.leader() {
                 Leader::Me => match self.propose(op.clone()).await {
                     Ok(response) => return Ok(response),
@@ -123,7 +137,7 @@ impl Replica {
                 },
                 Leader::Unknown => {}
             }
-            tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+            self.wait_leader_change(seen, Duration::from_millis(backoff_ms)).await;
             backoff_ms = (backoff_ms * 2).min(limits::LEADER_WAIT_BACKOFF_MS_MAX);
         }
         Err(unavailable_after(&last_error, limits::REQUEST_TIMEOUT))
@@ -162,6 +176,7 @@ impl Replica {
         let mut backoff_ms = limits::LEADER_WAIT_BACKOFF_MS_MIN;
         let mut last_error = String::from("no leader elected yet");
         while started.elapsed() < limits::REQUEST_TIMEOUT {
+            let seen = self.known_leader();
             let read_index = match self.leader() {
                 Leader::Me => match self.local_rounds.get(|| self.local_read_index()).await {
                     Ok(index) => Some(index),
@@ -188,7 +203,7 @@ impl Replica {
                     }
                 };
             }
-            tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+            self.wait_leader_change(seen, Duration::from_millis(backoff_ms)).await;
             backoff_ms = (backoff_ms * 2).min(limits::LEADER_WAIT_BACKOFF_MS_MAX);
         }
         Err(unavailable_after(&last_error, limits::REQUEST_TIMEOUT))

@@ -48,6 +48,7 @@ pub struct RunningReplica {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     loop_stop: tokio::sync::watch::Sender<bool>,
     leader_loop: JoinHandle<()>,
+    election: JoinHandle<()>,
     http: Option<(std::net::SocketAddr, oneshot::Sender<()>, JoinHandle<()>)>,
     /// The address of the `/metrics` HTTP server, when one was asked for.
     pub http_addr: Option<std::net::SocketAddr>,
@@ -66,6 +67,9 @@ impl RunningReplica {
         }
         if let Err(e) = (&mut self.leader_loop).await {
             tracing::warn!(error = %e, "scheduling loop failed");
+        }
+        if let Err(e) = (&mut self.election).await {
+            tracing::warn!(error = %e, "election driver failed");
         }
         match tokio::time::timeout(Duration::from_secs(5), &mut self.server).await {
             Ok(Ok(Ok(()))) => {}
@@ -107,6 +111,8 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.timing.snapshot_every_entries),
         snapshot_max_chunk_size: limits::SNAPSHOT_CHUNK_BYTES,
         max_in_snapshot_log_to_keep: config.timing.snapshot_logs_kept,
+        // Elections are started by `election.rs`, which draws a fresh timeout for every wait.
+        enable_elect: false,
         ..Default::default()
     }
     .validate()
@@ -132,7 +138,8 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
     let auth = Arc::new(crate::auth::Auth { tls: server_tls.is_some(), tokens });
     let guard = |service| crate::auth::Guard { auth: auth.clone(), service };
     let peers = Arc::new(Peers::new(dialer));
-    let network = NetworkFactory { peers: peers.clone() };
+    let network =
+        NetworkFactory { peers: peers.clone(), unreachable_retry_ms: (config.timing.heartbeat_interval_ms / 2).max(1) };
     let raft = Raft::new(config.id, Arc::new(raft_config), network, opened.log_store, opened.sm_store)
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -170,6 +177,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         rpc_stats: Default::default(),
         committed_index,
         snapshot_seen: std::sync::Mutex::new((0, std::time::Instant::now())),
+        leader_contact: Default::default(),
     });
     tokio::spawn(crate::metrics::watch_snapshots(replica.clone()));
     let scheduler = SchedulerServer::new(SchedulerService { replica: replica.clone() })
@@ -277,7 +285,18 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         None => None,
     };
     let (loop_stop, loop_stop_rx) = tokio::sync::watch::channel(false);
+    let election = tokio::spawn(crate::election::run(replica.clone(), config.timing.clone(), loop_stop_rx.clone()));
     let leader_loop = tokio::spawn(crate::leader_loop::run(replica.clone(), loop_stop_rx));
     let http_addr = http.as_ref().map(|(a, _, _)| *a);
-    Ok(RunningReplica { replica, local_addr, http_addr, stop_tx: Some(stop_tx), server, loop_stop, leader_loop, http })
+    Ok(RunningReplica {
+        replica,
+        local_addr,
+        http_addr,
+        stop_tx: Some(stop_tx),
+        server,
+        loop_stop,
+        leader_loop,
+        election,
+        http,
+    })
 }

@@ -148,11 +148,27 @@ impl SmStore {
         let mut batch = sled::Batch::default();
         batch.insert(SNAPSHOT_META_KEY, meta_bytes);
         batch.insert(SNAPSHOT_DATA_KEY, data);
-        self.snap.apply_batch(batch).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
+        let snap = self.snap.clone();
+        off_the_runtime(subject.clone(), ErrorVerb::Write, move || {
+            snap.apply_batch(batch).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))
+        })
+        .await?;
         self.disk.sync().await.map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
         self.durable.value.send_replace(meta.last_log_id);
         Ok(())
     }
+}
+
+/// Runs `work` (a snapshot's encoding, decoding or write: tens of milliseconds and more for a big
+/// state) on tokio's blocking pool. On a runtime thread it would hold up every task queued behind
+/// it there, the Raft RPC handlers included: followers then heard no heartbeat for longer than the
+/// election lease and campaigned against a live leader (seen with a 300 ms lease).
+async fn off_the_runtime<T: Send + 'static>(
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+    work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| io_err(subject, verb, std::io::Error::other(e.to_string())))?
 }
 
 fn decode_state(data: &[u8], meta: &SnapshotMeta<NodeId, BasicNode>) -> Result<StateMachine, StorageError> {
@@ -229,7 +245,11 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         let data = snapshot.into_inner();
         // Decode and check before touching anything: a bad snapshot from the network leaves the
         // current state as it was.
-        let sm = decode_state(&data, meta)?;
+        let for_decode = meta.clone();
+        let (sm, data) = off_the_runtime(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, move || {
+            decode_state(&data, &for_decode).map(|sm| (sm, data))
+        })
+        .await?;
         self.save_snapshot(meta, &data).await?;
         let mut inner = write_lock(&self.inner);
         inner.sm = sm;
@@ -261,9 +281,10 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (meta, data) = {
+        let inner = self.store.inner.clone();
+        let (meta, data) = off_the_runtime(ErrorSubject::StateMachine, ErrorVerb::Write, move || {
             // A read lock: queries go on while the state is encoded (apply waits).
-            let inner = read_lock(&self.store.inner);
+            let inner = read_lock(&inner);
             let n_built = N_SNAPSHOTS_BUILT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             let last = inner.last_applied;
             let snapshot_id = match last {
@@ -272,8 +293,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             };
             let meta = SnapshotMeta { last_log_id: last, last_membership: inner.membership.clone(), snapshot_id };
             let data = encode(&inner.sm, ErrorSubject::StateMachine)?;
-            (meta, data)
-        };
+            Ok((meta, data))
+        })
+        .await?;
         self.store.save_snapshot(&meta, &data).await?;
         tracing::info!(snapshot = %meta, bytes = data.len(), "built snapshot");
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
