@@ -50,6 +50,10 @@ const POLL_WAIT_MS: u32 = 5_000;
 const LEASE_CHECK_MS: u64 = 20;
 /// Tries of one report before the worker gives up on it (the lease decides the rest).
 const REPORT_TRIES_MAX: u32 = 50;
+/// An attempt still running after this long is reported `Started`; one that ends sooner is
+/// reported only once, `Finished` (which the state machine accepts from `assigned` too). A task
+/// that ends at once then costs one report, one RPC and one Raft write instead of two.
+const STARTED_REPORT_DELAY_MS: u64 = 50;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -163,7 +167,9 @@ async fn serve(
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
     let mut running: HashMap<u64, Running> = HashMap::new();
-    let (done_tx, mut done_rx) = mpsc::channel::<(u64, u64)>(1024);
+    // (task id, spawn id, whether an acknowledged report already changed what the cluster says
+    // this worker holds)
+    let (done_tx, mut done_rx) = mpsc::channel::<(u64, u64, bool)>(1024);
     let mut n_spawned: u64 = 0;
     let mut poll: Option<tokio::task::JoinHandle<Result<api::AssignmentsResponse, ClientError>>> = None;
     let mut lease_check = tokio::time::interval(Duration::from_millis(LEASE_CHECK_MS));
@@ -205,11 +211,14 @@ async fn serve(
                     return false;
                 }
             }
-            Some((task_id, spawn_id)) = done_rx.recv() => {
+            Some((task_id, spawn_id, reported)) = done_rx.recv() => {
                 if running.get(&task_id).is_some_and(|r| r.spawn_id == spawn_id) {
                     running.remove(&task_id);
-                    // Tell the cluster at once what we hold now.
-                    if let Some(p) = poll.take() { p.abort(); }
+                    // An acknowledged `Finished` changed the held set, which answers the poll in
+                    // flight by itself. Otherwise tell the cluster at once what we hold now.
+                    if !reported {
+                        if let Some(p) = poll.take() { p.abort(); }
+                    }
                 }
             }
             result = async { poll.as_mut().expect("poll set above").await } => {
@@ -252,23 +261,58 @@ async fn attempt(
     spawn_id: u64,
     kill: watch::Receiver<bool>,
     lease: Arc<Mutex<Lease>>,
-    done: mpsc::Sender<(u64, u64)>,
+    done: mpsc::Sender<(u64, u64, bool)>,
 ) {
     let (task_id, token) = (a.task_id, a.token);
     let spec = a.spec.unwrap_or_default();
-    let started = report(&client, api::ReportRequest { task_id, token, finished: false, ..Default::default() }).await;
-    if started {
-        let ended = exec::run(&spec, kill.clone()).await;
-        let lease_valid = Instant::now() < lease.lock().unwrap_or_else(|p| p.into_inner()).deadline;
-        match ended {
-            Ended::Finished { exit_code, output_tail, timed_out } if lease_valid && !*kill.borrow() => {
-                let req = api::ReportRequest { task_id, token, finished: true, exit_code, output_tail, timed_out };
-                report(&client, req).await;
+    let (refused_tx, refused_rx) = watch::channel(false);
+    let run = exec::run(&spec, merge_kills(kill.clone(), refused_rx));
+    tokio::pin!(run);
+    let started_report = tokio::time::sleep(Duration::from_millis(STARTED_REPORT_DELAY_MS));
+    let ended = tokio::select! {
+        ended = &mut run => ended,
+        _ = started_report => {
+            let req = api::ReportRequest { task_id, token, finished: false, ..Default::default() };
+            if !report(&client, req).await {
+                // Not ours any more (cancelled, reassigned), or no replica took the report: stop.
+                refused_tx.send_replace(true);
             }
-            _ => tracing::info!(task_id, token, "attempt killed; result dropped"),
+            run.await
         }
-    }
-    let _ = done.send((task_id, spawn_id)).await;
+    };
+    let lease_valid = Instant::now() < lease.lock().unwrap_or_else(|p| p.into_inner()).deadline;
+    let reported = match ended {
+        Ended::Finished { exit_code, output_tail, timed_out }
+            if lease_valid && !*kill.borrow() && !*refused_tx.borrow() =>
+        {
+            let req = api::ReportRequest { task_id, token, finished: true, exit_code, output_tail, timed_out };
+            report(&client, req).await
+        }
+        _ => {
+            tracing::info!(task_id, token, "attempt killed; result dropped");
+            false
+        }
+    };
+    let _ = done.send((task_id, spawn_id, reported)).await;
+}
+
+/// A kill signal that fires when either `a` or `b` does.
+fn merge_kills(mut a: watch::Receiver<bool>, mut b: watch::Receiver<bool>) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(*a.borrow() || *b.borrow());
+    tokio::spawn(async move {
+        loop {
+            if *a.borrow_and_update() || *b.borrow_and_update() {
+                tx.send_replace(true);
+                return;
+            }
+            tokio::select! {
+                r = a.changed() => if r.is_err() { return },
+                r = b.changed() => if r.is_err() { return },
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    rx
 }
 
 /// Sends a report until it is acknowledged or refused. Returns whether it was acknowledged.
