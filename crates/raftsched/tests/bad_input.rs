@@ -103,6 +103,10 @@ async fn refused_requests_get_the_right_code_and_change_nothing() {
         assert_eq!(status.code(), Code::InvalidArgument);
         let status = raft.forward(api::RaftBytes { data: b"not an op".to_vec() }).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
+        // A well-formed but empty batch of forwarded writes (bincode: a zero length).
+        let status = raft.forward(api::RaftBytes { data: vec![0; 8] }).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("forward_batch_len_max"), "{}", status.message());
     }
 
     // Nothing was lost or added by any of it.

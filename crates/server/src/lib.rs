@@ -11,6 +11,7 @@ pub mod config;
 mod convert;
 mod election;
 pub mod fault;
+mod forwarder;
 mod leader_loop;
 mod limits;
 mod membership;

@@ -11,6 +11,8 @@ use raftsched_state::Op;
 use serde::{de::DeserializeOwned, Serialize};
 use tonic::{Request, Response, Status};
 
+use crate::forwarder::Forwarded;
+use crate::limits;
 use crate::replica::Replica;
 
 pub struct RaftService {
@@ -64,17 +66,32 @@ impl RaftRpc for RaftService {
         encode(&self.replica.raft.install_snapshot(rpc).await)
     }
 
-    /// A follower's client write. Proposed here only if this replica leads; otherwise UNAVAILABLE
-    /// and the follower looks for the leader again (no forwarding chains).
-    /// Not counted against `in_flight_requests_max`: the follower that forwards it already holds
-    /// a slot for the client's request, so forwards are bounded by the followers' budgets.
+    /// A follower's client writes (`forwarder.rs`), answered one by one in order. Each is proposed
+    /// here only if this replica leads; otherwise it is answered `NotLeader` and the follower looks
+    /// for the leader again (no forwarding chains). All are proposed at once, so the proposer puts
+    /// them in one or a few entries.
+    /// Not counted against `in_flight_requests_max`: the follower that forwards them already holds
+    /// a slot for each client request, so forwards are bounded by the followers' budgets.
     async fn forward(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        let op: Op = decode(req, "forwarded op")?;
-        match self.replica.propose(op).await {
-            Ok(response) => encode(&response),
-            Err(Some(status)) => Err(status),
-            Err(None) => Err(Status::unavailable(format!("replica {} is not the leader", self.replica.id))),
+        let ops: Vec<Op> = decode(req, "forwarded ops")?;
+        if ops.is_empty() || ops.len() > limits::FORWARD_BATCH_LEN_MAX {
+            return Err(Status::invalid_argument(format!(
+                "{} forwarded ops: must be 1..={} (forward_batch_len_max)",
+                ops.len(),
+                limits::FORWARD_BATCH_LEN_MAX
+            )));
         }
+        let outcomes = futures::future::join_all(ops.into_iter().map(|op| async {
+            match self.replica.propose(op).await {
+                Ok(response) => Forwarded::Applied(response),
+                Err(Some(status)) => {
+                    Forwarded::Refused { code: status.code() as i32, message: status.message().to_string() }
+                }
+                Err(None) => Forwarded::NotLeader,
+            }
+        }))
+        .await;
+        encode(&outcomes)
     }
 
     async fn read_index(&self, _req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::{BasicNode, ServerState};
-use raftsched_api::{MemberStatus, RaftBytes};
+use raftsched_api::MemberStatus;
 use raftsched_state::{Op, Response, StateMachine};
 use raftsched_store::{NodeId, Raft, SmHandle};
 use tonic::Status;
@@ -35,6 +35,7 @@ pub struct Replica {
     /// budget and cannot starve ordinary requests.
     pub(crate) long_polls: Arc<tokio::sync::Semaphore>,
     pub(crate) proposer: crate::proposer::Proposer,
+    pub(crate) forwarder: crate::forwarder::Forwarder,
     /// Read-index rounds shared by concurrent reads: confirmed locally while leading, asked of the
     /// leader otherwise.
     pub(crate) local_rounds: crate::read_index::ReadIndexRounds,
@@ -129,7 +130,7 @@ impl Replica {
                     Err(Some(e)) => return Err(e),
                     Err(None) => last_error = "lost leadership while proposing".to_string(),
                 },
-                Leader::Other(id, addr) => match self.forward(&addr, &op).await {
+                Leader::Other(id, addr) => match self.forward(&addr, op.clone()).await {
                     Ok(response) => return Ok(response),
                     // The leader's own refusal (bad input, conflict) is the answer.
                     Err(status) if !is_retryable(&status) => return Err(status),
@@ -157,17 +158,11 @@ impl Replica {
         crate::proposer::write(&self.raft, self.id, op).await
     }
 
-    async fn forward(&self, addr: &str, op: &Op) -> Result<Response, Status> {
+    /// Hands `op` to the leader at `addr`, batched with the other writes this replica forwards at
+    /// the same moment.
+    async fn forward(&self, addr: &str, op: Op) -> Result<Response, Status> {
         self.counters.forwarded_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let data = bincode::serialize(op).map_err(|e| Status::internal(format!("encode op: {e}")))?;
-        let mut client = self.peers.client(addr)?;
-        let mut request = tonic::Request::new(RaftBytes { data });
-        request.set_timeout(limits::FORWARD_TIMEOUT);
-        let reply = tokio::time::timeout(limits::FORWARD_TIMEOUT, client.forward(request))
-            .await
-            .map_err(|_| Status::unavailable("forward timed out"))??;
-        bincode::deserialize(&reply.into_inner().data)
-            .map_err(|e| Status::internal(format!("bad reply from leader: {e}")))
+        self.forwarder.forward(addr, op).await
     }
 
     /// Waits until this replica's state reflects every write acknowledged before the call began.

@@ -159,6 +159,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
     }
 
     let proposer = crate::proposer::Proposer::start(raft.clone(), config.id);
+    let forwarder = crate::forwarder::Forwarder::start(peers.clone());
     let replica = Arc::new(Replica {
         id: config.id,
         worker_heartbeat_timeout_ms: config.worker_heartbeat_timeout_ms,
@@ -170,6 +171,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         in_flight: Arc::new(tokio::sync::Semaphore::new(limits::IN_FLIGHT_REQUESTS_MAX)),
         long_polls: Arc::new(tokio::sync::Semaphore::new(limits::LONG_POLLS_MAX)),
         proposer,
+        forwarder,
         local_rounds: Default::default(),
         remote_rounds: Default::default(),
         counters: Default::default(),

@@ -1,7 +1,8 @@
 //! A raftsched worker process.
 //!
 //! Delivery design (pull): the worker long-polls `Worker.Assignments` on any replica for the set of
-//! tasks it holds, and reports `Started` / `Finished` with each attempt's fencing token. Why pull:
+//! tasks it holds, and reports `Started` (for attempts still running after 50 ms) and `Finished`
+//! with each attempt's fencing token. Why pull:
 //! the worker needs no inbound port, works through any replica (a leader change costs it nothing),
 //! and the replicated state stays the single source of truth: whatever the worker runs that is not
 //! in its held set is killed, whatever is in it and not running is started.
