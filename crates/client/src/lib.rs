@@ -200,7 +200,20 @@ impl Client {
     }
 
     pub async fn submit(&self, key: &str, spec: api::TaskSpec) -> Result<api::SubmitResponse, ClientError> {
-        let req = api::SubmitRequest { key: key.to_string(), spec: Some(spec) };
+        self.submit_waiting(key, spec, Duration::ZERO).await
+    }
+
+    /// Submits and, in the same call, waits up to `wait` (at most 30 s) for the task to end; the
+    /// reply's `task` is the task when answered (not yet ended if `wait` passed). Retries are as
+    /// safe as for `submit`: the key names one task.
+    pub async fn submit_waiting(
+        &self,
+        key: &str,
+        spec: api::TaskSpec,
+        wait: Duration,
+    ) -> Result<api::SubmitResponse, ClientError> {
+        let wait_ms = wait.as_millis().min(u128::from(u32::MAX)) as u32;
+        let req = api::SubmitRequest { key: key.to_string(), spec: Some(spec), wait_ms };
         self.call(|mut c| {
             let req = req.clone();
             async move { c.submit(req).await }
@@ -283,6 +296,16 @@ impl Client {
         self.call_worker(|mut c| {
             let req = req.clone();
             async move { c.report(req).await }
+        })
+        .await
+    }
+
+    /// Several reports in one call; one outcome per report, in order (`code` 0: applied).
+    pub async fn report_many(&self, reports: Vec<api::ReportRequest>) -> Result<api::ReportManyResponse, ClientError> {
+        let req = api::ReportManyRequest { reports };
+        self.call_worker(|mut c| {
+            let req = req.clone();
+            async move { c.report_many(req).await }
         })
         .await
     }

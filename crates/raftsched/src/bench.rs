@@ -112,8 +112,15 @@ async fn one_op(load: Load, client: &Client, key: &str, payload: &str, get_id: u
         Load::Submit => client.submit(key, raftsched_client::builtin("echo", payload)).await.map(|_| ()),
         Load::Get => client.get(get_id, false).await.map(|_| ()),
         Load::Dispatch => {
-            let id =
-                client.submit(key, raftsched_client::builtin("echo", payload)).await.map_err(|e| e.to_string())?.id;
+            // Submit and wait in one call; a task not ended within the wait is waited for on.
+            let reply = client
+                .submit_waiting(key, raftsched_client::builtin("echo", payload), Duration::from_secs(5))
+                .await
+                .map_err(|e| e.to_string())?;
+            if reply.task.is_some_and(|t| matches!(t.state.as_str(), "succeeded" | "failed" | "cancelled")) {
+                return Ok(());
+            }
+            let id = reply.id;
             loop {
                 let task = client.wait_task_ended(id, Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
                 if matches!(task.state.as_str(), "succeeded" | "failed" | "cancelled") {

@@ -94,6 +94,17 @@ async fn refused_requests_get_the_right_code_and_change_nothing() {
     let bad_state = api::ListTasksRequest { state: "sleeping".into(), ..Default::default() };
     assert_eq!(client.list_page(bad_state).await.unwrap_err().code(), Code::InvalidArgument);
     assert_eq!(client.get(0, false).await.unwrap_err().code(), Code::InvalidArgument);
+    // Worker reports: an empty batch is refused whole; a report on a task nobody holds is refused
+    // on its own (FAILED_PRECONDITION for the stale token), next to the batch's other answers.
+    let (code, msg) = code_and_message(client.report_many(Vec::new()).await.unwrap_err());
+    assert_eq!(code, Code::InvalidArgument);
+    assert!(msg.contains("report_batch_len_max"), "{msg}");
+    let stale = api::ReportRequest { task_id: first.id, token: 12345, finished: true, ..Default::default() };
+    let missing = api::ReportRequest { task_id: 424242, token: 1, ..Default::default() };
+    let outcomes = client.report_many(vec![stale, missing]).await.unwrap().outcomes;
+    assert_eq!(outcomes.len(), 2);
+    assert_eq!(Code::from(outcomes[0].code), Code::FailedPrecondition, "{outcomes:?}");
+    assert_eq!(Code::from(outcomes[1].code), Code::NotFound, "{outcomes:?}");
     assert_eq!(client.get(424242, false).await.unwrap_err().code(), Code::NotFound);
 
     // Garbage on the replica-to-replica service is refused without reaching Raft.

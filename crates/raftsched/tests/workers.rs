@@ -69,6 +69,18 @@ async fn submit_wait_runs_a_process_and_returns_its_output() {
     );
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     assert_eq!(stdout(&out), "oops");
+    // The API's submit-and-wait in one call: answered with the ended task; a task that outlives
+    // the wait is answered with it still unfinished; the same key again names the same task.
+    let client = cluster.client();
+    let quick = raftsched_client::builtin("echo", "in one call");
+    let reply = client.submit_waiting("one-call", quick.clone(), Duration::from_secs(20)).await.unwrap();
+    let task = reply.task.expect("a waiting submit returns the task");
+    assert_eq!((task.id, task.state.as_str(), task.output_tail.as_str()), (reply.id, "succeeded", "in one call\n"));
+    let again = client.submit_waiting("one-call", quick, Duration::from_secs(20)).await.unwrap();
+    assert_eq!((again.id, again.created), (reply.id, false));
+    let slow = client.submit_waiting("slow", sleep_task(3_000), Duration::from_millis(300)).await.unwrap();
+    let state = slow.task.expect("returned after the wait").state;
+    assert!(matches!(state.as_str(), "pending" | "assigned" | "running"), "{state}");
     let out = cli(&cluster.cluster_arg(), &["workers", "--json"]);
     let workers: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(workers[0]["id"], "w1");

@@ -25,6 +25,8 @@ pub const FORWARD_TIMEOUT: Duration = Duration::from_millis(2_000);
 pub const STATUS_TIMEOUT: Duration = Duration::from_millis(1_000);
 /// Connection timeout to a peer replica.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Reports in one `Worker.ReportMany` call.
+pub const REPORT_BATCH_LEN_MAX: usize = 256;
 /// Writes a follower hands to the leader in one `Raft.Forward` call (`forwarder.rs`).
 pub const FORWARD_BATCH_LEN_MAX: usize = 256;
 /// Backoff while no leader is known: starts here and doubles up to the max.

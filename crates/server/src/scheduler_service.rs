@@ -23,15 +23,31 @@ impl Scheduler for SchedulerService {
     async fn submit(&self, req: Request<api::SubmitRequest>) -> Result<Response<api::SubmitResponse>, Status> {
         let _permit = self.replica.admit()?;
         let req = req.into_inner();
+        // A waiting submit holds a long-poll slot too; taken first, so overload refuses it before
+        // anything is written.
+        let _long_poll = if req.wait_ms > 0 { Some(self.replica.admit_long_poll()?) } else { None };
         let spec = spec_from_api(req.spec)?;
         // Checked here to answer early and cheaply; `apply` checks again and its answer counts.
         validate_key(&req.key).map_err(|e| Status::invalid_argument(e.to_string()))?;
         spec.validate().map_err(|e| Status::invalid_argument(e.to_string()))?;
-        match self.replica.write(Op::Submit { key: req.key, spec }).await? {
-            SmResponse::Submitted { id, created } => Ok(Response::new(api::SubmitResponse { id, created })),
-            SmResponse::Rejected(r) => Err(rejection_to_status(r)),
-            other => Err(unexpected(other)),
+        let (id, created) = match self.replica.write(Op::Submit { key: req.key, spec }).await? {
+            SmResponse::Submitted { id, created } => (id, created),
+            SmResponse::Rejected(r) => return Err(rejection_to_status(r)),
+            other => return Err(unexpected(other)),
+        };
+        if req.wait_ms == 0 {
+            return Ok(Response::new(api::SubmitResponse { id, created, task: None }));
         }
+        // No read barrier: the wait is for a state in which the task has ended, which comes after
+        // the submit wherever it is read. (A follower may not have applied the submit yet: absent
+        // means "not yet" here.)
+        let wait = Duration::from_millis(u64::from(req.wait_ms).min(edge_limits::LONG_POLL_MS_MAX));
+        let ended = |sm: &raftsched_state::StateMachine| sm.get(id).filter(|t| t.state.is_terminal()).map(task_to_api);
+        let task = match self.replica.wait_for(wait, ended).await {
+            Some(task) => Some(task),
+            None => self.replica.sm.read(|sm| sm.get(id).map(task_to_api)),
+        };
+        Ok(Response::new(api::SubmitResponse { id, created, task }))
     }
 
     async fn get_task(&self, req: Request<api::GetTaskRequest>) -> Result<Response<api::Task>, Status> {

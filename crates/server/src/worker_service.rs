@@ -104,7 +104,38 @@ impl Worker for WorkerService {
 
     async fn report(&self, req: Request<api::ReportRequest>) -> Result<Response<api::ReportResponse>, Status> {
         let _permit = self.replica.admit()?;
-        let r = req.into_inner();
+        self.apply_report(req.into_inner()).await?;
+        Ok(Response::new(api::ReportResponse {}))
+    }
+
+    async fn report_many(
+        &self,
+        req: Request<api::ReportManyRequest>,
+    ) -> Result<Response<api::ReportManyResponse>, Status> {
+        let _permit = self.replica.admit()?;
+        let reports = req.into_inner().reports;
+        if reports.is_empty() || reports.len() > limits::REPORT_BATCH_LEN_MAX {
+            return Err(Status::invalid_argument(format!(
+                "{} reports: must be 1..={} (report_batch_len_max)",
+                reports.len(),
+                limits::REPORT_BATCH_LEN_MAX
+            )));
+        }
+        // All at once: they meet in the proposer (or the forwarder) and share one Raft entry.
+        let outcomes = futures::future::join_all(reports.into_iter().map(|r| async {
+            match self.apply_report(r).await {
+                Ok(()) => api::ReportOutcome { code: tonic::Code::Ok as i32, message: String::new() },
+                Err(status) => api::ReportOutcome { code: status.code() as i32, message: status.message().to_string() },
+            }
+        }))
+        .await;
+        Ok(Response::new(api::ReportManyResponse { outcomes }))
+    }
+}
+
+impl WorkerService {
+    /// Applies one worker report (checked, fenced by its token in `apply`).
+    async fn apply_report(&self, r: api::ReportRequest) -> Result<(), Status> {
         if r.output_tail.len() > sm_limits::OUTPUT_TAIL_BYTES_MAX {
             return Err(Status::invalid_argument(format!(
                 "output tail is {} bytes, over output_tail_bytes_max {}",
@@ -127,7 +158,7 @@ impl Worker for WorkerService {
             }
         }
         match self.replica.write(Op::Report { task_id: r.task_id, token, event }).await? {
-            SmResponse::Reported => Ok(Response::new(api::ReportResponse {})),
+            SmResponse::Reported => Ok(()),
             SmResponse::Rejected(r) => Err(rejection_to_status(r)),
             other => Err(unexpected(other)),
         }

@@ -14,6 +14,7 @@
 //! never has two live attempts as long as clocks drift in rate by less than that margin.
 
 pub mod exec;
+mod reporter;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -49,8 +50,6 @@ pub const REGISTER_TIMEOUT_MS_DEFAULT: u64 = 15_000;
 const POLL_WAIT_MS: u32 = 5_000;
 /// How often the lease is checked.
 const LEASE_CHECK_MS: u64 = 20;
-/// Tries of one report before the worker gives up on it (the lease decides the rest).
-const REPORT_TRIES_MAX: u32 = 50;
 /// An attempt still running after this long is reported `Started`; one that ends sooner is
 /// reported only once, `Finished` (which the state machine accepts from `assigned` too). A task
 /// that ends at once then costs one report, one RPC and one Raft write instead of two.
@@ -88,13 +87,14 @@ pub async fn run(config: WorkerConfig, mut shutdown: watch::Receiver<bool>) -> R
         Client::with_dialer(config.cluster.clone(), Duration::from_secs(10), &config.dialer)
             .map_err(|e| WorkerError::Refused(e.to_string()))?,
     );
+    let reporter = reporter::Reporter::start(client.clone());
     loop {
         let (epoch, lease_ms) = register(&client, &config, instance).await?;
         let lease =
             Arc::new(Mutex::new(Lease { deadline: Instant::now() + Duration::from_millis(lease_ms), lost: false }));
         tracing::info!(id = %config.id, epoch, lease_ms, "worker registered");
         let heartbeats = tokio::spawn(heartbeat_loop(config.clone(), instance, lease_ms, lease.clone()));
-        let stopped = serve(&client, &config, epoch, &lease, &mut shutdown).await;
+        let stopped = serve(&client, &reporter, &config, epoch, &lease, &mut shutdown).await;
         heartbeats.abort();
         if stopped {
             return Ok(());
@@ -162,6 +162,7 @@ async fn heartbeat_loop(config: WorkerConfig, instance: u64, lease_ms: u64, leas
 /// Serves one registration. Returns true on shutdown, false when the registration was lost.
 async fn serve(
     client: &Arc<Client>,
+    reporter: &reporter::Reporter,
     config: &WorkerConfig,
     epoch: u64,
     lease: &Arc<Mutex<Lease>>,
@@ -249,7 +250,7 @@ async fn serve(
                     let (kill_tx, kill_rx) = watch::channel(false);
                     n_spawned += 1;
                     running.insert(a.task_id, Running { token: a.token, spawn_id: n_spawned, kill: kill_tx });
-                    tokio::spawn(attempt(client.clone(), a, n_spawned, kill_rx, lease.clone(), done_tx.clone()));
+                    tokio::spawn(attempt(reporter.clone(), a, n_spawned, kill_rx, lease.clone(), done_tx.clone()));
                 }
             }
         }
@@ -257,7 +258,7 @@ async fn serve(
 }
 
 async fn attempt(
-    client: Arc<Client>,
+    reporter: reporter::Reporter,
     a: api::WorkAssignment,
     spawn_id: u64,
     kill: watch::Receiver<bool>,
@@ -274,7 +275,7 @@ async fn attempt(
         ended = &mut run => ended,
         _ = started_report => {
             let req = api::ReportRequest { task_id, token, finished: false, ..Default::default() };
-            if !report(&client, req).await {
+            if !reporter.report(req).await {
                 // Not ours any more (cancelled, reassigned), or no replica took the report: stop.
                 refused_tx.send_replace(true);
             }
@@ -287,7 +288,7 @@ async fn attempt(
             if lease_valid && !*kill.borrow() && !*refused_tx.borrow() =>
         {
             let req = api::ReportRequest { task_id, token, finished: true, exit_code, output_tail, timed_out };
-            report(&client, req).await
+            reporter.report(req).await
         }
         _ => {
             tracing::info!(task_id, token, "attempt killed; result dropped");
@@ -314,19 +315,4 @@ fn merge_kills(mut a: watch::Receiver<bool>, mut b: watch::Receiver<bool>) -> wa
         }
     });
     rx
-}
-
-/// Sends a report until it is acknowledged or refused. Returns whether it was acknowledged.
-async fn report(client: &Client, req: api::ReportRequest) -> bool {
-    for _ in 0..REPORT_TRIES_MAX {
-        match client.report(req.clone()).await {
-            Ok(_) => return true,
-            Err(ClientError::Refused(s)) => {
-                tracing::info!(task_id = req.task_id, token = req.token, "report refused: {}", s.message());
-                return false;
-            }
-            Err(e) => tracing::warn!(error = %e, "report failed; retrying"),
-        }
-    }
-    false
 }

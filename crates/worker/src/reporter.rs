@@ -1,0 +1,133 @@
+//! One report call for many attempts.
+//!
+//! A worker running many short tasks finishes several at about the same time; one `Worker.Report`
+//! call per attempt made the replicas handle one RPC per report. The reporter takes every report
+//! queued while its previous call was out and sends them in one `Worker.ReportMany` (no timer: a
+//! lone report goes out at once). Each report is still answered on its own: acknowledged, refused
+//! (a stale token: final), or tried again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use raftsched_client::{api, Client, ClientError};
+use tokio::sync::{mpsc, oneshot};
+use tonic::Code;
+
+/// Reports waiting for a call; over it, attempts wait to report (each holds a slot anyway).
+const REPORTS_QUEUED_MAX: usize = 4096;
+/// Reports in one call: the server's `report_batch_len_max`.
+const REPORT_BATCH_LEN_MAX: usize = 256;
+/// Tries of one report before the worker gives up on it (the lease decides the rest).
+const REPORT_TRIES_MAX: u32 = 50;
+/// Pause before another try of reports that could not be applied, so a cluster without a leader
+/// is not asked in a tight loop.
+const RETRY_PAUSE_MS: u64 = 100;
+
+struct Queued {
+    req: api::ReportRequest,
+    n_tries: u32,
+    ack: oneshot::Sender<bool>,
+}
+
+#[derive(Clone)]
+pub(crate) struct Reporter {
+    tx: mpsc::Sender<Queued>,
+}
+
+impl Reporter {
+    pub(crate) fn start(client: Arc<Client>) -> Reporter {
+        let (tx, rx) = mpsc::channel(REPORTS_QUEUED_MAX);
+        tokio::spawn(run(client, rx));
+        Reporter { tx }
+    }
+
+    /// Sends a report until it is acknowledged or refused. Returns whether it was acknowledged.
+    pub(crate) async fn report(&self, req: api::ReportRequest) -> bool {
+        let (ack, acked) = oneshot::channel();
+        if self.tx.send(Queued { req, n_tries: 0, ack }).await.is_err() {
+            return false;
+        }
+        acked.await.unwrap_or(false)
+    }
+}
+
+fn worth_retrying(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::Aborted
+            | Code::ResourceExhausted
+    )
+}
+
+async fn run(client: Arc<Client>, mut rx: mpsc::Receiver<Queued>) {
+    let mut again: Vec<Queued> = Vec::new();
+    loop {
+        let mut batch = std::mem::take(&mut again);
+        if batch.is_empty() {
+            match rx.recv().await {
+                Some(q) => batch.push(q),
+                None => return,
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(RETRY_PAUSE_MS)).await;
+        }
+        while batch.len() < REPORT_BATCH_LEN_MAX {
+            let Ok(q) = rx.try_recv() else { break };
+            batch.push(q);
+        }
+        let reqs: Vec<api::ReportRequest> = batch.iter().map(|q| q.req.clone()).collect();
+        let retry = |mut q: Queued, again: &mut Vec<Queued>| {
+            q.n_tries += 1;
+            if q.n_tries >= REPORT_TRIES_MAX {
+                tracing::warn!(
+                    task_id = q.req.task_id,
+                    token = q.req.token,
+                    "report given up after {} tries",
+                    q.n_tries
+                );
+                let _ = q.ack.send(false);
+            } else {
+                again.push(q);
+            }
+        };
+        match client.report_many(reqs).await {
+            Ok(reply) if reply.outcomes.len() == batch.len() => {
+                for (q, outcome) in batch.into_iter().zip(reply.outcomes) {
+                    let code = Code::from(outcome.code);
+                    if code == Code::Ok {
+                        let _ = q.ack.send(true);
+                    } else if worth_retrying(code) {
+                        retry(q, &mut again);
+                    } else {
+                        tracing::info!(
+                            task_id = q.req.task_id,
+                            token = q.req.token,
+                            "report refused: {}",
+                            outcome.message
+                        );
+                        let _ = q.ack.send(false);
+                    }
+                }
+            }
+            Ok(reply) => {
+                tracing::warn!("{} outcomes for {} reports; trying again", reply.outcomes.len(), batch.len());
+                batch.into_iter().for_each(|q| retry(q, &mut again));
+            }
+            Err(ClientError::Refused(status)) => {
+                // The whole call refused (a bound, a bad token): trying again cannot help.
+                tracing::warn!("reports refused: {}", status.message());
+                for q in batch {
+                    let _ = q.ack.send(false);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reports failed; trying again");
+                batch.into_iter().for_each(|q| retry(q, &mut again));
+            }
+        }
+    }
+}
