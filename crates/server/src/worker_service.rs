@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use raftsched_api as api;
 use raftsched_api::worker_server::Worker;
-use raftsched_state::{limits as sm_limits, NodeState, Op, ReportEvent, Response as SmResponse};
+use raftsched_state::{limits as sm_limits, NodeState, Op, Outcome, ReportEvent, Response as SmResponse};
 use tonic::{Request, Response, Status};
 
 use crate::convert::{rejection_to_status, spec_to_api, unexpected};
@@ -16,6 +16,23 @@ use crate::replica::Replica;
 
 pub struct WorkerService {
     pub replica: Arc<Replica>,
+}
+
+/// Whether an assignments poll must be answered now: the worker holds something it does not
+/// know of (`known` and `held` are sorted (task, token) pairs), or something it knows was taken
+/// from it (cancelled, reassigned, lost), which it must kill. An attempt that ended by the worker's
+/// own report is not news to it: answering for each of those cost one poll round trip per task.
+fn worth_answering(sm: &raftsched_state::StateMachine, known: &[(u64, u64)], held: &[(u64, u64)]) -> bool {
+    let ended_by_its_report = |&(task_id, token): &(u64, u64)| {
+        sm.get(task_id).is_none_or(|t| {
+            t.attempts.iter().any(|a| {
+                a.token == token
+                    && matches!(a.outcome, Some(Outcome::Succeeded | Outcome::Failed { .. } | Outcome::TimedOut))
+            })
+        })
+    };
+    held.iter().any(|h| known.binary_search(h).is_err())
+        || known.iter().any(|k| held.binary_search(k).is_err() && !ended_by_its_report(k))
 }
 
 #[tonic::async_trait]
@@ -81,15 +98,20 @@ impl Worker for WorkerService {
                 .collect();
             Some(held)
         };
+        // Checked on every apply: ids only; the assignments (with their specs) are built once
+        // there is something to say.
         let changed = |sm: &raftsched_state::StateMachine| -> Option<Option<Vec<api::WorkAssignment>>> {
-            match current(sm) {
-                None => Some(None),
-                Some(held) => {
-                    let mut ids: Vec<(u64, u64)> = held.iter().map(|a| (a.task_id, a.token)).collect();
-                    ids.sort_unstable();
-                    (ids != known).then_some(Some(held))
-                }
-            }
+            let Some(node) = sm.node(&r.id).filter(|n| n.epoch == r.epoch && n.state != NodeState::Down) else {
+                return Some(None);
+            };
+            let mut held: Vec<(u64, u64)> = node
+                .held
+                .iter()
+                .filter_map(|id| sm.get(*id))
+                .filter_map(|t| Some((t.id, t.assignment.as_ref()?.token)))
+                .collect();
+            held.sort_unstable();
+            worth_answering(sm, &known, &held).then(|| current(sm))
         };
         let result = match self.replica.wait_for(wait, changed).await {
             Some(result) => result,
