@@ -15,7 +15,11 @@
 //!   replica's place among the voters other than the silent leader, and the step is half of
 //!   `election_timeout_max - election_timeout_min`;
 //! - after campaigning itself without hearing of a winner: a fresh draw from
-//!   `[election_timeout_min, election_timeout_max)`, as plain Raft does.
+//!   `[election_timeout_min, election_timeout_max)`, as plain Raft does;
+//! - at once, above the candidate's term, when this replica refused a candidate for a shorter log
+//!   and has not heard from a leader for `election_timeout_min` either: the refused candidate
+//!   cannot win, and in a trio the only other voter is that candidate, which voted for itself in
+//!   its term (so a campaign at the same term would split the vote and cost a whole retry).
 //!
 //! Safety does not depend on any of this: openraft still decides every vote (terms, log
 //! up-to-dateness, the lease); the driver only decides when to ask.
@@ -39,11 +43,13 @@ use crate::replica::Replica;
 pub(crate) struct LeaderContact {
     base: Instant,
     at_ms: AtomicU64,
+    /// The term of the last candidate this replica refused for a shorter log.
+    outrun: watch::Sender<u64>,
 }
 
 impl Default for LeaderContact {
     fn default() -> Self {
-        LeaderContact { base: Instant::now(), at_ms: AtomicU64::new(0) }
+        LeaderContact { base: Instant::now(), at_ms: AtomicU64::new(0), outrun: watch::Sender::new(0) }
     }
 }
 
@@ -51,6 +57,13 @@ impl LeaderContact {
     pub(crate) fn touch(&self) {
         let ms = self.base.elapsed().as_millis() as u64;
         self.at_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// A candidate of `term` was refused because this replica's log is longer: it cannot win, and
+    /// the other voter of a trio may have voted for it already. Campaigning above its term at once
+    /// (if the leader is silent here too) ends the election a whole retry sooner.
+    pub(crate) fn outrun(&self, term: u64) {
+        self.outrun.send_replace(term);
     }
 
     fn last(&self) -> Instant {
@@ -76,6 +89,23 @@ fn after_campaign(timing: &RaftTiming) -> Duration {
     Duration::from_millis(rand::thread_rng().gen_range(timing.election_timeout_ms_min..timing.election_timeout_ms_max))
 }
 
+/// Campaigns until this replica's term is above `term` (each campaign raises it by one), at most
+/// three times.
+async fn campaign_above(replica: &Replica, term: u64) {
+    let mut metrics = replica.raft.metrics();
+    for _ in 0..3 {
+        if metrics.borrow_and_update().current_term > term {
+            return;
+        }
+        tracing::info!(id = replica.id, term, "refused a candidate with a shorter log: campaigning above its term");
+        if replica.raft.trigger().elect().await.is_err() {
+            return;
+        }
+        // The campaign shows in the metrics once openraft has handled it.
+        let _ = tokio::time::timeout(Duration::from_millis(50), metrics.changed()).await;
+    }
+}
+
 /// This replica's place among the voters that may replace `leader`, by id; `None` if it is not
 /// a voter.
 fn rank(voters: &[NodeId], me: NodeId, leader: Option<NodeId>) -> Option<u64> {
@@ -96,6 +126,8 @@ pub(crate) async fn run(replica: Arc<Replica>, timing: RaftTiming, mut stop: wat
     let heartbeat = Duration::from_millis(timing.heartbeat_interval_ms);
     let stall = heartbeat / 2;
     let mut not_before = Instant::now();
+    let mut outrun = contact.outrun.subscribe();
+    outrun.borrow_and_update();
     loop {
         let (state, rank, leader) = {
             let metrics = replica.raft.metrics();
@@ -114,6 +146,7 @@ pub(crate) async fn run(replica: Arc<Replica>, timing: RaftTiming, mut stop: wat
             // a leader that steps down waits a full lease before campaigning.
             contact.touch();
             campaigned = None;
+            outrun.borrow_and_update();
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(timing.election_timeout_ms_max)) => {}
                 _ = stop.changed() => return,
@@ -130,6 +163,20 @@ pub(crate) async fn run(replica: Arc<Replica>, timing: RaftTiming, mut stop: wat
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {}
                 _ = stop.changed() => return,
+                changed = outrun.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let term = *outrun.borrow_and_update();
+                    // Only against a silent leader: a live one keeps this replica's contact fresh,
+                    // and a stale candidate must not make it campaign against that leader.
+                    if contact.last() + Duration::from_millis(timing.election_timeout_ms_min) <= Instant::now() {
+                        campaign_above(&replica, term).await;
+                        campaigns_in_a_row += 1;
+                        campaigned = Some((Instant::now(), after_campaign(&timing)));
+                    }
+                    continue;
+                }
             }
             let overslept = Instant::now().saturating_duration_since(deadline);
             if overslept > stall {

@@ -50,11 +50,15 @@ impl RaftRpc for RaftService {
     }
 
     async fn vote(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        let rpc = decode(req, "vote request")?;
+        let rpc: openraft::raft::VoteRequest<raftsched_store::NodeId> = decode(req, "vote request")?;
+        let (candidate_term, candidate_log) = (rpc.vote.leader_id().term, rpc.last_log_id);
         let reply = self.replica.raft.vote(rpc).await;
-        if matches!(&reply, Ok(r) if r.vote_granted) {
+        match &reply {
             // Raft resets its election timer on granting a vote: the candidate gets its chance.
-            self.replica.leader_contact.touch();
+            Ok(r) if r.vote_granted => self.replica.leader_contact.touch(),
+            // Refused for a shorter log: this replica is the better candidate (`election.rs`).
+            Ok(r) if r.last_log_id > candidate_log => self.replica.leader_contact.outrun(candidate_term),
+            _ => {}
         }
         encode(&reply)
     }
