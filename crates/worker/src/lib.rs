@@ -275,11 +275,17 @@ async fn attempt(
         ended = &mut run => ended,
         _ = started_report => {
             let req = api::ReportRequest { task_id, token, finished: false, ..Default::default() };
-            if !reporter.report(req).await {
-                // Not ours any more (cancelled, reassigned), or no replica took the report: stop.
-                refused_tx.send_replace(true);
-            }
-            run.await
+            let report = async {
+                if !reporter.report(req).await {
+                    // Not ours any more (cancelled, reassigned), or no replica took the report.
+                    refused_tx.send_replace(true);
+                }
+            };
+            // The attempt keeps being driven while the report is out (it may be retried for a
+            // long time with the cluster out of reach): a kill (cancel, lease lost) must reach the
+            // process at once, or it could outlive the lease and overlap its reassigned attempt.
+            let (ended, ()) = tokio::join!(&mut run, report);
+            ended
         }
     };
     let lease_valid = Instant::now() < lease.lock().unwrap_or_else(|p| p.into_inner()).deadline;
