@@ -79,11 +79,14 @@ pub struct Client {
     single_attempt: bool,
 }
 
+/// Whether a call that failed with `code` may succeed if sent again (possibly to another replica):
+/// the client retries these itself; callers with per-item answers (`report_many`) use it too.
+pub fn retryable_code(code: Code) -> bool {
+    matches!(code, Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Aborted)
+}
+
 fn retryable(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Aborted
-    )
+    retryable_code(status.code())
 }
 
 impl Client {

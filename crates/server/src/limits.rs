@@ -25,6 +25,14 @@ pub const FORWARD_TIMEOUT: Duration = Duration::from_millis(2_000);
 pub const STATUS_TIMEOUT: Duration = Duration::from_millis(1_000);
 /// Connection timeout to a peer replica.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Refuses a batch of `len` items outside 1..=`max` with INVALID_ARGUMENT naming the limit.
+pub fn check_batch_len(what: &str, len: usize, max: usize, limit_name: &str) -> Result<(), tonic::Status> {
+    if len == 0 || len > max {
+        return Err(tonic::Status::invalid_argument(format!("{len} {what}: must be 1..={max} ({limit_name})")));
+    }
+    Ok(())
+}
+
 /// Reports in one `Worker.ReportMany` call.
 pub const REPORT_BATCH_LEN_MAX: usize = 256;
 /// Writes a follower hands to the leader in one `Raft.Forward` call (`forwarder.rs`).

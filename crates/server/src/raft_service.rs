@@ -78,13 +78,7 @@ impl RaftRpc for RaftService {
     /// a slot for each client request, so forwards are bounded by the followers' budgets.
     async fn forward(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
         let ops: Vec<Op> = decode(req, "forwarded ops")?;
-        if ops.is_empty() || ops.len() > limits::FORWARD_BATCH_LEN_MAX {
-            return Err(Status::invalid_argument(format!(
-                "{} forwarded ops: must be 1..={} (forward_batch_len_max)",
-                ops.len(),
-                limits::FORWARD_BATCH_LEN_MAX
-            )));
-        }
+        limits::check_batch_len("forwarded ops", ops.len(), limits::FORWARD_BATCH_LEN_MAX, "forward_batch_len_max")?;
         let outcomes = futures::future::join_all(ops.into_iter().map(|op| async {
             match self.replica.propose(op).await {
                 Ok(response) => Forwarded::Applied(response),

@@ -136,13 +136,7 @@ impl Worker for WorkerService {
     ) -> Result<Response<api::ReportManyResponse>, Status> {
         let _permit = self.replica.admit()?;
         let reports = req.into_inner().reports;
-        if reports.is_empty() || reports.len() > limits::REPORT_BATCH_LEN_MAX {
-            return Err(Status::invalid_argument(format!(
-                "{} reports: must be 1..={} (report_batch_len_max)",
-                reports.len(),
-                limits::REPORT_BATCH_LEN_MAX
-            )));
-        }
+        limits::check_batch_len("reports", reports.len(), limits::REPORT_BATCH_LEN_MAX, "report_batch_len_max")?;
         // All at once: they meet in the proposer (or the forwarder) and share one Raft entry.
         let outcomes = futures::future::join_all(reports.into_iter().map(|r| async {
             match self.apply_report(r).await {

@@ -51,16 +51,9 @@ impl Reporter {
     }
 }
 
+/// The client's own retry rule, plus overload: a report is worth sending again after the pause.
 fn worth_retrying(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::Cancelled
-            | Code::Unknown
-            | Code::Aborted
-            | Code::ResourceExhausted
-    )
+    raftsched_client::retryable_code(code) || code == Code::ResourceExhausted
 }
 
 async fn run(client: Arc<Client>, mut rx: mpsc::Receiver<Queued>) {
