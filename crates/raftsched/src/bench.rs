@@ -155,11 +155,21 @@ async fn run_load(args: BenchSubmitArgs, load: Load) -> Result<(), CliError> {
         }
         _ => 0,
     };
+    if args.connections == 0 || args.connections > CONCURRENCY_MAX {
+        return Err(CliError::Usage(format!("--connections must be 1..={CONCURRENCY_MAX}")));
+    }
+    // Loops share clients (each client holds one HTTP/2 connection per replica it talks to), so
+    // concurrent requests multiplex over a few connections, as etcd's load generator's do.
+    let n_clients = args.connections.min(args.concurrency);
+    let mut clients = Vec::with_capacity(n_clients);
+    for i in 0..n_clients {
+        clients.push(Arc::new(crate::client_cmds::connect(&args.cluster)?.prefer(i)));
+    }
     let duration = Duration::from_secs(args.duration_s);
     let started = Instant::now();
     let mut loops = Vec::with_capacity(args.concurrency);
     for i in 0..args.concurrency {
-        let client = crate::client_cmds::connect(&args.cluster)?.prefer(i);
+        let client = clients[i % n_clients].clone();
         let payload = payload.clone();
         let run_id = run_id.clone();
         loops.push(tokio::spawn(async move {

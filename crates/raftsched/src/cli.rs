@@ -587,6 +587,10 @@ pub struct BenchSubmitArgs {
     /// Size of each task's payload (an echo builtin's text).
     #[arg(long, default_value_t = 256)]
     pub payload_bytes: usize,
+    /// gRPC connections per replica that the loops share (loop i uses connection i mod N), as
+    /// `scripts/etcd-load` shares its 12; at most the concurrency.
+    #[arg(long, default_value_t = 12)]
+    pub connections: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,

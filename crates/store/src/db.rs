@@ -19,6 +19,8 @@ pub enum OpenError {
     WrongReplica { dir: PathBuf, expected: u64, found: u64 },
     #[error("data dir {dir} is damaged: {what}")]
     Corrupt { dir: PathBuf, what: String },
+    #[error("cannot start the log flush thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// Everything a replica needs from its data dir.
@@ -68,8 +70,8 @@ fn write_marker(dir: &Path, replica_id: u64) -> Result<(), OpenError> {
     Ok(())
 }
 
-/// Opens (or creates) the store of replica `replica_id` in `dir`. Must run inside a tokio runtime:
-/// it starts the group-commit flusher task.
+/// Opens (or creates) the store of replica `replica_id` in `dir`, and starts the group-commit
+/// flush thread.
 pub fn open(dir: &Path, replica_id: u64) -> Result<Opened, OpenError> {
     let marker = read_marker(dir)?;
     if let Some(found) = marker {
@@ -130,7 +132,7 @@ pub fn open(dir: &Path, replica_id: u64) -> Result<Opened, OpenError> {
         what: format!("cannot open the database file for syncing: {e}"),
     })?;
     let sync_stats = disk.stats();
-    let flusher = Flusher::start(disk.clone());
+    let flusher = Flusher::start(disk.clone()).map_err(OpenError::Thread)?;
     let sm_store = SmStore::load(disk.clone(), snap)
         .map_err(|e| OpenError::Corrupt { dir: dir.to_path_buf(), what: e.to_string() })?;
     let log_store = LogStore::new(disk, meta, log, flusher, sm_store.durable_snapshot());

@@ -54,12 +54,20 @@ impl DiskSync {
         Ok(DiskSync { db, anchor: Arc::new(anchor), stats: Arc::default() })
     }
 
-    /// Returns once everything written to sled before the call is durable.
+    /// Returns once everything written to sled before the call is durable. Runs both steps on one
+    /// blocking-pool thread: sled's own `flush_async` would hop to sled's thread pool first, and
+    /// each hop between threads cost about 0.1-0.3 ms on a loaded 2-core machine.
     pub(crate) async fn sync(&self) -> io::Result<()> {
+        let disk = self.clone();
+        tokio::task::spawn_blocking(move || disk.sync_blocking()).await.map_err(io::Error::other)?
+    }
+
+    /// Like [`DiskSync::sync`], on the calling thread (which it blocks for the length of a sled
+    /// flush and a `syncfs`, about 1-3 ms under load): for the group-commit thread.
+    pub(crate) fn sync_blocking(&self) -> io::Result<()> {
         let started = std::time::Instant::now();
-        self.db.flush_async().await.map_err(io::Error::other)?;
-        let anchor = self.anchor.clone();
-        tokio::task::spawn_blocking(move || sync_file_system(&anchor)).await.map_err(io::Error::other)??;
+        self.db.flush().map_err(io::Error::other)?;
+        sync_file_system(&self.anchor)?;
         self.stats.record(started.elapsed().as_micros() as u64);
         Ok(())
     }
