@@ -2,8 +2,9 @@
 //!
 //! openraft 0.9 appends and fsyncs each proposed entry on its own before the next, so one entry per
 //! client write caps the leader at one write per fsync. The proposer takes every client op queued
-//! while earlier batches are in flight and proposes them as one `Op::Batch` entry: one append, one
-//! fsync, one replication round for all of them. Nothing waits on a timer: a lone write goes out at
+//! while earlier batches are in flight and proposes them as one `Op::BatchDispatch` entry: one
+//! append, one fsync, one replication round for all of them, and the assignments they make
+//! possible. Nothing waits on a timer: a lone write goes out at
 //! once, and batches grow only with load.
 
 use std::sync::Arc;
@@ -73,15 +74,13 @@ async fn run(raft: Raft, id: NodeId, mut rx: mpsc::Receiver<Pending>) {
     }
 }
 
-async fn propose_batch(raft: &Raft, id: NodeId, mut batch: Vec<Pending>) {
-    if batch.len() == 1 {
-        let p = batch.pop().expect("one op");
-        let _ = p.reply.send(write(raft, id, p.op).await);
-        return;
-    }
+/// Proposes the batch as one `BatchDispatch` entry (even a lone op): apply runs the ops, then
+/// assigns pending tasks to free slots in the same entry, so a submit or a report that frees a
+/// slot needs no separate `Assign` round.
+async fn propose_batch(raft: &Raft, id: NodeId, batch: Vec<Pending>) {
     let (ops, replies): (Vec<Op>, Vec<oneshot::Sender<Reply>>) = batch.into_iter().map(|p| (p.op, p.reply)).unzip();
     let n_ops = ops.len();
-    match write(raft, id, Op::Batch { ops }).await {
+    match write(raft, id, Op::BatchDispatch { ops }).await {
         Ok(Response::Batch(responses)) if responses.len() == n_ops => {
             for (reply, response) in replies.into_iter().zip(responses) {
                 let _ = reply.send(Ok(response));

@@ -94,6 +94,18 @@ pub enum Op {
     PurgeFinished {
         keep: u64,
     },
+    /// Client ops applied in order exactly as `Batch` applies them, then dispatch: pending tasks
+    /// go to free worker slots as [`StateMachine::plan_assignments`] would plan them at `now_ms`
+    /// (at most `ASSIGN_BATCH_LEN_MAX`, looking at most `DISPATCH_SCAN_LEN_MAX` pending tasks),
+    /// with this entry's index as their token. The leader proposes client writes this way, so a
+    /// submitted task is assigned, and a slot a report freed is refilled, in the entry that made
+    /// it possible rather than by an `Assign` one commit later. Kept last: the log stores ops by
+    /// variant index, so earlier entries (`Batch`) still decode and replay as they did.
+    ///
+    /// [`StateMachine::plan_assignments`]: crate::StateMachine::plan_assignments
+    BatchDispatch {
+        ops: Vec<Op>,
+    },
 }
 
 /// Assign `task_id` to `worker_id` if the task is still pending with `attempts` attempts made and
@@ -131,6 +143,7 @@ impl Op {
             Op::FireSchedule { .. } => "fire_schedule",
             Op::ReleaseDue => "release_due",
             Op::PurgeFinished { .. } => "purge_finished",
+            Op::BatchDispatch { .. } => "batch_dispatch",
         }
     }
 }

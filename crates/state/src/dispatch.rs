@@ -12,6 +12,27 @@ impl StateMachine {
     /// priority first and FIFO within a priority, each to the ready worker with the right labels and
     /// the most free slots (ties: the lower id), at most `max_items`.
     pub fn plan_assignments(&self, now_ms: u64, max_items: usize) -> Vec<AssignItem> {
+        self.plan(now_ms, max_items, usize::MAX)
+    }
+
+    /// The dispatch step of a `BatchDispatch` entry: the plan at `now_ms` (looking at most
+    /// `DISPATCH_SCAN_LEN_MAX` pending tasks), applied at once with `index` as every token.
+    pub(crate) fn dispatch(&mut self, index: u64, now_ms: u64) {
+        let items = self.plan(now_ms, limits::ASSIGN_BATCH_LEN_MAX, limits::DISPATCH_SCAN_LEN_MAX);
+        for item in &items {
+            // No op of a batch assigns (`Assign` is refused in one), so every attempt made so far
+            // has a token below `index`: a task assigned here never shares a token with an
+            // earlier attempt of its own.
+            debug_assert!(self.tasks[&item.task_id].attempts.last().is_none_or(|a| a.token < index));
+            let assigned = self.assign_one(index, now_ms, item);
+            // The plan was made from this very state, one item per task within free slots.
+            debug_assert!(assigned, "a fresh plan applies in full: {item:?}");
+        }
+    }
+
+    /// Pending tasks whose backoff has passed, in queue order, each to the best ready worker, at
+    /// most `max_items`, looking at most `scan_len_max` pending tasks.
+    fn plan(&self, now_ms: u64, max_items: usize, scan_len_max: usize) -> Vec<AssignItem> {
         let max_items = max_items.min(limits::ASSIGN_BATCH_LEN_MAX);
         let mut free: Vec<(&str, u32)> = self
             .nodes
@@ -20,7 +41,7 @@ impl StateMachine {
             .map(|n| (n.id.as_str(), n.free_slots()))
             .collect();
         let mut items = Vec::new();
-        for &(_, id) in &self.pending {
+        for &(_, id) in self.pending.iter().take(scan_len_max) {
             if items.len() >= max_items || free.iter().all(|(_, f)| *f == 0) {
                 break;
             }

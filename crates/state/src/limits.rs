@@ -45,6 +45,11 @@ pub const WORKER_LABEL_COUNT_MAX: usize = 32;
 pub const BATCH_LEN_MAX: usize = 1024;
 /// Assignments in one Raft command.
 pub const ASSIGN_BATCH_LEN_MAX: usize = 1024;
+/// Pending tasks the dispatch step of a `BatchDispatch` entry looks at (in queue order) before it
+/// stops: it runs on every replica for every client write, so its cost must not grow with the
+/// queue when the first tasks fit no worker (labels). Tasks further back are left to the
+/// leader's own `Assign`, which looks at the whole queue.
+pub const DISPATCH_SCAN_LEN_MAX: usize = 256;
 /// Retry backoff after a failed or lost attempt: BASE * 2^(attempt-1), capped at MAX.
 pub const RETRY_BACKOFF_MS_BASE: u64 = 200;
 pub const RETRY_BACKOFF_MS_MAX: u64 = 10_000;

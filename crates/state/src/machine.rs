@@ -84,6 +84,13 @@ impl StateMachine {
         let now_ms = cmd.now_ms;
         let response = match &cmd.op {
             Op::Batch { ops } => self.batch(index, now_ms, ops),
+            Op::BatchDispatch { ops } => {
+                let response = self.batch(index, now_ms, ops);
+                if !matches!(response, Response::Rejected(_)) {
+                    self.dispatch(index, now_ms);
+                }
+                response
+            }
             op => self.apply_op(index, now_ms, op),
         };
         debug_assert_eq!(self.check_invariants(), Ok(()));
@@ -98,7 +105,7 @@ impl StateMachine {
             let reason = format!("{} ops in a batch, over batch_len_max {}", ops.len(), limits::BATCH_LEN_MAX);
             return Response::Rejected(Rejection::Invalid { reason });
         }
-        if ops.iter().any(|op| matches!(op, Op::Batch { .. } | Op::Assign { .. })) {
+        if ops.iter().any(|op| matches!(op, Op::Batch { .. } | Op::BatchDispatch { .. } | Op::Assign { .. })) {
             let reason = "a batch may not hold batches or assignments".to_string();
             return Response::Rejected(Rejection::Invalid { reason });
         }
@@ -107,7 +114,9 @@ impl StateMachine {
 
     fn apply_op(&mut self, index: u64, now_ms: u64, op: &Op) -> Response {
         match op {
-            Op::Batch { .. } => Response::Rejected(Rejection::Invalid { reason: "nested batch".to_string() }),
+            Op::Batch { .. } | Op::BatchDispatch { .. } => {
+                Response::Rejected(Rejection::Invalid { reason: "nested batch".to_string() })
+            }
             Op::Submit { key, spec } => self.submit(index, now_ms, key, spec),
             Op::Cancel { id } => self.cancel(index, *id, now_ms),
             Op::RegisterWorker { worker_id, instance, addr, slots, labels } => {

@@ -45,6 +45,11 @@ fn arb_step() -> impl Strategy<Value = Step> {
             ("[a-e]{0,1}", arb_spec()).prop_map(|(key, spec)| Op::Submit { key, spec }),
             (0u64..40).prop_map(|id| Op::Cancel { id }),
         ], 1..4).prop_map(|ops| Step::Op(Op::Batch { ops })),
+        // How the leader proposes client writes: the batch, then dispatch in the same entry.
+        1 => prop::collection::vec(prop_oneof![
+            ("[a-e]{0,1}", arb_spec()).prop_map(|(key, spec)| Op::Submit { key, spec }),
+            (0u64..40).prop_map(|id| Op::Cancel { id }),
+        ], 0..4).prop_map(|ops| Step::Op(Op::BatchDispatch { ops })),
         1 => (0usize..3, 0u64..2, 1u32..3, any::<bool>()).prop_map(|(worker, instance, slots, gpu)| Step::Register { worker, instance, slots, gpu }),
         1 => (0usize..3, 0u64..2).prop_map(|(worker, instance)| Step::Heartbeat { worker, instance }),
         1 => (0usize..3, prop::bool::weighted(0.3)).prop_map(|(worker, stale)| Step::Expire { worker, stale }),
@@ -214,7 +219,9 @@ proptest! {
                         prop_assert!(before_task.result.is_none());
                     }
                 }
-                (Op::Batch { ops }, Response::Batch(responses)) => prop_assert_eq!(ops.len(), responses.len()),
+                (Op::Batch { ops } | Op::BatchDispatch { ops }, Response::Batch(responses)) => {
+                    prop_assert_eq!(ops.len(), responses.len())
+                }
                 (Op::PurgeFinished { keep }, Response::Purged { n_purged }) => {
                     // Only finished tasks go, oldest first, down to `keep`.
                     let finished = |m: &StateMachine| [TaskState::Succeeded, TaskState::Failed, TaskState::Cancelled].iter().map(|s| m.count(*s)).sum::<u64>();

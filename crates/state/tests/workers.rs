@@ -165,3 +165,68 @@ fn cancel_of_a_running_task_ends_its_attempt_and_frees_the_slot() {
     assert_eq!(log.sm.node("w1").unwrap().free_slots(), 1);
     assert!(matches!(log.finish(3, id, token, 0), Response::Rejected(Rejection::StaleToken { .. })));
 }
+
+/// Goal: a `BatchDispatch` entry (how the leader proposes client writes) assigns what its ops made
+/// assignable, under its own index as the token, in the same entry: a submit finds a free slot at
+/// once, and a report that frees a slot refills it with the next pending task.
+#[test]
+fn batch_dispatch_assigns_in_the_entry_that_made_it_possible() {
+    let mut log = Log::new();
+    log.register(0, "w1", 1, 1, &[]);
+    let submit = |key: &str| Op::Submit { key: key.into(), spec: TaskSpec::builtin("echo", key) };
+    let r = log.apply(10, Op::BatchDispatch { ops: vec![submit("a"), submit("b")] });
+    let Response::Batch(responses) = r else { panic!("{r:?}") };
+    let ids: Vec<u64> = responses
+        .iter()
+        .map(|r| match r {
+            Response::Submitted { id, created: true } => *id,
+            r => panic!("{r:?}"),
+        })
+        .collect();
+    let submit_index = log.index;
+    // One slot: the first task in queue order runs, under the entry's index; the second waits.
+    let a = log.sm.get(ids[0]).unwrap();
+    assert_eq!((a.state, a.assignment.as_ref().map(|x| x.token)), (TaskState::Assigned, Some(submit_index)));
+    assert_eq!(a.attempts[0].assigned_at_ms, 10);
+    assert_eq!(log.sm.get(ids[1]).unwrap().state, TaskState::Pending);
+
+    // The report that ends `a` frees the slot, and the same entry hands it `b`.
+    let event = ReportEvent::Finished { exit_code: 0, output_tail: String::new(), timed_out: false };
+    let r = log.apply(20, Op::BatchDispatch { ops: vec![Op::Report { task_id: ids[0], token: submit_index, event }] });
+    assert_eq!(r, Response::Batch(vec![Response::Reported]));
+    assert_eq!(log.sm.get(ids[0]).unwrap().state, TaskState::Succeeded);
+    let b = log.sm.get(ids[1]).unwrap();
+    assert_eq!((b.state, b.assignment.as_ref().map(|x| x.token)), (TaskState::Assigned, Some(log.index)));
+    // Nothing left for the leader's own plan.
+    assert!(log.sm.plan_assignments(20, 100).is_empty());
+}
+
+/// Goal: a failed attempt retried at once is reassigned by a later entry, never under the token
+/// of the entry that ended it (a token names one attempt), and a rejected batch assigns nothing.
+#[test]
+fn batch_dispatch_never_reuses_a_token_and_a_rejected_batch_assigns_nothing() {
+    let mut log = Log::new();
+    let id = log.submit("k", TaskSpec::builtin("echo", "fails"));
+    // Nested batches are refused whole: no dispatch either.
+    log.register(0, "w1", 1, 1, &[]);
+    let nested = Op::BatchDispatch { ops: vec![Op::Batch { ops: vec![] }] };
+    assert!(matches!(log.apply(5, nested), Response::Rejected(Rejection::Invalid { .. })));
+    assert_eq!(log.sm.get(id).unwrap().state, TaskState::Pending);
+    // An empty batch dispatches what is pending.
+    assert_eq!(log.apply(10, Op::BatchDispatch { ops: vec![] }), Response::Batch(vec![]));
+    let token = log.sm.get(id).unwrap().assignment.as_ref().unwrap().token;
+    assert_eq!(token, log.index);
+    // Failure: back to pending with a backoff, so the entry that ended it does not reassign it.
+    let event = ReportEvent::Finished { exit_code: 1, output_tail: String::new(), timed_out: false };
+    log.apply(20, Op::BatchDispatch { ops: vec![Op::Report { task_id: id, token, event }] });
+    let task = log.sm.get(id).unwrap();
+    assert_eq!(task.state, TaskState::Pending);
+    let not_before_ms = task.not_before_ms;
+    assert!(not_before_ms > 20);
+    // Once the backoff has passed, any client write dispatches it under a new, larger token.
+    log.apply(not_before_ms, Op::BatchDispatch { ops: vec![Op::Heartbeat { worker_id: "w1".into(), instance: 1 }] });
+    let task = log.sm.get(id).unwrap();
+    assert_eq!(task.state, TaskState::Assigned);
+    assert_eq!(task.attempts.len(), 2);
+    assert!(task.attempts[1].token > task.attempts[0].token);
+}
