@@ -101,6 +101,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
     let sm = opened.sm_store.handle();
     let opened_sync_stats = opened.sync_stats.clone();
     let committed_index = opened.committed_index.clone();
+    let log_flushes = opened.log_store.flushes();
     let raft_config = Config {
         cluster_name: "raftsched".to_string(),
         heartbeat_interval: config.timing.heartbeat_interval_ms,
@@ -158,7 +159,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         }
     }
 
-    let proposer = crate::proposer::Proposer::start(raft.clone(), config.id);
+    let proposer = crate::proposer::Proposer::start(raft.clone(), config.id, log_flushes);
     let forwarder = crate::forwarder::Forwarder::start(peers.clone());
     let replica = Arc::new(Replica {
         id: config.id,

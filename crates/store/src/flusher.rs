@@ -13,7 +13,7 @@
 use std::io;
 
 use openraft::storage::LogFlushed;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::disk::DiskSync;
 use crate::TypeConfig;
@@ -27,14 +27,22 @@ const FLUSH_BATCH_LEN_MAX: usize = 1024;
 #[derive(Clone)]
 pub(crate) struct Flusher {
     tx: mpsc::Sender<LogFlushed<TypeConfig>>,
+    flushes: watch::Receiver<u64>,
 }
 
 impl Flusher {
     /// Starts the flush thread; it ends when every `Flusher` handle is dropped.
     pub(crate) fn start(disk: DiskSync) -> io::Result<Flusher> {
         let (tx, rx) = mpsc::channel(FLUSH_QUEUE_LEN_MAX);
-        std::thread::Builder::new().name("raftsched-flush".into()).spawn(move || run(disk, rx))?;
-        Ok(Flusher { tx })
+        let (flushed, flushes) = watch::channel(0);
+        std::thread::Builder::new().name("raftsched-flush".into()).spawn(move || run(disk, rx, flushed))?;
+        Ok(Flusher { tx, flushes })
+    }
+
+    /// How many group flushes have completed (successfully) so far: the leader's proposer paces
+    /// its batches on it.
+    pub(crate) fn flushes(&self) -> watch::Receiver<u64> {
+        self.flushes.clone()
     }
 
     /// Queues `callback` to be completed after the next flush. The caller must have written the
@@ -46,7 +54,7 @@ impl Flusher {
     }
 }
 
-fn run(disk: DiskSync, mut rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
+fn run(disk: DiskSync, mut rx: mpsc::Receiver<LogFlushed<TypeConfig>>, flushed: watch::Sender<u64>) {
     let mut batch: Vec<LogFlushed<TypeConfig>> = Vec::with_capacity(FLUSH_BATCH_LEN_MAX);
     // Runs until every Flusher handle (the log store and its clones) is dropped.
     while let Some(first) = rx.blocking_recv() {
@@ -65,6 +73,9 @@ fn run(disk: DiskSync, mut rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
                 Err(e) => Err(io::Error::new(e.kind(), format!("log sync failed: {e}"))),
             };
             callback.log_io_completed(r);
+        }
+        if result.is_ok() {
+            flushed.send_modify(|n| *n += 1);
         }
         if let Err(e) = result {
             // A failed fsync leaves the disk in an unknown state; openraft stops this replica on

@@ -80,6 +80,11 @@ impl LogStore {
         Ok(())
     }
 
+    /// The number of completed log flushes, as it grows.
+    pub fn flushes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.flusher.flushes()
+    }
+
     /// The commit index openraft last reported, shared (for metrics).
     pub fn committed_index(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
         self.committed_index.clone()
