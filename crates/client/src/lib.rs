@@ -3,8 +3,11 @@
 //! It knows every replica's address, sends each call to one of them, and on `UNAVAILABLE` (no
 //! leader yet, a replica down, a leader killed mid-call) tries the next replica with exponential
 //! backoff until the call's timeout. Any replica serves any call, so the client never needs to
-//! know which one leads. Retrying a submit is safe because it carries an idempotency key: the state
-//! machine answers a repeated key with the task it already created.
+//! know which one leads; but a follower's answer to a write names the leader (`LEADER_HINT_KEY`),
+//! and the client sends its next writes there, which spares the follower's forward hop. Reads stay
+//! with the replica that last answered one, so many clients' reads stay spread. Retrying a submit
+//! is safe because it carries an idempotency key: the state machine answers a repeated key with the
+//! task it already created.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -27,6 +30,15 @@ const REPLY_BYTES_MAX: usize = 64 * 1024 * 1024;
 const BACKOFF_MS_MIN: u64 = 20;
 const BACKOFF_MS_MAX: u64 = 500;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// `Client::leader` when no leader is known.
+const NO_LEADER: usize = usize::MAX;
+
+/// Whether a call writes (and so is best sent to the leader) or reads (served by any replica).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Read,
+    Write,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -74,6 +86,9 @@ pub struct Client {
     timeout: Duration,
     /// The replica to try first: the last one that answered.
     preferred: AtomicUsize,
+    /// The replica writes go to first: the leader as the last write's answer named it
+    /// (`LEADER_HINT_KEY`), or `NO_LEADER`. Reads keep to `preferred`, so they stay spread.
+    leader: AtomicUsize,
     /// No retries: a retryable error is returned as `Unavailable` at once (a test harness that
     /// records each call's outcome needs one attempt per call).
     single_attempt: bool,
@@ -115,6 +130,7 @@ impl Client {
             token: dialer.token.clone(),
             timeout,
             preferred: AtomicUsize::new(0),
+            leader: AtomicUsize::new(NO_LEADER),
             single_attempt: false,
         })
     }
@@ -135,6 +151,34 @@ impl Client {
         &self.addrs
     }
 
+    /// Like `call`, for a write: sent to the leader first when an earlier write's answer named it.
+    async fn call_write<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(SchedulerClient<AuthChannel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let mut call = call;
+        let token = &self.token;
+        self.call_channel(Route::Write, |channel| {
+            call(SchedulerClient::with_interceptor(channel, token.clone()).max_decoding_message_size(REPLY_BYTES_MAX))
+        })
+        .await
+    }
+
+    /// Like `call_worker`, for a write (reports, heartbeats, registration).
+    async fn call_worker_write<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(WorkerClient<AuthChannel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let mut call = call;
+        let token = &self.token;
+        self.call_channel(Route::Write, |channel| {
+            call(WorkerClient::with_interceptor(channel, token.clone()).max_decoding_message_size(REPLY_BYTES_MAX))
+        })
+        .await
+    }
+
     /// Runs `call` against replicas in turn until one answers with anything but a retryable error.
     async fn call<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where
@@ -143,7 +187,7 @@ impl Client {
     {
         let mut call = call;
         let token = &self.token;
-        self.call_channel(|channel| {
+        self.call_channel(Route::Read, |channel| {
             call(SchedulerClient::with_interceptor(channel, token.clone()).max_decoding_message_size(REPLY_BYTES_MAX))
         })
         .await
@@ -157,20 +201,25 @@ impl Client {
     {
         let mut call = call;
         let token = &self.token;
-        self.call_channel(|channel| {
+        self.call_channel(Route::Read, |channel| {
             call(WorkerClient::with_interceptor(channel, token.clone()).max_decoding_message_size(REPLY_BYTES_MAX))
         })
         .await
     }
 
-    async fn call_channel<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    async fn call_channel<T, F, Fut>(&self, route: Route, mut call: F) -> Result<T, ClientError>
     where
         F: FnMut(Channel) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let started = Instant::now();
         let mut backoff_ms = BACKOFF_MS_MIN;
-        let mut index = self.preferred.load(Ordering::Relaxed) % self.addrs.len();
+        let leader = self.leader.load(Ordering::Relaxed);
+        let mut index = if route == Route::Write && leader < self.addrs.len() {
+            leader
+        } else {
+            self.preferred.load(Ordering::Relaxed) % self.addrs.len()
+        };
         let mut n_tried = 0usize;
         let mut last = String::from("not tried");
         loop {
@@ -180,7 +229,17 @@ impl Client {
             }
             match tokio::time::timeout(remaining, call(self.channels[index].clone())).await {
                 Ok(Ok(reply)) => {
-                    self.preferred.store(index, Ordering::Relaxed);
+                    if route == Route::Write {
+                        // A replica that forwarded names the leader; one that did not is it.
+                        let hinted = reply
+                            .metadata()
+                            .get(raftsched_api::LEADER_HINT_KEY)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|addr| self.addrs.iter().position(|a| a == addr));
+                        self.leader.store(hinted.unwrap_or(index), Ordering::Relaxed);
+                    } else {
+                        self.preferred.store(index, Ordering::Relaxed);
+                    }
                     return Ok(reply.into_inner());
                 }
                 Ok(Err(status)) if !retryable(&status) => return Err(ClientError::Refused(status)),
@@ -191,6 +250,8 @@ impl Client {
                 return Err(ClientError::Unavailable { timeout_ms: self.timeout.as_millis(), last });
             }
             tracing::debug!(%last, "retrying through the next replica");
+            // The leader as last known did not answer: forget it, so the next write looks again.
+            let _ = self.leader.compare_exchange(index, NO_LEADER, Ordering::Relaxed, Ordering::Relaxed);
             index = (index + 1) % self.addrs.len();
             n_tried += 1;
             // Back off once every replica has been tried in this round.
@@ -217,7 +278,7 @@ impl Client {
     ) -> Result<api::SubmitResponse, ClientError> {
         let wait_ms = wait.as_millis().min(u128::from(u32::MAX)) as u32;
         let req = api::SubmitRequest { key: key.to_string(), spec: Some(spec), wait_ms };
-        self.call(|mut c| {
+        self.call_write(|mut c| {
             let req = req.clone();
             async move { c.submit(req).await }
         })
@@ -237,7 +298,7 @@ impl Client {
     }
 
     pub async fn cancel(&self, id: u64) -> Result<api::CancelResponse, ClientError> {
-        self.call(|mut c| async move { c.cancel(api::CancelRequest { id }).await }).await
+        self.call_write(|mut c| async move { c.cancel(api::CancelRequest { id }).await }).await
     }
 
     /// Long poll: the task once its version is above `after_version`, or as it is after `wait`.
@@ -260,7 +321,7 @@ impl Client {
 
     pub async fn drain_worker(&self, id: &str) -> Result<api::DrainWorkerResponse, ClientError> {
         let id = id.to_string();
-        self.call(|mut c| {
+        self.call_write(|mut c| {
             let id = id.clone();
             async move { c.drain_worker(api::DrainWorkerRequest { id }).await }
         })
@@ -271,7 +332,7 @@ impl Client {
         &self,
         req: api::RegisterWorkerRequest,
     ) -> Result<api::RegisterWorkerResponse, ClientError> {
-        self.call_worker(|mut c| {
+        self.call_worker_write(|mut c| {
             let req = req.clone();
             async move { c.register_worker(req).await }
         })
@@ -280,7 +341,7 @@ impl Client {
 
     pub async fn heartbeat(&self, id: &str, instance: u64) -> Result<api::HeartbeatResponse, ClientError> {
         let id = id.to_string();
-        self.call_worker(|mut c| {
+        self.call_worker_write(|mut c| {
             let id = id.clone();
             async move { c.heartbeat(api::HeartbeatRequest { id, instance }).await }
         })
@@ -296,7 +357,7 @@ impl Client {
     }
 
     pub async fn report(&self, req: api::ReportRequest) -> Result<api::ReportResponse, ClientError> {
-        self.call_worker(|mut c| {
+        self.call_worker_write(|mut c| {
             let req = req.clone();
             async move { c.report(req).await }
         })
@@ -306,7 +367,7 @@ impl Client {
     /// Several reports in one call; one outcome per report, in order (`code` 0: applied).
     pub async fn report_many(&self, reports: Vec<api::ReportRequest>) -> Result<api::ReportManyResponse, ClientError> {
         let req = api::ReportManyRequest { reports };
-        self.call_worker(|mut c| {
+        self.call_worker_write(|mut c| {
             let req = req.clone();
             async move { c.report_many(req).await }
         })
@@ -336,7 +397,7 @@ impl Client {
         spec: api::ScheduleSpec,
     ) -> Result<api::ScheduleResponse, ClientError> {
         let req = api::CreateScheduleRequest { name: name.to_string(), spec: Some(spec) };
-        self.call(|mut c| {
+        self.call_write(|mut c| {
             let req = req.clone();
             async move { c.create_schedule(req).await }
         })
@@ -359,7 +420,7 @@ impl Client {
     /// Pauses (`paused`) or resumes a schedule.
     pub async fn pause_schedule(&self, name: &str, paused: bool) -> Result<api::ScheduleResponse, ClientError> {
         let req = api::PauseScheduleRequest { name: name.to_string(), paused };
-        self.call(|mut c| {
+        self.call_write(|mut c| {
             let req = req.clone();
             async move { c.pause_schedule(req).await }
         })
@@ -368,7 +429,7 @@ impl Client {
 
     pub async fn delete_schedule(&self, name: &str) -> Result<api::ScheduleResponse, ClientError> {
         let req = api::DeleteScheduleRequest { name: name.to_string() };
-        self.call(|mut c| {
+        self.call_write(|mut c| {
             let req = req.clone();
             async move { c.delete_schedule(req).await }
         })

