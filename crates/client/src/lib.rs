@@ -34,6 +34,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(1_000);
 const NO_LEADER: usize = usize::MAX;
 
 /// Whether a call writes (and so is best sent to the leader) or reads (served by any replica).
+/// A worker's assignments poll counts as a write: the leader applies an entry first, so a poll
+/// there hears of new work a commit round earlier than one on a follower.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Route {
     Read,
@@ -165,8 +167,9 @@ impl Client {
         .await
     }
 
-    /// Like `call_worker`, for a write (reports, heartbeats, registration).
-    async fn call_worker_write<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    /// For the worker service: every worker call (registration, heartbeats, reports and the
+    /// assignments poll) goes to the leader first, like a write.
+    async fn call_worker<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where
         F: FnMut(WorkerClient<AuthChannel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
@@ -189,20 +192,6 @@ impl Client {
         let token = &self.token;
         self.call_channel(Route::Read, |channel| {
             call(SchedulerClient::with_interceptor(channel, token.clone()).max_decoding_message_size(REPLY_BYTES_MAX))
-        })
-        .await
-    }
-
-    /// Like `call`, for the worker service.
-    async fn call_worker<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
-    where
-        F: FnMut(WorkerClient<AuthChannel>) -> Fut,
-        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
-    {
-        let mut call = call;
-        let token = &self.token;
-        self.call_channel(Route::Read, |channel| {
-            call(WorkerClient::with_interceptor(channel, token.clone()).max_decoding_message_size(REPLY_BYTES_MAX))
         })
         .await
     }
@@ -332,7 +321,7 @@ impl Client {
         &self,
         req: api::RegisterWorkerRequest,
     ) -> Result<api::RegisterWorkerResponse, ClientError> {
-        self.call_worker_write(|mut c| {
+        self.call_worker(|mut c| {
             let req = req.clone();
             async move { c.register_worker(req).await }
         })
@@ -341,7 +330,7 @@ impl Client {
 
     pub async fn heartbeat(&self, id: &str, instance: u64) -> Result<api::HeartbeatResponse, ClientError> {
         let id = id.to_string();
-        self.call_worker_write(|mut c| {
+        self.call_worker(|mut c| {
             let id = id.clone();
             async move { c.heartbeat(api::HeartbeatRequest { id, instance }).await }
         })
@@ -357,7 +346,7 @@ impl Client {
     }
 
     pub async fn report(&self, req: api::ReportRequest) -> Result<api::ReportResponse, ClientError> {
-        self.call_worker_write(|mut c| {
+        self.call_worker(|mut c| {
             let req = req.clone();
             async move { c.report(req).await }
         })
@@ -367,7 +356,7 @@ impl Client {
     /// Several reports in one call; one outcome per report, in order (`code` 0: applied).
     pub async fn report_many(&self, reports: Vec<api::ReportRequest>) -> Result<api::ReportManyResponse, ClientError> {
         let req = api::ReportManyRequest { reports };
-        self.call_worker_write(|mut c| {
+        self.call_worker(|mut c| {
             let req = req.clone();
             async move { c.report_many(req).await }
         })

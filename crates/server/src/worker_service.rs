@@ -118,7 +118,7 @@ impl Worker for WorkerService {
             None => self.replica.sm.read(current),
         };
         known.clear();
-        Ok(Response::new(match result {
+        Ok(self.replica.hinted(match result {
             Some(assignments) => api::AssignmentsResponse { assignments, registered: true },
             None => api::AssignmentsResponse { assignments: Vec::new(), registered: false },
         }))
