@@ -153,6 +153,12 @@ impl Client {
         &self.addrs
     }
 
+    /// The replica this client sends writes to first: the leader as the last write's answer named
+    /// it, if that is one of its addresses; `None` before any write or after the leader failed.
+    pub fn leader_addr(&self) -> Option<&str> {
+        self.addrs.get(self.leader.load(Ordering::Relaxed)).map(String::as_str)
+    }
+
     /// Like `call`, for a write: sent to the leader first when an earlier write's answer named it.
     async fn call_write<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where

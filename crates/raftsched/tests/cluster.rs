@@ -187,3 +187,47 @@ async fn finished_tasks_beyond_the_retention_limit_are_purged() {
         assert_eq!(list_all(&cluster.client_of(id), true).await.len(), 11, "replica {id}");
     }
 }
+
+/// Goal: writes find the leader by themselves. A follower's answer to a write names the leader
+/// (`raftsched-leader` metadata; the leader's own answer names nobody), a client given every
+/// replica sends its next writes there, and after the leader is killed the client's writes still
+/// succeed and it follows the new leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_follow_the_leader_hint_across_a_leader_kill() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader().await;
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let hint_of = |addr: String, key: &'static str| async move {
+        let mut raw =
+            raftsched_client::api::scheduler_client::SchedulerClient::connect(format!("http://{addr}")).await.unwrap();
+        let req = raftsched_client::api::SubmitRequest { key: key.into(), spec: Some(echo(key)), wait_ms: 0 };
+        let reply = raw.submit(req).await.unwrap();
+        reply.metadata().get(raftsched_client::api::LEADER_HINT_KEY).map(|v| v.to_str().unwrap().to_string())
+    };
+    assert_eq!(hint_of(cluster.addr(follower), "raw-via-follower").await, Some(cluster.addr(leader)));
+    assert_eq!(hint_of(cluster.addr(leader), "raw-via-leader").await, None);
+
+    // A client that starts at the follower moves its writes to the leader after one answer.
+    let addrs: Vec<String> = cluster.ids().into_iter().map(|id| cluster.addr(id)).collect();
+    let follower_idx = addrs.iter().position(|a| *a == cluster.addr(follower)).unwrap();
+    let client = Client::new(addrs, DEADLINE).unwrap().prefer(follower_idx);
+    assert_eq!(client.leader_addr(), None);
+    client.submit("hinted-1", echo("1")).await.unwrap();
+    assert_eq!(client.leader_addr(), Some(cluster.addr(leader).as_str()));
+    client.submit("hinted-2", echo("2")).await.unwrap();
+
+    // The leader dies: the next write still succeeds (through another replica), and the client's
+    // writes then follow whoever leads now.
+    cluster.kill9(leader);
+    let reply = client.submit("after-kill", echo("3")).await.unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    assert!(reply.created);
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, leader);
+    client.submit("after-kill-2", echo("4")).await.unwrap();
+    assert_eq!(client.leader_addr(), Some(cluster.addr(new_leader).as_str()));
+    // Every write is there, once.
+    let tasks = list_all(&cluster.client(), false).await;
+    for key in ["raw-via-follower", "raw-via-leader", "hinted-1", "hinted-2", "after-kill", "after-kill-2"] {
+        assert_eq!(tasks.iter().filter(|t| t.key == key).count(), 1, "{key}");
+    }
+}
