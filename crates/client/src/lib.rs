@@ -225,13 +225,18 @@ impl Client {
             match tokio::time::timeout(remaining, call(self.channels[index].clone())).await {
                 Ok(Ok(reply)) => {
                     if route == Route::Write {
-                        // A replica that forwarded names the leader; one that did not is it.
-                        let hinted = reply
-                            .metadata()
-                            .get(raftsched_api::LEADER_HINT_KEY)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|addr| self.addrs.iter().position(|a| a == addr));
-                        self.leader.store(hinted.unwrap_or(index), Ordering::Relaxed);
+                        // A replica that forwarded names the leader; one that did not is it. A
+                        // leader this client has no address for (another advertised name) is
+                        // not one it can go to: it keeps to its own order then.
+                        let leader = match reply.metadata().get(raftsched_api::LEADER_HINT_KEY) {
+                            None => index,
+                            Some(hint) => hint
+                                .to_str()
+                                .ok()
+                                .and_then(|addr| self.addrs.iter().position(|a| a == addr))
+                                .unwrap_or(NO_LEADER),
+                        };
+                        self.leader.store(leader, Ordering::Relaxed);
                     } else {
                         self.preferred.store(index, Ordering::Relaxed);
                     }
