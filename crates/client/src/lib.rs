@@ -165,12 +165,7 @@ impl Client {
         F: FnMut(SchedulerClient<AuthChannel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        let mut call = call;
-        let token = &self.token;
-        self.call_channel(Route::Write, |channel| {
-            call(SchedulerClient::with_interceptor(channel, token.clone()).max_decoding_message_size(REPLY_BYTES_MAX))
-        })
-        .await
+        self.call_scheduler(Route::Write, call).await
     }
 
     /// For the worker service: every worker call (registration, heartbeats, reports and the
@@ -194,9 +189,17 @@ impl Client {
         F: FnMut(SchedulerClient<AuthChannel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
+        self.call_scheduler(Route::Read, call).await
+    }
+
+    async fn call_scheduler<T, F, Fut>(&self, route: Route, call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(SchedulerClient<AuthChannel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
         let mut call = call;
         let token = &self.token;
-        self.call_channel(Route::Read, |channel| {
+        self.call_channel(route, |channel| {
             call(SchedulerClient::with_interceptor(channel, token.clone()).max_decoding_message_size(REPLY_BYTES_MAX))
         })
         .await
