@@ -31,6 +31,14 @@ enum Step {
 
 const WORKERS: [&str; 3] = ["w1", "w2", "w3"];
 
+/// A client write as batches carry them.
+fn arb_client_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        ("[a-e]{0,1}", arb_spec()).prop_map(|(key, spec)| Op::Submit { key, spec }),
+        (0u64..40).prop_map(|id| Op::Cancel { id }),
+    ]
+}
+
 fn arb_step() -> impl Strategy<Value = Step> {
     prop_oneof![
         3 => ("[a-e]{0,1}", arb_spec(), -1i32..2, 1u32..4, prop::bool::weighted(0.2)).prop_map(|(key, mut spec, priority, max_attempts, gpu)| {
@@ -41,15 +49,9 @@ fn arb_step() -> impl Strategy<Value = Step> {
         }),
         1 => (0u64..40).prop_map(|id| Step::Op(Op::Cancel { id })),
         1 => (0u64..4).prop_map(|keep| Step::Op(Op::PurgeFinished { keep })),
-        1 => prop::collection::vec(prop_oneof![
-            ("[a-e]{0,1}", arb_spec()).prop_map(|(key, spec)| Op::Submit { key, spec }),
-            (0u64..40).prop_map(|id| Op::Cancel { id }),
-        ], 1..4).prop_map(|ops| Step::Op(Op::Batch { ops })),
+        1 => prop::collection::vec(arb_client_op(), 1..4).prop_map(|ops| Step::Op(Op::Batch { ops })),
         // How the leader proposes client writes: the batch, then dispatch in the same entry.
-        1 => prop::collection::vec(prop_oneof![
-            ("[a-e]{0,1}", arb_spec()).prop_map(|(key, spec)| Op::Submit { key, spec }),
-            (0u64..40).prop_map(|id| Op::Cancel { id }),
-        ], 0..4).prop_map(|ops| Step::Op(Op::BatchDispatch { ops })),
+        1 => prop::collection::vec(arb_client_op(), 0..4).prop_map(|ops| Step::Op(Op::BatchDispatch { ops })),
         1 => (0usize..3, 0u64..2, 1u32..3, any::<bool>()).prop_map(|(worker, instance, slots, gpu)| Step::Register { worker, instance, slots, gpu }),
         1 => (0usize..3, 0u64..2).prop_map(|(worker, instance)| Step::Heartbeat { worker, instance }),
         1 => (0usize..3, prop::bool::weighted(0.3)).prop_map(|(worker, stale)| Step::Expire { worker, stale }),
