@@ -125,7 +125,12 @@ pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
         line(&mut out, name, help, "counter");
         let _ = writeln!(out, "{name} {}", value.load(Relaxed));
     }
-    line(&mut out, "raftsched_disk_sync_seconds", "Latency of durable syncs (sled flush + syncfs).", "histogram");
+    line(
+        &mut out,
+        "raftsched_disk_sync_seconds",
+        "Latency of durable syncs (sled flush + fdatasync, + syncfs when sled wrote blob files).",
+        "histogram",
+    );
     let sync_buckets: Vec<u64> = sync.buckets.iter().map(|b| b.load(Relaxed)).collect();
     histogram(
         &mut out,
@@ -135,6 +140,13 @@ pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
         sync.count.load(Relaxed),
         sync.sum_us.load(Relaxed),
     );
+    line(
+        &mut out,
+        "raftsched_disk_fs_syncs_total",
+        "Durable syncs that also ran syncfs (new sled blob files, or the first sync).",
+        "counter",
+    );
+    let _ = writeln!(out, "raftsched_disk_fs_syncs_total {}", sync.fs_syncs.load(Relaxed));
     line(
         &mut out,
         "raftsched_request_duration_seconds",

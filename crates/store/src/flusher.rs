@@ -6,7 +6,7 @@
 //! grows with load while each acknowledgement still follows a real fsync.
 //!
 //! The flushes run on one dedicated OS thread rather than a tokio task: a flush blocks (sled's
-//! write-out, then `syncfs`), and doing it in place saves the two thread hand-offs per flush that
+//! write-out, then `fdatasync`), and doing it in place saves the two thread hand-offs per flush that
 //! `flush_async` plus `spawn_blocking` cost (openraft 0.9 waits for every append's flush before
 //! it handles anything else, so each hand-off is on the critical path of every write).
 
