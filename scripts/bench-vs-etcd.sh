@@ -156,16 +156,24 @@ ROWS+=("reads|$GET_CONCURRENCY|$(field "$e" ops_per_s)|$(field "$e" p99_ms)|$(fi
 
 stop_raftsched
 
-say "starting $WORKERS workers; end-to-end dispatch"
-start_raftsched
-for w in $(seq 1 "$WORKERS"); do
-    "$RS" worker --id "bench-w$w" --cluster "$RS_CLUSTER" --slots 16 >"$WORK_DIR/worker$w.log" 2>&1 &
-    PIDS+=($!)
-done
-wait_for "$WORKERS workers" sh -c "[ \$($RS workers --json --cluster $RS_CLUSTER | grep -o '\"state\":\"ready\"' | wc -l) -ge $WORKERS ]"
+# Dispatch: like the writes, a fresh trio (and fresh workers) for each concurrency, so every
+# phase starts from an empty state and no phase pays for the one before (its finished tasks, a
+# snapshot of them).
 DISPATCH=()
 for c in $CONCURRENCIES; do
+    say "end-to-end dispatch at concurrency $c through $WORKERS workers"
+    start_raftsched
+    WORKER_PIDS=()
+    for w in $(seq 1 "$WORKERS"); do
+        "$RS" worker --id "bench-w$w" --cluster "$RS_CLUSTER" --slots 16 >>"$WORK_DIR/worker$w.log" 2>&1 &
+        WORKER_PIDS+=($!)
+        PIDS+=($!)
+    done
+    wait_for "$WORKERS workers" sh -c "[ \$($RS workers --json --cluster $RS_CLUSTER | grep -o '\"state\":\"ready\"' | wc -l) -ge $WORKERS ]"
     r=$(run "raftsched dispatch x$c" "$RS" bench dispatch --cluster "$RS_CLUSTER" --concurrency "$c" --duration-s "$DURATION_S" --json)
+    for pid in "${WORKER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${WORKER_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    stop_raftsched
     DISPATCH+=("$c|$(field "$r" ops_per_s)|$(field "$r" p50_ms)|$(field "$r" p99_ms)")
 done
 
