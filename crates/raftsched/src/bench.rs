@@ -142,6 +142,9 @@ async fn run_load(args: BenchSubmitArgs, load: Load) -> Result<(), CliError> {
     if args.payload_bytes > PAYLOAD_BYTES_MAX {
         return Err(CliError::Usage(format!("--payload-bytes must be at most {PAYLOAD_BYTES_MAX}")));
     }
+    if args.connections == 0 || args.connections > CONCURRENCY_MAX {
+        return Err(CliError::Usage(format!("--connections must be 1..={CONCURRENCY_MAX}")));
+    }
     parse_cluster(&args.cluster.cluster)?;
     let payload = Arc::new("x".repeat(args.payload_bytes));
     let run_id = format!("{:016x}", rand::random::<u64>());
@@ -155,9 +158,6 @@ async fn run_load(args: BenchSubmitArgs, load: Load) -> Result<(), CliError> {
         }
         _ => 0,
     };
-    if args.connections == 0 || args.connections > CONCURRENCY_MAX {
-        return Err(CliError::Usage(format!("--connections must be 1..={CONCURRENCY_MAX}")));
-    }
     // Loops share clients (each client holds one HTTP/2 connection per replica it talks to), so
     // concurrent requests multiplex over a few connections, as etcd's load generator's do.
     let n_clients = args.connections.min(args.concurrency);

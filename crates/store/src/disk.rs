@@ -80,9 +80,10 @@ impl DiskSync {
         })
     }
 
-    /// Returns once everything written to sled before the call is durable. Runs both steps on one
-    /// blocking-pool thread: sled's own `flush_async` would hop to sled's thread pool first, and
-    /// each hop between threads cost about 0.1-0.3 ms on a loaded 2-core machine.
+    /// Returns once everything written to sled before the call is durable. Runs the whole sync
+    /// ([`DiskSync::sync_blocking`]) on one blocking-pool thread: sled's own `flush_async` would hop
+    /// to sled's thread pool first, and each hop between threads cost about 0.1-0.3 ms on a loaded
+    /// 2-core machine.
     pub(crate) async fn sync(&self) -> io::Result<()> {
         let disk = self.clone();
         tokio::task::spawn_blocking(move || disk.sync_blocking()).await.map_err(io::Error::other)?

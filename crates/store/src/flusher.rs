@@ -74,14 +74,14 @@ fn run(disk: DiskSync, mut rx: mpsc::Receiver<LogFlushed<TypeConfig>>, flushed: 
             };
             callback.log_io_completed(r);
         }
-        if result.is_ok() {
-            flushed.send_modify(|n| *n += 1);
-        }
-        if let Err(e) = result {
-            // A failed fsync leaves the disk in an unknown state; openraft stops this replica on
-            // the error above, and we stop flushing rather than pretend later flushes are sound.
-            tracing::error!(error = %e, "sled flush failed; log flusher stops");
-            return;
+        match result {
+            Ok(()) => flushed.send_modify(|n| *n += 1),
+            Err(e) => {
+                // A failed fsync leaves the disk in an unknown state; openraft stops this replica on
+                // the error above, and we stop flushing rather than pretend later flushes are sound.
+                tracing::error!(error = %e, "sled flush failed; log flusher stops");
+                return;
+            }
         }
     }
 }
