@@ -5,8 +5,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+/// `raftsched --version`: the package version, the commit and the record formats this build reads.
+pub static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(raftsched_server::version_line);
+
 #[derive(Parser)]
-#[command(name = "raftsched", version, about = "A Raft-replicated task scheduler", propagate_version = true)]
+#[command(name = "raftsched", version = VERSION.as_str(), about = "A Raft-replicated task scheduler", propagate_version = true)]
 pub struct Cli {
     /// Log format on stderr: text (default) or json (one object per line).
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]

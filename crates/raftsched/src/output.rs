@@ -102,6 +102,10 @@ pub fn status_json(status: &api::ClusterStatusResponse) -> Value {
                 "applied_index": m.applied_index,
                 "reachable": m.reachable,
                 "error": if m.error.is_empty() { Value::Null } else { json!(m.error) },
+                "build_version": if m.build_version.is_empty() { Value::Null } else { json!(m.build_version) },
+                "build_commit": if m.build_commit.is_empty() { Value::Null } else { json!(m.build_commit) },
+                "format_min": m.format_min,
+                "format_max": m.format_max,
             })
         })
         .collect();
@@ -109,20 +113,22 @@ pub fn status_json(status: &api::ClusterStatusResponse) -> Value {
         "leader": if status.has_leader { json!(status.leader) } else { Value::Null },
         "members": members,
         "answered_by": status.answered_by,
+        "cluster_version": status.cluster_version,
     })
 }
 
 pub fn status_text(status: &api::ClusterStatusResponse) -> String {
     let leader = if status.has_leader { status.leader.to_string() } else { "none".to_string() };
     let mut out = format!(
-        "leader: {leader}\n{:<4} {:<22} {:<10} {:>6} {:>10} {:>10}  reachable\n",
-        "id", "addr", "role", "term", "last_log", "applied"
+        "leader: {leader}\ncluster version: {}\n{:<4} {:<22} {:<10} {:>6} {:>10} {:>10} {:>7}  reachable\n",
+        status.cluster_version, "id", "addr", "role", "term", "last_log", "applied", "formats"
     );
     for m in &status.members {
         let reach = if m.reachable { "yes".to_string() } else { format!("no ({})", m.error) };
+        let formats = format!("{}..{}", m.format_min, m.format_max);
         out.push_str(&format!(
-            "{:<4} {:<22} {:<10} {:>6} {:>10} {:>10}  {}\n",
-            m.id, m.addr, m.role, m.term, m.last_log_index, m.applied_index, reach
+            "{:<4} {:<22} {:<10} {:>6} {:>10} {:>10} {:>7}  {}\n",
+            m.id, m.addr, m.role, m.term, m.last_log_index, m.applied_index, formats, reach
         ));
     }
     out.pop();

@@ -77,13 +77,27 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
         // non-zero so a supervisor restarts the replica from its data dir.
         _ = raft_stopped.state(openraft::ServerState::Shutdown, "raft stopped") => true,
     };
-    running.shutdown().await;
+    let fatal = running.replica.raft.metrics().borrow().running_state.clone().err();
+    // Whatever state the Raft core is in, the process ends within SHUTDOWN_DEADLINE of the
+    // signal (a second signal ends it at once): a supervisor's SIGTERM must never be ignored.
+    tokio::select! {
+        _ = running.shutdown() => {}
+        _ = tokio::time::sleep(SHUTDOWN_DEADLINE) => {
+            tracing::error!("shutdown did not finish within {SHUTDOWN_DEADLINE:?}; exiting anyway");
+        }
+        _ = stop.recv() => tracing::warn!("second signal: exiting without waiting for shutdown"),
+    }
     if stopped {
-        return Err(CliError::Failed(format!("replica {} stopped on a fatal error; see the log above", args.id)));
+        let why = fatal.map_or_else(|| "see the log above".to_string(), |f| f.to_string());
+        return Err(CliError::Failed(format!("replica {} stopped on a fatal error: {why}", args.id)));
     }
     tracing::info!("stopped on signal");
     Ok(())
 }
+
+/// How long a stopping replica waits for a clean shutdown before it exits regardless; below the
+/// 10 s that supervisors (systemd, Kubernetes) commonly allow before SIGKILL.
+const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(8);
 
 pub fn heartbeat_timeout_ms(args: &TimingArgs) -> Result<u64, CliError> {
     if !(100..=600_000).contains(&args.heartbeat_timeout_ms) {

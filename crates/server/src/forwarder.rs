@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use raftsched_api::RaftBytes;
+use raftsched_format::{ActiveVersion, ForwardOutcome};
 use raftsched_state::{Op, Response};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tonic::{Code, Status};
 
@@ -24,19 +24,6 @@ const FORWARDS_QUEUED_MAX: usize = 8192;
 /// a dispatch run at concurrency 64 still made one Forward call per write (the cap was never
 /// reached); plain submits measured the same at 4 and 16 (`scripts/bench-submit.sh 10 16 64`).
 const FORWARD_CALLS_IN_FLIGHT_MAX: usize = 4;
-
-/// The leader's answer to one forwarded op.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Forwarded {
-    Applied(Response),
-    /// A final error (bad input, conflict, overload): the client's answer.
-    Refused {
-        code: i32,
-        message: String,
-    },
-    /// The replica asked does not lead (any more): look for the leader again.
-    NotLeader,
-}
 
 type Reply = Result<Response, Status>;
 
@@ -52,9 +39,10 @@ pub(crate) struct Forwarder {
 }
 
 impl Forwarder {
-    pub(crate) fn start(peers: Arc<Peers>) -> Forwarder {
+    /// Forwards go out in the `active` format.
+    pub(crate) fn start(peers: Arc<Peers>, active: ActiveVersion) -> Forwarder {
         let (tx, rx) = mpsc::channel(FORWARDS_QUEUED_MAX);
-        tokio::spawn(run(peers, rx));
+        tokio::spawn(run(peers, active, rx));
         Forwarder { tx }
     }
 
@@ -69,7 +57,7 @@ impl Forwarder {
     }
 }
 
-async fn run(peers: Arc<Peers>, mut rx: mpsc::Receiver<Pending>) {
+async fn run(peers: Arc<Peers>, active: ActiveVersion, mut rx: mpsc::Receiver<Pending>) {
     let in_flight = Arc::new(Semaphore::new(FORWARD_CALLS_IN_FLIGHT_MAX));
     loop {
         // Wait for a free slot first, so everything queued meanwhile joins the next call.
@@ -87,21 +75,27 @@ async fn run(peers: Arc<Peers>, mut rx: mpsc::Receiver<Pending>) {
         // held by one of the calls, which is enough to bound them.
         let mut permit = Some(permit);
         for (addr, batch) in by_leader {
-            tokio::spawn(send(peers.clone(), addr, batch, permit.take()));
+            tokio::spawn(send(peers.clone(), active.clone(), addr, batch, permit.take()));
         }
     }
 }
 
-async fn send(peers: Arc<Peers>, addr: String, batch: Vec<Pending>, _permit: Option<OwnedSemaphorePermit>) {
+async fn send(
+    peers: Arc<Peers>,
+    active: ActiveVersion,
+    addr: String,
+    batch: Vec<Pending>,
+    _permit: Option<OwnedSemaphorePermit>,
+) {
     debug_assert!(!batch.is_empty() && batch.len() <= limits::FORWARD_BATCH_LEN_MAX);
     let (ops, replies): (Vec<Op>, Vec<oneshot::Sender<Reply>>) = batch.into_iter().map(|p| (p.op, p.reply)).unzip();
-    match call(&peers, &addr, &ops).await {
+    match call(&peers, &active, &addr, &ops).await {
         Ok(outcomes) if outcomes.len() == replies.len() => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
                 let _ = reply.send(match outcome {
-                    Forwarded::Applied(response) => Ok(response),
-                    Forwarded::Refused { code, message } => Err(Status::new(Code::from(code), message)),
-                    Forwarded::NotLeader => Err(Status::unavailable(format!("{addr} is not the leader"))),
+                    ForwardOutcome::Applied(response) => Ok(response),
+                    ForwardOutcome::Refused { code, message } => Err(Status::new(Code::from(code), message)),
+                    ForwardOutcome::NotLeader => Err(Status::unavailable(format!("{addr} is not the leader"))),
                 });
             }
         }
@@ -119,13 +113,15 @@ async fn send(peers: Arc<Peers>, addr: String, batch: Vec<Pending>, _permit: Opt
     }
 }
 
-async fn call(peers: &Peers, addr: &str, ops: &[Op]) -> Result<Vec<Forwarded>, Status> {
-    let data = bincode::serialize(ops).map_err(|e| Status::internal(format!("encode ops: {e}")))?;
+async fn call(peers: &Peers, active: &ActiveVersion, addr: &str, ops: &[Op]) -> Result<Vec<ForwardOutcome>, Status> {
+    let data = raftsched_format::encode_forward(ops, active.get())
+        .map_err(|e| Status::invalid_argument(format!("encode ops: {e}")))?;
     let mut client = peers.client(addr)?;
     let mut request = tonic::Request::new(RaftBytes { data });
     request.set_timeout(limits::FORWARD_TIMEOUT);
     let reply = tokio::time::timeout(limits::FORWARD_TIMEOUT, client.forward(request))
         .await
         .map_err(|_| Status::unavailable("forward timed out"))??;
-    bincode::deserialize(&reply.into_inner().data).map_err(|e| Status::internal(format!("bad reply from leader: {e}")))
+    raftsched_format::decode_forward_reply(&reply.into_inner().data)
+        .map_err(|e| Status::internal(format!("bad reply from leader: {e}")))
 }

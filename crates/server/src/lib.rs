@@ -7,6 +7,7 @@
 //! the state types).
 
 pub mod auth;
+mod cluster_version;
 pub mod config;
 mod convert;
 mod election;
@@ -32,4 +33,19 @@ mod worker_service;
 
 pub use config::{parse_initial_cluster, ReplicaConfig, RETAIN_FINISHED_DEFAULT, WORKER_HEARTBEAT_TIMEOUT_MS_DEFAULT};
 pub use replica::Replica;
+
+/// The git commit this build comes from ("" if unknown; `build.rs`).
+pub const BUILD_COMMIT: &str = env!("RAFTSCHED_BUILD_COMMIT");
+
+/// What `raftsched --version` prints after the name: version, commit and the formats read.
+pub fn version_line() -> String {
+    let commit = if BUILD_COMMIT.is_empty() { "unknown" } else { BUILD_COMMIT };
+    format!(
+        "{} (commit {commit}; reads formats {}..={}, writes {} once the cluster version allows)",
+        env!("CARGO_PKG_VERSION"),
+        raftsched_format::FORMAT_VERSION_MIN,
+        raftsched_format::FORMAT_VERSION_MAX,
+        raftsched_format::FORMAT_VERSION_MAX
+    )
+}
 pub use serve::{start, RunningReplica, StartError};

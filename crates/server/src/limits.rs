@@ -12,6 +12,8 @@ pub const CLIENT_MESSAGE_BYTES_MAX: usize = 1024 * 1024;
 pub const RAFT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Entries per AppendEntries; with the 64 KiB spec bound this stays far below the message bound.
 pub const RAFT_PAYLOAD_ENTRIES_MAX: u64 = 256;
+/// Largest snapshot a follower reassembles from the leader's chunks.
+pub const SNAPSHOT_BYTES_MAX: usize = 2048 * 1024 * 1024;
 /// Bytes per snapshot chunk sent to a lagging replica.
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
 /// How long a replica works on one client request (waiting for a leader, forwarding, waiting for

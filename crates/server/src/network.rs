@@ -1,4 +1,6 @@
-//! openraft's network: Raft RPCs to peers over tonic, openraft's own types bincode-encoded.
+//! openraft's network: Raft RPCs to peers over tonic, each message a `raftsched_format` record in
+//! the active format (format 0 while the cluster version is 0, so replicas of the previous build
+//! read it).
 
 use std::sync::Arc;
 
@@ -10,8 +12,8 @@ use openraft::raft::{
 };
 use openraft::BasicNode;
 use raftsched_api::RaftBytes;
+use raftsched_format::{ActiveVersion, ApiError, FormatError, ReplyKind};
 use raftsched_store::{NodeId, TypeConfig};
-use serde::{de::DeserializeOwned, Serialize};
 
 use crate::peers::Peers;
 
@@ -22,6 +24,8 @@ pub struct NetworkFactory {
     /// well before its election timer (`election.rs`) runs out, or it campaigns against a live
     /// leader.
     pub unreachable_retry_ms: u64,
+    /// The format messages are sent in.
+    pub active: ActiveVersion,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -33,6 +37,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             addr: node.addr.clone(),
             peers: self.peers.clone(),
             unreachable_retry_ms: self.unreachable_retry_ms,
+            active: self.active.clone(),
         }
     }
 }
@@ -42,25 +47,28 @@ pub struct Network {
     addr: String,
     peers: Arc<Peers>,
     unreachable_retry_ms: u64,
+    active: ActiveVersion,
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct CodecError(String);
+#[error("bad reply from {addr}: {error}")]
+struct BadReply {
+    addr: String,
+    error: FormatError,
+}
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
 impl Network {
     /// Sends one RPC: `which` picks the method. A transport failure is `Unreachable` (openraft backs
     /// off); the peer's own Raft error comes back as `RemoteError`.
-    async fn call<Req, Resp, E>(&self, which: Method, req: &Req, option: &RPCOption) -> RpcResult<Resp, E>
-    where
-        Req: Serialize,
-        Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
-    {
-        let data =
-            bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&CodecError(e.to_string()))))?;
+    async fn call<Resp: ReplyKind, E: ApiError>(
+        &self,
+        which: Method,
+        data: Result<Vec<u8>, FormatError>,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E> {
+        let data = data.map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut client = self.peers.client(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let mut request = tonic::Request::new(RaftBytes { data });
         request.set_timeout(option.hard_ttl());
@@ -76,9 +84,8 @@ impl Network {
             Ok(Err(status)) => return Err(RPCError::Unreachable(Unreachable::new(&status))),
             Err(elapsed) => return Err(RPCError::Unreachable(Unreachable::new(&elapsed))),
         };
-        let result: Result<Resp, RaftError<NodeId, E>> = bincode::deserialize(&reply.data).map_err(|e| {
-            RPCError::Network(NetworkError::new(&CodecError(format!("bad reply from {}: {e}", self.addr))))
-        })?;
+        let result = raftsched_format::decode_reply::<Resp, E>(&reply.data)
+            .map_err(|error| RPCError::Network(NetworkError::new(&BadReply { addr: self.addr.clone(), error })))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -100,7 +107,8 @@ impl RaftNetwork<TypeConfig> for Network {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
-        self.call(Method::AppendEntries, &rpc, &option).await
+        let data = raftsched_format::encode_append_entries(&rpc, self.active.get());
+        self.call(Method::AppendEntries, data, &option).await
     }
 
     async fn install_snapshot(
@@ -108,7 +116,8 @@ impl RaftNetwork<TypeConfig> for Network {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.call(Method::InstallSnapshot, &rpc, &option).await
+        let data = raftsched_format::encode_install_snapshot(&rpc, self.active.get());
+        self.call(Method::InstallSnapshot, data, &option).await
     }
 
     async fn vote(
@@ -116,6 +125,7 @@ impl RaftNetwork<TypeConfig> for Network {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
-        self.call(Method::Vote, &rpc, &option).await
+        let data = raftsched_format::encode_vote_request(&rpc, self.active.get());
+        self.call(Method::Vote, data, &option).await
     }
 }

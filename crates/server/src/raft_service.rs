@@ -1,73 +1,159 @@
 //! The replica-to-replica gRPC service: Raft RPCs, forwarded writes, read index, node status.
 //!
-//! Input from the network is decoded with bincode; anything that does not decode is answered
-//! INVALID_ARGUMENT and never reaches openraft.
+//! Every message is a `raftsched_format` record, checked (size, checksum, version, structure)
+//! before anything acts on it: what does not decode is answered INVALID_ARGUMENT with the reason
+//! and never reaches openraft. Replies go out in the format the request came in, so a replica of
+//! the previous build (format 0) understands them.
 
+use std::io::Cursor;
 use std::sync::Arc;
 
+use openraft::error::{InstallSnapshotError, RaftError, SnapshotMismatch};
+use openraft::raft::InstallSnapshotResponse;
+use openraft::{Snapshot, SnapshotSegmentId};
 use raftsched_api::raft_server::Raft as RaftRpc;
 use raftsched_api::{MemberStatus, NodeStatusRequest, RaftBytes, ReadIndexRequest, ReadIndexResponse};
-use raftsched_state::Op;
-use serde::{de::DeserializeOwned, Serialize};
+use raftsched_format::{ApiError, FormatError, ForwardOutcome, Meta, RaftReply, ReplyKind, Version};
+use raftsched_store::{NodeId, TypeConfig};
+use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 
-use crate::forwarder::Forwarded;
 use crate::limits;
 use crate::replica::Replica;
 
 pub struct RaftService {
-    pub replica: Arc<Replica>,
+    replica: Arc<Replica>,
+    /// The snapshot being received from the leader, chunk by chunk.
+    incoming: Mutex<Option<Incoming>>,
 }
 
-fn decode<T: DeserializeOwned>(req: Request<RaftBytes>, what: &str) -> Result<T, Status> {
-    bincode::deserialize(&req.into_inner().data).map_err(|e| Status::invalid_argument(format!("malformed {what}: {e}")))
+struct Incoming {
+    meta: Meta,
+    data: Vec<u8>,
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Response<RaftBytes>, Status> {
-    let data = bincode::serialize(value).map_err(|e| Status::internal(format!("encode reply: {e}")))?;
+fn malformed(e: FormatError) -> Status {
+    Status::invalid_argument(format!("malformed message: {e}"))
+}
+
+fn reply<T: ReplyKind, E: ApiError>(r: &RaftReply<T, E>, version: Version) -> Result<Response<RaftBytes>, Status> {
+    let data =
+        raftsched_format::encode_reply(r, version).map_err(|e| Status::internal(format!("encode reply: {e}")))?;
     Ok(Response::new(RaftBytes { data }))
 }
 
+type SnapshotReply = RaftReply<InstallSnapshotResponse<NodeId>, InstallSnapshotError>;
+
+/// What one snapshot chunk amounted to.
+enum Chunk {
+    /// Not the chunk that was expected next: the leader starts over.
+    Mismatch(SnapshotMismatch),
+    More,
+    /// The last chunk: the whole snapshot, checked.
+    Complete(Snapshot<TypeConfig>),
+}
+
 impl RaftService {
+    pub fn new(replica: Arc<Replica>) -> RaftService {
+        RaftService { replica, incoming: Mutex::new(None) }
+    }
+
     /// A leader's message counts as contact (for `election.rs`) on arrival, before openraft handles
     /// it: a follower whose disk is slow to append must not campaign against a live leader. A
     /// message from an older term does not count.
-    fn touch_if_current(&self, vote: &openraft::Vote<raftsched_store::NodeId>) {
+    fn touch_if_current(&self, vote: &openraft::Vote<NodeId>) {
         let current = self.replica.raft.metrics().borrow().vote;
         if vote >= &current {
             self.replica.leader_contact.touch();
         }
+    }
+
+    /// Adds one chunk to the snapshot being received; returns the whole snapshot after the last
+    /// chunk, checked (decoded, invariants held) before openraft is given it. Reassembled here, not
+    /// by openraft, so that a chunk at a wild offset or a body that does not decode is refused as
+    /// bad input instead of growing a buffer without bound or stopping Raft with a storage error.
+    async fn receive_chunk(&self, req: raftsched_format::InstallSnapshot) -> Result<Chunk, Status> {
+        let mut incoming = self.incoming.lock().await;
+        let id = req.meta.snapshot_id.clone();
+        let expected = match incoming.as_ref() {
+            Some(i) if i.meta.snapshot_id == id => i.data.len() as u64,
+            _ => 0,
+        };
+        if req.offset > expected {
+            let mismatch = SnapshotMismatch {
+                expect: SnapshotSegmentId { id: id.clone(), offset: expected },
+                got: SnapshotSegmentId { id, offset: req.offset },
+            };
+            return Ok(Chunk::Mismatch(mismatch));
+        }
+        let mut current = match incoming.take() {
+            Some(i) if i.meta.snapshot_id == id => i,
+            _ => Incoming { meta: req.meta.clone(), data: Vec::new() },
+        };
+        // A resent chunk replaces what followed its offset.
+        current.data.truncate(req.offset as usize);
+        if current.data.len() + req.data.len() > limits::SNAPSHOT_BYTES_MAX {
+            return Err(Status::invalid_argument(format!(
+                "snapshot over snapshot_bytes_max {} bytes",
+                limits::SNAPSHOT_BYTES_MAX
+            )));
+        }
+        current.data.extend_from_slice(&req.data);
+        if !req.done {
+            *incoming = Some(current);
+            return Ok(Chunk::More);
+        }
+        drop(incoming);
+        let Incoming { meta, data } = current;
+        let checked = tokio::task::spawn_blocking(move || {
+            raftsched_store::check_snapshot(&meta, &data)
+                .map(|()| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        checked.map(Chunk::Complete).map_err(|e| Status::invalid_argument(format!("snapshot refused: {e}")))
     }
 }
 
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn append_entries(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        let rpc: openraft::raft::AppendEntriesRequest<raftsched_store::TypeConfig> =
-            decode(req, "append-entries request")?;
+        let (version, rpc) = raftsched_format::decode_append_entries(&req.into_inner().data).map_err(malformed)?;
         self.touch_if_current(&rpc.vote);
-        encode(&self.replica.raft.append_entries(rpc).await)
+        reply(&self.replica.raft.append_entries(rpc).await, version)
     }
 
     async fn vote(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        let rpc: openraft::raft::VoteRequest<raftsched_store::NodeId> = decode(req, "vote request")?;
+        let (version, rpc) = raftsched_format::decode_vote_request(&req.into_inner().data).map_err(malformed)?;
         let (candidate_term, candidate_log) = (rpc.vote.leader_id().term, rpc.last_log_id);
-        let reply = self.replica.raft.vote(rpc).await;
-        match &reply {
+        let answer = self.replica.raft.vote(rpc).await;
+        match &answer {
             // Raft resets its election timer on granting a vote: the candidate gets its chance.
             Ok(r) if r.vote_granted => self.replica.leader_contact.touch(),
             // Refused for a shorter log: this replica is the better candidate (`election.rs`).
             Ok(r) if r.last_log_id > candidate_log => self.replica.leader_contact.outrun(candidate_term),
             _ => {}
         }
-        encode(&reply)
+        reply(&answer, version)
     }
 
     async fn install_snapshot(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        let rpc: openraft::raft::InstallSnapshotRequest<raftsched_store::TypeConfig> =
-            decode(req, "install-snapshot request")?;
+        let (version, rpc) = raftsched_format::decode_install_snapshot(&req.into_inner().data).map_err(malformed)?;
         self.touch_if_current(&rpc.vote);
-        encode(&self.replica.raft.install_snapshot(rpc).await)
+        let my_vote = self.replica.raft.metrics().borrow().vote;
+        let vote = rpc.vote;
+        if vote < my_vote {
+            return reply::<_, InstallSnapshotError>(&Ok(InstallSnapshotResponse { vote: my_vote }), version);
+        }
+        let answer: SnapshotReply = match self.receive_chunk(rpc).await? {
+            Chunk::Mismatch(m) => Err(RaftError::APIError(InstallSnapshotError::SnapshotMismatch(m))),
+            Chunk::More => Ok(InstallSnapshotResponse { vote: my_vote }),
+            Chunk::Complete(snapshot) => match self.replica.raft.install_full_snapshot(vote, snapshot).await {
+                Ok(r) => Ok(InstallSnapshotResponse { vote: r.vote }),
+                Err(fatal) => Err(RaftError::Fatal(fatal)),
+            },
+        };
+        reply(&answer, version)
     }
 
     /// A follower's client writes (`forwarder.rs`), answered one by one in order. Each is proposed
@@ -77,19 +163,24 @@ impl RaftRpc for RaftService {
     /// Not counted against `in_flight_requests_max`: the follower that forwards them already holds
     /// a slot for each client request, so forwards are bounded by the followers' budgets.
     async fn forward(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        let ops: Vec<Op> = decode(req, "forwarded ops")?;
+        let (version, ops) = raftsched_format::decode_forward(&req.into_inner().data).map_err(malformed)?;
         limits::check_batch_len("forwarded ops", ops.len(), limits::FORWARD_BATCH_LEN_MAX, "forward_batch_len_max")?;
+        if let Some(op) = ops.iter().find(|op| !crate::replica::is_client_op(op)) {
+            return Err(Status::invalid_argument(format!("{} is not a client write", op.name())));
+        }
         let outcomes = futures::future::join_all(ops.into_iter().map(|op| async {
             match self.replica.propose(op).await {
-                Ok(response) => Forwarded::Applied(response),
+                Ok(response) => ForwardOutcome::Applied(response),
                 Err(Some(status)) => {
-                    Forwarded::Refused { code: status.code() as i32, message: status.message().to_string() }
+                    ForwardOutcome::Refused { code: status.code() as i32, message: status.message().to_string() }
                 }
-                Err(None) => Forwarded::NotLeader,
+                Err(None) => ForwardOutcome::NotLeader,
             }
         }))
         .await;
-        encode(&outcomes)
+        let data = raftsched_format::encode_forward_reply(&outcomes, version)
+            .map_err(|e| Status::internal(format!("encode reply: {e}")))?;
+        Ok(Response::new(RaftBytes { data }))
     }
 
     async fn read_index(&self, _req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {

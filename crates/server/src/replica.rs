@@ -50,6 +50,8 @@ pub struct Replica {
     pub snapshot_seen: std::sync::Mutex<(u64, std::time::Instant)>,
     /// When a live leader last spoke to this replica; the election driver reads it.
     pub(crate) leader_contact: crate::election::LeaderContact,
+    /// The format this replica writes and sends now (the cluster version, clamped to this build's).
+    pub active: raftsched_format::ActiveVersion,
 }
 
 /// Where the leader is, as far as this replica knows.
@@ -284,6 +286,10 @@ impl Replica {
             reachable: true,
             error: String::new(),
             current_leader: m.current_leader.unwrap_or(0),
+            format_min: raftsched_format::FORMAT_VERSION_MIN,
+            format_max: raftsched_format::FORMAT_VERSION_MAX,
+            build_version: env!("CARGO_PKG_VERSION").to_string(),
+            build_commit: crate::BUILD_COMMIT.to_string(),
         }
     }
 
@@ -328,4 +334,10 @@ fn is_retryable(status: &Status) -> bool {
         status.code(),
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled | tonic::Code::Unknown
     )
+}
+
+/// Whether `op` may come from a client (directly or forwarded by a follower): batches and the
+/// leader's own decisions never do, and the proposer's batch would refuse every op beside them.
+pub(crate) fn is_client_op(op: &Op) -> bool {
+    !matches!(op, Op::Batch { .. } | Op::BatchDispatch { .. } | Op::Assign { .. } | Op::SetClusterVersion { .. })
 }

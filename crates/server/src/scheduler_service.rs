@@ -226,6 +226,7 @@ impl Scheduler for SchedulerService {
             has_leader: leader.is_some(),
             members,
             answered_by: self.replica.id,
+            cluster_version: self.replica.sm.read(|sm| sm.cluster_version()),
         }))
     }
 }

@@ -139,8 +139,12 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
     let auth = Arc::new(crate::auth::Auth { tls: server_tls.is_some(), tokens });
     let guard = |service| crate::auth::Guard { auth: auth.clone(), service };
     let peers = Arc::new(Peers::new(dialer));
-    let network =
-        NetworkFactory { peers: peers.clone(), unreachable_retry_ms: (config.timing.heartbeat_interval_ms / 2).max(1) };
+    let active = opened.sm_store.active_version();
+    let network = NetworkFactory {
+        peers: peers.clone(),
+        unreachable_retry_ms: (config.timing.heartbeat_interval_ms / 2).max(1),
+        active: active.clone(),
+    };
     let raft = Raft::new(config.id, Arc::new(raft_config), network, opened.log_store, opened.sm_store)
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -160,7 +164,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
     }
 
     let proposer = crate::proposer::Proposer::start(raft.clone(), config.id, log_flushes);
-    let forwarder = crate::forwarder::Forwarder::start(peers.clone());
+    let forwarder = crate::forwarder::Forwarder::start(peers.clone(), active.clone());
     let replica = Arc::new(Replica {
         id: config.id,
         worker_heartbeat_timeout_ms: config.worker_heartbeat_timeout_ms,
@@ -181,12 +185,13 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         committed_index,
         snapshot_seen: std::sync::Mutex::new((0, std::time::Instant::now())),
         leader_contact: Default::default(),
+        active,
     });
     tokio::spawn(crate::metrics::watch_snapshots(replica.clone()));
     let scheduler = SchedulerServer::new(SchedulerService { replica: replica.clone() })
         .max_decoding_message_size(limits::CLIENT_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(limits::CLIENT_MESSAGE_BYTES_MAX * 64);
-    let raft_rpc = RaftServer::new(RaftService { replica: replica.clone() })
+    let raft_rpc = RaftServer::new(RaftService::new(replica.clone()))
         .max_decoding_message_size(limits::RAFT_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(limits::RAFT_MESSAGE_BYTES_MAX);
     let workers = WorkerServer::new(WorkerService { replica: replica.clone() })
@@ -289,6 +294,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
     };
     let (loop_stop, loop_stop_rx) = tokio::sync::watch::channel(false);
     let election = tokio::spawn(crate::election::run(replica.clone(), config.timing.clone(), loop_stop_rx.clone()));
+    tokio::spawn(crate::cluster_version::run(replica.clone(), loop_stop_rx.clone()));
     let leader_loop = tokio::spawn(crate::leader_loop::run(replica.clone(), loop_stop_rx));
     let http_addr = http.as_ref().map(|(a, _, _)| *a);
     Ok(RunningReplica {

@@ -106,6 +106,12 @@ pub enum Op {
     BatchDispatch {
         ops: Vec<Op>,
     },
+    /// Raises the cluster version (the record format every member reads) to `version`; never
+    /// lowers it. Proposed by the leader only once every member has said it supports `version`
+    /// (`raftsched_format` gates what is written and sent on it). Kept last, like `BatchDispatch`.
+    SetClusterVersion {
+        version: u32,
+    },
 }
 
 /// Assign `task_id` to `worker_id` if the task is still pending with `attempts` attempts made and
@@ -144,6 +150,7 @@ impl Op {
             Op::ReleaseDue => "release_due",
             Op::PurgeFinished { .. } => "purge_finished",
             Op::BatchDispatch { .. } => "batch_dispatch",
+            Op::SetClusterVersion { .. } => "set_cluster_version",
         }
     }
 }
@@ -198,6 +205,10 @@ pub enum Response {
     /// The answer for Raft's own entries (blank, membership), which carry no command.
     Noop,
     Rejected(Rejection),
+    /// The cluster version after a `SetClusterVersion` (kept last: older builds never see it).
+    ClusterVersionSet {
+        version: u32,
+    },
 }
 
 /// Why `apply` refused a command. Refusals change nothing in the state.

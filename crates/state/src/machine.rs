@@ -37,6 +37,11 @@ pub struct StateMachine {
     pub(crate) schedules: BTreeMap<String, Schedule>,
     /// Finished (terminal) tasks in id order: what retention removes first.
     pub(crate) finished: BTreeSet<TaskId>,
+    /// The record format every member reads, agreed through the log (`Op::SetClusterVersion`).
+    /// Not in this type's own encoding, which is format 0's snapshot body and must stay as it
+    /// was: the format layer carries it beside the state from format 1 on.
+    #[serde(skip)]
+    pub(crate) cluster_version: u32,
 }
 
 /// Dispatch order key of a pending task.
@@ -57,6 +62,17 @@ impl StateMachine {
 
     pub fn applied_index(&self) -> Option<u64> {
         self.applied_index
+    }
+
+    /// The cluster version agreed through the log (0 until the first `SetClusterVersion`).
+    pub fn cluster_version(&self) -> u32 {
+        self.cluster_version
+    }
+
+    /// Restores the cluster version a snapshot recorded beside the state (the format layer's
+    /// decoder calls it; `apply` raises it only through `Op::SetClusterVersion`).
+    pub fn restore_cluster_version(&mut self, version: u32) {
+        self.cluster_version = version;
     }
 
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
@@ -105,8 +121,10 @@ impl StateMachine {
             let reason = format!("{} ops in a batch, over batch_len_max {}", ops.len(), limits::BATCH_LEN_MAX);
             return Response::Rejected(Rejection::Invalid { reason });
         }
-        if ops.iter().any(|op| matches!(op, Op::Batch { .. } | Op::BatchDispatch { .. } | Op::Assign { .. })) {
-            let reason = "a batch may not hold batches or assignments".to_string();
+        if ops.iter().any(|op| {
+            matches!(op, Op::Batch { .. } | Op::BatchDispatch { .. } | Op::Assign { .. } | Op::SetClusterVersion { .. })
+        }) {
+            let reason = "a batch may not hold batches, assignments or a cluster version".to_string();
             return Response::Rejected(Rejection::Invalid { reason });
         }
         Response::Batch(ops.iter().map(|op| self.apply_op(index, now_ms, op)).collect())
@@ -135,6 +153,10 @@ impl StateMachine {
             Op::FireSchedule { name, occurrence_ms } => self.fire_schedule(index, now_ms, name, *occurrence_ms),
             Op::ReleaseDue => self.release_due(index, now_ms),
             Op::PurgeFinished { keep } => self.purge_finished(*keep),
+            Op::SetClusterVersion { version } => {
+                self.cluster_version = self.cluster_version.max(*version);
+                Response::ClusterVersionSet { version: self.cluster_version }
+            }
         }
     }
 

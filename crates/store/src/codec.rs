@@ -1,25 +1,8 @@
-//! Encoding of what the store writes. bincode: compact, and every type involved is plain serde.
-//! Decoding never panics: a corrupt record becomes a `StorageError` naming what failed.
+//! How the store names its failures and keys its log. Every byte layout is `raftsched_format`'s.
 
 use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageError};
-use serde::{de::DeserializeOwned, Serialize};
 
 use crate::NodeId;
-
-pub(crate) fn encode<T: Serialize>(value: &T, subject: ErrorSubject<NodeId>) -> Result<Vec<u8>, StorageError<NodeId>> {
-    bincode::serialize(value).map_err(|e| StorageError::IO {
-        source: openraft::StorageIOError::new(subject, ErrorVerb::Write, AnyError::new(&e)),
-    })
-}
-
-pub(crate) fn decode<T: DeserializeOwned>(
-    bytes: &[u8],
-    subject: ErrorSubject<NodeId>,
-) -> Result<T, StorageError<NodeId>> {
-    bincode::deserialize(bytes).map_err(|e| StorageError::IO {
-        source: openraft::StorageIOError::new(subject, ErrorVerb::Read, AnyError::new(&e)),
-    })
-}
 
 pub(crate) fn io_err(
     subject: ErrorSubject<NodeId>,
@@ -27,6 +10,14 @@ pub(crate) fn io_err(
     e: impl std::error::Error + 'static,
 ) -> StorageError<NodeId> {
     StorageError::IO { source: openraft::StorageIOError::new(subject, verb, AnyError::new(&e)) }
+}
+
+/// A record that failed to decode (read) or encode (write).
+pub(crate) fn format_err(
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+) -> impl FnOnce(raftsched_format::FormatError) -> StorageError<NodeId> {
+    move |e| io_err(subject, verb, e)
 }
 
 /// Log keys are big-endian so sled's byte order is index order.

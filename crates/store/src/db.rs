@@ -6,6 +6,8 @@ use crate::disk::DiskSync;
 use crate::flusher::Flusher;
 use crate::log_store::LogStore;
 use crate::state_machine::SmStore;
+use crate::watermark::WatermarkFile;
+use raftsched_format::Watermark;
 
 /// Why a data dir could not be opened. Every case is an operator error or a damaged disk, so the
 /// message names the dir and what to do; the replica exits non-zero instead of guessing.
@@ -19,6 +21,14 @@ pub enum OpenError {
     WrongReplica { dir: PathBuf, expected: u64, found: u64 },
     #[error("data dir {dir} is damaged: {what}")]
     Corrupt { dir: PathBuf, what: String },
+    /// Damage to data this replica had made durable: it must not take part with what is left.
+    #[error(
+        "data dir {dir} is damaged: {what}; this replica must not rejoin with it: move the dir away and add the \
+         replica back with an empty one (docs/operations.md, \"A damaged data dir\")"
+    )]
+    Damaged { dir: PathBuf, what: String },
+    #[error("data dir {dir} was {what}; upgrade this replica's binary")]
+    Newer { dir: PathBuf, what: String },
     #[error("cannot start the log flush thread: {0}")]
     Thread(std::io::Error),
 }
@@ -127,15 +137,64 @@ pub fn open(dir: &Path, replica_id: u64) -> Result<Opened, OpenError> {
     if marker.is_none() {
         write_marker(dir, replica_id)?;
     }
-    let disk = DiskSync::new(db.clone(), &sled_dir).map_err(|e| OpenError::Corrupt {
-        dir: dir.to_path_buf(),
-        what: format!("cannot open the database file for syncing: {e}"),
-    })?;
+    let trees = Trees { db, meta, log, snap };
+    check_and_start(dir, &sled_dir, trees, pristine)
+}
+
+struct Trees {
+    db: sled::Db,
+    meta: sled::Tree,
+    log: sled::Tree,
+    snap: sled::Tree,
+}
+
+/// Set in `meta` once the dir has a watermark file: a dir without the file is then damaged, not
+/// one from a build before the watermark.
+const WATERMARK_KEY: &[u8] = b"watermark";
+
+/// Loads the snapshot, checks the log against the watermark (`verify.rs`), and starts the flusher.
+fn check_and_start(dir: &Path, sled_dir: &Path, t: Trees, pristine: bool) -> Result<Opened, OpenError> {
+    let corrupt = |what: String| OpenError::Corrupt { dir: dir.to_path_buf(), what };
+    let refused = |r: crate::verify::Refusal| match r {
+        crate::verify::Refusal::Newer(what) => OpenError::Newer { dir: dir.to_path_buf(), what },
+        crate::verify::Refusal::Damage(what) => OpenError::Damaged { dir: dir.to_path_buf(), what },
+    };
+    let disk = DiskSync::new(t.db.clone(), sled_dir)
+        .map_err(|e| corrupt(format!("cannot open the database file for syncing: {e}")))?;
     let sync_stats = disk.stats();
-    let flusher = Flusher::start(disk.clone()).map_err(OpenError::Thread)?;
-    let sm_store = SmStore::load(disk.clone(), snap)
-        .map_err(|e| OpenError::Corrupt { dir: dir.to_path_buf(), what: e.to_string() })?;
-    let log_store = LogStore::new(disk, meta, log, flusher, sm_store.durable_snapshot());
+    let sm_store = SmStore::load(disk.clone(), t.snap).map_err(|e| {
+        let what = e.to_string();
+        match what.contains("written by raftsched format") {
+            true => OpenError::Newer { dir: dir.to_path_buf(), what },
+            false => OpenError::Damaged { dir: dir.to_path_buf(), what },
+        }
+    })?;
+    let snapshot_end = sm_store.handle().last_applied_index_opt().map_or(0, |i| i + 1);
+    let shape = crate::verify::scan(&t.log, &t.meta, snapshot_end).map_err(refused)?;
+    let had_watermark = t.meta.get(WATERMARK_KEY).map_err(|e| corrupt(e.to_string()))?.is_some();
+    let found = crate::watermark::read(dir).map_err(|e| OpenError::Damaged {
+        dir: dir.to_path_buf(),
+        what: format!("the durability watermark is unreadable: {e}"),
+    })?;
+    let watermark = match found {
+        Some(w) => {
+            crate::verify::against_watermark(&shape, &w).map_err(|what| refused(what.into()))?;
+            w
+        }
+        None if had_watermark && !pristine => {
+            return Err(refused("its durability watermark file is missing".to_string().into()));
+        }
+        None => Watermark { seq: 0, log_end_durable: shape.end, vote_term: shape.vote_term },
+    };
+    let watermark =
+        WatermarkFile::open(dir, watermark).map_err(|e| corrupt(format!("cannot open the watermark: {e}")))?;
+    if !had_watermark {
+        t.meta.insert(WATERMARK_KEY, b"1").map_err(|e| corrupt(e.to_string()))?;
+        t.db.flush().map_err(|e| corrupt(e.to_string()))?;
+    }
+    let flusher = Flusher::start(disk.clone(), watermark.clone()).map_err(OpenError::Thread)?;
+    let active = sm_store.active_version();
+    let log_store = LogStore::new(disk, t.meta, t.log, flusher, sm_store.durable_snapshot(), active, watermark);
     let committed_index = log_store.committed_index();
     Ok(Opened { log_store, sm_store, pristine, sync_stats, committed_index })
 }

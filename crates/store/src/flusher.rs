@@ -16,6 +16,7 @@ use openraft::storage::LogFlushed;
 use tokio::sync::{mpsc, watch};
 
 use crate::disk::DiskSync;
+use crate::watermark::WatermarkFile;
 use crate::TypeConfig;
 
 /// Appends waiting for a flush. Bounded so a stalled disk pushes back on Raft instead of queueing
@@ -32,10 +33,14 @@ pub(crate) struct Flusher {
 
 impl Flusher {
     /// Starts the flush thread; it ends when every `Flusher` handle is dropped.
-    pub(crate) fn start(disk: DiskSync) -> io::Result<Flusher> {
+    /// After each successful flush it raises `watermark` to what the flush covered.
+    pub(crate) fn start(disk: DiskSync, watermark: WatermarkFile) -> io::Result<Flusher> {
         let (tx, rx) = mpsc::channel(FLUSH_QUEUE_LEN_MAX);
         let (flushed, flushes) = watch::channel(0);
-        std::thread::Builder::new().name("raftsched-flush".into()).spawn(move || run(disk, rx, flushed))?;
+        std::thread::Builder::new().name("raftsched-flush".into()).spawn(move || {
+            run(disk, &watermark, rx, flushed);
+            watermark.stop();
+        })?;
         Ok(Flusher { tx, flushes })
     }
 
@@ -54,7 +59,12 @@ impl Flusher {
     }
 }
 
-fn run(disk: DiskSync, mut rx: mpsc::Receiver<LogFlushed<TypeConfig>>, flushed: watch::Sender<u64>) {
+fn run(
+    disk: DiskSync,
+    watermark: &WatermarkFile,
+    mut rx: mpsc::Receiver<LogFlushed<TypeConfig>>,
+    flushed: watch::Sender<u64>,
+) {
     let mut batch: Vec<LogFlushed<TypeConfig>> = Vec::with_capacity(FLUSH_BATCH_LEN_MAX);
     // Runs until every Flusher handle (the log store and its clones) is dropped.
     while let Some(first) = rx.blocking_recv() {
@@ -65,6 +75,7 @@ fn run(disk: DiskSync, mut rx: mpsc::Receiver<LogFlushed<TypeConfig>>, flushed: 
                 Err(_) => break,
             }
         }
+        let covered = watermark.before_flush();
         let result = disk.sync_blocking();
         tracing::trace!(n_appends = batch.len(), "group commit");
         for callback in batch.drain(..) {
@@ -75,7 +86,10 @@ fn run(disk: DiskSync, mut rx: mpsc::Receiver<LogFlushed<TypeConfig>>, flushed: 
             callback.log_io_completed(r);
         }
         match result {
-            Ok(()) => flushed.send_modify(|n| *n += 1),
+            Ok(()) => {
+                watermark.raise_soon(covered.0, covered.1);
+                flushed.send_modify(|n| *n += 1)
+            }
             Err(e) => {
                 // A failed fsync leaves the disk in an unknown state; openraft stops this replica on
                 // the error above, and we stop flushing rather than pretend later flushes are sound.

@@ -18,8 +18,8 @@ mod flusher;
 mod log_store;
 mod recover;
 mod state_machine;
-
-use std::io::Cursor;
+mod verify;
+mod watermark;
 
 pub use db::{open, OpenError, Opened};
 pub use disk::{SyncStats, SYNC_BUCKETS_US};
@@ -27,17 +27,13 @@ pub use log_store::LogStore;
 pub use recover::{force_new_cluster, replica_id_of, Recovered};
 pub use state_machine::{SmHandle, SmStore};
 
-openraft::declare_raft_types!(
-    /// openraft's type configuration for raftsched: the state crate's commands and responses.
-    pub TypeConfig:
-        D = raftsched_state::Command,
-        R = raftsched_state::Response,
-        NodeId = u64,
-        Node = openraft::BasicNode,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
-);
+pub use raftsched_format::{ActiveVersion, NodeId, TypeConfig};
 
-pub type NodeId = u64;
 pub type Raft = openraft::Raft<TypeConfig>;
 pub type StorageError = openraft::StorageError<NodeId>;
+
+/// Checks a snapshot received from the network as installing it would (it decodes, its state is
+/// at the index its meta names, the state's invariants hold), without installing it.
+pub fn check_snapshot(meta: &raftsched_format::Meta, data: &[u8]) -> Result<(), String> {
+    state_machine::decode_state(data, meta).map(|_| ()).map_err(|e| e.to_string())
+}

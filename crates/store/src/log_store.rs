@@ -6,9 +6,12 @@ use std::ops::{Bound, RangeBounds};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, LogState, OptionalSend, RaftLogReader, Vote};
 
-use crate::codec::{decode, encode, index_key, io_err};
+use raftsched_format::{ActiveVersion, FormatError};
+
+use crate::codec::{format_err, index_key, io_err};
 use crate::disk::{DiskSync, DurableSnapshot};
 use crate::flusher::Flusher;
+use crate::watermark::WatermarkFile;
 use crate::{NodeId, StorageError, TypeConfig};
 
 const VOTE_KEY: &[u8] = b"vote";
@@ -28,6 +31,9 @@ pub struct LogStore {
     log: sled::Tree,
     flusher: Flusher,
     durable_snapshot: DurableSnapshot,
+    /// The format records are written in now (the cluster version).
+    active: ActiveVersion,
+    watermark: WatermarkFile,
     /// The latest commit index openraft reported (`save_committed`), for metrics.
     committed_index: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Only with the `skip-fsync` fault: acknowledged entries not yet written to sled.
@@ -42,6 +48,8 @@ impl LogStore {
         log: sled::Tree,
         flusher: Flusher,
         durable_snapshot: DurableSnapshot,
+        active: ActiveVersion,
+        watermark: WatermarkFile,
     ) -> LogStore {
         #[cfg(feature = "fault-injection")]
         let write_behind = crate::fault::skip_fsync().then(|| crate::fault::WriteBehind::start(log.clone()));
@@ -51,33 +59,40 @@ impl LogStore {
             log,
             flusher,
             durable_snapshot,
+            active,
+            watermark,
             committed_index: Default::default(),
             #[cfg(feature = "fault-injection")]
             write_behind,
         }
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(
+    fn get_meta<T>(
         &self,
         key: &[u8],
         subject: ErrorSubject<NodeId>,
+        decode: fn(&[u8]) -> Result<T, FormatError>,
     ) -> Result<Option<T>, StorageError> {
         match self.meta.get(key) {
-            Ok(Some(bytes)) => Ok(Some(decode(&bytes, subject)?)),
+            Ok(Some(bytes)) => Ok(Some(decode(&bytes).map_err(format_err(subject, ErrorVerb::Read))?)),
             Ok(None) => Ok(None),
             Err(e) => Err(io_err(subject, ErrorVerb::Read, e)),
         }
     }
 
-    fn put_meta<T: serde::Serialize>(
+    fn put_meta(
         &self,
         key: &[u8],
-        value: &T,
+        encoded: Result<Vec<u8>, FormatError>,
         subject: ErrorSubject<NodeId>,
     ) -> Result<(), StorageError> {
-        let bytes = encode(value, subject.clone())?;
+        let bytes = encoded.map_err(format_err(subject.clone(), ErrorVerb::Write))?;
         self.meta.insert(key, bytes).map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
         Ok(())
+    }
+
+    fn last_purged(&self) -> Result<Option<LogId<NodeId>>, StorageError> {
+        self.get_meta(LAST_PURGED_KEY, ErrorSubject::Logs, raftsched_format::decode_purged)
     }
 
     /// The number of completed log flushes, as it grows.
@@ -100,19 +115,24 @@ impl LogStore {
         #[cfg(feature = "fault-injection")]
         if let Some(wb) = &self.write_behind {
             if let Some((_, bytes)) = wb.lock().iter().next_back() {
-                let entry: Entry<TypeConfig> = decode(bytes, ErrorSubject::Logs)?;
-                return Ok(Some(entry.log_id));
+                return Ok(Some(decode_entry(bytes)?.log_id));
             }
         }
         match self.log.last() {
-            Ok(Some((_, bytes))) => {
-                let entry: Entry<TypeConfig> = decode(&bytes, ErrorSubject::Logs)?;
-                Ok(Some(entry.log_id))
-            }
+            Ok(Some((_, bytes))) => Ok(Some(decode_entry(&bytes)?.log_id)),
             Ok(None) => Ok(None),
             Err(e) => Err(io_err(ErrorSubject::Logs, ErrorVerb::Read, e)),
         }
     }
+}
+
+pub(crate) fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, StorageError> {
+    raftsched_format::decode_entry(bytes).map_err(format_err(ErrorSubject::Logs, ErrorVerb::Read))
+}
+
+fn encode_entry(entry: &Entry<TypeConfig>, version: raftsched_format::Version) -> Result<Vec<u8>, StorageError> {
+    raftsched_format::encode_entry(entry, version)
+        .map_err(format_err(ErrorSubject::Log(entry.log_id), ErrorVerb::Write))
 }
 
 fn to_sled_range<RB: RangeBounds<u64>>(range: &RB) -> (Bound<[u8; 8]>, Bound<[u8; 8]>) {
@@ -137,8 +157,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let mut entries = Vec::new();
         for item in self.log.range(to_sled_range(&range)) {
             let (_, bytes) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-            let entry: Entry<TypeConfig> = decode(&bytes, ErrorSubject::Logs)?;
-            entries.push(entry);
+            entries.push(decode_entry(&bytes)?);
         }
         #[cfg(feature = "fault-injection")]
         if let Some(wb) = &self.write_behind {
@@ -146,7 +165,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             let mut merged: std::collections::BTreeMap<u64, Entry<TypeConfig>> =
                 entries.into_iter().map(|e| (e.log_id.index, e)).collect();
             for (_, bytes) in pending.range(range) {
-                let entry: Entry<TypeConfig> = decode(bytes, ErrorSubject::Logs)?;
+                let entry = decode_entry(bytes)?;
                 merged.insert(entry.log_id.index, entry);
             }
             return Ok(merged.into_values().collect());
@@ -159,7 +178,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged: Option<LogId<NodeId>> = self.get_meta(LAST_PURGED_KEY, ErrorSubject::Logs)?;
+        let last_purged = self.last_purged()?;
         let last = self.last_entry_log_id()?.or(last_purged);
         Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
     }
@@ -171,17 +190,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// Durable before it returns: a vote that is forgotten after a crash could let this replica
     /// vote twice in one term.
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        self.put_meta(VOTE_KEY, vote, ErrorSubject::Vote)?;
+        self.put_meta(VOTE_KEY, raftsched_format::encode_vote(vote, self.active.get()), ErrorSubject::Vote)?;
         #[cfg(feature = "fault-injection")]
         if crate::fault::skip_fsync() {
             return Ok(());
         }
         self.disk.sync().await.map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
-        Ok(())
+        let term = vote.leader_id().term;
+        let watermark = self.watermark.clone();
+        let recorded = tokio::task::spawn_blocking(move || watermark.record_vote(term)).await;
+        recorded
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        self.get_meta(VOTE_KEY, ErrorSubject::Vote)
+        self.get_meta(VOTE_KEY, ErrorSubject::Vote, raftsched_format::decode_vote)
     }
 
     /// Not flushed on its own: the committed index is a hint that lets a restarted replica apply
@@ -195,11 +220,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if self.write_behind.is_some() {
             return Ok(());
         }
-        self.put_meta(COMMITTED_KEY, &committed, ErrorSubject::Store)
+        self.put_meta(
+            COMMITTED_KEY,
+            raftsched_format::encode_committed(&committed, self.active.get()),
+            ErrorSubject::Store,
+        )
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError> {
-        Ok(self.get_meta::<Option<LogId<NodeId>>>(COMMITTED_KEY, ErrorSubject::Store)?.flatten())
+        Ok(self.get_meta(COMMITTED_KEY, ErrorSubject::Store, raftsched_format::decode_committed)?.flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
@@ -211,21 +240,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Some(wb) = &self.write_behind {
             let mut pending = wb.lock();
             for entry in entries {
-                pending.insert(entry.log_id.index, encode(&entry, ErrorSubject::Log(entry.log_id))?);
+                pending.insert(entry.log_id.index, encode_entry(&entry, self.active.get())?);
             }
             drop(pending);
             callback.log_io_completed(Ok(()));
             return Ok(());
         }
         let mut batch = sled::Batch::default();
-        let mut n_entries = 0usize;
+        let mut end = None;
+        let version = self.active.get();
         for entry in entries {
-            let bytes = encode(&entry, ErrorSubject::Log(entry.log_id))?;
-            batch.insert(&index_key(entry.log_id.index), bytes);
-            n_entries += 1;
+            batch.insert(&index_key(entry.log_id.index), encode_entry(&entry, version)?);
+            end = Some(entry.log_id.index + 1);
         }
-        debug_assert!(n_entries > 0);
+        debug_assert!(end.is_some());
         self.log.apply_batch(batch).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        if let Some(end) = end {
+            self.watermark.note_written(end);
+        }
         // Acknowledged to Raft only after the flusher's next fsync, which covers this write.
         self.flusher.after_next_flush(callback).await;
         Ok(())
@@ -239,6 +271,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Some(wb) = &self.write_behind {
             wb.lock().split_off(&log_id.index);
         }
+        // Durably first: after a crash, a log ending below the old watermark would read as damage.
+        let watermark = self.watermark.clone();
+        let index = log_id.index;
+        let lowered = tokio::task::spawn_blocking(move || watermark.lower(index)).await;
+        lowered
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         let mut batch = sled::Batch::default();
         for item in self.log.range(index_key(log_id.index)..) {
             let (key, _) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
@@ -264,11 +304,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let why = format!("no durable snapshot covers {log_id} after {PURGE_WAIT_FOR_SNAPSHOT:?}");
             return Err(io_err(ErrorSubject::Logs, ErrorVerb::Delete, std::io::Error::other(why)));
         }
-        if self.get_meta::<LogId<NodeId>>(LAST_PURGED_KEY, ErrorSubject::Logs)?.is_some_and(|p| p.index >= log_id.index)
-        {
+        if self.last_purged()?.is_some_and(|p| p.index >= log_id.index) {
             return Ok(());
         }
-        self.put_meta(LAST_PURGED_KEY, &log_id, ErrorSubject::Logs)?;
+        self.put_meta(
+            LAST_PURGED_KEY,
+            raftsched_format::encode_purged(&log_id, self.active.get()),
+            ErrorSubject::Logs,
+        )?;
         #[cfg(feature = "fault-injection")]
         if let Some(wb) = &self.write_behind {
             let mut pending = wb.lock();

@@ -15,7 +15,9 @@ use openraft::{
 use raftsched_state::{Response, StateMachine};
 use tokio::sync::watch;
 
-use crate::codec::{decode, encode, io_err};
+use raftsched_format::ActiveVersion;
+
+use crate::codec::{format_err, io_err};
 use crate::disk::{durable_mark, DiskSync, DurableSnapshot};
 use crate::{NodeId, StorageError, TypeConfig};
 
@@ -48,6 +50,11 @@ impl SmHandle {
         read_lock(&self.inner).last_applied.map_or(0, |l| l.index)
     }
 
+    /// The last applied index, `None` before the first entry.
+    pub fn last_applied_index_opt(&self) -> Option<u64> {
+        read_lock(&self.inner).last_applied.map(|l| l.index)
+    }
+
     /// Changes whenever entries are applied or a snapshot is installed: long polls wait on it.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.applied.subscribe()
@@ -70,30 +77,43 @@ pub struct SmStore {
     disk: DiskSync,
     snap: sled::Tree,
     durable: DurableSnapshot,
+    /// The format written now; raised when the applied cluster version rises.
+    active: ActiveVersion,
+}
+
+fn decode_meta(bytes: &[u8]) -> Result<SnapshotMeta<NodeId, BasicNode>, StorageError> {
+    raftsched_format::decode_snapshot_meta(bytes).map_err(format_err(ErrorSubject::Snapshot(None), ErrorVerb::Read))
 }
 
 impl SmStore {
     /// Loads the last durable snapshot, if any, checking the state's invariants: a snapshot that
     /// decodes but is inconsistent is reported as damage, not served.
     pub(crate) fn load(disk: DiskSync, snap: sled::Tree) -> Result<SmStore, StorageError> {
+        let active = ActiveVersion::default();
         let mut inner = Inner::default();
         let meta = snap.get(SNAPSHOT_META_KEY).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
         let data = snap.get(SNAPSHOT_DATA_KEY).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
         if let (Some(meta), Some(data)) = (meta, data) {
-            let meta: SnapshotMeta<NodeId, BasicNode> = decode(&meta, ErrorSubject::Snapshot(None))?;
+            let meta = decode_meta(&meta)?;
             let sm = decode_state(&data, &meta)?;
+            active.raise(sm.cluster_version());
             inner.sm = sm;
             inner.last_applied = meta.last_log_id;
             inner.membership = meta.last_membership;
         }
         let applied = Arc::new(watch::Sender::new(inner.last_applied.map_or(0, |l| l.index)));
         let durable = durable_mark(inner.last_applied);
-        Ok(SmStore { inner: Arc::new(RwLock::new(inner)), applied, disk, snap, durable })
+        Ok(SmStore { inner: Arc::new(RwLock::new(inner)), applied, disk, snap, durable, active })
     }
 
     /// Shared with the log store, which must not purge past it.
     pub(crate) fn durable_snapshot(&self) -> DurableSnapshot {
         self.durable.clone()
+    }
+
+    /// The format this replica writes and sends now, shared with the log store and the network.
+    pub fn active_version(&self) -> ActiveVersion {
+        self.active.clone()
     }
 
     /// The state, last applied log id and membership as loaded (for offline recovery).
@@ -108,7 +128,7 @@ impl SmStore {
         meta: &SnapshotMeta<NodeId, BasicNode>,
         sm: StateMachine,
     ) -> Result<(), StorageError> {
-        let data = encode(&sm, ErrorSubject::StateMachine)?;
+        let data = encode_state(&sm, &self.active)?;
         decode_state(&data, meta)?;
         // Recovery rewrites the membership even at the same log id: forget the durable mark.
         self.durable.value.send_replace(None);
@@ -127,6 +147,7 @@ impl SmStore {
             disk: self.disk.clone(),
             snap: self.snap.clone(),
             durable: self.durable.clone(),
+            active: self.active.clone(),
         }
     }
 
@@ -144,7 +165,8 @@ impl SmStore {
             return Ok(());
         }
         let subject = ErrorSubject::Snapshot(Some(meta.signature()));
-        let meta_bytes = encode(meta, subject.clone())?;
+        let meta_bytes = raftsched_format::encode_snapshot_meta(meta, self.active.get())
+            .map_err(format_err(subject.clone(), ErrorVerb::Write))?;
         let mut batch = sled::Batch::default();
         batch.insert(SNAPSHOT_META_KEY, meta_bytes);
         batch.insert(SNAPSHOT_DATA_KEY, data);
@@ -171,9 +193,17 @@ async fn off_the_runtime<T: Send + 'static>(
     tokio::task::spawn_blocking(work).await.map_err(|e| io_err(subject, verb, std::io::Error::other(e.to_string())))?
 }
 
-fn decode_state(data: &[u8], meta: &SnapshotMeta<NodeId, BasicNode>) -> Result<StateMachine, StorageError> {
+/// The state as a snapshot body in the active format (format 0 while the cluster version is 0, so
+/// that a replica of the previous build can still install it).
+fn encode_state(sm: &StateMachine, active: &ActiveVersion) -> Result<Vec<u8>, StorageError> {
+    let version = active.get().max(sm.cluster_version().min(raftsched_format::FORMAT_VERSION_MAX));
+    raftsched_format::encode_snapshot_body(sm, version)
+        .map_err(format_err(ErrorSubject::StateMachine, ErrorVerb::Write))
+}
+
+pub(crate) fn decode_state(data: &[u8], meta: &SnapshotMeta<NodeId, BasicNode>) -> Result<StateMachine, StorageError> {
     let subject = ErrorSubject::Snapshot(Some(meta.signature()));
-    let sm: StateMachine = decode(data, subject.clone())?;
+    let sm = raftsched_format::decode_snapshot_body(data).map_err(format_err(subject.clone(), ErrorVerb::Read))?;
     let applied = meta.last_log_id.map(|l| l.index);
     if sm.applied_index() != applied {
         let why = format!("snapshot state is at index {:?} but its meta says {applied:?}", sm.applied_index());
@@ -224,7 +254,9 @@ impl RaftStateMachine<TypeConfig> for SmStore {
             responses.push(response);
         }
         let last = inner.last_applied.map_or(0, |l| l.index);
+        let cluster_version = inner.sm.cluster_version();
         drop(inner);
+        self.active.raise(cluster_version);
         self.applied.send_replace(last);
         Ok(responses)
     }
@@ -251,6 +283,7 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         })
         .await?;
         self.save_snapshot(meta, &data).await?;
+        self.active.raise(sm.cluster_version());
         let mut inner = write_lock(&self.inner);
         inner.sm = sm;
         inner.last_applied = meta.last_log_id;
@@ -267,7 +300,7 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         let data = self.snap.get(SNAPSHOT_DATA_KEY).map_err(|e| io_err(subject.clone(), ErrorVerb::Read, e))?;
         match (meta, data) {
             (Some(meta), Some(data)) => {
-                let meta: SnapshotMeta<NodeId, BasicNode> = decode(&meta, subject)?;
+                let meta = decode_meta(&meta)?;
                 Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data.to_vec())) }))
             }
             _ => Ok(None),
@@ -282,6 +315,7 @@ pub struct SnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let inner = self.store.inner.clone();
+        let active = self.store.active.clone();
         let (meta, data) = off_the_runtime(ErrorSubject::StateMachine, ErrorVerb::Write, move || {
             // A read lock: queries go on while the state is encoded (apply waits).
             let inner = read_lock(&inner);
@@ -292,7 +326,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 None => format!("none-{n_built}"),
             };
             let meta = SnapshotMeta { last_log_id: last, last_membership: inner.membership.clone(), snapshot_id };
-            let data = encode(&inner.sm, ErrorSubject::StateMachine)?;
+            let data = encode_state(&inner.sm, &active)?;
             Ok((meta, data))
         })
         .await?;

@@ -24,7 +24,25 @@ pub struct Replica {
     pub join: bool,
     /// `--http` address (status page and metrics), if any.
     pub http: Option<String>,
+    /// The `raftsched` binary it runs (this build's unless a test swaps in another).
+    pub bin: PathBuf,
     child: Option<Child>,
+}
+
+impl Replica {
+    /// Replica `id` of `cluster` at `addr`, running `bin`, not started.
+    pub fn new(cluster: &Cluster, id: u64, addr: String, bin: &Path) -> Replica {
+        Replica {
+            id,
+            addr,
+            data_dir: cluster.dir.path().join(format!("replica-{id}")),
+            log_path: cluster.dir.path().join(format!("replica-{id}.log")),
+            join: false,
+            http: None,
+            bin: bin.to_path_buf(),
+            child: None,
+        }
+    }
 }
 
 pub struct Cluster {
@@ -64,6 +82,7 @@ impl Cluster {
                     log_path: dir.path().join(format!("replica-{id}.log")),
                     join: false,
                     http: None,
+                    bin: PathBuf::from(BIN),
                     child: None,
                 },
             );
@@ -94,6 +113,7 @@ impl Cluster {
                 log_path: cluster.dir.path().join(format!("replica-{id}.log")),
                 join: false,
                 http: Some(format!("127.0.0.1:{http}")),
+                bin: PathBuf::from(BIN),
                 child: None,
             };
             cluster.replicas.insert(id, replica);
@@ -120,6 +140,7 @@ impl Cluster {
             log_path: self.dir.path().join(format!("replica-{id}.log")),
             join: true,
             http: None,
+            bin: PathBuf::from(BIN),
             child: None,
         };
         self.replicas.insert(id, replica);
@@ -158,7 +179,7 @@ impl Cluster {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&r.log_path).unwrap();
         let membership = if r.join { ["--join", &join] } else { ["--initial-cluster", &initial] };
         let http: Vec<&str> = r.http.as_deref().map(|h| vec!["--http", h]).unwrap_or_default();
-        let child = Command::new(BIN)
+        let child = Command::new(&r.bin)
             .args(["server", "--id", &id.to_string(), "--listen", &r.addr])
             .args(membership)
             .arg("--data-dir")

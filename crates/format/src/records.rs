@@ -1,0 +1,302 @@
+//! The record types: the shapes that are written and sent, separate from the state crate's types,
+//! which convert to and from them here and nowhere else.
+//!
+//! Why records of their own: the state crate's `Op` and `Response` hold lists of themselves
+//! (`Op::Batch`, `Response::Batch`), so decoding them straight from bytes recursed as deep as the
+//! input said (a 120 KB message aborted a replica with a stack overflow). Here a batch holds
+//! `Leaf` items, whose own batch variants hold `Never`, which no byte sequence decodes to: depth is
+//! at most two by construction, for any input.
+//!
+//! Layout invariant: each record has the field and variant order of the type format 0 wrote for
+//! it (bincode: fields in order, variants by index), so format 0 payloads decode as these records
+//! and format 1 payloads are the same bytes inside an envelope. New variants go last and are sent
+//! only once the cluster version allows them (`SetClusterVersion`, `ClusterVersionSet`). Leaf
+//! types that cannot nest (`TaskSpec`, `ScheduleSpec`, `StateMachine`'s contents, openraft's ids
+//! and membership) are encoded by their own serde derives; the golden fixtures in `testdata/` pin
+//! every one of those bytes, so a change there fails CI until it gets a new format version.
+
+use std::collections::BTreeMap;
+
+use openraft::{BasicNode, LogId, Membership, Vote};
+use raftsched_state::{AssignItem, Command, Op, Rejection, ReportEvent, Response, ScheduleSpec, TaskId, TaskSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::{FormatError, NodeId};
+
+/// What a batch may hold: converts to and from the item type `T`, refusing what it cannot carry.
+pub(crate) trait Nest<T>: Sized {
+    fn wrap(item: T) -> Result<Self, FormatError>;
+    fn unwrap(self) -> T;
+}
+
+/// The innermost level: no bytes decode to it, so a batch inside a batch holds nothing.
+#[derive(Debug)]
+pub(crate) enum Never {}
+
+impl Serialize for Never {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        match *self {}
+    }
+}
+
+impl<'de> Deserialize<'de> for Never {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Never, D::Error> {
+        Err(serde::de::Error::custom("a batch may not hold a non-empty batch"))
+    }
+}
+
+impl<T> Nest<T> for Never {
+    fn wrap(_: T) -> Result<Never, FormatError> {
+        Err(FormatError::NotRepresentable { what: "a non-empty batch inside a batch".into() })
+    }
+    fn unwrap(self) -> T {
+        match self {}
+    }
+}
+
+/// `Op`'s layout with its batches' items of type `B`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum OpRecord<B> {
+    Submit { key: String, spec: TaskSpec },
+    Cancel { id: TaskId },
+    RegisterWorker { worker_id: String, instance: u64, addr: String, slots: u32, labels: BTreeMap<String, String> },
+    Heartbeat { worker_id: String, instance: u64 },
+    ExpireWorker { worker_id: String, epoch: u64, heartbeat_seq: u64 },
+    DrainWorker { worker_id: String },
+    Assign { items: Vec<AssignItem> },
+    Report { task_id: TaskId, token: u64, event: ReportEvent },
+    Batch { ops: Vec<B> },
+    CreateSchedule { name: String, spec: Box<ScheduleSpec> },
+    DeleteSchedule { name: String },
+    SetSchedulePaused { name: String, paused: bool },
+    FireSchedule { name: String, occurrence_ms: u64 },
+    ReleaseDue,
+    PurgeFinished { keep: u64 },
+    BatchDispatch { ops: Vec<B> },
+    SetClusterVersion { version: u32 },
+}
+
+/// An op inside a batch.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct LeafOp(OpRecord<Never>);
+
+impl Nest<Op> for LeafOp {
+    fn wrap(op: Op) -> Result<LeafOp, FormatError> {
+        OpRecord::from_op(op).map(LeafOp)
+    }
+    fn unwrap(self) -> Op {
+        self.0.into_op()
+    }
+}
+
+fn wrap_all<T, B: Nest<T>>(items: Vec<T>) -> Result<Vec<B>, FormatError> {
+    items.into_iter().map(B::wrap).collect()
+}
+
+fn unwrap_all<T, B: Nest<T>>(items: Vec<B>) -> Vec<T> {
+    items.into_iter().map(B::unwrap).collect()
+}
+
+impl<B: Nest<Op>> OpRecord<B> {
+    pub(crate) fn from_op(op: Op) -> Result<OpRecord<B>, FormatError> {
+        Ok(match op {
+            Op::Submit { key, spec } => OpRecord::Submit { key, spec },
+            Op::Cancel { id } => OpRecord::Cancel { id },
+            Op::RegisterWorker { worker_id, instance, addr, slots, labels } => {
+                OpRecord::RegisterWorker { worker_id, instance, addr, slots, labels }
+            }
+            Op::Heartbeat { worker_id, instance } => OpRecord::Heartbeat { worker_id, instance },
+            Op::ExpireWorker { worker_id, epoch, heartbeat_seq } => {
+                OpRecord::ExpireWorker { worker_id, epoch, heartbeat_seq }
+            }
+            Op::DrainWorker { worker_id } => OpRecord::DrainWorker { worker_id },
+            Op::Assign { items } => OpRecord::Assign { items },
+            Op::Report { task_id, token, event } => OpRecord::Report { task_id, token, event },
+            Op::Batch { ops } => OpRecord::Batch { ops: wrap_all(ops)? },
+            Op::CreateSchedule { name, spec } => OpRecord::CreateSchedule { name, spec },
+            Op::DeleteSchedule { name } => OpRecord::DeleteSchedule { name },
+            Op::SetSchedulePaused { name, paused } => OpRecord::SetSchedulePaused { name, paused },
+            Op::FireSchedule { name, occurrence_ms } => OpRecord::FireSchedule { name, occurrence_ms },
+            Op::ReleaseDue => OpRecord::ReleaseDue,
+            Op::PurgeFinished { keep } => OpRecord::PurgeFinished { keep },
+            Op::BatchDispatch { ops } => OpRecord::BatchDispatch { ops: wrap_all(ops)? },
+            Op::SetClusterVersion { version } => OpRecord::SetClusterVersion { version },
+        })
+    }
+
+    pub(crate) fn into_op(self) -> Op {
+        match self {
+            OpRecord::Submit { key, spec } => Op::Submit { key, spec },
+            OpRecord::Cancel { id } => Op::Cancel { id },
+            OpRecord::RegisterWorker { worker_id, instance, addr, slots, labels } => {
+                Op::RegisterWorker { worker_id, instance, addr, slots, labels }
+            }
+            OpRecord::Heartbeat { worker_id, instance } => Op::Heartbeat { worker_id, instance },
+            OpRecord::ExpireWorker { worker_id, epoch, heartbeat_seq } => {
+                Op::ExpireWorker { worker_id, epoch, heartbeat_seq }
+            }
+            OpRecord::DrainWorker { worker_id } => Op::DrainWorker { worker_id },
+            OpRecord::Assign { items } => Op::Assign { items },
+            OpRecord::Report { task_id, token, event } => Op::Report { task_id, token, event },
+            OpRecord::Batch { ops } => Op::Batch { ops: unwrap_all(ops) },
+            OpRecord::CreateSchedule { name, spec } => Op::CreateSchedule { name, spec },
+            OpRecord::DeleteSchedule { name } => Op::DeleteSchedule { name },
+            OpRecord::SetSchedulePaused { name, paused } => Op::SetSchedulePaused { name, paused },
+            OpRecord::FireSchedule { name, occurrence_ms } => Op::FireSchedule { name, occurrence_ms },
+            OpRecord::ReleaseDue => Op::ReleaseDue,
+            OpRecord::PurgeFinished { keep } => Op::PurgeFinished { keep },
+            OpRecord::BatchDispatch { ops } => Op::BatchDispatch { ops: unwrap_all(ops) },
+            OpRecord::SetClusterVersion { version } => Op::SetClusterVersion { version },
+        }
+    }
+}
+
+/// A top-level op: its batches hold leaf ops.
+pub(crate) type TopOp = OpRecord<LeafOp>;
+
+/// `Command`'s layout.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct CommandRecord {
+    pub now_ms: u64,
+    pub op: TopOp,
+}
+
+impl CommandRecord {
+    pub(crate) fn from_command(cmd: &Command) -> Result<CommandRecord, FormatError> {
+        Ok(CommandRecord { now_ms: cmd.now_ms, op: OpRecord::from_op(cmd.op.clone())? })
+    }
+    pub(crate) fn into_command(self) -> Command {
+        Command { now_ms: self.now_ms, op: self.op.into_op() }
+    }
+}
+
+/// `Response`'s layout with its batch's items of type `B`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ResponseRecord<B> {
+    Submitted { id: TaskId, created: bool },
+    Cancelled { id: TaskId },
+    Registered { epoch: u64 },
+    HeartbeatOk { epoch: u64 },
+    Expired { n_requeued: u32 },
+    Drained,
+    Assigned { token: u64, n_assigned: u32, n_stale: u32 },
+    Reported,
+    ScheduleCreated { created: bool, next_due_ms: Option<u64> },
+    ScheduleUpdated { next_due_ms: Option<u64> },
+    Fired { n_run: u32, n_missed: u64, next_due_ms: Option<u64> },
+    Released { n_released: u32 },
+    Purged { n_purged: u32 },
+    Batch(Vec<B>),
+    Noop,
+    Rejected(Rejection),
+    ClusterVersionSet { version: u32 },
+}
+
+/// A response inside a batch response.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct LeafResponse(ResponseRecord<Never>);
+
+impl Nest<Response> for LeafResponse {
+    fn wrap(r: Response) -> Result<LeafResponse, FormatError> {
+        ResponseRecord::from_response(r).map(LeafResponse)
+    }
+    fn unwrap(self) -> Response {
+        self.0.into_response()
+    }
+}
+
+impl<B: Nest<Response>> ResponseRecord<B> {
+    pub(crate) fn from_response(r: Response) -> Result<ResponseRecord<B>, FormatError> {
+        Ok(match r {
+            Response::Submitted { id, created } => ResponseRecord::Submitted { id, created },
+            Response::Cancelled { id } => ResponseRecord::Cancelled { id },
+            Response::Registered { epoch } => ResponseRecord::Registered { epoch },
+            Response::HeartbeatOk { epoch } => ResponseRecord::HeartbeatOk { epoch },
+            Response::Expired { n_requeued } => ResponseRecord::Expired { n_requeued },
+            Response::Drained => ResponseRecord::Drained,
+            Response::Assigned { token, n_assigned, n_stale } => {
+                ResponseRecord::Assigned { token, n_assigned, n_stale }
+            }
+            Response::Reported => ResponseRecord::Reported,
+            Response::ScheduleCreated { created, next_due_ms } => {
+                ResponseRecord::ScheduleCreated { created, next_due_ms }
+            }
+            Response::ScheduleUpdated { next_due_ms } => ResponseRecord::ScheduleUpdated { next_due_ms },
+            Response::Fired { n_run, n_missed, next_due_ms } => ResponseRecord::Fired { n_run, n_missed, next_due_ms },
+            Response::Released { n_released } => ResponseRecord::Released { n_released },
+            Response::Purged { n_purged } => ResponseRecord::Purged { n_purged },
+            Response::Batch(items) => ResponseRecord::Batch(wrap_all(items)?),
+            Response::Noop => ResponseRecord::Noop,
+            Response::Rejected(why) => ResponseRecord::Rejected(why),
+            Response::ClusterVersionSet { version } => ResponseRecord::ClusterVersionSet { version },
+        })
+    }
+
+    pub(crate) fn into_response(self) -> Response {
+        match self {
+            ResponseRecord::Submitted { id, created } => Response::Submitted { id, created },
+            ResponseRecord::Cancelled { id } => Response::Cancelled { id },
+            ResponseRecord::Registered { epoch } => Response::Registered { epoch },
+            ResponseRecord::HeartbeatOk { epoch } => Response::HeartbeatOk { epoch },
+            ResponseRecord::Expired { n_requeued } => Response::Expired { n_requeued },
+            ResponseRecord::Drained => Response::Drained,
+            ResponseRecord::Assigned { token, n_assigned, n_stale } => {
+                Response::Assigned { token, n_assigned, n_stale }
+            }
+            ResponseRecord::Reported => Response::Reported,
+            ResponseRecord::ScheduleCreated { created, next_due_ms } => {
+                Response::ScheduleCreated { created, next_due_ms }
+            }
+            ResponseRecord::ScheduleUpdated { next_due_ms } => Response::ScheduleUpdated { next_due_ms },
+            ResponseRecord::Fired { n_run, n_missed, next_due_ms } => Response::Fired { n_run, n_missed, next_due_ms },
+            ResponseRecord::Released { n_released } => Response::Released { n_released },
+            ResponseRecord::Purged { n_purged } => Response::Purged { n_purged },
+            ResponseRecord::Batch(items) => Response::Batch(unwrap_all(items)),
+            ResponseRecord::Noop => Response::Noop,
+            ResponseRecord::Rejected(why) => Response::Rejected(why),
+            ResponseRecord::ClusterVersionSet { version } => Response::ClusterVersionSet { version },
+        }
+    }
+}
+
+pub(crate) type TopResponse = ResponseRecord<LeafResponse>;
+
+/// openraft's `EntryPayload` layout.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum EntryPayloadRecord {
+    Blank,
+    Normal(CommandRecord),
+    Membership(Membership<NodeId, BasicNode>),
+}
+
+/// openraft's `Entry` layout.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct EntryRecord {
+    pub log_id: LogId<NodeId>,
+    pub payload: EntryPayloadRecord,
+}
+
+/// openraft's `AppendEntriesRequest` layout.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct AppendEntriesRecord {
+    pub vote: Vote<NodeId>,
+    pub prev_log_id: Option<LogId<NodeId>>,
+    pub entries: Vec<EntryRecord>,
+    pub leader_commit: Option<LogId<NodeId>>,
+}
+
+/// `ForwardOutcome`'s layout.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ForwardOutcomeRecord {
+    Applied(TopResponse),
+    Refused { code: i32, message: String },
+    NotLeader,
+}
+
+/// A Raft error as format 1 sends it: openraft's error type nests without bound (`AnyError`'s
+/// source chain), so only its text crosses the wire.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum RaftErrorRecord<E> {
+    Fatal { reason: String },
+    Api(E),
+}

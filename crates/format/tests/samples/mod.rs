@@ -1,0 +1,167 @@
+//! One fixed value of every record kind, shared by the fixture and hostile-input tests.
+//! Never change a sample: its bytes are committed under `testdata/` (add a new one instead).
+
+#![allow(dead_code)]
+// The samples return openraft's reply type as it is.
+#![allow(clippy::result_large_err)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use openraft::error::{InstallSnapshotError, RaftError, SnapshotMismatch};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::{
+    BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, SnapshotMeta, StoredMembership, Vote,
+};
+use raftsched_format::*;
+use raftsched_state::{Command, Op, ReportEvent, Response, ScheduleSpec, StateMachine, TaskSpec};
+
+pub fn log_id(term: u64, node: u64, index: u64) -> LogId<NodeId> {
+    LogId::new(CommittedLeaderId::new(term, node), index)
+}
+
+fn spec() -> TaskSpec {
+    let mut spec = TaskSpec::command(vec!["/bin/echo".into(), "hello".into()]);
+    spec.priority = 5;
+    spec.constraints = BTreeMap::from([("zone".to_string(), "a".to_string())]);
+    spec.env = BTreeMap::from([("K".to_string(), "V".to_string())]);
+    spec.cwd = Some("/tmp".into());
+    spec.timeout_ms = 60_000;
+    spec
+}
+
+pub fn ops() -> Vec<Op> {
+    vec![
+        Op::Submit { key: "k-1".into(), spec: spec() },
+        Op::Cancel { id: 7 },
+        Op::Report {
+            task_id: 3,
+            token: 12,
+            event: ReportEvent::Finished { exit_code: 0, output_tail: "ok\n".into(), timed_out: false },
+        },
+        Op::Heartbeat { worker_id: "w1".into(), instance: 99 },
+    ]
+}
+
+pub fn membership() -> Membership<NodeId, BasicNode> {
+    let nodes: BTreeMap<NodeId, BasicNode> =
+        (1..=3).map(|i| (i, BasicNode { addr: format!("10.0.0.{i}:7001") })).collect();
+    Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes)
+}
+
+pub fn entry_normal() -> Entry<TypeConfig> {
+    let cmd = Command { now_ms: 1_764_000_000_000, op: Op::BatchDispatch { ops: ops() } };
+    Entry { log_id: log_id(3, 2, 41), payload: EntryPayload::Normal(cmd) }
+}
+
+pub fn entry_membership() -> Entry<TypeConfig> {
+    Entry { log_id: log_id(1, 1, 0), payload: EntryPayload::Membership(membership()) }
+}
+
+pub fn entry_blank() -> Entry<TypeConfig> {
+    Entry { log_id: log_id(4, 3, 57), payload: EntryPayload::Blank }
+}
+
+pub fn entry_schedule() -> Entry<TypeConfig> {
+    let spec = ScheduleSpec::new("0 3 * * *", TaskSpec::builtin("echo", "nightly"));
+    let cmd =
+        Command { now_ms: 1_764_000_000_500, op: Op::CreateSchedule { name: "nightly".into(), spec: Box::new(spec) } };
+    Entry { log_id: log_id(3, 2, 42), payload: EntryPayload::Normal(cmd) }
+}
+
+pub fn entry_set_cluster_version() -> Entry<TypeConfig> {
+    let cmd = Command { now_ms: 1_764_000_001_000, op: Op::SetClusterVersion { version: 1 } };
+    Entry { log_id: log_id(5, 1, 90), payload: EntryPayload::Normal(cmd) }
+}
+
+pub fn vote() -> Vote<NodeId> {
+    Vote::new_committed(7, 2)
+}
+
+pub fn snapshot_meta() -> Meta {
+    SnapshotMeta {
+        last_log_id: Some(log_id(3, 2, 41)),
+        last_membership: StoredMembership::new(Some(log_id(1, 1, 0)), membership()),
+        snapshot_id: "3-2-41-1".into(),
+    }
+}
+
+/// A small state: tasks submitted, a worker, an assignment, a report, a schedule.
+pub fn state(cluster_version: u32) -> StateMachine {
+    let mut sm = StateMachine::new();
+    let t0 = 1_764_000_000_000;
+    let mut index = 0;
+    let mut apply = |sm: &mut StateMachine, op: Op| {
+        index += 1;
+        sm.apply(index, &Command { now_ms: t0 + index * 10, op })
+    };
+    sm.advance(0);
+    for i in 0..3 {
+        apply(&mut sm, Op::Submit { key: format!("k-{i}"), spec: spec() });
+    }
+    let labels = BTreeMap::from([("zone".to_string(), "a".to_string())]);
+    let register =
+        Op::RegisterWorker { worker_id: "w1".into(), instance: 1, addr: "10.0.0.9:0".into(), slots: 2, labels };
+    apply(&mut sm, register);
+    apply(&mut sm, Op::BatchDispatch { ops: vec![Op::Cancel { id: 3 }] });
+    let spec = ScheduleSpec::new("0 3 * * *", TaskSpec::builtin("echo", "nightly"));
+    apply(&mut sm, Op::CreateSchedule { name: "nightly".into(), spec: Box::new(spec) });
+    if cluster_version > 0 {
+        apply(&mut sm, Op::SetClusterVersion { version: cluster_version });
+    }
+    sm
+}
+
+pub fn append_entries() -> AppendEntries {
+    AppendEntriesRequest {
+        vote: vote(),
+        prev_log_id: Some(log_id(3, 2, 40)),
+        entries: vec![entry_normal(), entry_schedule()],
+        leader_commit: Some(log_id(3, 2, 39)),
+    }
+}
+
+pub fn append_entries_reply() -> RaftReply<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+    Ok(AppendEntriesResponse::HigherVote(Vote::new(9, 3)))
+}
+
+pub fn vote_request() -> VoteRequest<NodeId> {
+    VoteRequest { vote: Vote::new(8, 1), last_log_id: Some(log_id(7, 2, 100)) }
+}
+
+pub fn vote_reply() -> RaftReply<VoteResponse<NodeId>, openraft::error::Infallible> {
+    Ok(VoteResponse { vote: Vote::new(8, 1), vote_granted: true, last_log_id: Some(log_id(7, 2, 99)) })
+}
+
+pub fn install_snapshot() -> InstallSnapshot {
+    InstallSnapshotRequest {
+        vote: vote(),
+        meta: snapshot_meta(),
+        offset: 0,
+        data: b"snapshot bytes".to_vec(),
+        done: false,
+    }
+}
+
+pub fn install_snapshot_reply() -> RaftReply<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+    let mismatch = SnapshotMismatch {
+        expect: openraft::SnapshotSegmentId { id: "a".into(), offset: 0 },
+        got: openraft::SnapshotSegmentId { id: "a".into(), offset: 5 },
+    };
+    Err(RaftError::APIError(InstallSnapshotError::SnapshotMismatch(mismatch)))
+}
+
+pub fn forward_outcomes() -> Vec<ForwardOutcome> {
+    vec![
+        ForwardOutcome::Applied(Response::Submitted { id: 4, created: true }),
+        ForwardOutcome::Applied(Response::Batch(vec![Response::Reported, Response::Noop])),
+        ForwardOutcome::Refused { code: 8, message: "busy".into() },
+        ForwardOutcome::NotLeader,
+    ]
+}
+
+pub fn watermark() -> Watermark {
+    Watermark { seq: 12, log_end_durable: 4242, vote_term: 7 }
+}
