@@ -299,6 +299,14 @@ impl Cluster {
         }
     }
 
+    /// How replica `id` ended, if it has (the child is then forgotten); `None` while it runs.
+    pub fn exit_status(&mut self, id: u64) -> Option<std::process::ExitStatus> {
+        let r = self.replicas.get_mut(&id).unwrap();
+        let status = r.child.as_mut()?.try_wait().unwrap()?;
+        r.child = None;
+        Some(status)
+    }
+
     pub fn is_running(&mut self, id: u64) -> bool {
         let r = self.replicas.get_mut(&id).unwrap();
         match &mut r.child {
