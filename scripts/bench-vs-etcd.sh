@@ -8,14 +8,16 @@
 # dispatch through 8 workers. Prints a table with the ratios; docs/benchmarks.md records its output.
 #
 # Usage: scripts/bench-vs-etcd.sh            (as root to install etcd; about 5 minutes)
-# Environment: DURATION_S (15), CONCURRENCIES ("16 64 256"), GET_CONCURRENCY (64), WORKERS (8),
-#   WORK_DIR (a new directory under /var/tmp), ETCD_BASE_PORT (23790), RAFTSCHED_BASE_PORT (27010).
+# Environment: DURATION_S (15), CONCURRENCIES ("1 16 64 256"), GET_CONCURRENCY (64), WORKERS (8),
+#   WORK_DIR (a new directory under /var/tmp), ETCD_BASE_PORT (23790), RAFTSCHED_BASE_PORT (27010),
+#   RS_BIN (run this raftsched binary's replicas instead of this checkout's release build, e.g. an
+#   older build from `scripts/old-build.sh --release`, for a before/after comparison).
 # Exit: 0 when every run completed, 1 when one failed, 2 when the set-up failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION_S=${DURATION_S:-15}
-CONCURRENCIES=${CONCURRENCIES:-"16 64 256"}
+CONCURRENCIES=${CONCURRENCIES:-"1 16 64 256"}
 GET_CONCURRENCY=${GET_CONCURRENCY:-64}
 WORKERS=${WORKERS:-8}
 PAYLOAD_BYTES=256
@@ -52,6 +54,8 @@ cargo build --release -j2 -q -p raftsched || die "cargo build -p raftsched faile
     || die "building scripts/etcd-load failed"
 RS=target/release/raftsched
 LOAD=target/release/etcd-load
+# The replicas' binary; the load generators and the CLI are always this checkout's.
+RS_SERVER=${RS_BIN:-$RS}
 
 for port in $(seq "$ETCD_BASE_PORT" $((ETCD_BASE_PORT + 5))) $(seq "$RAFTSCHED_BASE_PORT" $((RAFTSCHED_BASE_PORT + 2))); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then die "port $port is in use (set ETCD_BASE_PORT / RAFTSCHED_BASE_PORT)"; fi
@@ -92,13 +96,18 @@ RS_GENERATION=0
 start_raftsched() {
     RS_GENERATION=$((RS_GENERATION + 1))
     for i in 1 2 3; do
-        "$RS" server --id "$i" --listen "127.0.0.1:$((RAFTSCHED_BASE_PORT + i - 1))" \
+        "$RS_SERVER" server --id "$i" --listen "127.0.0.1:$((RAFTSCHED_BASE_PORT + i - 1))" \
             --data-dir "$WORK_DIR/raftsched-$RS_GENERATION-$i" --initial-cluster "$RS_INITIAL" \
             >>"$WORK_DIR/raftsched$i.log" 2>&1 &
         RS_PIDS+=($!)
         PIDS+=($!)
     done
     wait_for "raftsched" sh -c "$RS cluster status --json --cluster $RS_CLUSTER | grep -q '\"leader\":[0-9]'"
+    # A build with record formats raises the cluster version a few seconds after start; measure
+    # in the format it will run in, not the one it starts in.
+    if "$RS_SERVER" --version | grep -q "reads formats"; then
+        wait_for "the cluster version" sh -c "$RS cluster status --json --cluster $RS_CLUSTER | grep -q '\"cluster_version\":[1-9]'"
+    fi
 }
 stop_raftsched() {
     for pid in "${RS_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -179,7 +188,7 @@ done
 
 # 5. The table.
 echo
-echo "raftsched vs etcd $ETCD_VERSION, $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r), data in $(df -P "$WORK_DIR" | awk 'NR==2 {print $1}')"
+echo "raftsched ($("$RS_SERVER" --version)) vs etcd $ETCD_VERSION, $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r), data in $(df -P "$WORK_DIR" | awk 'NR==2 {print $1}')"
 echo "fdatasync of this disk: p50 $(field "$FSYNC" p50_ms) ms, p99 $(field "$FSYNC" p99_ms) ms"
 echo "durable writes: etcd puts (256 B values, distinct keys, $ETCD_CONNECTIONS connections over 3 members) vs raftsched submits (256 B payloads, spread over 3 replicas); reads linearizable; ${DURATION_S} s each"
 echo

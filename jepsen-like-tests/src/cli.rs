@@ -81,7 +81,7 @@ struct RunArgs {
     /// Faults to inject, comma-separated: families kill, pause, partition, worker, membership,
     /// all, none, or single faults (kill-one, kill-leader, kill-majority, kill-all, pause-one,
     /// pause-leader, isolate-leader, split-majority-minority, bridge, kill-worker, pause-worker,
-    /// remove-add, transfer-leader).
+    /// remove-add, transfer-leader); not in `all`: upgrade (needs --old-bin), damage.
     #[arg(long, default_value = "all")]
     nemesis: String,
     /// Seed of the fault schedule and the workload, so a failing run can be repeated.
@@ -93,6 +93,10 @@ struct RunArgs {
     /// The raftsched binary [default: beside this program, e.g. target/release/raftsched].
     #[arg(long)]
     raftsched_bin: Option<PathBuf>,
+    /// Start the replicas on this older raftsched binary; the `upgrade` nemesis moves them to
+    /// --raftsched-bin one at a time (e.g. the output of scripts/old-build.sh).
+    #[arg(long, value_name = "PATH")]
+    old_bin: Option<PathBuf>,
     /// Start every replica with `--fault NAME` (a fault-injection build): stale-reads,
     /// skip-fsync, unfenced-reports. The run is then expected to fail.
     #[arg(long, value_name = "NAME")]
@@ -143,7 +147,18 @@ fn run(args: RunArgs) -> i32 {
     let seed = args.seed.unwrap_or(now_s);
     let out = args.out.unwrap_or_else(|| PathBuf::from(format!("jepsen-runs/{now_s}-seed{seed}")));
     let bin = args.raftsched_bin.unwrap_or_else(crate::run::default_raftsched_bin);
+    if nemeses.contains(&crate::run::nemesis::Fault::Upgrade) && args.old_bin.is_none() {
+        eprintln!("--nemesis upgrade needs --old-bin PATH (the build to upgrade from; scripts/old-build.sh makes one)");
+        return EXIT_UNKNOWN;
+    }
+    if let Some(old) = &args.old_bin {
+        if !old.is_file() {
+            eprintln!("--old-bin {}: no such file", old.display());
+            return EXIT_UNKNOWN;
+        }
+    }
     let mut config = crate::run::RunConfig::new(bin, out);
+    config.old_bin = args.old_bin;
     config.nodes = args.nodes as usize;
     config.workers = args.workers as usize;
     config.clients = args.clients as usize;

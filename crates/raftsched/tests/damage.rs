@@ -10,80 +10,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
+use jepsen_like_tests::run::rng::Rng;
 
-/// A small deterministic generator (xorshift*), so a failing seed can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out.sort();
-    out
-}
-
-/// Damages one file of `dir` as `rng` decides; returns what it did.
 fn damage(dir: &Path, rng: &mut Rng) -> String {
-    let all = files(dir);
-    // Mostly sled's log file, where the records are; sometimes any other file.
-    let db = all.iter().find(|p| p.ends_with("sled/db")).cloned();
-    let file = match (rng.below(3), db) {
-        (0 | 1, Some(db)) => db,
-        _ => all[rng.below(all.len() as u64) as usize].clone(),
-    };
-    let name = file.strip_prefix(dir).unwrap().display().to_string();
-    let mut bytes = std::fs::read(&file).unwrap();
-    let len = bytes.len() as u64;
-    match rng.below(4) {
-        0 => {
-            let at = rng.below(len);
-            bytes.truncate(at as usize);
-            std::fs::write(&file, &bytes).unwrap();
-            format!("{name} truncated to {at} of {len} bytes")
-        }
-        1 if len > 0 => {
-            let n = 1 + rng.below(8);
-            for _ in 0..n {
-                let at = rng.below(len) as usize;
-                bytes[at] ^= 1 << rng.below(8);
-            }
-            std::fs::write(&file, &bytes).unwrap();
-            format!("{name}: {n} bits flipped")
-        }
-        2 if len > 0 => {
-            let at = rng.below(len) as usize;
-            let end = (at + 4096).min(bytes.len());
-            bytes[at..end].fill(0);
-            std::fs::write(&file, &bytes).unwrap();
-            format!("{name}: bytes {at}..{end} zeroed")
-        }
-        _ => {
-            std::fs::remove_file(&file).unwrap();
-            format!("{name} deleted")
-        }
-    }
+    jepsen_like_tests::run::damage::damage_one_file(dir, rng).unwrap()
 }
 
 async fn submit_n(cluster: &Cluster, prefix: &str, n: usize, acked: &mut BTreeMap<String, u64>) {
@@ -143,7 +77,7 @@ const ARGS: &[&str] = &["--snapshot-every-entries", "40", "--snapshot-logs-kept"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damage_to_one_replica_loses_nothing() {
     for seed in 1..=seeds() {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ seed);
+        let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15 ^ seed);
         let mut cluster = Cluster::start(3, ARGS);
         cluster.leader().await;
         let mut acked = BTreeMap::new();
@@ -163,7 +97,7 @@ async fn damage_to_one_replica_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damage_to_a_replica_whose_peer_is_behind_loses_nothing() {
     for seed in 1..=seeds() {
-        let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ (seed << 8));
+        let mut rng = Rng::new(0x2545_f491_4f6c_dd1d ^ (seed << 8));
         let mut cluster = Cluster::start(3, ARGS);
         cluster.leader().await;
         let mut acked = BTreeMap::new();

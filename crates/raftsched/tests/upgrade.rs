@@ -1,8 +1,8 @@
 //! Rolling upgrade for real: a trio of commit cde735c's binaries (format 0), under a steady submit
 //! load with a worker running tasks, gains a replica of this build, then has each old replica
 //! replaced by this build in turn; the cluster version is raised (finalized) only once every
-//! member reads format 1; afterwards an old binary refuses the data dir it can no longer read,
-//! and every acknowledged task is on every replica.
+//! member reads format 1; afterwards an old binary refuses the data dir it can no longer read, an
+//! old build cannot be added, and every acknowledged task is on every replica.
 //!
 //! Needs the old binary: `RAFTSCHED_OLD_BIN=$(scripts/old-build.sh) cargo test --test upgrade`
 //! (`.ci/run` does this). Without it the test says so and passes without running.
@@ -142,4 +142,22 @@ async fn rolling_upgrade_from_cde735c_under_load() {
     assert!(!status.success(), "an old build served a finalized data dir");
     cluster.start_replica(1);
     cluster.wait_converged().await;
+
+    // Nor can an old build be added to the finalized cluster: refused before it becomes a member.
+    let addr = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let mut joining = Replica::new(&cluster, 5, addr.clone(), &old);
+    joining.join = true;
+    cluster.replicas.insert(5, joining);
+    cluster.start_replica(5);
+    let started = Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(started.elapsed() < DEADLINE, "the old replica never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = cli(&cluster.addr(2), &["cluster", "add", "--id", "5", "--addr", &addr]);
+    assert_eq!(out.status.code(), Some(1), "an old build was added: {}", stdout(&out));
+    assert!(stderr(&out).contains("upgrade it first"), "{}", stderr(&out));
+    cluster.forget_replica(5);
+    let voters = cluster.client().cluster_status().await.unwrap().members.len();
+    assert_eq!(voters, 4, "the refused replica is not a member");
 }

@@ -81,6 +81,19 @@ impl Replica {
             Some(_) if voters(self).contains(&id) => return Ok(reply(self, false)),
             _ => {}
         }
+        // A build that cannot read the cluster's format would take the entries it is sent for
+        // damage: refuse it before it becomes a member.
+        let cluster_version = self.sm.read(|sm| sm.cluster_version());
+        if cluster_version > 0 {
+            let status = self.member_status(id, &addr).await;
+            if status.reachable && status.format_max < cluster_version {
+                return Err(Status::failed_precondition(format!(
+                    "replica {id} at {addr} runs a build that reads formats up to {}, but the cluster version is \
+                     {cluster_version}: upgrade it first",
+                    status.format_max
+                )));
+            }
+        }
         tracing::info!(id, %addr, "adding replica as a learner");
         let add = self.raft.add_learner(id, BasicNode { addr }, true);
         tokio::time::timeout(MEMBERSHIP_TIMEOUT, add)

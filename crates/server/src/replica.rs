@@ -293,6 +293,30 @@ impl Replica {
         }
     }
 
+    /// The status replica `id` at `addr` reports, asked with `STATUS_TIMEOUT`; unreachable if it
+    /// does not answer.
+    pub async fn member_status(&self, id: NodeId, addr: &str) -> MemberStatus {
+        let unreachable = |error: String| MemberStatus {
+            id,
+            addr: addr.to_string(),
+            role: "unknown".to_string(),
+            reachable: false,
+            error,
+            ..Default::default()
+        };
+        let mut client = match self.peers.client(addr) {
+            Ok(c) => c,
+            Err(e) => return unreachable(e.message().to_string()),
+        };
+        let mut request = tonic::Request::new(raftsched_api::NodeStatusRequest {});
+        request.set_timeout(limits::STATUS_TIMEOUT);
+        match tokio::time::timeout(limits::STATUS_TIMEOUT, client.node_status(request)).await {
+            Ok(Ok(reply)) => reply.into_inner(),
+            Ok(Err(status)) => unreachable(status.message().to_string()),
+            Err(_) => unreachable("timed out".to_string()),
+        }
+    }
+
     /// Every member's status: this replica's own, and each other member's, asked concurrently with
     /// `STATUS_TIMEOUT`; a member that does not answer is listed as unreachable.
     pub async fn cluster_status(&self) -> Vec<MemberStatus> {
@@ -304,25 +328,7 @@ impl Replica {
             if id == self.id {
                 return self.own_status();
             }
-            let unreachable = |error: String| MemberStatus {
-                id,
-                addr: node.addr.clone(),
-                role: "unknown".to_string(),
-                reachable: false,
-                error,
-                ..Default::default()
-            };
-            let mut client = match self.peers.client(&node.addr) {
-                Ok(c) => c,
-                Err(e) => return unreachable(e.message().to_string()),
-            };
-            let mut request = tonic::Request::new(raftsched_api::NodeStatusRequest {});
-            request.set_timeout(limits::STATUS_TIMEOUT);
-            match tokio::time::timeout(limits::STATUS_TIMEOUT, client.node_status(request)).await {
-                Ok(Ok(reply)) => reply.into_inner(),
-                Ok(Err(status)) => unreachable(status.message().to_string()),
-                Err(_) => unreachable("timed out".to_string()),
-            }
+            self.member_status(id, &node.addr).await
         });
         futures::future::join_all(asks).await
     }

@@ -15,6 +15,7 @@
 
 pub mod checks;
 pub mod clients;
+pub mod damage;
 pub mod nemesis;
 pub mod netns;
 pub mod procs;
@@ -60,6 +61,9 @@ pub struct RunConfig {
     pub seed: u64,
     pub out: PathBuf,
     pub raftsched_bin: PathBuf,
+    /// Start every replica on this older build instead; the `upgrade` nemesis moves them to
+    /// `raftsched_bin` one at a time.
+    pub old_bin: Option<PathBuf>,
     /// `--fault` flags passed to every replica (needs a fault-injection build).
     pub faults: Vec<String>,
     /// Use network namespaces when possible (root).
@@ -90,6 +94,7 @@ impl RunConfig {
             seed: 1,
             out,
             raftsched_bin,
+            old_bin: None,
             faults: Vec::new(),
             netns: true,
             fault_hold_ms: (1_000, 5_000),
@@ -221,6 +226,11 @@ async fn run_async(config: &RunConfig) -> anyhow::Result<RunOutcome> {
         options,
     )));
     let addrs = lock(&procs).replica_addrs();
+    if let Some(old) = &config.old_bin {
+        for i in 0..config.nodes {
+            lock(&procs).set_replica_bin(i, old.clone());
+        }
+    }
     for i in 0..config.nodes {
         lock(&procs).start_replica(i).with_context(|| format!("start replica n{}", i + 1))?;
     }
@@ -329,8 +339,10 @@ async fn run_async(config: &RunConfig) -> anyhow::Result<RunOutcome> {
         }
         let healed =
             tokio::task::block_in_place(|| nemesis::heal(&mut lock(&procs), &active, WORKER_SLOTS, &membership));
-        if let Err(e) = healed {
-            note("error", &fault, vec![e]);
+        match healed {
+            Err(e) => note("error", &fault, vec![e]),
+            Ok(Some(repair)) => note("repair", &fault, vec![repair]),
+            Ok(None) => {}
         }
         note("stop", &fault, targets);
         next_fault = Instant::now() + quiet;

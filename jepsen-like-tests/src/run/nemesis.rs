@@ -39,6 +39,13 @@ pub enum Fault {
     RemoveAdd,
     /// `cluster transfer-leader` to a random follower
     TransferLeader,
+    /// kill -9 a replica still on the old build (`--old-bin`) and restart it on this build when
+    /// healed; once all run this build, kill and restart one (the cluster version then rises)
+    Upgrade,
+    /// kill -9 a replica, damage one file of its data dir (truncate, flip bits, zero a block or
+    /// delete it), restart it when healed; if it refuses to start (damaged), replace it: remove,
+    /// wipe, start empty with `--join`, add back
+    Damage,
 }
 
 impl Fault {
@@ -58,8 +65,14 @@ impl Fault {
         Fault::TransferLeader,
     ];
 
+    /// Faults `all` does not include: each needs something a run does not have by default (an
+    /// old binary) or changes what a run proves (replicas rebuilt from peers).
+    pub const OPT_IN: [Fault; 2] = [Fault::Upgrade, Fault::Damage];
+
     pub fn name(self) -> &'static str {
         match self {
+            Fault::Upgrade => "upgrade",
+            Fault::Damage => "damage",
             Fault::KillOne => "kill-one",
             Fault::KillLeader => "kill-leader",
             Fault::KillMajority => "kill-majority",
@@ -83,6 +96,8 @@ impl Fault {
             Fault::IsolateLeader | Fault::SplitMajorityMinority | Fault::Bridge => "partition",
             Fault::KillWorker | Fault::PauseWorker => "worker",
             Fault::RemoveAdd | Fault::TransferLeader => "membership",
+            Fault::Upgrade => "version",
+            Fault::Damage => "disk",
         }
     }
 
@@ -94,12 +109,16 @@ impl Fault {
     pub fn parse_list(text: &str) -> Result<Vec<Fault>, String> {
         let mut out = Vec::new();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let matched: Vec<Fault> =
-                Fault::ALL.into_iter().filter(|f| part == "all" || f.family() == part || f.name() == part).collect();
+            let matched: Vec<Fault> = Fault::ALL
+                .into_iter()
+                .filter(|f| part == "all" || f.family() == part || f.name() == part)
+                .chain(Fault::OPT_IN.into_iter().filter(|f| f.family() == part || f.name() == part))
+                .collect();
             if matched.is_empty() && part != "none" {
                 let names: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
                 return Err(format!(
-                    "unknown nemesis {part:?} (families kill, pause, partition, worker, membership, all, none; or one of {})",
+                    "unknown nemesis {part:?} (families kill, pause, partition, worker, membership, all, none; \
+                     or one of {}, upgrade, damage)",
                     names.join(", ")
                 ));
             }
@@ -131,6 +150,8 @@ pub enum Active {
     WorkerPaused(usize),
     /// Removed from the membership, killed and wiped.
     Removed(usize),
+    /// Killed and one of its files damaged.
+    Damaged(usize),
     /// Nothing to heal.
     Done,
 }
@@ -234,6 +255,23 @@ impl Nemesis {
                 procs.pause_worker(k);
                 Some((name, vec![format!("w{}", k + 1)], Active::WorkerPaused(k)))
             }
+            Fault::Upgrade => {
+                let old: Vec<usize> = running.iter().copied().filter(|&i| !procs.runs_current_bin(i)).collect();
+                let target = if old.is_empty() { random } else { *self.rng.pick(&old) };
+                procs.kill_replica(target);
+                let mut targets = node_names(&[target]);
+                if !old.is_empty() {
+                    procs.set_replica_bin(target, procs.current_bin());
+                    targets.push("to this build".into());
+                }
+                Some((name, targets, Active::Killed(vec![target])))
+            }
+            Fault::Damage => {
+                procs.kill_replica(random);
+                let what = crate::run::damage::damage_one_file(&procs.data_dir(random), &mut self.rng)
+                    .unwrap_or_else(|e| format!("damage failed: {e}"));
+                Some((name, vec![format!("n{}", random + 1), what], Active::Damaged(random)))
+            }
             Fault::RemoveAdd | Fault::TransferLeader => {
                 let leader = leader?;
                 let followers: Vec<usize> = running.iter().copied().filter(|&i| i != leader).collect();
@@ -283,18 +321,25 @@ impl Nemesis {
 /// Undoes `active`. Errors (a restart that failed) are returned as text for the timeline.
 ///
 /// Runs inside `tokio::task::block_in_place` (see [`Nemesis::start`]).
-pub fn heal(procs: &mut Procs, active: &Active, worker_slots: u32, admin: &Client) -> Result<(), String> {
+/// `Ok(Some(text))`: healed by a repair worth noting (a damaged replica replaced).
+pub fn heal(procs: &mut Procs, active: &Active, worker_slots: u32, admin: &Client) -> Result<Option<String>, String> {
     match active {
         Active::Done => {}
-        Active::Removed(i) => {
+        Active::Removed(i) => add_back(procs, *i, admin)?,
+        Active::Damaged(i) => {
             let i = *i;
-            if procs.replica_state(i) == ProcState::Down {
-                procs.start_replica_joining(i).map_err(|e| format!("start n{} to join: {e}", i + 1))?;
+            procs.start_replica(i).map_err(|e| format!("restart n{}: {e}", i + 1))?;
+            // A replica that finds its data dir damaged exits 1 at once; give it time to say so.
+            if let Some(status) = procs.wait_exit(i, std::time::Duration::from_secs(5)) {
+                if status.code() != Some(1) {
+                    return Err(format!("damaged n{} ended with {status}, not a refusal", i + 1));
+                }
+                let handle = tokio::runtime::Handle::current();
+                handle.block_on(admin.remove_member(i as u64 + 1)).map_err(|e| format!("remove n{}: {e}", i + 1))?;
+                procs.wipe_replica(i).map_err(|e| format!("wipe n{}: {e}", i + 1))?;
+                add_back(procs, i, admin)?;
+                return Ok(Some(format!("n{} refused its damaged data dir ({status}); replaced it", i + 1)));
             }
-            let addr = procs.topology.addr(i);
-            tokio::runtime::Handle::current()
-                .block_on(admin.add_member(i as u64 + 1, &addr))
-                .map_err(|e| format!("add n{} back: {e}", i + 1))?;
         }
         Active::Killed(nodes) => {
             for &i in nodes {
@@ -320,5 +365,17 @@ pub fn heal(procs: &mut Procs, active: &Active, worker_slots: u32, admin: &Clien
         }
         Active::WorkerPaused(k) => procs.resume_worker(*k),
     }
+    Ok(None)
+}
+
+/// Starts replica `i` empty with `--join` (if down) and adds it back to the membership.
+fn add_back(procs: &mut Procs, i: usize, admin: &Client) -> Result<(), String> {
+    if procs.replica_state(i) == ProcState::Down {
+        procs.start_replica_joining(i).map_err(|e| format!("start n{} to join: {e}", i + 1))?;
+    }
+    let addr = procs.topology.addr(i);
+    tokio::runtime::Handle::current()
+        .block_on(admin.add_member(i as u64 + 1, &addr))
+        .map_err(|e| format!("add n{} back: {e}", i + 1))?;
     Ok(())
 }

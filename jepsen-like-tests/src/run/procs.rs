@@ -69,6 +69,8 @@ pub struct ReplicaOptions {
 
 pub struct Procs {
     bin: PathBuf,
+    /// The binary each replica runs: `bin`, unless an upgrade run started it on an older one.
+    replica_bins: Vec<PathBuf>,
     dir: PathBuf,
     pub topology: Topology,
     replicas: Vec<Proc>,
@@ -108,7 +110,8 @@ impl Procs {
                 joining: false,
             })
             .collect();
-        Procs { bin, dir, topology, replicas, workers: Vec::new(), options }
+        let replica_bins = vec![bin.clone(); n_replicas];
+        Procs { bin, replica_bins, dir, topology, replicas, workers: Vec::new(), options }
     }
 
     pub fn n_replicas(&self) -> usize {
@@ -135,7 +138,37 @@ impl Procs {
         self.workers.len()
     }
 
-    fn data_dir(&self, i: usize) -> PathBuf {
+    /// The binary replica `i` runs from its next start on.
+    pub fn set_replica_bin(&mut self, i: usize, bin: PathBuf) {
+        self.replica_bins[i] = bin;
+    }
+
+    /// Whether replica `i` runs this build (not an older one an upgrade run started it on).
+    pub fn runs_current_bin(&self, i: usize) -> bool {
+        self.replica_bins[i] == self.bin
+    }
+
+    pub fn current_bin(&self) -> PathBuf {
+        self.bin.clone()
+    }
+
+    /// Waits up to `timeout` for replica `i` to exit by itself; if it did, it is marked down and
+    /// its exit status returned (so it is not reported as a crash).
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            let status = self.replicas[i].child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = status {
+                self.replicas[i].child = None;
+                self.replicas[i].state = ProcState::Down;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn data_dir(&self, i: usize) -> PathBuf {
         self.data_root().join(format!("n{}", i + 1))
     }
 
@@ -171,10 +204,10 @@ impl Procs {
         let mut cmd = match &self.topology {
             Topology::Netns(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns.name(i)]).arg(&self.bin);
+                c.args(["netns", "exec", ns.name(i)]).arg(&self.replica_bins[i]);
                 c
             }
-            Topology::Loopback(_) => Command::new(&self.bin),
+            Topology::Loopback(_) => Command::new(&self.replica_bins[i]),
         };
         cmd.arg("server")
             .args(["--id", &(i + 1).to_string(), "--listen", &listen])
