@@ -31,7 +31,12 @@ pub(crate) fn write<T: Serialize>(kind: Kind, version: Version, value: &T) -> Re
         });
     }
     assert!(version <= crate::FORMAT_VERSION_MAX, "this build cannot write format {version}");
-    let mut out = Vec::new();
+    // Sized first (as `bincode::serialize` does), so a large message is written without regrowing.
+    let len = options(kind.bytes_max()).serialized_size(value).map_err(|e| match *e {
+        bincode::ErrorKind::SizeLimit => FormatError::TooLarge { kind, len: usize::MAX, max: kind.bytes_max() },
+        _ => malformed(e),
+    })?;
+    let mut out = Vec::with_capacity(envelope::HEADER_LEN + len as usize);
     envelope::begin(&mut out, kind, version);
     options(kind.bytes_max()).serialize_into(&mut out, value).map_err(|e| match *e {
         bincode::ErrorKind::SizeLimit => FormatError::TooLarge { kind, len: usize::MAX, max: kind.bytes_max() },

@@ -41,8 +41,7 @@ use raftsched_state::{Op, Response, StateMachine};
 use serde::{Deserialize, Serialize};
 
 use crate::records::{
-    AppendEntriesRecord, CommandRecord, EntryPayloadRecord, EntryRecord, ForwardOutcomeRecord, RaftErrorRecord,
-    ResponseRecord, TopOp,
+    depth, AppendEntriesRecord, EntryPayloadRecord, EntryRecord, ForwardOutcomeRecord, RaftErrorRecord, TopOp,
 };
 
 openraft::declare_raft_types!(
@@ -216,13 +215,12 @@ impl ActiveVersion {
 
 type Result<T> = std::result::Result<T, FormatError>;
 
-fn entry_record(entry: &Entry<TypeConfig>) -> Result<EntryRecord> {
-    let payload = match &entry.payload {
-        EntryPayload::Blank => EntryPayloadRecord::Blank,
-        EntryPayload::Normal(cmd) => EntryPayloadRecord::Normal(CommandRecord::from_command(cmd)?),
-        EntryPayload::Membership(m) => EntryPayloadRecord::Membership(m.clone()),
-    };
-    Ok(EntryRecord { log_id: entry.log_id, payload })
+/// Checks that `entry` fits the records (the encoder writes it as it is).
+fn check_entry(entry: &Entry<TypeConfig>) -> Result<()> {
+    match &entry.payload {
+        EntryPayload::Normal(cmd) => depth::check_op(&cmd.op),
+        EntryPayload::Blank | EntryPayload::Membership(_) => Ok(()),
+    }
 }
 
 fn entry_of(record: EntryRecord) -> Entry<TypeConfig> {
@@ -243,7 +241,8 @@ fn decode_plain<T: serde::de::DeserializeOwned>(kind: Kind, bytes: &[u8]) -> Res
 // ---- disk ----
 
 pub fn encode_entry(entry: &Entry<TypeConfig>, version: Version) -> Result<Vec<u8>> {
-    codec::write(Kind::LogEntry, version, &entry_record(entry)?)
+    check_entry(entry)?;
+    codec::write(Kind::LogEntry, version, entry)
 }
 
 pub fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>> {
@@ -348,10 +347,8 @@ pub type AppendEntries = AppendEntriesRequest<TypeConfig>;
 pub type InstallSnapshot = InstallSnapshotRequest<TypeConfig>;
 
 pub fn encode_append_entries(rpc: &AppendEntries, version: Version) -> Result<Vec<u8>> {
-    let entries = rpc.entries.iter().map(entry_record).collect::<Result<Vec<_>>>()?;
-    let record =
-        AppendEntriesRecord { vote: rpc.vote, prev_log_id: rpc.prev_log_id, entries, leader_commit: rpc.leader_commit };
-    codec::write(Kind::AppendEntries, version, &record)
+    rpc.entries.iter().try_for_each(check_entry)?;
+    codec::write(Kind::AppendEntries, version, rpc)
 }
 
 pub fn decode_append_entries(bytes: &[u8]) -> Result<(Version, AppendEntries)> {
@@ -435,8 +432,9 @@ pub fn decode_reply<T: ReplyKind, E: ApiError>(bytes: &[u8]) -> Result<RaftReply
     }))
 }
 
-/// The leader's answer to one forwarded op.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The leader's answer to one forwarded op. (Serialize writes the layout `ForwardOutcomeRecord`
+/// reads.)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum ForwardOutcome {
     Applied(Response),
     /// A final error (bad input, conflict, overload): the client's answer.
@@ -449,8 +447,8 @@ pub enum ForwardOutcome {
 }
 
 pub fn encode_forward(ops: &[Op], version: Version) -> Result<Vec<u8>> {
-    let records = ops.iter().map(|op| TopOp::from_op(op.clone())).collect::<Result<Vec<_>>>()?;
-    codec::write(Kind::Forward, version, &records)
+    ops.iter().try_for_each(depth::check_op)?;
+    codec::write(Kind::Forward, version, &ops)
 }
 
 pub fn decode_forward(bytes: &[u8]) -> Result<(Version, Vec<Op>)> {
@@ -459,19 +457,12 @@ pub fn decode_forward(bytes: &[u8]) -> Result<(Version, Vec<Op>)> {
 }
 
 pub fn encode_forward_reply(outcomes: &[ForwardOutcome], version: Version) -> Result<Vec<u8>> {
-    let records = outcomes
-        .iter()
-        .map(|o| {
-            Ok(match o {
-                ForwardOutcome::Applied(r) => ForwardOutcomeRecord::Applied(ResponseRecord::from_response(r.clone())?),
-                ForwardOutcome::Refused { code, message } => {
-                    ForwardOutcomeRecord::Refused { code: *code, message: message.clone() }
-                }
-                ForwardOutcome::NotLeader => ForwardOutcomeRecord::NotLeader,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    codec::write(Kind::ForwardReply, version, &records)
+    for outcome in outcomes {
+        if let ForwardOutcome::Applied(r) = outcome {
+            depth::check_response(r)?;
+        }
+    }
+    codec::write(Kind::ForwardReply, version, &outcomes)
 }
 
 pub fn decode_forward_reply(bytes: &[u8]) -> Result<Vec<ForwardOutcome>> {

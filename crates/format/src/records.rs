@@ -7,9 +7,12 @@
 //! `Leaf` items, whose own batch variants hold `Never`, which no byte sequence decodes to: depth is
 //! at most two by construction, for any input.
 //!
-//! Layout invariant: each record has the field and variant order of the type format 0 wrote for
-//! it (bincode: fields in order, variants by index), so format 0 payloads decode as these records
-//! and format 1 payloads are the same bytes inside an envelope. New variants go last and are sent
+//! Layout invariant: each record has the field and variant order of the type it decodes into
+//! (bincode: fields in order, variants by index), as format 0 wrote it, so format 0 payloads decode
+//! as these records and format 1 payloads are the same bytes inside an envelope. The encoder
+//! writes the state crate's and openraft's types directly, with no copy on the write path, after
+//! `depth` checked that they fit the records; `tests/roundtrip.rs` proves, for every variant, that
+//! what the encoder writes the records read back equal. New variants go last and are sent
 //! only once the cluster version allows them (`SetClusterVersion`, `ClusterVersionSet`). Leaf
 //! types that cannot nest (`TaskSpec`, `ScheduleSpec`, `StateMachine`'s contents, openraft's ids
 //! and membership) are encoded by their own serde derives; the golden fixtures in `testdata/` pin
@@ -23,21 +26,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::{FormatError, NodeId};
 
-/// What a batch may hold: converts to and from the item type `T`, refusing what it cannot carry.
+/// What a batch holds: converts into the item type `T`.
 pub(crate) trait Nest<T>: Sized {
-    fn wrap(item: T) -> Result<Self, FormatError>;
     fn unwrap(self) -> T;
 }
 
 /// The innermost level: no bytes decode to it, so a batch inside a batch holds nothing.
 #[derive(Debug)]
 pub(crate) enum Never {}
-
-impl Serialize for Never {
-    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
-        match *self {}
-    }
-}
 
 impl<'de> Deserialize<'de> for Never {
     fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Never, D::Error> {
@@ -46,16 +42,13 @@ impl<'de> Deserialize<'de> for Never {
 }
 
 impl<T> Nest<T> for Never {
-    fn wrap(_: T) -> Result<Never, FormatError> {
-        Err(FormatError::NotRepresentable { what: "a non-empty batch inside a batch".into() })
-    }
     fn unwrap(self) -> T {
         match self {}
     }
 }
 
 /// `Op`'s layout with its batches' items of type `B`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 pub(crate) enum OpRecord<B> {
     Submit { key: String, spec: TaskSpec },
     Cancel { id: TaskId },
@@ -77,20 +70,13 @@ pub(crate) enum OpRecord<B> {
 }
 
 /// An op inside a batch.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 pub(crate) struct LeafOp(OpRecord<Never>);
 
 impl Nest<Op> for LeafOp {
-    fn wrap(op: Op) -> Result<LeafOp, FormatError> {
-        OpRecord::from_op(op).map(LeafOp)
-    }
     fn unwrap(self) -> Op {
         self.0.into_op()
     }
-}
-
-fn wrap_all<T, B: Nest<T>>(items: Vec<T>) -> Result<Vec<B>, FormatError> {
-    items.into_iter().map(B::wrap).collect()
 }
 
 fn unwrap_all<T, B: Nest<T>>(items: Vec<B>) -> Vec<T> {
@@ -98,32 +84,6 @@ fn unwrap_all<T, B: Nest<T>>(items: Vec<B>) -> Vec<T> {
 }
 
 impl<B: Nest<Op>> OpRecord<B> {
-    pub(crate) fn from_op(op: Op) -> Result<OpRecord<B>, FormatError> {
-        Ok(match op {
-            Op::Submit { key, spec } => OpRecord::Submit { key, spec },
-            Op::Cancel { id } => OpRecord::Cancel { id },
-            Op::RegisterWorker { worker_id, instance, addr, slots, labels } => {
-                OpRecord::RegisterWorker { worker_id, instance, addr, slots, labels }
-            }
-            Op::Heartbeat { worker_id, instance } => OpRecord::Heartbeat { worker_id, instance },
-            Op::ExpireWorker { worker_id, epoch, heartbeat_seq } => {
-                OpRecord::ExpireWorker { worker_id, epoch, heartbeat_seq }
-            }
-            Op::DrainWorker { worker_id } => OpRecord::DrainWorker { worker_id },
-            Op::Assign { items } => OpRecord::Assign { items },
-            Op::Report { task_id, token, event } => OpRecord::Report { task_id, token, event },
-            Op::Batch { ops } => OpRecord::Batch { ops: wrap_all(ops)? },
-            Op::CreateSchedule { name, spec } => OpRecord::CreateSchedule { name, spec },
-            Op::DeleteSchedule { name } => OpRecord::DeleteSchedule { name },
-            Op::SetSchedulePaused { name, paused } => OpRecord::SetSchedulePaused { name, paused },
-            Op::FireSchedule { name, occurrence_ms } => OpRecord::FireSchedule { name, occurrence_ms },
-            Op::ReleaseDue => OpRecord::ReleaseDue,
-            Op::PurgeFinished { keep } => OpRecord::PurgeFinished { keep },
-            Op::BatchDispatch { ops } => OpRecord::BatchDispatch { ops: wrap_all(ops)? },
-            Op::SetClusterVersion { version } => OpRecord::SetClusterVersion { version },
-        })
-    }
-
     pub(crate) fn into_op(self) -> Op {
         match self {
             OpRecord::Submit { key, spec } => Op::Submit { key, spec },
@@ -155,23 +115,20 @@ impl<B: Nest<Op>> OpRecord<B> {
 pub(crate) type TopOp = OpRecord<LeafOp>;
 
 /// `Command`'s layout.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 pub(crate) struct CommandRecord {
     pub now_ms: u64,
     pub op: TopOp,
 }
 
 impl CommandRecord {
-    pub(crate) fn from_command(cmd: &Command) -> Result<CommandRecord, FormatError> {
-        Ok(CommandRecord { now_ms: cmd.now_ms, op: OpRecord::from_op(cmd.op.clone())? })
-    }
     pub(crate) fn into_command(self) -> Command {
         Command { now_ms: self.now_ms, op: self.op.into_op() }
     }
 }
 
 /// `Response`'s layout with its batch's items of type `B`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 pub(crate) enum ResponseRecord<B> {
     Submitted { id: TaskId, created: bool },
     Cancelled { id: TaskId },
@@ -193,45 +150,16 @@ pub(crate) enum ResponseRecord<B> {
 }
 
 /// A response inside a batch response.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 pub(crate) struct LeafResponse(ResponseRecord<Never>);
 
 impl Nest<Response> for LeafResponse {
-    fn wrap(r: Response) -> Result<LeafResponse, FormatError> {
-        ResponseRecord::from_response(r).map(LeafResponse)
-    }
     fn unwrap(self) -> Response {
         self.0.into_response()
     }
 }
 
 impl<B: Nest<Response>> ResponseRecord<B> {
-    pub(crate) fn from_response(r: Response) -> Result<ResponseRecord<B>, FormatError> {
-        Ok(match r {
-            Response::Submitted { id, created } => ResponseRecord::Submitted { id, created },
-            Response::Cancelled { id } => ResponseRecord::Cancelled { id },
-            Response::Registered { epoch } => ResponseRecord::Registered { epoch },
-            Response::HeartbeatOk { epoch } => ResponseRecord::HeartbeatOk { epoch },
-            Response::Expired { n_requeued } => ResponseRecord::Expired { n_requeued },
-            Response::Drained => ResponseRecord::Drained,
-            Response::Assigned { token, n_assigned, n_stale } => {
-                ResponseRecord::Assigned { token, n_assigned, n_stale }
-            }
-            Response::Reported => ResponseRecord::Reported,
-            Response::ScheduleCreated { created, next_due_ms } => {
-                ResponseRecord::ScheduleCreated { created, next_due_ms }
-            }
-            Response::ScheduleUpdated { next_due_ms } => ResponseRecord::ScheduleUpdated { next_due_ms },
-            Response::Fired { n_run, n_missed, next_due_ms } => ResponseRecord::Fired { n_run, n_missed, next_due_ms },
-            Response::Released { n_released } => ResponseRecord::Released { n_released },
-            Response::Purged { n_purged } => ResponseRecord::Purged { n_purged },
-            Response::Batch(items) => ResponseRecord::Batch(wrap_all(items)?),
-            Response::Noop => ResponseRecord::Noop,
-            Response::Rejected(why) => ResponseRecord::Rejected(why),
-            Response::ClusterVersionSet { version } => ResponseRecord::ClusterVersionSet { version },
-        })
-    }
-
     pub(crate) fn into_response(self) -> Response {
         match self {
             ResponseRecord::Submitted { id, created } => Response::Submitted { id, created },
@@ -262,7 +190,7 @@ impl<B: Nest<Response>> ResponseRecord<B> {
 pub(crate) type TopResponse = ResponseRecord<LeafResponse>;
 
 /// openraft's `EntryPayload` layout.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 pub(crate) enum EntryPayloadRecord {
     Blank,
     Normal(CommandRecord),
@@ -270,14 +198,14 @@ pub(crate) enum EntryPayloadRecord {
 }
 
 /// openraft's `Entry` layout.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 pub(crate) struct EntryRecord {
     pub log_id: LogId<NodeId>,
     pub payload: EntryPayloadRecord,
 }
 
 /// openraft's `AppendEntriesRequest` layout.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 pub(crate) struct AppendEntriesRecord {
     pub vote: Vote<NodeId>,
     pub prev_log_id: Option<LogId<NodeId>>,
@@ -286,7 +214,7 @@ pub(crate) struct AppendEntriesRecord {
 }
 
 /// `ForwardOutcome`'s layout.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 pub(crate) enum ForwardOutcomeRecord {
     Applied(TopResponse),
     Refused { code: i32, message: String },
@@ -299,4 +227,32 @@ pub(crate) enum ForwardOutcomeRecord {
 pub(crate) enum RaftErrorRecord<E> {
     Fatal { reason: String },
     Api(E),
+}
+
+/// Refuses what the records cannot carry: a batch inside a batch (other than an empty one, which
+/// `Never` decodes).
+pub(crate) mod depth {
+    use super::*;
+
+    fn nested_ops(ops: &[Op]) -> bool {
+        ops.iter().any(|op| matches!(op, Op::Batch { ops } | Op::BatchDispatch { ops } if !ops.is_empty()))
+    }
+
+    pub(crate) fn check_op(op: &Op) -> Result<(), FormatError> {
+        match op {
+            Op::Batch { ops } | Op::BatchDispatch { ops } if nested_ops(ops) => {
+                Err(FormatError::NotRepresentable { what: "a non-empty batch inside a batch".into() })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn check_response(r: &Response) -> Result<(), FormatError> {
+        match r {
+            Response::Batch(items) if items.iter().any(|i| matches!(i, Response::Batch(v) if !v.is_empty())) => {
+                Err(FormatError::NotRepresentable { what: "a non-empty batch response inside a batch".into() })
+            }
+            _ => Ok(()),
+        }
+    }
 }
