@@ -1,7 +1,8 @@
-//! Data dirs of every format: one written by commit cde735c (format 0, `testdata/v0-datadir`,
-//! made by that build's binary: 14 tasks, a cancel, a worker, a schedule, a snapshot and log
-//! entries behind it) opens and reads in full; and damage below the durability watermark is
-//! refused while a torn tail is not.
+//! Data dirs of every format open and read in full: one written by commit cde735c's binary
+//! (format 0, `testdata/v0-datadir`) and one by the first format-1 build (`testdata/v1-datadir`,
+//! cluster version 1), each holding 14 tasks, a cancel, a worker, a schedule, a snapshot and log
+//! entries behind it. And damage below the durability watermark is refused while a torn tail is
+//! not.
 
 use std::path::Path;
 
@@ -39,10 +40,16 @@ async fn reopen(dir: &Path, id: u64) -> Result<Opened, OpenError> {
 }
 
 #[tokio::test]
-async fn a_format_0_data_dir_from_cde735c_opens_with_everything_in_it() {
+async fn a_data_dir_of_every_format_opens_with_everything_in_it() {
+    for (fixture, cluster_version) in [("v0-datadir", 0), ("v1-datadir", 1)] {
+        open_fixture(fixture, cluster_version).await;
+    }
+}
+
+async fn open_fixture(fixture: &str, cluster_version: u32) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("r1");
-    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/v0-datadir/r1"), &dir);
+    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(fixture).join("r1"), &dir);
     std::fs::create_dir_all(dir.join("sled/blobs")).unwrap(); // git keeps no empty dirs
     let mut opened = open(&dir, 1).unwrap();
     assert!(!opened.pristine);
@@ -64,7 +71,7 @@ async fn a_format_0_data_dir_from_cde735c_opens_with_everything_in_it() {
         assert!(tasks[..12].iter().enumerate().all(|(i, t)| i == 2 || t.state == TaskState::Succeeded));
         assert_eq!(tasks[13].key, "fix-14");
         assert!(sm.schedule("nightly").is_some());
-        assert_eq!(sm.cluster_version(), 0);
+        assert_eq!(sm.cluster_version(), cluster_version, "{fixture}");
     });
 }
 
