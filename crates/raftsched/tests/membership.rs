@@ -5,12 +5,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
-use raftsched_client::Client;
-use tokio::sync::Mutex;
 
 fn voters(out: &std::process::Output) -> String {
     stdout(out)
@@ -27,21 +24,7 @@ async fn grow_replace_and_shrink_while_submitting() {
 
     // Clients keep submitting through the whole test.
     let addrs: Vec<String> = cluster.ids().iter().map(|id| cluster.addr(*id)).collect();
-    let acked: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let submitter = {
-        let (acked, stop) = (acked.clone(), stop.clone());
-        tokio::spawn(async move {
-            let client = Client::new(addrs, DEADLINE).unwrap();
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let key = format!("during-{n}");
-                let reply = client.submit(&key, echo("y")).await.unwrap_or_else(|e| panic!("{key}: {e}"));
-                acked.lock().await.insert(key, reply.id);
-                n += 1;
-            }
-        })
-    };
+    let submitter = Submitter::start(addrs, "during", Duration::ZERO);
 
     // Grow to five.
     for id in [4, 5] {
@@ -70,11 +53,9 @@ async fn grow_replace_and_shrink_while_submitting() {
         assert!(out.status.success() && voters(&out).starts_with("unchanged;"), "{}", stderr(&out));
         cluster.forget_replica(id);
     }
-    stop.store(true, Ordering::Relaxed);
-    submitter.await.unwrap();
+    let acked = submitter.stop().await;
     cluster.wait_converged().await;
 
-    let acked = acked.lock().await.clone();
     assert!(!acked.is_empty());
     assert_eq!(cluster.ids(), vec![2, 3, 4]);
     for id in cluster.ids() {

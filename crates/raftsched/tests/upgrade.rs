@@ -11,13 +11,9 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use raftsched_client::Client;
-use tokio::sync::Mutex;
 
 fn old_bin() -> Option<PathBuf> {
     let path = PathBuf::from(std::env::var_os("RAFTSCHED_OLD_BIN")?);
@@ -66,22 +62,7 @@ async fn rolling_upgrade_from_cde735c_under_load() {
     cluster.wait_workers_ready(1).await;
 
     let addrs: Vec<String> = cluster.ids().iter().map(|id| cluster.addr(*id)).collect();
-    let acked: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let submitter = {
-        let (acked, stop) = (acked.clone(), stop.clone());
-        tokio::spawn(async move {
-            let client = Client::new(addrs, DEADLINE).unwrap();
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let key = format!("load-{n}");
-                let reply = client.submit(&key, echo("x")).await.unwrap_or_else(|e| panic!("{key}: {e}"));
-                acked.lock().await.insert(key, reply.id);
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-    };
+    let submitter = Submitter::start(addrs, "load", Duration::from_millis(5));
 
     // A replica of this build joins the old trio: it speaks format 0, and holds nothing back.
     let addr = cluster.start_joining_replica(4);
@@ -101,9 +82,7 @@ async fn rolling_upgrade_from_cde735c_under_load() {
     // Every member reads format 1 now: the leader finalizes.
     wait_cluster_version(&cluster, 1).await;
     tokio::time::sleep(Duration::from_millis(500)).await; // some writes in format 1
-    stop.store(true, Ordering::Relaxed);
-    submitter.await.unwrap();
-    let acked = acked.lock().await.clone();
+    let acked = submitter.stop().await;
     assert!(acked.len() > 50, "only {} writes during the upgrade", acked.len());
 
     // kill -9 all: the data dirs, format 0 and 1 records mixed, reopen.

@@ -442,3 +442,35 @@ pub async fn list_all(client: &Client, stale: bool) -> Vec<api::Task> {
 pub fn path_str(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
+
+/// A client submitting `PREFIX-N` keys one after another (pausing `pause` between them) until
+/// stopped; every acknowledged key with its task id.
+pub struct Submitter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<BTreeMap<String, u64>>,
+}
+
+impl Submitter {
+    pub fn start(addrs: Vec<String>, prefix: &str, pause: Duration) -> Submitter {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, prefix) = (stop.clone(), prefix.to_string());
+        let task = tokio::spawn(async move {
+            let client = Client::new(addrs, DEADLINE).unwrap();
+            let mut acked = BTreeMap::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("{prefix}-{}", acked.len());
+                let reply = client.submit(&key, echo("x")).await.unwrap_or_else(|e| panic!("{key}: {e}"));
+                acked.insert(key, reply.id);
+                tokio::time::sleep(pause).await;
+            }
+            acked
+        });
+        Submitter { stop, task }
+    }
+
+    /// Stops submitting; returns what was acknowledged.
+    pub async fn stop(self) -> BTreeMap<String, u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
