@@ -51,6 +51,11 @@ run_one() { # bin, concurrency -> "ops_per_s p99_ms"
     local ops p99
     ops=$(echo "$out" | grep -o '"ops_per_s":[0-9.e+-]*' | cut -d: -f2)
     p99=$(echo "$out" | grep -o '"p99_ms":[0-9.e+-]*' | cut -d: -f2)
+    # A run with any failed submit counts as failed: its throughput is not the write path's.
+    if ! echo "$out" | grep -q '"errors":0[,}]'; then
+        echo "run with errors: $(echo "$out" | grep -o '"errors":[0-9]*')" >&2
+        ops=0
+    fi
     echo "${ops:-0} ${p99:-0}"
 }
 

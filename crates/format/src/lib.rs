@@ -89,24 +89,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 15] = [
-        Kind::LogEntry,
-        Kind::Vote,
-        Kind::Committed,
-        Kind::Purged,
-        Kind::SnapshotMeta,
-        Kind::SnapshotBody,
-        Kind::AppendEntries,
-        Kind::AppendEntriesReply,
-        Kind::VoteRequest,
-        Kind::VoteReply,
-        Kind::InstallSnapshot,
-        Kind::InstallSnapshotReply,
-        Kind::Forward,
-        Kind::ForwardReply,
-        Kind::Watermark,
-    ];
-
     pub fn name(self) -> &'static str {
         match self {
             Kind::LogEntry => "log entry",
@@ -199,11 +181,6 @@ impl FormatError {
 pub struct ActiveVersion(Arc<AtomicU32>);
 
 impl ActiveVersion {
-    pub fn new(cluster_version: Version) -> ActiveVersion {
-        let active = ActiveVersion::default();
-        active.raise(cluster_version);
-        active
-    }
     pub fn get(&self) -> Version {
         self.0.load(Ordering::Acquire)
     }

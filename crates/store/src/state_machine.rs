@@ -19,6 +19,7 @@ use raftsched_format::ActiveVersion;
 
 use crate::codec::{format_err, io_err};
 use crate::disk::{durable_mark, DiskSync, DurableSnapshot};
+use crate::verify::{record_err, Refusal};
 use crate::{NodeId, StorageError, TypeConfig};
 
 const SNAPSHOT_META_KEY: &[u8] = b"meta";
@@ -88,14 +89,14 @@ fn decode_meta(bytes: &[u8]) -> Result<SnapshotMeta<NodeId, BasicNode>, StorageE
 impl SmStore {
     /// Loads the last durable snapshot, if any, checking the state's invariants: a snapshot that
     /// decodes but is inconsistent is reported as damage, not served.
-    pub(crate) fn load(disk: DiskSync, snap: sled::Tree) -> Result<SmStore, StorageError> {
+    /// A refusal says whether the snapshot is damaged or written by a newer build.
+    pub(crate) fn load(disk: DiskSync, snap: sled::Tree) -> Result<SmStore, Refusal> {
         let active = ActiveVersion::default();
         let mut inner = Inner::default();
-        let meta = snap.get(SNAPSHOT_META_KEY).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
-        let data = snap.get(SNAPSHOT_DATA_KEY).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
-        if let (Some(meta), Some(data)) = (meta, data) {
-            let meta = decode_meta(&meta)?;
-            let sm = decode_state(&data, &meta)?;
+        let read = |key| snap.get(key).map_err(|e| Refusal::Damage(format!("cannot read the snapshot: {e}")));
+        if let (Some(meta), Some(data)) = (read(SNAPSHOT_META_KEY)?, read(SNAPSHOT_DATA_KEY)?) {
+            let meta = raftsched_format::decode_snapshot_meta(&meta).map_err(record_err("snapshot meta".into()))?;
+            let sm = check_state(&data, &meta)?;
             active.raise(sm.cluster_version());
             inner.sm = sm;
             inner.last_applied = meta.last_log_id;
@@ -201,22 +202,26 @@ fn encode_state(sm: &StateMachine, active: &ActiveVersion) -> Result<Vec<u8>, St
         .map_err(format_err(ErrorSubject::StateMachine, ErrorVerb::Write))
 }
 
-pub(crate) fn decode_state(data: &[u8], meta: &SnapshotMeta<NodeId, BasicNode>) -> Result<StateMachine, StorageError> {
-    let subject = ErrorSubject::Snapshot(Some(meta.signature()));
-    let sm = raftsched_format::decode_snapshot_body(data).map_err(format_err(subject.clone(), ErrorVerb::Read))?;
+/// Decodes a snapshot body and checks it against its meta and the state's invariants.
+fn check_state(data: &[u8], meta: &SnapshotMeta<NodeId, BasicNode>) -> Result<StateMachine, Refusal> {
+    let sm = raftsched_format::decode_snapshot_body(data).map_err(record_err("snapshot body".into()))?;
     let applied = meta.last_log_id.map(|l| l.index);
     if sm.applied_index() != applied {
         let why = format!("snapshot state is at index {:?} but its meta says {applied:?}", sm.applied_index());
-        return Err(io_err(subject, ErrorVerb::Read, std::io::Error::other(why)));
+        return Err(Refusal::Damage(why));
     }
     if let Err(why) = sm.check_invariants() {
-        return Err(io_err(
-            subject,
-            ErrorVerb::Read,
-            std::io::Error::other(format!("snapshot violates an invariant: {why}")),
-        ));
+        return Err(Refusal::Damage(format!("snapshot violates an invariant: {why}")));
     }
     Ok(sm)
+}
+
+/// `check_state` for openraft's callers, whose errors are `StorageError`s.
+pub(crate) fn decode_state(data: &[u8], meta: &SnapshotMeta<NodeId, BasicNode>) -> Result<StateMachine, StorageError> {
+    check_state(data, meta).map_err(|r| {
+        let subject = ErrorSubject::Snapshot(Some(meta.signature()));
+        io_err(subject, ErrorVerb::Read, std::io::Error::other(r.to_string()))
+    })
 }
 
 impl RaftStateMachine<TypeConfig> for SmStore {

@@ -26,13 +26,21 @@ pub(crate) enum Refusal {
     Damage(String),
 }
 
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Newer(what) | Refusal::Damage(what) => f.write_str(what),
+        }
+    }
+}
+
 impl From<String> for Refusal {
     fn from(what: String) -> Refusal {
         Refusal::Damage(what)
     }
 }
 
-fn record_err(what: String) -> impl FnOnce(raftsched_format::FormatError) -> Refusal {
+pub(crate) fn record_err(what: String) -> impl FnOnce(raftsched_format::FormatError) -> Refusal {
     move |e| match e.is_newer() {
         true => Refusal::Newer(format!("{what}: {e}")),
         false => Refusal::Damage(format!("{what}: {e}")),
