@@ -16,6 +16,7 @@ duration_s=${4:-10}
 if [ "$#" -gt 4 ]; then shift 4; concurrencies=("$@"); else concurrencies=(1 16 64 256); fi
 cargo build --release -j2 -q -p raftsched >&2
 client=target/release/raftsched
+. scripts/peer-args.sh
 dir=$(mktemp -d /var/tmp/raftsched-ab-XXXXXX)
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"; }
@@ -28,8 +29,9 @@ run_one() { # bin, concurrency -> "ops_per_s p99_ms"
     local cluster="127.0.0.1:$base,127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2))"
     pids=()
     for id in 1 2 3; do
+        # shellcheck disable=SC2046 # word splitting of the flags is meant
         RAFTSCHED_LOG=warn "$bin" server --id "$id" --listen "127.0.0.1:$((base + id - 1))" \
-            --data-dir "$dir/r$id" --initial-cluster "$initial" 2>>"$dir/r$id.log" &
+            --data-dir "$dir/r$id" --initial-cluster "$initial" $(peer_args "$bin" "$dir") 2>>"$dir/r$id.log" &
         pids+=($!)
     done
     local want='"leader":[0-9]'

@@ -15,6 +15,7 @@
 # Exit: 0 when every run completed, 1 when one failed, 2 when the set-up failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/peer-args.sh
 
 DURATION_S=${DURATION_S:-15}
 CONCURRENCIES=${CONCURRENCIES:-"1 16 64 256"}
@@ -96,8 +97,10 @@ RS_GENERATION=0
 start_raftsched() {
     RS_GENERATION=$((RS_GENERATION + 1))
     for i in 1 2 3; do
+        # shellcheck disable=SC2046 # word splitting of the flags is meant
         "$RS_SERVER" server --id "$i" --listen "127.0.0.1:$((RAFTSCHED_BASE_PORT + i - 1))" \
             --data-dir "$WORK_DIR/raftsched-$RS_GENERATION-$i" --initial-cluster "$RS_INITIAL" \
+            $(peer_args "$RS_SERVER" "$WORK_DIR") \
             >>"$WORK_DIR/raftsched$i.log" 2>&1 &
         RS_PIDS+=($!)
         PIDS+=($!)

@@ -121,28 +121,38 @@ impl Dialer {
     }
 }
 
-/// Adds `authorization: Bearer TOKEN` to every request (nothing when there is no token).
+/// Adds `authorization: Bearer TOKEN` to every request (nothing when there is no token), and a
+/// replica's `raftsched-peer` proof when it has one.
 #[derive(Clone, Default)]
-pub struct BearerToken(Option<MetadataValue<Ascii>>);
+pub struct BearerToken {
+    token: Option<MetadataValue<Ascii>>,
+    peer: Option<MetadataValue<Ascii>>,
+}
 
 impl std::fmt::Debug for BearerToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "BearerToken(<hidden>)" } else { "BearerToken(none)" })
+        f.write_str(if self.token.is_some() { "BearerToken(<hidden>" } else { "BearerToken(none" })?;
+        f.write_str(if self.peer.is_some() { ", peer proof <hidden>)" } else { ")" })
     }
+}
+
+fn sensitive(text: &str, what: &str) -> Result<MetadataValue<Ascii>, SecurityError> {
+    let mut value: MetadataValue<Ascii> =
+        text.parse().map_err(|_| SecurityError::Config(format!("{what} must be printable ASCII")))?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 impl BearerToken {
     pub fn new(token: Option<&str>) -> Result<BearerToken, SecurityError> {
-        match token {
-            None => Ok(BearerToken(None)),
-            Some(t) => {
-                let mut value: MetadataValue<Ascii> = format!("Bearer {t}")
-                    .parse()
-                    .map_err(|_| SecurityError::Config("a token must be printable ASCII".into()))?;
-                value.set_sensitive(true);
-                Ok(BearerToken(Some(value)))
-            }
-        }
+        let token = token.map(|t| sensitive(&format!("Bearer {t}"), "a token")).transpose()?;
+        Ok(BearerToken { token, peer: None })
+    }
+
+    /// Also sends replica `id`'s proof of holding the cluster secret.
+    pub fn with_peer_proof(mut self, secret: &ClusterSecret, id: u64) -> Result<BearerToken, SecurityError> {
+        self.peer = Some(sensitive(&secret.proof(id), "a peer proof")?);
+        Ok(self)
     }
 
     /// Reads a token file holding one token (the first non-empty, non-comment line).
@@ -162,8 +172,11 @@ impl BearerToken {
 
 impl tonic::service::Interceptor for BearerToken {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
+        if let Some(value) = &self.token {
             request.metadata_mut().insert(AUTHORIZATION, value.clone());
+        }
+        if let Some(value) = &self.peer {
+            request.metadata_mut().insert(PEER_HEADER, value.clone());
         }
         Ok(request)
     }
@@ -171,3 +184,99 @@ impl tonic::service::Interceptor for BearerToken {
 
 /// A channel that sends the dialer's token with every request.
 pub type AuthChannel = InterceptedService<Channel, BearerToken>;
+
+/// The metadata key of a replica's proof of membership: `ID.HEX`, where HEX is the HMAC-SHA256 of
+/// `raftsched-peer-v1:ID` under the cluster secret. The secret itself never travels.
+pub const PEER_HEADER: &str = "raftsched-peer";
+/// Shortest cluster secret accepted, in bytes of entropy (hex characters / 2).
+pub const CLUSTER_SECRET_BYTES_MIN: usize = 32;
+/// Largest cluster secret file read, in bytes.
+pub const CLUSTER_SECRET_FILE_BYTES_MAX: u64 = 4 * 1024;
+
+/// The secret every replica of a cluster shares (`--cluster-secret-file`): proof that a caller of
+/// the Raft service is a replica when there is no TLS to say so. `Debug` hides it.
+#[derive(Clone)]
+pub struct ClusterSecret {
+    key: ring::hmac::Key,
+}
+
+impl std::fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterSecret(<hidden>)")
+    }
+}
+
+impl ClusterSecret {
+    /// Reads a secret file: one line of at least 64 hex characters (`raftsched secret generate`),
+    /// `#` comments allowed. The file should be readable by its owner only.
+    pub fn from_file(path: &Path) -> Result<ClusterSecret, SecurityError> {
+        let bad = |why: String| SecurityError::Bad { path: path.display().to_string(), why };
+        let text = String::from_utf8(read_bounded(path, CLUSTER_SECRET_FILE_BYTES_MAX)?)
+            .map_err(|_| bad("not UTF-8".into()))?;
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .ok_or_else(|| bad("no secret in it (make one with `raftsched secret generate --out FILE`)".into()))?;
+        if line.len() < CLUSTER_SECRET_BYTES_MIN * 2 || !line.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad(format!(
+                "a cluster secret is at least {} hex characters (make one with `raftsched secret generate --out FILE`)",
+                CLUSTER_SECRET_BYTES_MIN * 2
+            )));
+        }
+        Ok(ClusterSecret::from_text(line))
+    }
+
+    fn from_text(text: &str) -> ClusterSecret {
+        ClusterSecret { key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, text.as_bytes()) }
+    }
+
+    /// A new secret's text: 32 random bytes as 64 hex characters.
+    pub fn generate_text() -> Result<String, SecurityError> {
+        use ring::rand::SecureRandom;
+        let mut bytes = [0u8; CLUSTER_SECRET_BYTES_MIN];
+        ring::rand::SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| SecurityError::Config("the system random number generator failed".into()))?;
+        Ok(hex(&bytes))
+    }
+
+    fn message(id: u64) -> String {
+        format!("raftsched-peer-v1:{id}")
+    }
+
+    /// The `raftsched-peer` header value replica `id` sends.
+    pub fn proof(&self, id: u64) -> String {
+        let tag = ring::hmac::sign(&self.key, Self::message(id).as_bytes());
+        format!("{id}.{}", hex(tag.as_ref()))
+    }
+
+    /// The replica id a `raftsched-peer` header value proves, checked in constant time.
+    pub fn verify(&self, value: &str) -> Result<u64, PeerProofError> {
+        let (id, tag) = value.split_once('.').ok_or(PeerProofError::Malformed)?;
+        let id: u64 = id.parse().map_err(|_| PeerProofError::Malformed)?;
+        let tag = unhex(tag).ok_or(PeerProofError::Malformed)?;
+        ring::hmac::verify(&self.key, Self::message(id).as_bytes(), &tag).map_err(|_| PeerProofError::Wrong)?;
+        Ok(id)
+    }
+}
+
+/// Why a `raftsched-peer` header was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PeerProofError {
+    #[error("the raftsched-peer header is not ID.HEX")]
+    Malformed,
+    #[error("the raftsched-peer proof does not match this cluster's secret")]
+    Wrong,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || text.len() > 128 {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}

@@ -94,12 +94,43 @@ pub fn generate(args: &crate::cli::CertsArgs) -> Result<(), CliError> {
     for (name, value) in [("admin", &admin), ("client", &client), ("worker", &worker)] {
         write(&args.out, &format!("{name}.token"), &format!("{value}\n"), true, args.force)?;
     }
+    let secret = raftsched_api::security::ClusterSecret::generate_text().map_err(|e| failed("cluster secret", e))?;
+    write(&args.out, "cluster-secret", &format!("{secret}\n"), true, args.force)?;
     let dir = args.out.display();
-    say!("wrote a CA, certificates and tokens to {dir}:");
-    say!("  replicas: --tls-ca {dir}/ca.pem --tls-cert {dir}/replica.pem --tls-key {dir}/replica-key.pem --token-file {dir}/tokens");
+    say!("wrote a CA, certificates, tokens and a cluster secret to {dir}:");
+    say!("  replicas: --tls-ca {dir}/ca.pem --tls-cert {dir}/replica.pem --tls-key {dir}/replica-key.pem --token-file {dir}/tokens --cluster-secret-file {dir}/cluster-secret");
     say!("  workers:  --tls-ca {dir}/ca.pem --tls-cert {dir}/worker.pem --tls-key {dir}/worker-key.pem --token-file {dir}/worker.token");
     say!("  clients:  --tls-ca {dir}/ca.pem --tls-cert {dir}/client.pem --tls-key {dir}/client-key.pem --token-file {dir}/client.token");
     say!("  (admin.token for cluster add/remove/transfer-leader and worker drain)");
     say!("The replica certificate is valid for: {}", hosts.join(", "));
     Ok(())
+}
+
+/// `raftsched secret generate --out FILE`: a new cluster secret, readable by its owner only.
+pub fn generate_secret(args: &crate::cli::SecretArgs) -> Result<(), CliError> {
+    write_secret(&args.out, args.force)?;
+    say!("wrote a cluster secret to {}: give every replica --cluster-secret-file {0}", args.out.display());
+    Ok(())
+}
+
+/// Writes a new cluster secret to `path` (mode 0600); refuses to overwrite unless `force`.
+pub fn write_secret(path: &Path, force: bool) -> Result<(), CliError> {
+    let secret = raftsched_api::security::ClusterSecret::generate_text().map_err(|e| failed("cluster secret", e))?;
+    let (dir, name) = match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => (if dir.as_os_str().is_empty() { Path::new(".") } else { dir }, name),
+        _ => return Err(CliError::Usage(format!("{} is not a file path", path.display()))),
+    };
+    let text =
+        format!("# raftsched cluster secret: the same file on every replica (--cluster-secret-file)\n{secret}\n");
+    write(dir, &name.to_string_lossy(), &text, true, force)
+}
+
+/// The cluster secret of a local cluster under `dir` (`raftsched dev`, benchmarks): made on first
+/// use, reused after (a restarted replica must prove the same secret).
+pub fn local_secret(dir: &Path) -> Result<std::path::PathBuf, CliError> {
+    let path = dir.join("cluster-secret");
+    if !path.exists() {
+        write_secret(&path, false)?;
+    }
+    Ok(path)
 }

@@ -62,6 +62,11 @@ pub enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// The cluster secret replicas prove themselves to each other with.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
     /// Recurring tasks: cron expressions or `@every`, exactly one task per occurrence.
     Schedule {
         #[command(subcommand)]
@@ -286,6 +291,22 @@ pub struct CertsArgs {
     pub force: bool,
 }
 
+#[derive(Subcommand)]
+pub enum SecretCommand {
+    /// Write a new cluster secret (64 hex characters, mode 0600) for `server --cluster-secret-file`.
+    Generate(SecretArgs),
+}
+
+#[derive(Args)]
+pub struct SecretArgs {
+    /// The file to write; the same file goes to every replica.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Overwrite a file that already exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
 #[derive(Args, Clone)]
 pub struct ClusterArgs {
     /// Replicas to talk to, tried in turn: HOST:PORT,HOST:PORT,...
@@ -345,6 +366,18 @@ pub struct ServerArgs {
     /// replicas call each other with the first replica token).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// The secret every replica shares (`raftsched secret generate --out FILE`): only a replica
+    /// that proves it holds it may make replica-to-replica calls.
+    #[arg(long)]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// While a running cluster moves to a cluster secret: also accept replica-to-replica calls
+    /// that carry no proof. Restart without it once every replica has the secret.
+    #[arg(long, requires = "cluster_secret_file")]
+    pub accept_unauthenticated_peers: bool,
+    /// Run with replica-to-replica calls, or a non-loopback client API, open to anyone who
+    /// reaches the port. Announced in the log, in `raftsched_insecure` and on the status page.
+    #[arg(long)]
+    pub insecure: bool,
     /// Deliberately break a guarantee, for the jepsen-like harness: stale-reads, skip-fsync,
     /// unfenced-reports. Only in builds with the `fault-injection` feature.
     #[arg(long, value_name = "NAME", hide = !raftsched_server::fault::AVAILABLE)]

@@ -42,6 +42,8 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     };
     let members: BTreeMap<u64, String> =
         (0..N_REPLICAS).map(|i| (u64::from(i) + 1, format!("127.0.0.1:{}", args.base_port + i))).collect();
+    std::fs::create_dir_all(&root).map_err(|e| CliError::Failed(format!("{}: {e}", root.display())))?;
+    let secret = crate::certs::local_secret(&root)?;
     let mut running = Vec::new();
     for (id, addr) in &members {
         let listen: SocketAddr = addr.parse().map_err(|e| CliError::Usage(format!("{addr}: {e}")))?;
@@ -57,6 +59,9 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
             http: None,
             tls: None,
             token_file: None,
+            cluster_secret_file: Some(secret.clone()),
+            accept_unauthenticated_peers: false,
+            insecure: false,
         };
         match raftsched_server::start(config).await {
             Ok(r) => running.push(r),

@@ -47,12 +47,10 @@ impl LocalCluster {
             }
         };
         std::fs::create_dir_all(&dir).map_err(|e| CliError::Failed(format!("{}: {e}", dir.display())))?;
-        let mut cluster = LocalCluster {
-            dir,
-            _temp: temp,
-            replicas: Vec::new(),
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-        };
+        let secret = crate::certs::local_secret(&dir)?;
+        let mut extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        extra_args.extend(["--cluster-secret-file".to_string(), secret.display().to_string()]);
+        let mut cluster = LocalCluster { dir, _temp: temp, replicas: Vec::new(), extra_args };
         for id in 1..=n {
             cluster.add_replica_slot(id, false)?;
         }

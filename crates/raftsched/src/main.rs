@@ -19,7 +19,7 @@ mod worker_cmds;
 
 use clap::Parser;
 
-use crate::cli::{CertsCommand, Cli, ClusterCommand, Command, WorkerCommand};
+use crate::cli::{CertsCommand, Cli, ClusterCommand, Command, SecretCommand, WorkerCommand};
 use crate::error::CliError;
 
 fn main() {
@@ -98,6 +98,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Bench { command } => bench::run(command).await,
         Command::Recover(args) => server_cmd::recover(args).await,
         Command::Certs { command: CertsCommand::Generate(args) } => certs::generate(&args),
+        Command::Secret { command: SecretCommand::Generate(args) } => certs::generate_secret(&args),
         Command::Supervise { .. } => unreachable!("handled before the runtime starts"),
         Command::Worker { command: Some(WorkerCommand::Drain(args)), .. } => worker_cmds::drain(args).await,
         Command::Worker { command: None, args } => worker_cmds::run_worker(args).await,

@@ -68,6 +68,9 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
         http: args.http,
         tls: crate::client_cmds::tls_files(&args.tls)?,
         token_file: args.token_file.clone(),
+        cluster_secret_file: args.cluster_secret_file.clone(),
+        accept_unauthenticated_peers: args.accept_unauthenticated_peers,
+        insecure: args.insecure,
     };
     let running = raftsched_server::start(config).await.map_err(|e| CliError::Failed(e.to_string()))?;
     let raft_stopped = running.replica.raft.wait(None);

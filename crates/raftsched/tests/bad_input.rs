@@ -108,7 +108,7 @@ async fn refused_requests_get_the_right_code_and_change_nothing() {
     assert_eq!(client.get(424242, false).await.unwrap_err().code(), Code::NotFound);
 
     // Garbage on the replica-to-replica service is refused without reaching Raft.
-    let mut raft = api::raft_client::RaftClient::connect(format!("http://{}", cluster.addr(1))).await.unwrap();
+    let mut raft = cluster.raft_client(1, Some(1)).await;
     for _ in 0..3 {
         let status = raft.append_entries(api::RaftBytes { data: vec![0xff; 64] }).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
@@ -130,6 +130,7 @@ async fn refused_requests_get_the_right_code_and_change_nothing() {
 fn server(id: &str, listen: &str, data_dir: &str, initial: &str) -> std::process::Output {
     Command::new(BIN)
         .args(["server", "--id", id, "--listen", listen, "--data-dir", data_dir, "--initial-cluster", initial])
+        .arg("--insecure")
         .env("RAFTSCHED_LOG", "error")
         .output()
         .expect("run raftsched server")

@@ -40,17 +40,6 @@ async fn health_and_reflection_answer_on_every_replica() {
     }
 }
 
-/// Fetches `path` from `addr` with a plain HTTP/1.1 GET (no client library needed).
-async fn http_get(addr: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_the_replica() {
     let http = format!("127.0.0.1:{}", free_ports(1)[0]);

@@ -57,21 +57,20 @@ async fn hostile_peer_messages_are_refused_and_the_trio_keeps_serving() {
     let first = client.submit("before", echo("x")).await.unwrap();
 
     for id in cluster.ids() {
-        let mut raft = api::raft_client::RaftClient::connect(format!("http://{}", cluster.addr(id)))
-            .await
-            .unwrap()
-            .max_encoding_message_size(64 << 20);
+        // A replica that holds the secret but sends garbage (a bug, or a stolen secret).
+        let mut raft = cluster.raft_client(id, Some(9)).await;
         let invalid = |r: Result<tonic::Response<api::RaftBytes>, tonic::Status>, what: &str| {
             let status = r.expect_err(what);
             assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
             status.message().to_string()
         };
         // 100,000 batches deep (1.2 MB): refused, not a stack overflow.
-        let msg = invalid(raft.forward(api::RaftBytes { data: nested_forward(100_000) }).await, "nested forward");
+        let mut member = cluster.raft_client(id, Some(1)).await;
+        let msg = invalid(member.forward(api::RaftBytes { data: nested_forward(100_000) }).await, "nested forward");
         assert!(msg.contains("batch"), "{msg}");
         invalid(raft.append_entries(api::RaftBytes { data: nested_append(100_000) }).await, "nested append");
         // A batch is not a client write, even one level deep.
-        invalid(raft.forward(api::RaftBytes { data: nested_forward(1) }).await, "a forwarded batch");
+        invalid(member.forward(api::RaftBytes { data: nested_forward(1) }).await, "a forwarded batch");
         // Snapshot chunks: a wild offset is a mismatch (the sender starts over), garbage is refused.
         let reply = raft.install_snapshot(api::RaftBytes { data: snapshot_chunk(1 << 62, vec![1; 16], false) }).await;
         let bytes = reply.expect("a mismatch is a Raft answer").into_inner().data;
@@ -87,7 +86,7 @@ async fn hostile_peer_messages_are_refused_and_the_trio_keeps_serving() {
         // A record of a newer format is named as such.
         let mut newer = raftsched_format::encode_forward(&[], 1).unwrap();
         newer[4..6].copy_from_slice(&2u16.to_le_bytes());
-        let msg = invalid(raft.forward(api::RaftBytes { data: newer }).await, "damaged header");
+        let msg = invalid(member.forward(api::RaftBytes { data: newer }).await, "damaged header");
         assert!(msg.contains("checksum"), "a header changed without its checksum is damage: {msg}");
     }
 

@@ -64,6 +64,14 @@ pub struct ReplicaConfig {
     pub tls: Option<raftsched_api::security::TlsFiles>,
     /// Bearer tokens with roles (`--token-file`); no token checks when `None`.
     pub token_file: Option<PathBuf>,
+    /// The secret every replica shares (`--cluster-secret-file`): replica-to-replica calls must
+    /// prove they hold it.
+    pub cluster_secret_file: Option<PathBuf>,
+    /// While a running cluster moves to a cluster secret: let Raft calls with no proof through.
+    pub accept_unauthenticated_peers: bool,
+    /// Start even though replica-to-replica calls (no TLS with replica tokens, no cluster secret)
+    /// or a non-loopback client API (no TLS with tokens) would be open to anyone (`--insecure`).
+    pub insecure: bool,
 }
 
 /// Default of `ReplicaConfig::retain_finished`: a million finished tasks (about 1 GiB of memory per

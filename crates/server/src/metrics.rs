@@ -22,8 +22,6 @@ pub struct Counters {
     pub forwarded_total: AtomicU64,
     /// Client requests served, any RPC.
     pub requests_total: AtomicU64,
-    /// Requests refused with RESOURCE_EXHAUSTED at the door.
-    pub rejected_overload_total: AtomicU64,
 }
 
 fn line(out: &mut String, name: &str, help: &str, kind: &str) {
@@ -116,15 +114,11 @@ pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
         ("raftsched_proposals_total", "Client writes proposed while leading.", &c.proposals_total),
         ("raftsched_forwarded_requests_total", "Client writes forwarded to the leader.", &c.forwarded_total),
         ("raftsched_requests_total", "Client requests served.", &c.requests_total),
-        (
-            "raftsched_requests_rejected_overload_total",
-            "Requests refused with RESOURCE_EXHAUSTED.",
-            &c.rejected_overload_total,
-        ),
     ] {
         line(&mut out, name, help, "counter");
         let _ = writeln!(out, "{name} {}", value.load(Relaxed));
     }
+    security(&mut out, replica);
     line(
         &mut out,
         "raftsched_disk_sync_seconds",
@@ -164,6 +158,35 @@ pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
         );
     }
     out
+}
+
+/// Overload and security series: RESOURCE_EXHAUSTED answers by the limit reached, requests
+/// refused by authentication by service and reason, and the security mode.
+fn security(out: &mut String, replica: &Replica) {
+    let name = "raftsched_requests_rejected_overload_total";
+    line(out, name, "Requests refused with RESOURCE_EXHAUSTED, by the limit reached.", "counter");
+    let mut overload = replica.rpc_stats.overload_counts();
+    if !overload.iter().any(|(r, _)| r == "in_flight_requests_max") {
+        overload.push(("in_flight_requests_max".into(), 0));
+    }
+    for (reason, n) in overload {
+        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {n}");
+    }
+    let auth = &replica.auth;
+    let name = "raftsched_requests_refused_auth_total";
+    line(out, name, "Requests refused for their credentials (UNAUTHENTICATED, PERMISSION_DENIED).", "counter");
+    for service in crate::auth::Service::ALL {
+        for reason in crate::auth::Refusal::ALL {
+            let n = auth.refusals.count(service, reason);
+            let _ = writeln!(out, "{name}{{service=\"{}\",reason=\"{}\"}} {n}", service.label(), reason.label());
+        }
+    }
+    let name = "raftsched_peer_calls_unauthenticated_total";
+    line(out, name, "Raft calls let through without a proof (--accept-unauthenticated-peers).", "counter");
+    let _ = writeln!(out, "{name} {}", auth.unauthenticated_peer_calls.load(Relaxed));
+    let name = "raftsched_insecure";
+    line(out, name, "1 when the replica was started with --insecure.", "gauge");
+    let _ = writeln!(out, "{name} {}", u8::from(auth.insecure));
 }
 
 /// One histogram's series: `_bucket` lines (bounds in microseconds, shown in seconds) with the

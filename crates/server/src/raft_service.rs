@@ -4,6 +4,15 @@
 //! before anything acts on it: what does not decode is answered INVALID_ARGUMENT with the reason
 //! and never reaches openraft. Replies go out in the format the request came in, so a replica of
 //! the previous build (format 0) understands them.
+//!
+//! Who is calling: `auth.rs` has checked the caller's credentials before the body was read. Here
+//! the message must agree with them: the sender a message names (a candidate, a leader) must be
+//! the replica whose proof it carries, and a vote, a forwarded write, a read-index or a status
+//! request must come from a member of this replica's current configuration, so that a removed
+//! replica cannot disrupt elections. AppendEntries and InstallSnapshot are not checked against
+//! the membership: a follower that has not yet seen the entry adding a replica must still accept
+//! that replica once it leads (Raft processes RPCs "without consulting the configuration"); a
+//! non-member cannot lead anyway, since no member votes for it.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -18,6 +27,7 @@ use raftsched_store::{NodeId, TypeConfig};
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{refused, PeerId, Refusal, Service};
 use crate::limits;
 use crate::replica::Replica;
 
@@ -56,6 +66,36 @@ enum Chunk {
 impl RaftService {
     pub fn new(replica: Arc<Replica>) -> RaftService {
         RaftService { replica, incoming: Mutex::new(None) }
+    }
+
+    /// Checks that a message naming `claimed` as its sender may be acted on: see the module doc.
+    /// `proven` is the replica the call's credentials name (none without a cluster secret).
+    fn admit<T>(&self, req: &Request<T>, claimed: Option<NodeId>, members_only: bool) -> Result<(), Status> {
+        let proven = req.extensions().get::<PeerId>().map(|p| p.0);
+        let refuse = |reason, status| {
+            let caller = req.remote_addr().map(|a| a.ip());
+            Err(self.replica.auth.refusals.refuse(Service::Raft, caller, refused(reason, status)))
+        };
+        if let (Some(proven), Some(claimed)) = (proven, claimed) {
+            if proven != claimed {
+                let message =
+                    format!("the message names replica {claimed} as its sender; the call comes from replica {proven}");
+                return refuse(Refusal::SenderMismatch, Status::permission_denied(message));
+            }
+        }
+        let Some(sender) = claimed.or(proven) else { return Ok(()) };
+        if !members_only {
+            return Ok(());
+        }
+        let metrics = self.replica.raft.metrics();
+        let membership = metrics.borrow().membership_config.clone();
+        let mut nodes = membership.membership().nodes().peekable();
+        // Not yet a member of anything (a joining replica): whoever holds the credentials.
+        if nodes.peek().is_none() || membership.membership().nodes().any(|(id, _)| *id == sender) {
+            return Ok(());
+        }
+        let message = format!("replica {sender} is not a member of this cluster's current configuration");
+        refuse(Refusal::NotMember, Status::permission_denied(message))
     }
 
     /// A leader's message counts as contact (for `election.rs`) on arrival, before openraft handles
@@ -118,13 +158,15 @@ impl RaftService {
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn append_entries(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        let (version, rpc) = raftsched_format::decode_append_entries(&req.into_inner().data).map_err(malformed)?;
+        let (version, rpc) = raftsched_format::decode_append_entries(&req.get_ref().data).map_err(malformed)?;
+        self.admit(&req, rpc.vote.leader_id().voted_for(), false)?;
         self.touch_if_current(&rpc.vote);
         reply(&self.replica.raft.append_entries(rpc).await, version)
     }
 
     async fn vote(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        let (version, rpc) = raftsched_format::decode_vote_request(&req.into_inner().data).map_err(malformed)?;
+        let (version, rpc) = raftsched_format::decode_vote_request(&req.get_ref().data).map_err(malformed)?;
+        self.admit(&req, rpc.vote.leader_id().voted_for(), true)?;
         let (candidate_term, candidate_log) = (rpc.vote.leader_id().term, rpc.last_log_id);
         let answer = self.replica.raft.vote(rpc).await;
         match &answer {
@@ -138,7 +180,8 @@ impl RaftRpc for RaftService {
     }
 
     async fn install_snapshot(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        let (version, rpc) = raftsched_format::decode_install_snapshot(&req.into_inner().data).map_err(malformed)?;
+        let (version, rpc) = raftsched_format::decode_install_snapshot(&req.get_ref().data).map_err(malformed)?;
+        self.admit(&req, rpc.vote.leader_id().voted_for(), false)?;
         self.touch_if_current(&rpc.vote);
         let my_vote = self.replica.raft.metrics().borrow().vote;
         let vote = rpc.vote;
@@ -163,6 +206,7 @@ impl RaftRpc for RaftService {
     /// Not counted against `in_flight_requests_max`: the follower that forwards them already holds
     /// a slot for each client request, so forwards are bounded by the followers' budgets.
     async fn forward(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        self.admit(&req, None, true)?;
         let (version, ops) = raftsched_format::decode_forward(&req.into_inner().data).map_err(malformed)?;
         limits::check_batch_len("forwarded ops", ops.len(), limits::FORWARD_BATCH_LEN_MAX, "forward_batch_len_max")?;
         if let Some(op) = ops.iter().find(|op| !crate::replica::is_client_op(op)) {
@@ -183,12 +227,14 @@ impl RaftRpc for RaftService {
         Ok(Response::new(RaftBytes { data }))
     }
 
-    async fn read_index(&self, _req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+    async fn read_index(&self, req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+        self.admit(&req, None, true)?;
         let index = self.replica.local_rounds.get(|| self.replica.local_read_index()).await?;
         Ok(Response::new(ReadIndexResponse { index }))
     }
 
-    async fn node_status(&self, _req: Request<NodeStatusRequest>) -> Result<Response<MemberStatus>, Status> {
+    async fn node_status(&self, req: Request<NodeStatusRequest>) -> Result<Response<MemberStatus>, Status> {
+        self.admit(&req, None, true)?;
         Ok(Response::new(self.replica.own_status()))
     }
 }

@@ -52,6 +52,8 @@ pub struct Replica {
     pub(crate) leader_contact: crate::election::LeaderContact,
     /// The format this replica writes and sends now (the cluster version, clamped to this build's).
     pub active: raftsched_format::ActiveVersion,
+    /// Who may call what, and the refusals counted so far.
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 /// Where the leader is, as far as this replica knows.
@@ -115,7 +117,6 @@ impl Replica {
     pub(crate) fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
         self.counters.requests_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.in_flight.clone().try_acquire_owned().map_err(|_| {
-            self.counters.rejected_overload_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Status::resource_exhausted(format!(
                 "replica {} is at in_flight_requests_max {}",
                 self.id,

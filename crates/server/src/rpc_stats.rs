@@ -1,6 +1,9 @@
 //! Per-RPC request latency, measured by a tower layer around the whole gRPC server: from the
 //! request's arrival to its response (for unary calls, the handler's completion). Rendered on
-//! `/metrics` as `raftsched_request_duration_seconds{rpc="Service/Method"}`.
+//! `/metrics` as `raftsched_request_duration_seconds{rpc="Service/Method"}`. The same layer counts
+//! every `RESOURCE_EXHAUSTED` answer by the limit its message names
+//! (`raftsched_requests_rejected_overload_total{reason="in_flight_requests_max"}`): every such
+//! message names its limit, so one place counts them all, whichever path refused.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -42,6 +45,19 @@ impl Histogram {
 #[derive(Default)]
 pub struct RpcStats {
     by_rpc: Mutex<BTreeMap<String, Arc<Histogram>>>,
+    overload: Mutex<BTreeMap<String, u64>>,
+}
+
+/// Distinct overload reasons tracked (limit names are few); beyond it, `other`.
+pub const OVERLOAD_REASONS_MAX: usize = 32;
+
+/// The limit a RESOURCE_EXHAUSTED message names: its first word ending in `_max`, else `other`.
+/// Works on the raw (percent-encoded) `grpc-message` too: limit names need no encoding.
+pub fn overload_reason(message: &str) -> &str {
+    message
+        .split(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+        .find(|w| w.ends_with("_max") && w.len() > 4)
+        .unwrap_or("other")
 }
 
 impl RpcStats {
@@ -55,6 +71,19 @@ impl RpcStats {
         let mut map = self.by_rpc.lock().unwrap_or_else(|p| p.into_inner());
         let key = if map.contains_key(&name) || map.len() < RPC_NAMES_MAX { name } else { "other".to_string() };
         map.entry(key).or_default().clone()
+    }
+
+    /// Counts one RESOURCE_EXHAUSTED answer.
+    pub fn overloaded(&self, message: &str) {
+        let reason = overload_reason(message);
+        let mut map = self.overload.lock().unwrap_or_else(|p| p.into_inner());
+        let key = if map.contains_key(reason) || map.len() < OVERLOAD_REASONS_MAX { reason } else { "other" };
+        *map.entry(key.to_string()).or_default() += 1;
+    }
+
+    /// (reason, count) of the RESOURCE_EXHAUSTED answers so far, in reason order.
+    pub fn overload_counts(&self) -> Vec<(String, u64)> {
+        self.overload.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     /// (rpc name, histogram) for every RPC seen, in name order.
@@ -81,9 +110,9 @@ pub struct Latency<S> {
     stats: Arc<RpcStats>,
 }
 
-impl<S, B> tower::Service<http::Request<B>> for Latency<S>
+impl<S, B, RB> tower::Service<http::Request<B>> for Latency<S>
 where
-    S: tower::Service<http::Request<B>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -96,12 +125,33 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let histogram = self.stats.histogram(request.uri().path());
+        let stats = self.stats.clone();
         let started = Instant::now();
         let response = self.inner.call(request);
         Box::pin(async move {
             let result = response.await;
             histogram.record(started.elapsed().as_micros() as u64);
+            // An error answer is trailers-only: its status is in the headers.
+            if let Ok(response) = &result {
+                let headers = response.headers();
+                if headers.get("grpc-status").is_some_and(|v| v.as_bytes() == b"8") {
+                    stats.overloaded(headers.get("grpc-message").and_then(|v| v.to_str().ok()).unwrap_or(""));
+                }
+            }
             result
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reason_is_the_limit_named() {
+        assert_eq!(overload_reason("replica 1 is at in_flight_requests_max 4096"), "in_flight_requests_max");
+        assert_eq!(overload_reason("100000%20tasks%20pending,%20at%20tasks_pending_max%20100000"), "tasks_pending_max");
+        assert_eq!(overload_reason("busy"), "other");
+        assert_eq!(overload_reason("_max"), "other");
     }
 }

@@ -38,6 +38,8 @@ pub enum StartError {
     Config(String),
     #[error("raft failed to start: {0}")]
     Raft(String),
+    #[error("{0}")]
+    Insecure(String),
 }
 
 pub struct RunningReplica {
@@ -89,6 +91,10 @@ impl RunningReplica {
 
 pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> {
     let addr = config.initial_cluster.get(&config.id).cloned().ok_or(StartError::NotInCluster(config.id))?;
+    // Security first: a bad file, or an open setup not asked for, stops the start with its name
+    // before the data dir is touched.
+    let (auth, dialer) = security(&config)?;
+    let auth = Arc::new(auth);
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| StartError::DataDir { dir: config.data_dir.display().to_string(), source })?;
     let listener = TcpListener::bind(config.listen)
@@ -119,24 +125,6 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
     .validate()
     .map_err(|e| StartError::Config(e.to_string()))?;
 
-    // Security: load everything before serving, so a bad file stops the start with its name.
-    let tokens = config
-        .token_file
-        .as_deref()
-        .map(crate::auth::Tokens::from_file)
-        .transpose()
-        .map_err(|e| StartError::Config(e.to_string()))?;
-    let replica_token = match &tokens {
-        Some(t) => Some(t.replica_token().ok_or_else(|| {
-            StartError::Config("the token file has no `replica` token (replicas call each other with it)".into())
-        })?),
-        None => None,
-    };
-    let dialer = raftsched_api::security::Dialer::new(config.tls.as_ref(), replica_token.as_deref())
-        .map_err(|e| StartError::Config(e.to_string()))?;
-    let server_tls =
-        config.tls.as_ref().map(|t| t.server_config()).transpose().map_err(|e| StartError::Config(e.to_string()))?;
-    let auth = Arc::new(crate::auth::Auth { tls: server_tls.is_some(), tokens });
     let guard = |service| crate::auth::Guard { auth: auth.clone(), service };
     let peers = Arc::new(Peers::new(dialer));
     let active = opened.sm_store.active_version();
@@ -186,6 +174,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         snapshot_seen: std::sync::Mutex::new((0, std::time::Instant::now())),
         leader_contact: Default::default(),
         active,
+        auth: auth.clone(),
     });
     tokio::spawn(crate::metrics::watch_snapshots(replica.clone()));
     let scheduler = SchedulerServer::new(SchedulerService { replica: replica.clone() })
@@ -222,10 +211,27 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         conn
     });
     let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = server_tls {
+    if let Some(tls) =
+        config.tls.as_ref().map(|t| t.server_config()).transpose().map_err(|e| StartError::Config(e.to_string()))?
+    {
         builder = builder.tls_config(tls).map_err(|e| StartError::Config(format!("TLS: {e}")))?;
     }
-    tracing::info!(tls = auth.tls, tokens = auth.tokens.is_some(), "security");
+    tracing::info!(
+        tls = auth.tls,
+        tokens = auth.tokens.is_some(),
+        cluster_secret = auth.secret.is_some(),
+        accept_unauthenticated_peers = auth.accept_unauthenticated_peers,
+        "security"
+    );
+    if auth.accept_unauthenticated_peers {
+        tracing::warn!("replica-to-replica calls without a cluster-secret proof are accepted (--accept-unauthenticated-peers): restart without it once every replica has the secret");
+    }
+    if auth.insecure {
+        tracing::warn!(
+            "INSECURE (--insecure): {}",
+            crate::auth::insecure_summary(&auth, local_addr).unwrap_or_else(|| "nothing is open".into())
+        );
+    }
     let server = tokio::spawn(
         builder
             .tcp_nodelay(true)
@@ -308,4 +314,48 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         election,
         http,
     })
+}
+
+/// This replica's checks on callers and the credentials it dials peers with, from the files
+/// named in `config`. Refuses an unauthenticated setup unless `--insecure` says it is meant.
+fn security(config: &ReplicaConfig) -> Result<(crate::auth::Auth, raftsched_api::security::Dialer), StartError> {
+    let bad = |e: raftsched_api::security::SecurityError| StartError::Config(e.to_string());
+    let tokens = config.token_file.as_deref().map(crate::auth::Tokens::from_file).transpose().map_err(bad)?;
+    let replica_token = match &tokens {
+        Some(t) => Some(t.replica_token().ok_or_else(|| {
+            StartError::Config("the token file has no `replica` token (replicas call each other with it)".into())
+        })?),
+        None => None,
+    };
+    let secret = config
+        .cluster_secret_file
+        .as_deref()
+        .map(raftsched_api::security::ClusterSecret::from_file)
+        .transpose()
+        .map_err(bad)?;
+    if config.accept_unauthenticated_peers && secret.is_none() {
+        return Err(StartError::Config("--accept-unauthenticated-peers goes with --cluster-secret-file".into()));
+    }
+    let mut dialer =
+        raftsched_api::security::Dialer::new(config.tls.as_ref(), replica_token.as_deref()).map_err(bad)?;
+    if let Some(secret) = &secret {
+        dialer.token = dialer.token.with_peer_proof(secret, config.id).map_err(bad)?;
+    }
+    let auth = crate::auth::Auth {
+        tls: config.tls.is_some(),
+        tokens,
+        secret,
+        accept_unauthenticated_peers: config.accept_unauthenticated_peers,
+        insecure: config.insecure,
+        ..Default::default()
+    };
+    if let Some(open) = crate::auth::insecure_summary(&auth, config.listen) {
+        if !config.insecure {
+            return Err(StartError::Insecure(format!(
+                "refusing to start: {open}; give --cluster-secret-file FILE (raftsched secret generate --out FILE) \
+                 or --tls-ca/--tls-cert/--tls-key with --token-file, or --insecure to run open on purpose"
+            )));
+        }
+    }
+    Ok((auth, dialer))
 }

@@ -80,5 +80,18 @@ pub async fn status_json(replica: &Replica) -> Value {
         "workers": workers,
         "task_counts": counts,
         "recent_tasks": recent,
+        "security": security_json(&replica.auth),
+    })
+}
+
+/// How this replica checks its callers (never a credential itself).
+fn security_json(auth: &crate::auth::Auth) -> serde_json::Value {
+    json!({
+        "insecure": auth.insecure,
+        "tls": auth.tls,
+        "tokens": auth.tokens.is_some(),
+        "cluster_secret": auth.secret.is_some(),
+        "accept_unauthenticated_peers": auth.accept_unauthenticated_peers,
+        "peers_authenticated": auth.peers_authenticated(),
     })
 }

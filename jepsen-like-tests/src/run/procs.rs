@@ -71,6 +71,8 @@ pub struct Procs {
     bin: PathBuf,
     /// The binary each replica runs: `bin`, unless an upgrade run started it on an older one.
     replica_bins: Vec<PathBuf>,
+    /// Some replica was started on an older build.
+    upgrade_run: bool,
     dir: PathBuf,
     pub topology: Topology,
     replicas: Vec<Proc>,
@@ -111,7 +113,7 @@ impl Procs {
             })
             .collect();
         let replica_bins = vec![bin.clone(); n_replicas];
-        Procs { bin, replica_bins, dir, topology, replicas, workers: Vec::new(), options }
+        Procs { bin, replica_bins, upgrade_run: false, dir, topology, replicas, workers: Vec::new(), options }
     }
 
     pub fn n_replicas(&self) -> usize {
@@ -138,8 +140,10 @@ impl Procs {
         self.workers.len()
     }
 
-    /// The binary replica `i` runs from its next start on.
+    /// The binary replica `i` runs from its next start on. Once any replica ran an older build,
+    /// the run stays an upgrade run (see `security_args`).
     pub fn set_replica_bin(&mut self, i: usize, bin: PathBuf) {
+        self.upgrade_run |= bin != self.bin;
         self.replica_bins[i] = bin;
     }
 
@@ -187,6 +191,32 @@ impl Procs {
         self.start_replica(i)
     }
 
+    /// How replica `i` proves itself to its peers: the run's cluster secret (made on first use).
+    /// An upgrade run's trio started on a build that knows no secret, so its replicas of this
+    /// build run `--insecure` instead; and with network namespaces the client API listens on a
+    /// non-loopback address without TLS, which needs `--insecure` too. Older builds get nothing.
+    fn security_args(&self, i: usize) -> std::io::Result<Vec<String>> {
+        if !self.runs_current_bin(i) {
+            return Ok(Vec::new());
+        }
+        if self.replica_bins.iter().any(|b| *b != self.bin) || self.upgrade_run {
+            return Ok(vec!["--insecure".into()]);
+        }
+        let secret = self.dir.join("cluster-secret");
+        if !secret.exists() {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let text = raftsched_api::security::ClusterSecret::generate_text().map_err(std::io::Error::other)?;
+            let mut file = File::options().write(true).create_new(true).mode(0o600).open(&secret)?;
+            writeln!(file, "{text}")?;
+        }
+        let mut args = vec!["--cluster-secret-file".to_string(), secret.display().to_string()];
+        if matches!(self.topology, Topology::Netns(_)) {
+            args.push("--insecure".into());
+        }
+        Ok(args)
+    }
+
     /// Starts replica `i` (0-based; its Raft id is `i + 1`) from its data dir.
     pub fn start_replica(&mut self, i: usize) -> std::io::Result<()> {
         assert_eq!(self.replicas[i].state, ProcState::Down);
@@ -219,6 +249,7 @@ impl Procs {
         for fault in &self.options.faults {
             cmd.args(["--fault", fault]);
         }
+        cmd.args(self.security_args(i)?);
         let child = spawn(cmd, &self.replicas[i].log)?;
         self.replicas[i].child = Some(child);
         self.replicas[i].state = ProcState::Running;

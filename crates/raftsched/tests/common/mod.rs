@@ -12,6 +12,11 @@ use std::time::{Duration, Instant};
 use raftsched_client::{api, Client};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_raftsched");
+
+/// A Raft-service client with its credentials (`Cluster::raft_client`).
+pub type RaftClient = api::raft_client::RaftClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, raftsched_client::BearerToken>,
+>;
 /// Generous: a loaded 2-core CI box may take seconds to elect a leader or start a process.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -53,6 +58,10 @@ pub struct Cluster {
     pub workers: BTreeMap<String, Child>,
     /// How the test's clients dial (TLS, token); plaintext by default.
     pub dialer: raftsched_client::Dialer,
+    /// How replicas of this build prove themselves to each other: `--cluster-secret-file` with
+    /// the cluster's own secret (`secret_file`) unless a test says otherwise (`--insecure` for a
+    /// cluster of older builds, which know no secret). Older builds get none of these.
+    pub peer_args: Vec<String>,
 }
 
 /// Fast liveness for tests: workers heartbeat every 100 ms, hold a 600 ms lease, and the leader
@@ -68,54 +77,47 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 
 impl Cluster {
     pub fn start(n: u64, extra_args: &[&str]) -> Cluster {
-        let dir = tempfile::Builder::new().prefix("raftsched-test-").tempdir().unwrap();
-        let ports = free_ports(n as usize);
-        let mut replicas = BTreeMap::new();
-        for (i, port) in ports.into_iter().enumerate() {
+        let mut cluster = Cluster::new(extra_args);
+        for (i, port) in free_ports(n as usize).into_iter().enumerate() {
             let id = i as u64 + 1;
-            replicas.insert(
-                id,
-                Replica {
-                    id,
-                    addr: format!("127.0.0.1:{port}"),
-                    data_dir: dir.path().join(format!("replica-{id}")),
-                    log_path: dir.path().join(format!("replica-{id}.log")),
-                    join: false,
-                    http: None,
-                    bin: PathBuf::from(BIN),
-                    child: None,
-                },
-            );
+            let replica = Replica::new(&cluster, id, format!("127.0.0.1:{port}"), Path::new(BIN));
+            cluster.replicas.insert(id, replica);
         }
-        let mut cluster = Cluster {
-            dir,
-            replicas,
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            workers: BTreeMap::new(),
-            dialer: Default::default(),
-        };
         for id in cluster.ids() {
             cluster.start_replica(id);
         }
         cluster
     }
 
+    /// A cluster of no replicas yet, with its temp dir and cluster secret.
+    pub fn new(extra_args: &[&str]) -> Cluster {
+        let dir = tempfile::Builder::new().prefix("raftsched-test-").tempdir().unwrap();
+        let secret = dir.path().join("cluster-secret");
+        let out = Command::new(BIN).args(["secret", "generate", "--out"]).arg(&secret).output().unwrap();
+        assert!(out.status.success(), "secret generate: {}", String::from_utf8_lossy(&out.stderr));
+        Cluster {
+            dir,
+            replicas: BTreeMap::new(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            workers: BTreeMap::new(),
+            dialer: Default::default(),
+            peer_args: vec!["--cluster-secret-file".into(), secret.display().to_string()],
+        }
+    }
+
+    /// The cluster secret's file.
+    pub fn secret_file(&self) -> PathBuf {
+        self.dir.path().join("cluster-secret")
+    }
+
     /// Like `start`, each replica also serving `--http` on a port of its own (see `http`).
     pub fn start_with_http(n: u64, extra_args: &[&str]) -> Cluster {
-        let mut cluster = Cluster::start(0, extra_args);
+        let mut cluster = Cluster::new(extra_args);
         let ports = free_ports(2 * n as usize);
         for id in 1..=n {
             let (port, http) = (ports[2 * (id as usize - 1)], ports[2 * (id as usize - 1) + 1]);
-            let replica = Replica {
-                id,
-                addr: format!("127.0.0.1:{port}"),
-                data_dir: cluster.dir.path().join(format!("replica-{id}")),
-                log_path: cluster.dir.path().join(format!("replica-{id}.log")),
-                join: false,
-                http: Some(format!("127.0.0.1:{http}")),
-                bin: PathBuf::from(BIN),
-                child: None,
-            };
+            let mut replica = Replica::new(&cluster, id, format!("127.0.0.1:{port}"), Path::new(BIN));
+            replica.http = Some(format!("127.0.0.1:{http}"));
             cluster.replicas.insert(id, replica);
         }
         for id in cluster.ids() {
@@ -133,16 +135,8 @@ impl Cluster {
     pub fn start_joining_replica(&mut self, id: u64) -> String {
         let port = free_ports(1)[0];
         let addr = format!("127.0.0.1:{port}");
-        let replica = Replica {
-            id,
-            addr: addr.clone(),
-            data_dir: self.dir.path().join(format!("replica-{id}")),
-            log_path: self.dir.path().join(format!("replica-{id}.log")),
-            join: true,
-            http: None,
-            bin: PathBuf::from(BIN),
-            child: None,
-        };
+        let mut replica = Replica::new(self, id, addr.clone(), Path::new(BIN));
+        replica.join = true;
         self.replicas.insert(id, replica);
         self.start_replica(id);
         addr
@@ -173,9 +167,12 @@ impl Cluster {
     pub fn start_replica(&mut self, id: u64) {
         let initial = self.initial_cluster();
         let join = self.cluster_arg();
-        let extra = self.extra_args.clone();
+        let mut extra = self.extra_args.clone();
         let r = self.replicas.get_mut(&id).unwrap();
         assert!(r.child.is_none(), "replica {id} already running");
+        if r.bin == Path::new(BIN) {
+            extra.extend(self.peer_args.iter().cloned());
+        }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&r.log_path).unwrap();
         let membership = if r.join { ["--join", &join] } else { ["--initial-cluster", &initial] };
         let http: Vec<&str> = r.http.as_deref().map(|h| vec!["--http", h]).unwrap_or_default();
@@ -319,6 +316,22 @@ impl Cluster {
         Client::with_dialer(self.replicas.values().map(|r| r.addr.clone()).collect(), DEADLINE, &self.dialer).unwrap()
     }
 
+    /// The Raft service of replica `id`, called as a peer that proves it is replica `as_peer`
+    /// with the cluster secret (`None`: no proof, as an outsider would).
+    pub async fn raft_client(&self, id: u64, as_peer: Option<u64>) -> RaftClient {
+        let mut creds = raftsched_client::BearerToken::new(None).unwrap();
+        if let Some(peer) = as_peer {
+            let secret = raftsched_api::security::ClusterSecret::from_file(&self.secret_file()).unwrap();
+            creds = creds.with_peer_proof(&secret, peer).unwrap();
+        }
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr(id)))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        api::raft_client::RaftClient::with_interceptor(channel, creds).max_encoding_message_size(64 << 20)
+    }
+
     /// A client that talks to one replica only.
     pub fn client_of(&self, id: u64) -> Client {
         Client::with_dialer(vec![self.addr(id)], DEADLINE, &self.dialer).unwrap()
@@ -437,6 +450,28 @@ pub async fn list_all(client: &Client, stale: bool) -> Vec<api::Task> {
         }
         after_id = page.next_after;
     }
+}
+
+/// Fetches `path` from `addr` with a plain HTTP/1.1 GET (no client library needed).
+pub async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+/// The value of one series (`name{labels}` exactly as rendered) on replica `http`'s `/metrics`.
+pub async fn metric(http: &str, series: &str) -> f64 {
+    let body = http_get(http, "/metrics").await;
+    body.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no series {series} on /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 pub fn path_str(p: &Path) -> String {
