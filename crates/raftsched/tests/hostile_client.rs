@@ -243,3 +243,102 @@ async fn an_open_replica_must_be_asked_for_and_is_announced() {
     let _ = child.wait();
     assert!(std::fs::read_to_string(&log).unwrap().contains("INSECURE"));
 }
+
+/// A process's resident memory, in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kib * 1024
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Opens `n` Submit calls on one HTTP/2 connection to `addr`, each declaring a 1,000,000-byte
+/// message and sending 1,000 bytes of it, and never finishes them. Returns the call handles (kept
+/// alive by the caller) and the connection task.
+async fn unfinished_calls(
+    addr: &str,
+    n: usize,
+) -> (Vec<(h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>)>, tokio::task::JoinHandle<()>) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let task = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut calls = Vec::new();
+    for _ in 0..n {
+        let mut ready = client.clone().ready().await.unwrap();
+        let request = http::Request::post(format!("http://{addr}/raftsched.v1.Scheduler/Submit"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let (response, mut send) = ready.send_request(request, false).unwrap();
+        let mut data = vec![0u8];
+        data.extend_from_slice(&1_000_000u32.to_be_bytes());
+        data.extend_from_slice(&[0u8; 1_000]);
+        send.send_data(bytes::Bytes::from(data), false).unwrap();
+        calls.push((response, send));
+    }
+    (calls, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_calls_and_idle_connections_hold_bounded_memory_and_others_are_served() {
+    let mut cluster = Cluster::start_with_http(3, &[]);
+    cluster.leader().await;
+    let client = cluster.client_of(1);
+    let mut ids = vec![client.submit("before", echo("x")).await.unwrap().id];
+    let (pid, http, addr) = (cluster.pid(1), cluster.http(1), cluster.addr(1));
+    let rss_before = rss_bytes(pid);
+
+    // Two connections, 256 unfinished 1 MB calls each: each connection may hold 32 MiB.
+    let (calls_a, conn_a) = unfinished_calls(&addr, 256).await;
+    let (calls_b, conn_b) = unfinished_calls(&addr, 256).await;
+    let series = r#"raftsched_requests_rejected_overload_total{reason="request_body_bytes_per_connection_max"}"#;
+    let started = Instant::now();
+    while metric(&http, series).await < 2.0 * 200.0 {
+        assert!(started.elapsed() < DEADLINE, "over-budget calls not refused");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let grown = rss_bytes(pid).saturating_sub(rss_before);
+    assert!(grown < 96 << 20, "RSS grew by {} MiB", grown >> 20);
+    // Others are served meanwhile.
+    ids.push(client.submit("during-calls", echo("x")).await.unwrap().id);
+    // The held calls end at request_body_ms_max (10 s): nothing stays held.
+    let started = Instant::now();
+    for (response, _send) in calls_a.into_iter().chain(calls_b).take(8) {
+        let answer = tokio::time::timeout(DEADLINE, response).await.expect("a held call never ended");
+        let head = answer.unwrap();
+        let status = head.headers().get("grpc-status").map(|v| v.to_str().unwrap().to_string());
+        assert!(matches!(status.as_deref(), Some("4") | Some("8")), "{status:?}");
+    }
+    assert!(started.elapsed() < DEADLINE);
+    conn_a.abort();
+    conn_b.abort();
+
+    // Two thousand idle connections: the replica keeps serving, and closes them after 10 s.
+    let fds_before = open_fds(pid);
+    let mut idle = Vec::new();
+    for _ in 0..2_000 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    ids.push(client.submit("during-idle", echo("x")).await.unwrap().id);
+    let started = Instant::now();
+    while open_fds(pid) > fds_before + 100 {
+        assert!(started.elapsed() < DEADLINE, "idle connections kept: {} fds", open_fds(pid));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(idle);
+    assert_identical(&mut cluster, &ids).await;
+}

@@ -217,3 +217,54 @@ fn certs_generate_refuses_to_overwrite_and_the_server_refuses_bad_files() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("go together"), "{}", stderr(&out));
 }
+
+/// Restarts every replica in turn (SIGTERM, start, wait until all agree) with `peer_args`.
+async fn roll(cluster: &mut Cluster, peer_args: &[String]) {
+    cluster.peer_args = peer_args.to_vec();
+    for id in cluster.ids() {
+        let status = cluster.terminate(id);
+        assert!(status.success(), "replica {id}: {status}\n{}", cluster.logs());
+        cluster.start_replica(id);
+        cluster.wait_converged().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_trio_moves_to_a_cluster_secret_by_rolling_restarts_without_downtime() {
+    // A trio as every cluster before cluster secrets ran: open to anyone.
+    let mut cluster = Cluster::new(&[]);
+    cluster.peer_args = vec!["--insecure".into()];
+    for (id, port) in (1..=3).zip(free_ports(3)) {
+        let replica = Replica::new(&cluster, id, format!("127.0.0.1:{port}"), Path::new(BIN));
+        cluster.replicas.insert(id, replica);
+    }
+    for id in cluster.ids() {
+        cluster.start_replica(id);
+    }
+    cluster.leader().await;
+    let addrs: Vec<String> = cluster.ids().iter().map(|id| cluster.addr(*id)).collect();
+    let submitter = Submitter::start(addrs, "rolling", std::time::Duration::from_millis(5));
+    let mut outsider = cluster.raft_client(1, None).await;
+    assert!(outsider.node_status(api::NodeStatusRequest {}).await.is_ok(), "an open replica answers anyone");
+
+    // Step 1: every replica gets the secret, sends its proof, and still accepts peers without one.
+    let secret = path_str(&cluster.secret_file());
+    roll(&mut cluster, &["--cluster-secret-file".into(), secret.clone(), "--accept-unauthenticated-peers".into()])
+        .await;
+    // Step 2: every replica has the secret; each in turn stops accepting calls without a proof.
+    roll(&mut cluster, &["--cluster-secret-file".into(), secret]).await;
+
+    let acked = submitter.stop().await;
+    assert!(acked.len() > 20, "only {} writes during the rolling change", acked.len());
+    cluster.wait_converged().await;
+    for id in cluster.ids() {
+        let tasks = list_all(&cluster.client_of(id), true).await;
+        let by_key: std::collections::BTreeMap<&str, u64> = tasks.iter().map(|t| (t.key.as_str(), t.id)).collect();
+        for (key, tid) in &acked {
+            assert_eq!(by_key.get(key.as_str()), Some(tid), "replica {id}: acknowledged {key} -> {tid}");
+        }
+    }
+    let mut outsider = cluster.raft_client(1, None).await;
+    let err = outsider.node_status(api::NodeStatusRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+}

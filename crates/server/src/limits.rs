@@ -49,6 +49,37 @@ const _: () = assert!(
 );
 const _: () = assert!((SNAPSHOT_CHUNK_BYTES as usize) < RAFT_MESSAGE_BYTES_MAX / 2);
 
+// Transport limits (`transport.rs`, `serve.rs`): what a caller can hold before anything knows
+// who it is. Per connection a client can hold at most `REQUEST_BODY_BYTES_PER_CONNECTION_MAX` of
+// unread requests; in all, `REQUEST_BODY_BYTES_MAX`; for at most `REQUEST_BODY_MS_MAX` each.
+
+/// Connections a replica serves at once; the next is closed at once (overload `connections_max`).
+pub const CONNECTIONS_MAX: usize = 4096;
+/// A connection that sends nothing this long after it was accepted is closed.
+pub const CONNECTION_FIRST_BYTE_MS_MAX: u64 = 10_000;
+/// HTTP/2 streams (calls) in flight on one connection, announced in SETTINGS; more are refused
+/// by the HTTP/2 layer (REFUSED_STREAM) and retried by well-behaved clients.
+pub const HTTP2_STREAMS_PER_CONNECTION_MAX: u32 = 256;
+/// Request headers (all of them, decoded) per call.
+pub const HEADER_LIST_BYTES_MAX: u32 = 16 * 1024;
+/// Declared but not yet decoded request bytes one connection may hold (client and worker APIs).
+pub const REQUEST_BODY_BYTES_PER_CONNECTION_MAX: usize = 32 * 1024 * 1024;
+/// The same, over all connections.
+pub const REQUEST_BODY_BYTES_MAX: usize = 128 * 1024 * 1024;
+/// A request body must have arrived this long after its headers (client and worker APIs).
+pub const REQUEST_BODY_MS_MAX: u64 = 10_000;
+/// Server-side bound on any unary call, whatever deadline the client sent (or none): above the
+/// longest long poll, so only a stuck call meets it.
+pub const CALL_MS_MAX: u64 = LONG_POLL_MS_MAX + 10_000;
+/// HTTP/2 PING interval on idle connections, and how long a PING may go unanswered before the
+/// connection is closed: a peer that vanished stops holding its connection slot.
+pub const HTTP2_KEEPALIVE_INTERVAL_MS: u64 = 10_000;
+pub const HTTP2_KEEPALIVE_TIMEOUT_MS: u64 = 20_000;
+
+const _: () = assert!(CLIENT_MESSAGE_BYTES_MAX <= REQUEST_BODY_BYTES_PER_CONNECTION_MAX);
+const _: () = assert!(REQUEST_BODY_BYTES_PER_CONNECTION_MAX <= REQUEST_BODY_BYTES_MAX);
+const _: () = assert!(REQUEST_BODY_BYTES_MAX <= u32::MAX as usize);
+
 /// Longest long poll (WaitTask, Assignments).
 pub const LONG_POLL_MS_MAX: u64 = 30_000;
 /// Assignments the leader proposes in one Raft command.

@@ -52,12 +52,34 @@ pub struct RpcStats {
 pub const OVERLOAD_REASONS_MAX: usize = 32;
 
 /// The limit a RESOURCE_EXHAUSTED message names: its first word ending in `_max`, else `other`.
-/// Works on the raw (percent-encoded) `grpc-message` too: limit names need no encoding.
-pub fn overload_reason(message: &str) -> &str {
-    message
+/// `message` may be the raw `grpc-message` header, percent-encoded (`%20` between words).
+pub fn overload_reason(message: &str) -> String {
+    let decoded = percent_decode(message);
+    decoded
         .split(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
         .find(|w| w.ends_with("_max") && w.len() > 4)
         .unwrap_or("other")
+        .to_string()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl RpcStats {
@@ -77,8 +99,8 @@ impl RpcStats {
     pub fn overloaded(&self, message: &str) {
         let reason = overload_reason(message);
         let mut map = self.overload.lock().unwrap_or_else(|p| p.into_inner());
-        let key = if map.contains_key(reason) || map.len() < OVERLOAD_REASONS_MAX { reason } else { "other" };
-        *map.entry(key.to_string()).or_default() += 1;
+        let key = if map.contains_key(&reason) || map.len() < OVERLOAD_REASONS_MAX { reason } else { "other".into() };
+        *map.entry(key).or_default() += 1;
     }
 
     /// (reason, count) of the RESOURCE_EXHAUSTED answers so far, in reason order.

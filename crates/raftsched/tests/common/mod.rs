@@ -304,6 +304,11 @@ impl Cluster {
         Some(status)
     }
 
+    /// The process id of running replica `id`.
+    pub fn pid(&self, id: u64) -> u32 {
+        self.replicas[&id].child.as_ref().expect("replica running").id()
+    }
+
     pub fn is_running(&mut self, id: u64) -> bool {
         let r = self.replicas.get_mut(&id).unwrap();
         match &mut r.child {
@@ -463,15 +468,16 @@ pub async fn http_get(addr: &str, path: &str) -> String {
     response
 }
 
-/// The value of one series (`name{labels}` exactly as rendered) on replica `http`'s `/metrics`.
+/// The value of one series (`name{labels}` exactly as rendered) on replica `http`'s `/metrics`;
+/// 0 for a labelled series not seen yet of a family that is there.
 pub async fn metric(http: &str, series: &str) -> f64 {
     let body = http_get(http, "/metrics").await;
-    body.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no series {series} on /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
+    let family = series.split('{').next().unwrap();
+    match body.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' '))) {
+        Some(value) => value.trim().parse().unwrap(),
+        None if body.contains(&format!("# TYPE {family} ")) => 0.0,
+        None => panic!("no series {series} on /metrics"),
+    }
 }
 
 pub fn path_str(p: &Path) -> String {
