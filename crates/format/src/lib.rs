@@ -57,12 +57,14 @@ openraft::declare_raft_types!(
 
 pub type NodeId = u64;
 
-/// A record format version. 0 is commit cde735c's (no envelope).
+/// A record format version. 0 is commit cde735c's (no envelope); 1 adds the envelope and the
+/// cluster version; 2 adds `Op::ReportFrom` and `Rejection::NotHolder` (reports that name their
+/// worker), written only once every member reads format 2.
 pub type Version = u32;
 /// The oldest format this build reads.
 pub const FORMAT_VERSION_MIN: Version = 0;
 /// The newest format this build reads and writes.
-pub const FORMAT_VERSION_MAX: Version = 1;
+pub const FORMAT_VERSION_MAX: Version = 2;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
@@ -310,8 +312,13 @@ pub struct Watermark {
     pub vote_term: u64,
 }
 
+/// The format a watermark is written in: the first that has it. A replica's own file, never
+/// sent; pinned so that a build of the previous format can still start on the data dir before
+/// the cluster version is raised (a downgrade before finalization).
+const WATERMARK_VERSION: Version = 1;
+
 pub fn encode_watermark(w: &Watermark) -> Result<Vec<u8>> {
-    codec::write(Kind::Watermark, FORMAT_VERSION_MAX, w)
+    codec::write(Kind::Watermark, WATERMARK_VERSION, w)
 }
 
 pub fn decode_watermark(bytes: &[u8]) -> Result<Watermark> {

@@ -67,6 +67,7 @@ pub(crate) enum OpRecord<B> {
     PurgeFinished { keep: u64 },
     BatchDispatch { ops: Vec<B> },
     SetClusterVersion { version: u32 },
+    ReportFrom { worker_id: String, instance: u64, task_id: TaskId, token: u64, event: ReportEvent },
 }
 
 /// An op inside a batch.
@@ -107,6 +108,9 @@ impl<B: Nest<Op>> OpRecord<B> {
             OpRecord::PurgeFinished { keep } => Op::PurgeFinished { keep },
             OpRecord::BatchDispatch { ops } => Op::BatchDispatch { ops: unwrap_all(ops) },
             OpRecord::SetClusterVersion { version } => Op::SetClusterVersion { version },
+            OpRecord::ReportFrom { worker_id, instance, task_id, token, event } => {
+                Op::ReportFrom { worker_id, instance, task_id, token, event }
+            }
         }
     }
 }

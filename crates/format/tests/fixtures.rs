@@ -56,6 +56,7 @@ fn samples() -> Vec<Sample> {
         sample!("entry_blank", 0, entry_blank(), encode_entry, decode_entry),
         sample!("entry_schedule", 0, entry_schedule(), encode_entry, decode_entry),
         sample!("entry_set_cluster_version", 0, entry_set_cluster_version(), encode_entry, decode_entry),
+        sample!("entry_report_from", 2, entry_report_from(), encode_entry, decode_entry),
         sample!("vote", 0, vote(), encode_vote, decode_vote),
         sample!("committed", 0, Some(log_id(3, 2, 39)), encode_committed, decode_committed),
         sample!("purged", 0, log_id(2, 1, 20), encode_purged, decode_purged),
@@ -73,6 +74,13 @@ fn samples() -> Vec<Sample> {
             "forward_reply",
             0,
             forward_outcomes(),
+            |o: &Vec<_>, v| encode_forward_reply(o, v),
+            decode_forward_reply
+        ),
+        sample!(
+            "forward_reply_not_holder",
+            2,
+            forward_outcomes_v2(),
             |o: &Vec<_>, v| encode_forward_reply(o, v),
             decode_forward_reply
         ),

@@ -342,3 +342,52 @@ async fn unfinished_calls_and_idle_connections_hold_bounded_memory_and_others_ar
     drop(idle);
     assert_identical(&mut cluster, &ids).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rogue_worker_cannot_report_on_a_task_it_does_not_hold() {
+    let mut cluster = Cluster::start(3, FAST_WORKERS);
+    cluster.leader().await;
+    let client = cluster.client();
+    let started = Instant::now();
+    while client.cluster_status().await.map(|s| s.cluster_version).unwrap_or(0) < raftsched_format::FORMAT_VERSION_MAX {
+        assert!(started.elapsed() < DEADLINE, "cluster version not raised");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.start_worker("w1", &["--slots", "1"]);
+    cluster.wait_workers_ready(1).await;
+    let id = client.submit("victim", raftsched_client::builtin("sleep", "20000")).await.unwrap().id;
+    let task = cluster.wait_task(id, "running", |t| t.state == "running").await;
+    assert_eq!(task.worker_id, "w1");
+
+    let forged = |worker_id: &str, instance: u64, token: u64| api::ReportRequest {
+        task_id: id,
+        token,
+        finished: true,
+        exit_code: 0,
+        output_tail: "forged".into(),
+        worker_id: worker_id.into(),
+        instance,
+        ..Default::default()
+    };
+    // 172 guessed tokens from a worker that holds nothing, the real token among them; the same
+    // with the holder's id but not its registration; and a report that names no worker.
+    let mut reports: Vec<api::ReportRequest> =
+        (task.token.saturating_sub(86)..task.token + 86).map(|t| forged("rogue", 1, t)).collect();
+    reports.push(forged("w1", 12345, task.token));
+    let outcomes = client.report_many(reports).await.unwrap().outcomes;
+    assert!(outcomes.iter().all(|o| Code::from(o.code) == Code::PermissionDenied), "{:?}", &outcomes[..3]);
+    let legacy = api::ReportRequest { task_id: id, token: task.token, finished: true, ..Default::default() };
+    let outcomes = client.report_many(vec![legacy]).await.unwrap().outcomes;
+    assert_eq!(Code::from(outcomes[0].code), Code::FailedPrecondition, "{outcomes:?}");
+
+    // Nothing changed: still running on w1, no result, on every replica.
+    cluster.wait_converged().await;
+    for replica in cluster.ids() {
+        let t = cluster.client_of(replica).get(id, true).await.unwrap();
+        assert_eq!(
+            (t.state.as_str(), t.worker_id.as_str(), t.has_result),
+            ("running", "w1", false),
+            "replica {replica}"
+        );
+    }
+}

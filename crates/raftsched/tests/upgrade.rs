@@ -82,15 +82,15 @@ async fn rolling_upgrade_from_cde735c_under_load() {
             assert_eq!(cluster_version(&cluster).await, Some(0), "raised while an old member remains");
         }
     }
-    // Every member reads format 1 now: the leader finalizes.
-    wait_cluster_version(&cluster, 1).await;
+    // Every member reads the newest format now: the leader finalizes.
+    wait_cluster_version(&cluster, raftsched_format::FORMAT_VERSION_MAX).await;
     tokio::time::sleep(Duration::from_millis(500)).await; // some writes in format 1
     let acked = submitter.stop().await;
     assert!(acked.len() > 50, "only {} writes during the upgrade", acked.len());
 
     // kill -9 all: the data dirs, format 0 and 1 records mixed, reopen.
     cluster.kill9_all_and_restart().await;
-    wait_cluster_version(&cluster, 1).await;
+    wait_cluster_version(&cluster, raftsched_format::FORMAT_VERSION_MAX).await;
     for id in cluster.ids() {
         let tasks = list_all(&cluster.client_of(id), true).await;
         let by_key: BTreeMap<&str, u64> = tasks.iter().map(|t| (t.key.as_str(), t.id)).collect();

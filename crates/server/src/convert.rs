@@ -178,6 +178,7 @@ pub fn rejection_to_status(rejection: Rejection) -> Status {
     match rejection {
         Rejection::KeyConflict { .. } | Rejection::WorkerIdInUse { .. } => Status::already_exists(message),
         Rejection::UnknownWorker { .. } => Status::not_found(message),
+        Rejection::NotHolder { .. } => Status::permission_denied(message),
         Rejection::WorkerNotCurrent { .. } | Rejection::StaleToken { .. } => Status::failed_precondition(message),
         Rejection::TooManyWorkers { .. } => Status::resource_exhausted(message),
         Rejection::StaleDecision => Status::aborted(message),

@@ -149,8 +149,12 @@ impl Worker for WorkerService {
     }
 }
 
+/// The first cluster version whose members all apply `Op::ReportFrom`.
+const REPORT_FROM_VERSION: u32 = 2;
+
 impl WorkerService {
-    /// Applies one worker report (checked, fenced by its token in `apply`).
+    /// Applies one worker report: checked here, then in `apply` fenced by its token and, from
+    /// cluster version 2 on, refused unless the worker it names holds the attempt.
     async fn apply_report(&self, r: api::ReportRequest) -> Result<(), Status> {
         if r.output_tail.len() > sm_limits::OUTPUT_TAIL_BYTES_MAX {
             return Err(Status::invalid_argument(format!(
@@ -173,7 +177,18 @@ impl WorkerService {
                 token = current;
             }
         }
-        match self.replica.write(Op::Report { task_id: r.task_id, token, event }).await? {
+        let op = if self.replica.active.get() >= REPORT_FROM_VERSION && !crate::fault::unfenced_reports() {
+            if r.worker_id.is_empty() {
+                return Err(Status::failed_precondition(
+                    "the report does not name its worker (worker_id, instance): the worker's build is older than \
+                     the cluster's (format 2); upgrade the worker",
+                ));
+            }
+            Op::ReportFrom { worker_id: r.worker_id, instance: r.instance, task_id: r.task_id, token, event }
+        } else {
+            Op::Report { task_id: r.task_id, token, event }
+        };
+        match self.replica.write(op).await? {
             SmResponse::Reported => Ok(()),
             SmResponse::Rejected(r) => Err(rejection_to_status(r)),
             other => Err(unexpected(other)),

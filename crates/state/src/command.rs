@@ -112,6 +112,17 @@ pub enum Op {
     SetClusterVersion {
         version: u32,
     },
+    /// A worker's report about the attempt it holds under `token`, naming itself: applied only if
+    /// `worker_id`, registered as `instance`, holds the attempt (whatever the token), so a worker
+    /// cannot report on another's task by guessing tokens. Replaces `Report` from cluster version
+    /// 2 on (format 2); kept last, like `SetClusterVersion`.
+    ReportFrom {
+        worker_id: String,
+        instance: u64,
+        task_id: TaskId,
+        token: u64,
+        event: ReportEvent,
+    },
 }
 
 /// Assign `task_id` to `worker_id` if the task is still pending with `attempts` attempts made and
@@ -142,6 +153,7 @@ impl Op {
             Op::DrainWorker { .. } => "drain_worker",
             Op::Assign { .. } => "assign",
             Op::Report { .. } => "report",
+            Op::ReportFrom { .. } => "report_from",
             Op::Batch { .. } => "batch",
             Op::CreateSchedule { .. } => "create_schedule",
             Op::DeleteSchedule { .. } => "delete_schedule",
@@ -246,4 +258,8 @@ pub enum Rejection {
     StaleDecision,
     #[error("invalid request: {reason}")]
     Invalid { reason: String },
+    /// A `ReportFrom` by a worker (or a registration of it) that does not hold the task's attempt.
+    /// Kept last: rejections travel inside responses, which are stored by variant index.
+    #[error("worker {worker_id:?} (this registration) does not hold task {task_id}")]
+    NotHolder { task_id: TaskId, worker_id: String },
 }

@@ -147,6 +147,12 @@ impl StateMachine {
             Op::DrainWorker { worker_id } => self.drain_worker(worker_id),
             Op::Assign { items } => self.assign(index, now_ms, items),
             Op::Report { task_id, token, event } => self.report(index, now_ms, *task_id, *token, event),
+            Op::ReportFrom { worker_id, instance, task_id, token, event } => {
+                match self.check_holder(*task_id, worker_id, *instance) {
+                    Ok(()) => self.report(index, now_ms, *task_id, *token, event),
+                    Err(rejection) => Response::Rejected(rejection),
+                }
+            }
             Op::CreateSchedule { name, spec } => self.create_schedule(index, now_ms, name, spec),
             Op::DeleteSchedule { name } => self.delete_schedule(name),
             Op::SetSchedulePaused { name, paused } => self.set_schedule_paused(index, now_ms, name, *paused),
@@ -351,6 +357,21 @@ impl StateMachine {
             }
         }
         Response::Purged { n_purged: ids.len() as u32 }
+    }
+
+    /// Whether `worker_id`, registered as `instance`, holds `task_id`'s attempt: checked before the
+    /// token, so a report from anyone else is refused the same way whatever token it guessed.
+    fn check_holder(&self, task_id: TaskId, worker_id: &str, instance: u64) -> Result<(), Rejection> {
+        let Some(task) = self.tasks.get(&task_id) else { return Err(Rejection::NotFound { id: task_id }) };
+        let holds = task.assignment.as_ref().is_some_and(|a| {
+            a.worker_id == worker_id
+                && self.nodes.get(worker_id).is_some_and(|n| n.instance == instance && n.epoch == a.epoch)
+        });
+        if holds {
+            Ok(())
+        } else {
+            Err(Rejection::NotHolder { task_id, worker_id: worker_id.to_string() })
+        }
     }
 
     fn report(&mut self, index: u64, now_ms: u64, task_id: TaskId, token: u64, event: &ReportEvent) -> Response {

@@ -230,3 +230,36 @@ fn batch_dispatch_never_reuses_a_token_and_a_rejected_batch_assigns_nothing() {
     assert_eq!(task.attempts.len(), 2);
     assert!(task.attempts[1].token > task.attempts[0].token);
 }
+
+#[test]
+fn a_report_from_a_worker_that_does_not_hold_the_attempt_is_refused_whatever_its_token() {
+    let mut log = Log::new();
+    log.register(0, "w1", 7, 1, &[]);
+    log.register(0, "w2", 8, 1, &[]);
+    let id = log.submit("k", TaskSpec::builtin("sleep", "10"));
+    let Response::Assigned { token, .. } = log.dispatch(10) else { panic!() };
+    let holder = log.sm.get(id).unwrap().assignment.as_ref().unwrap().worker_id.clone();
+    let (other, other_instance) = if holder == "w1" { ("w2", 8) } else { ("w1", 7) };
+    let holder_instance = if holder == "w1" { 7 } else { 8 };
+    let finished = ReportEvent::Finished { exit_code: 0, output_tail: "forged".into(), timed_out: false };
+    let from = |worker_id: &str, instance: u64, token: u64| Op::ReportFrom {
+        worker_id: worker_id.into(),
+        instance,
+        task_id: id,
+        token,
+        event: finished.clone(),
+    };
+    // Another worker, guessing tokens around the right one, and with the right one.
+    for guess in token.saturating_sub(3)..=token + 3 {
+        let refused = Rejection::NotHolder { task_id: id, worker_id: other.into() };
+        assert_eq!(log.apply(20, from(other, other_instance, guess)), Response::Rejected(refused));
+    }
+    // The holder's id with another registration's instance (a second process claiming the id).
+    let refused = Rejection::NotHolder { task_id: id, worker_id: holder.clone() };
+    assert_eq!(log.apply(20, from(&holder, holder_instance + 1, token)), Response::Rejected(refused));
+    assert_eq!(log.sm.get(id).unwrap().state, TaskState::Assigned, "a refused report changed the task");
+    // The holder, under the current token: recorded once.
+    assert_eq!(log.apply(30, from(&holder, holder_instance, token)), Response::Reported);
+    assert_eq!(log.sm.get(id).unwrap().state, TaskState::Succeeded);
+    assert!(matches!(log.apply(40, from(&holder, holder_instance, token)), Response::Rejected(_)));
+}

@@ -87,7 +87,7 @@ pub async fn run(config: WorkerConfig, mut shutdown: watch::Receiver<bool>) -> R
         Client::with_dialer(config.cluster.clone(), Duration::from_secs(10), &config.dialer)
             .map_err(|e| WorkerError::Refused(e.to_string()))?,
     );
-    let reporter = reporter::Reporter::start(client.clone());
+    let reporter = reporter::Reporter::start(client.clone(), &config.id, instance);
     loop {
         let (epoch, lease_ms) = register(&client, &config, instance).await?;
         let lease =
@@ -293,7 +293,15 @@ async fn attempt(
         Ended::Finished { exit_code, output_tail, timed_out }
             if lease_valid && !*kill.borrow() && !*refused_tx.borrow() =>
         {
-            let req = api::ReportRequest { task_id, token, finished: true, exit_code, output_tail, timed_out };
+            let req = api::ReportRequest {
+                task_id,
+                token,
+                finished: true,
+                exit_code,
+                output_tail,
+                timed_out,
+                ..Default::default()
+            };
             reporter.report(req).await
         }
         _ => {

@@ -37,17 +37,22 @@ struct Queued {
 #[derive(Clone)]
 pub(crate) struct Reporter {
     tx: mpsc::Sender<Queued>,
+    /// Who reports: every report names this worker and its registration.
+    worker_id: Arc<str>,
+    instance: u64,
 }
 
 impl Reporter {
-    pub(crate) fn start(client: Arc<Client>) -> Reporter {
+    pub(crate) fn start(client: Arc<Client>, worker_id: &str, instance: u64) -> Reporter {
         let (tx, rx) = mpsc::channel(REPORTS_QUEUED_MAX);
         tokio::spawn(run(client, rx));
-        Reporter { tx }
+        Reporter { tx, worker_id: worker_id.into(), instance }
     }
 
     /// Sends a report until it is acknowledged or refused. Returns whether it was acknowledged.
-    pub(crate) async fn report(&self, req: api::ReportRequest) -> bool {
+    pub(crate) async fn report(&self, mut req: api::ReportRequest) -> bool {
+        req.worker_id = self.worker_id.to_string();
+        req.instance = self.instance;
         let (ack, acked) = oneshot::channel();
         if self.tx.send(Queued { req, n_tries: 0, ack }).await.is_err() {
             return false;

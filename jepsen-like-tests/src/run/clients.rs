@@ -262,7 +262,8 @@ pub async fn run_zombie(client: Client, shared: Arc<Shared>, period: Duration) {
                 if task.attempts.len() < 2 || task.token == 0 || done.contains(&task.id) {
                     continue;
                 }
-                let stale = task.attempts[task.attempts.len() - 2].token;
+                let previous = &task.attempts[task.attempts.len() - 2];
+                let (stale, zombie_worker) = (previous.token, previous.worker_id.clone());
                 if stale >= task.token {
                     continue;
                 }
@@ -278,6 +279,10 @@ pub async fn run_zombie(client: Client, shared: Arc<Shared>, period: Duration) {
                     exit_code: 0,
                     output_tail: "zombie".into(),
                     timed_out: false,
+                    // The previous attempt's worker (its instance unknown to this client): refused
+                    // as not the holder, or for its stale token.
+                    worker_id: zombie_worker,
+                    instance: 0,
                 };
                 match timed(client.report(report)).await {
                     Ok(_) => {
@@ -289,7 +294,9 @@ pub async fn run_zombie(client: Client, shared: Arc<Shared>, period: Duration) {
                         rec.record(process, "ok", "complete", None, Value::Null);
                     }
                     // A refused stale report says nothing about the task's state.
-                    Err(ClientError::Refused(s)) if s.code() == tonic::Code::FailedPrecondition => {
+                    Err(ClientError::Refused(s))
+                        if matches!(s.code(), tonic::Code::FailedPrecondition | tonic::Code::PermissionDenied) =>
+                    {
                         rec.record(process, "fail", "complete", None, json!({"error": "stale_token"}));
                     }
                     Err(e) => {

@@ -76,6 +76,16 @@ pub fn entry_set_cluster_version() -> Entry<TypeConfig> {
     Entry { log_id: log_id(5, 1, 90), payload: EntryPayload::Normal(cmd) }
 }
 
+pub fn entry_report_from() -> Entry<TypeConfig> {
+    let event = ReportEvent::Finished { exit_code: 3, output_tail: "tail".into(), timed_out: false };
+    let op = Op::ReportFrom { worker_id: "w1".into(), instance: 0xfeed, task_id: 12, token: 88, event };
+    let ops = vec![op, Op::Cancel { id: 4 }];
+    Entry {
+        log_id: log_id(6, 2, 120),
+        payload: EntryPayload::Normal(Command { now_ms: 1_764_000_002_000, op: Op::BatchDispatch { ops } }),
+    }
+}
+
 pub fn vote() -> Vote<NodeId> {
     Vote::new_committed(7, 2)
 }
@@ -160,6 +170,12 @@ pub fn forward_outcomes() -> Vec<ForwardOutcome> {
         ForwardOutcome::Refused { code: 8, message: "busy".into() },
         ForwardOutcome::NotLeader,
     ]
+}
+
+/// Outcomes only format 2 has: a report refused for not coming from the holder.
+pub fn forward_outcomes_v2() -> Vec<ForwardOutcome> {
+    let rejection = raftsched_state::Rejection::NotHolder { task_id: 12, worker_id: "w2".into() };
+    vec![ForwardOutcome::Applied(Response::Rejected(rejection)), ForwardOutcome::Applied(Response::Reported)]
 }
 
 pub fn watermark() -> Watermark {
