@@ -81,7 +81,7 @@ struct RunArgs {
     /// Faults to inject, comma-separated: families kill, pause, partition, worker, membership,
     /// all, none, or single faults (kill-one, kill-leader, kill-majority, kill-all, pause-one,
     /// pause-leader, isolate-leader, split-majority-minority, bridge, kill-worker, pause-worker,
-    /// remove-add, transfer-leader); not in `all`: upgrade (needs --old-bin), damage.
+    /// remove-add, transfer-leader, hostile); not in `all`: upgrade (needs --old-bin), damage.
     #[arg(long, default_value = "all")]
     nemesis: String,
     /// Seed of the fault schedule and the workload, so a failing run can be repeated.

@@ -33,7 +33,8 @@ pub(crate) struct Flusher {
 
 impl Flusher {
     /// Starts the flush thread; it ends when every `Flusher` handle is dropped.
-    /// After each successful flush it raises `watermark` to what the flush covered.
+    /// After each successful flush, before acknowledging it, it raises `watermark` to what the
+    /// flush covered.
     pub(crate) fn start(disk: DiskSync, watermark: WatermarkFile) -> io::Result<Flusher> {
         let (tx, rx) = mpsc::channel(FLUSH_QUEUE_LEN_MAX);
         let (flushed, flushes) = watch::channel(0);
@@ -78,6 +79,10 @@ fn run(
         let covered = watermark.before_flush();
         let result = disk.sync_blocking();
         tracing::trace!(n_appends = batch.len(), "group commit");
+        if result.is_ok() {
+            // Before the acknowledgements: a crash after one finds the watermark covering it.
+            watermark.raise(covered.0, covered.1);
+        }
         for callback in batch.drain(..) {
             let r = match &result {
                 Ok(_) => Ok(()),
@@ -86,10 +91,7 @@ fn run(
             callback.log_io_completed(r);
         }
         match result {
-            Ok(()) => {
-                watermark.raise_soon(covered.0, covered.1);
-                flushed.send_modify(|n| *n += 1)
-            }
+            Ok(()) => flushed.send_modify(|n| *n += 1),
             Err(e) => {
                 // A failed fsync leaves the disk in an unknown state; openraft stops this replica on
                 // the error above, and we stop flushing rather than pretend later flushes are sound.

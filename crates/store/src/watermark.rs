@@ -10,13 +10,16 @@
 //!
 //! The file holds two 64-byte slots written alternately (a torn write of one leaves the other);
 //! each slot is a checksummed `Watermark` record, and the valid one with the higher `seq` counts.
-//! Raising the log end happens on a thread of its own after group flushes, at most once per
-//! `WATERMARK_RAISE_INTERVAL_MS`, so it never delays an acknowledgement and adds at most a few
-//! `fdatasync`s a second (one after every flush cost 7-9 % of writes at C=1 and 16:
-//! docs/benchmarks.md). It lags the log by up to that interval, which only narrows what it can
-//! detect (a loss confined to the last interval of writes reads as a torn tail), never makes it
-//! report damage that is not there. Lowering it (a truncated conflicting
-//! suffix) and recording a vote are synchronous, before the change they cover can be relied on.
+//! Raising the log end: after each group flush, before its appends are acknowledged, the flusher
+//! writes the raised slot (a `pwrite` of 64 bytes, no sync); a thread of its own makes it durable
+//! at most once per `WATERMARK_RAISE_INTERVAL_MS`, so an acknowledgement never waits for a second
+//! `fdatasync` (one after every flush cost 7-9 % of writes at C=1 and 16: docs/benchmarks.md). A
+//! killed process's written pages still reach the disk, so after a crash of the process the
+//! watermark covers every acknowledged entry; only a power loss can leave it behind by up to that
+//! interval, which narrows what it can detect (a loss confined to the last interval of writes
+//! reads as a torn tail) and never makes it report damage that is not there: it only ever claims
+//! entries a completed flush made durable. Lowering it (a truncated conflicting suffix) and
+//! recording a vote are synchronous, before the change they cover can be relied on.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -37,8 +40,8 @@ struct State {
     current: Watermark,
     /// Changes on every lowering: a raise computed before it is stale.
     epoch: u64,
-    /// A raise waiting for the writer thread: (epoch, log end).
-    wanted: Option<(u64, u64)>,
+    /// A raise was written but not yet synced (the writer thread syncs it).
+    unsynced: bool,
     stopped: bool,
 }
 
@@ -75,7 +78,7 @@ impl WatermarkFile {
         let path = dir.join(WATERMARK_FILE);
         let created = !path.exists();
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
-        let state = State { file, current, epoch: 0, wanted: None, stopped: false };
+        let state = State { file, current, epoch: 0, unsynced: false, stopped: false };
         let written_end = Arc::new(AtomicU64::new(current.log_end_durable));
         let wm = WatermarkFile { state: Arc::new((Mutex::new(state), Condvar::new())), written_end, path };
         if created {
@@ -109,22 +112,27 @@ impl WatermarkFile {
         (epoch, self.written_end.load(Ordering::Acquire))
     }
 
-    /// After a flush that covered every entry below `log_end` and started in `epoch`: raise the
-    /// watermark to it, soon, on the writer thread.
-    pub(crate) fn raise_soon(&self, epoch: u64, log_end: u64) {
+    /// After a flush that covered every entry below `log_end` and started in `epoch`, before its
+    /// appends are acknowledged: writes the raised watermark now and has the writer thread sync it
+    /// soon (see the module doc).
+    pub(crate) fn raise(&self, epoch: u64, log_end: u64) {
         let mut state = self.lock();
-        if epoch == state.epoch && log_end > state.current.log_end_durable {
-            let wanted = state.wanted.map_or(log_end, |(_, w)| w.max(log_end));
-            state.wanted = Some((epoch, wanted));
-            self.state.1.notify_one();
+        if epoch != state.epoch || log_end <= state.current.log_end_durable {
+            return;
         }
+        if let Err(e) = write_slot(&mut state, |w| w.log_end_durable = log_end) {
+            // The check at the next open then covers less; the log itself is unaffected.
+            tracing::error!(error = %e, path = %self.path.display(), "cannot write the durability watermark");
+            return;
+        }
+        state.unsynced = true;
+        self.state.1.notify_one();
     }
 
     /// Before entries from `index` on are removed: they no longer count as durable.
     pub(crate) fn lower(&self, index: u64) -> io::Result<()> {
         let mut state = self.lock();
         state.epoch += 1;
-        state.wanted = None;
         self.written_end.fetch_min(index, Ordering::AcqRel);
         if state.current.log_end_durable > index {
             write_locked(&mut state, |w| w.log_end_durable = index)?;
@@ -141,26 +149,23 @@ impl WatermarkFile {
         Ok(())
     }
 
+    /// The writer thread: syncs written raises, at most once per `WATERMARK_RAISE_INTERVAL_MS`.
     fn run(self) {
         loop {
             let mut state = self.lock();
-            while state.wanted.is_none() && !state.stopped {
+            while !state.unsynced && !state.stopped {
                 state = self.state.1.wait(state).unwrap_or_else(|p| p.into_inner());
             }
             if state.stopped {
                 return;
             }
-            let Some((epoch, log_end)) = state.wanted.take() else { continue };
-            if epoch != state.epoch || log_end <= state.current.log_end_durable {
-                continue;
-            }
-            if let Err(e) = write_locked(&mut state, |w| w.log_end_durable = log_end) {
-                // The check at the next open then covers less; the log itself is unaffected.
-                tracing::error!(error = %e, path = %self.path.display(), "cannot write the durability watermark");
+            state.unsynced = false;
+            if let Err(e) = state.file.sync_data() {
+                tracing::error!(error = %e, path = %self.path.display(), "cannot sync the durability watermark");
                 return;
             }
             drop(state);
-            // Raises wanted meanwhile wait and merge into one write.
+            // Raises written meanwhile wait and share one sync.
             std::thread::sleep(std::time::Duration::from_millis(WATERMARK_RAISE_INTERVAL_MS));
         }
     }
@@ -172,14 +177,22 @@ impl WatermarkFile {
     }
 }
 
+/// Writes `change` applied to the current watermark into the next slot, durably.
 fn write_locked(state: &mut State, change: impl FnOnce(&mut Watermark)) -> io::Result<()> {
+    write_slot(state, change)?;
+    state.file.sync_data()?;
+    state.unsynced = false;
+    Ok(())
+}
+
+/// Writes `change` applied to the current watermark into the next slot (not synced).
+fn write_slot(state: &mut State, change: impl FnOnce(&mut Watermark)) -> io::Result<()> {
     let mut next = state.current;
     change(&mut next);
     next.seq = state.current.seq + 1;
     let bytes = raftsched_format::encode_watermark(&next).map_err(io::Error::other)?;
     assert!(bytes.len() as u64 <= SLOT_BYTES, "a watermark record fits its slot");
     state.file.write_all_at(&bytes, (next.seq % 2) * SLOT_BYTES)?;
-    state.file.sync_data()?;
     state.current = next;
     Ok(())
 }

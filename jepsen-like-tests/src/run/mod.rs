@@ -16,6 +16,7 @@
 pub mod checks;
 pub mod clients;
 pub mod damage;
+pub mod hostile;
 pub mod nemesis;
 pub mod netns;
 pub mod procs;
@@ -301,7 +302,12 @@ async fn run_async(config: &RunConfig) -> anyhow::Result<RunOutcome> {
 
     // The nemesis, in this task, until the time limit.
     let timeline: Arc<Mutex<Vec<NemesisEvent>>> = Arc::new(Mutex::new(Vec::new()));
-    let mut nemesis = Nemesis { faults: config.nemeses.clone(), rng: root_rng.fork(u64::MAX) };
+    let hostile_accepted = crate::run::hostile::Accepted::default();
+    let mut nemesis = Nemesis {
+        faults: config.nemeses.clone(),
+        rng: root_rng.fork(u64::MAX),
+        hostile_accepted: hostile_accepted.clone(),
+    };
     let deadline = started + Duration::from_secs(config.time_limit_s);
     let mut replica_faults = Vec::new();
     let mut progress = Progress::new(config.progress, config.time_limit_s);
@@ -434,6 +440,16 @@ async fn run_async(config: &RunConfig) -> anyhow::Result<RunOutcome> {
         }
         Err(e) => invariants.push(Invariant { name: "final task list", holds: false, detail: e.clone() }),
     }
+    let accepted = lock(&hostile_accepted).clone();
+    invariants.push(Invariant {
+        name: "nothing forged was accepted",
+        holds: accepted.is_empty(),
+        detail: if accepted.is_empty() {
+            "every forged replica message and rogue report was refused".into()
+        } else {
+            accepted.iter().take(10).cloned().collect::<Vec<_>>().join("; ")
+        },
+    });
     invariants.push(Invariant {
         name: "no process exited by itself",
         holds: replica_faults.is_empty(),

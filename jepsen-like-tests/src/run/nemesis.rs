@@ -46,10 +46,13 @@ pub enum Fault {
     /// delete it), restart it when healed; if it refuses to start (damaged), replace it: remove,
     /// wipe, start empty with `--join`, add back
     Damage,
+    /// a fake peer without the cluster secret sends forged replica messages to every replica,
+    /// and a rogue worker reports on tasks it does not hold with guessed tokens, for the hold time
+    Hostile,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 13] = [
+    pub const ALL: [Fault; 14] = [
         Fault::KillOne,
         Fault::KillLeader,
         Fault::KillMajority,
@@ -63,6 +66,7 @@ impl Fault {
         Fault::PauseWorker,
         Fault::RemoveAdd,
         Fault::TransferLeader,
+        Fault::Hostile,
     ];
 
     /// Faults `all` does not include: each needs something a run does not have by default (an
@@ -86,6 +90,7 @@ impl Fault {
             Fault::PauseWorker => "pause-worker",
             Fault::RemoveAdd => "remove-add",
             Fault::TransferLeader => "transfer-leader",
+            Fault::Hostile => "hostile",
         }
     }
 
@@ -98,6 +103,7 @@ impl Fault {
             Fault::RemoveAdd | Fault::TransferLeader => "membership",
             Fault::Upgrade => "version",
             Fault::Damage => "disk",
+            Fault::Hostile => "hostile",
         }
     }
 
@@ -117,7 +123,7 @@ impl Fault {
             if matched.is_empty() && part != "none" {
                 let names: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
                 return Err(format!(
-                    "unknown nemesis {part:?} (families kill, pause, partition, worker, membership, all, none; \
+                    "unknown nemesis {part:?} (families kill, pause, partition, worker, membership, hostile, all, none; \
                      or one of {}, upgrade, damage)",
                     names.join(", ")
                 ));
@@ -143,6 +149,8 @@ pub struct NemesisEvent {
 /// A fault in progress, with what is needed to heal it.
 #[derive(Debug, Clone)]
 pub enum Active {
+    /// Forged traffic being sent.
+    Hostile(std::sync::Arc<crate::run::hostile::Attack>),
     Killed(Vec<usize>),
     Paused(Vec<usize>),
     Partitioned,
@@ -159,6 +167,8 @@ pub enum Active {
 pub struct Nemesis {
     pub faults: Vec<Fault>,
     pub rng: Rng,
+    /// What the `hostile` fault's attacker got accepted (nothing, in a correct run).
+    pub hostile_accepted: crate::run::hostile::Accepted,
 }
 
 fn node_names(nodes: &[usize]) -> Vec<String> {
@@ -191,6 +201,8 @@ impl Nemesis {
             // A membership change needs a known leader, a follower to act on, and a majority
             // left without it.
             .filter(|f| f.family() != "membership" || (n >= 3 && leader.is_some() && running.len() == n))
+            // A cluster started on a build without cluster secrets runs open on purpose.
+            .filter(|f| *f != Fault::Hostile || !procs.is_upgrade_run())
             .collect();
         if faults.is_empty() || running.is_empty() {
             return None;
@@ -272,6 +284,10 @@ impl Nemesis {
                     .unwrap_or_else(|e| format!("damage failed: {e}"));
                 Some((name, vec![format!("n{}", random + 1), what], Active::Damaged(random)))
             }
+            Fault::Hostile => {
+                let attack = crate::run::hostile::Attack::start(procs.replica_addrs(), self.hostile_accepted.clone());
+                Some((name, vec!["every replica".into()], Active::Hostile(std::sync::Arc::new(attack))))
+            }
             Fault::RemoveAdd | Fault::TransferLeader => {
                 let leader = leader?;
                 let followers: Vec<usize> = running.iter().copied().filter(|&i| i != leader).collect();
@@ -325,6 +341,7 @@ impl Nemesis {
 pub fn heal(procs: &mut Procs, active: &Active, worker_slots: u32, admin: &Client) -> Result<Option<String>, String> {
     match active {
         Active::Done => {}
+        Active::Hostile(attack) => attack.stop(),
         Active::Removed(i) => add_back(procs, *i, admin)?,
         Active::Damaged(i) => {
             let i = *i;

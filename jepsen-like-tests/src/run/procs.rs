@@ -147,6 +147,11 @@ impl Procs {
         self.replica_bins[i] = bin;
     }
 
+    /// Whether some replica was started on an older build (the run's cluster is open then).
+    pub fn is_upgrade_run(&self) -> bool {
+        self.upgrade_run
+    }
+
     /// Whether replica `i` runs this build (not an older one an upgrade run started it on).
     pub fn runs_current_bin(&self, i: usize) -> bool {
         self.replica_bins[i] == self.bin
