@@ -49,7 +49,67 @@ fn token() -> String {
     (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
 }
 
+/// One leaf certificate to issue.
+struct Leaf {
+    stem: String,
+    common_name: String,
+    sans: Vec<String>,
+    /// `raftsched://ROLE[/ID]`: who the certificate's holder is (`auth.rs` reads it).
+    identity: String,
+    serves: bool,
+}
+
+fn issue(dir: &Path, leaf: &Leaf, ca: &rcgen::Certificate, ca_key: &KeyPair, force: bool) -> Result<(), CliError> {
+    let stem = leaf.stem.as_str();
+    let key = KeyPair::generate().map_err(|e| failed(stem, e))?;
+    let mut params = CertificateParams::new(leaf.sans.clone()).map_err(|e| failed(stem, e))?;
+    let uri = leaf.identity.clone().try_into().map_err(|e| failed(stem, e))?;
+    params.subject_alt_names.push(rcgen::SanType::URI(uri));
+    params.distinguished_name.push(DnType::CommonName, leaf.common_name.as_str());
+    params.extended_key_usages = if leaf.serves {
+        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth]
+    } else {
+        vec![ExtendedKeyUsagePurpose::ClientAuth]
+    };
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let cert = params.signed_by(&key, ca, ca_key).map_err(|e| failed(stem, e))?;
+    write(dir, &format!("{stem}.pem"), &cert.pem(), false, force)?;
+    write(dir, &format!("{stem}-key.pem"), &key.serialize_pem(), true, force)
+}
+
+/// The certificates `certs generate` issues: one per replica id and per worker id (each naming
+/// its holder), and the role-wide `replica`, `worker` and `client` ones.
+fn leaves(args: &crate::cli::CertsArgs) -> Vec<Leaf> {
+    let mut hosts: Vec<String> = DEFAULT_HOSTS.iter().map(|h| h.to_string()).collect();
+    hosts.extend(args.hosts.iter().map(|h| h.trim().to_string()).filter(|h| !h.is_empty()));
+    let leaf = |stem: String, cn: String, sans: Vec<String>, identity: String, serves| Leaf {
+        stem,
+        common_name: cn,
+        sans,
+        identity: format!("{}{identity}", raftsched_server::auth::IDENTITY_URI_PREFIX),
+        serves,
+    };
+    let mut out = vec![
+        leaf("replica".into(), "raftsched replica".into(), hosts.clone(), "replica".into(), true),
+        leaf("worker".into(), "raftsched worker".into(), vec!["raftsched-worker".into()], "worker".into(), false),
+        leaf("client".into(), "raftsched client".into(), vec!["raftsched-client".into()], "client".into(), false),
+    ];
+    for id in &args.replicas {
+        out.push(leaf(format!("replica-{id}"), format!("raftsched replica {id}"), hosts.clone(), format!("replica/{id}"), true));
+    }
+    for id in &args.workers {
+        let sans = vec!["raftsched-worker".into()];
+        out.push(leaf(format!("worker-{id}"), format!("raftsched worker {id}"), sans, format!("worker/{id}"), false));
+    }
+    out
+}
+
 pub fn generate(args: &crate::cli::CertsArgs) -> Result<(), CliError> {
+    for id in &args.workers {
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+            return Err(CliError::Usage(format!("--workers: {id:?} is not a worker id (letters, digits, . _ -)")));
+        }
+    }
     std::fs::create_dir_all(&args.out).map_err(|e| failed(&args.out.display().to_string(), e))?;
     let ca_key = KeyPair::generate().map_err(|e| failed("CA key", e))?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(|e| failed("CA", e))?;
@@ -58,51 +118,47 @@ pub fn generate(args: &crate::cli::CertsArgs) -> Result<(), CliError> {
     ca_params.key_usages =
         vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let ca = ca_params.self_signed(&ca_key).map_err(|e| failed("CA", e))?;
-
-    let mut hosts: Vec<String> = DEFAULT_HOSTS.iter().map(|h| h.to_string()).collect();
-    hosts.extend(args.hosts.iter().map(|h| h.trim().to_string()).filter(|h| !h.is_empty()));
-    // (file stem, common name, SANs, usages): replicas serve and dial each other; workers and
-    // clients only dial.
-    let leaves: [(&str, &str, Vec<String>, Vec<ExtendedKeyUsagePurpose>); 3] = [
-        (
-            "replica",
-            "raftsched replica",
-            hosts.clone(),
-            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
-        ),
-        ("worker", "raftsched worker", vec!["raftsched-worker".into()], vec![ExtendedKeyUsagePurpose::ClientAuth]),
-        ("client", "raftsched client", vec!["raftsched-client".into()], vec![ExtendedKeyUsagePurpose::ClientAuth]),
-    ];
     write(&args.out, "ca.pem", &ca.pem(), false, args.force)?;
     write(&args.out, "ca-key.pem", &ca_key.serialize_pem(), true, args.force)?;
-    for (stem, cn, sans, usages) in leaves {
-        let key = KeyPair::generate().map_err(|e| failed(stem, e))?;
-        let mut params = CertificateParams::new(sans).map_err(|e| failed(stem, e))?;
-        params.distinguished_name.push(DnType::CommonName, cn);
-        params.extended_key_usages = usages;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let cert = params.signed_by(&key, &ca, &ca_key).map_err(|e| failed(stem, e))?;
-        write(&args.out, &format!("{stem}.pem"), &cert.pem(), false, args.force)?;
-        write(&args.out, &format!("{stem}-key.pem"), &key.serialize_pem(), true, args.force)?;
+    let leaves = leaves(args);
+    for leaf in &leaves {
+        issue(&args.out, leaf, &ca, &ca_key, args.force)?;
     }
-    let (admin, client, worker, replica) = (token(), token(), token(), token());
-    let tokens = format!(
-        "# raftsched server --token-file: ROLE TOKEN per line (client, worker, admin, replica)\n\
-         admin {admin}\nclient {client}\nworker {worker}\nreplica {replica}\n"
-    );
-    write(&args.out, "tokens", &tokens, true, args.force)?;
-    for (name, value) in [("admin", &admin), ("client", &client), ("worker", &worker)] {
-        write(&args.out, &format!("{name}.token"), &format!("{value}\n"), true, args.force)?;
-    }
+    write_tokens(args)?;
     let secret = raftsched_api::security::ClusterSecret::generate_text().map_err(|e| failed("cluster secret", e))?;
     write(&args.out, "cluster-secret", &format!("{secret}\n"), true, args.force)?;
     let dir = args.out.display();
     say!("wrote a CA, certificates, tokens and a cluster secret to {dir}:");
-    say!("  replicas: --tls-ca {dir}/ca.pem --tls-cert {dir}/replica.pem --tls-key {dir}/replica-key.pem --token-file {dir}/tokens --cluster-secret-file {dir}/cluster-secret");
-    say!("  workers:  --tls-ca {dir}/ca.pem --tls-cert {dir}/worker.pem --tls-key {dir}/worker-key.pem --token-file {dir}/worker.token");
-    say!("  clients:  --tls-ca {dir}/ca.pem --tls-cert {dir}/client.pem --tls-key {dir}/client-key.pem --token-file {dir}/client.token");
-    say!("  (admin.token for cluster add/remove/transfer-leader and worker drain)");
-    say!("The replica certificate is valid for: {}", hosts.join(", "));
+    say!("  replica N: --tls-ca {dir}/ca.pem --tls-cert {dir}/replica-N.pem --tls-key {dir}/replica-N-key.pem --token-file {dir}/tokens --cluster-secret-file {dir}/cluster-secret");
+    say!("  worker ID: --tls-ca {dir}/ca.pem --tls-cert {dir}/worker-ID.pem --tls-key {dir}/worker-ID-key.pem --token-file {dir}/worker-ID.token");
+    say!("  clients:   --tls-ca {dir}/ca.pem --tls-cert {dir}/client.pem --tls-key {dir}/client-key.pem --token-file {dir}/client.token");
+    say!("  (admin.token for cluster add/remove/transfer-leader and worker drain; replica.pem and worker.pem");
+    say!("   with worker.token serve any replica or worker id)");
+    say!("The replica certificates are valid for: {}", leaves[0].sans.join(", "));
+    Ok(())
+}
+
+/// The server's token file (`tokens`: every role, each replica and worker id bound) and one file
+/// per caller.
+fn write_tokens(args: &crate::cli::CertsArgs) -> Result<(), CliError> {
+    let (admin, client, worker, replica) = (token(), token(), token(), token());
+    let mut tokens = format!(
+        "# raftsched server --token-file: ROLE TOKEN or ROLE:ID TOKEN per line (client, worker, admin, replica)\n\
+         admin {admin}\nclient {client}\nworker {worker}\nreplica {replica}\n"
+    );
+    for id in &args.replicas {
+        tokens.push_str(&format!("replica:{id} {}\n", token()));
+    }
+    let mut per_file = vec![("admin".to_string(), admin), ("client".into(), client), ("worker".into(), worker)];
+    for id in &args.workers {
+        let t = token();
+        tokens.push_str(&format!("worker:{id} {t}\n"));
+        per_file.push((format!("worker-{id}"), t));
+    }
+    write(&args.out, "tokens", &tokens, true, args.force)?;
+    for (name, value) in per_file {
+        write(&args.out, &format!("{name}.token"), &format!("{value}\n"), true, args.force)?;
+    }
     Ok(())
 }
 

@@ -286,6 +286,13 @@ pub struct CertsArgs {
     /// and ::1 always are), comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub hosts: Vec<String>,
+    /// Replica ids to issue certificates (`replica-ID.pem`, naming the id) and tokens for.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    pub replicas: Vec<u64>,
+    /// Worker ids to issue certificates (`worker-ID.pem`) and tokens (`worker-ID.token`) for;
+    /// such a worker may act only as itself.
+    #[arg(long, value_delimiter = ',')]
+    pub workers: Vec<String>,
     /// Overwrite files that already exist.
     #[arg(long)]
     pub force: bool,

@@ -13,7 +13,7 @@ use raftsched_client::{api, Client, Dialer, TlsFiles};
 use tonic::Code;
 
 fn generate(dir: &Path) {
-    let out = Command::new(BIN).args(["certs", "generate", "--out"]).arg(dir).output().unwrap();
+    let out = Command::new(BIN).args(["certs", "generate", "--workers", "w1,w2", "--out"]).arg(dir).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
@@ -267,4 +267,58 @@ async fn an_open_trio_moves_to_a_cluster_secret_by_rolling_restarts_without_down
     let mut outsider = cluster.raft_client(1, None).await;
     let err = outsider.node_status(api::NodeStatusRequest {}).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_and_tokens_name_one_identity_and_a_worker_acts_only_as_itself() {
+    let certs_dir = tempfile::tempdir().unwrap();
+    let certs = certs_dir.path();
+    generate(certs);
+    // Each replica with the certificate that names its id.
+    let mut cluster = Cluster::new(&[]);
+    for (id, port) in (1..=3).zip(free_ports(3)) {
+        let replica = Replica::new(&cluster, id, format!("127.0.0.1:{port}"), Path::new(BIN));
+        cluster.replicas.insert(id, replica);
+    }
+    cluster.dialer = Dialer::new(Some(&tls(certs, "client")), Some(&token(certs, "admin"))).unwrap();
+    for id in cluster.ids() {
+        let own = format!("replica-{id}");
+        cluster.extra_args = creds(certs, &own, Some("tokens"));
+        cluster.start_replica(id);
+    }
+    cluster.leader().await;
+    let register = |id: &str| api::RegisterWorkerRequest { id: id.into(), instance: 7, slots: 1, ..Default::default() };
+
+    // A client certificate with a worker token, or with an admin token on the Raft service.
+    let mixed = client(&cluster, Some(&tls(certs, "client")), Some(&token(certs, "worker")));
+    let err = mixed.register_worker(register("w9")).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    assert!(err.to_string().contains("certificate names"), "{err}");
+    let mut raft_as_admin = {
+        let dialer = Dialer::new(Some(&tls(certs, "client")), Some(&token(certs, "admin"))).unwrap();
+        let channel = dialer.endpoint(&cluster.addr(1)).unwrap().connect().await.unwrap();
+        api::raft_client::RaftClient::with_interceptor(channel, dialer.token.clone())
+    };
+    let err = raft_as_admin.node_status(api::NodeStatusRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+
+    // Worker w1's certificate and token: w1 only.
+    let w1 = client(&cluster, Some(&tls(certs, "worker-w1")), Some(&token(certs, "worker-w1")));
+    assert!(w1.register_worker(register("w1")).await.is_ok());
+    let err = w1.register_worker(register("w2")).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    let err = w1.heartbeat("w2", 7).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    // w1's certificate with w2's token: they disagree.
+    let crossed = client(&cluster, Some(&tls(certs, "worker-w1")), Some(&token(certs, "worker-w2")));
+    let err = crossed.register_worker(register("w2")).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    // A real worker process with its own credentials runs tasks.
+    let worker_creds = creds(certs, "worker-w2", Some("worker-w2.token"));
+    let mut worker_args: Vec<&str> = worker_creds.iter().map(String::as_str).collect();
+    worker_args.extend(["--slots", "2"]);
+    cluster.start_worker("w2", &worker_args);
+    let id = cluster.client().submit("on-w2", echo("x")).await.unwrap().id;
+    let task = cluster.wait_task(id, "succeeded", |t| t.state == "succeeded").await;
+    assert_eq!(task.attempts.last().unwrap().worker_id, "w2");
 }

@@ -12,6 +12,11 @@
 //! The Raft service also needs proof that the caller is a replica: with a cluster secret
 //! (`--cluster-secret-file`), a `raftsched-peer` header naming the replica id with an HMAC of it
 //! under the secret; `raft_service.rs` then checks that id against the message and the membership.
+//! Identities: a TLS certificate may name its holder with a `raftsched://ROLE/ID` URI (what `certs
+//! generate` writes: `raftsched://replica/2`, `raftsched://worker/w1`), and a token file line may
+//! bind a token to one (`worker:w1 TOKEN`). Where both are present they must agree; a worker
+//! bound to an id may act only as that worker (`check_worker`), a replica certificate or token
+//! with an id proves that replica on the Raft service as the cluster secret does.
 //! Missing or unknown credentials are `UNAUTHENTICATED`; known ones of the wrong role are
 //! `PERMISSION_DENIED`; every refusal is counted by service and reason, and logged at most once
 //! per caller address per minute. Tokens and secrets are compared in constant time, never logged.
@@ -58,9 +63,74 @@ impl Role {
     }
 }
 
-/// Tokens with their roles, from a token file: one `ROLE TOKEN` per line, `#` comments.
+/// Tokens with their roles, from a token file: one `ROLE TOKEN` or `ROLE:ID TOKEN` per line
+/// (`#` comments). A token with an id belongs to that identity only: `worker:w1` may act as
+/// worker `w1` and no other, `replica:2` is replica 2.
 pub struct Tokens {
-    entries: Vec<(Role, Vec<u8>)>,
+    entries: Vec<(Identity, Vec<u8>)>,
+}
+
+/// Who a caller is, as its credentials name it: a role, and the id within it when the credential
+/// names one (a certificate's `raftsched://ROLE/ID` URI, or a token file's `ROLE:ID`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub role: Role,
+    pub id: Option<String>,
+}
+
+/// Longest identity id, in bytes.
+pub const IDENTITY_ID_BYTES_MAX: usize = 64;
+
+impl Identity {
+    /// Parses `ROLE` or `ROLE:ID` (token files) or `ROLE/ID` (certificate URIs, after the scheme).
+    fn parse(text: &str, separator: char) -> Option<Identity> {
+        let (role, id) = match text.split_once(separator) {
+            Some((role, id)) => (role, Some(id)),
+            None => (text, None),
+        };
+        let role = Role::parse(role)?;
+        if let Some(id) = id {
+            let valid = !id.is_empty()
+                && id.len() <= IDENTITY_ID_BYTES_MAX
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !valid || (role == Role::Replica && id.parse::<u64>().is_err()) {
+                return None;
+            }
+        }
+        Some(Identity { role, id: id.map(str::to_string) })
+    }
+
+    fn describe(&self) -> String {
+        match &self.id {
+            Some(id) => format!("{} {id}", self.role.name()),
+            None => format!("a {}", self.role.name()),
+        }
+    }
+}
+
+/// The URI scheme a certificate names its identity with: `raftsched://worker/w1`.
+pub const IDENTITY_URI_PREFIX: &str = "raftsched://";
+
+/// The identity the TLS client certificate of `request` names, if any.
+fn certificate_identity<T>(request: &Request<T>) -> Option<Identity> {
+    let certs = request.peer_certs()?;
+    let leaf = webpki::EndEntityCert::try_from(certs.first()?).ok()?;
+    let uri = leaf.valid_uri_names().find_map(|u| u.strip_prefix(IDENTITY_URI_PREFIX))?;
+    Identity::parse(uri, '/')
+}
+
+/// The worker a request's credentials bind it to (a request extension set by the guard).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundWorker(pub String);
+
+/// Refuses a worker request that acts as `worker_id` when its credentials belong to another.
+pub fn check_worker<T>(request: &Request<T>, worker_id: &str) -> Result<(), Status> {
+    match request.extensions().get::<BoundWorker>() {
+        Some(BoundWorker(bound)) if bound != worker_id => Err(Status::permission_denied(format!(
+            "these credentials belong to worker {bound:?}; they may not act as worker {worker_id:?}"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 impl std::fmt::Debug for Tokens {
@@ -86,13 +156,15 @@ impl Tokens {
             }
             let mut parts = line.split_whitespace();
             let (Some(role), Some(token), None) = (parts.next(), parts.next(), parts.next()) else {
-                return Err(bad(n, "expected `ROLE TOKEN` (role: client, worker, admin, replica)"));
+                return Err(bad(n, "expected `ROLE TOKEN` or `ROLE:ID TOKEN` (role: client, worker, admin, replica)"));
             };
-            let role = Role::parse(role).ok_or_else(|| bad(n, "role must be client, worker, admin or replica"))?;
+            let identity = Identity::parse(role, ':').ok_or_else(|| {
+                bad(n, "role must be client, worker, admin or replica, optionally with :ID (a replica id is a number)")
+            })?;
             if token.len() < TOKEN_BYTES_MIN || !token.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(bad(n, &format!("a token is at least {TOKEN_BYTES_MIN} printable characters")));
             }
-            entries.push((role, token.as_bytes().to_vec()));
+            entries.push((identity, token.as_bytes().to_vec()));
         }
         if entries.is_empty() {
             return Err(SecurityError::Bad { path: shown, why: "no tokens in it".into() });
@@ -100,17 +172,21 @@ impl Tokens {
         Ok(Tokens { entries })
     }
 
-    /// The token this replica sends to its peers: the first `replica` line.
-    pub fn replica_token(&self) -> Option<String> {
-        self.entries.iter().find(|(r, _)| *r == Role::Replica).map(|(_, t)| String::from_utf8_lossy(t).into_owned())
+    /// The token replica `id` sends to its peers: its own `replica:ID` line, else the first
+    /// `replica` line without an id.
+    pub fn replica_token(&self, id: u64) -> Option<String> {
+        let own = |i: &Identity| i.role == Role::Replica && i.id.as_deref() == Some(id.to_string().as_str());
+        let any = |i: &Identity| i.role == Role::Replica && i.id.is_none();
+        let found = self.entries.iter().find(|(i, _)| own(i)).or_else(|| self.entries.iter().find(|(i, _)| any(i)));
+        found.map(|(_, t)| String::from_utf8_lossy(t).into_owned())
     }
 
-    /// The role of `token`, comparing against every entry in constant time.
-    fn role_of(&self, token: &[u8]) -> Option<Role> {
+    /// The identity of `token`, comparing against every entry in constant time.
+    fn identity_of(&self, token: &[u8]) -> Option<Identity> {
         let mut found = None;
-        for (role, known) in &self.entries {
+        for (identity, known) in &self.entries {
             if constant_time_eq(known, token) && found.is_none() {
-                found = Some(*role);
+                found = Some(identity.clone());
             }
         }
         found
@@ -170,10 +246,12 @@ pub enum Refusal {
     NotMember,
     /// A message that claims to come from another replica than the one its proof names.
     SenderMismatch,
+    /// A certificate and a token that name different identities.
+    IdentityMismatch,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 8] = [
+    pub const ALL: [Refusal; 9] = [
         Refusal::NoCertificate,
         Refusal::NoToken,
         Refusal::UnknownToken,
@@ -182,6 +260,7 @@ impl Refusal {
         Refusal::BadPeerProof,
         Refusal::NotMember,
         Refusal::SenderMismatch,
+        Refusal::IdentityMismatch,
     ];
 
     pub fn label(self) -> &'static str {
@@ -194,6 +273,7 @@ impl Refusal {
             Refusal::BadPeerProof => "bad_peer_proof",
             Refusal::NotMember => "not_member",
             Refusal::SenderMismatch => "sender_mismatch",
+            Refusal::IdentityMismatch => "identity_mismatch",
         }
     }
 }
@@ -290,19 +370,47 @@ impl Auth {
         self.secret.is_some() || (self.tls && self.tokens.is_some())
     }
 
-    fn check(&self, request: &Request<()>, service: Service) -> Result<(Option<Role>, Option<PeerId>), Refused> {
+    /// Checks `request`'s credentials for `service`: returns who the caller is (when a certificate
+    /// or a token says) and, on the Raft service, the replica it proved to be.
+    fn check(&self, request: &Request<()>, service: Service) -> Result<(Option<Identity>, Option<PeerId>), Refused> {
         if self.tls && request.peer_certs().is_none_or(|certs| certs.is_empty()) {
             return Err(refused(
                 Refusal::NoCertificate,
                 Status::unauthenticated("a client certificate signed by the cluster CA is required"),
             ));
         }
-        let role = self.check_token(request, service)?;
-        let peer = if service == Service::Raft { self.check_peer(request)? } else { None };
-        Ok((role, peer))
+        let certified = if self.tls { certificate_identity(request) } else { None };
+        let token = self.check_token(request)?;
+        let identity = agree(certified, token)?;
+        if let Some(identity) = &identity {
+            let role = identity.role;
+            let allowed = match service {
+                Service::Scheduler => matches!(role, Role::Client | Role::Admin | Role::Replica),
+                Service::Worker => matches!(role, Role::Worker | Role::Admin | Role::Replica),
+                Service::Raft => role == Role::Replica,
+            };
+            if !allowed {
+                let message = format!("{} may not use {}", identity.describe(), service.described());
+                return Err(refused(Refusal::WrongRole, Status::permission_denied(message)));
+            }
+        }
+        let mut peer = if service == Service::Raft { self.check_peer(request)? } else { None };
+        // A replica certificate or token that names its id proves it as well as the secret does.
+        let named = identity.as_ref().filter(|i| i.role == Role::Replica).and_then(|i| i.id.as_ref()?.parse().ok());
+        if let (Some(named), true) = (named, service == Service::Raft) {
+            match peer {
+                Some(PeerId(proven)) if proven != named => {
+                    let message = format!("the credentials name replica {named}; the peer proof, replica {proven}");
+                    return Err(refused(Refusal::SenderMismatch, Status::permission_denied(message)));
+                }
+                _ => peer = Some(PeerId(named)),
+            }
+        }
+        Ok((identity, peer))
     }
 
-    fn check_token(&self, request: &Request<()>, service: Service) -> Result<Option<Role>, Refused> {
+    /// The identity of the request's bearer token, when a token file is in force.
+    fn check_token(&self, request: &Request<()>) -> Result<Option<Identity>, Refused> {
         let Some(tokens) = &self.tokens else { return Ok(None) };
         let no_token = |why: &str| refused(Refusal::NoToken, Status::unauthenticated(why.to_string()));
         let header = request
@@ -314,19 +422,10 @@ impl Auth {
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| no_token("the authorization header is not `Bearer TOKEN`"))?;
-        let role = tokens
-            .role_of(token.as_bytes())
+        let identity = tokens
+            .identity_of(token.as_bytes())
             .ok_or_else(|| refused(Refusal::UnknownToken, Status::unauthenticated("unknown bearer token")))?;
-        let allowed = match service {
-            Service::Scheduler => matches!(role, Role::Client | Role::Admin | Role::Replica),
-            Service::Worker => matches!(role, Role::Worker | Role::Admin | Role::Replica),
-            Service::Raft => role == Role::Replica,
-        };
-        if !allowed {
-            let message = format!("a {} token may not use {}", role.name(), service.described());
-            return Err(refused(Refusal::WrongRole, Status::permission_denied(message)));
-        }
-        Ok(Some(role))
+        Ok(Some(identity))
     }
 
     fn check_peer(&self, request: &Request<()>) -> Result<Option<PeerId>, Refused> {
@@ -367,6 +466,27 @@ pub fn insecure_summary(auth: &Auth, listen: std::net::SocketAddr) -> Option<Str
     (!open.is_empty()).then(|| open.join("; "))
 }
 
+/// One identity from a certificate's and a token's: they must name the same role (a client
+/// certificate may carry an admin token) and, where both name an id, the same id. A role never
+/// comes from the token alone when the certificate says otherwise.
+fn agree(certified: Option<Identity>, token: Option<Identity>) -> Result<Option<Identity>, Refused> {
+    let (cert, token) = match (certified, token) {
+        (None, token) => return Ok(token),
+        (cert, None) => return Ok(cert),
+        (Some(cert), Some(token)) => (cert, token),
+    };
+    let roles_agree = cert.role == token.role || (cert.role == Role::Client && token.role == Role::Admin);
+    let ids_agree = match (&cert.id, &token.id) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    };
+    if !roles_agree || !ids_agree {
+        let message = format!("the certificate names {}; the token belongs to {}", cert.describe(), token.describe());
+        return Err(refused(Refusal::IdentityMismatch, Status::permission_denied(message)));
+    }
+    Ok(Some(Identity { role: token.role, id: token.id.or(cert.id) }))
+}
+
 /// A request's caller may change the cluster (membership, drain): an admin or replica token, or
 /// no token file at all.
 pub fn require_admin<T>(request: &Request<T>) -> Result<(), Status> {
@@ -388,11 +508,14 @@ pub struct Guard {
 
 impl tonic::service::Interceptor for Guard {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let (role, peer) = self.auth.check(&request, self.service).map_err(|refusal| {
+        let (identity, peer) = self.auth.check(&request, self.service).map_err(|refusal| {
             self.auth.refusals.refuse(self.service, request.remote_addr().map(|a| a.ip()), refusal)
         })?;
-        if let Some(role) = role {
-            request.extensions_mut().insert(role);
+        if let Some(identity) = identity {
+            if let (Role::Worker, Some(id)) = (identity.role, &identity.id) {
+                request.extensions_mut().insert(BoundWorker(id.clone()));
+            }
+            request.extensions_mut().insert(identity.role);
         }
         if let Some(peer) = peer {
             request.extensions_mut().insert(peer);

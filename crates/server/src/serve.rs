@@ -328,7 +328,7 @@ fn security(config: &ReplicaConfig) -> Result<(crate::auth::Auth, raftsched_api:
     let bad = |e: raftsched_api::security::SecurityError| StartError::Config(e.to_string());
     let tokens = config.token_file.as_deref().map(crate::auth::Tokens::from_file).transpose().map_err(bad)?;
     let replica_token = match &tokens {
-        Some(t) => Some(t.replica_token().ok_or_else(|| {
+        Some(t) => Some(t.replica_token(config.id).ok_or_else(|| {
             StartError::Config("the token file has no `replica` token (replicas call each other with it)".into())
         })?),
         None => None,

@@ -28,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::codegen::http;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
 use tonic::Status;
 
 use crate::limits;
@@ -220,7 +220,10 @@ where
         if request.uri().path().starts_with(RAFT_PATH_PREFIX) {
             return self.inner.call(request);
         }
-        let connection = request.extensions().get::<TcpConnectInfo>().and_then(|i| i.remote_addr());
+        let extensions = request.extensions();
+        let connection = extensions.get::<TcpConnectInfo>().and_then(|i| i.remote_addr()).or_else(|| {
+            extensions.get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.get_ref().remote_addr())
+        });
         let budget = self.budget.clone();
         self.inner.call(request.map(|body| tonic::body::Body::new(BudgetedBody::new(body, budget, connection))))
     }

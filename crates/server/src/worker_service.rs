@@ -42,6 +42,7 @@ impl Worker for WorkerService {
         req: Request<api::RegisterWorkerRequest>,
     ) -> Result<Response<api::RegisterWorkerResponse>, Status> {
         let _permit = self.replica.admit()?;
+        crate::auth::check_worker(&req, &req.get_ref().id)?;
         let r = req.into_inner();
         let op = Op::RegisterWorker {
             worker_id: r.id,
@@ -62,6 +63,7 @@ impl Worker for WorkerService {
 
     async fn heartbeat(&self, req: Request<api::HeartbeatRequest>) -> Result<Response<api::HeartbeatResponse>, Status> {
         let _permit = self.replica.admit()?;
+        crate::auth::check_worker(&req, &req.get_ref().id)?;
         let r = req.into_inner();
         match self.replica.write(Op::Heartbeat { worker_id: r.id, instance: r.instance }).await? {
             SmResponse::HeartbeatOk { epoch } => Ok(self.replica.hinted(api::HeartbeatResponse { epoch })),
@@ -75,6 +77,7 @@ impl Worker for WorkerService {
         req: Request<api::AssignmentsRequest>,
     ) -> Result<Response<api::AssignmentsResponse>, Status> {
         let _permit = self.replica.admit()?;
+        crate::auth::check_worker(&req, &req.get_ref().id)?;
         let r = req.into_inner();
         let mut known: Vec<(u64, u64)> = r.known.iter().map(|h| (h.task_id, h.token)).collect();
         known.sort_unstable();
@@ -126,6 +129,7 @@ impl Worker for WorkerService {
 
     async fn report(&self, req: Request<api::ReportRequest>) -> Result<Response<api::ReportResponse>, Status> {
         let _permit = self.replica.admit()?;
+        crate::auth::check_worker(&req, &req.get_ref().worker_id)?;
         self.apply_report(req.into_inner()).await?;
         Ok(self.replica.hinted(api::ReportResponse {}))
     }
@@ -135,6 +139,9 @@ impl Worker for WorkerService {
         req: Request<api::ReportManyRequest>,
     ) -> Result<Response<api::ReportManyResponse>, Status> {
         let _permit = self.replica.admit()?;
+        for r in &req.get_ref().reports {
+            crate::auth::check_worker(&req, &r.worker_id)?;
+        }
         let reports = req.into_inner().reports;
         limits::check_batch_len("reports", reports.len(), limits::REPORT_BATCH_LEN_MAX, "report_batch_len_max")?;
         // All at once: they meet in the proposer (or the forwarder) and share one Raft entry.
