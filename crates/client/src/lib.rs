@@ -94,6 +94,27 @@ pub struct Client {
     /// No retries: a retryable error is returned as `Unavailable` at once (a test harness that
     /// records each call's outcome needs one attempt per call).
     single_attempt: bool,
+    /// Dialing without TLS: a protocol error then most likely means the replica requires TLS.
+    plaintext: bool,
+}
+
+/// A plaintext client's view of a TLS replica: the bytes that come back are not HTTP/2. Said
+/// plainly, with what to do, instead of "h2 protocol error".
+fn explain_plaintext(status: Status, addr: &str) -> Status {
+    let message = status.message();
+    let garbled = ["h2 protocol error", "frame with invalid size", "invalid HTTP", "connection reset"]
+        .iter()
+        .any(|m| message.contains(m));
+    if !garbled {
+        return status;
+    }
+    Status::new(
+        status.code(),
+        format!(
+            "{addr} does not speak plaintext gRPC ({message}); it probably requires TLS: give --tls-ca, \
+             --tls-cert and --tls-key (and --token-file)"
+        ),
+    )
 }
 
 /// Whether a call that failed with `code` may succeed if sent again (possibly to another replica):
@@ -134,6 +155,7 @@ impl Client {
             preferred: AtomicUsize::new(0),
             leader: AtomicUsize::new(NO_LEADER),
             single_attempt: false,
+            plaintext: dialer.tls.is_none(),
         })
     }
 
@@ -225,7 +247,12 @@ impl Client {
             if remaining.is_zero() {
                 return Err(ClientError::Unavailable { timeout_ms: self.timeout.as_millis(), last });
             }
-            match tokio::time::timeout(remaining, call(self.channels[index].clone())).await {
+            let answer = tokio::time::timeout(remaining, call(self.channels[index].clone())).await;
+            let answer = match answer {
+                Ok(Err(status)) if self.plaintext => Ok(Err(explain_plaintext(status, &self.addrs[index]))),
+                other => other,
+            };
+            match answer {
                 Ok(Ok(reply)) => {
                     if route == Route::Write {
                         // A replica that forwarded names the leader; one that did not is it. A

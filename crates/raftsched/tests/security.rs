@@ -131,7 +131,8 @@ async fn each_missing_or_wrong_credential_is_refused_and_roles_stay_in_their_lan
     let stranger = client(&cluster, Some(&tls(other_dir.path(), "client")), Some(&token(certs, "client")));
     assert!(stranger.get(1, false).await.is_err());
     let plain = Client::new(vec![cluster.addr(1)], std::time::Duration::from_secs(3)).unwrap();
-    assert!(plain.get(1, false).await.is_err());
+    let err = plain.get(1, false).await.unwrap_err();
+    assert!(err.to_string().contains("requires TLS"), "a plaintext client is not told: {err}");
 
     // Nothing secret in any log.
     let logs = cluster.logs();
