@@ -28,10 +28,12 @@ run_one() { # bin, concurrency -> "ops_per_s p99_ms"
     local initial="1=127.0.0.1:$base,2=127.0.0.1:$((base + 1)),3=127.0.0.1:$((base + 2))"
     local cluster="127.0.0.1:$base,127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2))"
     pids=()
+    local flags
+    flags=$(peer_args "$bin" "$dir") # once: three replicas making the secret at once would race
     for id in 1 2 3; do
-        # shellcheck disable=SC2046 # word splitting of the flags is meant
+        # shellcheck disable=SC2086 # word splitting of the flags is meant
         RAFTSCHED_LOG=warn "$bin" server --id "$id" --listen "127.0.0.1:$((base + id - 1))" \
-            --data-dir "$dir/r$id" --initial-cluster "$initial" $(peer_args "$bin" "$dir") 2>>"$dir/r$id.log" &
+            --data-dir "$dir/r$id" --initial-cluster "$initial" $flags 2>>"$dir/r$id.log" &
         pids+=($!)
     done
     local want='"leader":[0-9]'

@@ -17,10 +17,11 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT
 . scripts/peer-args.sh
+flags=$(peer_args "$bin" "$dir") # once: three replicas making the secret at once would race
 for id in 1 2 3; do
-    # shellcheck disable=SC2046 # word splitting of the flags is meant
+    # shellcheck disable=SC2086 # word splitting of the flags is meant
     RAFTSCHED_LOG=warn "$bin" server --id "$id" --listen "127.0.0.1:$((base + id - 1))" \
-        --data-dir "$dir/r$id" --initial-cluster "$initial" $(peer_args "$bin" "$dir") 2>"$dir/r$id.log" &
+        --data-dir "$dir/r$id" --initial-cluster "$initial" $flags 2>"$dir/r$id.log" &
     pids+=($!)
 done
 # Wait (bounded) until the trio has a leader.

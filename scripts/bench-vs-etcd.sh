@@ -96,11 +96,12 @@ RS_PIDS=()
 RS_GENERATION=0
 start_raftsched() {
     RS_GENERATION=$((RS_GENERATION + 1))
+    RS_PEER_FLAGS=$(peer_args "$RS_SERVER" "$WORK_DIR") # once, before the replicas start
     for i in 1 2 3; do
-        # shellcheck disable=SC2046 # word splitting of the flags is meant
+        # shellcheck disable=SC2086 # word splitting of the flags is meant
         "$RS_SERVER" server --id "$i" --listen "127.0.0.1:$((RAFTSCHED_BASE_PORT + i - 1))" \
             --data-dir "$WORK_DIR/raftsched-$RS_GENERATION-$i" --initial-cluster "$RS_INITIAL" \
-            $(peer_args "$RS_SERVER" "$WORK_DIR") \
+            $RS_PEER_FLAGS \
             >>"$WORK_DIR/raftsched$i.log" 2>&1 &
         RS_PIDS+=($!)
         PIDS+=($!)
