@@ -95,7 +95,13 @@ fn leaves(args: &crate::cli::CertsArgs) -> Vec<Leaf> {
         leaf("client".into(), "raftsched client".into(), vec!["raftsched-client".into()], "client".into(), false),
     ];
     for id in &args.replicas {
-        out.push(leaf(format!("replica-{id}"), format!("raftsched replica {id}"), hosts.clone(), format!("replica/{id}"), true));
+        out.push(leaf(
+            format!("replica-{id}"),
+            format!("raftsched replica {id}"),
+            hosts.clone(),
+            format!("replica/{id}"),
+            true,
+        ));
     }
     for id in &args.workers {
         let sans = vec!["raftsched-worker".into()];

@@ -221,9 +221,10 @@ where
             return self.inner.call(request);
         }
         let extensions = request.extensions();
-        let connection = extensions.get::<TcpConnectInfo>().and_then(|i| i.remote_addr()).or_else(|| {
-            extensions.get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.get_ref().remote_addr())
-        });
+        let connection = extensions
+            .get::<TcpConnectInfo>()
+            .and_then(|i| i.remote_addr())
+            .or_else(|| extensions.get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.get_ref().remote_addr()));
         let budget = self.budget.clone();
         self.inner.call(request.map(|body| tonic::body::Body::new(BudgetedBody::new(body, budget, connection))))
     }
