@@ -1,6 +1,7 @@
 //! Data dirs of every format open and read in full: one written by commit cde735c's binary
-//! (format 0, `testdata/v0-datadir`) and one by the first format-1 build (`testdata/v1-datadir`,
-//! cluster version 1), each holding 14 tasks, a cancel, a worker, a schedule, a snapshot and log
+//! (format 0, `testdata/v0-datadir`), one by the first format-1 build (`testdata/v1-datadir`,
+//! cluster version 1) and one by the first format-2 build (`testdata/v2-datadir`, cluster version
+//! 2, reports that name their worker in its log), each holding 14 tasks, a cancel, a worker, a schedule, a snapshot and log
 //! entries behind it. And damage below the durability watermark is refused while a torn tail is
 //! not.
 
@@ -41,7 +42,7 @@ async fn reopen(dir: &Path, id: u64) -> Result<Opened, OpenError> {
 
 #[tokio::test]
 async fn a_data_dir_of_every_format_opens_with_everything_in_it() {
-    for (fixture, cluster_version) in [("v0-datadir", 0), ("v1-datadir", 1)] {
+    for (fixture, cluster_version) in [("v0-datadir", 0), ("v1-datadir", 1), ("v2-datadir", 2)] {
         open_fixture(fixture, cluster_version).await;
     }
 }
