@@ -112,7 +112,7 @@ fn leaves(args: &crate::cli::CertsArgs) -> Vec<Leaf> {
 
 pub fn generate(args: &crate::cli::CertsArgs) -> Result<(), CliError> {
     for id in &args.workers {
-        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        if !raftsched_server::auth::valid_identity_id(id) {
             return Err(CliError::Usage(format!("--workers: {id:?} is not a worker id (letters, digits, . _ -)")));
         }
     }

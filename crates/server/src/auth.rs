@@ -81,6 +81,13 @@ pub struct Identity {
 /// Longest identity id, in bytes.
 pub const IDENTITY_ID_BYTES_MAX: usize = 64;
 
+/// Whether `id` may name an identity: 1 to `IDENTITY_ID_BYTES_MAX` letters, digits, `.`, `_`, `-`.
+pub fn valid_identity_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= IDENTITY_ID_BYTES_MAX
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 impl Identity {
     /// Parses `ROLE` or `ROLE:ID` (token files) or `ROLE/ID` (certificate URIs, after the scheme).
     fn parse(text: &str, separator: char) -> Option<Identity> {
@@ -90,10 +97,7 @@ impl Identity {
         };
         let role = Role::parse(role)?;
         if let Some(id) = id {
-            let valid = !id.is_empty()
-                && id.len() <= IDENTITY_ID_BYTES_MAX
-                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-            if !valid || (role == Role::Replica && id.parse::<u64>().is_err()) {
+            if !valid_identity_id(id) || (role == Role::Replica && id.parse::<u64>().is_err()) {
                 return None;
             }
         }
@@ -301,6 +305,12 @@ pub struct Refusals {
     logged: Mutex<HashMap<Option<IpAddr>, Instant>>,
 }
 
+impl std::fmt::Debug for Refusals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Refusals")
+    }
+}
+
 impl Refusals {
     /// Counts a refusal, logs it unless this caller was logged within the last minute, and
     /// returns the status to answer.
@@ -354,17 +364,7 @@ pub struct Auth {
     pub unauthenticated_peer_calls: AtomicU64,
 }
 
-impl std::fmt::Debug for Refusals {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Refusals")
-    }
-}
-
 impl Auth {
-    pub fn is_open(&self) -> bool {
-        !self.tls && self.tokens.is_none()
-    }
-
     /// Whether replica-to-replica calls need proof (TLS with a replica token, or a secret).
     pub fn peers_authenticated(&self) -> bool {
         self.secret.is_some() || (self.tls && self.tokens.is_some())

@@ -87,11 +87,10 @@ impl RaftService {
         if !members_only {
             return Ok(());
         }
-        let metrics = self.replica.raft.metrics();
-        let membership = metrics.borrow().membership_config.clone();
-        let mut nodes = membership.membership().nodes().peekable();
+        let membership = self.replica.raft.metrics().borrow().membership_config.clone();
+        let mut members = membership.membership().nodes().map(|(id, _)| *id).peekable();
         // Not yet a member of anything (a joining replica): whoever holds the credentials.
-        if nodes.peek().is_none() || membership.membership().nodes().any(|(id, _)| *id == sender) {
+        if members.peek().is_none() || members.any(|id| id == sender) {
             return Ok(());
         }
         let message = format!("replica {sender} is not a member of this cluster's current configuration");

@@ -204,16 +204,17 @@ impl Procs {
         if !self.runs_current_bin(i) {
             return Ok(Vec::new());
         }
-        if self.replica_bins.iter().any(|b| *b != self.bin) || self.upgrade_run {
+        if self.upgrade_run {
             return Ok(vec!["--insecure".into()]);
         }
+        // Made the way an operator makes one, by the binary under test.
         let secret = self.dir.join("cluster-secret");
         if !secret.exists() {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let text = raftsched_api::security::ClusterSecret::generate_text().map_err(std::io::Error::other)?;
-            let mut file = File::options().write(true).create_new(true).mode(0o600).open(&secret)?;
-            writeln!(file, "{text}")?;
+            let out = Command::new(&self.bin).args(["secret", "generate", "--out"]).arg(&secret).output()?;
+            if !out.status.success() {
+                let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                return Err(std::io::Error::other(format!("raftsched secret generate: {why}")));
+            }
         }
         let mut args = vec!["--cluster-secret-file".to_string(), secret.display().to_string()];
         if matches!(self.topology, Topology::Netns(_)) {
