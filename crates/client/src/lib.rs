@@ -50,6 +50,10 @@ pub enum ClientError {
     /// No replica gave an answer within the timeout.
     #[error("no replica answered within {timeout_ms} ms (last error: {last})")]
     Unavailable { timeout_ms: u128, last: String },
+    /// The replicas that answered know the cluster has no leader and no quorum (the others did
+    /// not answer): retrying now is pointless until enough replicas are back.
+    #[error("no leader / no quorum: {message}")]
+    NoQuorum { message: String },
     #[error("bad replica address {addr:?}: {why}")]
     BadAddress { addr: String, why: String },
     #[error("no replica addresses given")]
@@ -61,7 +65,7 @@ impl ClientError {
     pub fn code(&self) -> Code {
         match self {
             ClientError::Refused(s) => s.code(),
-            ClientError::Unavailable { .. } => Code::Unavailable,
+            ClientError::Unavailable { .. } | ClientError::NoQuorum { .. } => Code::Unavailable,
             ClientError::BadAddress { .. } | ClientError::NoAddresses => Code::InvalidArgument,
         }
     }
@@ -242,6 +246,7 @@ impl Client {
         };
         let mut n_tried = 0usize;
         let mut last = String::from("not tried");
+        let mut no_quorum: Option<String> = None;
         loop {
             let remaining = self.timeout.saturating_sub(started.elapsed());
             if remaining.is_zero() {
@@ -273,7 +278,12 @@ impl Client {
                     return Ok(reply.into_inner());
                 }
                 Ok(Err(status)) if !retryable(&status) => return Err(ClientError::Refused(status)),
-                Ok(Err(status)) => last = format!("{}: {}", self.addrs[index], status.message()),
+                Ok(Err(status)) => {
+                    last = format!("{}: {}", self.addrs[index], status.message());
+                    if status.message().contains(NO_QUORUM_MARK) {
+                        no_quorum = Some(last.clone());
+                    }
+                }
                 Err(_) => last = format!("{}: timed out", self.addrs[index]),
             }
             if self.single_attempt {
@@ -286,6 +296,11 @@ impl Client {
             n_tried += 1;
             // Back off once every replica has been tried in this round.
             if n_tried.is_multiple_of(self.addrs.len()) {
+                // A whole round in which the replicas that answered said there is no quorum: say
+                // so now rather than after the timeout.
+                if let Some(message) = no_quorum.take() {
+                    return Err(ClientError::NoQuorum { message });
+                }
                 let pause = Duration::from_millis(backoff_ms).min(self.timeout.saturating_sub(started.elapsed()));
                 tokio::time::sleep(pause).await;
                 backoff_ms = (backoff_ms * 2).min(BACKOFF_MS_MAX);
@@ -470,6 +485,10 @@ impl Client {
         self.call(|mut c| async move { c.cluster_status(api::ClusterStatusRequest {}).await }).await
     }
 }
+
+/// What a replica's UNAVAILABLE says when it knows there is no quorum (`raftsched-server`'s
+/// `quorum.rs`).
+pub const NO_QUORUM_MARK: &str = "no quorum:";
 
 /// Helpers to build specs.
 pub fn builtin(name: &str, arg: &str) -> api::TaskSpec {

@@ -419,6 +419,10 @@ pub struct TimingArgs {
     /// so the state does not grow forever. 0 keeps every finished task.
     #[arg(long, default_value_t = raftsched_server::RETAIN_FINISHED_DEFAULT)]
     pub retain_finished: u64,
+    /// A leader whose wall clock is further than this from the median of the voters' clocks
+    /// fires, releases, expires and retries nothing and hands leadership to a replica in bounds.
+    #[arg(long, default_value_t = raftsched_server::clock::CLOCK_SKEW_MS_MAX_DEFAULT)]
+    pub clock_skew_ms_max: u64,
 }
 
 #[derive(Args)]

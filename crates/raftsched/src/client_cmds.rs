@@ -202,8 +202,17 @@ pub async fn cluster_status(args: StatusArgs) -> Result<(), CliError> {
     } else {
         println!("{}", output::status_text(&status));
     }
+    if !status.has_leader {
+        // Printed in full, and exit 3 (docs/operations.md): scripts and probes tell "no leader"
+        // from "could not ask" (1).
+        eprintln!("raftsched: no leader: no quorum of the replicas is in touch (see the members above)");
+        return Err(CliError::Exit(NO_LEADER_EXIT));
+    }
     Ok(())
 }
+
+/// `cluster status`'s exit code when the cluster has no leader.
+pub const NO_LEADER_EXIT: i32 = 3;
 
 fn print_membership(reply: &api::MembershipResponse) {
     let voters: Vec<String> = reply.voters.iter().map(u64::to_string).collect();

@@ -32,7 +32,7 @@ impl From<ClientError> for CliError {
             ClientError::Refused(status) => {
                 CliError::Failed(format!("{} ({})", status.message(), code_name(status.code())))
             }
-            ClientError::Unavailable { .. } => CliError::Failed(e.to_string()),
+            ClientError::Unavailable { .. } | ClientError::NoQuorum { .. } => CliError::Failed(e.to_string()),
         }
     }
 }

@@ -106,6 +106,8 @@ pub fn status_json(status: &api::ClusterStatusResponse) -> Value {
                 "build_commit": if m.build_commit.is_empty() { Value::Null } else { json!(m.build_commit) },
                 "format_min": m.format_min,
                 "format_max": m.format_max,
+                "clock_skew_ms": if m.clock_skew_known { json!(m.clock_skew_ms) } else { Value::Null },
+                "no_quorum": m.no_quorum,
             })
         })
         .collect();
@@ -120,15 +122,17 @@ pub fn status_json(status: &api::ClusterStatusResponse) -> Value {
 pub fn status_text(status: &api::ClusterStatusResponse) -> String {
     let leader = if status.has_leader { status.leader.to_string() } else { "none".to_string() };
     let mut out = format!(
-        "leader: {leader}\ncluster version: {}\n{:<4} {:<22} {:<10} {:>6} {:>10} {:>10} {:>7}  reachable\n",
-        status.cluster_version, "id", "addr", "role", "term", "last_log", "applied", "formats"
+        "leader: {leader}\ncluster version: {}\n{:<4} {:<22} {:<10} {:>6} {:>10} {:>10} {:>7} {:>9}  reachable\n",
+        status.cluster_version, "id", "addr", "role", "term", "last_log", "applied", "formats", "skew_ms"
     );
     for m in &status.members {
         let reach = if m.reachable { "yes".to_string() } else { format!("no ({})", m.error) };
         let formats = format!("{}..{}", m.format_min, m.format_max);
+        let skew = if m.clock_skew_known { m.clock_skew_ms.to_string() } else { "-".to_string() };
+        let role = if m.no_quorum { format!("{} (no quorum)", m.role) } else { m.role.clone() };
         out.push_str(&format!(
-            "{:<4} {:<22} {:<10} {:>6} {:>10} {:>10} {:>7}  {}\n",
-            m.id, m.addr, m.role, m.term, m.last_log_index, m.applied_index, formats, reach
+            "{:<4} {:<22} {:<10} {:>6} {:>10} {:>10} {:>7} {:>9}  {}\n",
+            m.id, m.addr, role, m.term, m.last_log_index, m.applied_index, formats, skew, reach
         ));
     }
     out.pop();

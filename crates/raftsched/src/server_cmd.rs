@@ -64,6 +64,7 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
         timing: timing(&args.timing)?,
         worker_heartbeat_timeout_ms: heartbeat_timeout_ms(&args.timing)?,
         retain_finished: args.timing.retain_finished,
+        clock_skew_ms_max: args.timing.clock_skew_ms_max,
         bootstrap,
         http: args.http,
         tls: crate::client_cmds::tls_files(&args.tls)?,

@@ -69,6 +69,9 @@ pub struct ReplicaConfig {
     pub cluster_secret_file: Option<PathBuf>,
     /// While a running cluster moves to a cluster secret: let Raft calls with no proof through.
     pub accept_unauthenticated_peers: bool,
+    /// A leader whose clock is further than this from the median of the voters' clocks proposes
+    /// no time-dependent decision and hands leadership on (`clock.rs`).
+    pub clock_skew_ms_max: u64,
     /// Start even though replica-to-replica calls (no TLS with replica tokens, no cluster secret)
     /// or a non-loopback client API (no TLS with tokens) would be open to anyone (`--insecure`).
     pub insecure: bool,

@@ -1,109 +1,244 @@
-//! When a follower starts an election: this replica's own election timer, not openraft's.
+//! When this replica asks for votes, and whether it grants a pre-vote: the election driver.
+//! openraft's own timer is off (`Config::enable_elect = false`); the decisions are pure
+//! functions of time, what was heard and a seeded RNG (`Decider`, `answer_pre_vote`), driven by
+//! the thin async shell `run`, and tested by stepping time by hand (the tests below).
 //!
-//! Why not openraft 0.9's timer: it draws a replica's election timeout once per process
-//! (`EngineConfig::new`), so two followers whose draws happen to lie close together time out
-//! together after *every* failed election and split the vote again and again (measured: no leader
-//! for over a minute with 150-300 ms timeouts). It also waits `leader_lease + election_timeout`
-//! after the last heartbeat, where `leader_lease` is `election_timeout_max`: 1.5-2 s with the old
-//! defaults before anyone even asked for a vote.
+//! Why not openraft 0.9's timer: it draws a replica's election timeout once per process, so two
+//! followers whose draws lie close together split the vote after every failed election; it waits
+//! `leader_lease + election_timeout` after the last heartbeat; and it has neither pre-vote nor
+//! check-quorum.
 //!
-//! This driver (openraft's own is off: `Config::enable_elect = false`) draws afresh for every
-//! wait, and orders the first attempt after a leader falls silent by rank, so the survivors of a
-//! dead leader do not campaign at the same moment:
-//! - after hearing from a leader: `election_timeout_max` (the voters' lease, during which openraft
-//!   refuses any vote anyway) + rank x step + a random part of one step, where the rank is this
-//!   replica's place among the voters other than the silent leader, and the step is half of
-//!   `election_timeout_max - election_timeout_min`;
-//! - after campaigning itself without hearing of a winner: a fresh draw from
-//!   `[election_timeout_min, election_timeout_max)`, as plain Raft does;
-//! - at once, above the candidate's term, when this replica refused a candidate for a shorter log
-//!   and has not heard from a leader for `election_timeout_min` either: the refused candidate
-//!   cannot win, and in a trio the only other voter is that candidate, which voted for itself in
-//!   its term (so a campaign at the same term would split the vote and cost a whole retry).
+//! The rules:
+//! - **When to ask.** After hearing from a leader: `election_timeout_max` (the voters' lease,
+//!   during which openraft refuses any vote anyway) + rank x step + a random part of one step,
+//!   where the rank is this replica's place among the voters other than the silent leader and the
+//!   step is half of `election_timeout_max - election_timeout_min`, so the survivors of a dead
+//!   leader do not ask at the same moment. After asking without hearing of a winner: a fresh draw
+//!   from `[election_timeout_min, election_timeout_max)`.
+//! - **Pre-vote first** (Raft thesis 9.6). A replica asks the other voters whether they would vote
+//!   for it (`Raft.PreVote`, which changes no state) and campaigns for a real term only when a
+//!   majority (itself included) says yes. A replica cut off from the others therefore never raises
+//!   its term, and cannot depose a healthy leader when it comes back.
+//! - **Leader stickiness.** A voter refuses a pre-vote while it heard from a live leader within
+//!   `election_timeout_ms_min`, and a leader refuses while it has a quorum; a candidate whose log
+//!   is behind the voter's, or whose clock is beyond `clock_skew_ms_max` of the cluster's, is
+//!   refused too.
+//! - **Check-quorum.** A leader that has not heard from a majority for `election_timeout_ms_max`
+//!   has lost its quorum (`quorum.rs`): it answers clients at once with the reason.
+//! - **An overslept process looks first.** If the driver wakes more than half a heartbeat after it
+//!   meant to (its process or machine did not run), the leader's messages may be waiting unread:
+//!   it waits one more heartbeat before taking the silence for a dead leader.
+//! - **Outrun.** A voter that refused a real candidate for a shorter log, while no leader spoke to
+//!   it for `election_timeout_ms_min`, asks at once: the refused candidate cannot win.
 //!
-//! Safety does not depend on any of this: openraft still decides every vote (terms, log
-//! up-to-dateness, the lease); the driver only decides when to ask.
+//! Safety does not depend on any of this: openraft decides every real vote (terms, logs, the
+//! lease); the driver only decides when to ask.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use openraft::ServerState;
 use raftsched_store::NodeId;
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use crate::config::RaftTiming;
 use crate::replica::Replica;
 
-/// When this replica last heard from a live leader (or granted a vote), as milliseconds since
-/// `base`. Touched by the Raft service on every accepted AppendEntries, InstallSnapshot and
-/// granted vote; read by the driver.
+/// When this replica last heard from a live leader (or granted a vote), in `Quorum::now_ms`
+/// milliseconds. Touched by the Raft service on every accepted AppendEntries, InstallSnapshot and
+/// granted vote.
+#[derive(Default)]
 pub(crate) struct LeaderContact {
-    base: Instant,
     at_ms: AtomicU64,
     /// The term of the last candidate this replica refused for a shorter log.
     outrun: watch::Sender<u64>,
 }
 
-impl Default for LeaderContact {
-    fn default() -> Self {
-        LeaderContact { base: Instant::now(), at_ms: AtomicU64::new(0), outrun: watch::Sender::new(0) }
-    }
-}
-
 impl LeaderContact {
-    pub(crate) fn touch(&self) {
-        let ms = self.base.elapsed().as_millis() as u64;
-        self.at_ms.fetch_max(ms, Ordering::Relaxed);
+    pub(crate) fn touch(&self, now_ms: u64) {
+        self.at_ms.fetch_max(now_ms, Ordering::Relaxed);
     }
 
-    /// A candidate of `term` was refused because this replica's log is longer: it cannot win, and
-    /// the other voter of a trio may have voted for it already. Campaigning above its term at once
-    /// (if the leader is silent here too) ends the election a whole retry sooner.
     pub(crate) fn outrun(&self, term: u64) {
         self.outrun.send_replace(term);
     }
 
-    fn last(&self) -> Instant {
-        self.base + Duration::from_millis(self.at_ms.load(Ordering::Relaxed))
+    pub(crate) fn last_ms(&self) -> u64 {
+        self.at_ms.load(Ordering::Relaxed)
     }
 }
 
-/// Half the spread of the election timeout: the distance between two ranks, and the range of the
-/// random part within one.
-fn step_ms(timing: &RaftTiming) -> u64 {
-    debug_assert!(timing.election_timeout_ms_min < timing.election_timeout_ms_max, "validated by openraft's Config");
-    ((timing.election_timeout_ms_max - timing.election_timeout_ms_min) / 2).max(1)
+/// What the driver sees when it decides.
+#[derive(Clone, Debug)]
+pub(crate) struct View {
+    pub now_ms: u64,
+    pub state: ServerState,
+    pub me: NodeId,
+    pub voters: Vec<NodeId>,
+    pub leader: Option<NodeId>,
+    pub last_contact_ms: u64,
+    /// For a leader: from when a majority was in touch (`quorum::quorum_since_ms`).
+    pub quorum_since_ms: Option<u64>,
 }
 
-/// The silence after a leader's last contact at which the replica of `rank` campaigns, for a
-/// random `jitter_ms` below one step.
-fn after_leader(timing: &RaftTiming, rank: u64, jitter_ms: u64) -> Duration {
-    Duration::from_millis(timing.election_timeout_ms_max + rank * step_ms(timing) + jitter_ms)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Decide again at `until_ms` (or when something happens). `overslept_ms`: the driver woke
+    /// that much later than it meant to, and defers its decision.
+    Wait { until_ms: u64, overslept_ms: Option<u64> },
+    /// Leading: decide again at `until_ms`; `has_quorum` says whether a majority is in touch.
+    Lead { until_ms: u64, has_quorum: bool },
+    /// Ask the other voters for a pre-vote; answer with `Decider::pre_voted`.
+    PreVote,
+    /// A majority would vote for this replica: start a real election.
+    Campaign,
 }
 
-/// The silence after its own campaign at which a replica campaigns again.
-fn after_campaign(timing: &RaftTiming) -> Duration {
-    Duration::from_millis(rand::thread_rng().gen_range(timing.election_timeout_ms_min..timing.election_timeout_ms_max))
+/// The election driver's decisions: every input is in `View`, every output an `Action`.
+pub(crate) struct Decider {
+    min_ms: u64,
+    max_ms: u64,
+    heartbeat_ms: u64,
+    rng: StdRng,
+    jitter_ms: u64,
+    /// When this replica last asked, and how long it waits before asking again; `None` once a
+    /// leader was heard from since.
+    asked: Option<(u64, u64)>,
+    asked_in_a_row: u64,
+    /// The time the driver last meant to wake at.
+    meant_ms: Option<u64>,
+    not_before_ms: u64,
+    /// Since when this replica leads, or since it stopped leading or voting (which counts as
+    /// contact: a leader that steps down waits a whole lease before asking).
+    quiet_since_ms: u64,
+    leading: bool,
+    outrun: bool,
 }
 
-/// Campaigns until this replica's term is above `term` (each campaign raises it by one), at most
-/// three times.
-async fn campaign_above(replica: &Replica, term: u64) {
-    let mut metrics = replica.raft.metrics();
-    for _ in 0..3 {
-        if metrics.borrow_and_update().current_term > term {
-            return;
+impl Decider {
+    pub fn new(timing: &RaftTiming, seed: u64) -> Decider {
+        assert!(timing.election_timeout_ms_min < timing.election_timeout_ms_max, "validated by openraft's Config");
+        let mut rng = StdRng::seed_from_u64(seed);
+        let step = step_ms(timing.election_timeout_ms_min, timing.election_timeout_ms_max);
+        Decider {
+            min_ms: timing.election_timeout_ms_min,
+            max_ms: timing.election_timeout_ms_max,
+            heartbeat_ms: timing.heartbeat_interval_ms,
+            jitter_ms: rng.gen_range(0..step),
+            rng,
+            asked: None,
+            asked_in_a_row: 0,
+            meant_ms: None,
+            not_before_ms: 0,
+            quiet_since_ms: 0,
+            leading: false,
+            outrun: false,
         }
-        tracing::info!(id = replica.id, term, "refused a candidate with a shorter log: campaigning above its term");
-        if replica.raft.trigger().elect().await.is_err() {
-            return;
-        }
-        // The campaign shows in the metrics once openraft has handled it.
-        let _ = tokio::time::timeout(Duration::from_millis(50), metrics.changed()).await;
     }
+
+    fn step(&self) -> u64 {
+        step_ms(self.min_ms, self.max_ms)
+    }
+
+    /// How many times in a row this replica asked without hearing of a leader.
+    pub fn asked_in_a_row(&self) -> u64 {
+        self.asked_in_a_row
+    }
+
+    pub fn decide(&mut self, v: &View) -> Action {
+        let rank = rank(&v.voters, v.me, v.leader);
+        match (v.state, rank) {
+            (ServerState::Leader, Some(_)) => return self.lead(v),
+            (ServerState::Leader | ServerState::Shutdown, _) | (_, None) => {
+                self.quiet(v.now_ms);
+                return self.wait(v.now_ms + self.max_ms);
+            }
+            _ => {}
+        }
+        if self.leading {
+            self.quiet(v.now_ms);
+        }
+        let rank = rank.expect("matched above");
+        let contact = v.last_contact_ms.max(self.quiet_since_ms);
+        if matches!(self.asked, Some((at, _)) if contact >= at) {
+            self.asked = None;
+            self.asked_in_a_row = 0;
+            self.jitter_ms = self.rng.gen_range(0..self.step());
+        }
+        let silent_ms = v.now_ms.saturating_sub(contact);
+        if std::mem::take(&mut self.outrun) && silent_ms >= self.min_ms {
+            return Action::PreVote;
+        }
+        let deadline = match self.asked {
+            Some((at, wait)) => at + wait,
+            None => contact + self.max_ms + rank * self.step() + self.jitter_ms,
+        }
+        .max(self.not_before_ms);
+        if v.now_ms < deadline {
+            return self.wait(deadline);
+        }
+        if let Some(meant) = self.meant_ms.take() {
+            let overslept = v.now_ms.saturating_sub(meant);
+            if overslept > self.heartbeat_ms / 2 {
+                self.not_before_ms = v.now_ms + self.heartbeat_ms;
+                self.meant_ms = Some(self.not_before_ms);
+                return Action::Wait { until_ms: self.not_before_ms, overslept_ms: Some(overslept) };
+            }
+        }
+        Action::PreVote
+    }
+
+    /// The answer to a pre-vote round begun at `began_ms`: campaign if a majority granted it and
+    /// no leader spoke up meanwhile; otherwise wait a fresh draw.
+    pub fn pre_voted(&mut self, v: &View, began_ms: u64, granted: bool) -> Action {
+        self.asked_in_a_row += 1;
+        let wait = self.rng.gen_range(self.min_ms..self.max_ms);
+        self.asked = Some((began_ms, wait));
+        let leader_spoke = v.last_contact_ms >= began_ms;
+        if granted && !leader_spoke && v.state != ServerState::Leader {
+            return Action::Campaign;
+        }
+        self.wait(began_ms + wait)
+    }
+
+    /// A real candidate was refused for a shorter log: ask at once if the leader is silent.
+    pub fn outrun(&mut self) {
+        self.outrun = true;
+    }
+
+    fn lead(&mut self, v: &View) -> Action {
+        if !self.leading {
+            self.leading = true;
+            self.quiet_since_ms = v.now_ms;
+        }
+        self.asked = None;
+        self.asked_in_a_row = 0;
+        self.meant_ms = None;
+        let window = self.max_ms;
+        let has_quorum = crate::quorum::leader_has_quorum(v.now_ms, self.quiet_since_ms, v.quorum_since_ms, window);
+        Action::Lead { until_ms: v.now_ms + self.heartbeat_ms, has_quorum }
+    }
+
+    fn quiet(&mut self, now_ms: u64) {
+        self.leading = false;
+        self.quiet_since_ms = now_ms;
+        self.asked = None;
+        self.meant_ms = None;
+        self.outrun = false;
+    }
+
+    fn wait(&mut self, until_ms: u64) -> Action {
+        self.meant_ms = Some(until_ms);
+        Action::Wait { until_ms, overslept_ms: None }
+    }
+}
+
+fn step_ms(min_ms: u64, max_ms: u64) -> u64 {
+    ((max_ms - min_ms) / 2).max(1)
 }
 
 /// This replica's place among the voters that may replace `leader`, by id; `None` if it is not
@@ -115,117 +250,242 @@ fn rank(voters: &[NodeId], me: NodeId, leader: Option<NodeId>) -> Option<u64> {
     Some(voters.iter().filter(|v| Some(**v) != leader && **v < me).count() as u64)
 }
 
+/// A pre-vote request as the voter sees it.
+#[derive(Clone, Debug)]
+pub(crate) struct PreVoteAsk {
+    pub candidate: NodeId,
+    /// (term, index) of the candidate's last log entry.
+    pub last_log: Option<(u64, u64)>,
+    /// The candidate's clock minus this replica's, if the request carried a reading.
+    pub clock_offset_ms: Option<i64>,
+}
+
+/// What the voter knows of itself.
+#[derive(Clone, Debug)]
+pub(crate) struct VoterView {
+    pub now_ms: u64,
+    pub state: ServerState,
+    pub last_log: Option<(u64, u64)>,
+    pub last_contact_ms: u64,
+    pub leader: Option<NodeId>,
+    /// Whether this replica, leading, has a quorum.
+    pub has_quorum: bool,
+    /// This replica's own skew from the cluster, when known.
+    pub own_skew_ms: Option<i64>,
+}
+
+/// Whether to grant a pre-vote: `Err` says why not.
+pub(crate) fn answer_pre_vote(ask: &PreVoteAsk, me: &VoterView, min_ms: u64, skew_max_ms: u64) -> Result<(), String> {
+    if ask.last_log < me.last_log {
+        return Err(format!("its log ends at {:?}, this replica's at {:?}", ask.last_log, me.last_log));
+    }
+    if me.state == ServerState::Leader && me.has_quorum {
+        return Err("this replica leads with a quorum".to_string());
+    }
+    let silent_ms = me.now_ms.saturating_sub(me.last_contact_ms);
+    if me.state != ServerState::Leader && me.leader.is_some_and(|l| l != ask.candidate) && silent_ms < min_ms {
+        return Err(format!("leader {:?} was heard from {silent_ms} ms ago", me.leader.unwrap_or(0)));
+    }
+    if let Some(skew) = ask.clock_offset_ms.and_then(|o| crate::clock::Clocks::peer_skew_of(me.own_skew_ms, o)) {
+        if skew.unsigned_abs() > skew_max_ms {
+            return Err(format!("its clock is {skew} ms off the cluster's, over clock_skew_ms_max {skew_max_ms}"));
+        }
+    }
+    Ok(())
+}
+
+/// The driver: feeds `Decider` what openraft and the Raft service saw, and carries out its actions.
 pub(crate) async fn run(replica: Arc<Replica>, timing: RaftTiming, mut stop: watch::Receiver<bool>) {
-    let contact = &replica.leader_contact;
-    let draw_jitter = || rand::thread_rng().gen_range(0..step_ms(&timing));
-    let mut jitter_ms = draw_jitter();
-    // When this replica last campaigned, and the silence after which it campaigns again; `None`
-    // once a leader (or a granted vote) was heard from since.
-    let mut campaigned: Option<(Instant, Duration)> = None;
-    let mut campaigns_in_a_row = 0u64;
-    let heartbeat = Duration::from_millis(timing.heartbeat_interval_ms);
-    let stall = heartbeat / 2;
-    let mut not_before = Instant::now();
-    let mut outrun = contact.outrun.subscribe();
+    let mut decider = Decider::new(&timing, rand::thread_rng().gen());
+    let mut outrun = replica.leader_contact.outrun.subscribe();
     outrun.borrow_and_update();
+    let mut had_quorum = true;
     loop {
-        let (state, rank, leader) = {
-            let metrics = replica.raft.metrics();
-            let m = metrics.borrow();
-            let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
-            (m.state, rank(&voters, replica.id, m.current_leader), m.current_leader)
-        };
-        let last_contact = contact.last();
-        if matches!(campaigned, Some((at, _)) if last_contact >= at) {
-            campaigned = None;
-            campaigns_in_a_row = 0;
-            jitter_ms = draw_jitter();
-        }
-        let Some(rank) = rank.filter(|_| !matches!(state, ServerState::Leader | ServerState::Shutdown)) else {
-            // Leading, stopping or not a voter: nothing to decide. Counting this as contact means
-            // a leader that steps down waits a full lease before campaigning.
-            contact.touch();
-            campaigned = None;
-            outrun.borrow_and_update();
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(timing.election_timeout_ms_max)) => {}
-                _ = stop.changed() => return,
+        let v = view(&replica);
+        replica.clocks.publish(replica.clock_verdict());
+        let action = decider.decide(&v);
+        let action = match action {
+            Action::PreVote => {
+                let began = v.now_ms;
+                let granted = pre_vote_round(&replica, &v, &timing).await;
+                decider.pre_voted(&view(&replica), began, granted)
             }
-            continue;
+            other => other,
         };
-        let deadline = match campaigned {
-            Some((at, wait)) => at + wait,
-            None => last_contact + after_leader(&timing, rank, jitter_ms),
-        }
-        .max(not_before);
-        if Instant::now() < deadline {
-            // Then look again: a contact may have come in meanwhile.
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {}
-                _ = stop.changed() => return,
-                changed = outrun.changed() => {
-                    if changed.is_err() {
-                        return;
+        match action {
+            Action::Wait { until_ms, overslept_ms } => {
+                if let Some(ms) = overslept_ms {
+                    tracing::info!(id = replica.id, overslept_ms = ms, "stalled: election decision deferred");
+                }
+                if v.leader.is_some() && v.now_ms.saturating_sub(v.last_contact_ms) < timing.election_timeout_ms_max {
+                    replica.quorum.set_lost(None);
+                }
+                let at = until_ms.saturating_sub(replica.quorum.now_ms());
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(at)) => {}
+                    _ = stop.changed() => return,
+                    changed = outrun.changed() => {
+                        if changed.is_err() { return }
+                        outrun.borrow_and_update();
+                        decider.outrun();
                     }
-                    let term = *outrun.borrow_and_update();
-                    // Only against a silent leader: a live one keeps this replica's contact fresh,
-                    // and a stale candidate must not make it campaign against that leader.
-                    if contact.last() + Duration::from_millis(timing.election_timeout_ms_min) <= Instant::now() {
-                        campaign_above(&replica, term).await;
-                        campaigns_in_a_row += 1;
-                        campaigned = Some((Instant::now(), after_campaign(&timing)));
-                    }
-                    continue;
                 }
             }
-            let overslept = Instant::now().saturating_duration_since(deadline);
-            if overslept > stall {
-                // This process did not run for a while (a loaded box, a pause): the leader's
-                // messages may be waiting unread. Give them a heartbeat's time to arrive before
-                // taking the silence for a dead leader.
-                tracing::info!(
-                    id = replica.id,
-                    overslept_ms = overslept.as_millis() as u64,
-                    "stalled: election decision deferred"
-                );
-                not_before = Instant::now() + heartbeat;
+            Action::Lead { until_ms, has_quorum } => {
+                lead_quorum(&replica, &v, had_quorum, has_quorum);
+                had_quorum = has_quorum;
+                let at = until_ms.saturating_sub(replica.quorum.now_ms());
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(at)) => {}
+                    _ = stop.changed() => return,
+                }
             }
-            continue;
+            Action::Campaign => {
+                let in_a_row = decider.asked_in_a_row();
+                tracing::info!(id = replica.id, leader = ?v.leader, in_a_row, "a majority would vote for it: campaigning");
+                if let Err(e) = replica.raft.trigger().elect().await {
+                    tracing::info!(error = %e, "raft stopped: no more elections");
+                    return;
+                }
+            }
+            Action::PreVote => unreachable!("answered above"),
         }
-        campaigns_in_a_row += 1;
-        tracing::info!(id = replica.id, ?leader, rank, campaigns_in_a_row, "no leader heard from: campaigning");
-        if let Err(e) = replica.raft.trigger().elect().await {
-            tracing::info!(error = %e, "raft stopped: no more elections");
-            return;
+        if !matches!(action, Action::Lead { .. }) {
+            had_quorum = true;
         }
-        campaigned = Some((Instant::now(), after_campaign(&timing)));
+    }
+}
+
+/// Check-quorum's effect: a leader without a quorum refuses requests with the reason until a
+/// majority answers again.
+fn lead_quorum(replica: &Replica, v: &View, had_quorum: bool, has_quorum: bool) {
+    if has_quorum {
+        if !had_quorum {
+            tracing::info!(id = replica.id, "leader: a quorum answers again");
+        }
+        if replica.quorum.lost().is_some() {
+            replica.quorum.set_lost(None);
+        }
+        return;
+    }
+    if !had_quorum {
+        return;
+    }
+    let why = format!(
+        "no quorum: replica {} leads but no majority of the {} voters answered it within election_timeout_ms_max",
+        replica.id,
+        v.voters.len()
+    );
+    tracing::warn!(id = replica.id, "{why}");
+    replica.quorum.set_lost(Some(why));
+}
+
+fn view(replica: &Replica) -> View {
+    let metrics = replica.raft.metrics();
+    let m = metrics.borrow();
+    let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+    let now_ms = replica.quorum.now_ms();
+    let others = replica.quorum.answers(voters.iter().copied().filter(|v| *v != replica.id));
+    View {
+        now_ms,
+        state: m.state,
+        me: replica.id,
+        leader: m.current_leader,
+        last_contact_ms: replica.leader_contact.last_ms(),
+        quorum_since_ms: crate::quorum::quorum_since_ms(&others, voters.len(), now_ms),
+        voters,
+    }
+}
+
+/// Asks every other voter for a pre-vote, at most `election_timeout_ms_min` long; true when a
+/// majority (this replica included) grants it. Also records whether a majority was reachable at
+/// all, for the errors clients get.
+async fn pre_vote_round(replica: &Replica, v: &View, timing: &RaftTiming) -> bool {
+    let term = replica.raft.metrics().borrow().current_term;
+    let last_log = last_log(replica);
+    let majority = v.voters.len() / 2 + 1;
+    let request = raftsched_api::PreVoteRequest {
+        candidate: replica.id,
+        term,
+        has_log: last_log.is_some(),
+        last_log_term: last_log.map_or(0, |l| l.0),
+        last_log_index: last_log.map_or(0, |l| l.1),
+    };
+    let deadline = Duration::from_millis(timing.election_timeout_ms_min);
+    let mut asks: FuturesUnordered<_> = v
+        .voters
+        .iter()
+        .filter(|id| **id != replica.id)
+        .filter_map(|id| crate::membership::member_addr(replica, *id).map(|addr| (*id, addr)))
+        .map(|(id, addr)| ask_pre_vote(replica, id, addr, request.clone(), deadline))
+        .collect();
+    let (mut granted, mut reached) = (1, 1);
+    while let Some(answer) = asks.next().await {
+        match answer {
+            PreVoteAnswer::Granted => (granted, reached) = (granted + 1, reached + 1),
+            PreVoteAnswer::Refused(why) => {
+                reached += 1;
+                tracing::debug!(id = replica.id, why, "pre-vote refused");
+            }
+            PreVoteAnswer::Unreachable => {}
+        }
+        if granted >= majority {
+            break;
+        }
+    }
+    drop(asks);
+    if granted < majority && reached < majority {
+        replica.quorum.set_lost(Some(format!(
+            "no leader and no quorum: replica {} reaches {reached} of {} voters (a majority is {majority})",
+            replica.id,
+            v.voters.len()
+        )));
+    } else {
+        replica.quorum.set_lost(None);
+    }
+    granted >= majority
+}
+
+/// (term, index) of this replica's last log entry, as Raft compares logs.
+pub(crate) fn last_log(replica: &Replica) -> Option<(u64, u64)> {
+    replica.raft.data_metrics().borrow().last_log.map(|l| (l.leader_id.term, l.index))
+}
+
+enum PreVoteAnswer {
+    Granted,
+    Refused(String),
+    Unreachable,
+}
+
+async fn ask_pre_vote(
+    replica: &Replica,
+    id: NodeId,
+    addr: String,
+    request: raftsched_api::PreVoteRequest,
+    deadline: Duration,
+) -> PreVoteAnswer {
+    let Ok(mut client) = replica.peers.client(&addr) else { return PreVoteAnswer::Unreachable };
+    let mut request = tonic::Request::new(request);
+    request.set_timeout(deadline);
+    crate::clock::write_headers(request.metadata_mut(), replica.clocks.published().skew_ms());
+    let sent_ms = crate::clock::wall_ms();
+    match tokio::time::timeout(deadline, client.pre_vote(request)).await {
+        Ok(Ok(reply)) => {
+            if let (Some(their_ms), _) = crate::clock::read_headers(reply.metadata()) {
+                replica.clocks.replied(id, their_ms, sent_ms, crate::clock::wall_ms());
+            }
+            let reply = reply.into_inner();
+            if reply.granted {
+                PreVoteAnswer::Granted
+            } else {
+                PreVoteAnswer::Refused(reply.reason)
+            }
+        }
+        // A build before pre-vote: its replica votes as plain Raft does, so count it as a yes.
+        Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => PreVoteAnswer::Granted,
+        _ => PreVoteAnswer::Unreachable,
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranks_skip_the_silent_leader_and_non_voters() {
-        assert_eq!(rank(&[1, 2, 3], 2, Some(1)), Some(0));
-        assert_eq!(rank(&[1, 2, 3], 3, Some(1)), Some(1));
-        assert_eq!(rank(&[1, 2, 3], 3, Some(2)), Some(1));
-        assert_eq!(rank(&[1, 2, 3], 1, None), Some(0));
-        assert_eq!(rank(&[1, 2, 3], 3, None), Some(2));
-        assert_eq!(rank(&[1, 2, 3], 4, Some(1)), None);
-    }
-
-    #[test]
-    fn waits_follow_the_lease_and_the_rank() {
-        let timing = RaftTiming { election_timeout_ms_min: 150, election_timeout_ms_max: 250, ..Default::default() };
-        assert_eq!(step_ms(&timing), 50);
-        assert_eq!(after_leader(&timing, 0, 0).as_millis(), 250);
-        assert_eq!(after_leader(&timing, 0, 49).as_millis(), 299);
-        assert_eq!(after_leader(&timing, 1, 0).as_millis(), 300);
-        for _ in 0..1000 {
-            let retry = after_campaign(&timing).as_millis();
-            assert!((150..250).contains(&retry), "{retry}");
-        }
-    }
-}
+mod tests;

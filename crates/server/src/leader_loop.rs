@@ -6,6 +6,11 @@
 //! names the heartbeat it saw, `Assign` the attempt count and worker epoch), so a decision made by
 //! a leader that was already deposed is refused by `apply` rather than applied twice.
 //!
+//! Time-dependent decisions (expiries, fires, releases, dispatch with its retry backoffs) are made
+//! only while this leader's wall clock is within `clock_skew_ms_max` of the median of the voters'
+//! clocks, as read in its own term (`ClockGate`, `clock.rs`); a leader beyond it for
+//! `STEP_ASIDE_AFTER_MS` hands leadership to a voter that is within it.
+//!
 //! Liveness timers use this replica's monotonic clock only, started afresh when it becomes leader:
 //! a worker is expired after `heartbeat_timeout` of silence *observed by this leader*, so a new
 //! leader never expires everyone at once and never compares another replica's wall clock.
@@ -16,11 +21,84 @@ use std::time::Duration;
 
 use openraft::ServerState;
 use raftsched_state::{NodeState, Op, Response};
+use raftsched_store::NodeId;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::clock::Verdict;
 use crate::limits;
-use crate::replica::{now_ms, Replica};
+use crate::replica::Replica;
+
+/// A leader whose clock is out of bounds this long hands leadership on (a few heartbeats of
+/// readings, so one odd reading does not move leadership).
+pub const STEP_ASIDE_AFTER_MS: u64 = 500;
+/// Between two attempts to hand leadership on.
+const STEP_ASIDE_RETRY_MS: u64 = 2_000;
+
+/// What the leader's clock allows now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum TimeGate {
+    /// Within bounds (or among builds that send no clock readings, which trust their own).
+    Decide,
+    /// No time-dependent decision now, for this reason.
+    Hold(String),
+    /// Out of bounds for long enough: hand leadership on.
+    StepAside(i64),
+}
+
+/// Decides what the leader's clock allows, from its verdict over readings in its own term.
+#[derive(Default)]
+pub(crate) struct ClockGate {
+    out_since_ms: Option<u64>,
+}
+
+impl ClockGate {
+    /// `led_ms`: how long this replica has led; `readers`: voters other than it that ever sent a
+    /// clock reading.
+    pub fn gate(
+        &mut self,
+        now_ms: u64,
+        led_ms: u64,
+        verdict: Verdict,
+        n_voters: usize,
+        readers: usize,
+        heartbeat_ms: u64,
+    ) -> TimeGate {
+        if readers + 1 < n_voters / 2 + 1 {
+            self.out_since_ms = None;
+            return TimeGate::Decide;
+        }
+        if led_ms < 2 * heartbeat_ms {
+            return TimeGate::Hold("reading the followers' clocks".into());
+        }
+        match verdict {
+            Verdict::InBounds(_) => {
+                self.out_since_ms = None;
+                TimeGate::Decide
+            }
+            Verdict::Unknown => TimeGate::Hold("too few fresh clock readings to tell the cluster's time".into()),
+            Verdict::OutOfBounds(skew) => {
+                let since = *self.out_since_ms.get_or_insert(now_ms);
+                if now_ms - since >= STEP_ASIDE_AFTER_MS {
+                    TimeGate::StepAside(skew)
+                } else {
+                    TimeGate::Hold(format!("this leader's clock is {skew} ms off the cluster's"))
+                }
+            }
+        }
+    }
+}
+
+/// The voter to hand leadership to: the one nearest the cluster's time among those within
+/// `bound_ms`, given this leader's skew and the voters' clock offsets from it.
+pub(crate) fn step_aside_target(own_skew_ms: i64, offsets: &[(NodeId, i64)], bound_ms: u64) -> Option<NodeId> {
+    offsets
+        .iter()
+        .map(|(id, o)| (*id, (own_skew_ms + o).unsigned_abs()))
+        .filter(|(_, skew)| *skew <= bound_ms)
+        .min_by_key(|(id, skew)| (*skew, *id))
+        .map(|(id, _)| id)
+}
 
 pub async fn run(replica: Arc<Replica>, mut stop: watch::Receiver<bool>) {
     let heartbeat_timeout = Duration::from_millis(replica.worker_heartbeat_timeout_ms);
@@ -59,9 +137,20 @@ async fn lead(replica: &Replica, term: u64, heartbeat_timeout: Duration, stop: &
     // worker id -> ((epoch, heartbeat_seq) last seen, when this leader saw it change)
     let mut seen: HashMap<String, ((u64, u64), Instant)> = HashMap::new();
     let mut applied = replica.sm.subscribe();
+    let led_at = Instant::now();
+    let mut clock = ClockGate::default();
+    let mut held: Option<String> = None;
+    let mut next_step_aside = led_at;
     while still_leading(replica, term) {
         applied.borrow_and_update();
         let now = Instant::now();
+        if !may_decide_time(replica, &mut clock, led_at, &mut held, &mut next_step_aside).await {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(replica.timing.heartbeat_interval_ms)) => {}
+                _ = stop.changed() => return,
+            }
+            continue;
+        }
         let live: Vec<(String, (u64, u64))> = replica.sm.read(|sm| {
             sm.nodes()
                 .filter(|n| n.state != NodeState::Down)
@@ -94,7 +183,8 @@ async fn lead(replica: &Replica, term: u64, heartbeat_timeout: Duration, stop: &
                 Err(_) => return,
             }
         }
-        let plan = replica.sm.read(|sm| sm.plan_assignments(now_ms(), limits::DISPATCH_BATCH_LEN_MAX));
+        let cluster_now = replica.clocks.cluster_now_ms();
+        let plan = replica.sm.read(|sm| sm.plan_assignments(cluster_now, limits::DISPATCH_BATCH_LEN_MAX));
         if !plan.is_empty() {
             match replica.propose_alone(Op::Assign { items: plan }).await {
                 Ok(Response::Assigned { n_assigned, .. }) if n_assigned > 0 => continue,
@@ -114,5 +204,107 @@ async fn lead(replica: &Replica, term: u64, heartbeat_timeout: Duration, stop: &
             _ = tokio::time::sleep(nap) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// Whether this leader may make time-dependent decisions now (`ClockGate`); logs why not once,
+/// and hands leadership on when its clock stays out of bounds.
+async fn may_decide_time(
+    replica: &Replica,
+    gate: &mut ClockGate,
+    led_at: Instant,
+    held: &mut Option<String>,
+    next_step_aside: &mut Instant,
+) -> bool {
+    let voters: Vec<NodeId> = replica.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+    let verdict = replica.clocks.leader_verdict_since(replica.id, &voters, led_at);
+    let readers = replica.clocks.readers(replica.id, &voters);
+    let now_ms = replica.quorum.now_ms();
+    let led_ms = led_at.elapsed().as_millis() as u64;
+    let decision = gate.gate(now_ms, led_ms, verdict, voters.len(), readers, replica.timing.heartbeat_interval_ms);
+    let why = match decision {
+        TimeGate::Decide => {
+            if held.take().is_some() {
+                tracing::info!(id = replica.id, "leader: deciding time-dependent work again");
+            }
+            return true;
+        }
+        TimeGate::Hold(why) => why,
+        TimeGate::StepAside(skew) => {
+            if Instant::now() >= *next_step_aside {
+                *next_step_aside = Instant::now() + Duration::from_millis(STEP_ASIDE_RETRY_MS);
+                step_aside(replica, skew, &voters).await;
+            }
+            format!(
+                "this leader's clock is {skew} ms off the cluster's, over clock_skew_ms_max {}",
+                replica.clocks.bound_ms
+            )
+        }
+    };
+    if held.as_deref() != Some(why.as_str()) {
+        tracing::warn!(id = replica.id, why, "leader: no fires, releases, expiries or dispatch");
+        *held = Some(why);
+    }
+    false
+}
+
+/// Hands leadership to the voter nearest the cluster's time, if one is within bounds.
+async fn step_aside(replica: &Replica, skew_ms: i64, voters: &[NodeId]) {
+    let offsets = replica.clocks.offsets(voters.iter().copied().filter(|v| *v != replica.id));
+    let Some(to) = step_aside_target(skew_ms, &offsets, replica.clocks.bound_ms) else {
+        tracing::warn!(
+            id = replica.id,
+            skew_ms,
+            "clock out of bounds and no voter within clock_skew_ms_max to lead instead"
+        );
+        return;
+    };
+    tracing::warn!(id = replica.id, skew_ms, to, "clock out of bounds: handing leadership to replica {to}");
+    if let Err(e) = replica.transfer_leader(to).await {
+        tracing::warn!(id = replica.id, to, error = %e.message(), "leadership hand-off failed; trying again later");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leader_in_bounds_decides_after_reading_its_followers() {
+        let mut gate = ClockGate::default();
+        assert!(matches!(gate.gate(0, 50, Verdict::InBounds(3), 3, 2, 100), TimeGate::Hold(_)));
+        assert_eq!(gate.gate(200, 200, Verdict::InBounds(3), 3, 2, 100), TimeGate::Decide);
+        assert!(matches!(gate.gate(300, 300, Verdict::Unknown, 3, 2, 100), TimeGate::Hold(_)));
+    }
+
+    #[test]
+    fn a_leader_out_of_bounds_holds_then_steps_aside() {
+        let day = 86_400_000;
+        let mut gate = ClockGate::default();
+        assert!(matches!(gate.gate(1_000, 1_000, Verdict::OutOfBounds(day), 3, 2, 100), TimeGate::Hold(_)));
+        assert!(matches!(gate.gate(1_499, 1_499, Verdict::OutOfBounds(day), 3, 2, 100), TimeGate::Hold(_)));
+        assert_eq!(gate.gate(1_500, 1_500, Verdict::OutOfBounds(day), 3, 2, 100), TimeGate::StepAside(day));
+        // Back in bounds (an operator fixed the clock): decides again, and the count starts over.
+        assert_eq!(gate.gate(1_600, 1_600, Verdict::InBounds(0), 3, 2, 100), TimeGate::Decide);
+        assert!(matches!(gate.gate(1_700, 1_700, Verdict::OutOfBounds(day), 3, 2, 100), TimeGate::Hold(_)));
+    }
+
+    #[test]
+    fn among_builds_without_clock_readings_a_leader_trusts_its_own() {
+        let mut gate = ClockGate::default();
+        assert_eq!(gate.gate(0, 0, Verdict::Unknown, 3, 0, 100), TimeGate::Decide);
+        assert_eq!(
+            gate.gate(0, 0, Verdict::Unknown, 1, 0, 100),
+            TimeGate::Hold("reading the followers' clocks".into())
+        );
+    }
+
+    #[test]
+    fn leadership_goes_to_the_voter_nearest_the_cluster_time() {
+        let day = 86_400_000;
+        // This leader is a day ahead; replica 2 reads a day behind it (on time), 3 a bit less.
+        assert_eq!(step_aside_target(day, &[(2, -day), (3, -day + 40)], 500), Some(2));
+        assert_eq!(step_aside_target(day, &[(2, -day + 900), (3, -day + 40)], 500), Some(3));
+        assert_eq!(step_aside_target(day, &[(2, 0), (3, 5)], 500), None);
     }
 }

@@ -7,12 +7,14 @@
 //! the state types).
 
 pub mod auth;
+pub mod clock;
 mod cluster_version;
 pub mod config;
 mod convert;
 mod election;
 pub mod fault;
 mod forwarder;
+pub mod health;
 mod leader_loop;
 mod limits;
 mod membership;
@@ -20,6 +22,7 @@ pub mod metrics;
 mod network;
 mod peers;
 mod proposer;
+mod quorum;
 mod raft_service;
 mod read_index;
 pub mod replica;

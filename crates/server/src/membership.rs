@@ -21,7 +21,7 @@ fn voters(replica: &Replica) -> BTreeSet<u64> {
     replica.raft.metrics().borrow().membership_config.membership().voter_ids().collect()
 }
 
-fn member_addr(replica: &Replica, id: u64) -> Option<String> {
+pub(crate) fn member_addr(replica: &Replica, id: u64) -> Option<String> {
     replica.raft.metrics().borrow().membership_config.membership().get_node(&id).map(|n| n.addr.clone())
 }
 

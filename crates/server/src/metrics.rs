@@ -119,6 +119,7 @@ pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
         let _ = writeln!(out, "{name} {}", value.load(Relaxed));
     }
     security(&mut out, replica);
+    availability(&mut out, replica);
     line(
         &mut out,
         "raftsched_disk_sync_seconds",
@@ -162,6 +163,26 @@ pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
 
 /// Overload and security series: RESOURCE_EXHAUSTED answers by the limit reached, requests
 /// refused by authentication by service and reason, and the security mode.
+/// Clock skew, readiness and check-quorum (`clock.rs`, `health.rs`, `quorum.rs`).
+fn availability(out: &mut String, replica: &Replica) {
+    let verdict = replica.clocks.published();
+    line(
+        out,
+        "raftsched_clock_skew_seconds",
+        "This replica's wall clock minus the median of the cluster's clocks (absent while unknown).",
+        "gauge",
+    );
+    if let Some(skew_ms) = verdict.skew_ms() {
+        let _ = writeln!(out, "raftsched_clock_skew_seconds {}", skew_ms as f64 / 1000.0);
+    }
+    line(out, "raftsched_clock_skew_seconds_max", "clock_skew_ms_max, in seconds.", "gauge");
+    let _ = writeln!(out, "raftsched_clock_skew_seconds_max {}", replica.clocks.bound_ms as f64 / 1000.0);
+    line(out, "raftsched_ready", "1 while this replica can serve linearizable requests (/readyz).", "gauge");
+    let _ = writeln!(out, "raftsched_ready {}", u8::from(replica.readiness.borrow().is_ok()));
+    line(out, "raftsched_no_quorum", "1 while this replica knows no quorum is in touch.", "gauge");
+    let _ = writeln!(out, "raftsched_no_quorum {}", u8::from(replica.no_quorum().is_some()));
+}
+
 fn security(out: &mut String, replica: &Replica) {
     let name = "raftsched_requests_rejected_overload_total";
     line(out, name, "Requests refused with RESOURCE_EXHAUSTED, by the limit reached.", "counter");

@@ -15,7 +15,9 @@ use raftsched_api::RaftBytes;
 use raftsched_format::{ActiveVersion, ApiError, FormatError, ReplyKind};
 use raftsched_store::{NodeId, TypeConfig};
 
+use crate::clock::Clocks;
 use crate::peers::Peers;
+use crate::quorum::Quorum;
 
 pub struct NetworkFactory {
     pub peers: Arc<Peers>,
@@ -26,6 +28,10 @@ pub struct NetworkFactory {
     pub unreachable_retry_ms: u64,
     /// The format messages are sent in.
     pub active: ActiveVersion,
+    /// Clock readings from replies (`clock.rs`).
+    pub clocks: Arc<Clocks>,
+    /// Who answered, for check-quorum (`quorum.rs`).
+    pub quorum: Arc<Quorum>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -38,6 +44,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             peers: self.peers.clone(),
             unreachable_retry_ms: self.unreachable_retry_ms,
             active: self.active.clone(),
+            clocks: self.clocks.clone(),
+            quorum: self.quorum.clone(),
         }
     }
 }
@@ -48,6 +56,8 @@ pub struct Network {
     peers: Arc<Peers>,
     unreachable_retry_ms: u64,
     active: ActiveVersion,
+    clocks: Arc<Clocks>,
+    quorum: Arc<Quorum>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +82,8 @@ impl Network {
         let mut client = self.peers.client(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let mut request = tonic::Request::new(RaftBytes { data });
         request.set_timeout(option.hard_ttl());
+        crate::clock::write_headers(request.metadata_mut(), self.clocks.published().skew_ms());
+        let sent_ms = crate::clock::wall_ms();
         let call = async {
             match which {
                 Method::AppendEntries => client.append_entries(request).await,
@@ -80,7 +92,12 @@ impl Network {
             }
         };
         let reply = match tokio::time::timeout(option.hard_ttl(), call).await {
-            Ok(Ok(reply)) => reply.into_inner(),
+            Ok(Ok(reply)) => {
+                if let (Some(their_ms), _) = crate::clock::read_headers(reply.metadata()) {
+                    self.clocks.replied(self.target, their_ms, sent_ms, crate::clock::wall_ms());
+                }
+                reply.into_inner()
+            }
             Ok(Err(status)) => return Err(RPCError::Unreachable(Unreachable::new(&status))),
             Err(elapsed) => return Err(RPCError::Unreachable(Unreachable::new(&elapsed))),
         };
@@ -108,7 +125,14 @@ impl RaftNetwork<TypeConfig> for Network {
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
         let data = raftsched_format::encode_append_entries(&rpc, self.active.get());
-        self.call(Method::AppendEntries, data, &option).await
+        let sent = tokio::time::Instant::now();
+        let reply: RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> =
+            self.call(Method::AppendEntries, data, &option).await;
+        // Any answer in this leader's term keeps the follower in touch (check-quorum).
+        if matches!(&reply, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            self.quorum.answered(self.target, sent);
+        }
+        reply
     }
 
     async fn install_snapshot(
@@ -117,7 +141,13 @@ impl RaftNetwork<TypeConfig> for Network {
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
         let data = raftsched_format::encode_install_snapshot(&rpc, self.active.get());
-        self.call(Method::InstallSnapshot, data, &option).await
+        let (sent, vote) = (tokio::time::Instant::now(), rpc.vote);
+        let reply: RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> =
+            self.call(Method::InstallSnapshot, data, &option).await;
+        if matches!(&reply, Ok(r) if r.vote <= vote) {
+            self.quorum.answered(self.target, sent);
+        }
+        reply
     }
 
     async fn vote(

@@ -17,8 +17,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tonic::Status;
 
+use crate::clock::Clocks;
 use crate::limits;
-use crate::replica::now_ms;
 
 /// Client ops waiting for a batch; over it, callers wait (the in-flight budget bounds them).
 const PROPOSALS_QUEUED_MAX: usize = 8192;
@@ -43,9 +43,9 @@ pub(crate) struct Proposer {
 
 impl Proposer {
     /// `log_flushes` counts this replica's completed log flushes (the store's flush thread).
-    pub(crate) fn start(raft: Raft, id: NodeId, log_flushes: watch::Receiver<u64>) -> Proposer {
+    pub(crate) fn start(raft: Raft, id: NodeId, clocks: Arc<Clocks>, log_flushes: watch::Receiver<u64>) -> Proposer {
         let (tx, rx) = mpsc::channel(PROPOSALS_QUEUED_MAX);
-        tokio::spawn(run(raft, id, rx, log_flushes));
+        tokio::spawn(run(raft, id, clocks, rx, log_flushes));
         Proposer { tx }
     }
 
@@ -58,7 +58,13 @@ impl Proposer {
     }
 }
 
-async fn run(raft: Raft, id: NodeId, mut rx: mpsc::Receiver<Pending>, mut log_flushes: watch::Receiver<u64>) {
+async fn run(
+    raft: Raft,
+    id: NodeId,
+    clocks: Arc<Clocks>,
+    mut rx: mpsc::Receiver<Pending>,
+    mut log_flushes: watch::Receiver<u64>,
+) {
     let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
     let batch_len_max = raftsched_state::limits::BATCH_LEN_MAX.min(256);
     loop {
@@ -73,9 +79,9 @@ async fn run(raft: Raft, id: NodeId, mut rx: mpsc::Receiver<Pending>, mut log_fl
             }
         }
         let flushes_before = *log_flushes.borrow_and_update();
-        let raft = raft.clone();
+        let (raft, clocks) = (raft.clone(), clocks.clone());
         let mut proposed = tokio::spawn(async move {
-            propose_batch(&raft, id, batch).await;
+            propose_batch(&raft, id, &clocks, batch).await;
             drop(permit);
         });
         // Pacing: openraft 0.9 appends one entry at a time and waits for its flush. A batch
@@ -93,10 +99,10 @@ async fn run(raft: Raft, id: NodeId, mut rx: mpsc::Receiver<Pending>, mut log_fl
 /// Proposes the batch as one `BatchDispatch` entry (even a lone op): apply runs the ops, then
 /// assigns pending tasks to free slots in the same entry, so a submit or a report that frees a
 /// slot needs no separate `Assign` round.
-async fn propose_batch(raft: &Raft, id: NodeId, batch: Vec<Pending>) {
+async fn propose_batch(raft: &Raft, id: NodeId, clocks: &Clocks, batch: Vec<Pending>) {
     let (ops, replies): (Vec<Op>, Vec<oneshot::Sender<Reply>>) = batch.into_iter().map(|p| (p.op, p.reply)).unzip();
     let n_ops = ops.len();
-    match write(raft, id, Op::BatchDispatch { ops }).await {
+    match write(raft, id, clocks, Op::BatchDispatch { ops }).await {
         Ok(Response::Batch(responses)) if responses.len() == n_ops => {
             for (reply, response) in replies.into_iter().zip(responses) {
                 let _ = reply.send(Ok(response));
@@ -118,9 +124,10 @@ async fn propose_batch(raft: &Raft, id: NodeId, batch: Vec<Pending>) {
 
 /// Proposes `op` as one entry and waits for its answer, at most `REQUEST_TIMEOUT`: an isolated
 /// leader (openraft 0.9 does not step down on its own) would keep the write pending forever. Every
-/// op is safe to retry, so giving up is only ambiguous.
-pub(crate) async fn write(raft: &Raft, id: NodeId, op: Op) -> Reply {
-    let cmd = Command { now_ms: now_ms(), op };
+/// op is safe to retry, so giving up is only ambiguous. The entry's time is the cluster's
+/// (`Clocks::cluster_now_ms`), not this leader's own clock, which may be wrong.
+pub(crate) async fn write(raft: &Raft, id: NodeId, clocks: &Clocks, op: Op) -> Reply {
+    let cmd = Command { now_ms: clocks.cluster_now_ms(), op };
     let Ok(written) = tokio::time::timeout(limits::REQUEST_TIMEOUT, raft.client_write(cmd)).await else {
         return Err(Some(Status::unavailable(format!(
             "replica {id} could not commit within request_timeout_ms {}",

@@ -21,13 +21,16 @@ use openraft::error::{InstallSnapshotError, RaftError, SnapshotMismatch};
 use openraft::raft::InstallSnapshotResponse;
 use openraft::{Snapshot, SnapshotSegmentId};
 use raftsched_api::raft_server::Raft as RaftRpc;
-use raftsched_api::{MemberStatus, NodeStatusRequest, RaftBytes, ReadIndexRequest, ReadIndexResponse};
+use raftsched_api::{
+    MemberStatus, NodeStatusRequest, PreVoteRequest, PreVoteResponse, RaftBytes, ReadIndexRequest, ReadIndexResponse,
+};
 use raftsched_format::{ApiError, FormatError, ForwardOutcome, Meta, RaftReply, ReplyKind, Version};
 use raftsched_store::{NodeId, TypeConfig};
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{refused, PeerId, Refusal, Service};
+use crate::election::PreVoteAsk;
 use crate::limits;
 use crate::replica::Replica;
 
@@ -49,7 +52,13 @@ fn malformed(e: FormatError) -> Status {
 fn reply<T: ReplyKind, E: ApiError>(r: &RaftReply<T, E>, version: Version) -> Result<Response<RaftBytes>, Status> {
     let data =
         raftsched_format::encode_reply(r, version).map_err(|e| Status::internal(format!("encode reply: {e}")))?;
-    Ok(Response::new(RaftBytes { data }))
+    Ok(with_clock(Response::new(RaftBytes { data })))
+}
+
+/// A reply carrying this replica's clock reading (`clock.rs`).
+fn with_clock<T>(mut response: Response<T>) -> Response<T> {
+    crate::clock::write_headers(response.metadata_mut(), None);
+    response
 }
 
 type SnapshotReply = RaftReply<InstallSnapshotResponse<NodeId>, InstallSnapshotError>;
@@ -103,8 +112,17 @@ impl RaftService {
     fn touch_if_current(&self, vote: &openraft::Vote<NodeId>) {
         let current = self.replica.raft.metrics().borrow().vote;
         if vote >= &current {
-            self.replica.leader_contact.touch();
+            self.replica.touch_contact();
         }
+    }
+
+    /// Keeps the sender's clock reading, if the request carried one.
+    fn read_clock<T>(&self, req: &Request<T>, sender: Option<NodeId>) -> Option<i64> {
+        let (their_ms, their_skew_ms) = crate::clock::read_headers(req.metadata());
+        let (sender, their_ms) = (sender?, their_ms?);
+        let now_ms = crate::clock::wall_ms();
+        self.replica.clocks.heard(sender, their_ms, their_skew_ms, now_ms);
+        Some(their_ms as i64 - now_ms as i64)
     }
 
     /// Adds one chunk to the snapshot being received; returns the whole snapshot after the last
@@ -159,6 +177,7 @@ impl RaftRpc for RaftService {
     async fn append_entries(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
         let (version, rpc) = raftsched_format::decode_append_entries(&req.get_ref().data).map_err(malformed)?;
         self.admit(&req, rpc.vote.leader_id().voted_for(), false)?;
+        self.read_clock(&req, rpc.vote.leader_id().voted_for());
         self.touch_if_current(&rpc.vote);
         reply(&self.replica.raft.append_entries(rpc).await, version)
     }
@@ -166,11 +185,12 @@ impl RaftRpc for RaftService {
     async fn vote(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
         let (version, rpc) = raftsched_format::decode_vote_request(&req.get_ref().data).map_err(malformed)?;
         self.admit(&req, rpc.vote.leader_id().voted_for(), true)?;
+        self.read_clock(&req, rpc.vote.leader_id().voted_for());
         let (candidate_term, candidate_log) = (rpc.vote.leader_id().term, rpc.last_log_id);
         let answer = self.replica.raft.vote(rpc).await;
         match &answer {
             // Raft resets its election timer on granting a vote: the candidate gets its chance.
-            Ok(r) if r.vote_granted => self.replica.leader_contact.touch(),
+            Ok(r) if r.vote_granted => self.replica.touch_contact(),
             // Refused for a shorter log: this replica is the better candidate (`election.rs`).
             Ok(r) if r.last_log_id > candidate_log => self.replica.leader_contact.outrun(candidate_term),
             _ => {}
@@ -181,6 +201,7 @@ impl RaftRpc for RaftService {
     async fn install_snapshot(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
         let (version, rpc) = raftsched_format::decode_install_snapshot(&req.get_ref().data).map_err(malformed)?;
         self.admit(&req, rpc.vote.leader_id().voted_for(), false)?;
+        self.read_clock(&req, rpc.vote.leader_id().voted_for());
         self.touch_if_current(&rpc.vote);
         let my_vote = self.replica.raft.metrics().borrow().vote;
         let vote = rpc.vote;
@@ -235,5 +256,32 @@ impl RaftRpc for RaftService {
     async fn node_status(&self, req: Request<NodeStatusRequest>) -> Result<Response<MemberStatus>, Status> {
         self.admit(&req, None, true)?;
         Ok(Response::new(self.replica.own_status()))
+    }
+
+    /// Whether this replica would vote for the candidate in its next term (`election.rs`).
+    /// Changes no state: no term, no vote, no contact.
+    async fn pre_vote(&self, req: Request<PreVoteRequest>) -> Result<Response<PreVoteResponse>, Status> {
+        let candidate = req.get_ref().candidate;
+        self.admit(&req, Some(candidate), true)?;
+        let clock_offset_ms = self.read_clock(&req, Some(candidate));
+        let r = req.into_inner();
+        let ask = PreVoteAsk {
+            candidate,
+            last_log: r.has_log.then_some((r.last_log_term, r.last_log_index)),
+            clock_offset_ms,
+        };
+        let me = self.replica.voter_view();
+        let timing = &self.replica.timing;
+        let answer =
+            crate::election::answer_pre_vote(&ask, &me, timing.election_timeout_ms_min, self.replica.clocks.bound_ms);
+        if let Err(why) = &answer {
+            tracing::debug!(id = self.replica.id, candidate, why, "pre-vote refused");
+        }
+        let term = self.replica.raft.metrics().borrow().current_term;
+        Ok(with_clock(Response::new(PreVoteResponse {
+            granted: answer.is_ok(),
+            term,
+            reason: answer.err().unwrap_or_default(),
+        })))
     }
 }

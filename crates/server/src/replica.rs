@@ -50,6 +50,13 @@ pub struct Replica {
     pub snapshot_seen: std::sync::Mutex<(u64, std::time::Instant)>,
     /// When a live leader last spoke to this replica; the election driver reads it.
     pub(crate) leader_contact: crate::election::LeaderContact,
+    pub(crate) timing: crate::config::RaftTiming,
+    /// Clock readings of the other replicas, and this replica's skew (`clock.rs`).
+    pub clocks: Arc<crate::clock::Clocks>,
+    /// Whether a quorum is in touch (`quorum.rs`).
+    pub(crate) quorum: Arc<crate::quorum::Quorum>,
+    /// The last readiness probe's answer (`health.rs`).
+    pub readiness: tokio::sync::watch::Sender<crate::health::Readiness>,
     /// The format this replica writes and sends now (the cluster version, clamped to this build's).
     pub active: raftsched_format::ActiveVersion,
     /// Who may call what, and the refusals counted so far.
@@ -113,6 +120,50 @@ impl Replica {
         let _ = self.raft.wait(Some(backoff)).metrics(|m| m.current_leader != seen, "a leader change").await;
     }
 
+    /// UNAVAILABLE naming the missing quorum, when this replica knows there is none: it leads but
+    /// no majority answered it within the election timeout, or it finds no leader and its last
+    /// pre-vote round reached no majority (and no leader spoke to it since).
+    pub(crate) fn no_quorum(&self) -> Option<Status> {
+        let (why, since_ms) = self.quorum.lost()?;
+        if self.leader_contact.last_ms() > since_ms {
+            return None;
+        }
+        Some(Status::unavailable(why))
+    }
+
+    /// A live leader spoke to this replica (or it granted a vote): the election driver waits.
+    pub(crate) fn touch_contact(&self) {
+        self.leader_contact.touch(self.quorum.now_ms());
+    }
+
+    /// This replica's clock verdict now: as leader over the voters' readings, otherwise from the
+    /// leader's reading and estimate.
+    pub fn clock_verdict(&self) -> crate::clock::Verdict {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+        let leader = if m.state == ServerState::Leader { Some(self.id) } else { m.current_leader };
+        self.clocks.verdict(self.id, leader, &voters)
+    }
+
+    /// What this replica knows of itself when it answers a pre-vote.
+    pub(crate) fn voter_view(&self) -> crate::election::VoterView {
+        let (state, leader) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.state, m.current_leader)
+        };
+        crate::election::VoterView {
+            now_ms: self.quorum.now_ms(),
+            state,
+            last_log: crate::election::last_log(self),
+            last_contact_ms: self.leader_contact.last_ms(),
+            leader,
+            has_quorum: self.quorum.lost().is_none(),
+            own_skew_ms: self.clocks.published().skew_ms(),
+        }
+    }
+
     /// Takes one in-flight slot, or RESOURCE_EXHAUSTED when all are busy.
     pub(crate) fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
         self.counters.requests_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -140,6 +191,9 @@ impl Replica {
         let mut backoff_ms = limits::LEADER_WAIT_BACKOFF_MS_MIN;
         let mut last_error = String::from("no leader elected yet");
         while started.elapsed() < limits::REQUEST_TIMEOUT {
+            if let Some(status) = self.no_quorum() {
+                return Err(status);
+            }
             let seen = self.known_leader();
             match self.leader() {
                 Leader::Me => match self.propose(op.clone()).await {
@@ -172,7 +226,7 @@ impl Replica {
     /// Proposes `op` as an entry of its own (the leader loop's decisions: an `Assign`'s token is
     /// its entry's index, so it must not share the entry).
     pub(crate) async fn propose_alone(&self, op: Op) -> Result<Response, Option<Status>> {
-        crate::proposer::write(&self.raft, self.id, op).await
+        crate::proposer::write(&self.raft, self.id, &self.clocks, op).await
     }
 
     /// Hands `op` to the leader at `addr`, batched with the other writes this replica forwards at
@@ -188,6 +242,9 @@ impl Replica {
         let mut backoff_ms = limits::LEADER_WAIT_BACKOFF_MS_MIN;
         let mut last_error = String::from("no leader elected yet");
         while started.elapsed() < limits::REQUEST_TIMEOUT {
+            if let Some(status) = self.no_quorum() {
+                return Err(status);
+            }
             let seen = self.known_leader();
             let read_index = match self.leader() {
                 Leader::Me => match self.local_rounds.get(|| self.local_read_index()).await {
@@ -291,6 +348,9 @@ impl Replica {
             format_max: raftsched_format::FORMAT_VERSION_MAX,
             build_version: env!("CARGO_PKG_VERSION").to_string(),
             build_commit: crate::BUILD_COMMIT.to_string(),
+            clock_skew_ms: self.clocks.published().skew_ms().unwrap_or(0),
+            clock_skew_known: self.clocks.published().skew_ms().is_some(),
+            no_quorum: m.state == ServerState::Leader && self.quorum.lost().is_some(),
         }
     }
 

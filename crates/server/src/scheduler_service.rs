@@ -219,8 +219,14 @@ impl Scheduler for SchedulerService {
         let _permit = self.replica.admit()?;
         let members = self.replica.cluster_status().await;
         // The leader is the reachable member that says it leads in the highest term; a stale
-        // ex-leader in a minority partition loses to the newer term.
-        let leader = members.iter().filter(|m| m.reachable && m.role == "leader").max_by_key(|m| m.term).map(|m| m.id);
+        // ex-leader in a minority partition loses to the newer term, and a leader that lost its
+        // quorum (check-quorum) is none.
+        let leader = members
+            .iter()
+            .filter(|m| m.reachable && m.role == "leader")
+            .max_by_key(|m| m.term)
+            .filter(|m| !m.no_quorum)
+            .map(|m| m.id);
         Ok(Response::new(api::ClusterStatusResponse {
             leader: leader.unwrap_or(0),
             has_leader: leader.is_some(),

@@ -128,10 +128,14 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
     let guard = |service| crate::auth::Guard { auth: auth.clone(), service };
     let peers = Arc::new(Peers::new(dialer));
     let active = opened.sm_store.active_version();
+    let clocks = Arc::new(crate::clock::Clocks::new(config.clock_skew_ms_max));
+    let quorum = Arc::new(crate::quorum::Quorum::default());
     let network = NetworkFactory {
         peers: peers.clone(),
         unreachable_retry_ms: (config.timing.heartbeat_interval_ms / 2).max(1),
         active: active.clone(),
+        clocks: clocks.clone(),
+        quorum: quorum.clone(),
     };
     let raft = Raft::new(config.id, Arc::new(raft_config), network, opened.log_store, opened.sm_store)
         .await
@@ -151,7 +155,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         }
     }
 
-    let proposer = crate::proposer::Proposer::start(raft.clone(), config.id, log_flushes);
+    let proposer = crate::proposer::Proposer::start(raft.clone(), config.id, clocks.clone(), log_flushes);
     let forwarder = crate::forwarder::Forwarder::start(peers.clone(), active.clone());
     let replica = Arc::new(Replica {
         id: config.id,
@@ -173,6 +177,10 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         committed_index,
         snapshot_seen: std::sync::Mutex::new((0, std::time::Instant::now())),
         leader_contact: Default::default(),
+        timing: config.timing.clone(),
+        clocks,
+        quorum,
+        readiness: tokio::sync::watch::Sender::new(Err("starting".to_string())),
         active,
         auth: auth.clone(),
     });
@@ -188,9 +196,10 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         .max_encoding_message_size(limits::CLIENT_MESSAGE_BYTES_MAX * 64);
     // grpc.health.v1 and server reflection, so standard tools (grpcurl, load balancers) work
     // against any replica. "" is the whole server; each service is listed too.
+    // The services start NOT_SERVING; `health.rs` says SERVING once a read index completes.
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<SchedulerServer<SchedulerService>>().await;
-    health.set_serving::<WorkerServer<WorkerService>>().await;
+    health.set_not_serving::<SchedulerServer<SchedulerService>>().await;
+    health.set_not_serving::<WorkerServer<WorkerService>>().await;
     health.set_service_status("", tonic_health::ServingStatus::Serving).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(raftsched_api::FILE_DESCRIPTOR_SET)
@@ -260,8 +269,23 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
             let http_addr =
                 listener.local_addr().map_err(|source| StartError::Listen { addr: addr.to_string(), source })?;
             tracing::info!(%http_addr, "serving /metrics and the status page at /");
-            let (for_metrics, for_status) = (replica.clone(), replica.clone());
+            let (for_metrics, for_status, for_ready) = (replica.clone(), replica.clone(), replica.clone());
             let router = axum::Router::new()
+                .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+                .route(
+                    "/readyz",
+                    axum::routing::get(move || {
+                        let readiness = for_ready.readiness.borrow().clone();
+                        async move {
+                            match readiness {
+                                Ok(()) => (axum::http::StatusCode::OK, "ready\n".to_string()),
+                                Err(why) => {
+                                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n"))
+                                }
+                            }
+                        }
+                    }),
+                )
                 .route(
                     "/metrics",
                     axum::routing::get(move || {
@@ -307,6 +331,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
     let (loop_stop, loop_stop_rx) = tokio::sync::watch::channel(false);
     let election = tokio::spawn(crate::election::run(replica.clone(), config.timing.clone(), loop_stop_rx.clone()));
     tokio::spawn(crate::cluster_version::run(replica.clone(), loop_stop_rx.clone()));
+    tokio::spawn(crate::health::watch(replica.clone(), health, loop_stop_rx.clone()));
     let leader_loop = tokio::spawn(crate::leader_loop::run(replica.clone(), loop_stop_rx));
     let http_addr = http.as_ref().map(|(a, _, _)| *a);
     Ok(RunningReplica {

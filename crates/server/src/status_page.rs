@@ -33,6 +33,8 @@ pub async fn status_json(replica: &Replica) -> Value {
                 "reachable": m.reachable,
                 "error": m.error,
                 "this": m.id == own.id,
+                "clock_skew_ms": if m.clock_skew_known { json!(m.clock_skew_ms) } else { Value::Null },
+                "no_quorum": m.no_quorum,
             })
         })
         .collect();
@@ -76,6 +78,9 @@ pub async fn status_json(replica: &Replica) -> Value {
         "leader": (own.current_leader != 0).then_some(own.current_leader),
         "term": own.term,
         "now_ms": now,
+        "clock_skew_ms_max": replica.clocks.bound_ms,
+        "ready": replica.readiness.borrow().is_ok(),
+        "not_ready_reason": replica.readiness.borrow().clone().err(),
         "replicas": replicas,
         "workers": workers,
         "task_counts": counts,

@@ -1,8 +1,9 @@
 //! The leader's calendar: fires due schedule occurrences and releases `scheduled` tasks whose
 //! time has come. Called from the leader loop, so it acts only while this replica leads.
 //!
-//! Time here is this leader's wall clock (`now_ms`), proposed as a value: `apply` decides with it
-//! and never reads a clock itself. A fire names the occurrence it was decided for, so a fire
+//! Time here is the cluster's as this leader knows it (`Clocks::cluster_now_ms`), proposed as a
+//! value: `apply` decides with it and never reads a clock itself. The leader loop calls this only
+//! while the leader's clock is within `clock_skew_ms_max` of the cluster's (`leader_loop.rs`). A fire names the occurrence it was decided for, so a fire
 //! decided by a deposed leader, or proposed twice, is refused by `apply` (`StaleDecision`).
 
 use std::time::Duration;
@@ -10,11 +11,11 @@ use std::time::Duration;
 use raftsched_state::{Op, Response};
 
 use crate::limits;
-use crate::replica::{now_ms, Replica};
+use crate::replica::Replica;
 
 /// Proposes every fire and release that is due now. `Err` when this replica stopped leading.
 pub async fn fire_due(replica: &Replica) -> Result<(), ()> {
-    let now = now_ms();
+    let now = replica.clocks.cluster_now_ms();
     let (fires, release) = replica.sm.read(|sm| (sm.plan_fires(now), sm.has_scheduled_due(now)));
     for (name, occurrence_ms) in fires.into_iter().take(limits::FIRES_PER_TICK_MAX) {
         match replica.propose_alone(Op::FireSchedule { name: name.clone(), occurrence_ms }).await {
@@ -39,7 +40,7 @@ pub async fn fire_due(replica: &Replica) -> Result<(), ()> {
 pub fn sleep_for(replica: &Replica) -> Duration {
     let tick = Duration::from_millis(limits::LEADER_TICK_MS);
     match replica.sm.read(|sm| sm.next_timer_ms()) {
-        Some(due) => Duration::from_millis(due.saturating_sub(now_ms())).min(tick),
+        Some(due) => Duration::from_millis(due.saturating_sub(replica.clocks.cluster_now_ms())).min(tick),
         None => tick,
     }
 }
