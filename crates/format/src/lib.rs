@@ -59,12 +59,13 @@ pub type NodeId = u64;
 
 /// A record format version. 0 is commit cde735c's (no envelope); 1 adds the envelope and the
 /// cluster version; 2 adds `Op::ReportFrom` and `Rejection::NotHolder` (reports that name their
-/// worker), written only once every member reads format 2.
+/// worker), written only once every member reads format 2; 3 adds the state's time beside the
+/// state in snapshot bodies (`StateMachine::clock_ms`, which `apply` uses from cluster version 3).
 pub type Version = u32;
 /// The oldest format this build reads.
 pub const FORMAT_VERSION_MIN: Version = 0;
 /// The newest format this build reads and writes.
-pub const FORMAT_VERSION_MAX: Version = 2;
+pub const FORMAT_VERSION_MAX: Version = 3;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
@@ -276,6 +277,24 @@ struct SnapshotBodyRecord {
     state: StateMachine,
 }
 
+/// Format 3's snapshot body: the state's time too (0 in the formats before it).
+#[derive(Serialize)]
+struct SnapshotBodyRef3<'a> {
+    cluster_version: Version,
+    clock_ms: u64,
+    state: &'a StateMachine,
+}
+
+#[derive(Deserialize)]
+struct SnapshotBodyRecord3 {
+    cluster_version: Version,
+    clock_ms: u64,
+    state: StateMachine,
+}
+
+/// The first format whose snapshot body carries the state's time.
+const CLOCK_FORMAT: Version = 3;
+
 pub fn encode_snapshot_body(state: &StateMachine, version: Version) -> Result<Vec<u8>> {
     if version == 0 {
         if state.cluster_version() > 0 {
@@ -284,7 +303,19 @@ pub fn encode_snapshot_body(state: &StateMachine, version: Version) -> Result<Ve
         }
         return codec::write(Kind::SnapshotBody, 0, state);
     }
-    codec::write(Kind::SnapshotBody, version, &SnapshotBodyRef { cluster_version: state.cluster_version(), state })
+    let cluster_version = state.cluster_version();
+    if version >= CLOCK_FORMAT {
+        return codec::write(
+            Kind::SnapshotBody,
+            version,
+            &SnapshotBodyRef3 { cluster_version, clock_ms: state.clock_ms(), state },
+        );
+    }
+    if state.clock_ms() > 0 {
+        let what = format!("a state with its own time (cluster version {cluster_version}) in format {version}");
+        return Err(FormatError::NotRepresentable { what });
+    }
+    codec::write(Kind::SnapshotBody, version, &SnapshotBodyRef { cluster_version, state })
 }
 
 /// Decodes a snapshot body. The caller still checks the state's invariants.
@@ -293,6 +324,13 @@ pub fn decode_snapshot_body(bytes: &[u8]) -> Result<StateMachine> {
     let (version, payload) = codec::open(bytes, kind)?;
     if version == 0 {
         return codec::read(kind, payload);
+    }
+    if version >= CLOCK_FORMAT {
+        let record: SnapshotBodyRecord3 = codec::read(kind, payload)?;
+        let mut state = record.state;
+        state.restore_cluster_version(record.cluster_version);
+        state.restore_clock_ms(record.clock_ms);
+        return Ok(state);
     }
     let record: SnapshotBodyRecord = codec::read(kind, payload)?;
     let mut state = record.state;

@@ -63,6 +63,7 @@ fn samples() -> Vec<Sample> {
         sample!("snapshot_meta", 0, snapshot_meta(), encode_snapshot_meta, decode_snapshot_meta),
         sample!("snapshot_body", 0, state(0), encode_snapshot_body, decode_snapshot_body),
         sample!("snapshot_body_cv1", 1, state(1), encode_snapshot_body, decode_snapshot_body),
+        sample!("snapshot_body_cv3", 3, state(3), encode_snapshot_body, decode_snapshot_body),
         sample!("append_entries", 0, append_entries(), encode_append_entries, ae),
         sample!("append_entries_reply", 0, append_entries_reply(), encode_reply, ae_reply),
         sample!("vote_request", 0, vote_request(), encode_vote_request, vr),

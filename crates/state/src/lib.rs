@@ -23,7 +23,7 @@ pub mod task;
 pub mod workers;
 
 pub use command::{AssignItem, Command, Op, Rejection, ReportEvent, Response};
-pub use machine::{retry_backoff_ms, tail_of, StateMachine};
+pub use machine::{retry_backoff_ms, tail_of, StateMachine, CLOCK_VERSION};
 pub use node::{Node, NodeState};
 pub use query::{ListFilter, ListPage};
 pub use schedule::{CatchUp, MissReason, OccurrenceRecord, Overlap, Schedule, ScheduleSpec};

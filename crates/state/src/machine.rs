@@ -42,7 +42,17 @@ pub struct StateMachine {
     /// was: the format layer carries it beside the state from format 1 on.
     #[serde(skip)]
     pub(crate) cluster_version: u32,
+    /// The state's time: the largest entry time applied since the cluster version reached
+    /// `CLOCK_VERSION` (0 before). `apply` decides with it, so time in the state never goes
+    /// backwards when leadership moves to a replica whose clock is a little behind. Carried beside
+    /// the state by the format layer from format 3 on, like `cluster_version`.
+    #[serde(skip)]
+    pub(crate) clock_ms: u64,
 }
+
+/// The cluster version from which `apply` uses the state's time (`clock_ms`) rather than each
+/// entry's own: format 3, which carries it in snapshots.
+pub const CLOCK_VERSION: u32 = 3;
 
 /// Dispatch order key of a pending task.
 pub(crate) fn queue_key(task: &Task) -> (i64, TaskId) {
@@ -67,6 +77,16 @@ impl StateMachine {
     /// The cluster version agreed through the log (0 until the first `SetClusterVersion`).
     pub fn cluster_version(&self) -> u32 {
         self.cluster_version
+    }
+
+    /// The state's time (`clock_ms`): 0 before the cluster version reached `CLOCK_VERSION`.
+    pub fn clock_ms(&self) -> u64 {
+        self.clock_ms
+    }
+
+    /// Restores the state's time a snapshot recorded beside the state (the format layer's decoder).
+    pub fn restore_clock_ms(&mut self, clock_ms: u64) {
+        self.clock_ms = clock_ms;
     }
 
     /// Restores the cluster version a snapshot recorded beside the state (the format layer's
@@ -97,7 +117,14 @@ impl StateMachine {
     /// `cmd` only. A rejected command leaves the state unchanged apart from `applied_index`.
     pub fn apply(&mut self, index: u64, cmd: &Command) -> Response {
         self.advance(index);
-        let now_ms = cmd.now_ms;
+        // From CLOCK_VERSION on, the larger of the entry's time and the last applied: a leader
+        // whose clock is behind its predecessor's cannot move time back.
+        let now_ms = if self.cluster_version >= CLOCK_VERSION {
+            self.clock_ms = self.clock_ms.max(cmd.now_ms);
+            self.clock_ms
+        } else {
+            cmd.now_ms
+        };
         let response = match &cmd.op {
             Op::Batch { ops } => self.batch(index, now_ms, ops),
             Op::BatchDispatch { ops } => {
@@ -531,6 +558,24 @@ mod tests {
 
     fn submit(key: &str, spec: TaskSpec) -> Command {
         Command { now_ms: 1_000, op: Op::Submit { key: key.into(), spec } }
+    }
+
+    #[test]
+    fn from_cluster_version_3_time_in_the_state_never_goes_backwards() {
+        let at = |now_ms, op| Command { now_ms, op };
+        let mut sm = StateMachine::new();
+        // Before: each entry's own time, as builds before format 3 apply it.
+        sm.apply(1, &at(5_000, submit("a", TaskSpec::builtin("echo", "a")).op));
+        sm.apply(2, &at(4_000, submit("b", TaskSpec::builtin("echo", "b")).op));
+        assert_eq!((sm.get(1).unwrap().created_at_ms, sm.get(2).unwrap().created_at_ms), (5_000, 4_000));
+        assert_eq!(sm.clock_ms(), 0);
+        sm.apply(3, &at(6_000, Op::SetClusterVersion { version: CLOCK_VERSION }));
+        // After: the larger of the entry's time and the last applied.
+        sm.apply(4, &at(7_000, submit("c", TaskSpec::builtin("echo", "c")).op));
+        sm.apply(5, &at(6_500, submit("d", TaskSpec::builtin("echo", "d")).op));
+        assert_eq!((sm.get(3).unwrap().created_at_ms, sm.get(4).unwrap().created_at_ms), (7_000, 7_000));
+        sm.apply(6, &at(8_000, Op::Cancel { id: 4 }));
+        assert_eq!((sm.get(4).unwrap().updated_at_ms, sm.clock_ms()), (8_000, 8_000));
     }
 
     #[test]
