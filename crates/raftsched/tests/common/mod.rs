@@ -31,6 +31,8 @@ pub struct Replica {
     pub http: Option<String>,
     /// The `raftsched` binary it runs (this build's unless a test swaps in another).
     pub bin: PathBuf,
+    /// A command the binary runs under (e.g. `faketime -f +1d`); empty: none.
+    pub wrapper: Vec<String>,
     child: Option<Child>,
 }
 
@@ -45,6 +47,7 @@ impl Replica {
             join: false,
             http: None,
             bin: bin.to_path_buf(),
+            wrapper: Vec::new(),
             child: None,
         }
     }
@@ -176,7 +179,15 @@ impl Cluster {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&r.log_path).unwrap();
         let membership = if r.join { ["--join", &join] } else { ["--initial-cluster", &initial] };
         let http: Vec<&str> = r.http.as_deref().map(|h| vec!["--http", h]).unwrap_or_default();
-        let child = Command::new(&r.bin)
+        let mut command = match r.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&r.bin);
+                c
+            }
+            None => Command::new(&r.bin),
+        };
+        let child = command
             .args(["server", "--id", &id.to_string(), "--listen", &r.addr])
             .args(membership)
             .arg("--data-dir")
