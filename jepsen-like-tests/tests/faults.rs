@@ -68,6 +68,10 @@ async fn a_follower_partitioned_for_10_s_changes_neither_leader_nor_term() {
     procs.stop_all(Duration::from_secs(5));
     drop(procs);
     let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!((after_leader, after_term), (leader, term), "the partition of replica {follower} changed the leader or term");
+    assert_eq!(
+        (after_leader, after_term),
+        (leader, term),
+        "the partition of replica {follower} changed the leader or term"
+    );
     assert_eq!(again, (leader, term));
 }
