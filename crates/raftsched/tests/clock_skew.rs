@@ -17,12 +17,17 @@ fn wall_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
-fn has_faketime() -> bool {
-    std::process::Command::new("faketime").args(["-f", "+0", "true"]).status().is_ok_and(|s| s.success())
+/// libfaketime, preloaded directly rather than through the `faketime` command: that command forks,
+/// so killing it would leave the replica running.
+fn libfaketime() -> Option<String> {
+    ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib"]
+        .iter()
+        .map(|dir| format!("{dir}/faketime/libfaketime.so.1"))
+        .find(|p| std::path::Path::new(p).exists())
 }
 
 /// A trio whose replica 3 runs `offset` off (faketime's syntax: `+1d`, `-1h`).
-fn trio_with_a_wrong_clock(offset: &str) -> Cluster {
+fn trio_with_a_wrong_clock(offset: &str, lib: &str) -> Cluster {
     let mut cluster = Cluster::new(&[]);
     for (i, port) in free_ports(3).into_iter().enumerate() {
         let id = i as u64 + 1;
@@ -30,8 +35,12 @@ fn trio_with_a_wrong_clock(offset: &str) -> Cluster {
         if id == 3 {
             // Only the wall clock: monotonic time (timers) runs true, as it does on a host whose
             // clock was set wrong.
-            replica.wrapper =
-                ["env", "FAKETIME_DONT_FAKE_MONOTONIC=1", "faketime", "-f", offset].map(String::from).to_vec();
+            replica.wrapper = vec![
+                "env".into(),
+                format!("LD_PRELOAD={lib}"),
+                format!("FAKETIME={offset}"),
+                "FAKETIME_DONT_FAKE_MONOTONIC=1".into(),
+            ];
         }
         cluster.replicas.insert(id, replica);
     }
@@ -46,11 +55,11 @@ async fn member(client: &raftsched_client::Client, id: u64) -> Option<api::Membe
 }
 
 async fn a_wrong_clock_decides_nothing(offset: &str, skew_ms: i64) {
-    if !has_faketime() {
-        eprintln!("skipping: faketime is not installed (apt-get install faketime; .ci/run does)");
+    let Some(lib) = libfaketime() else {
+        eprintln!("skipping: libfaketime is not installed (apt-get install faketime; .ci/run does)");
         return;
-    }
-    let mut cluster = trio_with_a_wrong_clock(offset);
+    };
+    let mut cluster = trio_with_a_wrong_clock(offset, &lib);
     let leader = cluster.wait_converged().await;
     let client = cluster.client();
     if leader == 3 {

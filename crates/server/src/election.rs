@@ -417,7 +417,7 @@ async fn pre_vote_round(replica: &Replica, v: &View, timing: &RaftTiming) -> boo
         .iter()
         .filter(|id| **id != replica.id)
         .filter_map(|id| crate::membership::member_addr(replica, *id).map(|addr| (*id, addr)))
-        .map(|(id, addr)| ask_pre_vote(replica, id, addr, request.clone(), deadline))
+        .map(|(id, addr)| ask_pre_vote(replica, id, addr, request, deadline))
         .collect();
     let (mut granted, mut reached) = (1, 1);
     while let Some(answer) = asks.next().await {

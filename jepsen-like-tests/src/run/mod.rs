@@ -8,11 +8,13 @@
 //! 3. recover: heal every fault, wait (at most `recovery_timeout_s`) for a leader and for every
 //!    task to end, read every task back (recorded), list all tasks;
 //! 4. check: the history against the `scheduler` model, the invariants ([`checks`]), and write
-//!    `--out`: `history.jsonl`, `nemesis.jsonl`, `verdict.json`, `report.html`, `logs/`.
+//!    `--out`: `history.jsonl`, `nemesis.jsonl`, `terms.jsonl` ([`terms`]), `verdict.json`,
+//!    `report.html`, `logs/`; with the availability figures ([`availability`]).
 //!
 //! Everything started is torn down on every path out (processes first, then namespaces), also
 //! on Ctrl-C and on a panic; children also die with the harness (`PR_SET_PDEATHSIG`).
 
+pub mod availability;
 pub mod checks;
 pub mod clients;
 pub mod damage;
@@ -24,7 +26,9 @@ pub mod recorder;
 pub mod report;
 pub mod rng;
 pub mod schedules;
+pub mod terms;
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -133,6 +137,8 @@ pub struct RunOutcome {
     pub replica_faults: Vec<String>,
     pub out: String,
     pub duration_s: f64,
+    /// Per fault kind (and `none`, `all`): see [`availability`].
+    pub availability: BTreeMap<String, availability::KindFigures>,
 }
 
 /// The run's result in a few lines: the verdict, each invariant that failed, where the report is.
@@ -152,6 +158,9 @@ pub fn summary(o: &RunOutcome) -> String {
     );
     for inv in o.invariants.iter().filter(|i| !i.holds) {
         text.push_str(&format!("\n  violated: {}: {}", inv.name, inv.detail));
+    }
+    for line in availability::summary_lines(&o.availability) {
+        text.push_str(&format!("\n  {line}"));
     }
     text
 }
@@ -275,6 +284,11 @@ async fn run_async(config: &RunConfig) -> anyhow::Result<RunOutcome> {
     }
     let zombie_client = Client::new(addrs.clone(), Duration::from_millis(clients::CALL_TIMEOUT_MS))?;
     tasks.push(tokio::spawn(clients::run_zombie(zombie_client, shared.clone(), Duration::from_millis(100))));
+    let load_start_ns = shared.recorder.now_ns();
+    // Terms and leaders, sampled until the processes are stopped.
+    let term_samples: terms::Samples = Arc::default();
+    let sampler_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let samplers = terms::spawn(&addrs, shared.clone(), term_samples.clone(), sampler_stop.clone())?;
 
     // Ctrl-C / SIGTERM: stop at once; the guards tear everything down.
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -354,6 +368,7 @@ async fn run_async(config: &RunConfig) -> anyhow::Result<RunOutcome> {
         next_fault = Instant::now() + quiet;
     }
     shared.stop.store(true, Ordering::Relaxed);
+    let load_end_ns = shared.recorder.now_ns();
     progress.finish(started, &shared, n_faults);
     for t in tasks {
         let _ = t.await;
@@ -403,6 +418,7 @@ async fn run_async(config: &RunConfig) -> anyhow::Result<RunOutcome> {
         _ => Err("no leader: the schedules were not read".to_string()),
     };
     check_exits(&procs, &mut replica_faults, &note);
+    stop_samplers(&shared, load_end_ns, &sampler_stop, samplers).await;
     tokio::task::block_in_place(|| lock(&procs).stop_all(Duration::from_secs(10)));
 
     // Check.
@@ -414,6 +430,10 @@ async fn run_async(config: &RunConfig) -> anyhow::Result<RunOutcome> {
         &config.out.join("nemesis.jsonl"),
         events.iter().map(|e| serde_json::to_string(e).unwrap_or_default()),
     )?;
+    let samples = lock(&term_samples).clone();
+    write_lines(&config.out.join("terms.jsonl"), samples.iter().map(|s| serde_json::to_string(s).unwrap_or_default()))?;
+    let writes = availability::write_completions(&lines);
+    let availability = availability::availability(&events, &writes, &samples, (load_start_ns, load_end_ns));
     say(&format!("checking {} operations", lines.len() / 2));
     let history = crate::parse::parse_file(&history_path).map_err(|e| anyhow::anyhow!("re-read the history: {e}"))?;
     let opts = CheckOptions { timeout_ms: CHECK_TIMEOUT_MS, ..CheckOptions::default() };
@@ -490,6 +510,7 @@ async fn run_async(config: &RunConfig) -> anyhow::Result<RunOutcome> {
         replica_faults: config.faults.clone(),
         out: config.out.display().to_string(),
         duration_s: started.elapsed().as_secs_f64(),
+        availability,
     };
     std::fs::write(config.out.join("verdict.json"), serde_json::to_string_pretty(&outcome)? + "\n")?;
     let html = report::render(&outcome, &lines, &events, violation_html.as_deref());
@@ -535,6 +556,25 @@ fn check_exits(procs: &Mutex<Procs>, found: &mut Vec<String>, note: &impl Fn(&'s
         say(&text);
         note("crash", &name, vec![status]);
         found.push(text);
+    }
+}
+
+/// Stops the term samplers once the elections after the last fault have been seen (at least
+/// `ELECTION_TAIL_MS` after the load, which is usually over by now), and waits for them.
+async fn stop_samplers(
+    shared: &Shared,
+    load_end_ns: u64,
+    stop: &std::sync::atomic::AtomicBool,
+    samplers: Vec<tokio::task::JoinHandle<()>>,
+) {
+    let until_ns = load_end_ns + (availability::ELECTION_TAIL_MS + terms::SAMPLE_EVERY_MS) * 1_000_000;
+    let now_ns = shared.recorder.now_ns();
+    if now_ns < until_ns {
+        tokio::time::sleep(Duration::from_nanos(until_ns - now_ns)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for s in samplers {
+        let _ = s.await;
     }
 }
 

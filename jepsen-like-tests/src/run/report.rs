@@ -121,6 +121,7 @@ pub fn render(
         );
     }
     html.push_str("</table>");
+    availability_table(&mut html, outcome);
 
     // Timeline: a lane per client, faults as shaded bands across all lanes.
     let height = 30.0 + n_lanes * LANE + 20.0;
@@ -195,8 +196,34 @@ pub fn render(
         let _ = write!(html, "<circle cx={:.1} cy={:.1} r=1.5 fill={} />", x(op.call_ns), y(ms), color(op.kind));
     }
     axis(&mut html, plot_h - 5.0, end_ns, &x);
-    html.push_str("</svg><p>Files: history.jsonl (check again with <code>jepsen-like-tests check --model scheduler history.jsonl</code>), nemesis.jsonl, verdict.json, logs/.</p>");
+    html.push_str("</svg><p>Files: history.jsonl (check again with <code>jepsen-like-tests check --model scheduler history.jsonl</code>), nemesis.jsonl, terms.jsonl, verdict.json, logs/.</p>");
     html
+}
+
+/// The availability figures, one row per fault kind, `none` and `all`.
+fn availability_table(html: &mut String, outcome: &RunOutcome) {
+    let fraction = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |f| format!("{f:.3}"));
+    html.push_str(
+        "<h2>Availability</h2><p>Per fault kind, while its faults were in force (<code>none</code>: between \
+         faults; <code>all</code>: the whole load): the share of 250 ms buckets with a successful write \
+         (submit or cancel), the longest time without one, and the Raft terms that passed (until 5 s \
+         after each fault or the next fault). Definitions in docs/testing.md.</p>\
+         <table><tr><th>kind</th><th>faults</th><th>write availability</th><th>longest without a write (ms)</th>\
+         <th>terms</th><th>terms per fault</th></tr>",
+    );
+    for (kind, f) in &outcome.availability {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(kind),
+            f.faults,
+            fraction(f.write_availability),
+            f.longest_no_write_ms,
+            f.terms_total,
+            fraction(f.elections_per_fault)
+        );
+    }
+    html.push_str("</table>");
 }
 
 fn axis(html: &mut String, y: f64, end_ns: u64, x: &impl Fn(u64) -> f64) {

@@ -45,7 +45,7 @@ impl Scenario {
     fn run(&mut self, from: u64, to: u64, tick: u64, heartbeat: u64) -> Option<u64> {
         let mut t = from;
         while t <= to {
-            if heartbeat > 0 && (t - from) % heartbeat == 0 {
+            if heartbeat > 0 && (t - from).is_multiple_of(heartbeat) {
                 self.heard_leader(t);
             }
             if self.at(t) == Action::PreVote {
