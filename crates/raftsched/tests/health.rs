@@ -20,9 +20,17 @@ async fn health_and_reflection_answer_on_every_replica() {
     let url = format!("http://{}", cluster.addr(1));
     let channel = tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap();
     let mut health = HealthClient::new(channel.clone());
+    // The services turn SERVING once the replica's first read index completes (`health.rs`).
+    let started = std::time::Instant::now();
     for service in ["", "raftsched.v1.Scheduler", "raftsched.v1.Worker"] {
-        let reply = health.check(HealthCheckRequest { service: service.to_string() }).await.unwrap().into_inner();
-        assert_eq!(reply.status, ServingStatus::Serving as i32, "service {service:?}");
+        loop {
+            let reply = health.check(HealthCheckRequest { service: service.to_string() }).await.unwrap().into_inner();
+            if reply.status == ServingStatus::Serving as i32 {
+                break;
+            }
+            assert!(started.elapsed() < DEADLINE, "service {service:?}: {reply:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
     let mut reflection = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
