@@ -343,12 +343,19 @@ pub(crate) async fn run(replica: Arc<Replica>, timing: RaftTiming, mut stop: wat
             Action::Campaign => {
                 let in_a_row = decider.asked_in_a_row();
                 tracing::info!(id = replica.id, leader = ?v.leader, in_a_row, "a majority would vote for it: campaigning");
+                let term = replica.raft.metrics().borrow().current_term;
                 if let Err(e) = replica.raft.trigger().elect().await {
                     tracing::info!(error = %e, "raft stopped: no more elections");
                     return;
                 }
+                // `elect` only queues the campaign: a Raft core that lags (a slow snapshot, a loaded
+                // box) runs it later. Deciding again before it shows would queue a second one and
+                // burn a term (seen in a loaded soak); so wait until the term moves, at most a lease.
+                let lease = Duration::from_millis(timing.election_timeout_ms_max);
+                let _ = replica.raft.wait(Some(lease)).metrics(|m| m.current_term > term, "campaign started").await;
             }
-            Action::PreVote => unreachable!("answered above"),
+            // Answered above (`pre_voted` never asks again): decide afresh.
+            Action::PreVote => continue,
         }
         if !matches!(action, Action::Lead { .. }) {
             had_quorum = true;
