@@ -60,12 +60,17 @@ pub type NodeId = u64;
 /// A record format version. 0 is commit cde735c's (no envelope); 1 adds the envelope and the
 /// cluster version; 2 adds `Op::ReportFrom` and `Rejection::NotHolder` (reports that name their
 /// worker), written only once every member reads format 2; 3 adds the state's time beside the
-/// state in snapshot bodies (`StateMachine::clock_ms`, which `apply` uses from cluster version 3).
+/// state in snapshot bodies (`StateMachine::clock_ms`, which `apply` uses from cluster version 3);
+/// 4 changes no record's bytes but the data dir's layout: the snapshot body is a file of its own,
+/// named by a `SnapshotFile` record (written only from cluster version 4, so a build of format 3
+/// still opens a data dir until the cluster is finalized).
 pub type Version = u32;
 /// The oldest format this build reads.
 pub const FORMAT_VERSION_MIN: Version = 0;
 /// The newest format this build reads and writes.
-pub const FORMAT_VERSION_MAX: Version = 3;
+pub const FORMAT_VERSION_MAX: Version = 4;
+/// The first format whose data dirs keep the snapshot body in a file (`SnapshotFile`).
+pub const BODY_FILE_FORMAT: Version = 4;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
@@ -89,6 +94,7 @@ pub enum Kind {
     Forward = 13,
     ForwardReply = 14,
     Watermark = 15,
+    SnapshotFile = 16,
 }
 
 impl Kind {
@@ -109,6 +115,7 @@ impl Kind {
             Kind::Forward => "forwarded ops",
             Kind::ForwardReply => "forward reply",
             Kind::Watermark => "durability watermark",
+            Kind::SnapshotFile => "snapshot file record",
         }
     }
 
@@ -118,7 +125,9 @@ impl Kind {
     pub fn bytes_max(self) -> usize {
         match self {
             Kind::LogEntry => 80 * MIB,
-            Kind::Vote | Kind::Committed | Kind::Purged | Kind::VoteRequest | Kind::Watermark => KIB,
+            Kind::Vote | Kind::Committed | Kind::Purged | Kind::VoteRequest | Kind::Watermark | Kind::SnapshotFile => {
+                KIB
+            }
             Kind::SnapshotMeta => MIB,
             Kind::SnapshotBody => 2048 * MIB,
             Kind::AppendEntries | Kind::InstallSnapshot => 64 * MIB,
@@ -138,7 +147,7 @@ impl Kind {
     }
 
     fn has_v0_form(self) -> bool {
-        self != Kind::Watermark
+        !matches!(self, Kind::Watermark | Kind::SnapshotFile)
     }
 }
 
@@ -361,6 +370,42 @@ pub fn encode_watermark(w: &Watermark) -> Result<Vec<u8>> {
 
 pub fn decode_watermark(bytes: &[u8]) -> Result<Watermark> {
     decode_plain(Kind::Watermark, bytes).map(|(_, v)| v)
+}
+
+/// Where the snapshot body is when it is a file of its own (`snapshots/` in the data dir) rather
+/// than a record in the database: the file's name, length and CRC-32. A format-0 body has no
+/// checksum of its own, so this one covers every body, and the length is checked against the file
+/// before a byte of it is read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotFile {
+    pub name: String,
+    pub len: u64,
+    pub crc32: u32,
+}
+
+/// Pinned, like the watermark's: a replica's own record, never sent.
+const SNAPSHOT_FILE_VERSION: Version = 1;
+
+pub fn encode_snapshot_file(f: &SnapshotFile) -> Result<Vec<u8>> {
+    codec::write(Kind::SnapshotFile, SNAPSHOT_FILE_VERSION, f)
+}
+
+pub fn decode_snapshot_file(bytes: &[u8]) -> Result<SnapshotFile> {
+    decode_plain(Kind::SnapshotFile, bytes).map(|(_, v)| v)
+}
+
+/// The envelope version of [`snapshot_body_moved`]: never a real format.
+pub const MOVED_VERSION: u16 = u16::MAX;
+
+/// What a data dir keeps where the snapshot body used to be once the body is a file: an empty
+/// snapshot-body record of format 65535. A build from before snapshot files refuses it as "written
+/// by a newer format; upgrade this replica's binary" instead of starting with no state over a log
+/// purged behind the snapshot it cannot see. This build never decodes it.
+pub fn snapshot_body_moved() -> Vec<u8> {
+    let mut out = Vec::new();
+    envelope::begin(&mut out, Kind::SnapshotBody, MOVED_VERSION as Version);
+    envelope::seal(&mut out, Kind::SnapshotBody).expect("an empty payload is within every limit");
+    out
 }
 
 // ---- replica to replica ----

@@ -16,6 +16,7 @@ fn decode_all(bytes: &[u8]) {
     let _ = decode_snapshot_meta(bytes);
     let _ = decode_snapshot_body(bytes);
     let _ = decode_watermark(bytes);
+    let _ = decode_snapshot_file(bytes);
     let _ = decode_append_entries(bytes);
     let _ = decode_vote_request(bytes);
     let _ = decode_install_snapshot(bytes);

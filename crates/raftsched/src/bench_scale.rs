@@ -48,8 +48,9 @@ pub async fn run(args: BenchScaleArgs) -> Result<(), CliError> {
     if args.concurrency == 0 || args.concurrency > CONCURRENCY_MAX {
         return Err(CliError::Usage(format!("--concurrency must be 1..={CONCURRENCY_MAX}")));
     }
-    let snapshot_every = args.snapshot_every_entries.to_string();
-    let extra = ["--snapshot-every-entries", snapshot_every.as_str()];
+    let (snapshot_every, retain) = (args.snapshot_every_entries.to_string(), args.tasks.to_string());
+    // Every task the bench makes is kept: it measures a state of `--tasks` finished tasks.
+    let extra = ["--snapshot-every-entries", snapshot_every.as_str(), "--retain-finished", retain.as_str()];
     let mut cluster = LocalCluster::start(3, args.data_dir.as_deref(), &extra)?;
     let addrs = cluster.addrs();
     let admin = Client::new(addrs.clone(), Duration::from_secs(30))?;

@@ -8,8 +8,14 @@
 //! - from a reply to its own request, NTP's way: the peer's reading minus the midpoint of send and
 //!   receive times, so network delay cancels out (a leader has such a reading of every follower
 //!   every heartbeat);
-//! - from a request, one way: the reading minus the arrival time (delay counts, below a
-//!   millisecond on a LAN).
+//! - from a request, one way: the reading minus the arrival time. Delay only ever lowers such an
+//!   offset, and a stalled receiver (a loaded machine, a paused process) delays by seconds, so the
+//!   offset kept is the largest of the one-way readings of the last one to two seconds
+//!   (`ONE_WAY_WINDOW_MS`), and none replaces a round-trip reading younger than that.
+//!
+//! A round trip longer than half the bound is not used at all (the midpoint may then be off by a
+//! quarter of the bound): a leader whose process stalled for a second once read its followers a
+//! second off and handed leadership on with nothing wrong with any clock.
 //!
 //! The skew of a set of clocks is this replica's own minus their median (the median of its own
 //! reading, offset 0, and the fresh offsets): positive means ahead. With an even number of clocks
@@ -102,12 +108,55 @@ pub fn leader_verdict(offsets: &[i64], n_voters: usize, bound_ms: u64) -> Verdic
     Verdict::of(-median_offset(offsets), bound_ms)
 }
 
+/// One-way readings are kept over windows this long (the current and the previous one).
+pub const ONE_WAY_WINDOW_MS: u64 = 1_000;
+
 #[derive(Clone, Copy, Debug)]
 struct Reading {
     offset_ms: i64,
     /// The sender's own skew estimate, when it sent one (a leader does).
     their_skew_ms: Option<i64>,
     at: Instant,
+    source: Source,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    RoundTrip,
+    /// The largest one-way offset of the window that began at `started`, and of the one before.
+    OneWay {
+        started: Instant,
+        max_ms: i64,
+        previous_max_ms: Option<i64>,
+    },
+}
+
+fn window() -> std::time::Duration {
+    std::time::Duration::from_millis(ONE_WAY_WINDOW_MS)
+}
+
+/// The reading after a one-way `offset_ms` arrived at `now`, given the peer's last reading.
+fn one_way(last: Option<&Reading>, offset_ms: i64, their_skew_ms: Option<i64>, now: Instant) -> Reading {
+    let (started, max_ms, previous_max_ms) = match last {
+        // A round trip cancelled the delay this reading carries: keep its offset a while.
+        Some(r) if matches!(r.source, Source::RoundTrip) && now.saturating_duration_since(r.at) < window() => {
+            return Reading { their_skew_ms, ..*r };
+        }
+        Some(Reading { source: Source::OneWay { started, max_ms, previous_max_ms }, .. }) => {
+            let age = now.saturating_duration_since(*started);
+            if age < window() {
+                (*started, offset_ms.max(*max_ms), *previous_max_ms)
+            } else if age < 2 * window() {
+                (*started + window(), offset_ms, Some(*max_ms))
+            } else {
+                (now, offset_ms, None)
+            }
+        }
+        _ => (now, offset_ms, None),
+    };
+    let source = Source::OneWay { started, max_ms, previous_max_ms };
+    let offset_ms = previous_max_ms.map_or(max_ms, |p| p.max(max_ms));
+    Reading { offset_ms, their_skew_ms, at: now, source }
 }
 
 /// The readings this replica holds, and the bound.
@@ -128,18 +177,29 @@ impl Clocks {
 
     /// A reading of `peer`'s clock (`their_ms`) that arrived with a request at `arrived_ms`.
     pub fn heard(&self, peer: NodeId, their_ms: u64, their_skew_ms: Option<i64>, arrived_ms: u64) {
+        self.heard_at(peer, their_ms, their_skew_ms, arrived_ms, Instant::now());
+    }
+
+    fn heard_at(&self, peer: NodeId, their_ms: u64, their_skew_ms: Option<i64>, arrived_ms: u64, now: Instant) {
         let offset_ms = their_ms as i64 - arrived_ms as i64;
-        self.lock().insert(peer, Reading { offset_ms, their_skew_ms, at: Instant::now() });
+        let mut readings = self.lock();
+        let reading = one_way(readings.get(&peer), offset_ms, their_skew_ms, now);
+        readings.insert(peer, reading);
     }
 
     /// A reading of `peer`'s clock in its reply to a request sent at `sent_ms`, received at
-    /// `received_ms` (this replica's wall clock).
+    /// `received_ms` (this replica's wall clock). Ignored when the round trip took longer than
+    /// half the bound (or the own clock stepped back meanwhile).
     pub fn replied(&self, peer: NodeId, their_ms: u64, sent_ms: u64, received_ms: u64) {
+        let round_trip_ms = received_ms.checked_sub(sent_ms);
+        if round_trip_ms.is_none_or(|rtt| rtt > self.bound_ms / 2) {
+            return;
+        }
         let midpoint = (sent_ms as i64 + received_ms as i64) / 2;
         let offset_ms = their_ms as i64 - midpoint;
         let mut readings = self.lock();
         let their_skew_ms = readings.get(&peer).and_then(|r| r.their_skew_ms);
-        readings.insert(peer, Reading { offset_ms, their_skew_ms, at: Instant::now() });
+        readings.insert(peer, Reading { offset_ms, their_skew_ms, at: Instant::now(), source: Source::RoundTrip });
     }
 
     /// The fresh offsets of `peers`.
@@ -284,11 +344,13 @@ mod tests {
         // ahead of the median: this follower is on time.
         clocks.heard(1, 11_000, Some(1_000), 10_000);
         assert_eq!(clocks.verdict(2, Some(1), &[1, 2, 3]), Verdict::InBounds(0));
-        // Said to be on time, it reads this follower an hour ahead.
-        clocks.heard(1, 10_000, Some(0), 3_610_000);
+        // Said to be on time, it reads this follower an hour ahead (seconds later: a lower one-way
+        // offset counts only once the higher one has left the window).
+        let later = Instant::now() + std::time::Duration::from_millis(3 * ONE_WAY_WINDOW_MS);
+        clocks.heard_at(1, 10_000, Some(0), 3_610_000, later);
         assert_eq!(clocks.verdict(2, Some(1), &[1, 2, 3]), Verdict::OutOfBounds(3_600_000));
         // From an old build no estimate comes along: unknown.
-        clocks.heard(1, 10_000, None, 10_000);
+        clocks.heard_at(1, 10_000, None, 10_000, later);
         assert_eq!(clocks.verdict(2, Some(1), &[1, 2, 3]), Verdict::Unknown);
     }
 
@@ -300,5 +362,22 @@ mod tests {
         clocks.replied(3, 1_020, 1_000, 1_040);
         assert_eq!(clocks.offsets([2, 3].into_iter()), vec![(2, 0), (3, 0)]);
         assert_eq!(clocks.verdict(1, Some(1), &[1, 2, 3]), Verdict::InBounds(0));
+        // A two-second round trip (a stalled process) says nothing: the reading stays.
+        clocks.replied(2, 3_000, 2_000, 4_000);
+        assert_eq!(clocks.offsets([2].into_iter()), vec![(2, 0)]);
+    }
+
+    #[test]
+    fn a_stalled_receiver_does_not_read_a_one_way_clock_behind() {
+        let clocks = Clocks::new(500);
+        let start = Instant::now();
+        let at = |ms| start + std::time::Duration::from_millis(ms);
+        clocks.heard_at(1, 10_000, Some(0), 10_000, at(0));
+        // This replica stalled 1.1 s: the leader's heartbeats arrive late, reading 1.1 s behind.
+        clocks.heard_at(1, 10_100, Some(0), 11_200, at(1_200));
+        assert_eq!(clocks.offsets([1].into_iter()), vec![(1, 0)], "the earlier, higher reading is kept");
+        // Still behind two windows on: the leader's clock really is behind.
+        clocks.heard_at(1, 12_100, Some(0), 13_200, at(3_200));
+        assert_eq!(clocks.offsets([1].into_iter()), vec![(1, -1_100)]);
     }
 }

@@ -15,7 +15,8 @@ pub struct RaftTiming {
     pub heartbeat_interval_ms: u64,
     pub election_timeout_ms_min: u64,
     pub election_timeout_ms_max: u64,
-    /// Applied entries between snapshots (after which the log behind the snapshot is purged).
+    /// Applied entries between snapshots (after which the log behind the snapshot is purged), at
+    /// least: each replica stretches it by its own share (`snapshot_every_entries_for`).
     pub snapshot_every_entries: u64,
     /// Entries kept in the log behind a snapshot, so a briefly lagging replica catches up from the
     /// log instead of a whole snapshot.
@@ -27,6 +28,17 @@ pub const ELECTION_TIMEOUT_MS_MIN_DEFAULT: u64 = 200;
 pub const ELECTION_TIMEOUT_MS_MAX_DEFAULT: u64 = 300;
 const _: () = assert!(HEARTBEAT_INTERVAL_MS_DEFAULT < ELECTION_TIMEOUT_MS_MIN_DEFAULT);
 const _: () = assert!(ELECTION_TIMEOUT_MS_MIN_DEFAULT < ELECTION_TIMEOUT_MS_MAX_DEFAULT);
+
+impl RaftTiming {
+    /// Replica `id`'s snapshot interval: `snapshot_every_entries` stretched by a quarter per step
+    /// of `id % 4` (x1, x1.25, x1.5, x1.75). Equal intervals made every replica of a trio build its
+    /// snapshot at the same index, and so at the same moment: a big state's copy and write loaded
+    /// the leader and both followers at once, and heartbeats were late everywhere together.
+    pub fn snapshot_every_entries_for(&self, id: u64) -> u64 {
+        let n = self.snapshot_every_entries;
+        n.saturating_add(n / 4 * (id % 4))
+    }
+}
 
 impl Default for RaftTiming {
     fn default() -> Self {
@@ -77,9 +89,12 @@ pub struct ReplicaConfig {
     pub insecure: bool,
 }
 
-/// Default of `ReplicaConfig::retain_finished`: a million finished tasks (about 1 GiB of memory per
-/// replica, see docs/benchmarks.md), half of `tasks_total_max`.
-pub const RETAIN_FINISHED_DEFAULT: u64 = 1_000_000;
+/// Default of `ReplicaConfig::retain_finished`: 100,000 finished tasks. A snapshot is the whole
+/// state, copied and encoded every `snapshot_every_entries`: at a million finished tasks it was
+/// 850 MB, its copy stalled apply for 2-8 s on a loaded 2-core box and the trio elected twice in a
+/// 10-minute soak (docs/benchmarks.md); at 100,000 it stays near 200 MB with the pending tasks.
+/// Raise it (up to half of `tasks_total_max`) on machines that have the memory and cores.
+pub const RETAIN_FINISHED_DEFAULT: u64 = 100_000;
 const _: () = assert!(RETAIN_FINISHED_DEFAULT as usize <= raftsched_state::limits::TASKS_TOTAL_MAX / 2);
 
 /// Default of `ReplicaConfig::worker_heartbeat_timeout_ms`.

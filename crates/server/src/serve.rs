@@ -115,7 +115,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         election_timeout_max: config.timing.election_timeout_ms_max,
         install_snapshot_timeout: 5_000,
         max_payload_entries: limits::RAFT_PAYLOAD_ENTRIES_MAX,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.timing.snapshot_every_entries),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.timing.snapshot_every_entries_for(config.id)),
         snapshot_max_chunk_size: limits::SNAPSHOT_CHUNK_BYTES,
         max_in_snapshot_log_to_keep: config.timing.snapshot_logs_kept,
         // Elections are started by `election.rs`, which draws a fresh timeout for every wait.

@@ -162,7 +162,9 @@ fn check_and_start(dir: &Path, sled_dir: &Path, t: Trees, pristine: bool) -> Res
     let disk = DiskSync::new(t.db.clone(), sled_dir)
         .map_err(|e| corrupt(format!("cannot open the database file for syncing: {e}")))?;
     let sync_stats = disk.stats();
-    let sm_store = SmStore::load(disk.clone(), t.snap).map_err(refused)?;
+    let files = crate::body_files::BodyFiles::open(dir)
+        .map_err(|e| corrupt(format!("cannot open its {} dir: {e}", crate::body_files::DIR)))?;
+    let sm_store = SmStore::load(disk.clone(), t.snap, files).map_err(refused)?;
     let snapshot_end = sm_store.handle().last_applied_index_opt().map_or(0, |i| i + 1);
     let shape = crate::verify::scan(&t.log, &t.meta, snapshot_end).map_err(refused)?;
     let had_watermark = t.meta.get(WATERMARK_KEY).map_err(|e| corrupt(e.to_string()))?.is_some();

@@ -1,14 +1,16 @@
-//! Durable storage for a raftsched replica: the Raft log, the vote and the state-machine snapshot,
-//! all in one sled database under the replica's data dir.
+//! Durable storage for a raftsched replica: the Raft log, the vote and the state-machine snapshot's
+//! meta in one sled database under the replica's data dir, the snapshot's body in a file beside it
+//! (`body_files.rs`).
 //!
 //! Durability contract (why this crate exists): openraft may only count a log entry or a vote as
 //! persisted once it survives kill -9. `save_vote` returns after sled's flush; `append` returns at
-//! once but completes openraft's callback only after the flusher task has flushed sled, and the
+//! once but completes openraft's callback only after the flusher thread has flushed sled, and the
 //! flusher batches every append queued meanwhile into one flush (group commit).
 
 // openraft's storage traits return `StorageError` by value; our helpers return what the traits do.
 #![allow(clippy::result_large_err)]
 
+mod body_files;
 mod codec;
 mod db;
 mod disk;

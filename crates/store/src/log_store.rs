@@ -317,12 +317,36 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut pending = wb.lock();
             *pending = pending.split_off(&(log_id.index + 1));
         }
-        let mut batch = sled::Batch::default();
-        for item in self.log.range(..=index_key(log_id.index)) {
-            let (key, _) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-            batch.remove(key);
-        }
-        self.log.apply_batch(batch).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        // The removal runs on a thread of its own: openraft awaits `purge` in its core loop, and
+        // removing ten thousand entries there (the default snapshot interval) held up heartbeats
+        // past the election timeout right after every snapshot, on a loaded trio. `last_purged`,
+        // written above, already tells every reader (and a restart: `verify.rs`) where the log
+        // begins; entries below it that a crash leaves behind are removed at the next purge.
+        let first = match self.log.first().map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))? {
+            Some((key, _)) => crate::codec::key_index(&key).unwrap_or(0),
+            None => return Ok(()),
+        };
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || remove_entries(&log, first, log_id.index));
         Ok(())
+    }
+}
+
+/// Removes the entries `first..=last` from `log`, by key (never reading their values), in batches.
+fn remove_entries(log: &sled::Tree, first: u64, last: u64) {
+    const BATCH_ENTRIES: u64 = 1_024;
+    let mut from = first;
+    while from <= last {
+        let to = last.min(from.saturating_add(BATCH_ENTRIES - 1));
+        let mut batch = sled::Batch::default();
+        (from..=to).for_each(|i| batch.remove(&index_key(i)));
+        if let Err(e) = log.apply_batch(batch) {
+            tracing::warn!(error = %e, first = from, last, "cannot remove purged log entries (retried at the next purge)");
+            return;
+        }
+        from = to.saturating_add(1);
+        if to == u64::MAX {
+            return;
+        }
     }
 }

@@ -42,7 +42,8 @@ async fn reopen(dir: &Path, id: u64) -> Result<Opened, OpenError> {
 
 #[tokio::test]
 async fn a_data_dir_of_every_format_opens_with_everything_in_it() {
-    for (fixture, cluster_version) in [("v0-datadir", 0), ("v1-datadir", 1), ("v2-datadir", 2)] {
+    let fixtures = [("v0-datadir", 0), ("v1-datadir", 1), ("v2-datadir", 2), ("v4-datadir", 4)];
+    for (fixture, cluster_version) in fixtures {
         open_fixture(fixture, cluster_version).await;
     }
 }
@@ -53,6 +54,11 @@ async fn open_fixture(fixture: &str, cluster_version: u32) {
     copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(fixture).join("r1"), &dir);
     std::fs::create_dir_all(dir.join("sled/blobs")).unwrap(); // git keeps no empty dirs
     let mut opened = open(&dir, 1).unwrap();
+    check_fixture_state(&mut opened, fixture, cluster_version).await;
+}
+
+/// The fixture's state, after replaying its log over its snapshot.
+async fn check_fixture_state(opened: &mut Opened, fixture: &str, cluster_version: u32) {
     assert!(!opened.pristine);
     let (applied, membership) = opened.sm_store.applied_state().await.unwrap();
     assert!(applied.is_some(), "the snapshot loads");
@@ -74,6 +80,69 @@ async fn open_fixture(fixture: &str, cluster_version: u32) {
         assert!(sm.schedule("nightly").is_some());
         assert_eq!(sm.cluster_version(), cluster_version, "{fixture}");
     });
+}
+
+/// Before cluster version 4 a snapshot's body stays in the database (a build of format 3 still
+/// opens the dir); from it the body is a file beside the database (`snapshots/`), named by a
+/// record in it, and the old body record becomes a marker that builds before it refuse as newer.
+/// A body file that is damaged or missing is refused as damage. `RAFTSCHED_WRITE_FIXTURES=1`
+/// writes the data dir this makes from `v2-datadir` as the fixture `v4-datadir`.
+#[tokio::test]
+async fn a_snapshot_body_is_a_file_from_format_4_and_damage_to_it_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("r1");
+    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/v2-datadir/r1"), &dir);
+    std::fs::create_dir_all(dir.join("sled/blobs")).unwrap();
+    let bodies = || std::fs::read_dir(dir.join("snapshots")).unwrap().map(|e| e.unwrap().path()).collect::<Vec<_>>();
+    let built = {
+        let mut opened = open(&dir, 1).unwrap();
+        check_fixture_state(&mut opened, "v2-datadir", 2).await;
+        build_snapshot(&mut opened).await;
+        assert!(bodies().is_empty(), "at cluster version 2 the body stays in the database");
+        raise_cluster_version(&mut opened, 4).await;
+        let built = build_snapshot(&mut opened).await;
+        assert_eq!(bodies().len(), 1, "one body file, none left behind");
+        built
+    };
+    let mut opened = reopen(&dir, 1).await.unwrap();
+    assert_eq!(opened.sm_store.applied_state().await.unwrap().0, built, "the snapshot in the file loads");
+    check_fixture_state(&mut opened, "the snapshot file", 4).await;
+    drop(opened);
+    if std::env::var_os("RAFTSCHED_WRITE_FIXTURES").is_some() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/v4-datadir/r1");
+        if !fixture.exists() {
+            drop(reopen(&dir, 1).await.unwrap()); // waits for the last opener's lock to go
+            copy_dir(&dir, &fixture);
+        }
+    }
+    let body = bodies().remove(0);
+    let mut bytes = std::fs::read(&body).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&body, &bytes).unwrap();
+    let refused = |e: Result<Opened, OpenError>, what: &str| match e {
+        Err(e @ OpenError::Damaged { .. }) => assert!(e.to_string().contains(what), "{e}"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a damaged snapshot body opened"),
+    };
+    refused(reopen(&dir, 1).await, "fails its checksum");
+    std::fs::remove_file(&body).unwrap();
+    refused(reopen(&dir, 1).await, "cannot read the snapshot body");
+}
+
+async fn build_snapshot(opened: &mut Opened) -> Option<LogId<u64>> {
+    use openraft::RaftSnapshotBuilder;
+    opened.sm_store.get_snapshot_builder().await.build_snapshot().await.unwrap().meta.last_log_id
+}
+
+/// Appends and applies a `SetClusterVersion` entry after the last one.
+async fn raise_cluster_version(opened: &mut Opened, version: u32) {
+    use openraft::storage::RaftLogStorageExt;
+    let last = opened.log_store.get_log_state().await.unwrap().last_log_id.unwrap();
+    let cmd = Command { now_ms: 2_000_000_000_000, op: Op::SetClusterVersion { version } };
+    let entry = Entry { log_id: LogId::new(last.leader_id, last.index + 1), payload: EntryPayload::Normal(cmd) };
+    opened.log_store.blocking_append(vec![entry.clone()]).await.unwrap();
+    opened.sm_store.apply(vec![entry]).await.unwrap();
 }
 
 fn log_id(index: u64) -> LogId<u64> {

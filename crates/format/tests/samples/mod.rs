@@ -187,3 +187,7 @@ pub fn forward_outcomes_v2() -> Vec<ForwardOutcome> {
 pub fn watermark() -> Watermark {
     Watermark { seq: 12, log_end_durable: 4242, vote_term: 7 }
 }
+
+pub fn snapshot_file() -> SnapshotFile {
+    SnapshotFile { name: "00000000000000004242-000003.snapshot".to_string(), len: 228_000_000, crc32: 0xdead_beef }
+}
