@@ -12,7 +12,11 @@
 #   WORK_DIR (a new directory under /var/tmp), ETCD_BASE_PORT (23790), RAFTSCHED_BASE_PORT (27010),
 #   RS_BIN (run this raftsched binary's replicas instead of this checkout's release build, e.g. an
 #   older build from `scripts/old-build.sh --release`, for a before/after comparison).
-# Exit: 0 when every run completed, 1 when one failed, 2 when the set-up failed.
+# Exit: 0 when every run completed without errors, 1 when one failed or had errors (its figure is
+#   marked and no ratio is printed for it: a refused request is not a measured write), 2 when the
+#   set-up failed.
+# The replicas run with --tasks-pending-max 1000000 (when the build has it), so a 15 s phase without
+# workers stays under the pending-task limit at any concurrency.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/peer-args.sh
@@ -90,8 +94,14 @@ for i in 1 2 3; do
 done
 RS_INITIAL=${RS_INITIAL%,}
 RS_CLUSTER=${RS_CLUSTER%,}
-# A fresh trio for each phase: submitted tasks stay pending (no workers), and tasks_pending_max
-# (100,000) would refuse a later phase's submits.
+# A fresh trio for each phase: submitted tasks stay pending (no workers), and a later phase must not
+# pay for (or be refused because of) an earlier phase's tasks.
+RS_LIMIT_FLAGS=""
+if "$RS_SERVER" server --help 2>/dev/null | grep -q -- "--tasks-pending-max"; then
+    RS_LIMIT_FLAGS="--tasks-pending-max 1000000"
+fi
+# The newest format the replicas' build reads: the cluster version it runs at once raised.
+RS_FORMAT_MAX=$("$RS_SERVER" --version | grep -o "reads formats [0-9]*..=[0-9]*" | grep -o "[0-9]*$" || true)
 RS_PIDS=()
 RS_GENERATION=0
 start_raftsched() {
@@ -101,7 +111,7 @@ start_raftsched() {
         # shellcheck disable=SC2086 # word splitting of the flags is meant
         "$RS_SERVER" server --id "$i" --listen "127.0.0.1:$((RAFTSCHED_BASE_PORT + i - 1))" \
             --data-dir "$WORK_DIR/raftsched-$RS_GENERATION-$i" --initial-cluster "$RS_INITIAL" \
-            $RS_PEER_FLAGS \
+            $RS_PEER_FLAGS $RS_LIMIT_FLAGS \
             >>"$WORK_DIR/raftsched$i.log" 2>&1 &
         RS_PIDS+=($!)
         PIDS+=($!)
@@ -109,8 +119,8 @@ start_raftsched() {
     wait_for "raftsched" sh -c "$RS cluster status --json --cluster $RS_CLUSTER | grep -q '\"leader\":[0-9]'"
     # A build with record formats raises the cluster version a few seconds after start; measure
     # in the format it will run in, not the one it starts in.
-    if "$RS_SERVER" --version | grep -q "reads formats"; then
-        wait_for "the cluster version" sh -c "$RS cluster status --json --cluster $RS_CLUSTER | grep -q '\"cluster_version\":[1-9]'"
+    if [ -n "$RS_FORMAT_MAX" ]; then
+        wait_for "cluster version $RS_FORMAT_MAX" sh -c "$RS cluster status --json --cluster $RS_CLUSTER | grep -q '\"cluster_version\":$RS_FORMAT_MAX[,}]'"
     fi
 }
 stop_raftsched() {
@@ -132,6 +142,19 @@ wait_for "etcd" "$LOAD" put --endpoints "$ETCD_ENDPOINTS" --concurrency 1 --conn
 
 field() { # json, name -> value
     { echo "$1" | grep -o "\"$2\":[0-9.e+-]*" || true; } | head -1 | cut -d: -f2
+}
+# A figure's errors, 0 when it reports none; and its first error, noted for after the table.
+errors_of() { # label, json -> count
+    local n
+    n=$(field "$2" errors)
+    n=${n:-0}
+    if [ "$n" != 0 ]; then
+        local first
+        first=$({ echo "$2" | grep -o '"first_error":"[^"]*"' || true; } | head -1 | cut -d'"' -f4)
+        echo "$1: $n errors; first: ${first:-not reported}" >>"$WORK_DIR/errors"
+        touch "$WORK_DIR/failed"
+    fi
+    echo "$n"
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 fmt() { awk -v x="$1" 'BEGIN { printf "%.0f", x }'; }
@@ -158,14 +181,14 @@ for c in $CONCURRENCIES; do
     r=$(run "raftsched submit x$c" "$RS" bench submit --cluster "$RS_CLUSTER" --concurrency "$c" --duration-s "$DURATION_S" \
         --payload-bytes "$PAYLOAD_BYTES" --json)
     stop_raftsched
-    ROWS+=("writes|$c|$(field "$e" ops_per_s)|$(field "$e" p99_ms)|$(field "$r" ops_per_s)|$(field "$r" p99_ms)")
+    ROWS+=("writes|$c|$(field "$e" ops_per_s)|$(field "$e" p99_ms)|$(field "$r" ops_per_s)|$(field "$r" p99_ms)|$(errors_of "etcd put x$c" "$e")|$(errors_of "raftsched submit x$c" "$r")")
 done
 say "linearizable reads at concurrency $GET_CONCURRENCY"
 e=$(run "etcd get" "$LOAD" get --endpoints "$ETCD_ENDPOINTS" --concurrency "$GET_CONCURRENCY" --connections "$ETCD_CONNECTIONS" \
     --duration-s "$DURATION_S" --json)
 start_raftsched
 r=$(run "raftsched get" "$RS" bench get --cluster "$RS_CLUSTER" --concurrency "$GET_CONCURRENCY" --duration-s "$DURATION_S" --json)
-ROWS+=("reads|$GET_CONCURRENCY|$(field "$e" ops_per_s)|$(field "$e" p99_ms)|$(field "$r" ops_per_s)|$(field "$r" p99_ms)")
+ROWS+=("reads|$GET_CONCURRENCY|$(field "$e" ops_per_s)|$(field "$e" p99_ms)|$(field "$r" ops_per_s)|$(field "$r" p99_ms)|$(errors_of "etcd get" "$e")|$(errors_of "raftsched get" "$r")")
 
 stop_raftsched
 
@@ -187,7 +210,7 @@ for c in $CONCURRENCIES; do
     for pid in "${WORKER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${WORKER_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     stop_raftsched
-    DISPATCH+=("$c|$(field "$r" ops_per_s)|$(field "$r" p50_ms)|$(field "$r" p99_ms)")
+    DISPATCH+=("$c|$(field "$r" ops_per_s)|$(field "$r" p50_ms)|$(field "$r" p99_ms)|$(errors_of "raftsched dispatch x$c" "$r")")
 done
 
 # 5. The table.
@@ -196,26 +219,34 @@ echo "raftsched ($("$RS_SERVER" --version)) vs etcd $ETCD_VERSION, $(date -u +%Y
 echo "fdatasync of this disk: p50 $(field "$FSYNC" p50_ms) ms, p99 $(field "$FSYNC" p99_ms) ms"
 echo "durable writes: etcd puts (256 B values, distinct keys, $ETCD_CONNECTIONS connections over 3 members) vs raftsched submits (256 B payloads, spread over 3 replicas); reads linearizable; ${DURATION_S} s each"
 echo
-printf "| %-7s | %5s | %12s | %9s | %12s | %9s | %11s | %15s |\n" load C "etcd ops/s" "etcd p99" "raftsched/s" "rs p99" "ratio (x)" "p99 no worse?"
-printf "|%s|\n" "---------|-------|--------------|-----------|--------------|-----------|-------------|-----------------"
+printf "| %-7s | %5s | %12s | %9s | %12s | %9s | %11s | %15s | %14s |\n" load C "etcd ops/s" "etcd p99" "raftsched/s" "rs p99" "ratio (x)" "p99 no worse?" "errors etcd/rs"
+printf "|%s|\n" "---------|-------|--------------|-----------|--------------|-----------|-------------|-----------------|----------------"
 for row in "${ROWS[@]}"; do
-    IFS='|' read -r load c eo ep ro rp <<<"$row"
+    IFS='|' read -r load c eo ep ro rp ee re <<<"$row"
     better=$(awk -v a="$rp" -v b="$ep" 'BEGIN { if (a == "" || b == "") print "-"; else if (a <= b) print "yes"; else print "no" }')
-    printf "| %-7s | %5s | %12s | %7s ms | %12s | %7s ms | %11s | %15s |\n" "$load" "$c" "$(fmt "${eo:-0}")" "$(fmt2 "${ep:-0}")" \
-        "$(fmt "${ro:-0}")" "$(fmt2 "${rp:-0}")" "$(ratio "${ro:-0}" "${eo:-0}")" "$better"
+    x=$(ratio "${ro:-0}" "${eo:-0}")
+    if [ "${ee:-0}" != 0 ] || [ "${re:-0}" != 0 ]; then x="(errors)"; better="-"; fi
+    printf "| %-7s | %5s | %12s | %7s ms | %12s | %7s ms | %11s | %15s | %14s |\n" "$load" "$c" "$(fmt "${eo:-0}")" "$(fmt2 "${ep:-0}")" \
+        "$(fmt "${ro:-0}")" "$(fmt2 "${rp:-0}")" "$x" "$better" "${ee:-0}/${re:-0}"
 done
 echo
 echo "end-to-end dispatch (submit, assign, run a no-op, record the result) with $WORKERS workers:"
 printf "| %5s | %12s | %9s | %9s | %22s |\n" C "tasks/s" "p50" "p99" "vs submits at same C"
 printf "|%s|\n" "-------|--------------|-----------|-----------|------------------------"
 for row in "${DISPATCH[@]}"; do
-    IFS='|' read -r c dops dp50 dp99 <<<"$row"
-    sub=""
+    IFS='|' read -r c dops dp50 dp99 de <<<"$row"
+    sub="" sub_errors=0
     for w in "${ROWS[@]}"; do
-        IFS='|' read -r load wc _ _ ro _ <<<"$w"
-        if [ "$load" = writes ] && [ "$wc" = "$c" ]; then sub=$ro; fi
+        IFS='|' read -r load wc _ _ ro _ _ re <<<"$w"
+        if [ "$load" = writes ] && [ "$wc" = "$c" ]; then sub=$ro; sub_errors=${re:-0}; fi
     done
-    printf "| %5s | %12s | %6s ms | %6s ms | %22s |\n" "$c" "$(fmt "${dops:-0}")" "$(fmt2 "${dp50:-0}")" "$(fmt2 "${dp99:-0}")" \
-        "$(ratio "${dops:-0}" "${sub:-0}")"
+    x=$(ratio "${dops:-0}" "${sub:-0}")
+    if [ "${de:-0}" != 0 ] || [ "$sub_errors" != 0 ]; then x="(errors: ${de:-0})"; fi
+    printf "| %5s | %12s | %6s ms | %6s ms | %22s |\n" "$c" "$(fmt "${dops:-0}")" "$(fmt2 "${dp50:-0}")" "$(fmt2 "${dp99:-0}")" "$x"
 done
+if [ -e "$WORK_DIR/errors" ]; then
+    echo
+    echo "runs with errors (no ratio is printed for them):"
+    sed 's/^/- /' "$WORK_DIR/errors"
+fi
 if [ -e "$WORK_DIR/failed" ]; then exit 1; fi

@@ -83,6 +83,8 @@ fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
 struct LoopResult {
     latencies_us: Vec<u64>,
     n_errors: u64,
+    /// The loop's first error, and when (from the run's start).
+    first_error: Option<(Duration, String)>,
     last_error: Option<String>,
 }
 
@@ -173,7 +175,7 @@ async fn run_load(args: BenchSubmitArgs, load: Load) -> Result<(), CliError> {
         let payload = payload.clone();
         let run_id = run_id.clone();
         loops.push(tokio::spawn(async move {
-            let mut result = LoopResult { latencies_us: Vec::new(), n_errors: 0, last_error: None };
+            let mut result = LoopResult { latencies_us: Vec::new(), n_errors: 0, first_error: None, last_error: None };
             let mut n = 0u64;
             while started.elapsed() < duration {
                 let key = format!("bench-{run_id}-{i}-{n}");
@@ -183,6 +185,9 @@ async fn run_load(args: BenchSubmitArgs, load: Load) -> Result<(), CliError> {
                     Ok(()) => result.latencies_us.push(t0.elapsed().as_micros() as u64),
                     Err(e) => {
                         result.n_errors += 1;
+                        if result.first_error.is_none() {
+                            result.first_error = Some((started.elapsed(), e.clone()));
+                        }
                         result.last_error = Some(e);
                     }
                 }
@@ -192,13 +197,18 @@ async fn run_load(args: BenchSubmitArgs, load: Load) -> Result<(), CliError> {
     }
     let mut latencies_us = Vec::new();
     let mut n_errors = 0;
-    let mut last_error = None;
+    let (mut first_error, mut last_error): (Option<(Duration, String)>, _) = (None, None);
     for l in loops {
         let r = l.await.map_err(|e| CliError::Failed(format!("bench loop failed: {e}")))?;
         latencies_us.extend(r.latencies_us);
         n_errors += r.n_errors;
+        if r.first_error.as_ref().is_some_and(|(at, _)| first_error.as_ref().is_none_or(|(first, _)| at < first)) {
+            first_error = r.first_error;
+        }
         last_error = r.last_error.or(last_error);
     }
+    let first_error_at_s = first_error.as_ref().map(|(at, _)| at.as_secs_f64());
+    let first_error = first_error.map(|(_, e)| e);
     let elapsed_s = started.elapsed().as_secs_f64();
     latencies_us.sort_unstable();
     let pct = |p: f64| percentile_ms(&latencies_us, p);
@@ -215,6 +225,8 @@ async fn run_load(args: BenchSubmitArgs, load: Load) -> Result<(), CliError> {
                 "payload_bytes": args.payload_bytes,
                 "ops": ops,
                 "errors": n_errors,
+                "first_error": first_error,
+                "first_error_at_s": first_error_at_s,
                 "ops_per_s": ops_per_s,
                 "p50_ms": p50,
                 "p99_ms": p99,
@@ -228,6 +240,9 @@ async fn run_load(args: BenchSubmitArgs, load: Load) -> Result<(), CliError> {
             args.concurrency,
             args.payload_bytes
         );
+    }
+    if let (Some(first), Some(at)) = (&first_error, first_error_at_s) {
+        eprintln!("first error (after {at:.1} s): {first}");
     }
     if let Some(e) = last_error {
         eprintln!("last error: {e}");

@@ -420,6 +420,10 @@ pub struct TimingArgs {
     /// so the state does not grow forever. 0 keeps every finished task.
     #[arg(long, default_value_t = raftsched_server::RETAIN_FINISHED_DEFAULT)]
     pub retain_finished: u64,
+    /// Pending tasks the leader admits: over it a new submit is refused (RESOURCE_EXHAUSTED).
+    /// At most 1,000,000 (the bound every replica applies once the cluster version is 4).
+    #[arg(long, default_value_t = raftsched_state::limits::TASKS_PENDING_MAX_DEFAULT)]
+    pub tasks_pending_max: usize,
     /// A leader whose wall clock is further than this from the median of the voters' clocks
     /// fires, releases, expires and retries nothing and hands leadership to a replica in bounds.
     #[arg(long, default_value_t = raftsched_server::clock::CLOCK_SKEW_MS_MAX_DEFAULT)]

@@ -55,6 +55,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
             timing: timing.clone(),
             worker_heartbeat_timeout_ms: crate::server_cmd::heartbeat_timeout_ms(&args.timing)?,
             retain_finished: args.timing.retain_finished,
+            tasks_pending_max: crate::server_cmd::tasks_pending_max(&args.timing)?,
             clock_skew_ms_max: args.timing.clock_skew_ms_max,
             bootstrap: true,
             http: None,

@@ -8,6 +8,15 @@ use crate::cli::{RecoverArgs, ServerArgs, TimingArgs};
 use crate::error::CliError;
 use crate::signals::StopSignal;
 
+/// `--tasks-pending-max`, checked against the bound `apply` enforces.
+pub fn tasks_pending_max(args: &TimingArgs) -> Result<usize, CliError> {
+    let max = raftsched_state::limits::TASKS_PENDING_MAX;
+    if args.tasks_pending_max == 0 || args.tasks_pending_max > max {
+        return Err(CliError::Usage(format!("--tasks-pending-max must be 1..={max}")));
+    }
+    Ok(args.tasks_pending_max)
+}
+
 pub fn timing(args: &TimingArgs) -> Result<RaftTiming, CliError> {
     if args.heartbeat_interval_ms == 0 || args.election_timeout_ms_min <= args.heartbeat_interval_ms {
         return Err(CliError::Usage("--election-timeout-ms-min must be above --heartbeat-interval-ms (> 0)".into()));
@@ -64,6 +73,7 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
         timing: timing(&args.timing)?,
         worker_heartbeat_timeout_ms: heartbeat_timeout_ms(&args.timing)?,
         retain_finished: args.timing.retain_finished,
+        tasks_pending_max: tasks_pending_max(&args.timing)?,
         clock_skew_ms_max: args.timing.clock_skew_ms_max,
         bootstrap,
         http: args.http,

@@ -231,3 +231,30 @@ async fn writes_follow_the_leader_hint_across_a_leader_kill() {
         assert_eq!(tasks.iter().filter(|t| t.key == key).count(), 1, "{key}");
     }
 }
+
+/// Goal: `--tasks-pending-max`. The leader admits that many pending tasks; the next new submit,
+/// through any replica, is refused with RESOURCE_EXHAUSTED naming the limit; a retry of an admitted
+/// key still answers with its task; ending a task makes room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_admits_at_most_tasks_pending_max_pending_tasks() {
+    let mut cluster = Cluster::start(3, &["--tasks-pending-max", "3"]);
+    cluster.leader().await;
+    let client = cluster.client();
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(client.submit(&format!("p{n}"), echo("x")).await.unwrap().id);
+    }
+    for id in cluster.ids() {
+        match cluster.client_of(id).submit("p-over", echo("x")).await {
+            Err(raftsched_client::ClientError::Refused(status)) => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                assert!(status.message().contains("tasks_pending_max 3"), "{}", status.message());
+            }
+            other => panic!("replica {id}: a fourth pending task was not refused: {other:?}"),
+        }
+    }
+    let again = client.submit("p0", echo("x")).await.unwrap();
+    assert_eq!((again.id, again.created), (ids[0], false), "a retry of an admitted key");
+    client.cancel(ids[0]).await.unwrap();
+    assert!(client.submit("p-over", echo("x")).await.unwrap().created, "room again after a cancel");
+}

@@ -5,8 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Raft timing, in milliseconds. Defaults suit loopback and LAN trios: a heartbeat every 100 ms; a
-/// follower campaigns after 300-400 ms of silence (the lease, `election_timeout_ms_max`, plus its
+/// follower campaigns after 250-300 ms of silence (the lease, `election_timeout_ms_max`, plus its
 /// rank's slot: see `election.rs`), so a dead leader is replaced in about a third of a second.
+/// 250 rather than 300: a 300 ms lease put the 99th percentile of `bench failover` at 400 ms; a
+/// loaded 10-minute soak with 250 elected nobody (docs/benchmarks.md).
 /// The heartbeat is not shorter because openraft 0.9 also makes it the timeout of every
 /// AppendEntries and read-index round: at 50 ms a loaded 2-core box timed appends out, replication
 /// backed off, and followers campaigned against a live leader.
@@ -25,7 +27,7 @@ pub struct RaftTiming {
 
 pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 100;
 pub const ELECTION_TIMEOUT_MS_MIN_DEFAULT: u64 = 200;
-pub const ELECTION_TIMEOUT_MS_MAX_DEFAULT: u64 = 300;
+pub const ELECTION_TIMEOUT_MS_MAX_DEFAULT: u64 = 250;
 const _: () = assert!(HEARTBEAT_INTERVAL_MS_DEFAULT < ELECTION_TIMEOUT_MS_MIN_DEFAULT);
 const _: () = assert!(ELECTION_TIMEOUT_MS_MIN_DEFAULT < ELECTION_TIMEOUT_MS_MAX_DEFAULT);
 
@@ -72,6 +74,10 @@ pub struct ReplicaConfig {
     pub worker_heartbeat_timeout_ms: u64,
     /// Retention: finished tasks kept; the leader purges the oldest beyond it. 0 keeps all.
     pub retain_finished: u64,
+    /// Pending tasks the leader admits (`--tasks-pending-max`): over it a new submit is refused
+    /// with RESOURCE_EXHAUSTED before it is proposed. At most `limits::TASKS_PENDING_MAX`, which
+    /// `apply` enforces.
+    pub tasks_pending_max: usize,
     /// Mutual TLS for every connection, in and out; plaintext when `None`.
     pub tls: Option<raftsched_api::security::TlsFiles>,
     /// Bearer tokens with roles (`--token-file`); no token checks when `None`.

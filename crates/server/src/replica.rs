@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::{BasicNode, ServerState};
 use raftsched_api::MemberStatus;
-use raftsched_state::{Op, Response, StateMachine};
+use raftsched_state::{Op, Rejection, Response, StateMachine, TaskState};
 use raftsched_store::{NodeId, Raft, SmHandle};
 use tonic::Status;
 
@@ -26,6 +26,8 @@ pub struct Replica {
     pub worker_heartbeat_timeout_ms: u64,
     /// Finished tasks kept (0: all); proposed by the leader in `PurgeFinished`.
     pub retain_finished: u64,
+    /// Pending tasks this replica admits as leader (`ReplicaConfig::tasks_pending_max`).
+    pub(crate) tasks_pending_max: usize,
     pub addr: String,
     pub raft: Raft,
     pub sm: SmHandle,
@@ -220,7 +222,29 @@ impl Replica {
     /// elsewhere); `Err(Some(status))`: a final error.
     pub(crate) async fn propose(&self, op: Op) -> Result<Response, Option<Status>> {
         self.counters.proposals_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Op::Submit { key, spec } = &op {
+            if let Err(refused) = self.admit_pending(key, spec.run_at_ms) {
+                return Ok(Response::Rejected(refused));
+            }
+        }
         self.proposer.propose(op).await
+    }
+
+    /// The operator's bound on pending tasks, checked before a submit is proposed: a new key that
+    /// would be pending while `tasks_pending_max` are is refused as `apply` refuses at its hard
+    /// bound (the same rejection, so the same RESOURCE_EXHAUSTED). A known key passes (its retry answers with its task), and so
+    /// does a task for later (`run_at_ms`: bounded by `tasks_scheduled_max`). Submits in flight
+    /// are not counted, so the bound may be passed by one batch; `apply`'s is exact.
+    fn admit_pending(&self, key: &str, run_at_ms: Option<u64>) -> Result<(), Rejection> {
+        if run_at_ms.is_some_and(|at| at > self.clocks.cluster_now_ms()) {
+            return Ok(());
+        }
+        let limit = self.tasks_pending_max;
+        let (known, pending) = self.sm.read(|sm| (sm.get_by_key(key).is_some(), sm.count(TaskState::Pending) as usize));
+        if known || pending < limit {
+            return Ok(());
+        }
+        Err(Rejection::TooManyPending { count: pending, limit })
     }
 
     /// Proposes `op` as an entry of its own (the leader loop's decisions: an `Assign`'s token is

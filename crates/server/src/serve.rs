@@ -161,6 +161,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         id: config.id,
         worker_heartbeat_timeout_ms: config.worker_heartbeat_timeout_ms,
         retain_finished: config.retain_finished,
+        tasks_pending_max: config.tasks_pending_max,
         addr,
         raft,
         sm,

@@ -12,9 +12,18 @@ pub const ARGV_COUNT_MAX: usize = 256;
 pub const SPEC_BYTES_MAX: usize = 64 * 1024;
 /// Number of label constraints on one task.
 pub const CONSTRAINT_COUNT_MAX: usize = 16;
-/// Tasks that are pending (not yet assigned) at once. Over it a submit is refused with
-/// `TooManyPending`, which the API maps to RESOURCE_EXHAUSTED.
-pub const TASKS_PENDING_MAX: usize = 100_000;
+/// Tasks that are pending (not yet assigned) at once, the hard bound `apply` enforces from cluster
+/// version `PENDING_LIMIT_VERSION`. Over it a submit is refused with `TooManyPending`, which the
+/// API maps to RESOURCE_EXHAUSTED. The bound an operator sets (`server --tasks-pending-max`,
+/// checked by the leader before it proposes) is at most this.
+pub const TASKS_PENDING_MAX: usize = 1_000_000;
+/// The hard bound before cluster version `PENDING_LIMIT_VERSION` (what older builds apply: a mixed
+/// cluster must refuse the same submits on every replica).
+pub const TASKS_PENDING_MAX_V3: usize = 100_000;
+/// The default of `server --tasks-pending-max`.
+pub const TASKS_PENDING_MAX_DEFAULT: usize = 100_000;
+/// The cluster version from which `apply` bounds pending tasks by `TASKS_PENDING_MAX`.
+pub const PENDING_LIMIT_VERSION: u32 = 4;
 /// Tasks held in the state machine in total (a later issue adds a retention policy).
 pub const TASKS_TOTAL_MAX: usize = 2_000_000;
 /// Largest page a `list` query returns.
@@ -88,7 +97,8 @@ pub const SCHEDULE_HISTORY_LEN_MAX: usize = 100;
 pub const MISSED_COUNT_SCAN_MAX: u64 = 100_000;
 
 const _: () = assert!(LIST_PAGE_SIZE_DEFAULT <= LIST_PAGE_SIZE_MAX);
-const _: () = assert!(TASKS_PENDING_MAX <= TASKS_TOTAL_MAX);
+const _: () = assert!(TASKS_PENDING_MAX <= TASKS_TOTAL_MAX / 2);
+const _: () = assert!(TASKS_PENDING_MAX_V3 <= TASKS_PENDING_MAX && TASKS_PENDING_MAX_DEFAULT <= TASKS_PENDING_MAX);
 const _: () = assert!(KEY_BYTES_MAX < SPEC_BYTES_MAX);
 const _: () = assert!(ATTEMPTS_DEFAULT <= ATTEMPTS_MAX);
 const _: () = assert!(RETRY_BACKOFF_MS_BASE <= RETRY_BACKOFF_MS_MAX);

@@ -268,6 +268,16 @@ impl StateMachine {
         self.create_task(index, now_ms, key, spec, None)
     }
 
+    /// The hard bound on pending tasks `apply` enforces: raised at `PENDING_LIMIT_VERSION`, when
+    /// every member applies the same one.
+    pub fn tasks_pending_max(&self) -> usize {
+        if self.cluster_version >= limits::PENDING_LIMIT_VERSION {
+            limits::TASKS_PENDING_MAX
+        } else {
+            limits::TASKS_PENDING_MAX_V3
+        }
+    }
+
     /// Creates a task under `key` unless the key already names one (same spec: that task; other
     /// spec: a conflict). A task with a future `run_at_ms` starts `scheduled`, any other pending.
     pub(crate) fn create_task(
@@ -305,9 +315,9 @@ impl StateMachine {
                 return Response::Rejected(Rejection::TooManyScheduled { count, limit: limits::TASKS_SCHEDULED_MAX });
             }
         }
-        let pending = self.count(TaskState::Pending) as usize;
-        if scheduled_at.is_none() && pending >= limits::TASKS_PENDING_MAX {
-            return Response::Rejected(Rejection::TooManyPending { count: pending, limit: limits::TASKS_PENDING_MAX });
+        let (pending, limit) = (self.count(TaskState::Pending) as usize, self.tasks_pending_max());
+        if scheduled_at.is_none() && pending >= limit {
+            return Response::Rejected(Rejection::TooManyPending { count: pending, limit });
         }
         if self.tasks.len() >= limits::TASKS_TOTAL_MAX {
             let count = self.tasks.len();
@@ -576,6 +586,18 @@ mod tests {
         assert_eq!((sm.get(3).unwrap().created_at_ms, sm.get(4).unwrap().created_at_ms), (7_000, 7_000));
         sm.apply(6, &at(8_000, Op::Cancel { id: 4 }));
         assert_eq!((sm.get(4).unwrap().updated_at_ms, sm.clock_ms()), (8_000, 8_000));
+    }
+
+    /// A mixed cluster refuses the same submits everywhere: the hard bound rises only once every
+    /// member applies the higher one.
+    #[test]
+    fn the_pending_bound_rises_with_the_cluster_version() {
+        let mut sm = StateMachine::new();
+        assert_eq!(sm.tasks_pending_max(), limits::TASKS_PENDING_MAX_V3);
+        sm.apply(1, &Command { now_ms: 1, op: Op::SetClusterVersion { version: limits::PENDING_LIMIT_VERSION - 1 } });
+        assert_eq!(sm.tasks_pending_max(), limits::TASKS_PENDING_MAX_V3);
+        sm.apply(2, &Command { now_ms: 2, op: Op::SetClusterVersion { version: limits::PENDING_LIMIT_VERSION } });
+        assert_eq!(sm.tasks_pending_max(), limits::TASKS_PENDING_MAX);
     }
 
     #[test]
