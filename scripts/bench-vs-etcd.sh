@@ -172,6 +172,8 @@ run() { # label, command... -> JSON line on stdout, or a failure noted
 }
 
 FSYNC=$("$RS" bench fsync --dir "$WORK_DIR" --json)
+cpu_steal() { awk '/^cpu /{print $9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+STEAL_BEFORE=$(cpu_steal)
 ROWS=()
 for c in $CONCURRENCIES; do
     say "writes at concurrency $c (${DURATION_S} s each)"
@@ -216,7 +218,8 @@ done
 # 5. The table.
 echo
 echo "raftsched ($("$RS_SERVER" --version)) vs etcd $ETCD_VERSION, $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r), data in $(df -P "$WORK_DIR" | awk 'NR==2 {print $1}')"
-echo "fdatasync of this disk: p50 $(field "$FSYNC" p50_ms) ms, p99 $(field "$FSYNC" p99_ms) ms"
+STEAL=$(echo "$STEAL_BEFORE $(cpu_steal)" | awk '{ d = $4 - $2; printf "%.1f", (d > 0 ? 100 * ($3 - $1) / d : 0) }')
+echo "fdatasync of this disk: p50 $(field "$FSYNC" p50_ms) ms, p99 $(field "$FSYNC" p99_ms) ms; CPU steal over the runs: $STEAL %"
 echo "durable writes: etcd puts (256 B values, distinct keys, $ETCD_CONNECTIONS connections over 3 members) vs raftsched submits (256 B payloads, spread over 3 replicas); reads linearizable; ${DURATION_S} s each"
 echo
 printf "| %-7s | %5s | %12s | %9s | %12s | %9s | %11s | %15s | %14s |\n" load C "etcd ops/s" "etcd p99" "raftsched/s" "rs p99" "ratio (x)" "p99 no worse?" "errors etcd/rs"
