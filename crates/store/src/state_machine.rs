@@ -6,6 +6,7 @@
 //! made durable before openraft is told they exist, because openraft purges the log behind them.
 
 use std::io::Cursor;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -77,14 +78,18 @@ fn write_lock(inner: &RwLock<Inner>) -> RwLockWriteGuard<'_, Inner> {
     inner.write().expect("state machine lock poisoned by an earlier panic")
 }
 
-/// The write lock, taken without queueing for it: while a snapshot copies the state under a read
-/// lock (a second or more for a big state), a writer waiting in the lock would make every new
+/// The write lock, taken without queueing for it while a snapshot copies the state under a read
+/// lock (a second or more for a big state): a writer waiting in the lock would make every new
 /// reader wait behind it too (std's `RwLock` prefers writers), and readers run on the runtime
 /// threads: queries, the leader loop, health. On two cores that stalled a replica's Raft RPCs past
-/// the election timeout, on the leader and the followers alike. So the writer polls instead, off
-/// the runtime, and readers are never held up by it.
-fn write_lock_without_queueing(inner: &RwLock<Inner>) -> RwLockWriteGuard<'_, Inner> {
+/// the election timeout, on the leader and the followers alike. So while `copying` the writer polls
+/// (off the runtime) and readers are never held up by it; otherwise it queues as usual, so a
+/// steady stream of short reads cannot starve it.
+fn write_lock_without_queueing<'a>(inner: &'a RwLock<Inner>, copying: &AtomicBool) -> RwLockWriteGuard<'a, Inner> {
     loop {
+        if !copying.load(Ordering::Acquire) {
+            return write_lock(inner);
+        }
         match inner.try_write() {
             Ok(guard) => return guard,
             Err(std::sync::TryLockError::WouldBlock) => std::thread::sleep(std::time::Duration::from_millis(1)),
@@ -102,6 +107,8 @@ pub struct SmStore {
     durable: DurableSnapshot,
     /// The format written now; raised when the applied cluster version rises.
     active: ActiveVersion,
+    /// Set while a snapshot copies the state (`write_lock_without_queueing`).
+    copying: Arc<AtomicBool>,
 }
 
 /// A snapshot body as stored.
@@ -142,10 +149,13 @@ impl SmStore {
         let meta =
             snap.get(SNAPSHOT_META_KEY).map_err(|e| Refusal::Damage(format!("cannot read the snapshot: {e}")))?;
         let body = read_body(&snap, &files)?;
-        let keep = body.as_ref().and_then(|b| b.file.clone());
-        files
-            .remove_all_but(keep.as_deref())
-            .map_err(|e| Refusal::Damage(format!("cannot remove unused snapshot files: {e}")))?;
+        // Body files no record names are removed only once a body was found (in a file or in the
+        // database): a dir whose snapshot records are gone keeps them, for whoever inspects it.
+        if let Some(body) = &body {
+            files
+                .remove_all_but(body.file.as_deref())
+                .map_err(|e| Refusal::Damage(format!("cannot remove unused snapshot files: {e}")))?;
+        }
         if let (Some(meta), Some(StoredBody { data, .. })) = (meta, body) {
             let meta = raftsched_format::decode_snapshot_meta(&meta).map_err(record_err("snapshot meta".into()))?;
             let sm = check_state(&data, &meta)?;
@@ -157,7 +167,8 @@ impl SmStore {
         let applied = Arc::new(watch::Sender::new(inner.last_applied.map_or(0, |l| l.index)));
         let durable = durable_mark(inner.last_applied);
         let files = Arc::new(files);
-        Ok(SmStore { inner: Arc::new(RwLock::new(inner)), applied, disk, snap, files, durable, active })
+        let (inner, copying) = (Arc::new(RwLock::new(inner)), Arc::default());
+        Ok(SmStore { inner, applied, disk, snap, files, durable, active, copying })
     }
 
     /// Shared with the log store, which must not purge past it.
@@ -203,6 +214,7 @@ impl SmStore {
             files: self.files.clone(),
             durable: self.durable.clone(),
             active: self.active.clone(),
+            copying: self.copying.clone(),
         }
     }
 
@@ -412,9 +424,9 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         let (responses, last, cluster_version) = match fast {
             Ok(applied) => applied,
             Err(entries) => {
-                let inner = self.inner.clone();
+                let (inner, copying) = (self.inner.clone(), self.copying.clone());
                 off_the_runtime(ErrorSubject::StateMachine, ErrorVerb::Write, move || {
-                    Ok(apply_entries(&mut write_lock_without_queueing(&inner), entries))
+                    Ok(apply_entries(&mut write_lock_without_queueing(&inner, &copying), entries))
                 })
                 .await?
             }
@@ -447,9 +459,9 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         .await?;
         self.save_snapshot(meta, data, write_version(&sm, &self.active)).await?;
         self.active.raise(sm.cluster_version());
-        let (inner, meta_now) = (self.inner.clone(), meta.clone());
+        let (inner, copying, meta_now) = (self.inner.clone(), self.copying.clone(), meta.clone());
         off_the_runtime(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, move || {
-            let mut inner = write_lock_without_queueing(&inner);
+            let mut inner = write_lock_without_queueing(&inner, &copying);
             let old = std::mem::replace(&mut inner.sm, sm);
             inner.last_applied = meta_now.last_log_id;
             inner.membership = meta_now.last_membership;
@@ -491,15 +503,19 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let inner = self.store.inner.clone();
+        let (inner, copying) = (self.store.inner.clone(), self.store.copying.clone());
         let active = self.store.active.clone();
         // Copy under the read lock, then encode the copy at low priority: apply waits only for the
         // copy, not for the encoding (a second for a state of 500,000 tasks).
         let (sm, meta, copy_ms) = off_the_runtime(ErrorSubject::StateMachine, ErrorVerb::Write, move || {
             let started = std::time::Instant::now();
             let (sm, last, membership) = {
+                copying.store(true, Ordering::Release);
                 let inner = read_lock(&inner);
-                (inner.sm.clone(), inner.last_applied, inner.membership.clone())
+                let copied = (inner.sm.clone(), inner.last_applied, inner.membership.clone());
+                drop(inner);
+                copying.store(false, Ordering::Release);
+                copied
             };
             let n_built = N_SNAPSHOTS_BUILT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             let snapshot_id = match last {
