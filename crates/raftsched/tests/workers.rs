@@ -309,3 +309,55 @@ async fn a_killed_worker_takes_its_attempts_descendants_with_it() {
     }
     wait_until_dead(grandchild, &format!("grandchild {grandchild} outlived its worker")).await;
 }
+
+/// Issue 18: heartbeats renew liveness in the leader's memory, not through the log. Idle workers
+/// beating for several heartbeat timeouts add no log entries and stay ready; a follower shows
+/// fresh `heartbeat_age_ms` (asked of the leader); a silent worker is still declared down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_are_not_log_entries_and_silence_still_expires() {
+    let mut cluster = Cluster::start_with_http(3, FAST_WORKERS);
+    let leader = cluster.leader().await;
+    cluster.start_worker("a", &["--slots", "1"]);
+    cluster.start_worker("b", &["--slots", "1"]);
+    cluster.wait_workers_ready(2).await;
+    let last_index = |status: &api::ClusterStatusResponse| {
+        status.members.iter().find(|m| m.id == leader).map(|m| m.last_log_index).unwrap()
+    };
+    let client = cluster.client();
+    let before = last_index(&client.cluster_status().await.unwrap());
+    let beats_at_start = metric(&cluster.http(leader), "raftsched_worker_heartbeats_total").await;
+    // FAST_WORKERS: a 1 s timeout, beats every 100 ms: 60 beats of two workers take three timeouts.
+    let started = std::time::Instant::now();
+    while metric(&cluster.http(leader), "raftsched_worker_heartbeats_total").await < beats_at_start + 60.0 {
+        assert!(started.elapsed() < DEADLINE, "the leader answered no heartbeats");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = last_index(&client.cluster_status().await.unwrap());
+    // Nothing else writes while idle (a stray leader-loop decision would be one entry, not 60).
+    assert!(after - before < 5, "{} log entries while idle workers beat", after - before);
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let workers = cluster.client_of(follower).list_workers(false).await.unwrap().workers;
+    assert_eq!(workers.len(), 2);
+    for w in &workers {
+        assert_eq!((w.state.as_str(), w.epoch), ("ready", 1), "{w:?}");
+        assert!(w.heartbeat_age_ms < 1_000, "a follower shows a stale heartbeat: {w:?}");
+    }
+    let pid = cluster.worker_pid("b");
+    unsafe {
+        libc::kill(-pid, libc::SIGSTOP);
+    }
+    let started = std::time::Instant::now();
+    loop {
+        let workers = client.list_workers(false).await.unwrap().workers;
+        let state = |id: &str| workers.iter().find(|w| w.id == id).unwrap().state.clone();
+        if state("b") == "down" {
+            assert_eq!(state("a"), "ready");
+            break;
+        }
+        assert!(started.elapsed() < DEADLINE, "a paused worker was never declared down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    unsafe {
+        libc::kill(-pid, libc::SIGCONT);
+    }
+}

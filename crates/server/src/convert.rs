@@ -159,7 +159,9 @@ pub fn schedule_to_api(schedule: &Schedule) -> api::Schedule {
     }
 }
 
-pub fn node_to_api(node: &Node, now_ms: u64) -> api::WorkerInfo {
+/// `beats`: the leader's in-memory heartbeat times (`liveness.rs`).
+pub(crate) fn node_to_api(node: &Node, now_ms: u64, beats: &crate::liveness::BeatTimes) -> api::WorkerInfo {
+    let last_heartbeat_ms = crate::liveness::last_heartbeat_ms(node, beats);
     api::WorkerInfo {
         id: node.id.clone(),
         addr: node.addr.clone(),
@@ -168,8 +170,8 @@ pub fn node_to_api(node: &Node, now_ms: u64) -> api::WorkerInfo {
         slots_in_use: node.held.len() as u32,
         labels: node.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         epoch: node.epoch,
-        last_heartbeat_ms: node.last_heartbeat_ms,
-        heartbeat_age_ms: now_ms.saturating_sub(node.last_heartbeat_ms),
+        last_heartbeat_ms,
+        heartbeat_age_ms: now_ms.saturating_sub(last_heartbeat_ms),
     }
 }
 

@@ -12,8 +12,9 @@
 //! `STEP_ASIDE_AFTER_MS` hands leadership to a voter that is within it.
 //!
 //! Liveness timers use this replica's monotonic clock only, started afresh when it becomes leader:
-//! a worker is expired after `heartbeat_timeout` of silence *observed by this leader*, so a new
-//! leader never expires everyone at once and never compares another replica's wall clock.
+//! a worker is expired after `heartbeat_timeout` of silence *observed by this leader* (the beats it
+//! acknowledged, `liveness.rs`, or logged ones an older build's leader applied), so a new leader
+//! never expires everyone at once and never compares another replica's wall clock.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -134,8 +135,7 @@ fn still_leading(replica: &Replica, term: u64) -> bool {
 }
 
 async fn lead(replica: &Replica, term: u64, heartbeat_timeout: Duration, stop: &mut watch::Receiver<bool>) {
-    // worker id -> ((epoch, heartbeat_seq) last seen, when this leader saw it change)
-    let mut seen: HashMap<String, ((u64, u64), Instant)> = HashMap::new();
+    let mut silence = Silence::new(heartbeat_timeout);
     let mut applied = replica.sm.subscribe();
     let led_at = Instant::now();
     let mut clock = ClockGate::default();
@@ -143,7 +143,6 @@ async fn lead(replica: &Replica, term: u64, heartbeat_timeout: Duration, stop: &
     let mut next_step_aside = led_at;
     while still_leading(replica, term) {
         applied.borrow_and_update();
-        let now = Instant::now();
         if !may_decide_time(replica, &mut clock, led_at, &mut held, &mut next_step_aside).await {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(replica.timing.heartbeat_interval_ms)) => {}
@@ -151,28 +150,7 @@ async fn lead(replica: &Replica, term: u64, heartbeat_timeout: Duration, stop: &
             }
             continue;
         }
-        let live: Vec<(String, (u64, u64))> = replica.sm.read(|sm| {
-            sm.nodes()
-                .filter(|n| n.state != NodeState::Down)
-                .map(|n| (n.id.clone(), (n.epoch, n.heartbeat_seq)))
-                .collect()
-        });
-        seen.retain(|id, _| live.iter().any(|(l, _)| l == id));
-        for (worker_id, seq) in live {
-            let entry = seen.entry(worker_id.clone()).or_insert((seq, now));
-            if entry.0 != seq {
-                *entry = (seq, now);
-            }
-            if now.duration_since(entry.1) >= heartbeat_timeout {
-                tracing::warn!(%worker_id, "no heartbeat for {} ms: declaring the worker down", heartbeat_timeout.as_millis());
-                let (epoch, heartbeat_seq) = seq;
-                match replica.propose_alone(Op::ExpireWorker { worker_id, epoch, heartbeat_seq }).await {
-                    Ok(response) => tracing::info!(?response, "expiry applied"),
-                    Err(_) => return,
-                }
-            }
-        }
-        if crate::timers::fire_due(replica).await.is_err() {
+        if silence.expire_due(replica).await.is_err() || crate::timers::fire_due(replica).await.is_err() {
             return;
         }
         let keep = replica.retain_finished;
@@ -192,18 +170,78 @@ async fn lead(replica: &Replica, term: u64, heartbeat_timeout: Duration, stop: &
                 Err(_) => return,
             }
         }
-        // Sleep until something changes, a timer falls due, or the first worker would expire: an
-        // expiry is then decided at its deadline rather than up to a tick later.
-        let next_expiry =
-            seen.values().map(|(_, at)| (*at + heartbeat_timeout).saturating_duration_since(Instant::now())).min();
+        // Sleep until something changes, a timer falls due, or the next expiry scan (at the first
+        // worker's deadline, so an expiry is decided then rather than up to a tick later).
         // (At least 5 ms: an expiry the state machine refused must not turn this into a busy loop.)
         let timers = crate::timers::sleep_for(replica);
-        let nap = next_expiry.map_or(timers, |e| e.min(timers)).max(Duration::from_millis(5));
+        let nap = silence.next_scan.saturating_duration_since(Instant::now()).min(timers).max(Duration::from_millis(5));
         tokio::select! {
             r = applied.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(nap) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// How long each live worker has been silent, as this leader saw it in its term: from the later
+/// of its last heartbeat this leader acknowledged (`liveness.rs`), the last change of its
+/// registration's heartbeat sequence in the state (beats logged by an older build's leader), and
+/// the start of the term (timers start afresh, so a new leader never expires everyone at once).
+struct Silence {
+    timeout: Duration,
+    /// Worker id -> ((epoch, heartbeat_seq) last seen, when this leader last heard from it).
+    seen: HashMap<String, ((u64, u64), Instant)>,
+    /// When to look again: the first worker's deadline, and at least every `LEADER_TICK_MS` (a
+    /// new registration is timed from the scan that first sees it: later, never sooner).
+    next_scan: Instant,
+}
+
+impl Silence {
+    fn new(timeout: Duration) -> Self {
+        Silence { timeout, seen: HashMap::new(), next_scan: Instant::now() }
+    }
+
+    /// Proposes the expiry of every live worker silent for `timeout`, each conditional on the
+    /// registration and heartbeat sequence it was decided from. `Err`: this replica stopped leading.
+    async fn expire_due(&mut self, replica: &Replica) -> Result<(), ()> {
+        let now = Instant::now();
+        if now < self.next_scan {
+            return Ok(());
+        }
+        let live: HashMap<String, (u64, u64)> = replica.sm.read(|sm| {
+            sm.nodes()
+                .filter(|n| n.state != NodeState::Down)
+                .map(|n| (n.id.clone(), (n.epoch, n.heartbeat_seq)))
+                .collect()
+        });
+        let mut due = Vec::new();
+        replica.liveness.with(|beats| {
+            beats.retain(|id, _| live.contains_key(id));
+            self.seen.retain(|id, _| live.contains_key(id));
+            for (worker_id, seq) in &live {
+                let entry = self.seen.entry(worker_id.clone()).or_insert((*seq, now));
+                if entry.0 != *seq {
+                    *entry = (*seq, now);
+                }
+                if let Some(beat) = beats.get(worker_id).filter(|b| b.epoch == seq.0) {
+                    entry.1 = entry.1.max(beat.received);
+                }
+                if now.duration_since(entry.1) >= self.timeout {
+                    due.push((worker_id.clone(), *seq));
+                }
+            }
+        });
+        for (worker_id, (epoch, heartbeat_seq)) in due {
+            tracing::warn!(%worker_id, "no heartbeat for {} ms: declaring the worker down", self.timeout.as_millis());
+            match replica.propose_alone(Op::ExpireWorker { worker_id, epoch, heartbeat_seq }).await {
+                Ok(response) => tracing::info!(?response, "expiry applied"),
+                Err(_) => return Err(()),
+            }
+        }
+        let first_deadline = self.seen.values().map(|(_, at)| *at + self.timeout).min();
+        let tick = Instant::now() + Duration::from_millis(limits::LEADER_TICK_MS);
+        self.next_scan = first_deadline.map_or(tick, |d| d.min(tick));
+        Ok(())
     }
 }
 

@@ -17,6 +17,7 @@ mod forwarder;
 pub mod health;
 mod leader_loop;
 mod limits;
+mod liveness;
 mod membership;
 pub mod metrics;
 mod network;

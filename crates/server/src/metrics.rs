@@ -22,6 +22,8 @@ pub struct Counters {
     pub forwarded_total: AtomicU64,
     /// Client requests served, any RPC.
     pub requests_total: AtomicU64,
+    /// Worker heartbeats this replica answered as leader, without a log entry (`liveness.rs`).
+    pub heartbeats_total: AtomicU64,
 }
 
 fn line(out: &mut String, name: &str, help: &str, kind: &str) {
@@ -114,6 +116,11 @@ pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
         ("raftsched_proposals_total", "Client writes proposed while leading.", &c.proposals_total),
         ("raftsched_forwarded_requests_total", "Client writes forwarded to the leader.", &c.forwarded_total),
         ("raftsched_requests_total", "Client requests served.", &c.requests_total),
+        (
+            "raftsched_worker_heartbeats_total",
+            "Worker heartbeats answered as leader (no log entry).",
+            &c.heartbeats_total,
+        ),
     ] {
         line(&mut out, name, help, "counter");
         let _ = writeln!(out, "{name} {}", value.load(Relaxed));

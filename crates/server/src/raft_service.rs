@@ -22,7 +22,8 @@ use openraft::raft::InstallSnapshotResponse;
 use openraft::{Snapshot, SnapshotSegmentId};
 use raftsched_api::raft_server::Raft as RaftRpc;
 use raftsched_api::{
-    MemberStatus, NodeStatusRequest, PreVoteRequest, PreVoteResponse, RaftBytes, ReadIndexRequest, ReadIndexResponse,
+    HeartbeatsRequest, HeartbeatsResponse, MemberStatus, NodeStatusRequest, PreVoteRequest, PreVoteResponse, RaftBytes,
+    ReadIndexRequest, ReadIndexResponse,
 };
 use raftsched_format::{ApiError, FormatError, ForwardOutcome, Meta, RaftReply, ReplyKind, Version};
 use raftsched_store::{NodeId, TypeConfig};
@@ -251,6 +252,11 @@ impl RaftRpc for RaftService {
         self.admit(&req, None, true)?;
         let index = self.replica.local_rounds.get(|| self.replica.local_read_index()).await?;
         Ok(Response::new(ReadIndexResponse { index }))
+    }
+
+    async fn heartbeats(&self, req: Request<HeartbeatsRequest>) -> Result<Response<HeartbeatsResponse>, Status> {
+        self.admit(&req, None, true)?;
+        Ok(Response::new(HeartbeatsResponse { beats: self.replica.liveness.to_api() }))
     }
 
     async fn node_status(&self, req: Request<NodeStatusRequest>) -> Result<Response<MemberStatus>, Status> {

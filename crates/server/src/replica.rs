@@ -42,6 +42,8 @@ pub struct Replica {
     /// leader otherwise.
     pub(crate) local_rounds: crate::read_index::ReadIndexRounds,
     pub(crate) remote_rounds: crate::read_index::ReadIndexRounds,
+    /// Workers' last acknowledged heartbeats, while this replica leads (`liveness.rs`).
+    pub(crate) liveness: crate::liveness::Liveness,
     pub counters: crate::metrics::Counters,
     pub sync_stats: Arc<raftsched_store::SyncStats>,
     pub rpc_stats: Arc<crate::rpc_stats::RpcStats>,
@@ -221,6 +223,9 @@ impl Replica {
     /// client ops proposed at the same moment. `Err(None)`: it does not lead any more (retry
     /// elsewhere); `Err(Some(status))`: a final error.
     pub(crate) async fn propose(&self, op: Op) -> Result<Response, Option<Status>> {
+        if let Op::Heartbeat { worker_id, instance } = &op {
+            return self.beat(worker_id, *instance).await;
+        }
         self.counters.proposals_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Op::Submit { key, spec } = &op {
             if let Err(refused) = self.admit_pending(key, spec.run_at_ms) {
@@ -228,6 +233,53 @@ impl Replica {
             }
         }
         self.proposer.propose(op).await
+    }
+
+    /// Answers a worker's heartbeat on the leader without a log entry (`liveness.rs`): after a
+    /// read-index round that started after it arrived, at that index's applied state.
+    /// `Err(None)`: this replica does not lead (retry elsewhere).
+    async fn beat(&self, worker_id: &str, instance: u64) -> Result<Response, Option<Status>> {
+        self.counters.heartbeats_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (received, received_wall_ms) = (tokio::time::Instant::now(), now_ms());
+        let index = self.local_rounds.get(|| self.local_read_index()).await.map_err(|_| None)?;
+        self.wait_applied(index).await.map_err(Some)?;
+        let answer = self.sm.read(|sm| sm.heartbeat_answer(worker_id, instance));
+        if let Response::HeartbeatOk { epoch } = answer {
+            self.liveness.record(worker_id, crate::liveness::Beat { epoch, received, received_wall_ms });
+        }
+        Ok(answer)
+    }
+
+    /// The leader's in-memory heartbeat times (`liveness.rs`): its own while it leads, asked of
+    /// the leader otherwise; none when there is no leader or it does not answer (an older build's
+    /// leader logs every heartbeat, so the state has them).
+    pub(crate) async fn beat_times(&self) -> crate::liveness::BeatTimes {
+        let beats = match self.leader() {
+            Leader::Me => self.liveness.to_api(),
+            Leader::Other(_, addr) => self.remote_beats(&addr).await.unwrap_or_default(),
+            Leader::Unknown => Vec::new(),
+        };
+        beats.into_iter().map(|b| (b.id, (b.epoch, b.received_ms))).collect()
+    }
+
+    async fn remote_beats(&self, addr: &str) -> Result<Vec<raftsched_api::WorkerBeat>, Status> {
+        let mut client = self.peers.client(addr)?;
+        let mut request = tonic::Request::new(raftsched_api::HeartbeatsRequest {});
+        request.set_timeout(limits::STATUS_TIMEOUT);
+        let reply = tokio::time::timeout(limits::STATUS_TIMEOUT, client.heartbeats(request))
+            .await
+            .map_err(|_| Status::unavailable("heartbeats timed out"))??;
+        Ok(reply.into_inner().beats)
+    }
+
+    /// Waits until this replica applied `index` (at once when it has), within `REQUEST_TIMEOUT`.
+    async fn wait_applied(&self, index: u64) -> Result<(), Status> {
+        let mut applied = self.sm.subscribe();
+        let caught_up = tokio::time::timeout(limits::REQUEST_TIMEOUT, applied.wait_for(|a| *a >= index)).await;
+        if matches!(caught_up, Ok(Ok(_))) {
+            return Ok(());
+        }
+        Err(Status::unavailable(format!("replica {} did not catch up to index {index}", self.id)))
     }
 
     /// The operator's bound on pending tasks, checked before a submit is proposed: a new key that

@@ -128,9 +128,10 @@ impl Scheduler for SchedulerService {
         req: Request<api::ListWorkersRequest>,
     ) -> Result<Response<api::ListWorkersResponse>, Status> {
         let _permit = self.replica.admit()?;
+        let stale = req.into_inner().stale;
+        let beats = self.replica.beat_times().await;
         let now = now_ms();
-        let workers =
-            self.replica.read(req.into_inner().stale, |sm| sm.nodes().map(|n| node_to_api(n, now)).collect()).await?;
+        let workers = self.replica.read(stale, |sm| sm.nodes().map(|n| node_to_api(n, now, &beats)).collect()).await?;
         Ok(Response::new(api::ListWorkersResponse { workers }))
     }
 

@@ -171,6 +171,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         proposer,
         forwarder,
         local_rounds: Default::default(),
+        liveness: Default::default(),
         remote_rounds: Default::default(),
         counters: Default::default(),
         sync_stats: opened_sync_stats,

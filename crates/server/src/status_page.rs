@@ -38,6 +38,7 @@ pub async fn status_json(replica: &Replica) -> Value {
             })
         })
         .collect();
+    let beats = replica.beat_times().await;
     let now = now_ms();
     let (workers, counts, recent) = replica.sm.read(|sm| {
         let workers: Vec<Value> = sm
@@ -50,7 +51,7 @@ pub async fn status_json(replica: &Replica) -> Value {
                     "slots": n.slots,
                     "slots_in_use": n.held.len(),
                     "epoch": n.epoch,
-                    "heartbeat_age_ms": now.saturating_sub(n.last_heartbeat_ms),
+                    "heartbeat_age_ms": now.saturating_sub(crate::liveness::last_heartbeat_ms(n, &beats)),
                 })
             })
             .collect();

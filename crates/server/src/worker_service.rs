@@ -101,8 +101,8 @@ impl Worker for WorkerService {
                 .collect();
             Some(held)
         };
-        // Checked on every apply: ids only; the assignments (with their specs) are built once
-        // there is something to say.
+        // Checked whenever this worker's view changes: ids only; the assignments (with their
+        // specs) are built once there is something to say.
         let changed = |sm: &raftsched_state::StateMachine| -> Option<Option<Vec<api::WorkAssignment>>> {
             let Some(node) = sm.node(&r.id).filter(|n| n.epoch == r.epoch && n.state != NodeState::Down) else {
                 return Some(None);
@@ -116,9 +116,17 @@ impl Worker for WorkerService {
             held.sort_unstable();
             worth_answering(sm, &known, &held).then(|| current(sm))
         };
-        let result = match self.replica.wait_for(wait, changed).await {
-            Some(result) => result,
-            None => self.replica.sm.read(current),
+        // Subscribed before the first look, so a change between the look and the wait still wakes.
+        let mut wake = self.replica.sm.watch_worker(&r.id);
+        let deadline = tokio::time::Instant::now() + wait;
+        let result = loop {
+            if let Some(found) = self.replica.sm.read(changed) {
+                break found;
+            }
+            tokio::select! {
+                woke = wake.changed() => if woke.is_err() { break self.replica.sm.read(current) },
+                _ = tokio::time::sleep_until(deadline) => break self.replica.sm.read(current),
+            }
         };
         known.clear();
         Ok(self.replica.hinted(match result {

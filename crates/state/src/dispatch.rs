@@ -117,6 +117,7 @@ impl StateMachine {
             assigned_at_ms: now_ms,
         });
         self.nodes.get_mut(&item.worker_id).expect("checked above").held.insert(item.task_id);
+        self.touched.0.insert(item.worker_id.clone());
         self.transition(index, now_ms, item.task_id, TaskState::Assigned);
         true
     }

@@ -48,7 +48,24 @@ pub struct StateMachine {
     /// the state by the format layer from format 3 on, like `cluster_version`.
     #[serde(skip)]
     pub(crate) clock_ms: u64,
+    /// Workers whose view changed (held set, state, registration) since the host last took them
+    /// (`take_touched_workers`): not state, a note for the host's long polls.
+    #[serde(skip)]
+    pub(crate) touched: Touched,
 }
+
+/// The ids in `StateMachine::touched`. Not part of the state: equal whatever it holds, never
+/// encoded, and bounded by the worker registry (a set of its ids).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Touched(pub(crate) BTreeSet<String>);
+
+impl PartialEq for Touched {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Touched {}
 
 /// The cluster version from which `apply` uses the state's time (`clock_ms`) rather than each
 /// entry's own: format 3, which carries it in snapshots.
@@ -97,6 +114,12 @@ impl StateMachine {
 
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
         self.nodes.values()
+    }
+
+    /// The workers whose view (held set, state, registration) changed since the last call: the
+    /// host wakes their long polls only. Holds no decision: `apply` never reads it.
+    pub fn take_touched_workers(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.touched.0)
     }
 
     pub fn node(&self, worker_id: &str) -> Option<&Node> {
@@ -237,6 +260,7 @@ impl StateMachine {
         attempt.outcome = Some(outcome);
         if let Some(node) = self.nodes.get_mut(&assignment.worker_id) {
             node.held.remove(&id);
+            self.touched.0.insert(assignment.worker_id.clone());
         }
         let n_attempts = task.attempt();
         let retry = matches!(outcome, Outcome::Failed { .. } | Outcome::TimedOut | Outcome::Lost)

@@ -73,19 +73,30 @@ impl StateMachine {
             held: BTreeSet::new(),
         };
         self.nodes.insert(worker_id.to_string(), node);
+        self.touched.0.insert(worker_id.to_string());
         Response::Registered { epoch }
     }
 
-    pub(crate) fn heartbeat(&mut self, now_ms: u64, worker_id: &str, instance: u64) -> Response {
-        let Some(node) = self.nodes.get_mut(worker_id) else {
+    /// What a heartbeat from `worker_id`'s process `instance` is answered now: `HeartbeatOk` with
+    /// the registration's epoch, or why not. `apply` answers `Op::Heartbeat` with it, and a leader
+    /// that keeps liveness in memory asks it after its read index, so both paths answer alike.
+    pub fn heartbeat_answer(&self, worker_id: &str, instance: u64) -> Response {
+        let Some(node) = self.nodes.get(worker_id) else {
             return Response::Rejected(Rejection::UnknownWorker { worker_id: worker_id.to_string() });
         };
         if node.instance != instance || node.state == NodeState::Down {
             return Response::Rejected(Rejection::WorkerNotCurrent { worker_id: worker_id.to_string() });
         }
-        node.last_heartbeat_ms = now_ms.max(node.last_heartbeat_ms);
-        node.heartbeat_seq += 1;
         Response::HeartbeatOk { epoch: node.epoch }
+    }
+
+    pub(crate) fn heartbeat(&mut self, now_ms: u64, worker_id: &str, instance: u64) -> Response {
+        let answer = self.heartbeat_answer(worker_id, instance);
+        if let (Response::HeartbeatOk { .. }, Some(node)) = (&answer, self.nodes.get_mut(worker_id)) {
+            node.last_heartbeat_ms = now_ms.max(node.last_heartbeat_ms);
+            node.heartbeat_seq += 1;
+        }
+        answer
     }
 
     pub(crate) fn expire_worker(
@@ -103,6 +114,7 @@ impl StateMachine {
             return Response::Rejected(Rejection::StaleDecision);
         }
         node.state = NodeState::Down;
+        self.touched.0.insert(worker_id.to_string());
         let held: Vec<_> = node.held.iter().copied().collect();
         for id in &held {
             self.end_attempt(index, now_ms, *id, Outcome::Lost, None);

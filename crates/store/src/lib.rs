@@ -21,6 +21,7 @@ mod log_store;
 mod recover;
 mod state_machine;
 mod verify;
+mod wakeups;
 mod watermark;
 
 pub use db::{open, OpenError, Opened};
@@ -28,6 +29,7 @@ pub use disk::{SyncStats, SYNC_BUCKETS_US};
 pub use log_store::LogStore;
 pub use recover::{force_new_cluster, replica_id_of, Recovered};
 pub use state_machine::{SmHandle, SmStore};
+pub use wakeups::WorkerWakeups;
 
 pub use raftsched_format::{ActiveVersion, NodeId, TypeConfig};
 

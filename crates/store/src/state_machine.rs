@@ -5,6 +5,7 @@
 //! last snapshot plus the log after a restart, so `apply` never waits for the disk. Snapshots are
 //! made durable before openraft is told they exist, because openraft purges the log behind them.
 
+use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -23,6 +24,7 @@ use crate::body_files::BodyFiles;
 use crate::codec::{format_err, io_err};
 use crate::disk::{durable_mark, DiskSync, DurableSnapshot};
 use crate::verify::{record_err, Refusal};
+use crate::wakeups::WorkerWakeups;
 use crate::{NodeId, StorageError, TypeConfig};
 
 const SNAPSHOT_META_KEY: &[u8] = b"meta";
@@ -45,6 +47,7 @@ struct Inner {
 pub struct SmHandle {
     inner: Arc<RwLock<Inner>>,
     applied: Arc<watch::Sender<u64>>,
+    wakeups: Arc<WorkerWakeups>,
 }
 
 impl SmHandle {
@@ -65,6 +68,13 @@ impl SmHandle {
     /// Changes whenever entries are applied or a snapshot is installed: long polls wait on it.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.applied.subscribe()
+    }
+
+    /// A receiver that sees a change whenever `worker_id`'s held set, state or registration
+    /// changes (and when a snapshot replaces the state); for that worker's long poll.
+    pub fn watch_worker(&self, worker_id: &str) -> watch::Receiver<()> {
+        let n_workers = self.read(|sm| sm.nodes().count());
+        self.wakeups.subscribe(worker_id, n_workers)
     }
 }
 
@@ -109,6 +119,7 @@ pub struct SmStore {
     active: ActiveVersion,
     /// Set while a snapshot copies the state (`write_lock_without_queueing`).
     copying: Arc<AtomicBool>,
+    wakeups: Arc<WorkerWakeups>,
 }
 
 /// A snapshot body as stored.
@@ -168,7 +179,8 @@ impl SmStore {
         let durable = durable_mark(inner.last_applied);
         let files = Arc::new(files);
         let (inner, copying) = (Arc::new(RwLock::new(inner)), Arc::default());
-        Ok(SmStore { inner, applied, disk, snap, files, durable, active, copying })
+        let wakeups = Arc::default();
+        Ok(SmStore { inner, applied, disk, snap, files, durable, active, copying, wakeups })
     }
 
     /// Shared with the log store, which must not purge past it.
@@ -215,11 +227,12 @@ impl SmStore {
             durable: self.durable.clone(),
             active: self.active.clone(),
             copying: self.copying.clone(),
+            wakeups: self.wakeups.clone(),
         }
     }
 
     pub fn handle(&self) -> SmHandle {
-        SmHandle { inner: self.inner.clone(), applied: self.applied.clone() }
+        SmHandle { inner: self.inner.clone(), applied: self.applied.clone(), wakeups: self.wakeups.clone() }
     }
 
     /// Writes the snapshot (a body in format `version`) durably unless one at least as new is
@@ -375,7 +388,11 @@ pub(crate) fn decode_state(data: &[u8], meta: &SnapshotMeta<NodeId, BasicNode>) 
 }
 
 /// Applies `entries` in order: the responses, the last applied index and the cluster version after.
-fn apply_entries(inner: &mut Inner, entries: Vec<Entry<TypeConfig>>) -> (Vec<Response>, u64, u32) {
+/// What applying a batch gives: the responses, the last applied index, the cluster version and
+/// the workers whose view changed.
+type Applied = (Vec<Response>, u64, u32, BTreeSet<String>);
+
+fn apply_entries(inner: &mut Inner, entries: Vec<Entry<TypeConfig>>) -> Applied {
     let mut responses = Vec::with_capacity(entries.len());
     for entry in entries {
         let index = entry.log_id.index;
@@ -394,7 +411,8 @@ fn apply_entries(inner: &mut Inner, entries: Vec<Entry<TypeConfig>>) -> (Vec<Res
         inner.last_applied = Some(entry.log_id);
         responses.push(response);
     }
-    (responses, inner.last_applied.map_or(0, |l| l.index), inner.sm.cluster_version())
+    let touched = inner.sm.take_touched_workers();
+    (responses, inner.last_applied.map_or(0, |l| l.index), inner.sm.cluster_version(), touched)
 }
 
 impl RaftStateMachine<TypeConfig> for SmStore {
@@ -421,7 +439,7 @@ impl RaftStateMachine<TypeConfig> for SmStore {
             // Contended (or poisoned: `write_lock` reports that).
             Err(_) => Err(entries),
         };
-        let (responses, last, cluster_version) = match fast {
+        let (responses, last, cluster_version, touched) = match fast {
             Ok(applied) => applied,
             Err(entries) => {
                 let (inner, copying) = (self.inner.clone(), self.copying.clone());
@@ -433,6 +451,7 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         };
         self.active.raise(cluster_version);
         self.applied.send_replace(last);
+        self.wakeups.wake(&touched);
         Ok(responses)
     }
 
@@ -471,6 +490,7 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         })
         .await?;
         self.applied.send_replace(meta.last_log_id.map_or(0, |l| l.index));
+        self.wakeups.wake_all();
         tracing::info!(snapshot = %meta, "installed snapshot from leader");
         Ok(())
     }
