@@ -26,6 +26,7 @@ pub async fn run(command: BenchCommand) -> Result<(), CliError> {
         BenchCommand::Failover(args) => crate::bench_failover::run(args).await,
         BenchCommand::Scale(args) => crate::bench_scale::run(args).await,
         BenchCommand::WorkerLoss(args) => crate::bench_worker_loss::run(args).await,
+        BenchCommand::Fleet(args) => crate::bench_fleet::run(args).await,
     }
 }
 
@@ -72,7 +73,7 @@ fn fsync(args: BenchFsyncArgs) -> Result<(), CliError> {
 }
 
 /// The `p` quantile (0..=1) of sorted microsecond samples, in milliseconds.
-fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
+pub(crate) fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
     if sorted_us.is_empty() {
         return 0.0;
     }
@@ -90,7 +91,7 @@ struct LoopResult {
 
 /// What each load loop does per operation.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Load {
+pub(crate) enum Load {
     /// A durable, replicated submit with a unique key.
     Submit,
     /// A linearizable read of one task.
@@ -134,44 +135,34 @@ async fn one_op(load: Load, client: &Client, key: &str, payload: &str, get_id: u
     .map_err(|e| e.to_string())
 }
 
-async fn run_load(args: BenchSubmitArgs, load: Load) -> Result<(), CliError> {
-    if args.concurrency == 0 || args.concurrency > CONCURRENCY_MAX {
-        return Err(CliError::Usage(format!("--concurrency must be 1..={CONCURRENCY_MAX}")));
-    }
-    if args.duration_s == 0 || args.duration_s > DURATION_S_MAX {
-        return Err(CliError::Usage(format!("--duration-s must be 1..={DURATION_S_MAX}")));
-    }
-    if args.payload_bytes > PAYLOAD_BYTES_MAX {
-        return Err(CliError::Usage(format!("--payload-bytes must be at most {PAYLOAD_BYTES_MAX}")));
-    }
-    if args.connections == 0 || args.connections > CONCURRENCY_MAX {
-        return Err(CliError::Usage(format!("--connections must be 1..={CONCURRENCY_MAX}")));
-    }
-    parse_cluster(&args.cluster.cluster)?;
-    let payload = Arc::new("x".repeat(args.payload_bytes));
+/// What a load run measured.
+pub(crate) struct LoadStats {
+    pub ops: usize,
+    pub n_errors: u64,
+    pub first_error: Option<String>,
+    pub first_error_at_s: Option<f64>,
+    pub last_error: Option<String>,
+    pub ops_per_s: f64,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub elapsed_s: f64,
+}
+
+/// Runs `concurrency` loops of `load` over `clients` (loop i uses client i mod N) for `duration`.
+pub(crate) async fn run_loops(
+    load: Load,
+    clients: &[Arc<Client>],
+    concurrency: usize,
+    duration: Duration,
+    payload: &Arc<String>,
+    get_id: u64,
+) -> Result<LoadStats, CliError> {
     let run_id = format!("{:016x}", rand::random::<u64>());
-    // Reads need a task to read.
-    let get_id = match load {
-        Load::Get => {
-            crate::client_cmds::connect(&args.cluster)?
-                .submit(&format!("bench-{run_id}-read-me"), raftsched_client::builtin("echo", &payload))
-                .await?
-                .id
-        }
-        _ => 0,
-    };
-    // Loops share clients (each client holds one HTTP/2 connection per replica it talks to), so
-    // concurrent requests multiplex over a few connections, as etcd's load generator's do.
-    let n_clients = args.connections.min(args.concurrency);
-    let mut clients = Vec::with_capacity(n_clients);
-    for i in 0..n_clients {
-        clients.push(Arc::new(crate::client_cmds::connect(&args.cluster)?.prefer(i)));
-    }
-    let duration = Duration::from_secs(args.duration_s);
     let started = Instant::now();
-    let mut loops = Vec::with_capacity(args.concurrency);
-    for i in 0..args.concurrency {
-        let client = clients[i % n_clients].clone();
+    let mut loops = Vec::with_capacity(concurrency);
+    for i in 0..concurrency {
+        let client = clients[i % clients.len()].clone();
         let payload = payload.clone();
         let run_id = run_id.clone();
         loops.push(tokio::spawn(async move {
@@ -207,14 +198,60 @@ async fn run_load(args: BenchSubmitArgs, load: Load) -> Result<(), CliError> {
         }
         last_error = r.last_error.or(last_error);
     }
-    let first_error_at_s = first_error.as_ref().map(|(at, _)| at.as_secs_f64());
-    let first_error = first_error.map(|(_, e)| e);
     let elapsed_s = started.elapsed().as_secs_f64();
     latencies_us.sort_unstable();
     let pct = |p: f64| percentile_ms(&latencies_us, p);
-    let ops = latencies_us.len();
-    let ops_per_s = ops as f64 / elapsed_s;
-    let (p50, p99, max) = (pct(0.50), pct(0.99), latencies_us.last().map_or(0.0, |&m| m as f64 / 1000.0));
+    Ok(LoadStats {
+        ops: latencies_us.len(),
+        n_errors,
+        first_error_at_s: first_error.as_ref().map(|(at, _)| at.as_secs_f64()),
+        first_error: first_error.map(|(_, e)| e),
+        last_error,
+        ops_per_s: latencies_us.len() as f64 / elapsed_s,
+        p50: pct(0.50),
+        p99: pct(0.99),
+        max: latencies_us.last().map_or(0.0, |&m| m as f64 / 1000.0),
+        elapsed_s,
+    })
+}
+
+async fn run_load(args: BenchSubmitArgs, load: Load) -> Result<(), CliError> {
+    if args.concurrency == 0 || args.concurrency > CONCURRENCY_MAX {
+        return Err(CliError::Usage(format!("--concurrency must be 1..={CONCURRENCY_MAX}")));
+    }
+    if args.duration_s == 0 || args.duration_s > DURATION_S_MAX {
+        return Err(CliError::Usage(format!("--duration-s must be 1..={DURATION_S_MAX}")));
+    }
+    if args.payload_bytes > PAYLOAD_BYTES_MAX {
+        return Err(CliError::Usage(format!("--payload-bytes must be at most {PAYLOAD_BYTES_MAX}")));
+    }
+    if args.connections == 0 || args.connections > CONCURRENCY_MAX {
+        return Err(CliError::Usage(format!("--connections must be 1..={CONCURRENCY_MAX}")));
+    }
+    parse_cluster(&args.cluster.cluster)?;
+    let payload = Arc::new("x".repeat(args.payload_bytes));
+    let run_id = format!("{:016x}", rand::random::<u64>());
+    // Reads need a task to read.
+    let get_id = match load {
+        Load::Get => {
+            crate::client_cmds::connect(&args.cluster)?
+                .submit(&format!("bench-{run_id}-read-me"), raftsched_client::builtin("echo", &payload))
+                .await?
+                .id
+        }
+        _ => 0,
+    };
+    // Loops share clients (each client holds one HTTP/2 connection per replica it talks to), so
+    // concurrent requests multiplex over a few connections, as etcd's load generator's do.
+    let n_clients = args.connections.min(args.concurrency);
+    let mut clients = Vec::with_capacity(n_clients);
+    for i in 0..n_clients {
+        clients.push(Arc::new(crate::client_cmds::connect(&args.cluster)?.prefer(i)));
+    }
+    let stats =
+        run_loops(load, &clients, args.concurrency, Duration::from_secs(args.duration_s), &payload, get_id).await?;
+    let LoadStats { ops, n_errors, ops_per_s, p50, p99, max, elapsed_s, .. } = stats;
+    let (first_error, first_error_at_s, last_error) = (stats.first_error, stats.first_error_at_s, stats.last_error);
     if args.json {
         println!(
             "{}",

@@ -197,6 +197,35 @@ pub enum BenchCommand {
     /// Kill -9 a worker holding tasks (a trio and two workers it starts): time until its tasks
     /// run elsewhere.
     WorkerLoss(BenchWorkerLossArgs),
+    /// A fleet of simulated workers (registering, heartbeating, polling over real gRPC) on a trio
+    /// it starts: leader CPU per 1,000 workers, heartbeat and dispatch latency, and submits with
+    /// the fleet connected against a trio without one.
+    Fleet(BenchFleetArgs),
+}
+
+#[derive(Args)]
+pub struct BenchFleetArgs {
+    /// Simulated workers (at most workers_max, 10,000).
+    #[arg(long, default_value_t = 1000)]
+    pub workers: usize,
+    /// Workers sharing one client (one HTTP/2 connection per replica), as processes on one host
+    /// behind a proxy would; each keeps one long poll open on it.
+    #[arg(long, default_value_t = 64)]
+    pub workers_per_connection: usize,
+    /// Each worker's heartbeat interval (the worker's default).
+    #[arg(long, default_value_t = 500)]
+    pub heartbeat_interval_ms: u64,
+    /// Submits in flight at once, with and without the fleet.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// How long each submit phase runs.
+    #[arg(long, default_value_t = 15)]
+    pub duration_s: u64,
+    /// Dispatch-latency probes, one at a time.
+    #[arg(long, default_value_t = 200)]
+    pub probes: usize,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]

@@ -88,5 +88,11 @@ pub const DISPATCH_BATCH_LEN_MAX: usize = 256;
 pub const LEADER_TICK_MS: u64 = 100;
 /// Schedule fires one pass of the leader loop proposes (more wait for the next pass).
 pub const FIRES_PER_TICK_MAX: usize = 64;
-/// Long polls a replica holds open at once (each worker holds one, each waiting client one).
-pub const LONG_POLLS_MAX: usize = 4096;
+/// Least time between two read-index rounds that confirm worker heartbeats (`liveness.rs`): at
+/// most 100 rounds a second whatever the fleet's size, for a few ms on each heartbeat's answer.
+pub const HEARTBEAT_ROUND_GAP_MS: u64 = 10;
+/// Long polls a replica holds open at once: each worker holds one (up to `workers_max`, 10,000,
+/// all on the leader: worker calls go there first), each waiting client one. They take no
+/// `in_flight_requests_max` slot.
+pub const LONG_POLLS_MAX: usize = 16_384;
+const _: () = assert!(LONG_POLLS_MAX >= raftsched_state::limits::WORKERS_MAX + 4096);

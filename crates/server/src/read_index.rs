@@ -13,6 +13,12 @@ use tonic::Status;
 
 #[derive(Default)]
 pub(crate) struct ReadIndexRounds {
+    /// Least time between the starts of two rounds (0: none). Worker heartbeats use a gap: their
+    /// answer may wait a few ms, and then one round serves all that arrived meanwhile, so the
+    /// rounds per second stay bounded however large the fleet.
+    gap: std::time::Duration,
+    /// When the last round started.
+    last_start: Mutex<Option<tokio::time::Instant>>,
     /// Serialises rounds.
     running: tokio::sync::Mutex<()>,
     /// Rounds started so far; a round's number is this counter after it started.
@@ -22,6 +28,11 @@ pub(crate) struct ReadIndexRounds {
 }
 
 impl ReadIndexRounds {
+    /// Rounds that start at least `gap` apart.
+    pub(crate) fn with_gap(gap: std::time::Duration) -> Self {
+        ReadIndexRounds { gap, ..Default::default() }
+    }
+
     /// A read index valid for a read that arrives now: from a round that started after this call.
     pub(crate) async fn get<F, Fut>(&self, round: F) -> Result<u64, Status>
     where
@@ -35,6 +46,12 @@ impl ReadIndexRounds {
                 return outcome.clone();
             }
         }
+        let last_start = *self.last_start.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = last_start.map(|at| at + self.gap).filter(|at| *at > tokio::time::Instant::now()) {
+            // Callers arriving meanwhile count this round as started after them: it starts below.
+            tokio::time::sleep_until(at).await;
+        }
+        *self.last_start.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
         let n = self.n_started.fetch_add(1, Ordering::SeqCst) + 1;
         let outcome = round().await;
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((n, outcome.clone()));
@@ -73,5 +90,15 @@ mod tests {
         // A read that arrives after everything finished gets a fresh round.
         let fresh = rounds.get(|| async { Ok(999) }).await.unwrap();
         assert_eq!(fresh, 999);
+    }
+
+    #[tokio::test]
+    async fn rounds_with_a_gap_start_that_far_apart() {
+        let gap = std::time::Duration::from_millis(30);
+        let rounds = ReadIndexRounds::with_gap(gap);
+        let started = tokio::time::Instant::now();
+        rounds.get(|| async { Ok(1) }).await.unwrap();
+        rounds.get(|| async { Ok(2) }).await.unwrap();
+        assert!(started.elapsed() >= gap, "two rounds {:?} apart", started.elapsed());
     }
 }

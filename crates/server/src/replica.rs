@@ -44,6 +44,8 @@ pub struct Replica {
     pub(crate) remote_rounds: crate::read_index::ReadIndexRounds,
     /// Workers' last acknowledged heartbeats, while this replica leads (`liveness.rs`).
     pub(crate) liveness: crate::liveness::Liveness,
+    /// Read-index rounds for heartbeats, at most one per `HEARTBEAT_ROUND_GAP_MS`.
+    pub(crate) beat_rounds: crate::read_index::ReadIndexRounds,
     pub counters: crate::metrics::Counters,
     pub sync_stats: Arc<raftsched_store::SyncStats>,
     pub rpc_stats: Arc<crate::rpc_stats::RpcStats>,
@@ -241,7 +243,7 @@ impl Replica {
     async fn beat(&self, worker_id: &str, instance: u64) -> Result<Response, Option<Status>> {
         self.counters.heartbeats_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (received, received_wall_ms) = (tokio::time::Instant::now(), now_ms());
-        let index = self.local_rounds.get(|| self.local_read_index()).await.map_err(|_| None)?;
+        let index = self.beat_rounds.get(|| self.local_read_index()).await.map_err(|_| None)?;
         self.wait_applied(index).await.map_err(Some)?;
         let answer = self.sm.read(|sm| sm.heartbeat_answer(worker_id, instance));
         if let Response::HeartbeatOk { epoch } = answer {

@@ -172,6 +172,9 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         forwarder,
         local_rounds: Default::default(),
         liveness: Default::default(),
+        beat_rounds: crate::read_index::ReadIndexRounds::with_gap(Duration::from_millis(
+            limits::HEARTBEAT_ROUND_GAP_MS,
+        )),
         remote_rounds: Default::default(),
         counters: Default::default(),
         sync_stats: opened_sync_stats,

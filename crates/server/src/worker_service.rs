@@ -76,7 +76,8 @@ impl Worker for WorkerService {
         &self,
         req: Request<api::AssignmentsRequest>,
     ) -> Result<Response<api::AssignmentsResponse>, Status> {
-        let _permit = self.replica.admit()?;
+        // A waiting poll holds a long-poll slot (every worker keeps one open), not an ordinary one.
+        let _permit = if req.get_ref().wait_ms > 0 { self.replica.admit_long_poll()? } else { self.replica.admit()? };
         crate::auth::check_worker(&req, &req.get_ref().id)?;
         let r = req.into_inner();
         let mut known: Vec<(u64, u64)> = r.known.iter().map(|h| (h.task_id, h.token)).collect();
