@@ -38,6 +38,8 @@ struct Fleet {
     beat_errors: AtomicU64,
     /// Registrations lost: a heartbeat refused as not current, or a poll answered "not registered".
     lost: AtomicU64,
+    /// Probe and long-task submits refused as overload (and sent again).
+    refused: AtomicU64,
     first_error: Mutex<Option<String>>,
     /// Task id -> when a worker first had it.
     received: Mutex<HashMap<u64, Instant>>,
@@ -295,6 +297,24 @@ async fn poll_loop(
     }
 }
 
+/// Submits `spec` under `key`, again after an overload refusal (RESOURCE_EXHAUSTED, counted in
+/// `Fleet::refused`), as a client would, for up to `STEP_WAIT`.
+async fn submit_retrying(client: &Client, fleet: &Fleet, key: &str, spec: api::TaskSpec) -> Result<u64, CliError> {
+    let started = Instant::now();
+    loop {
+        match client.submit(key, spec.clone()).await {
+            Ok(reply) => return Ok(reply.id),
+            Err(e) if e.code() == tonic::Code::ResourceExhausted && started.elapsed() < STEP_WAIT => {
+                if fleet.refused.fetch_add(1, Ordering::Relaxed) == 0 {
+                    fleet.error(format!("submit {key}: {e}"));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Submits `n` probes one at a time; each one's time from the submit call to a worker having it.
 async fn probe_dispatch(client: &Client, fleet: &Fleet, n: usize) -> Result<Vec<u64>, CliError> {
     let mut latencies_us = Vec::with_capacity(n);
@@ -302,7 +322,7 @@ async fn probe_dispatch(client: &Client, fleet: &Fleet, n: usize) -> Result<Vec<
     for i in 0..n {
         let t0 = Instant::now();
         let key = format!("fleet-probe-{i}-{:x}", rand::random::<u32>());
-        let id = client.submit(&key, raftsched_client::builtin("echo", "probe")).await?.id;
+        let id = submit_retrying(client, fleet, &key, raftsched_client::builtin("echo", "probe")).await?;
         let at = loop {
             if let Some(at) = fleet.received.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
                 break *at;
@@ -318,16 +338,16 @@ async fn probe_dispatch(client: &Client, fleet: &Fleet, n: usize) -> Result<Vec<
 }
 
 /// Gives every worker a long task and waits until each has it: every slot busy.
-async fn hold_every_slot(clients: &[Arc<Client>], fleet: &Fleet, n: usize) -> Result<(), CliError> {
+async fn hold_every_slot(clients: &[Arc<Client>], fleet: &Arc<Fleet>, n: usize) -> Result<(), CliError> {
     let before = *fleet.n_received.borrow();
     let gate = Arc::new(tokio::sync::Semaphore::new(64));
     let mut submits = Vec::new();
     for i in 0..n {
-        let (client, gate) = (clients[i % clients.len()].clone(), gate.clone());
+        let (client, gate, fleet) = (clients[i % clients.len()].clone(), gate.clone(), fleet.clone());
         submits.push(tokio::spawn(async move {
             let _slot = gate.acquire().await;
             let key = format!("fleet-hold-{i}-{:x}", rand::random::<u32>());
-            client.submit(&key, raftsched_client::builtin("sleep", "3600000")).await.map(|_| ())
+            submit_retrying(&client, &fleet, &key, raftsched_client::builtin("sleep", "3600000")).await.map(|_| ())
         }));
     }
     for s in submits {
@@ -388,6 +408,7 @@ impl Report<'_> {
             "dispatch_p99_ms": percentile_ms(self.dispatch_us, 0.99),
             "workers_not_ready": self.down,
             "registrations_lost": self.fleet.lost.load(Ordering::Relaxed),
+            "setup_submits_refused": self.fleet.refused.load(Ordering::Relaxed),
             "first_error": first_error,
         });
         if self.args.json {

@@ -263,3 +263,30 @@ fn a_report_from_a_worker_that_does_not_hold_the_attempt_is_refused_whatever_its
     assert_eq!(log.sm.get(id).unwrap().state, TaskState::Succeeded);
     assert!(matches!(log.apply(40, from(&holder, holder_instance, token)), Response::Rejected(_)));
 }
+
+#[test]
+fn apply_notes_the_workers_whose_view_changed_and_heartbeat_answers_as_apply_does() {
+    let mut log = Log::new();
+    log.register(10, "w1", 7, 1, &[]);
+    log.register(10, "w2", 8, 1, &[]);
+    let touched = |log: &mut Log| log.sm.take_touched_workers().into_iter().collect::<Vec<_>>();
+    assert_eq!(touched(&mut log), ["w1", "w2"]);
+    assert!(touched(&mut log).is_empty(), "taken once");
+    // A heartbeat changes nothing a poll waits for; an assignment and its report do.
+    assert_eq!(log.sm.heartbeat_answer("w1", 7), Response::HeartbeatOk { epoch: 1 });
+    assert_eq!(
+        log.apply(15, Op::Heartbeat { worker_id: "w1".into(), instance: 7 }),
+        Response::HeartbeatOk { epoch: 1 }
+    );
+    assert!(touched(&mut log).is_empty());
+    let id = log.submit("k", TaskSpec::builtin("echo", "hi"));
+    let Response::Assigned { token, .. } = log.dispatch(20) else { panic!() };
+    assert_eq!(touched(&mut log), ["w1"]);
+    log.finish(30, id, token, 0);
+    assert_eq!(touched(&mut log), ["w1"]);
+    // Refusals are the same for the query and for apply.
+    for (id, instance) in [("w1", 99), ("nobody", 7)] {
+        let op = Op::Heartbeat { worker_id: id.into(), instance };
+        assert_eq!(log.sm.heartbeat_answer(id, instance), log.apply(40, op));
+    }
+}
