@@ -147,7 +147,7 @@ pub async fn run(args: BenchFleetArgs) -> Result<(), CliError> {
     let ((), idle_cpu) = cpu_pct_during(pid, tokio::time::sleep(Duration::from_secs(IDLE_S))).await;
     eprintln!("{} workers idle: leader {idle_cpu:.1} % of a core", args.workers);
     let dispatch_us = probe_dispatch(&clients[0], &fleet, args.probes).await?;
-    hold_every_slot(&clients, &fleet, args.workers).await?;
+    let held = hold_every_slot(&clients, &fleet, args.workers).await?;
     let load_set = &clients[..load_clients];
     let (with_fleet, fleet_cpu) =
         cpu_pct_during(pid, run_loops(Load::Submit, load_set, args.concurrency, duration, &payload, 0)).await;
@@ -168,9 +168,16 @@ pub async fn run(args: BenchFleetArgs) -> Result<(), CliError> {
         dispatch_us: &dispatch_us,
         fleet: &fleet,
         down,
+        held,
     };
     report.print();
     drop(cluster);
+    let lost = fleet.lost.load(Ordering::Relaxed);
+    if down > 0 || lost > 0 || held < args.workers {
+        // The figures are printed; the exit code says they are not those of a healthy fleet.
+        let why = format!("{down} workers not ready, {lost} registrations lost, {held} of {} busy", args.workers);
+        return Err(CliError::Failed(why));
+    }
     Ok(())
 }
 
@@ -338,7 +345,9 @@ async fn probe_dispatch(client: &Client, fleet: &Fleet, n: usize) -> Result<Vec<
 }
 
 /// Gives every worker a long task and waits until each has it: every slot busy.
-async fn hold_every_slot(clients: &[Arc<Client>], fleet: &Arc<Fleet>, n: usize) -> Result<(), CliError> {
+/// Returns how many workers hold one (all of them, unless `STEP_WAIT` passed first: the figures
+/// that follow are then reported with the count, not dropped).
+async fn hold_every_slot(clients: &[Arc<Client>], fleet: &Arc<Fleet>, n: usize) -> Result<usize, CliError> {
     let before = *fleet.n_received.borrow();
     let gate = Arc::new(tokio::sync::Semaphore::new(64));
     let mut submits = Vec::new();
@@ -354,11 +363,12 @@ async fn hold_every_slot(clients: &[Arc<Client>], fleet: &Arc<Fleet>, n: usize) 
         s.await.map_err(|e| CliError::Failed(e.to_string()))??;
     }
     let mut seen = fleet.n_received.subscribe();
-    let all_held = tokio::time::timeout(STEP_WAIT, seen.wait_for(|got| *got >= before + n)).await;
-    if matches!(all_held, Ok(Ok(_))) {
-        return Ok(());
+    let _ = tokio::time::timeout(STEP_WAIT, seen.wait_for(|got| *got >= before + n)).await;
+    let held = fleet.n_received.borrow().saturating_sub(before);
+    if held < n {
+        fleet.error(format!("only {held} of {n} workers got their long task within {} s", STEP_WAIT.as_secs()));
     }
-    Err(CliError::Failed(format!("not every worker got its long task within {} s", STEP_WAIT.as_secs())))
+    Ok(held)
 }
 
 struct Report<'a> {
@@ -372,6 +382,8 @@ struct Report<'a> {
     dispatch_us: &'a [u64],
     fleet: &'a Fleet,
     down: usize,
+    /// Workers holding a long task during the with-fleet submits.
+    held: usize,
 }
 
 impl Report<'_> {
@@ -407,6 +419,7 @@ impl Report<'_> {
             "dispatch_p50_ms": percentile_ms(self.dispatch_us, 0.5),
             "dispatch_p99_ms": percentile_ms(self.dispatch_us, 0.99),
             "workers_not_ready": self.down,
+            "workers_busy": self.held,
             "registrations_lost": self.fleet.lost.load(Ordering::Relaxed),
             "setup_submits_refused": self.fleet.refused.load(Ordering::Relaxed),
             "first_error": first_error,

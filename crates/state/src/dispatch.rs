@@ -5,7 +5,7 @@ use crate::command::{AssignItem, Rejection, Response};
 use crate::limits;
 use crate::machine::StateMachine;
 use crate::node::NodeState;
-use crate::task::{Assignment, Attempt, TaskState};
+use crate::task::{Assignment, Attempt, TaskId, TaskState};
 
 impl StateMachine {
     /// Assignments the leader should propose now: pending tasks whose backoff has passed, higher
@@ -31,9 +31,37 @@ impl StateMachine {
     }
 
     /// Pending tasks whose backoff has passed, in queue order, each to the best ready worker, at
-    /// most `max_items`, looking at most `scan_len_max` pending tasks.
+    /// most `max_items`, looking at most `scan_len_max` pending tasks. From the free-slot index
+    /// once it is built; the same plan by a scan of the registry before.
     fn plan(&self, now_ms: u64, max_items: usize, scan_len_max: usize) -> Vec<AssignItem> {
         let max_items = max_items.min(limits::ASSIGN_BATCH_LEN_MAX);
+        if !self.free.is_built() {
+            return self.plan_by_scan(now_ms, max_items, scan_len_max);
+        }
+        let mut planner = self.free.planner();
+        let mut items = Vec::new();
+        for &(_, id) in self.pending.iter().take(scan_len_max) {
+            if items.len() >= max_items || planner.is_exhausted() {
+                break;
+            }
+            let task = &self.tasks[&id];
+            if task.not_before_ms > now_ms {
+                continue;
+            }
+            if let Some(worker_id) = planner.take(|w| self.nodes[w].satisfies(&task.spec.constraints)) {
+                items.push(self.item(id, worker_id));
+            }
+        }
+        items
+    }
+
+    fn item(&self, task_id: TaskId, worker_id: &str) -> AssignItem {
+        let node = &self.nodes[worker_id];
+        AssignItem { task_id, attempts: self.tasks[&task_id].attempt(), worker_id: node.id.clone(), epoch: node.epoch }
+    }
+
+    /// `plan` by a scan of the registry: O(workers) per plan and per task.
+    pub(crate) fn plan_by_scan(&self, now_ms: u64, max_items: usize, scan_len_max: usize) -> Vec<AssignItem> {
         let mut free: Vec<(&str, u32)> = self
             .nodes
             .values()
@@ -55,13 +83,7 @@ impl StateMachine {
                 .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)));
             if let Some((worker_id, slots)) = best {
                 *slots -= 1;
-                let node = &self.nodes[*worker_id];
-                items.push(AssignItem {
-                    task_id: id,
-                    attempts: task.attempt(),
-                    worker_id: node.id.clone(),
-                    epoch: node.epoch,
-                });
+                items.push(self.item(id, worker_id));
             }
         }
         items
@@ -117,8 +139,88 @@ impl StateMachine {
             assigned_at_ms: now_ms,
         });
         self.nodes.get_mut(&item.worker_id).expect("checked above").held.insert(item.task_id);
-        self.touched.0.insert(item.worker_id.clone());
+        self.node_changed(&item.worker_id);
         self.transition(index, now_ms, item.task_id, TaskState::Assigned);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use crate::command::{Command, Op, ReportEvent};
+    use crate::machine::StateMachine;
+    use crate::spec::TaskSpec;
+
+    /// A small deterministic generator (no dependency): xorshift64.
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// The index gives exactly the scan's plan, through registrations, drains, expiries,
+    /// assignments and reports, with labels, on many random states.
+    #[test]
+    fn the_indexed_plan_is_the_scans_plan() {
+        for seed in 1..=200u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut sm = StateMachine::default();
+            let mut index = 0;
+            let mut apply = |sm: &mut StateMachine, op: Op| {
+                index += 1;
+                sm.apply(index, &Command { now_ms: 1_000 + index, op })
+            };
+            for step in 0..60 {
+                let worker = format!("w{}", rng.below(12));
+                let held: Vec<(u64, u64)> = sm
+                    .nodes()
+                    .flat_map(|n| {
+                        n.held.iter().map(|id| (*id, sm.get(*id).unwrap().assignment.as_ref().unwrap().token))
+                    })
+                    .collect();
+                let op = match rng.below(7) {
+                    6 if !held.is_empty() => {
+                        let (task_id, token) = held[rng.below(held.len() as u64) as usize];
+                        let event =
+                            ReportEvent::Finished { exit_code: 0, output_tail: String::new(), timed_out: false };
+                        Op::Report { task_id, token, event }
+                    }
+                    0 | 1 => {
+                        let labels: BTreeMap<String, String> = (rng.below(2) == 0)
+                            .then(|| ("zone".to_string(), format!("z{}", rng.below(2))))
+                            .into_iter()
+                            .collect();
+                        let slots = 1 + rng.below(3) as u32;
+                        Op::RegisterWorker { worker_id: worker, instance: step, addr: String::new(), slots, labels }
+                    }
+                    2 => Op::DrainWorker { worker_id: worker },
+                    3 => {
+                        let seq = sm.node(&worker).map_or((0, 0), |n| (n.epoch, n.heartbeat_seq));
+                        Op::ExpireWorker { worker_id: worker, epoch: seq.0, heartbeat_seq: seq.1 }
+                    }
+                    _ => {
+                        let mut spec = TaskSpec::builtin("echo", "x");
+                        if rng.below(3) == 0 {
+                            spec.constraints.insert("zone".into(), format!("z{}", rng.below(3)));
+                        }
+                        Op::Submit { key: format!("k{seed}-{step}"), spec }
+                    }
+                };
+                apply(&mut sm, op);
+                let now = 1_000_000;
+                let by_scan = sm.plan_by_scan(now, 5, usize::MAX);
+                assert_eq!(sm.plan(now, 5, usize::MAX), by_scan, "seed {seed} step {step}");
+                if rng.below(2) == 0 && !by_scan.is_empty() {
+                    apply(&mut sm, Op::Assign { items: by_scan });
+                }
+                assert_eq!(sm.check_invariants(), Ok(()));
+            }
+        }
     }
 }

@@ -13,6 +13,7 @@
 pub mod calendar;
 pub mod command;
 pub mod dispatch;
+mod free_slots;
 pub mod limits;
 pub mod machine;
 pub mod node;

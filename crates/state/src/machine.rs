@@ -52,12 +52,22 @@ pub struct StateMachine {
     /// (`take_touched_workers`): not state, a note for the host's long polls.
     #[serde(skip)]
     pub(crate) touched: Touched,
+    /// Ready workers by free slots, for dispatch (`free_slots.rs`): derived, not state.
+    #[serde(skip)]
+    pub(crate) free: crate::free_slots::FreeSlots,
 }
 
 /// The ids in `StateMachine::touched`. Not part of the state: equal whatever it holds, never
 /// encoded, and bounded by the worker registry (a set of its ids).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Touched(pub(crate) BTreeSet<String>);
+
+/// Not state, so not shown: a state's `Debug` text is the same however it was reached.
+impl std::fmt::Debug for Touched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("_")
+    }
+}
 
 impl PartialEq for Touched {
     fn eq(&self, _: &Self) -> bool {
@@ -122,6 +132,12 @@ impl StateMachine {
         std::mem::take(&mut self.touched.0)
     }
 
+    /// `worker_id`'s state or held set changed: its polls wake and the free-slot index follows.
+    pub(crate) fn node_changed(&mut self, worker_id: &str) {
+        self.touched.0.insert(worker_id.to_string());
+        self.free.update(worker_id, self.nodes.get(worker_id));
+    }
+
     pub fn node(&self, worker_id: &str) -> Option<&Node> {
         self.nodes.get(worker_id)
     }
@@ -139,6 +155,9 @@ impl StateMachine {
     /// Applies the command committed at log `index`. Deterministic: depends on `self`, `index` and
     /// `cmd` only. A rejected command leaves the state unchanged apart from `applied_index`.
     pub fn apply(&mut self, index: u64, cmd: &Command) -> Response {
+        if !self.free.is_built() {
+            self.free.build(self.nodes.values());
+        }
         self.advance(index);
         // From CLOCK_VERSION on, the larger of the entry's time and the last applied: a leader
         // whose clock is behind its predecessor's cannot move time back.
@@ -258,10 +277,7 @@ impl StateMachine {
         assert_eq!(attempt.token, assignment.token);
         attempt.ended_at_ms = Some(now_ms);
         attempt.outcome = Some(outcome);
-        if let Some(node) = self.nodes.get_mut(&assignment.worker_id) {
-            node.held.remove(&id);
-            self.touched.0.insert(assignment.worker_id.clone());
-        }
+        let freed = self.nodes.get_mut(&assignment.worker_id).map(|node| node.held.remove(&id)).is_some();
         let n_attempts = task.attempt();
         let retry = matches!(outcome, Outcome::Failed { .. } | Outcome::TimedOut | Outcome::Lost)
             && n_attempts < task.spec.max_attempts;
@@ -282,6 +298,9 @@ impl StateMachine {
                 Some(result.unwrap_or(TaskResult { exit_code: -1, output_tail: outcome.as_str().to_string() }));
         }
         self.transition(index, now_ms, id, to);
+        if freed {
+            self.node_changed(&assignment.worker_id);
+        }
     }
 
     /// A client's submit. Keys with the occurrence prefix are reserved for schedules' fires.
@@ -472,6 +491,9 @@ impl StateMachine {
     /// Checks every structural invariant; returns the first violation. Used by debug builds after
     /// each apply, by the property tests after every step, and by the store after loading a snapshot.
     pub fn check_invariants(&self) -> Result<(), String> {
+        if !self.free.matches(self.nodes.values()) {
+            return Err("the free-slot index does not match the workers".to_string());
+        }
         let mut counts = [0u64; 7];
         let mut held_by: BTreeMap<&str, BTreeSet<TaskId>> = BTreeMap::new();
         for (&id, task) in &self.tasks {

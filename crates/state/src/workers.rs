@@ -73,7 +73,7 @@ impl StateMachine {
             held: BTreeSet::new(),
         };
         self.nodes.insert(worker_id.to_string(), node);
-        self.touched.0.insert(worker_id.to_string());
+        self.node_changed(worker_id);
         Response::Registered { epoch }
     }
 
@@ -114,8 +114,8 @@ impl StateMachine {
             return Response::Rejected(Rejection::StaleDecision);
         }
         node.state = NodeState::Down;
-        self.touched.0.insert(worker_id.to_string());
         let held: Vec<_> = node.held.iter().copied().collect();
+        self.node_changed(worker_id);
         for id in &held {
             self.end_attempt(index, now_ms, *id, Outcome::Lost, None);
         }
@@ -128,6 +128,7 @@ impl StateMachine {
         };
         if node.state == NodeState::Ready {
             node.state = NodeState::Draining;
+            self.node_changed(worker_id);
         }
         Response::Drained
     }
