@@ -7,7 +7,7 @@
 //!
 //! Phases: (1) submits at `--concurrency` on a fresh trio without workers (the no-fleet figure);
 //! then on a second fresh trio (2) the fleet registers and idles: the leader's CPU over
-//! `IDLE_S`; (3) probes one at a time: dispatch latency, from the submit call to the worker having
+//! `--idle-s`; (3) probes one at a time: dispatch latency, from the submit call to the worker having
 //! the assignment; (4) one long task per worker, so every slot is busy; (5) the same submits with
 //! the fleet connected. Heartbeat latency over (2)-(5); at the end no worker may have been
 //! declared down or lost its registration.
@@ -27,7 +27,6 @@ use crate::error::CliError;
 use crate::local_cluster::LocalCluster;
 
 const WORKERS_MAX: usize = raftsched_state::limits::WORKERS_MAX;
-const IDLE_S: u64 = 5;
 const STEP_WAIT: Duration = Duration::from_secs(120);
 const PROBES_MAX: usize = 10_000;
 
@@ -66,12 +65,15 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
-/// Percent of one core process `pid` used while `f` ran (clock ticks of 10 ms).
-async fn cpu_pct_during<T>(pid: u32, f: impl std::future::Future<Output = T>) -> (T, f64) {
-    let (t0, c0) = (Instant::now(), cpu_ticks(pid).unwrap_or(0));
+/// Percent of one core the processes `pids` used while `f` ran: (the first, all together).
+async fn cpu_pct_during<T>(pids: &[u32], f: impl std::future::Future<Output = T>) -> (T, (f64, f64)) {
+    let ticks = || pids.iter().map(|p| cpu_ticks(*p).unwrap_or(0)).collect::<Vec<_>>();
+    let (t0, c0) = (Instant::now(), ticks());
     let out = f.await;
-    let ticks = cpu_ticks(pid).unwrap_or(0).saturating_sub(c0);
-    (out, ticks as f64 / t0.elapsed().as_secs_f64())
+    let used: Vec<f64> = ticks().iter().zip(&c0).map(|(now, then)| now.saturating_sub(*then) as f64).collect();
+    // Clock ticks are 10 ms: ticks per second is percent of a core.
+    let secs = t0.elapsed().as_secs_f64();
+    (out, (used[0] / secs, used.iter().sum::<f64>() / secs))
 }
 
 async fn wait_until<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> Result<T, CliError> {
@@ -87,18 +89,21 @@ async fn wait_until<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) ->
     }
 }
 
-/// A trio of this binary, its leader's id and pid, and `connections` clients.
-async fn trio(connections: usize) -> Result<(LocalCluster, u32, Vec<Arc<Client>>), CliError> {
+/// A trio of this binary, its replicas' pids (the leader's first), and `connections` clients.
+async fn trio(connections: usize) -> Result<(LocalCluster, Vec<u32>, Vec<Arc<Client>>), CliError> {
     let cluster = LocalCluster::start(3, None, &["--tasks-pending-max", "1000000"])?;
     let client = Client::new(cluster.addrs(), Duration::from_secs(10))?;
     let leader = LocalCluster::wait_leader(&client, STEP_WAIT).await?;
-    let pid = cluster.pid(leader).ok_or_else(|| CliError::Failed("the leader has no process".into()))?;
+    let mut pids: Vec<u32> = cluster.replicas.iter().filter_map(|r| cluster.pid(r.id)).collect();
+    let leader_pid = cluster.pid(leader).ok_or_else(|| CliError::Failed("the leader has no process".into()))?;
+    pids.retain(|p| *p != leader_pid);
+    pids.insert(0, leader_pid);
     let mut clients = Vec::new();
     for i in 0..connections.max(1) {
         // Long polls wait up to 10 s: the client's budget must outlast them.
         clients.push(Arc::new(Client::new(cluster.addrs(), Duration::from_secs(40))?.prefer(i)));
     }
-    Ok((cluster, pid, clients))
+    Ok((cluster, pids, clients))
 }
 
 pub async fn run(args: BenchFleetArgs) -> Result<(), CliError> {
@@ -108,8 +113,15 @@ pub async fn run(args: BenchFleetArgs) -> Result<(), CliError> {
     if args.workers_per_connection == 0 || args.concurrency == 0 || args.concurrency > 4096 {
         return Err(CliError::Usage("--workers-per-connection must be at least 1, --concurrency 1..=4096".into()));
     }
-    if args.duration_s == 0 || args.duration_s > 3600 || args.probes > PROBES_MAX {
-        return Err(CliError::Usage(format!("--duration-s must be 1..=3600, --probes at most {PROBES_MAX}")));
+    if args.duration_s == 0
+        || args.duration_s > 3600
+        || args.idle_s == 0
+        || args.idle_s > 3600
+        || args.probes > PROBES_MAX
+    {
+        return Err(CliError::Usage(format!(
+            "--duration-s and --idle-s must be 1..=3600, --probes at most {PROBES_MAX}"
+        )));
     }
     let payload = Arc::new("x".repeat(256));
     let duration = Duration::from_secs(args.duration_s);
@@ -119,20 +131,21 @@ pub async fn run(args: BenchFleetArgs) -> Result<(), CliError> {
 
     // (1) No fleet.
     let (baseline, base_cpu) = {
-        let (cluster, pid, clients) = trio(load_clients).await?;
-        let out = cpu_pct_during(pid, run_loops(Load::Submit, &clients, args.concurrency, duration, &payload, 0)).await;
+        let (cluster, pids, clients) = trio(load_clients).await?;
+        let out =
+            cpu_pct_during(&pids, run_loops(Load::Submit, &clients, args.concurrency, duration, &payload, 0)).await;
         drop(cluster);
         out
     };
     let baseline = baseline?;
     eprintln!(
-        "no fleet: {:.0} submits/s, p99 {:.1} ms, leader {base_cpu:.0} % of a core",
-        baseline.ops_per_s, baseline.p99
+        "no fleet: {:.0} submits/s, p99 {:.1} ms, leader {:.0} % of a core",
+        baseline.ops_per_s, baseline.p99, base_cpu.0
     );
 
     // (2)-(5) With the fleet.
     let n_conns = args.workers.div_ceil(args.workers_per_connection);
-    let (cluster, pid, clients) = trio(n_conns.max(load_clients)).await?;
+    let (cluster, pids, clients) = trio(n_conns.max(load_clients)).await?;
     let fleet = Arc::new(Fleet::default());
     let (stop_tx, stop) = watch::channel(false);
     let interval = Duration::from_millis(args.heartbeat_interval_ms);
@@ -144,13 +157,13 @@ pub async fn run(args: BenchFleetArgs) -> Result<(), CliError> {
     })
     .await?;
     fleet.beats_us.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    let ((), idle_cpu) = cpu_pct_during(pid, tokio::time::sleep(Duration::from_secs(IDLE_S))).await;
-    eprintln!("{} workers idle: leader {idle_cpu:.1} % of a core", args.workers);
+    let ((), idle_cpu) = cpu_pct_during(&pids, tokio::time::sleep(Duration::from_secs(args.idle_s))).await;
+    eprintln!("{} workers idle: leader {:.1} %, trio {:.1} % of a core", args.workers, idle_cpu.0, idle_cpu.1);
     let dispatch_us = probe_dispatch(&clients[0], &fleet, args.probes).await?;
     let held = hold_every_slot(&clients, &fleet, args.workers).await?;
     let load_set = &clients[..load_clients];
     let (with_fleet, fleet_cpu) =
-        cpu_pct_during(pid, run_loops(Load::Submit, load_set, args.concurrency, duration, &payload, 0)).await;
+        cpu_pct_during(&pids, run_loops(Load::Submit, load_set, args.concurrency, duration, &payload, 0)).await;
     let with_fleet = with_fleet?;
     let workers = status.list_workers(false).await?.workers;
     let down = workers.iter().filter(|w| w.state != "ready").count();
@@ -163,7 +176,8 @@ pub async fn run(args: BenchFleetArgs) -> Result<(), CliError> {
         args: &args,
         baseline: &baseline,
         with_fleet: &with_fleet,
-        cpu: [base_cpu, idle_cpu, fleet_cpu, bench_cpu],
+        cpu: [base_cpu, idle_cpu, fleet_cpu],
+        bench_cpu,
         beats: &beats,
         dispatch_us: &dispatch_us,
         fleet: &fleet,
@@ -375,9 +389,10 @@ struct Report<'a> {
     args: &'a BenchFleetArgs,
     baseline: &'a LoadStats,
     with_fleet: &'a LoadStats,
-    /// Percent of a core: the leader without a fleet, with the fleet idle, with the fleet under
-    /// load; this benchmark process over the whole run.
-    cpu: [f64; 4],
+    /// Percent of a core (the leader's, the trio's): without a fleet, with the fleet idle, with
+    /// the fleet under load; and this benchmark process over the whole run.
+    cpu: [(f64, f64); 3],
+    bench_cpu: f64,
     beats: &'a [u64],
     dispatch_us: &'a [u64],
     fleet: &'a Fleet,
@@ -388,7 +403,8 @@ struct Report<'a> {
 
 impl Report<'_> {
     fn print(&self) {
-        let [base_cpu, idle_cpu, fleet_cpu, bench_cpu] = self.cpu;
+        let [(base_cpu, base_trio), (idle_cpu, idle_trio), (fleet_cpu, fleet_trio)] = self.cpu;
+        let bench_cpu = self.bench_cpu;
         let n = self.args.workers;
         let ratio = self.with_fleet.ops_per_s / self.baseline.ops_per_s.max(1e-9);
         let first_error = self.fleet.first_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -410,6 +426,10 @@ impl Report<'_> {
             "leader_cpu_idle_fleet_pct": idle_cpu,
             "leader_cpu_pct_per_1000_workers": idle_cpu / (n as f64 / 1000.0),
             "leader_cpu_fleet_load_pct": fleet_cpu,
+            "trio_cpu_no_fleet_pct": base_trio,
+            "trio_cpu_idle_fleet_pct": idle_trio,
+            "trio_cpu_pct_per_1000_workers": idle_trio / (n as f64 / 1000.0),
+            "trio_cpu_fleet_load_pct": fleet_trio,
             "bench_cpu_pct": bench_cpu,
             "heartbeats": self.beats.len(),
             "heartbeat_p50_ms": percentile_ms(self.beats, 0.5),

@@ -224,6 +224,9 @@ pub struct BenchFleetArgs {
     /// Dispatch-latency probes, one at a time.
     #[arg(long, default_value_t = 200)]
     pub probes: usize,
+    /// How long the fleet idles while the leader's CPU is measured.
+    #[arg(long, default_value_t = 5)]
+    pub idle_s: u64,
     #[arg(long)]
     pub json: bool,
 }

@@ -96,3 +96,7 @@ pub const HEARTBEAT_ROUND_GAP_MS: u64 = 10;
 /// `in_flight_requests_max` slot.
 pub const LONG_POLLS_MAX: usize = 16_384;
 const _: () = assert!(LONG_POLLS_MAX >= raftsched_state::limits::WORKERS_MAX + 4096);
+/// Heartbeats a replica handles at once, beside `in_flight_requests_max`: a few per worker of a
+/// full registry (a worker has one out at a time, more only after a slow one).
+pub const HEARTBEATS_IN_FLIGHT_MAX: usize = 16_384;
+const _: () = assert!(HEARTBEATS_IN_FLIGHT_MAX >= raftsched_state::limits::WORKERS_MAX);

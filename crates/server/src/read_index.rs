@@ -6,31 +6,61 @@
 //! takes the next one. Under load one round serves many reads; alone, a read pays for one round.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use tokio::sync::watch;
+use tokio::time::{Duration, Instant};
 use tonic::Status;
 
-#[derive(Default)]
 pub(crate) struct ReadIndexRounds {
     /// Least time between the starts of two rounds (0: none). Worker heartbeats use a gap: their
     /// answer may wait a few ms, and then one round serves all that arrived meanwhile, so the
     /// rounds per second stay bounded however large the fleet.
-    gap: std::time::Duration,
-    /// When the last round started.
-    last_start: Mutex<Option<tokio::time::Instant>>,
-    /// Serialises rounds.
-    running: tokio::sync::Mutex<()>,
+    gap: Duration,
+    state: Mutex<State>,
+    /// Bumped whenever a round ends (or its driver is dropped): every waiter looks again at once.
+    /// (A lock handed from waiter to waiter woke them one by one: at 20,000 heartbeats a second
+    /// that chain alone made them wait hundreds of ms.)
+    ended: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct State {
+    /// A caller is driving a round now.
+    running: bool,
     /// Rounds started so far; a round's number is this counter after it started.
-    n_started: AtomicU64,
+    n_started: u64,
+    /// When the last round started.
+    last_start: Option<Instant>,
     /// The number and outcome of the last finished round.
-    last: Mutex<Option<(u64, Result<u64, Status>)>>,
+    last: Option<(u64, Result<u64, Status>)>,
+}
+
+impl Default for ReadIndexRounds {
+    fn default() -> Self {
+        ReadIndexRounds { gap: Duration::ZERO, state: Mutex::default(), ended: watch::channel(0).0 }
+    }
+}
+
+/// Clears `running` and wakes the waiters when the driving caller finishes or is dropped midway
+/// (its request cancelled): another waiter then drives the next round.
+struct Driving<'a>(&'a ReadIndexRounds);
+
+impl Drop for Driving<'_> {
+    fn drop(&mut self) {
+        self.0.lock().running = false;
+        self.0.ended.send_modify(|n| *n += 1);
+    }
 }
 
 impl ReadIndexRounds {
     /// Rounds that start at least `gap` apart.
-    pub(crate) fn with_gap(gap: std::time::Duration) -> Self {
+    pub(crate) fn with_gap(gap: Duration) -> Self {
         ReadIndexRounds { gap, ..Default::default() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A read index valid for a read that arrives now: from a round that started after this call.
@@ -39,22 +69,52 @@ impl ReadIndexRounds {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<u64, Status>>,
     {
-        let arrived_after = self.n_started.load(Ordering::SeqCst);
-        let _running = self.running.lock().await;
-        if let Some((n, outcome)) = self.last.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            if *n > arrived_after {
-                return outcome.clone();
+        let arrived_after = self.lock().n_started;
+        loop {
+            let waiting = {
+                let mut state = self.lock();
+                if let Some((n, outcome)) = &state.last {
+                    if *n > arrived_after {
+                        return outcome.clone();
+                    }
+                }
+                if state.running {
+                    Some(self.ended.subscribe())
+                } else {
+                    state.running = true;
+                    None
+                }
+            };
+            match waiting {
+                // The sender lives as long as `self`: `changed` only returns once a round ended.
+                Some(mut ended) => {
+                    let _ = ended.changed().await;
+                }
+                None => return self.drive(round).await,
             }
         }
-        let last_start = *self.last_start.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(at) = last_start.map(|at| at + self.gap).filter(|at| *at > tokio::time::Instant::now()) {
+    }
+
+    /// Runs one round, at least `gap` after the last one started.
+    async fn drive<F, Fut>(&self, round: F) -> Result<u64, Status>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<u64, Status>>,
+    {
+        let _driving = Driving(self);
+        let not_before = self.lock().last_start.map(|at| at + self.gap);
+        if let Some(at) = not_before.filter(|at| *at > Instant::now()) {
             // Callers arriving meanwhile count this round as started after them: it starts below.
             tokio::time::sleep_until(at).await;
         }
-        *self.last_start.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
-        let n = self.n_started.fetch_add(1, Ordering::SeqCst) + 1;
+        let n = {
+            let mut state = self.lock();
+            state.last_start = Some(Instant::now());
+            state.n_started += 1;
+            state.n_started
+        };
         let outcome = round().await;
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((n, outcome.clone()));
+        self.lock().last = Some((n, outcome.clone()));
         outcome
     }
 }
@@ -62,7 +122,7 @@ impl ReadIndexRounds {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU32;
+    use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
 
     #[tokio::test]
@@ -94,11 +154,28 @@ mod tests {
 
     #[tokio::test]
     async fn rounds_with_a_gap_start_that_far_apart() {
-        let gap = std::time::Duration::from_millis(30);
+        let gap = Duration::from_millis(30);
         let rounds = ReadIndexRounds::with_gap(gap);
-        let started = tokio::time::Instant::now();
+        let started = Instant::now();
         rounds.get(|| async { Ok(1) }).await.unwrap();
         rounds.get(|| async { Ok(2) }).await.unwrap();
         assert!(started.elapsed() >= gap, "two rounds {:?} apart", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_driver_leaves_the_next_caller_to_drive() {
+        let rounds = Arc::new(ReadIndexRounds::default());
+        let stuck = {
+            let rounds = rounds.clone();
+            tokio::spawn(async move { rounds.get(std::future::pending::<Result<u64, Status>>).await })
+        };
+        tokio::task::yield_now().await;
+        let waiter = {
+            let rounds = rounds.clone();
+            tokio::spawn(async move { rounds.get(|| async { Ok(7) }).await })
+        };
+        tokio::task::yield_now().await;
+        stuck.abort();
+        assert_eq!(waiter.await.unwrap().unwrap(), 7);
     }
 }

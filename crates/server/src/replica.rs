@@ -36,6 +36,9 @@ pub struct Replica {
     /// Long polls (WaitTask, Assignments) hold their slot for up to 30 s, so they get their own
     /// budget and cannot starve ordinary requests.
     pub(crate) long_polls: Arc<tokio::sync::Semaphore>,
+    /// Heartbeats have a budget of their own too: a heartbeat refused because client requests
+    /// fill `in_flight` would get a live worker declared down.
+    pub(crate) heartbeats: Arc<tokio::sync::Semaphore>,
     pub(crate) proposer: crate::proposer::Proposer,
     pub(crate) forwarder: crate::forwarder::Forwarder,
     /// Read-index rounds shared by concurrent reads: confirmed locally while leading, asked of the
@@ -179,6 +182,14 @@ impl Replica {
                 self.id,
                 limits::IN_FLIGHT_REQUESTS_MAX
             ))
+        })
+    }
+
+    /// Takes one heartbeat slot, or RESOURCE_EXHAUSTED when all are busy.
+    pub(crate) fn admit_heartbeat(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.heartbeats.clone().try_acquire_owned().map_err(|_| {
+            let max = limits::HEARTBEATS_IN_FLIGHT_MAX;
+            Status::resource_exhausted(format!("replica {} is at heartbeats_in_flight_max {max}", self.id))
         })
     }
 

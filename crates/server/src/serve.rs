@@ -168,6 +168,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         peers,
         in_flight: Arc::new(tokio::sync::Semaphore::new(limits::IN_FLIGHT_REQUESTS_MAX)),
         long_polls: Arc::new(tokio::sync::Semaphore::new(limits::LONG_POLLS_MAX)),
+        heartbeats: Arc::new(tokio::sync::Semaphore::new(limits::HEARTBEATS_IN_FLIGHT_MAX)),
         proposer,
         forwarder,
         local_rounds: Default::default(),

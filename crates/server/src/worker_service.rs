@@ -62,7 +62,7 @@ impl Worker for WorkerService {
     }
 
     async fn heartbeat(&self, req: Request<api::HeartbeatRequest>) -> Result<Response<api::HeartbeatResponse>, Status> {
-        let _permit = self.replica.admit()?;
+        let _permit = self.replica.admit_heartbeat()?;
         crate::auth::check_worker(&req, &req.get_ref().id)?;
         let r = req.into_inner();
         match self.replica.write(Op::Heartbeat { worker_id: r.id, instance: r.instance }).await? {

@@ -138,6 +138,11 @@ impl StateMachine {
         self.free.update(worker_id, self.nodes.get(worker_id));
     }
 
+    /// Registered workers (any state), in O(1).
+    pub fn worker_count(&self) -> usize {
+        self.nodes.len()
+    }
+
     pub fn node(&self, worker_id: &str) -> Option<&Node> {
         self.nodes.get(worker_id)
     }

@@ -73,7 +73,7 @@ impl SmHandle {
     /// A receiver that sees a change whenever `worker_id`'s held set, state or registration
     /// changes (and when a snapshot replaces the state); for that worker's long poll.
     pub fn watch_worker(&self, worker_id: &str) -> watch::Receiver<()> {
-        let n_workers = self.read(|sm| sm.nodes().count());
+        let n_workers = self.read(|sm| sm.worker_count());
         self.wakeups.subscribe(worker_id, n_workers)
     }
 }
