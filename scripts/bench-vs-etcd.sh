@@ -67,6 +67,7 @@ for port in $(seq "$ETCD_BASE_PORT" $((ETCD_BASE_PORT + 5))) $(seq "$RAFTSCHED_B
 done
 
 # 3. A 3-member etcd on loopback.
+ETCD_PIDS=()
 ETCD_CLUSTER=""
 ETCD_ENDPOINTS=""
 for i in 1 2 3; do
@@ -83,6 +84,7 @@ for i in 1 2 3; do
         --initial-cluster "$ETCD_CLUSTER" --initial-cluster-state new --initial-cluster-token bench-vs-etcd \
         --logger zap --log-level error >"$WORK_DIR/etcd$i.log" 2>&1 &
     PIDS+=($!)
+    ETCD_PIDS+=($!)
 done
 
 # 4. A raftsched trio on loopback.
@@ -160,15 +162,37 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 fmt() { awk -v x="$1" 'BEGIN { printf "%.0f", x }'; }
 fmt2() { awk -v x="$1" 'BEGIN { printf "%.1f", x }'; }
 
+# CPU time (user + system, clock ticks of 10 ms) the processes PIDS... have used so far.
+cpu_ticks() {
+    local total=0 pid f
+    for pid in "$@"; do
+        # Fields 14 and 15 of /proc/PID/stat (after the command name, which may hold spaces).
+        f=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}') || f=0
+        total=$((total + ${f:-0}))
+    done
+    echo "$total"
+}
+TICKS_PER_S=$(getconf CLK_TCK)
+# Runs the load generator and notes, for the CPU table, the percent of one core it used and the
+# percent the servers (SERVER_PIDS) used meanwhile: both sides' load generators share the 2 cores
+# with the servers, so each side's figure pays for its own client.
+SERVER_PIDS=()
 run() { # label, command... -> JSON line on stdout, or a failure noted
-    local out
-    if out=$("${@:2}" 2>>"$WORK_DIR/bench.err"); then
+    local out t0 s0 times
+    t0=$(date +%s.%N)
+    s0=$(cpu_ticks "${SERVER_PIDS[@]}")
+    TIMEFORMAT='%U %S'
+    if { time out=$("${@:2}" 2>>"$WORK_DIR/bench.err"); } 2>"$WORK_DIR/time"; then
         echo "$out"
     else
         say "$1 failed: $(tail -1 "$WORK_DIR/bench.err")"
         touch "$WORK_DIR/failed"
         echo "{}"
     fi
+    times=$(tail -1 "$WORK_DIR/time")
+    echo "$1|$(echo "$t0 $(date +%s.%N) $s0 $(cpu_ticks "${SERVER_PIDS[@]}") $TICKS_PER_S $times" \
+        | awk '{ wall = $2 - $1; if (wall <= 0) wall = 1; printf "%.0f|%.0f", 100 * ($4 - $3) / $5 / wall, 100 * ($6 + $7) / wall }')" \
+        >>"$WORK_DIR/cpu"
 }
 
 FSYNC=$("$RS" bench fsync --dir "$WORK_DIR" --json)
@@ -177,18 +201,22 @@ STEAL_BEFORE=$(cpu_steal)
 ROWS=()
 for c in $CONCURRENCIES; do
     say "writes at concurrency $c (${DURATION_S} s each)"
+    SERVER_PIDS=("${ETCD_PIDS[@]}")
     e=$(run "etcd put x$c" "$LOAD" put --endpoints "$ETCD_ENDPOINTS" --concurrency "$c" --connections "$ETCD_CONNECTIONS" \
         --duration-s "$DURATION_S" --payload-bytes "$PAYLOAD_BYTES" --json)
     start_raftsched
+    SERVER_PIDS=("${RS_PIDS[@]}")
     r=$(run "raftsched submit x$c" "$RS" bench submit --cluster "$RS_CLUSTER" --concurrency "$c" --duration-s "$DURATION_S" \
         --payload-bytes "$PAYLOAD_BYTES" --json)
     stop_raftsched
     ROWS+=("writes|$c|$(field "$e" ops_per_s)|$(field "$e" p99_ms)|$(field "$r" ops_per_s)|$(field "$r" p99_ms)|$(errors_of "etcd put x$c" "$e")|$(errors_of "raftsched submit x$c" "$r")")
 done
 say "linearizable reads at concurrency $GET_CONCURRENCY"
+SERVER_PIDS=("${ETCD_PIDS[@]}")
 e=$(run "etcd get" "$LOAD" get --endpoints "$ETCD_ENDPOINTS" --concurrency "$GET_CONCURRENCY" --connections "$ETCD_CONNECTIONS" \
     --duration-s "$DURATION_S" --json)
 start_raftsched
+SERVER_PIDS=("${RS_PIDS[@]}")
 r=$(run "raftsched get" "$RS" bench get --cluster "$RS_CLUSTER" --concurrency "$GET_CONCURRENCY" --duration-s "$DURATION_S" --json)
 ROWS+=("reads|$GET_CONCURRENCY|$(field "$e" ops_per_s)|$(field "$e" p99_ms)|$(field "$r" ops_per_s)|$(field "$r" p99_ms)|$(errors_of "etcd get" "$e")|$(errors_of "raftsched get" "$r")")
 
@@ -208,6 +236,7 @@ for c in $CONCURRENCIES; do
         PIDS+=($!)
     done
     wait_for "$WORKERS workers" sh -c "[ \$($RS workers --json --cluster $RS_CLUSTER | grep -o '\"state\":\"ready\"' | wc -l) -ge $WORKERS ]"
+    SERVER_PIDS=("${RS_PIDS[@]}" "${WORKER_PIDS[@]}")
     r=$(run "raftsched dispatch x$c" "$RS" bench dispatch --cluster "$RS_CLUSTER" --concurrency "$c" --duration-s "$DURATION_S" --json)
     for pid in "${WORKER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${WORKER_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
@@ -247,6 +276,13 @@ for row in "${DISPATCH[@]}"; do
     if [ "${de:-0}" != 0 ] || [ "$sub_errors" != 0 ]; then x="(errors: ${de:-0})"; fi
     printf "| %5s | %12s | %6s ms | %6s ms | %22s |\n" "$c" "$(fmt "${dops:-0}")" "$(fmt2 "${dp50:-0}")" "$(fmt2 "${dp99:-0}")" "$x"
 done
+echo
+echo "CPU while each load ran, percent of one core ($(nproc) cores in all): the servers (for dispatch: replicas and workers) and the load generator on the same machine:"
+printf "| %-24s | %8s | %8s |\n" run servers client
+printf "|%s|\n" "--------------------------|----------|---------"
+while IFS='|' read -r label srv cli; do
+    printf "| %-24s | %6s %% | %6s %% |\n" "$label" "$srv" "$cli"
+done <"$WORK_DIR/cpu"
 if [ -e "$WORK_DIR/errors" ]; then
     echo
     echo "runs with errors (no ratio is printed for them):"

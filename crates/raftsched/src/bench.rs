@@ -33,43 +33,74 @@ pub async fn run(command: BenchCommand) -> Result<(), CliError> {
 /// Bound on fsync rounds.
 const FSYNC_COUNT_MAX: usize = 1_000_000;
 
-/// Writes 4 KiB at the end of a file and fdatasyncs it, `count` times, like a log append.
+/// Writes 4 KiB at the end of a file and fdatasyncs it, `count` times, like a log append; then the
+/// same number of 256-byte appends through the log store's own sync path (sled's insert and flush,
+/// `fdatasync`), which is what a replica's Raft log pays per group commit.
 fn fsync(args: BenchFsyncArgs) -> Result<(), CliError> {
-    use std::io::Write;
     if args.count == 0 || args.count > FSYNC_COUNT_MAX {
         return Err(CliError::Usage(format!("--count must be 1..={FSYNC_COUNT_MAX}")));
     }
-    let file = tempfile::NamedTempFile::new_in(&args.dir)
-        .map_err(|e| CliError::Failed(format!("cannot write in {}: {e}", args.dir.display())))?;
-    let mut f = file.as_file();
-    let block = [0x5au8; 4096];
-    let mut latencies_us = Vec::with_capacity(args.count);
-    let started = Instant::now();
-    for _ in 0..args.count {
-        let t0 = Instant::now();
-        f.write_all(&block)
-            .and_then(|()| f.sync_data())
-            .map_err(|e| CliError::Failed(format!("write/fdatasync: {e}")))?;
-        latencies_us.push(t0.elapsed().as_micros() as u64);
-    }
-    let elapsed_s = started.elapsed().as_secs_f64();
-    latencies_us.sort_unstable();
-    let (p50, p99, max) =
-        (percentile_ms(&latencies_us, 0.5), percentile_ms(&latencies_us, 0.99), percentile_ms(&latencies_us, 1.0));
-    let per_s = args.count as f64 / elapsed_s;
+    let cannot = |e: std::io::Error| CliError::Failed(format!("cannot write in {}: {e}", args.dir.display()));
+    let raw = Syncs::from_us(time_file_syncs(&args, 4096).map_err(cannot)?);
+    let store_dir = tempfile::TempDir::new_in(&args.dir).map_err(cannot)?;
+    let store = Syncs::from_us(raftsched_store::time_log_syncs(store_dir.path(), args.count, 256).map_err(cannot)?);
     if args.json {
-        println!(
-            "{}",
-            json!({ "bench": "fsync", "count": args.count, "ops_per_s": per_s, "p50_ms": p50, "p99_ms": p99, "max_ms": max })
-        );
+        // The plain file's figures at the top level (as before), the log store's under `log_store`.
+        let mut out = raw.json();
+        out["bench"] = json!("fsync");
+        out["count"] = json!(args.count);
+        out["log_store"] = store.json();
+        println!("{out}");
     } else {
-        println!(
-            "fsync ({}): {} x 4 KiB write+fdatasync: {per_s:.0}/s, p50 {p50:.3} ms, p99 {p99:.3} ms, max {max:.3} ms",
-            args.dir.display(),
-            args.count
-        );
+        let dir = args.dir.display();
+        println!("fsync ({dir}): {} x 4 KiB write+fdatasync: {}", args.count, raw.line());
+        println!("log store ({dir}): {} x 256 B sled insert+flush+fdatasync: {}", args.count, store.line());
     }
     Ok(())
+}
+
+/// `count` 4 KiB (`block_bytes`) appends to a new file in `args.dir`, each followed by `fdatasync`.
+fn time_file_syncs(args: &BenchFsyncArgs, block_bytes: usize) -> std::io::Result<Vec<u64>> {
+    use std::io::Write;
+    let file = tempfile::NamedTempFile::new_in(&args.dir)?;
+    let mut f = file.as_file();
+    let block = vec![0x5au8; block_bytes];
+    let mut latencies_us = Vec::with_capacity(args.count);
+    for _ in 0..args.count {
+        let t0 = Instant::now();
+        f.write_all(&block).and_then(|()| f.sync_data())?;
+        latencies_us.push(t0.elapsed().as_micros() as u64);
+    }
+    Ok(latencies_us)
+}
+
+/// Sync latencies: rate and quantiles.
+struct Syncs {
+    per_s: f64,
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Syncs {
+    fn from_us(mut latencies_us: Vec<u64>) -> Syncs {
+        let total_s = latencies_us.iter().sum::<u64>() as f64 / 1e6;
+        latencies_us.sort_unstable();
+        Syncs {
+            per_s: latencies_us.len() as f64 / total_s.max(1e-9),
+            p50: percentile_ms(&latencies_us, 0.5),
+            p99: percentile_ms(&latencies_us, 0.99),
+            max: percentile_ms(&latencies_us, 1.0),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({ "ops_per_s": self.per_s, "p50_ms": self.p50, "p99_ms": self.p99, "max_ms": self.max })
+    }
+
+    fn line(&self) -> String {
+        format!("{:.0}/s, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms", self.per_s, self.p50, self.p99, self.max)
+    }
 }
 
 /// The `p` quantile (0..=1) of sorted microsecond samples, in milliseconds.

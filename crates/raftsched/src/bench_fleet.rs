@@ -35,6 +35,8 @@ const PROBES_MAX: usize = 10_000;
 struct Fleet {
     beats_us: Mutex<Vec<u64>>,
     beat_errors: AtomicU64,
+    /// The longest heartbeat interval the replicas asked for (0: none asked).
+    interval_ms_told: AtomicU64,
     /// Registrations lost: a heartbeat refused as not current, or a poll answered "not registered".
     lost: AtomicU64,
     /// Probe and long-task submits refused as overload (and sent again).
@@ -90,8 +92,13 @@ async fn wait_until<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) ->
 }
 
 /// A trio of this binary, its replicas' pids (the leader's first), and `connections` clients.
-async fn trio(connections: usize) -> Result<(LocalCluster, Vec<u32>, Vec<Arc<Client>>), CliError> {
-    let cluster = LocalCluster::start(3, None, &["--tasks-pending-max", "1000000"])?;
+async fn trio(
+    connections: usize,
+    heartbeats_per_second_max: u64,
+) -> Result<(LocalCluster, Vec<u32>, Vec<Arc<Client>>), CliError> {
+    let cap = heartbeats_per_second_max.to_string();
+    let flags = ["--tasks-pending-max", "1000000", "--heartbeats-per-second-max", &cap];
+    let cluster = LocalCluster::start(3, None, &flags)?;
     let client = Client::new(cluster.addrs(), Duration::from_secs(10))?;
     let leader = LocalCluster::wait_leader(&client, STEP_WAIT).await?;
     let mut pids: Vec<u32> = cluster.replicas.iter().filter_map(|r| cluster.pid(r.id)).collect();
@@ -131,7 +138,7 @@ pub async fn run(args: BenchFleetArgs) -> Result<(), CliError> {
 
     // (1) No fleet.
     let (baseline, base_cpu) = {
-        let (cluster, pids, clients) = trio(load_clients).await?;
+        let (cluster, pids, clients) = trio(load_clients, args.heartbeats_per_second_max).await?;
         let out =
             cpu_pct_during(&pids, run_loops(Load::Submit, &clients, args.concurrency, duration, &payload, 0)).await;
         drop(cluster);
@@ -145,7 +152,7 @@ pub async fn run(args: BenchFleetArgs) -> Result<(), CliError> {
 
     // (2)-(5) With the fleet.
     let n_conns = args.workers.div_ceil(args.workers_per_connection);
-    let (cluster, pids, clients) = trio(n_conns.max(load_clients)).await?;
+    let (cluster, pids, clients) = trio(n_conns.max(load_clients), args.heartbeats_per_second_max).await?;
     let fleet = Arc::new(Fleet::default());
     let (stop_tx, stop) = watch::channel(false);
     let interval = Duration::from_millis(args.heartbeat_interval_ms);
@@ -242,6 +249,7 @@ async fn beat_loop(
     // Spread the fleet's beats over the interval, as independent processes would be.
     let offset = Duration::from_micros(rand::random::<u64>() % interval.as_micros().max(1) as u64);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -249,7 +257,15 @@ async fn beat_loop(
         }
         let t0 = Instant::now();
         match client.heartbeat(&id, instance).await {
-            Ok(_) => fleet.beats_us.lock().unwrap_or_else(|p| p.into_inner()).push(t0.elapsed().as_micros() as u64),
+            Ok(reply) => {
+                fleet.beats_us.lock().unwrap_or_else(|p| p.into_inner()).push(t0.elapsed().as_micros() as u64);
+                // As a real worker does: beat no more often than the replicas ask.
+                let told = Duration::from_millis(reply.heartbeat_interval_ms);
+                if told > tick.period() {
+                    fleet.interval_ms_told.fetch_max(reply.heartbeat_interval_ms, Ordering::Relaxed);
+                    tick = tokio::time::interval_at(tokio::time::Instant::now() + told, told);
+                }
+            }
             Err(e) if matches!(e.code(), tonic::Code::FailedPrecondition | tonic::Code::NotFound) => {
                 fleet.lost.fetch_add(1, Ordering::Relaxed);
                 fleet.error(format!("heartbeat {id}: {e}"));
@@ -414,6 +430,8 @@ impl Report<'_> {
             "workers": n,
             "connections": n.div_ceil(self.args.workers_per_connection),
             "heartbeat_interval_ms": self.args.heartbeat_interval_ms,
+            "heartbeats_per_second_max": self.args.heartbeats_per_second_max,
+            "heartbeat_interval_ms_told": self.fleet.interval_ms_told.load(Ordering::Relaxed),
             "concurrency": self.args.concurrency,
             "no_fleet_submits_per_s": self.baseline.ops_per_s,
             "no_fleet_p99_ms": self.baseline.p99,
@@ -451,7 +469,7 @@ impl Report<'_> {
         println!(
             "fleet of {n}: submits {:.0}/s with it vs {:.0}/s without ({:.2}x, p99 {:.1} vs {:.1} ms, {errors} errors); \
              leader CPU {idle_cpu:.1} % idle ({:.1} % per 1,000 workers), {fleet_cpu:.0} % under load ({base_cpu:.0} % without); \
-             heartbeat p50 {:.2} / p99 {:.2} ms; dispatch p50 {:.2} / p99 {:.2} ms; {} not ready, {} registrations lost; \
+             heartbeat p50 {:.2} / p99 {:.2} ms (interval asked: {} ms); dispatch p50 {:.2} / p99 {:.2} ms; {} not ready, {} registrations lost; \
              this process {bench_cpu:.0} % of a core",
             self.with_fleet.ops_per_s,
             self.baseline.ops_per_s,
@@ -461,6 +479,7 @@ impl Report<'_> {
             idle_cpu / (n as f64 / 1000.0),
             percentile_ms(self.beats, 0.5),
             percentile_ms(self.beats, 0.99),
+            self.fleet.interval_ms_told.load(Ordering::Relaxed),
             percentile_ms(self.dispatch_us, 0.5),
             percentile_ms(self.dispatch_us, 0.99),
             self.down,

@@ -212,9 +212,12 @@ pub struct BenchFleetArgs {
     /// behind a proxy would; each keeps one long poll open on it.
     #[arg(long, default_value_t = 64)]
     pub workers_per_connection: usize,
-    /// Each worker's heartbeat interval (the worker's default).
+    /// Each worker's heartbeat interval (the worker's default); longer when the replicas ask.
     #[arg(long, default_value_t = 500)]
     pub heartbeat_interval_ms: u64,
+    /// The replicas' `--heartbeats-per-second-max` (0: no cap, every worker beats at its interval).
+    #[arg(long, default_value_t = 0)]
+    pub heartbeats_per_second_max: u64,
     /// Submits in flight at once, with and without the fleet.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
@@ -441,6 +444,11 @@ pub struct TimingArgs {
     /// The leader declares a worker down after this long without a heartbeat.
     #[arg(long, default_value_t = raftsched_server::WORKER_HEARTBEAT_TIMEOUT_MS_DEFAULT)]
     pub heartbeat_timeout_ms: u64,
+    /// Hold the workers' heartbeats under this many a second (0: no cap): past half as many
+    /// workers, the leader asks them to beat less often and scales the timeout with it. The same
+    /// value on every replica, each of this build or later (docs/operations.md, "Large fleets").
+    #[arg(long, default_value_t = 0)]
+    pub heartbeats_per_second_max: u64,
     /// Applied entries between state-machine snapshots, at least: replica ID waits (ID % 4)
     /// quarters longer, so the replicas of a trio do not all snapshot at once.
     #[arg(long, default_value_t = 10_000)]

@@ -54,6 +54,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
             initial_cluster: members.clone(),
             timing: timing.clone(),
             worker_heartbeat_timeout_ms: crate::server_cmd::heartbeat_timeout_ms(&args.timing)?,
+            worker_heartbeats_per_second_max: crate::server_cmd::heartbeats_per_second_max(&args.timing)?,
             retain_finished: args.timing.retain_finished,
             tasks_pending_max: crate::server_cmd::tasks_pending_max(&args.timing)?,
             clock_skew_ms_max: args.timing.clock_skew_ms_max,

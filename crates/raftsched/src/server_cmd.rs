@@ -72,6 +72,7 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
         initial_cluster,
         timing: timing(&args.timing)?,
         worker_heartbeat_timeout_ms: heartbeat_timeout_ms(&args.timing)?,
+        worker_heartbeats_per_second_max: heartbeats_per_second_max(&args.timing)?,
         retain_finished: args.timing.retain_finished,
         tasks_pending_max: tasks_pending_max(&args.timing)?,
         clock_skew_ms_max: args.timing.clock_skew_ms_max,
@@ -118,6 +119,16 @@ pub fn heartbeat_timeout_ms(args: &TimingArgs) -> Result<u64, CliError> {
         return Err(CliError::Usage("--heartbeat-timeout-ms must be 100..=600000".into()));
     }
     Ok(args.heartbeat_timeout_ms)
+}
+
+/// `--heartbeats-per-second-max`: 0 (no cap) or at least 100, so that even a full registry's
+/// scaled timeout stays bounded (10,000 workers at 100 a second: 200 x the timeout).
+pub fn heartbeats_per_second_max(args: &TimingArgs) -> Result<u64, CliError> {
+    let n = args.heartbeats_per_second_max;
+    if n != 0 && !(100..=1_000_000).contains(&n) {
+        return Err(CliError::Usage("--heartbeats-per-second-max must be 0 (no cap) or 100..=1000000".into()));
+    }
+    Ok(n)
 }
 
 pub async fn recover(args: RecoverArgs) -> Result<(), CliError> {

@@ -361,3 +361,58 @@ async fn heartbeats_are_not_log_entries_and_silence_still_expires() {
         libc::kill(-pid, libc::SIGCONT);
     }
 }
+
+/// `--heartbeats-per-second-max`: past half that many registered workers, the replicas ask every
+/// worker to beat less often and hold it to a timeout scaled alike; a real worker follows (its
+/// lease stretched with its interval) and stays ready, and its silence is still declared down, no
+/// sooner than the scaled timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_capped_fleet_beats_less_often_and_silence_still_expires() {
+    let mut cluster =
+        Cluster::start_with_http(3, &["--heartbeat-timeout-ms", "3000", "--heartbeats-per-second-max", "100"]);
+    let leader = cluster.leader().await;
+    let client = cluster.client();
+    // 60 registrations that never beat: 120 beats a second at the 500 ms reference, over the cap
+    // of 100, so the factor is 2 (interval 1,000 ms, timeout 6,000 ms).
+    for i in 0..60 {
+        let req = api::RegisterWorkerRequest { id: format!("idle-{i}"), instance: 7, slots: 1, ..Default::default() };
+        client.register_worker(req).await.unwrap();
+    }
+    let reply = client.heartbeat("idle-0", 7).await.unwrap();
+    assert_eq!((reply.heartbeat_interval_ms, reply.heartbeat_timeout_ms), (1_000, 6_000));
+    cluster.start_worker("a", &["--slots", "1"]); // WORKER_TIMING: its own interval is 100 ms
+    let started = std::time::Instant::now();
+    while !client.list_workers(false).await.unwrap().workers.iter().any(|w| w.id == "a" && w.state == "ready") {
+        assert!(started.elapsed() < DEADLINE, "worker a never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Only worker a beats now: three more beats take two intervals of 1,000 ms at least (at its
+    // own 100 ms they would take 0.2 s).
+    let beats = || async { metric(&cluster.http(leader), "raftsched_worker_heartbeats_total").await };
+    let (b0, started) = (beats().await, std::time::Instant::now());
+    while beats().await < b0 + 3.0 {
+        assert!(started.elapsed() < DEADLINE, "worker a stopped beating");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(started.elapsed() >= Duration::from_millis(1_800), "3 beats in {:?}", started.elapsed());
+    let task = client.submit("capped", echo("still served")).await.unwrap().id;
+    cluster.wait_task(task, "run by worker a", |t| t.state == "succeeded").await;
+    let pid = cluster.worker_pid("a");
+    unsafe {
+        libc::kill(-pid, libc::SIGSTOP);
+    }
+    let stopped = std::time::Instant::now();
+    loop {
+        let workers = client.list_workers(false).await.unwrap().workers;
+        if workers.iter().any(|w| w.id == "a" && w.state == "down") {
+            break;
+        }
+        assert!(stopped.elapsed() < DEADLINE, "a paused worker was never declared down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Its last beat was at most an interval before the pause, the timeout 6 s after it.
+    assert!(stopped.elapsed() >= Duration::from_millis(4_500), "declared down after {:?}", stopped.elapsed());
+    unsafe {
+        libc::kill(-pid, libc::SIGCONT);
+    }
+}

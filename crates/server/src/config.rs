@@ -72,6 +72,10 @@ pub struct ReplicaConfig {
     /// The leader declares a worker down after this long without a heartbeat. Workers learn it at
     /// registration and keep their lease (`lease_ms`) shorter by a margin for clock-rate drift.
     pub worker_heartbeat_timeout_ms: u64,
+    /// Heartbeats a second the workers are held under (0: none): past `per_second_max / 2`
+    /// workers, their interval and the timeout grow with the fleet (`liveness::HeartbeatPolicy`).
+    /// Every replica must run with the same value, like `worker_heartbeat_timeout_ms`.
+    pub worker_heartbeats_per_second_max: u64,
     /// Retention: finished tasks kept; the leader purges the oldest beyond it. 0 keeps all.
     pub retain_finished: u64,
     /// Pending tasks the leader admits (`--tasks-pending-max`): over it a new submit is refused

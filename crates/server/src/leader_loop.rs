@@ -102,7 +102,6 @@ pub(crate) fn step_aside_target(own_skew_ms: i64, offsets: &[(NodeId, i64)], bou
 }
 
 pub async fn run(replica: Arc<Replica>, mut stop: watch::Receiver<bool>) {
-    let heartbeat_timeout = Duration::from_millis(replica.worker_heartbeat_timeout_ms);
     let mut metrics = replica.raft.metrics();
     loop {
         // Wait to lead.
@@ -120,7 +119,7 @@ pub async fn run(replica: Arc<Replica>, mut stop: watch::Receiver<bool>) {
             }
         };
         tracing::info!(id = replica.id, term, "leading: scheduling loop starts");
-        lead(&replica, term, heartbeat_timeout, &mut stop).await;
+        lead(&replica, term, &mut stop).await;
         if *stop.borrow() {
             return;
         }
@@ -134,8 +133,8 @@ fn still_leading(replica: &Replica, term: u64) -> bool {
     m.state == ServerState::Leader && m.current_term == term
 }
 
-async fn lead(replica: &Replica, term: u64, heartbeat_timeout: Duration, stop: &mut watch::Receiver<bool>) {
-    let mut silence = Silence::new(heartbeat_timeout);
+async fn lead(replica: &Replica, term: u64, stop: &mut watch::Receiver<bool>) {
+    let mut silence = Silence::new();
     let mut applied = replica.sm.subscribe();
     let led_at = Instant::now();
     let mut clock = ClockGate::default();
@@ -188,6 +187,7 @@ async fn lead(replica: &Replica, term: u64, heartbeat_timeout: Duration, stop: &
 /// registration's heartbeat sequence in the state (beats logged by an older build's leader), and
 /// the start of the term (timers start afresh, so a new leader never expires everyone at once).
 struct Silence {
+    /// The timeout at the last scan: the policy's for the registry then (it only grows).
     timeout: Duration,
     /// Worker id -> ((epoch, heartbeat_seq) last seen, when this leader last heard from it).
     seen: HashMap<String, ((u64, u64), Instant)>,
@@ -197,8 +197,8 @@ struct Silence {
 }
 
 impl Silence {
-    fn new(timeout: Duration) -> Self {
-        Silence { timeout, seen: HashMap::new(), next_scan: Instant::now() }
+    fn new() -> Self {
+        Silence { timeout: Duration::ZERO, seen: HashMap::new(), next_scan: Instant::now() }
     }
 
     /// Proposes the expiry of every live worker silent for `timeout`, each conditional on the
@@ -208,12 +208,15 @@ impl Silence {
         if now < self.next_scan {
             return Ok(());
         }
-        let live: HashMap<String, (u64, u64)> = replica.sm.read(|sm| {
-            sm.nodes()
+        let (live, n_workers): (HashMap<String, (u64, u64)>, usize) = replica.sm.read(|sm| {
+            let live = sm
+                .nodes()
                 .filter(|n| n.state != NodeState::Down)
                 .map(|n| (n.id.clone(), (n.epoch, n.heartbeat_seq)))
-                .collect()
+                .collect();
+            (live, sm.worker_count())
         });
+        self.timeout = Duration::from_millis(replica.worker_heartbeats.terms(n_workers).1);
         let mut due = Vec::new();
         replica.liveness.with(|beats| {
             beats.retain(|id, _| live.contains_key(id));

@@ -18,6 +18,7 @@ pub mod health;
 mod leader_loop;
 mod limits;
 mod liveness;
+pub use liveness::{HeartbeatPolicy, WORKER_HEARTBEAT_INTERVAL_MS_REFERENCE};
 mod membership;
 pub mod metrics;
 mod network;

@@ -76,6 +76,50 @@ impl Liveness {
     }
 }
 
+/// The heartbeat interval workers are asked for and the silence after which the leader declares
+/// one down, for a registry of `n` workers. With `per_second_max` 0 they are fixed (the worker's
+/// own interval, `timeout_ms`); otherwise both grow by the factor that keeps a fleet beating at the
+/// reference interval under `per_second_max` heartbeats a second (Nomad scales its clients' TTL
+/// the same way): one heartbeat costs the leader a gRPC call (~40 us on this hardware), and
+/// 10,000 workers at 500 ms would be 20,000 calls a second.
+///
+/// Why a timeout told to a worker is never undercut: `n` counts registrations, live or down, and
+/// nothing removes one, so it never decreases along the log. A reply's terms are computed from an
+/// applied state read before the beat was answered; the leader's expiry scan, and any later
+/// leader's (which applies every committed entry before it answers or expires anyone), computes
+/// them from a state at least as far along, so with at least the same `n` and timeout. (If a
+/// command ever removes registrations, this argument must be redone: keep the largest count.)
+#[derive(Clone, Copy, Debug)]
+pub struct HeartbeatPolicy {
+    /// The unscaled timeout (`--heartbeat-timeout-ms`).
+    pub timeout_ms: u64,
+    /// Heartbeats a second the fleet is held under (`--heartbeats-per-second-max`); 0: no scaling.
+    pub per_second_max: u64,
+}
+
+/// The worker interval the scale is reckoned from: the worker's default (`raftsched worker
+/// --heartbeat-interval-ms`), two beats a second.
+pub const WORKER_HEARTBEAT_INTERVAL_MS_REFERENCE: u64 = 500;
+
+impl HeartbeatPolicy {
+    /// 1 up to `per_second_max / 2` workers, then the registry's heartbeats at the reference
+    /// interval over `per_second_max`, rounded up.
+    pub fn scale(&self, n_workers: usize) -> u64 {
+        if self.per_second_max == 0 {
+            return 1;
+        }
+        let beats_per_s = n_workers as u64 * (1000 / WORKER_HEARTBEAT_INTERVAL_MS_REFERENCE);
+        beats_per_s.div_ceil(self.per_second_max).max(1)
+    }
+
+    /// What a worker is told: (least interval, 0 when unscaled; timeout), both in ms.
+    pub fn terms(&self, n_workers: usize) -> (u64, u64) {
+        let scale = self.scale(n_workers);
+        let interval_ms = if self.per_second_max == 0 { 0 } else { WORKER_HEARTBEAT_INTERVAL_MS_REFERENCE * scale };
+        (interval_ms, self.timeout_ms.saturating_mul(scale))
+    }
+}
+
 /// Worker id -> (epoch, when the leader received its last acknowledged beat, wall-clock ms).
 pub(crate) type BeatTimes = HashMap<String, (u64, u64)>;
 
@@ -90,6 +134,25 @@ pub(crate) fn last_heartbeat_ms(node: &raftsched_state::Node, beats: &BeatTimes)
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn terms_grow_with_the_fleet_only_when_capped_and_never_shrink_as_it_grows() {
+        let fixed = HeartbeatPolicy { timeout_ms: 3_000, per_second_max: 0 };
+        assert_eq!(fixed.terms(10_000), (0, 3_000));
+        let capped = HeartbeatPolicy { timeout_ms: 3_000, per_second_max: 2_000 };
+        assert_eq!(capped.terms(0), (500, 3_000));
+        assert_eq!(capped.terms(1_000), (500, 3_000));
+        assert_eq!(capped.terms(1_001), (1_000, 6_000));
+        assert_eq!(capped.terms(10_000), (5_000, 30_000));
+        let mut last = 0;
+        for n in 0..=raftsched_state::limits::WORKERS_MAX {
+            let (interval_ms, timeout_ms) = capped.terms(n);
+            assert!(timeout_ms >= last, "the timeout shrank at {n} workers");
+            // The fleet stays under the cap at the interval it is told.
+            assert!(n as u64 * 1000 / interval_ms <= 2_000, "{n} workers beat too often");
+            last = timeout_ms;
+        }
+    }
 
     #[test]
     fn a_beat_replaces_an_older_one_and_a_new_epoch_replaces_any() {

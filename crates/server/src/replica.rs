@@ -23,7 +23,8 @@ use crate::peers::Peers;
 
 pub struct Replica {
     pub id: NodeId,
-    pub worker_heartbeat_timeout_ms: u64,
+    /// The heartbeat interval and timeout workers are held to (`liveness::HeartbeatPolicy`).
+    pub worker_heartbeats: crate::liveness::HeartbeatPolicy,
     /// Finished tasks kept (0: all); proposed by the leader in `PurgeFinished`.
     pub retain_finished: u64,
     /// Pending tasks this replica admits as leader (`ReplicaConfig::tasks_pending_max`).
@@ -183,6 +184,12 @@ impl Replica {
                 limits::IN_FLIGHT_REQUESTS_MAX
             ))
         })
+    }
+
+    /// The heartbeat terms (least interval, timeout; ms) for the registry as applied now: what a
+    /// worker is told, read before its request is answered (`HeartbeatPolicy`, why).
+    pub(crate) fn heartbeat_terms(&self) -> (u64, u64) {
+        self.worker_heartbeats.terms(self.sm.read(|sm| sm.worker_count()))
     }
 
     /// Takes one heartbeat slot, or RESOURCE_EXHAUSTED when all are busy.

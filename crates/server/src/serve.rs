@@ -159,7 +159,10 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
     let forwarder = crate::forwarder::Forwarder::start(peers.clone(), active.clone());
     let replica = Arc::new(Replica {
         id: config.id,
-        worker_heartbeat_timeout_ms: config.worker_heartbeat_timeout_ms,
+        worker_heartbeats: crate::liveness::HeartbeatPolicy {
+            timeout_ms: config.worker_heartbeat_timeout_ms,
+            per_second_max: config.worker_heartbeats_per_second_max,
+        },
         retain_finished: config.retain_finished,
         tasks_pending_max: config.tasks_pending_max,
         addr,

@@ -51,10 +51,12 @@ impl Worker for WorkerService {
             slots: r.slots,
             labels: r.labels.into_iter().collect(),
         };
+        let (heartbeat_interval_ms, heartbeat_timeout_ms) = self.replica.heartbeat_terms();
         match self.replica.write(op).await? {
             SmResponse::Registered { epoch } => Ok(self.replica.hinted(api::RegisterWorkerResponse {
                 epoch,
-                heartbeat_timeout_ms: self.replica.worker_heartbeat_timeout_ms,
+                heartbeat_timeout_ms,
+                heartbeat_interval_ms,
             })),
             SmResponse::Rejected(r) => Err(rejection_to_status(r)),
             other => Err(unexpected(other)),
@@ -65,8 +67,12 @@ impl Worker for WorkerService {
         let _permit = self.replica.admit_heartbeat()?;
         crate::auth::check_worker(&req, &req.get_ref().id)?;
         let r = req.into_inner();
+        // Read before the beat is answered: the terms of a state no later than the leader's.
+        let (heartbeat_interval_ms, heartbeat_timeout_ms) = self.replica.heartbeat_terms();
         match self.replica.write(Op::Heartbeat { worker_id: r.id, instance: r.instance }).await? {
-            SmResponse::HeartbeatOk { epoch } => Ok(self.replica.hinted(api::HeartbeatResponse { epoch })),
+            SmResponse::HeartbeatOk { epoch } => {
+                Ok(self.replica.hinted(api::HeartbeatResponse { epoch, heartbeat_interval_ms, heartbeat_timeout_ms }))
+            }
             SmResponse::Rejected(r) => Err(rejection_to_status(r)),
             other => Err(unexpected(other)),
         }

@@ -25,7 +25,7 @@ mod wakeups;
 mod watermark;
 
 pub use db::{open, OpenError, Opened};
-pub use disk::{SyncStats, SYNC_BUCKETS_US};
+pub use disk::{time_log_syncs, SyncStats, SYNC_BUCKETS_US};
 pub use log_store::LogStore;
 pub use recover::{force_new_cluster, replica_id_of, Recovered};
 pub use state_machine::{SmHandle, SmStore};

@@ -12,6 +12,11 @@
 //! results. The leader declares the worker down (and reassigns its tasks) only after
 //! `heartbeat_timeout_ms` of silence, which is longer than the lease by a drift margin, so a task
 //! never has two live attempts as long as clocks drift in rate by less than that margin.
+//!
+//! The replicas may ask a large fleet to beat less often (`server --heartbeats-per-second-max`):
+//! each answer carries the interval to keep and the timeout that beat is held to; the worker then
+//! stretches its lease by the same factor as its interval, still within two thirds of that timeout
+//! (`Terms`).
 
 pub mod exec;
 mod reporter;
@@ -65,6 +70,26 @@ pub enum WorkerError {
     Unavailable(String),
 }
 
+/// How often to beat and how long an acknowledged beat's lease lasts, under what a replica told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Terms {
+    interval_ms: u64,
+    lease_ms: u64,
+}
+
+impl Terms {
+    /// From a replica's answer: `told_interval_ms` (0: none told, keep the configured one) and the
+    /// leader's `timeout_ms`. The lease grows with the interval, in the configured proportion (so a
+    /// lost beat or two never fences a live worker), and ends before the leader's timeout with a
+    /// third of it as margin for clock-rate drift and delays.
+    fn new(config: &WorkerConfig, told_interval_ms: u64, timeout_ms: u64) -> Terms {
+        let own_ms = config.heartbeat_interval_ms.max(1);
+        let interval_ms = own_ms.max(told_interval_ms);
+        let stretched_ms = config.lease_ms.saturating_mul(interval_ms) / own_ms;
+        Terms { interval_ms, lease_ms: stretched_ms.min(timeout_ms * 2 / 3).max(1) }
+    }
+}
+
 /// The lease and registration, shared by the heartbeat task and the main loop.
 struct Lease {
     deadline: Instant,
@@ -89,11 +114,13 @@ pub async fn run(config: WorkerConfig, mut shutdown: watch::Receiver<bool>) -> R
     );
     let reporter = reporter::Reporter::start(client.clone(), &config.id, instance);
     loop {
-        let (epoch, lease_ms) = register(&client, &config, instance).await?;
-        let lease =
-            Arc::new(Mutex::new(Lease { deadline: Instant::now() + Duration::from_millis(lease_ms), lost: false }));
-        tracing::info!(id = %config.id, epoch, lease_ms, "worker registered");
-        let heartbeats = tokio::spawn(heartbeat_loop(config.clone(), instance, lease_ms, lease.clone()));
+        let (epoch, terms) = register(&client, &config, instance).await?;
+        let lease = Arc::new(Mutex::new(Lease {
+            deadline: Instant::now() + Duration::from_millis(terms.lease_ms),
+            lost: false,
+        }));
+        tracing::info!(id = %config.id, epoch, lease_ms = terms.lease_ms, interval_ms = terms.interval_ms, "worker registered");
+        let heartbeats = tokio::spawn(heartbeat_loop(config.clone(), instance, terms, lease.clone()));
         let stopped = serve(&client, &reporter, &config, epoch, &lease, &mut shutdown).await;
         heartbeats.abort();
         if stopped {
@@ -103,7 +130,7 @@ pub async fn run(config: WorkerConfig, mut shutdown: watch::Receiver<bool>) -> R
     }
 }
 
-async fn register(client: &Client, config: &WorkerConfig, instance: u64) -> Result<(u64, u64), WorkerError> {
+async fn register(client: &Client, config: &WorkerConfig, instance: u64) -> Result<(u64, Terms), WorkerError> {
     let started = Instant::now();
     let req = api::RegisterWorkerRequest {
         id: config.id.clone(),
@@ -115,10 +142,7 @@ async fn register(client: &Client, config: &WorkerConfig, instance: u64) -> Resu
     loop {
         match client.register_worker(req.clone()).await {
             Ok(reply) => {
-                // The lease must end before the leader's timeout, with a third of it as margin for
-                // clock-rate drift and delays.
-                let lease_ms = config.lease_ms.min(reply.heartbeat_timeout_ms * 2 / 3).max(1);
-                return Ok((reply.epoch, lease_ms));
+                return Ok((reply.epoch, Terms::new(config, reply.heartbeat_interval_ms, reply.heartbeat_timeout_ms)));
             }
             Err(ClientError::Refused(s)) if s.code() == Code::AlreadyExists => {
                 let waited_ms = started.elapsed().as_millis() as u64;
@@ -134,21 +158,26 @@ async fn register(client: &Client, config: &WorkerConfig, instance: u64) -> Resu
     }
 }
 
-async fn heartbeat_loop(config: WorkerConfig, instance: u64, lease_ms: u64, lease: Arc<Mutex<Lease>>) {
-    // A heartbeat that takes longer than the lease is worthless: bound each call by it.
-    let Ok(client) = Client::with_dialer(config.cluster.clone(), Duration::from_millis(lease_ms), &config.dialer)
-    else {
+async fn heartbeat_loop(config: WorkerConfig, instance: u64, mut terms: Terms, lease: Arc<Mutex<Lease>>) {
+    // A heartbeat that takes longer than the lease is worthless: bound each call by it (the
+    // registration's lease, the shortest this registration is told: the timeout only grows).
+    let call_timeout = Duration::from_millis(terms.lease_ms);
+    let Ok(client) = Client::with_dialer(config.cluster.clone(), call_timeout, &config.dialer) else {
         return;
     };
-    let mut tick = tokio::time::interval(Duration::from_millis(config.heartbeat_interval_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next = Instant::now();
     loop {
-        tick.tick().await;
+        tokio::time::sleep_until(next).await;
         let sent = Instant::now();
+        next = sent + Duration::from_millis(terms.interval_ms);
         match client.heartbeat(&config.id, instance).await {
-            Ok(_) => {
+            Ok(reply) => {
+                // A build that does not scale tells no timeout: the registration's terms stand.
+                if reply.heartbeat_timeout_ms > 0 {
+                    terms = Terms::new(&config, reply.heartbeat_interval_ms, reply.heartbeat_timeout_ms);
+                }
                 let mut l = lease.lock().unwrap_or_else(|p| p.into_inner());
-                l.deadline = l.deadline.max(sent + Duration::from_millis(lease_ms));
+                l.deadline = l.deadline.max(sent + Duration::from_millis(terms.lease_ms));
             }
             Err(ClientError::Refused(s)) if matches!(s.code(), Code::FailedPrecondition | Code::NotFound) => {
                 lease.lock().unwrap_or_else(|p| p.into_inner()).lost = true;
@@ -329,4 +358,39 @@ fn merge_kills(mut a: watch::Receiver<bool>, mut b: watch::Receiver<bool>) -> wa
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(heartbeat_interval_ms: u64, lease_ms: u64) -> WorkerConfig {
+        WorkerConfig {
+            id: "w".into(),
+            addr: String::new(),
+            cluster: vec![],
+            slots: 1,
+            labels: BTreeMap::new(),
+            heartbeat_interval_ms,
+            lease_ms,
+            register_timeout_ms: 1,
+            dialer: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_lease_stretches_with_the_interval_and_stays_inside_the_timeout() {
+        let defaults = config(HEARTBEAT_INTERVAL_MS_DEFAULT, LEASE_MS_DEFAULT);
+        // Nothing told (a build that does not scale): the configured interval, the usual lease.
+        assert_eq!(Terms::new(&defaults, 0, 3_000), Terms { interval_ms: 500, lease_ms: 2_000 });
+        assert_eq!(Terms::new(&defaults, 0, 1_500), Terms { interval_ms: 500, lease_ms: 1_000 });
+        // Told to beat 10x less often, with a 10x timeout: the lease grows as much.
+        assert_eq!(Terms::new(&defaults, 5_000, 30_000), Terms { interval_ms: 5_000, lease_ms: 20_000 });
+        // A longer own interval than told is kept; the lease never passes 2/3 of the timeout.
+        assert_eq!(Terms::new(&config(2_000, 8_000), 1_000, 6_000), Terms { interval_ms: 2_000, lease_ms: 4_000 });
+        for (told, timeout) in [(0, 100), (500, 3_000), (100_000, 600_000), (u64::MAX / 4, u64::MAX / 4)] {
+            let t = Terms::new(&defaults, told, timeout);
+            assert!(t.lease_ms >= 1 && t.lease_ms <= (timeout * 2 / 3).max(1), "{t:?} under timeout {timeout}");
+        }
+    }
 }
