@@ -294,8 +294,18 @@ impl Replica {
 
     /// Waits until this replica applied `index` (at once when it has), within `REQUEST_TIMEOUT`.
     async fn wait_applied(&self, index: u64) -> Result<(), Status> {
+        self.wait_applied_within(index, limits::REQUEST_TIMEOUT).await
+    }
+
+    /// Waits until the state machine has applied `index`, at most `wait`. On the state machine's
+    /// own applied watch, not openraft's metrics: that is the state reads then look at, and it
+    /// costs no copy of the metrics and no timer when it is already there (the common case).
+    async fn wait_applied_within(&self, index: u64, wait: Duration) -> Result<(), Status> {
         let mut applied = self.sm.subscribe();
-        let caught_up = tokio::time::timeout(limits::REQUEST_TIMEOUT, applied.wait_for(|a| *a >= index)).await;
+        if *applied.borrow_and_update() >= index {
+            return Ok(());
+        }
+        let caught_up = tokio::time::timeout(wait, applied.wait_for(|a| *a >= index)).await;
         if matches!(caught_up, Ok(Ok(_))) {
             return Ok(());
         }
@@ -360,13 +370,9 @@ impl Replica {
                 Leader::Unknown => None,
             };
             if let Some(index) = read_index {
-                let remaining = limits::REQUEST_TIMEOUT.saturating_sub(started.elapsed());
-                return match self.raft.wait(Some(remaining)).applied_index_at_least(Some(index), "read index").await {
-                    Ok(_) => Ok(()),
-                    Err(e) => {
-                        Err(Status::unavailable(format!("replica {} did not catch up to index {index}: {e}", self.id)))
-                    }
-                };
+                return self
+                    .wait_applied_within(index, limits::REQUEST_TIMEOUT.saturating_sub(started.elapsed()))
+                    .await;
             }
             self.wait_leader_change(seen, Duration::from_millis(backoff_ms)).await;
             backoff_ms = (backoff_ms * 2).min(limits::LEADER_WAIT_BACKOFF_MS_MAX);
