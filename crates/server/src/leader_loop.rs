@@ -127,6 +127,25 @@ pub async fn run(replica: Arc<Replica>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// Waits until this leader has applied up to a read index taken now, so that its first decisions
+/// (expiries above all) read a state with every entry an earlier leader had applied: the heartbeat
+/// terms that leader told were read from such a state (`liveness::HeartbeatPolicy`). False when
+/// it stops leading (or is stopped) first.
+async fn caught_up_as_leader(replica: &Replica, term: u64, stop: &mut watch::Receiver<bool>) -> bool {
+    while still_leading(replica, term) {
+        if let Ok(index) = replica.local_read_index().await {
+            if replica.wait_applied(index).await.is_ok() {
+                return true;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(replica.timing.heartbeat_interval_ms)) => {}
+            _ = stop.changed() => return false,
+        }
+    }
+    false
+}
+
 fn still_leading(replica: &Replica, term: u64) -> bool {
     let metrics = replica.raft.metrics();
     let m = metrics.borrow();
@@ -134,6 +153,9 @@ fn still_leading(replica: &Replica, term: u64) -> bool {
 }
 
 async fn lead(replica: &Replica, term: u64, stop: &mut watch::Receiver<bool>) {
+    if !caught_up_as_leader(replica, term, stop).await {
+        return;
+    }
     let mut silence = Silence::new();
     let mut applied = replica.sm.subscribe();
     let led_at = Instant::now();

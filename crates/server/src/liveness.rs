@@ -83,12 +83,15 @@ impl Liveness {
 /// the same way): one heartbeat costs the leader a gRPC call (~40 us on this hardware), and
 /// 10,000 workers at 500 ms would be 20,000 calls a second.
 ///
-/// Why a timeout told to a worker is never undercut: `n` counts registrations, live or down, and
-/// nothing removes one, so it never decreases along the log. A reply's terms are computed from an
-/// applied state read before the beat was answered; the leader's expiry scan, and any later
-/// leader's (which applies every committed entry before it answers or expires anyone), computes
-/// them from a state at least as far along, so with at least the same `n` and timeout. (If a
-/// command ever removes registrations, this argument must be redone: keep the largest count.)
+/// Why a timeout told to a worker is never undercut (with the same policy on every replica): `n`
+/// counts registrations, live or down, and no command removes one, so it never decreases along
+/// the log. Only the leader tells terms (`worker_service.rs`; a follower forwarding a beat tells
+/// none, and its registration answers are unscaled), read from its applied state before the
+/// beat is answered. Its own later expiry scans read a later state. A later leader scans only after
+/// applying up to a read index taken when it began to lead (`leader_loop.rs`), which covers every
+/// entry the earlier leader had applied, because `beat` answers only at or after a read index.
+/// (If a command ever removes registrations, this argument must be redone: keep the largest count.
+/// `recover --force-new-cluster` can lose registrations: docs/operations.md says what to wait.)
 #[derive(Clone, Copy, Debug)]
 pub struct HeartbeatPolicy {
     /// The unscaled timeout (`--heartbeat-timeout-ms`).
@@ -112,10 +115,10 @@ impl HeartbeatPolicy {
         beats_per_s.div_ceil(self.per_second_max).max(1)
     }
 
-    /// What a worker is told: (least interval, 0 when unscaled; timeout), both in ms.
+    /// What a worker is told: (least interval, 0 when unscaled: its own stands; timeout), in ms.
     pub fn terms(&self, n_workers: usize) -> (u64, u64) {
         let scale = self.scale(n_workers);
-        let interval_ms = if self.per_second_max == 0 { 0 } else { WORKER_HEARTBEAT_INTERVAL_MS_REFERENCE * scale };
+        let interval_ms = if scale == 1 { 0 } else { WORKER_HEARTBEAT_INTERVAL_MS_REFERENCE * scale };
         (interval_ms, self.timeout_ms.saturating_mul(scale))
     }
 }
@@ -140,15 +143,16 @@ mod tests {
         let fixed = HeartbeatPolicy { timeout_ms: 3_000, per_second_max: 0 };
         assert_eq!(fixed.terms(10_000), (0, 3_000));
         let capped = HeartbeatPolicy { timeout_ms: 3_000, per_second_max: 2_000 };
-        assert_eq!(capped.terms(0), (500, 3_000));
-        assert_eq!(capped.terms(1_000), (500, 3_000));
+        assert_eq!(capped.terms(0), (0, 3_000));
+        assert_eq!(capped.terms(1_000), (0, 3_000));
         assert_eq!(capped.terms(1_001), (1_000, 6_000));
         assert_eq!(capped.terms(10_000), (5_000, 30_000));
         let mut last = 0;
         for n in 0..=raftsched_state::limits::WORKERS_MAX {
             let (interval_ms, timeout_ms) = capped.terms(n);
             assert!(timeout_ms >= last, "the timeout shrank at {n} workers");
-            // The fleet stays under the cap at the interval it is told.
+            // The fleet stays under the cap at the interval it is told (the reference one if none).
+            let interval_ms = if interval_ms == 0 { WORKER_HEARTBEAT_INTERVAL_MS_REFERENCE } else { interval_ms };
             assert!(n as u64 * 1000 / interval_ms <= 2_000, "{n} workers beat too often");
             last = timeout_ms;
         }

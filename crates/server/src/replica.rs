@@ -186,10 +186,12 @@ impl Replica {
         })
     }
 
-    /// The heartbeat terms (least interval, timeout; ms) for the registry as applied now: what a
-    /// worker is told, read before its request is answered (`HeartbeatPolicy`, why).
-    pub(crate) fn heartbeat_terms(&self) -> (u64, u64) {
-        self.worker_heartbeats.terms(self.sm.read(|sm| sm.worker_count()))
+    /// The heartbeat terms (least interval, timeout; ms) for the registry as applied now, when
+    /// this replica leads: what a worker is told, read before its request is answered. `None` on
+    /// a follower: only the leader, whose expiry scans hold workers to them, tells terms
+    /// (`HeartbeatPolicy`, why).
+    pub(crate) fn heartbeat_terms(&self) -> Option<(u64, u64)> {
+        matches!(self.leader(), Leader::Me).then(|| self.worker_heartbeats.terms(self.sm.read(|sm| sm.worker_count())))
     }
 
     /// Takes one heartbeat slot, or RESOURCE_EXHAUSTED when all are busy.
@@ -293,7 +295,7 @@ impl Replica {
     }
 
     /// Waits until this replica applied `index` (at once when it has), within `REQUEST_TIMEOUT`.
-    async fn wait_applied(&self, index: u64) -> Result<(), Status> {
+    pub(crate) async fn wait_applied(&self, index: u64) -> Result<(), Status> {
         self.wait_applied_within(index, limits::REQUEST_TIMEOUT).await
     }
 

@@ -51,7 +51,9 @@ impl Worker for WorkerService {
             slots: r.slots,
             labels: r.labels.into_iter().collect(),
         };
-        let (heartbeat_interval_ms, heartbeat_timeout_ms) = self.replica.heartbeat_terms();
+        // A follower tells the unscaled timeout: a lease within it is within any leader's.
+        let (heartbeat_interval_ms, heartbeat_timeout_ms) =
+            self.replica.heartbeat_terms().unwrap_or((0, self.replica.worker_heartbeats.timeout_ms));
         match self.replica.write(op).await? {
             SmResponse::Registered { epoch } => Ok(self.replica.hinted(api::RegisterWorkerResponse {
                 epoch,
@@ -67,8 +69,8 @@ impl Worker for WorkerService {
         let _permit = self.replica.admit_heartbeat()?;
         crate::auth::check_worker(&req, &req.get_ref().id)?;
         let r = req.into_inner();
-        // Read before the beat is answered: the terms of a state no later than the leader's.
-        let (heartbeat_interval_ms, heartbeat_timeout_ms) = self.replica.heartbeat_terms();
+        // Read before the beat is answered; a follower tells none (0): the worker keeps its terms.
+        let (heartbeat_interval_ms, heartbeat_timeout_ms) = self.replica.heartbeat_terms().unwrap_or((0, 0));
         match self.replica.write(Op::Heartbeat { worker_id: r.id, instance: r.instance }).await? {
             SmResponse::HeartbeatOk { epoch } => {
                 Ok(self.replica.hinted(api::HeartbeatResponse { epoch, heartbeat_interval_ms, heartbeat_timeout_ms }))

@@ -86,7 +86,7 @@ impl Terms {
         let own_ms = config.heartbeat_interval_ms.max(1);
         let interval_ms = own_ms.max(told_interval_ms);
         let stretched_ms = config.lease_ms.saturating_mul(interval_ms) / own_ms;
-        Terms { interval_ms, lease_ms: stretched_ms.min(timeout_ms * 2 / 3).max(1) }
+        Terms { interval_ms, lease_ms: stretched_ms.min(timeout_ms.saturating_mul(2) / 3).max(1) }
     }
 }
 
@@ -172,7 +172,7 @@ async fn heartbeat_loop(config: WorkerConfig, instance: u64, mut terms: Terms, l
         next = sent + Duration::from_millis(terms.interval_ms);
         match client.heartbeat(&config.id, instance).await {
             Ok(reply) => {
-                // A build that does not scale tells no timeout: the registration's terms stand.
+                // A follower, or a build that does not scale, tells no timeout: the last terms stand.
                 if reply.heartbeat_timeout_ms > 0 {
                     terms = Terms::new(&config, reply.heartbeat_interval_ms, reply.heartbeat_timeout_ms);
                 }
