@@ -157,6 +157,15 @@ async fn bad_data_dirs_and_flags_stop_the_replica_with_a_clear_error() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let out = server("3", &listen, &data_dir, &format!("1={listen}"));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // A heartbeat cap too low to bound the scaled timeout: one line naming the flag.
+    let out = Command::new(BIN)
+        .args(["server", "--id", "1", "--listen", &listen, "--data-dir", &data_dir])
+        .args(["--initial-cluster", &format!("1={listen}"), "--insecure", "--heartbeats-per-second-max", "5"])
+        .output()
+        .expect("run raftsched server");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--heartbeats-per-second-max"), "{}", stderr(&out));
+    assert_one_line(&stderr(&out));
 
     // A port that is taken: exit 1 naming the address.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
