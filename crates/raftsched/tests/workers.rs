@@ -22,6 +22,15 @@ async fn read_pid_file(path: &std::path::Path) -> i32 {
     }
 }
 
+/// Waits until the cluster lists worker `id` in `state`.
+async fn wait_worker_state(client: &raftsched_client::Client, id: &str, state: &str) {
+    let started = std::time::Instant::now();
+    while !client.list_workers(false).await.unwrap().workers.iter().any(|w| w.id == id && w.state == state) {
+        assert!(started.elapsed() < DEADLINE, "worker {id} never {state}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until process `pid` is gone; `what` names it in the failure.
 async fn wait_until_dead(pid: i32, what: &str) {
     let alive = |pid: i32| unsafe { libc::kill(pid, 0) == 0 };
@@ -390,11 +399,7 @@ async fn a_capped_fleet_beats_less_often_and_silence_still_expires() {
     };
     assert_eq!((reply.heartbeat_interval_ms, reply.heartbeat_timeout_ms), (1_000, 6_000));
     cluster.start_worker("a", &["--slots", "1"]); // WORKER_TIMING: its own interval is 100 ms
-    let started = std::time::Instant::now();
-    while !client.list_workers(false).await.unwrap().workers.iter().any(|w| w.id == "a" && w.state == "ready") {
-        assert!(started.elapsed() < DEADLINE, "worker a never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_worker_state(&client, "a", "ready").await;
     // Only worker a beats now. Its first beats may reach a follower, which tells no terms, until
     // an answer names the leader; three beats in, it beats at the leader's 1,000 ms. Then three
     // more take two such intervals at least (at its own 100 ms they would take 0.2 s).
@@ -424,14 +429,7 @@ async fn a_capped_fleet_beats_less_often_and_silence_still_expires() {
         libc::kill(-pid, libc::SIGSTOP);
     }
     let stopped = std::time::Instant::now();
-    loop {
-        let workers = client.list_workers(false).await.unwrap().workers;
-        if workers.iter().any(|w| w.id == "a" && w.state == "down") {
-            break;
-        }
-        assert!(stopped.elapsed() < DEADLINE, "a paused worker was never declared down");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_worker_state(&client, "a", "down").await;
     // Its last beat was at most an interval before the pause, the timeout 6 s after it.
     assert!(stopped.elapsed() >= Duration::from_millis(4_500), "declared down after {:?}", stopped.elapsed());
     unsafe {

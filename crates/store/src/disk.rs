@@ -142,7 +142,7 @@ impl DiskSync {
 /// sync. Microseconds per append, in order; `dir` must be new or empty (a sled dir is made in it).
 pub fn time_log_syncs(dir: &Path, count: usize, record_bytes: usize) -> io::Result<Vec<u64>> {
     let sled_dir = dir.join("sled");
-    let db = sled::Config::new().path(&sled_dir).mode(sled::Mode::HighThroughput).open().map_err(io::Error::other)?;
+    let db = crate::db::sled_config(&sled_dir).open().map_err(io::Error::other)?;
     let tree = db.open_tree("log").map_err(io::Error::other)?;
     let disk = DiskSync::new(db, &sled_dir)?;
     disk.sync_blocking()?; // the first sync covers sled's new files: not an append's
