@@ -54,4 +54,5 @@ pub mod models;
 pub mod parse;
 pub mod report;
 pub mod run;
+pub mod search;
 pub mod workload;

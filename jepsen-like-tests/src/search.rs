@@ -1,0 +1,548 @@
+//! The linearization search on one partition, resumable so that [`crate::check`] can share one
+//! time budget fairly between partitions.
+//!
+//! The search is Lowe's just-in-time variant of Wing & Gong's algorithm. Invoke and completion
+//! events of one partition sit in a doubly-linked list in time order. Walking the list, at an
+//! invoke we try to linearize that operation now (model step legal, and the resulting
+//! (set of linearized operations, state) never seen before); if so it is lifted out of the list
+//! and pushed on a stack, and the walk restarts at the head. Reaching a completion means that
+//! operation should already have been linearized: pop the last choice, put it back, and try the
+//! next invoke after it. An empty stack at that point means no linearization exists.
+//!
+//! Why it is fast: the memo is an open-addressing table over an arena (no allocation per entry
+//! beyond amortised growth), keyed by a Zobrist hash of the linearized set that is updated in
+//! O(1) per step, combined with a cheap hash of the model state; dancing-links lift/unlift is
+//! O(1); the search stops as soon as every determinate operation is placed; and identical
+//! indeterminate operations (Jepsen's many timed-out `write 3`s) are linearized only in invoke
+//! order, which removes their permutations from the search space without losing any
+//! linearization (an exchange argument: the earlier copy can always stand in for a later one).
+//!
+//! Why it is resumable: a violation in one partition is often cheap to find while another
+//! partition of the same history is expensive to clear (Porcupine's 50-client kv history has
+//! both). [`Search::run`] takes an iteration budget and can be called again, so the caller can
+//! give every partition slices of growing size and stop at the first violation, instead of
+//! spending the whole budget on the first hard partition.
+
+use std::hash::{Hash, Hasher};
+use std::time::Instant;
+
+use crate::check::{FxHashMap, FxHasher};
+use crate::model::{Model, PartOp};
+
+/// Outcome of the search on one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SearchOutcome {
+    Linearizable,
+    /// Not linearizable; `prefix` is the longest sequence of operations (indices into the
+    /// partition) the search managed to linearize, in order.
+    Violation {
+        prefix: Vec<u32>,
+    },
+    GaveUp(String),
+}
+
+/// How often (in loop iterations) the search looks at the clock.
+const CLOCK_CHECK_ITERATIONS: u64 = 4096;
+
+const HEAD: u32 = 0;
+const NO_TWIN: u32 = u32::MAX;
+const CALL_FLAG: u32 = 1 << 31;
+
+/// Runs the search on `ops` to the end, or until `deadline`.
+pub fn search<M: Model>(model: &M, ops: &[PartOp<M::Op>], deadline: Instant, cache_bytes_max: usize) -> SearchOutcome {
+    match Search::new(model, ops, cache_bytes_max) {
+        Err(done) => done,
+        Ok(mut s) => s.run(u64::MAX, deadline).unwrap_or_else(|| SearchOutcome::GaveUp("timed out".into())),
+    }
+}
+
+/// The event list of a partition: entries 1..=2n in time order, 0 is the head, 2n+1 the tail.
+struct Events {
+    /// `tag[e]` is the operation index, with [`CALL_FLAG`] set on invoke entries.
+    tag: Vec<u32>,
+    /// Operation → its completion entry.
+    ret_entry: Vec<u32>,
+    next: Vec<u32>,
+    prev: Vec<u32>,
+    tail: u32,
+}
+
+impl Events {
+    fn new<O>(ops: &[PartOp<O>]) -> Events {
+        let n = ops.len();
+        let mut order: Vec<(u32, u32, u32)> = Vec::with_capacity(2 * n);
+        for (i, o) in ops.iter().enumerate() {
+            order.push((o.call, i as u32, i as u32 | CALL_FLAG));
+            order.push((o.ret, i as u32, i as u32));
+        }
+        // At equal positions invokes come first, so that an operation invoked "at" another's
+        // completion counts as concurrent with it (positions are distinct in parsed histories).
+        order.sort_unstable_by_key(|&(t, i, tag)| (t, tag & CALL_FLAG == 0, i));
+        let len = 2 * n + 2;
+        let mut tag = vec![0u32; len];
+        let mut ret_entry = vec![0u32; n];
+        for (k, &(_, i, t)) in order.iter().enumerate() {
+            tag[k + 1] = t;
+            if t & CALL_FLAG == 0 {
+                ret_entry[i as usize] = (k + 1) as u32;
+            }
+        }
+        Events {
+            tag,
+            ret_entry,
+            next: (1..=len as u32).collect(),
+            prev: (0..len as u32).map(|e| e.wrapping_sub(1)).collect(),
+            tail: (len - 1) as u32,
+        }
+    }
+
+    /// Takes operation `i` (invoke entry `call`) out of the list.
+    #[inline]
+    fn lift(&mut self, call: u32, i: usize) {
+        for x in [call, self.ret_entry[i]] {
+            let (p, q) = (self.prev[x as usize], self.next[x as usize]);
+            self.next[p as usize] = q;
+            self.prev[q as usize] = p;
+        }
+    }
+
+    /// Puts operation `i` back, in the reverse order of [`Events::lift`].
+    #[inline]
+    fn unlift(&mut self, call: u32, i: usize) {
+        for x in [self.ret_entry[i], call] {
+            let (p, q) = (self.prev[x as usize], self.next[x as usize]);
+            self.next[p as usize] = x;
+            self.prev[q as usize] = x;
+        }
+    }
+}
+
+/// Identical indeterminate operations are interchangeable (same effect, and the one invoked
+/// first is available whenever a later one is), so copies are only linearized in invoke order:
+/// `twin[i]` is the previous copy, which must already be linearized before `i` may be.
+fn twins<M: Model>(ops: &[PartOp<M::Op>], events: &Events) -> Vec<u32> {
+    let mut twin = vec![NO_TWIN; ops.len()];
+    if ops.iter().filter(|o| o.is_open()).nth(1).is_none() {
+        return twin;
+    }
+    let mut last_copy: FxHashMap<&M::Op, u32> = FxHashMap::default();
+    for &t in &events.tag[1..events.tail as usize] {
+        let i = (t & !CALL_FLAG) as usize;
+        if t & CALL_FLAG != 0 && ops[i].is_open() {
+            if let Some(prev) = last_copy.insert(&ops[i].op, i as u32) {
+                twin[i] = prev;
+            }
+        }
+    }
+    twin
+}
+
+/// A search in progress on one partition.
+pub struct Search<'a, M: Model> {
+    model: &'a M,
+    ops: &'a [PartOp<M::Op>],
+    events: Events,
+    twin: Vec<u32>,
+    /// The linearized set, as a bitset and as a Zobrist hash.
+    bits: Vec<u64>,
+    zobrist: Vec<u64>,
+    zob: u64,
+    memo: Memo<M::State>,
+    cache_bytes_max: usize,
+    state: M::State,
+    /// Linearized operations: (invoke entry, state before it).
+    stack: Vec<(u32, M::State)>,
+    required_total: usize,
+    required_done: usize,
+    /// The longest linearized prefix seen, for the report.
+    best: Vec<u32>,
+    /// Length of the common prefix of `best` and the stack.
+    best_agree: usize,
+    /// Where the walk resumes.
+    cursor: u32,
+    iterations: u64,
+}
+
+impl<'a, M: Model> Search<'a, M> {
+    /// Prepares a search, or answers at once when there is nothing to search.
+    pub fn new(model: &'a M, ops: &'a [PartOp<M::Op>], cache_bytes_max: usize) -> Result<Self, SearchOutcome> {
+        let n = ops.len();
+        if n >= (CALL_FLAG as usize) / 2 {
+            return Err(SearchOutcome::GaveUp(format!("partition of {n} operations is too large")));
+        }
+        let required_total = ops.iter().filter(|o| !o.is_open()).count();
+        if required_total == 0 {
+            return Err(SearchOutcome::Linearizable);
+        }
+        let events = Events::new(ops);
+        let twin = twins::<M>(ops, &events);
+        let words = n.div_ceil(64);
+        let cursor = events.next[HEAD as usize];
+        Ok(Search {
+            model,
+            ops,
+            events,
+            twin,
+            bits: vec![0u64; words],
+            zobrist: (0..n as u64).map(|i| splitmix64(i.wrapping_add(0x9e37_79b9_7f4a_7c15))).collect(),
+            zob: 0,
+            memo: Memo::new(words, n),
+            cache_bytes_max,
+            state: model.init(),
+            stack: Vec::with_capacity(n),
+            required_total,
+            required_done: 0,
+            best: Vec::new(),
+            best_agree: 0,
+            cursor,
+            iterations: 0,
+        })
+    }
+
+    /// Loop iterations so far (the work done).
+    pub fn iterations(&self) -> u64 {
+        self.iterations
+    }
+
+    /// Sets the memo's byte budget (the caller shares one budget between searches).
+    pub fn set_cache_bytes_max(&mut self, bytes: usize) {
+        self.cache_bytes_max = bytes;
+    }
+
+    /// Bytes held by the memo.
+    pub fn memo_bytes(&self) -> usize {
+        self.memo.bytes()
+    }
+
+    /// Runs at most `iterations_max` more iterations, or until `deadline`: `None` when the search
+    /// is not over yet (call again to go on), else its outcome.
+    pub fn run(&mut self, iterations_max: u64, deadline: Instant) -> Option<SearchOutcome> {
+        let stop = self.iterations.saturating_add(iterations_max);
+        while self.iterations < stop {
+            self.iterations += 1;
+            if self.iterations.is_multiple_of(CLOCK_CHECK_ITERATIONS) {
+                if self.memo.bytes() > self.cache_bytes_max {
+                    return Some(SearchOutcome::GaveUp(format!("memo exceeded {} bytes", self.cache_bytes_max)));
+                }
+                if Instant::now() >= deadline {
+                    return None;
+                }
+            }
+            let e = self.cursor;
+            if e == self.events.tail {
+                // Cannot happen (the list always ends with a completion), but never loop on it.
+                return Some(SearchOutcome::Linearizable);
+            }
+            let t = self.events.tag[e as usize];
+            let done =
+                if t & CALL_FLAG != 0 { self.at_invoke(e, (t & !CALL_FLAG) as usize) } else { self.at_completion() };
+            if done.is_some() {
+                return done;
+            }
+        }
+        None
+    }
+
+    fn is_linearized(&self, i: usize) -> bool {
+        self.bits[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn flip(&mut self, i: usize) {
+        self.bits[i / 64] ^= 1 << (i % 64);
+        self.zob ^= self.zobrist[i];
+    }
+
+    /// Tries to linearize operation `i` (invoke entry `e`) now; moves the cursor.
+    fn at_invoke(&mut self, e: u32, i: usize) -> Option<SearchOutcome> {
+        let tw = self.twin[i];
+        let twin_pending = tw != NO_TWIN && !self.is_linearized(tw as usize);
+        if !twin_pending {
+            if let Some(new_state) = self.model.step(&self.state, &self.ops[i].op) {
+                self.flip(i);
+                let h = mix(self.zob ^ hash_state(&new_state));
+                match self.memo.insert(h, &self.bits, &new_state) {
+                    Inserted::New => return self.push(e, i, new_state),
+                    Inserted::Seen => {}
+                }
+                self.flip(i);
+            }
+        }
+        self.cursor = self.events.next[e as usize];
+        None
+    }
+
+    /// Operation `i` is linearized: lift it, record progress, restart the walk at the head.
+    fn push(&mut self, e: u32, i: usize, new_state: M::State) -> Option<SearchOutcome> {
+        let old = std::mem::replace(&mut self.state, new_state);
+        self.stack.push((e, old));
+        self.events.lift(e, i);
+        if !self.ops[i].is_open() {
+            self.required_done += 1;
+            if self.required_done == self.required_total {
+                return Some(SearchOutcome::Linearizable);
+            }
+        }
+        let depth = self.stack.len();
+        if self.best_agree == depth - 1 && self.best.len() >= depth && self.best[depth - 1] == i as u32 {
+            self.best_agree = depth;
+        } else if depth > self.best.len() {
+            self.best.truncate(self.best_agree);
+            let tag = &self.events.tag;
+            self.best.extend(self.stack[self.best_agree..].iter().map(|&(ce, _)| tag[ce as usize] & !CALL_FLAG));
+            self.best_agree = depth;
+        }
+        self.cursor = self.events.next[HEAD as usize];
+        None
+    }
+
+    /// A completion: its operation had to be linearized by now. Backtrack.
+    fn at_completion(&mut self) -> Option<SearchOutcome> {
+        let Some((ce, old)) = self.stack.pop() else {
+            return Some(SearchOutcome::Violation { prefix: std::mem::take(&mut self.best) });
+        };
+        self.state = old;
+        let i = (self.events.tag[ce as usize] & !CALL_FLAG) as usize;
+        self.flip(i);
+        if !self.ops[i].is_open() {
+            self.required_done -= 1;
+        }
+        self.best_agree = self.best_agree.min(self.stack.len());
+        self.events.unlift(ce, i);
+        self.cursor = self.events.next[ce as usize];
+        None
+    }
+}
+
+enum Inserted {
+    New,
+    Seen,
+}
+
+const EMPTY: u32 = u32::MAX;
+
+/// The set of (linearized set, state) pairs already explored: open addressing (linear probing)
+/// over parallel arrays, with each entry's bitset stored inline in one flat arena.
+struct Memo<S> {
+    words: usize,
+    slots: Vec<u32>,
+    hashes: Vec<u64>,
+    states: Vec<S>,
+    bits: Vec<u64>,
+}
+
+impl<S: Eq + Clone> Memo<S> {
+    /// `ops` sizes the first table: small partitions (most of a scheduler history's) stay small.
+    fn new(words: usize, ops: usize) -> Memo<S> {
+        Memo {
+            words,
+            slots: vec![EMPTY; (4 * ops).clamp(16, 1 << 16).next_power_of_two()],
+            hashes: Vec::new(),
+            states: Vec::new(),
+            bits: Vec::new(),
+        }
+    }
+
+    /// Bytes held (capacity, not length: what the allocator gave).
+    fn bytes(&self) -> usize {
+        self.slots.capacity() * 4
+            + self.hashes.capacity() * 8
+            + self.states.capacity() * std::mem::size_of::<S>()
+            + self.bits.capacity() * 8
+    }
+
+    #[inline]
+    fn insert(&mut self, h: u64, bits: &[u64], state: &S) -> Inserted {
+        let mask = self.slots.len() - 1;
+        let w = self.words;
+        let mut i = h as usize & mask;
+        loop {
+            let s = self.slots[i];
+            if s == EMPTY {
+                break;
+            }
+            let s = s as usize;
+            if self.hashes[s] == h && self.states[s] == *state && self.bits[s * w..(s + 1) * w] == *bits {
+                return Inserted::Seen;
+            }
+            i = (i + 1) & mask;
+        }
+        let id = self.hashes.len();
+        assert!(id < EMPTY as usize, "memo entries fit u32 (the byte budget stops the search long before)");
+        self.slots[i] = id as u32;
+        self.hashes.push(h);
+        self.states.push(state.clone());
+        self.bits.extend_from_slice(bits);
+        if (id + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        Inserted::New
+    }
+
+    fn grow(&mut self) {
+        let size = self.slots.len() * 2;
+        let mask = size - 1;
+        let mut slots = vec![EMPTY; size];
+        for (id, &h) in self.hashes.iter().enumerate() {
+            let mut i = h as usize & mask;
+            while slots[i] != EMPTY {
+                i = (i + 1) & mask;
+            }
+            slots[i] = id as u32;
+        }
+        self.slots = slots;
+    }
+}
+
+#[inline]
+fn hash_state<S: Hash>(s: &S) -> u64 {
+    let mut h = FxHasher::default();
+    s.hash(&mut h);
+    h.finish().wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// MurmurHash3's 64-bit finaliser: spreads the combined hash over all bits (slot = low bits).
+#[inline]
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+/// SplitMix64: well-spread 64-bit values for the Zobrist table (and the generators).
+pub fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::check::CACHE_BYTES_MAX_DEFAULT;
+    use crate::model::OPEN;
+    use crate::models::register::{CasOutcome, Register, RegisterOp};
+
+    fn op(o: RegisterOp, call: u32, ret: u32) -> PartOp<RegisterOp> {
+        PartOp { op: o, history_index: None, call, ret }
+    }
+
+    fn run(ops: &[PartOp<RegisterOp>]) -> SearchOutcome {
+        search(&Register, ops, Instant::now() + Duration::from_secs(10), CACHE_BYTES_MAX_DEFAULT)
+    }
+
+    #[test]
+    fn concurrent_ops_may_be_reordered_but_sequential_ones_may_not() {
+        use RegisterOp::*;
+        // write 1 || read 1, then read nil: the read of nil after a completed write is illegal
+        let ok = [op(Write(1), 0, 3), op(Read(Some(1)), 1, 2)];
+        assert_eq!(run(&ok), SearchOutcome::Linearizable);
+        let bad = [op(Write(1), 0, 1), op(Read(None), 2, 3)];
+        assert_eq!(run(&bad), SearchOutcome::Violation { prefix: vec![0] });
+        // concurrent: read nil can go first
+        let ok2 = [op(Write(1), 0, 2), op(Read(None), 1, 3)];
+        assert_eq!(run(&ok2), SearchOutcome::Linearizable);
+    }
+
+    #[test]
+    fn open_operations_may_take_effect_late_or_never() {
+        use RegisterOp::*;
+        // an indeterminate write of 5 read after a later read of nil
+        let ops = [op(Write(5), 0, OPEN), op(Read(None), 1, 2), op(Read(Some(5)), 3, 4)];
+        assert_eq!(run(&ops), SearchOutcome::Linearizable);
+        // an indeterminate cas that must have succeeded
+        let ops = [
+            op(Write(1), 0, 1),
+            op(Cas { from: 1, to: 2, outcome: CasOutcome::Unknown }, 2, OPEN),
+            op(Read(Some(2)), 3, 4),
+            op(Read(Some(1)), 5, 6),
+        ];
+        assert!(matches!(run(&ops), SearchOutcome::Violation { .. }));
+    }
+
+    /// Exhaustive reference: try every operation that may come next (invoked before the earliest
+    /// completion among the rest), with no memo and no pruning.
+    fn brute_force(ops: &[PartOp<RegisterOp>], done: &mut Vec<bool>, state: Option<i64>) -> bool {
+        let rest: Vec<usize> = (0..ops.len()).filter(|&i| !done[i]).collect();
+        if rest.iter().all(|&i| ops[i].is_open()) {
+            return true;
+        }
+        let first_ret = rest.iter().map(|&i| ops[i].ret).min().unwrap_or(OPEN);
+        for &i in &rest {
+            if ops[i].call < first_ret {
+                if let Some(s) = Register.step(&state, &ops[i].op) {
+                    done[i] = true;
+                    let ok = brute_force(ops, done, s);
+                    done[i] = false;
+                    if ok {
+                        return true;
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn agrees_with_brute_force_on_random_small_histories() {
+        let mut seed = 7u64;
+        let mut rnd = |n: u64| {
+            seed += 1;
+            splitmix64(seed) % n
+        };
+        let (mut yes, mut no) = (0, 0);
+        for _ in 0..4000 {
+            let n = 2 + rnd(7) as usize;
+            // distinct event positions: shuffle 0..2n and give each op two of them
+            let mut pos: Vec<u32> = (0..2 * n as u32).collect();
+            for k in (1..pos.len()).rev() {
+                pos.swap(k, rnd(k as u64 + 1) as usize);
+            }
+            let ops: Vec<PartOp<RegisterOp>> = (0..n)
+                .map(|k| {
+                    let (a, b) = (pos[2 * k].min(pos[2 * k + 1]), pos[2 * k].max(pos[2 * k + 1]));
+                    let open = rnd(4) == 0;
+                    let v = rnd(3) as i64;
+                    let o = match rnd(if open { 2 } else { 3 }) {
+                        0 => RegisterOp::Write(v),
+                        1 => {
+                            let outcome = if open {
+                                CasOutcome::Unknown
+                            } else if rnd(2) == 0 {
+                                CasOutcome::Ok
+                            } else {
+                                CasOutcome::Fail
+                            };
+                            RegisterOp::Cas { from: rnd(3) as i64, to: v, outcome }
+                        }
+                        _ => RegisterOp::Read(if rnd(4) == 0 { None } else { Some(v) }),
+                    };
+                    op(o, a, if open { OPEN } else { b })
+                })
+                .collect();
+            let expected = brute_force(&ops, &mut vec![false; n], None);
+            let got = run(&ops);
+            assert_eq!(got == SearchOutcome::Linearizable, expected, "{ops:?}");
+            if expected {
+                yes += 1;
+            } else {
+                no += 1;
+            }
+        }
+        assert!(yes > 500 && no > 500, "{yes} linearizable, {no} not");
+    }
+
+    #[test]
+    fn gives_up_when_out_of_time() {
+        use RegisterOp::*;
+        // many concurrent writes and a final impossible read: exponential without the memo's help
+        let mut ops: Vec<_> = (0..60).map(|i| op(Write(i), 0, OPEN)).collect();
+        ops.push(op(Read(Some(1000)), 1, 2));
+        let out = search(&Register, &ops, Instant::now(), CACHE_BYTES_MAX_DEFAULT);
+        assert!(matches!(out, SearchOutcome::GaveUp(_) | SearchOutcome::Violation { .. }));
+    }
+}
