@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use crate::check::{check_history, CheckOptions, Verdict};
+use crate::generate::{generate, GenConfig};
 use crate::history::History;
 use crate::model::ModelKind;
 use crate::parse::parse_file;
-use crate::workload::{scheduler_history, WorkloadConfig};
 
 /// One row of `verdicts.tsv`.
 #[derive(Debug, Clone)]
@@ -136,7 +136,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<(String, bool)> {
         let _ = writeln!(out, "| {} | | {} | {} |", t.name, ms(t.best), if t.agrees { "as expected" } else { "WRONG" });
     }
     for &n in &opts.generate_ops {
-        let h = scheduler_history(&WorkloadConfig::new(n, 1));
+        let h = generate(&GenConfig::new(ModelKind::Scheduler, 8, n, 1));
         let parts = crate::model::Model::prepare(&crate::models::scheduler::Scheduler, &h)
             .map(|p| p.partitions.len())
             .unwrap_or(0);

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::bench::{self, BenchOptions};
 use crate::check::{check_history, CheckOptions, Verdict, TIMEOUT_MS_DEFAULT};
+use crate::generate::{self, Anomaly, GenConfig};
 use crate::model::ModelKind;
 use crate::parse::parse_file;
 
@@ -39,10 +40,18 @@ enum Command {
         /// without it.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// One JSON object per file on stdout instead of text: `file`, `verdict`
+        /// ("linearizable", "not linearizable" or "unknown"), `why` (for unknown), `elapsed_ms`
+        /// (typing, partitioning and search; reading the file excluded).
+        #[arg(long)]
+        json: bool,
         /// History files (JSON lines, EDN maps or Jepsen etcd logs; detected from content).
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Write generated histories whose verdict is known by construction (JSON lines): one, or a
+    /// whole campaign with a manifest.
+    Generate(GenerateArgs),
     /// Run raftsched under faults with a recorded workload, then check the history and the
     /// scheduler's invariants. Exit 0 only when everything holds.
     Run(RunArgs),
@@ -62,6 +71,80 @@ enum Command {
         #[arg(long, default_value_t = 60_000)]
         timeout_ms: u64,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct GenerateArgs {
+    /// Model of the history.
+    #[arg(long, value_enum, default_value = "register")]
+    model: ModelKind,
+    /// Concurrent client processes.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=generate::CLIENTS_MAX as u64))]
+    clients: u64,
+    /// Operations in the history.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=generate::OPERATIONS_MAX as u64))]
+    ops: u64,
+    /// Operations that time out (`info`), per thousand.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    info_per_mille: u64,
+    /// Keys (register and kv) [default: 1 register, 10 kv keys].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    keys: Option<u64>,
+    /// Worker processes (scheduler).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=100))]
+    workers: u64,
+    /// Anomaly injected where it is observable; `none` gives a linearizable history.
+    #[arg(long, value_enum, default_value = "none")]
+    anomaly: Anomaly,
+    /// Play the scene even without an anomaly (the clean twin of a violating history).
+    #[arg(long)]
+    scene: bool,
+    /// Seed: the same arguments and seed give the same history.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output file [default: stdout].
+    #[arg(long, conflicts_with = "campaign")]
+    out: Option<PathBuf>,
+    /// Write this many histories of a mixed campaign (models, clients, sizes, time-outs,
+    /// anomalies all varying) into --dir, with manifest.tsv; the other shape flags are ignored.
+    #[arg(long, requires = "dir", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    campaign: Option<u64>,
+    /// Directory for --campaign.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+fn generate_cmd(args: GenerateArgs) -> i32 {
+    let result = match (args.campaign, &args.dir) {
+        (Some(count), Some(dir)) => generate::write_campaign(dir, count as usize, args.seed)
+            .map(|()| eprintln!("wrote {count} histories and manifest.tsv to {}", dir.display())),
+        _ => {
+            let mut cfg = GenConfig::new(args.model, args.clients as usize, args.ops as usize, args.seed);
+            cfg.info_per_mille = args.info_per_mille;
+            if let Some(k) = args.keys {
+                cfg.keys = k as usize;
+            }
+            cfg.workers = args.workers as usize;
+            cfg.anomaly = args.anomaly;
+            cfg.scene = args.scene;
+            let text = generate::generate(&cfg).to_jsonl();
+            match &args.out {
+                Some(path) => std::fs::write(path, text),
+                None => {
+                    use std::io::Write;
+                    std::io::stdout().lock().write_all(text.as_bytes())
+                }
+            }
+        }
+    };
+    match result {
+        Ok(()) => EXIT_LINEARIZABLE,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => EXIT_LINEARIZABLE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_UNKNOWN
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -219,7 +302,8 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
         }
     };
     match cli.command {
-        Command::Check { model, timeout_ms, out, files } => check(model, timeout_ms, out, &files),
+        Command::Check { model, timeout_ms, json, out, files } => check(model, timeout_ms, json, out, &files),
+        Command::Generate(args) => generate_cmd(args),
         Command::Run(args) => run(args),
         Command::Bench { dir, generate_ops, rounds, timeout_ms } => {
             let opts = BenchOptions {
@@ -233,42 +317,54 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
     }
 }
 
-fn check(model: ModelKind, timeout_ms: u64, out: Option<PathBuf>, files: &[PathBuf]) -> i32 {
+fn check(model: ModelKind, timeout_ms: u64, json: bool, out: Option<PathBuf>, files: &[PathBuf]) -> i32 {
     let opts = CheckOptions { timeout_ms, ..CheckOptions::default() };
     let mut any_violation = false;
     let mut any_unknown = false;
     let mut artifact_names: HashSet<String> = HashSet::new();
     for file in files {
-        let shown = file.display();
-        let verdict = parse_file(file).and_then(|h| check_history(model, &h, &opts));
-        match verdict {
-            Err(e) => {
-                any_unknown = true;
-                println!("{shown}: unknown (bad input: {e})");
+        let shown = file.display().to_string();
+        let mut elapsed_ms = 0.0;
+        let verdict = parse_file(file).and_then(|h| {
+            let started = std::time::Instant::now();
+            let v = check_history(model, &h, &opts);
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+            v
+        });
+        let (word, why) = match &verdict {
+            Err(e) => ("unknown", Some(format!("bad input: {e}"))),
+            Ok(Verdict::Linearizable) => ("linearizable", None),
+            Ok(Verdict::Unknown(why)) => ("unknown", Some(why.clone())),
+            Ok(Verdict::NotLinearizable(_)) => ("not linearizable", None),
+        };
+        any_unknown |= word == "unknown";
+        any_violation |= word == "not linearizable";
+        if json {
+            let line = serde_json::json!({"file": shown, "verdict": word, "why": why, "elapsed_ms": elapsed_ms});
+            println!("{line}");
+        } else {
+            match &why {
+                Some(why) => println!("{shown}: {word} ({why})"),
+                None => println!("{shown}: {word}"),
             }
-            Ok(Verdict::Linearizable) => println!("{shown}: linearizable"),
-            Ok(Verdict::Unknown(why)) => {
-                any_unknown = true;
-                println!("{shown}: unknown ({why})");
-            }
-            Ok(Verdict::NotLinearizable(v)) => {
-                any_violation = true;
-                println!("{shown}: not linearizable");
+        }
+        if let Ok(Verdict::NotLinearizable(v)) = &verdict {
+            if !json {
                 eprint!("{}", v.to_text());
-                if let Some(dir) = &out {
-                    let base = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or("history".into());
-                    let mut name = base.clone();
-                    let mut k = 1;
-                    while !artifact_names.insert(name.clone()) {
-                        k += 1;
-                        name = format!("{base}-{k}");
-                    }
-                    match v.write_artifacts(dir, &name) {
-                        Ok((json, html)) => eprintln!("  wrote {} and {}", json.display(), html.display()),
-                        Err(e) => {
-                            eprintln!("cannot write artifacts to {}: {e}", dir.display());
-                            any_unknown = true;
-                        }
+            }
+            if let Some(dir) = &out {
+                let base = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or("history".into());
+                let mut name = base.clone();
+                let mut k = 1;
+                while !artifact_names.insert(name.clone()) {
+                    k += 1;
+                    name = format!("{base}-{k}");
+                }
+                match v.write_artifacts(dir, &name) {
+                    Ok((json, html)) => eprintln!("  wrote {} and {}", json.display(), html.display()),
+                    Err(e) => {
+                        eprintln!("cannot write artifacts to {}: {e}", dir.display());
+                        any_unknown = true;
                     }
                 }
             }

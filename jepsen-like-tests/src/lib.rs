@@ -48,6 +48,7 @@
 pub mod bench;
 pub mod check;
 pub mod cli;
+pub mod generate;
 pub mod history;
 pub mod model;
 pub mod models;
@@ -55,4 +56,3 @@ pub mod parse;
 pub mod report;
 pub mod run;
 pub mod search;
-pub mod workload;

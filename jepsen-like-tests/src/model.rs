@@ -27,6 +27,15 @@ pub trait Model {
     /// The state after `op`, or `None` if `op` (with its observed result) is illegal in `state`.
     fn step(&self, state: &Self::State, op: &Self::Op) -> Option<Self::State>;
 
+    /// True if `op` leaves every state it is legal in unchanged (a read, a failed compare-and-set).
+    /// The search places such an operation as soon as it is legal and tries nothing else at that
+    /// point: moving a read-only operation earlier, to an instant its interval allows and where it
+    /// is legal, changes no other operation's result, so if any linearization exists, one with
+    /// the read placed first exists too. Saying `false` is always safe (only slower).
+    fn is_read_only(&self, _op: &Self::Op) -> bool {
+        false
+    }
+
     /// Types the history's operations and splits them into independent partitions.
     fn prepare(&self, history: &History) -> Result<Prepared<Self::Op>, HistoryError>;
 }

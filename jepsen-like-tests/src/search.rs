@@ -117,22 +117,33 @@ impl Events {
     }
 }
 
-/// Identical indeterminate operations are interchangeable (same effect, and the one invoked
-/// first is available whenever a later one is), so copies are only linearized in invoke order:
-/// `twin[i]` is the previous copy, which must already be linearized before `i` may be.
+/// How far back among identical earlier operations [`twins`] looks for one that ends no later.
+const TWIN_LOOKBACK: usize = 8;
+
+/// Identical operations whose intervals are ordered (A invoked no later than B and completed no
+/// later than B; every indeterminate operation completes "at infinity") are linearized in that
+/// order: `twin[i]` is such an earlier copy, which must already be linearized before `i` may be.
+/// This loses no linearization (swapping two identical operations changes no result, and both
+/// intervals still hold after the swap; an earliest-deadline-first assignment of the copies to
+/// their places satisfies every such order at once), and it removes the copies' permutations
+/// from the search: Jepsen's many timed-out `write 3`s, and the repeated writes of a register
+/// with few values.
 fn twins<M: Model>(ops: &[PartOp<M::Op>], events: &Events) -> Vec<u32> {
     let mut twin = vec![NO_TWIN; ops.len()];
-    if ops.iter().filter(|o| o.is_open()).nth(1).is_none() {
-        return twin;
-    }
-    let mut last_copy: FxHashMap<&M::Op, u32> = FxHashMap::default();
+    // Open and determinate copies chain separately: an open copy's best twin is the previous
+    // open copy (always ordered), never a determinate one that would break that chain.
+    let mut copies: [FxHashMap<&M::Op, Vec<u32>>; 2] = Default::default();
     for &t in &events.tag[1..events.tail as usize] {
-        let i = (t & !CALL_FLAG) as usize;
-        if t & CALL_FLAG != 0 && ops[i].is_open() {
-            if let Some(prev) = last_copy.insert(&ops[i].op, i as u32) {
-                twin[i] = prev;
-            }
+        if t & CALL_FLAG == 0 {
+            continue;
         }
+        let i = (t & !CALL_FLAG) as usize;
+        let earlier = copies[usize::from(ops[i].is_open())].entry(&ops[i].op).or_default();
+        let found = earlier.iter().rev().take(TWIN_LOOKBACK).find(|&&k| ops[k as usize].ret <= ops[i].ret);
+        if let Some(&k) = found {
+            twin[i] = k;
+        }
+        earlier.push(i as u32);
     }
     twin
 }
@@ -150,8 +161,12 @@ pub struct Search<'a, M: Model> {
     memo: Memo<M::State>,
     cache_bytes_max: usize,
     state: M::State,
-    /// Linearized operations: (invoke entry, state before it).
-    stack: Vec<(u32, M::State)>,
+    /// Linearized operations: (invoke entry, state before it, forced). A forced entry is a
+    /// read-only operation placed as soon as it was legal: when it has to be taken back, the
+    /// node it was placed at has no linearization either (see [`Model::is_read_only`]).
+    stack: Vec<(u32, M::State, bool)>,
+    /// Look for a legal read-only candidate before walking (set at every new node).
+    scan_reads: bool,
     required_total: usize,
     required_done: usize,
     /// The longest linearized prefix seen, for the report.
@@ -190,6 +205,7 @@ impl<'a, M: Model> Search<'a, M> {
             cache_bytes_max,
             state: model.init(),
             stack: Vec::with_capacity(n),
+            scan_reads: true,
             required_total,
             required_done: 0,
             best: Vec::new(),
@@ -228,14 +244,24 @@ impl<'a, M: Model> Search<'a, M> {
                     return None;
                 }
             }
+            if std::mem::take(&mut self.scan_reads) {
+                match self.place_read() {
+                    Placed::Nothing => {}
+                    Placed::Pushed(done) if done.is_none() => continue,
+                    Placed::Pushed(done) => return done,
+                    Placed::NodeFails => match self.backtrack() {
+                        None => continue,
+                        done => return done,
+                    },
+                }
+            }
             let e = self.cursor;
             if e == self.events.tail {
                 // Cannot happen (the list always ends with a completion), but never loop on it.
                 return Some(SearchOutcome::Linearizable);
             }
             let t = self.events.tag[e as usize];
-            let done =
-                if t & CALL_FLAG != 0 { self.at_invoke(e, (t & !CALL_FLAG) as usize) } else { self.at_completion() };
+            let done = if t & CALL_FLAG != 0 { self.at_invoke(e, (t & !CALL_FLAG) as usize) } else { self.backtrack() };
             if done.is_some() {
                 return done;
             }
@@ -261,7 +287,7 @@ impl<'a, M: Model> Search<'a, M> {
                 self.flip(i);
                 let h = mix(self.zob ^ hash_state(&new_state));
                 match self.memo.insert(h, &self.bits, &new_state) {
-                    Inserted::New => return self.push(e, i, new_state),
+                    Inserted::New => return self.push(e, i, new_state, false),
                     Inserted::Seen => {}
                 }
                 self.flip(i);
@@ -272,9 +298,10 @@ impl<'a, M: Model> Search<'a, M> {
     }
 
     /// Operation `i` is linearized: lift it, record progress, restart the walk at the head.
-    fn push(&mut self, e: u32, i: usize, new_state: M::State) -> Option<SearchOutcome> {
+    fn push(&mut self, e: u32, i: usize, new_state: M::State, forced: bool) -> Option<SearchOutcome> {
         let old = std::mem::replace(&mut self.state, new_state);
-        self.stack.push((e, old));
+        self.stack.push((e, old, forced));
+        self.scan_reads = true;
         self.events.lift(e, i);
         if !self.ops[i].is_open() {
             self.required_done += 1;
@@ -288,29 +315,71 @@ impl<'a, M: Model> Search<'a, M> {
         } else if depth > self.best.len() {
             self.best.truncate(self.best_agree);
             let tag = &self.events.tag;
-            self.best.extend(self.stack[self.best_agree..].iter().map(|&(ce, _)| tag[ce as usize] & !CALL_FLAG));
+            self.best.extend(self.stack[self.best_agree..].iter().map(|&(ce, _, _)| tag[ce as usize] & !CALL_FLAG));
             self.best_agree = depth;
         }
         self.cursor = self.events.next[HEAD as usize];
         None
     }
 
-    /// A completion: its operation had to be linearized by now. Backtrack.
-    fn at_completion(&mut self) -> Option<SearchOutcome> {
-        let Some((ce, old)) = self.stack.pop() else {
-            return Some(SearchOutcome::Violation { prefix: std::mem::take(&mut self.best) });
-        };
-        self.state = old;
-        let i = (self.events.tag[ce as usize] & !CALL_FLAG) as usize;
-        self.flip(i);
-        if !self.ops[i].is_open() {
-            self.required_done -= 1;
+    /// At a new node: places the first legal read-only candidate, if any (candidates are the
+    /// invokes before the first completion in the list).
+    fn place_read(&mut self) -> Placed {
+        let mut e = self.events.next[HEAD as usize];
+        loop {
+            let t = self.events.tag[e as usize];
+            if e == self.events.tail || t & CALL_FLAG == 0 {
+                return Placed::Nothing;
+            }
+            let i = (t & !CALL_FLAG) as usize;
+            let tw = self.twin[i];
+            let free = tw == NO_TWIN || self.is_linearized(tw as usize);
+            if free && self.model.is_read_only(&self.ops[i].op) {
+                if let Some(same) = self.model.step(&self.state, &self.ops[i].op) {
+                    self.flip(i);
+                    let h = mix(self.zob ^ hash_state(&same));
+                    if let Inserted::Seen = self.memo.insert(h, &self.bits, &same) {
+                        // Explored before, without success: so is this node.
+                        self.flip(i);
+                        return Placed::NodeFails;
+                    }
+                    return Placed::Pushed(self.push(e, i, same, true));
+                }
+            }
+            e = self.events.next[e as usize];
         }
-        self.best_agree = self.best_agree.min(self.stack.len());
-        self.events.unlift(ce, i);
-        self.cursor = self.events.next[ce as usize];
-        None
     }
+
+    /// A completion: its operation had to be linearized by now. Take back the last choice (and,
+    /// while that was a forced read, the one before it too) and try the next candidate.
+    fn backtrack(&mut self) -> Option<SearchOutcome> {
+        loop {
+            let Some((ce, old, forced)) = self.stack.pop() else {
+                return Some(SearchOutcome::Violation { prefix: std::mem::take(&mut self.best) });
+            };
+            self.state = old;
+            let i = (self.events.tag[ce as usize] & !CALL_FLAG) as usize;
+            self.flip(i);
+            if !self.ops[i].is_open() {
+                self.required_done -= 1;
+            }
+            self.best_agree = self.best_agree.min(self.stack.len());
+            self.events.unlift(ce, i);
+            self.cursor = self.events.next[ce as usize];
+            if !forced {
+                return None;
+            }
+        }
+    }
+}
+
+/// What [`Search::place_read`] did.
+enum Placed {
+    Nothing,
+    /// Placed a read; the search's outcome if that finished it.
+    Pushed(Option<SearchOutcome>),
+    /// A read was legal but its node was explored before: this node has no linearization.
+    NodeFails,
 }
 
 enum Inserted {

@@ -56,6 +56,14 @@ impl Model for Kv {
         }
     }
 
+    fn is_read_only(&self, op: &KvOp) -> bool {
+        match op {
+            KvOp::Get(_) => true,
+            KvOp::Append(v) => v.is_empty(),
+            KvOp::Put(_) => false,
+        }
+    }
+
     fn prepare(&self, history: &History) -> Result<Prepared<KvOp>, HistoryError> {
         let mut items = Vec::with_capacity(history.ops.len());
         for (i, h) in history.ops.iter().enumerate() {

@@ -63,6 +63,16 @@ impl Model for Register {
         }
     }
 
+    fn is_read_only(&self, op: &RegisterOp) -> bool {
+        match *op {
+            RegisterOp::Read(_) => true,
+            RegisterOp::Write(_) => false,
+            RegisterOp::Cas { from, to, outcome } => {
+                outcome == CasOutcome::Fail || (outcome == CasOutcome::Ok && from == to)
+            }
+        }
+    }
+
     fn prepare(&self, history: &History) -> Result<Prepared<RegisterOp>, HistoryError> {
         let mut items = Vec::with_capacity(history.ops.len());
         for (i, h) in history.ops.iter().enumerate() {
