@@ -44,8 +44,7 @@
 # was unknown where Porcupine decided within 1 s, when ours decided against the known verdict, or
 # when ours failed on a history (error or no output); 2 when the set-up failed.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-REPO=$(pwd)
+REPO=$(cd "$(dirname "$0")/.." && pwd)
 
 COUNT=${COUNT:-2000}
 SEED=${SEED:-}
@@ -78,8 +77,13 @@ done
 [[ $BATCH =~ ^[0-9]+$ && $BATCH -gt 0 ]] || die "BATCH must be a positive integer"
 [[ -z $SEED ]] && SEED=$(date +%s)
 [[ $SEED =~ ^[0-9]+$ ]] || die "--seed must be a non-negative integer"
+# Relative paths are the caller's; everything below uses absolute ones.
+WORK=$(realpath -m -- "$WORK")
+case $WORK/ in "$REPO"/*) die "the work directory $WORK is inside the repository; pick one outside it" ;; esac
 mkdir -p "$WORK"
-WORK=$(cd "$WORK" && pwd)
+[[ -z $HISTORIES ]] || HISTORIES=$(cd "$HISTORIES" && pwd) || die "--histories $HISTORIES is not a directory"
+[[ -z ${PORCUPINE_SRC:-} ]] || PORCUPINE_SRC=$(cd "$PORCUPINE_SRC" && pwd) || die "PORCUPINE_SRC is not a directory"
+[[ -z ${CHECKER:-} || $CHECKER == /* ]] || CHECKER=$PWD/$CHECKER
 command -v python3 >/dev/null || die "python3 is needed for the report"
 
 # --- Go --------------------------------------------------------------------------------------
@@ -98,7 +102,7 @@ say "$(go version)"
 
 # --- Porcupine's source ----------------------------------------------------------------------
 if [[ -n ${PORCUPINE_SRC:-} ]]; then
-    PORC=$(cd "$PORCUPINE_SRC" && pwd) || die "PORCUPINE_SRC=$PORCUPINE_SRC is not a directory"
+    PORC=$PORCUPINE_SRC
 else
     if [[ -z ${PORCUPINE_GIT:-} ]]; then
         if [[ -d $MIRROR ]]; then PORCUPINE_GIT=$MIRROR; else PORCUPINE_GIT=https://github.com/anishathalye/porcupine; fi
@@ -545,7 +549,7 @@ say "building the Porcupine driver"
 BIN=${CHECKER:-$REPO/target/release/jepsen-like-tests}
 if [[ $SKIP_BUILD != 1 && -z ${CHECKER:-} ]]; then
     say "cargo build --release -j2 -p jepsen-like-tests"
-    cargo build --release -j2 -p jepsen-like-tests || die "cargo build failed"
+    (cd "$REPO" && cargo build --release -j2 -p jepsen-like-tests) || die "cargo build failed"
 fi
 [[ -x $BIN ]] || die "$BIN is missing (build it, or unset SKIP_BUILD)"
 [[ $("$BIN" check --help 2>&1) == *--json* ]] || die "$BIN check has no --json (rebuild)"
@@ -553,8 +557,8 @@ fi
 # --- the histories ---------------------------------------------------------------------------
 RUN=$WORK/run-$SEED-$COUNT
 if [[ -n $HISTORIES ]]; then
-    DIR=$(cd "$HISTORIES" && pwd) || die "--histories $HISTORIES is not a directory"
-    RUN=$WORK/run-$(basename "$DIR")
+    DIR=$HISTORIES
+    RUN=$WORK/check-$(basename "$(dirname "$DIR")")-$(basename "$DIR")
     rm -rf "$RUN"
     mkdir -p "$RUN"
     say "checking the existing histories in $DIR"
@@ -606,18 +610,23 @@ PY
     fi
 }
 START_S=$SECONDS
+BIN_SUM=$(sha256sum <"$BIN")
 for model in register kv scheduler; do
     run_tool ours "$model" "$RUN/ours-$model.jsonl"
     [[ $model == scheduler ]] || run_tool porcupine "$model" "$RUN/porcupine-$model.jsonl"
 done
 say "checked in $((SECONDS - START_S)) s"
+[[ $(sha256sum <"$BIN") == "$BIN_SUM" ]] \
+    || say "WARNING: $BIN changed during the run (rebuilt?): results may mix two builds"
 
 # --- report ----------------------------------------------------------------------------------
 set +e
-python3 - "$MANIFEST" "$RUN" "$TIMEOUT_MS" "$SEED" "$PORC_REV" <<'PY' | tee "$RUN/report.txt"
+if [[ -n $HISTORIES ]]; then SOURCE="histories from $DIR"; else SOURCE="generated with seed $SEED"; fi
+SOURCE="$SOURCE; Porcupine $PORC_REV with GOMAXPROCS ${GOMAXPROCS:-$(nproc)} (its partitions in parallel), ours single-threaded"
+python3 - "$MANIFEST" "$RUN" "$TIMEOUT_MS" "$SOURCE" <<'PY' | tee "$RUN/report.txt"
 import json, os, sys
 
-manifest, run, timeout_ms, seed, porc_rev = sys.argv[1:6]
+manifest, run, timeout_ms, source = sys.argv[1:5]
 FLOOR = 0.001  # ms: times below this are clamped, so that ratios stay finite
 DECIDED = ("linearizable", "not linearizable")
 FAST_MS = 1000.0
@@ -669,7 +678,8 @@ def fmt_ms(x):
 def tag(h):
     return f"{h['file']} [{h['model']}, anomaly {h['anomaly']}, {h['ops']} ops, {h['clients']} clients]"
 
-print(f"Porcupine campaign: seed {seed}, {len(H)} histories, timeout {timeout_ms} ms each, Porcupine {porc_rev}")
+print(f"Porcupine campaign: {len(H)} histories, timeout {timeout_ms} ms each for both checkers")
+print(f"  ({source})")
 
 section("histories per model (clean = anomaly none)")
 models = sorted({h["model"] for h in H}, key=lambda m: ("register", "kv", "scheduler").index(m) if m in ("register", "kv", "scheduler") else 9)
@@ -684,6 +694,9 @@ section("agreement with Porcupine (register and kv)")
 both = [h for h in P if h["ours"][0] in DECIDED and h["porc"][0] in DECIDED]
 dis = [h for h in both if h["ours"][0] != h["porc"][0]]
 print(f"  both decided: {len(both)} of {len(P)}; agree {len(both) - len(dis)}, disagree {len(dis)}")
+only_ours = sum(h["ours"][0] in DECIDED and h["porc"][0] not in DECIDED for h in P)
+only_porc = sum(h["porc"][0] in DECIDED and h["ours"][0] not in DECIDED for h in P)
+print(f"  decided by ours only: {only_ours}; by Porcupine only: {only_porc}; by neither: {len(P) - len(both) - only_ours - only_porc}")
 for h in dis:
     print(f"  DISAGREE {tag(h)}: ours {h['ours'][0]}, Porcupine {h['porc'][0]}, known {h['known']}")
 failures += len(dis)
@@ -707,7 +720,8 @@ for name, key, hs in (("ours", "ours", H), ("Porcupine", "porc", P)):
         print(f"  {name:9} {v}: {len(bad)}")
         for h in bad[:25]:
             why = f" ({h[key][2]})" if h[key][2] else ""
-            print(f"    {tag(h)} after {fmt_ms(h[key][1])}{why}")
+            after = "" if v == "missing" else f" after {fmt_ms(h[key][1])}"
+            print(f"    {tag(h)}{after}{why}")
         if len(bad) > 25:
             print(f"    ... and {len(bad) - 25} more")
         if key == "ours" and v != "unknown":
@@ -758,6 +772,11 @@ for m in ("register", "kv"):
     if hs:
         s = max(hs, key=lambda h: h["porc"][1])
         print(f"  Porcupine, {m:4} {tag(s)}: {both_times(s)}")
+
+print("  time spent checking (all histories, unknowns included): ours "
+      + ", ".join(f"{m} {fmt_ms(sum(h['ours'][1] for h in H if h['model'] == m))}" for m in models)
+      + "; Porcupine "
+      + ", ".join(f"{m} {fmt_ms(sum(h['porc'][1] for h in P if h['model'] == m))}" for m in ("register", "kv")))
 
 section("largest histories (by operations)")
 for h in sorted(H, key=lambda h: -h["ops"])[:8]:

@@ -101,7 +101,9 @@ enum Decided<'p, O> {
     Unknown(String),
 }
 
-/// Searches every partition in rounds of growing slices; see the module documentation.
+/// Searches every partition in rounds of growing slices; see the module documentation. A
+/// partition not decided in its first slice gets a second search with the other candidate order
+/// ([`Search::new`]'s `open_last`); the first of the two to answer decides it.
 fn search_partitions<'p, M: Model>(
     model: &'p M,
     parts: &'p [Partition<M::Op>],
@@ -109,49 +111,62 @@ fn search_partitions<'p, M: Model>(
     cache_bytes_max: usize,
 ) -> Decided<'p, M::Op> {
     let mut gave_up: Option<String> = None;
-    let mut live: Vec<(&'p Partition<M::Op>, Search<'p, M>)> = Vec::new();
-    for part in parts {
-        match Search::new(model, &part.ops, cache_bytes_max) {
-            Ok(s) => live.push((part, s)),
+    let mut live: Vec<(usize, Search<'p, M>)> = Vec::new();
+    for (k, part) in parts.iter().enumerate() {
+        let mut s = match Search::new(model, &part.ops, cache_bytes_max, false) {
+            Ok(s) => s,
             Err(SearchOutcome::Violation { prefix }) => return Decided::Violation(part, prefix),
-            Err(SearchOutcome::GaveUp(why)) => drop(gave_up.get_or_insert(format!("{why} in {}", part.name))),
-            Err(SearchOutcome::Linearizable) => {}
-        }
+            Err(SearchOutcome::GaveUp(why)) => {
+                gave_up.get_or_insert(format!("{why} in {}", part.name));
+                continue;
+            }
+            Err(SearchOutcome::Linearizable) => continue,
+        };
         // Run each search's first slice before preparing the next, so that a history of many
         // small partitions never holds them all in memory at once.
-        if let Some((part, s)) = live.last_mut() {
-            match s.run(SLICE_ITERATIONS_FIRST, deadline) {
-                None => continue,
-                Some(SearchOutcome::Violation { prefix }) => return Decided::Violation(part, prefix),
-                Some(SearchOutcome::GaveUp(why)) => drop(gave_up.get_or_insert(format!("{why} in {}", part.name))),
-                Some(SearchOutcome::Linearizable) => {}
+        match s.run(SLICE_ITERATIONS_FIRST, deadline) {
+            None => {
+                live.push((k, s));
+                if let Ok(other) = Search::new(model, &part.ops, cache_bytes_max, true) {
+                    live.push((k, other));
+                }
             }
-            live.pop();
+            Some(SearchOutcome::Violation { prefix }) => return Decided::Violation(part, prefix),
+            Some(SearchOutcome::GaveUp(why)) => drop(gave_up.get_or_insert(format!("{why} in {}", part.name))),
+            Some(SearchOutcome::Linearizable) => {}
         }
     }
     let mut slice = SLICE_ITERATIONS_FIRST;
     while !live.is_empty() {
         if Instant::now() >= deadline {
-            gave_up.get_or_insert(format!("timed out in {}", live[0].0.name));
+            gave_up.get_or_insert(format!("timed out in {}", parts[live[0].0].name));
             break;
         }
         slice = (slice * 2).min(SLICE_ITERATIONS_MAX);
         // Every live memo counts against the one budget: each search may use what the others
         // leave.
         let held: usize = live.iter().map(|(_, s)| s.memo_bytes()).sum();
-        let mut k = 0;
-        while k < live.len() {
-            let (part, s) = &mut live[k];
-            let own = s.memo_bytes();
+        let mut j = 0;
+        while j < live.len() {
+            let (k, s) = &mut live[j];
+            let (k, own) = (*k, s.memo_bytes());
             s.set_cache_bytes_max(cache_bytes_max.saturating_sub(held - own));
             match s.run(slice, deadline) {
-                None => k += 1,
-                Some(SearchOutcome::Violation { prefix }) => return Decided::Violation(part, prefix),
+                None => j += 1,
+                Some(SearchOutcome::Violation { prefix }) => return Decided::Violation(&parts[k], prefix),
                 Some(SearchOutcome::GaveUp(why)) => {
-                    gave_up.get_or_insert(format!("{why} in {}", part.name));
-                    live.remove(k);
+                    // The sibling search may still answer; name the partition only if none does.
+                    live.remove(j);
+                    if !live.iter().any(|(other, _)| *other == k) {
+                        gave_up.get_or_insert(format!("{why} in {}", parts[k].name));
+                    }
                 }
-                Some(SearchOutcome::Linearizable) => drop(live.remove(k)),
+                Some(SearchOutcome::Linearizable) => {
+                    // The sibling search (before or after this one) is not needed any more.
+                    let removed_before = live[..j].iter().filter(|(other, _)| *other == k).count();
+                    live.retain(|(other, _)| *other != k);
+                    j -= removed_before;
+                }
             }
         }
     }

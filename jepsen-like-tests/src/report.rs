@@ -119,12 +119,21 @@ pub fn violation<M: Model>(model: &M, history: &History, part: &Partition<M::Op>
     let rest: Vec<usize> = (0..part.ops.len()).filter(|i| !done.contains(&(*i as u32))).collect();
     let blocker_ret = rest.iter().map(|&i| part.ops[i].ret).filter(|&r| r != OPEN).min().unwrap_or(OPEN);
     let candidates: Vec<usize> = rest.iter().copied().filter(|&i| part.ops[i].call < blocker_ret).collect();
-    let window_start = candidates.iter().map(|&i| part.ops[i].call).min().unwrap_or(0);
+    // The window starts at the earliest determinate candidate: an indeterminate operation stays a
+    // candidate from its invoke to the end, and starting at the oldest of them would pull in most
+    // of the history. Indeterminate operations are shown from the window's start on.
+    let determinate = candidates.iter().filter(|&&i| !part.ops[i].is_open());
+    let window_start = determinate
+        .map(|&i| part.ops[i].call)
+        .min()
+        .or_else(|| candidates.iter().map(|&i| part.ops[i].call).min())
+        .unwrap_or(0);
+    let shown = |p: &PartOp<M::Op>| if p.is_open() { p.call >= window_start } else { p.ret > window_start };
 
     let mut window: Vec<WindowOp> = Vec::new();
     for (k, &i) in prefix.iter().enumerate() {
         let p = &part.ops[i as usize];
-        if p.ret > window_start || k + CONTEXT_OPERATIONS >= prefix.len() {
+        if shown(p) || k + CONTEXT_OPERATIONS >= prefix.len() {
             window.push(window_op(history, p, Role::Linearized(k + 1), &describe(p)));
         }
     }
@@ -137,7 +146,9 @@ pub fn violation<M: Model>(model: &M, history: &History, part: &Partition<M::Op>
             illegal += 1;
             Role::Illegal
         };
-        window.push(window_op(history, p, role, &describe(p)));
+        if shown(p) || !p.is_open() {
+            window.push(window_op(history, p, role, &describe(p)));
+        }
     }
     window.sort_by_key(|w| w.call);
     let summary = format!(

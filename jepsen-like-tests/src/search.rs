@@ -50,7 +50,7 @@ const CALL_FLAG: u32 = 1 << 31;
 
 /// Runs the search on `ops` to the end, or until `deadline`.
 pub fn search<M: Model>(model: &M, ops: &[PartOp<M::Op>], deadline: Instant, cache_bytes_max: usize) -> SearchOutcome {
-    match Search::new(model, ops, cache_bytes_max) {
+    match Search::new(model, ops, cache_bytes_max, false) {
         Err(done) => done,
         Ok(mut s) => s.run(u64::MAX, deadline).unwrap_or_else(|| SearchOutcome::GaveUp("timed out".into())),
     }
@@ -154,8 +154,10 @@ pub struct Search<'a, M: Model> {
     ops: &'a [PartOp<M::Op>],
     events: Events,
     twin: Vec<u32>,
-    /// The linearized set, as a bitset and as a Zobrist hash.
+    /// The linearized set, as a bitset and as a Zobrist hash (of its determinate operations).
     bits: Vec<u64>,
+    /// The indeterminate operations, as a bitset.
+    open: Vec<u64>,
     zobrist: Vec<u64>,
     zob: u64,
     memo: Memo<M::State>,
@@ -167,6 +169,11 @@ pub struct Search<'a, M: Model> {
     stack: Vec<(u32, M::State, bool)>,
     /// Look for a legal read-only candidate before walking (set at every new node).
     scan_reads: bool,
+    /// Try indeterminate candidates only after the determinate ones (see [`Search::new`]).
+    open_last: bool,
+    /// With `open_last`: the walk's second pass over a node's candidates, which tries the
+    /// indeterminate ones (the first pass tries the determinate ones).
+    open_pass: bool,
     required_total: usize,
     required_done: usize,
     /// The longest linearized prefix seen, for the report.
@@ -180,7 +187,19 @@ pub struct Search<'a, M: Model> {
 
 impl<'a, M: Model> Search<'a, M> {
     /// Prepares a search, or answers at once when there is nothing to search.
-    pub fn new(model: &'a M, ops: &'a [PartOp<M::Op>], cache_bytes_max: usize) -> Result<Self, SearchOutcome> {
+    ///
+    /// `open_last` picks the order candidates are tried in at each node. In invoke order (false,
+    /// as Porcupine does) a timed-out operation that did take effect is placed as soon as it can
+    /// be, which finds linearizations quickly. Indeterminate candidates last (true) explores the
+    /// nodes that use the fewest of them first, so that the memo's subsumption collapses the
+    /// subsets of time-outs a violating history otherwise makes the search enumerate. Both are
+    /// complete; [`crate::check`] runs the two side by side and takes the first answer.
+    pub fn new(
+        model: &'a M,
+        ops: &'a [PartOp<M::Op>],
+        cache_bytes_max: usize,
+        open_last: bool,
+    ) -> Result<Self, SearchOutcome> {
         let n = ops.len();
         if n >= (CALL_FLAG as usize) / 2 {
             return Err(SearchOutcome::GaveUp(format!("partition of {n} operations is too large")));
@@ -199,13 +218,24 @@ impl<'a, M: Model> Search<'a, M> {
             events,
             twin,
             bits: vec![0u64; words],
-            zobrist: (0..n as u64).map(|i| splitmix64(i.wrapping_add(0x9e37_79b9_7f4a_7c15))).collect(),
+            open: (0..words)
+                .map(|w| {
+                    (0..64).filter(|b| ops.get(w * 64 + b).is_some_and(PartOp::is_open)).fold(0u64, |m, b| m | 1 << b)
+                })
+                .collect(),
+            // Indeterminate operations stay out of the memo's hash, so that every node with the
+            // same determinate set and state is found in one probe run (see `Memo`).
+            zobrist: (0..n)
+                .map(|i| if ops[i].is_open() { 0 } else { splitmix64((i as u64).wrapping_add(0x9e37_79b9_7f4a_7c15)) })
+                .collect(),
             zob: 0,
             memo: Memo::new(words, n),
             cache_bytes_max,
             state: model.init(),
             stack: Vec::with_capacity(n),
             scan_reads: true,
+            open_last,
+            open_pass: false,
             required_total,
             required_done: 0,
             best: Vec::new(),
@@ -261,7 +291,22 @@ impl<'a, M: Model> Search<'a, M> {
                 return Some(SearchOutcome::Linearizable);
             }
             let t = self.events.tag[e as usize];
-            let done = if t & CALL_FLAG != 0 { self.at_invoke(e, (t & !CALL_FLAG) as usize) } else { self.backtrack() };
+            let done = if t & CALL_FLAG != 0 {
+                let i = (t & !CALL_FLAG) as usize;
+                if !self.open_last || self.ops[i].is_open() == self.open_pass {
+                    self.at_invoke(e, i)
+                } else {
+                    self.cursor = self.events.next[e as usize];
+                    None
+                }
+            } else if self.open_last && !self.open_pass {
+                // End of the candidates: now the indeterminate ones.
+                self.open_pass = true;
+                self.cursor = self.events.next[HEAD as usize];
+                None
+            } else {
+                self.backtrack()
+            };
             if done.is_some() {
                 return done;
             }
@@ -286,7 +331,7 @@ impl<'a, M: Model> Search<'a, M> {
             if let Some(new_state) = self.model.step(&self.state, &self.ops[i].op) {
                 self.flip(i);
                 let h = mix(self.zob ^ hash_state(&new_state));
-                match self.memo.insert(h, &self.bits, &new_state) {
+                match self.memo.insert(h, &self.bits, &new_state, &self.open) {
                     Inserted::New => return self.push(e, i, new_state, false),
                     Inserted::Seen => {}
                 }
@@ -302,6 +347,7 @@ impl<'a, M: Model> Search<'a, M> {
         let old = std::mem::replace(&mut self.state, new_state);
         self.stack.push((e, old, forced));
         self.scan_reads = true;
+        self.open_pass = false;
         self.events.lift(e, i);
         if !self.ops[i].is_open() {
             self.required_done += 1;
@@ -338,7 +384,7 @@ impl<'a, M: Model> Search<'a, M> {
                 if let Some(same) = self.model.step(&self.state, &self.ops[i].op) {
                     self.flip(i);
                     let h = mix(self.zob ^ hash_state(&same));
-                    if let Inserted::Seen = self.memo.insert(h, &self.bits, &same) {
+                    if let Inserted::Seen = self.memo.insert(h, &self.bits, &same, &self.open) {
                         // Explored before, without success: so is this node.
                         self.flip(i);
                         return Placed::NodeFails;
@@ -366,6 +412,7 @@ impl<'a, M: Model> Search<'a, M> {
             self.best_agree = self.best_agree.min(self.stack.len());
             self.events.unlift(ce, i);
             self.cursor = self.events.next[ce as usize];
+            self.open_pass = self.ops[i].is_open();
             if !forced {
                 return None;
             }
@@ -391,6 +438,14 @@ const EMPTY: u32 = u32::MAX;
 
 /// The set of (linearized set, state) pairs already explored: open addressing (linear probing)
 /// over parallel arrays, with each entry's bitset stored inline in one flat arena.
+///
+/// A recorded node *subsumes* a new one with the same state, the same determinate operations
+/// linearized, and a subset of its indeterminate ones: the recorded node had every option the
+/// new one has (an indeterminate operation is never required), so if it failed, so does the new
+/// one; and if it is an ancestor still being explored, that exploration covers the new node's
+/// continuations. With the walk trying indeterminate candidates last, the nodes that use fewest
+/// of them are explored first, and the many subsets of time-outs a violating history would
+/// otherwise enumerate collapse.
 struct Memo<S> {
     words: usize,
     slots: Vec<u32>,
@@ -419,8 +474,10 @@ impl<S: Eq + Clone> Memo<S> {
             + self.bits.capacity() * 8
     }
 
+    /// Looks for a node that subsumes (`bits`, `state`); records it if there is none. `open`
+    /// marks the indeterminate operations.
     #[inline]
-    fn insert(&mut self, h: u64, bits: &[u64], state: &S) -> Inserted {
+    fn insert(&mut self, h: u64, bits: &[u64], state: &S, open: &[u64]) -> Inserted {
         let mask = self.slots.len() - 1;
         let w = self.words;
         let mut i = h as usize & mask;
@@ -430,7 +487,7 @@ impl<S: Eq + Clone> Memo<S> {
                 break;
             }
             let s = s as usize;
-            if self.hashes[s] == h && self.states[s] == *state && self.bits[s * w..(s + 1) * w] == *bits {
+            if self.hashes[s] == h && self.states[s] == *state && subsumes(&self.bits[s * w..(s + 1) * w], bits, open) {
                 return Inserted::Seen;
             }
             i = (i + 1) & mask;
@@ -460,6 +517,12 @@ impl<S: Eq + Clone> Memo<S> {
         }
         self.slots = slots;
     }
+}
+
+/// `recorded` ⊆ `now`, with the same determinate operations (those outside `open`).
+#[inline]
+fn subsumes(recorded: &[u64], now: &[u64], open: &[u64]) -> bool {
+    recorded.iter().zip(now).zip(open).all(|((&r, &n), &o)| r & !n == 0 && (r ^ n) & !o == 0)
 }
 
 #[inline]
