@@ -8,8 +8,10 @@
 //!    [`history::Operation`]s ([`history::History`]).
 //! 2. A [`model::Model`] turns operations into typed, model-specific operations and splits them
 //!    into independent partitions (P-compositionality: by key for `kv`, by task for `scheduler`).
-//! 3. [`check`] runs a just-in-time linearization search (Wing–Gong / Lowe) with a memo of
-//!    (set of linearized operations, model state) on each partition, within a time budget.
+//! 3. [`check`] runs a just-in-time linearization search ([`search`]: Wing–Gong / Lowe, with a
+//!    memo of (set of linearized operations, model state)) on every partition, sharing one time
+//!    budget in rounds of growing slices so that a cheap violation is never hidden behind a hard
+//!    partition.
 //! 4. On a violation, [`report`] explains it (the longest linearizable prefix found and the
 //!    operations that could not come next) and can write it as JSON and as an HTML timeline.
 //!
@@ -43,7 +45,8 @@
 //! {"process":1,"type":"ok","f":"get","value":{"state":"pending","result_exit_code":null}}
 //! ```
 //!
-//! [`history::History::to_jsonl`] writes this format.
+//! [`history::History::to_jsonl`] writes this format; [`generate`] makes histories in it whose
+//! verdict is known by construction (`jepsen-like-tests generate`).
 
 pub mod bench;
 pub mod check;
