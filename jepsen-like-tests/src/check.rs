@@ -16,6 +16,7 @@ use crate::history::{History, HistoryError};
 use crate::model::{Model, ModelKind, Partition, Prepared};
 use crate::models::{kv::Kv, register::Register, scheduler::Scheduler};
 use crate::report::{self, Violation};
+use crate::search::MEMO_FULL;
 pub use crate::search::{search, splitmix64, Search, SearchOutcome};
 
 /// Default per-file time budget for `check`, in milliseconds.
@@ -158,6 +159,11 @@ fn search_partitions<'p, M: Model>(
                     // The sibling search may still answer; name the partition only if none does.
                     live.remove(j);
                     if !live.iter().any(|(other, _)| *other == k) {
+                        let why = if why == MEMO_FULL {
+                            format!("memos exceeded {cache_bytes_max} bytes (all partitions together)")
+                        } else {
+                            why
+                        };
                         gave_up.get_or_insert(format!("{why} in {}", parts[k].name));
                     }
                 }

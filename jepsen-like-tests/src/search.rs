@@ -41,6 +41,9 @@ pub enum SearchOutcome {
     GaveUp(String),
 }
 
+/// Why a search gave up on memory; [`crate::check`] adds the budget it shares out.
+pub const MEMO_FULL: &str = "memo over its byte budget";
+
 /// How often (in loop iterations) the search looks at the clock.
 const CLOCK_CHECK_ITERATIONS: u64 = 4096;
 
@@ -268,7 +271,7 @@ impl<'a, M: Model> Search<'a, M> {
             self.iterations += 1;
             if self.iterations.is_multiple_of(CLOCK_CHECK_ITERATIONS) {
                 if self.memo.bytes() > self.cache_bytes_max {
-                    return Some(SearchOutcome::GaveUp(format!("memo exceeded {} bytes", self.cache_bytes_max)));
+                    return Some(SearchOutcome::GaveUp(MEMO_FULL.into()));
                 }
                 if Instant::now() >= deadline {
                     return None;

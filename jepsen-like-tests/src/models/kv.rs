@@ -18,41 +18,105 @@ use serde_json::Value;
 use crate::history::{History, HistoryError, Operation, Outcome};
 use crate::model::{group, op_error, result_error, Model, PartOp, Prepared};
 
-/// A typed kv operation on one key. Strings are reference-counted so that a state clone in the
-/// search is a pointer copy.
+/// A string with its polynomial hash (and, for appends, the factor that shifts a hash past it):
+/// the search hashes and compares states at every step, and a key's string grows with the
+/// history, so hashing it whole would make each step O(length). Reference-counted, so a clone
+/// is a pointer copy.
+#[derive(Clone)]
+pub struct Text {
+    s: Rc<str>,
+    h: u64,
+    /// `HASH_BASE` to the power of the length, wrapping.
+    shift: u64,
+}
+
+const HASH_BASE: u64 = 0x100_0000_01b3;
+
+impl Text {
+    pub fn new(s: &str) -> Text {
+        let (mut h, mut shift) = (0u64, 1u64);
+        for &b in s.as_bytes() {
+            h = h.wrapping_mul(HASH_BASE).wrapping_add(u64::from(b) + 1);
+            shift = shift.wrapping_mul(HASH_BASE);
+        }
+        Text { s: Rc::from(s), h, shift }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.s
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.s.is_empty()
+    }
+
+    /// `self` followed by `tail`; the hash in O(1), the string copied once.
+    fn append(&self, tail: &Text) -> Text {
+        let mut s = String::with_capacity(self.s.len() + tail.s.len());
+        s.push_str(&self.s);
+        s.push_str(&tail.s);
+        Text {
+            s: Rc::from(s),
+            h: self.h.wrapping_mul(tail.shift).wrapping_add(tail.h),
+            shift: self.shift.wrapping_mul(tail.shift),
+        }
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Text) -> bool {
+        self.h == other.h && (Rc::ptr_eq(&self.s, &other.s) || self.s == other.s)
+    }
+}
+
+impl Eq for Text {}
+
+impl std::hash::Hash for Text {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.h);
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.s, f)
+    }
+}
+
+/// A typed kv operation on one key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum KvOp {
-    Get(Rc<str>),
-    Put(Rc<str>),
-    Append(Rc<str>),
+    Get(Text),
+    Put(Text),
+    Append(Text),
 }
 
 /// The kv model (one key's value).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Kv;
 
-fn string(h: &Operation, v: &Value, is_result: bool) -> Result<Rc<str>, HistoryError> {
+fn string(h: &Operation, v: &Value, is_result: bool) -> Result<Text, HistoryError> {
     match v {
-        Value::String(s) => Ok(Rc::from(s.as_str())),
+        Value::String(s) => Ok(Text::new(s)),
         other if is_result => Err(result_error(h, format!("result {other} is not a string"))),
         other => Err(op_error(h, format!("argument {other} is not a string"))),
     }
 }
 
 impl Model for Kv {
-    type State = Rc<str>;
+    type State = Text;
     type Op = KvOp;
 
-    fn init(&self) -> Rc<str> {
-        Rc::from("")
+    fn init(&self) -> Text {
+        Text::new("")
     }
 
-    fn step(&self, state: &Rc<str>, op: &KvOp) -> Option<Rc<str>> {
+    fn step(&self, state: &Text, op: &KvOp) -> Option<Text> {
         match op {
-            KvOp::Get(v) => (**state == **v).then(|| state.clone()),
+            KvOp::Get(v) => (state == v).then(|| state.clone()),
             KvOp::Put(v) => Some(v.clone()),
             KvOp::Append(v) if v.is_empty() => Some(state.clone()),
-            KvOp::Append(v) => Some(Rc::from(format!("{state}{v}").as_str())),
+            KvOp::Append(v) => Some(state.append(v)),
         }
     }
 
