@@ -50,11 +50,11 @@ fn fsync(args: BenchFsyncArgs) -> Result<(), CliError> {
         out["bench"] = json!("fsync");
         out["count"] = json!(args.count);
         out["log_store"] = store.json();
-        println!("{out}");
+        outln!("{out}");
     } else {
         let dir = args.dir.display();
-        println!("fsync ({dir}): {} x 4 KiB write+fdatasync: {}", args.count, raw.line());
-        println!("log store ({dir}): {} x 256 B sled insert+flush+fdatasync: {}", args.count, store.line());
+        outln!("fsync ({dir}): {} x 4 KiB write+fdatasync: {}", args.count, raw.line());
+        outln!("log store ({dir}): {} x 256 B sled insert+flush+fdatasync: {}", args.count, store.line());
     }
     Ok(())
 }
@@ -284,7 +284,7 @@ async fn run_load(args: BenchSubmitArgs, load: Load) -> Result<(), CliError> {
     let LoadStats { ops, n_errors, ops_per_s, p50, p99, max, elapsed_s, .. } = stats;
     let (first_error, first_error_at_s, last_error) = (stats.first_error, stats.first_error_at_s, stats.last_error);
     if args.json {
-        println!(
+        outln!(
             "{}",
             json!({
                 "bench": load.name(),
@@ -302,7 +302,7 @@ async fn run_load(args: BenchSubmitArgs, load: Load) -> Result<(), CliError> {
             })
         );
     } else {
-        println!(
+        outln!(
             "{}: concurrency {} payload {} B: {ops} ops in {elapsed_s:.1} s = {ops_per_s:.0} ops/s, p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms, {n_errors} errors",
             load.name(),
             args.concurrency,

@@ -114,13 +114,13 @@ pub async fn run(args: BenchFailoverArgs) -> Result<(), CliError> {
     let q = |p: f64| sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1];
     let (p50, p99, max) = (q(0.5), q(0.99), q(1.0));
     if args.json {
-        println!(
+        outln!(
             "{}",
             json!({"bench": "failover", "kills": args.kills, "concurrency": args.concurrency,
                    "p50_ms": p50, "p99_ms": p99, "max_ms": max, "rounds_ms": results_ms})
         );
     } else {
-        println!(
+        outln!(
             "failover: {} leader kills at concurrency {}: kill to first acknowledgement p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms",
             args.kills, args.concurrency
         );

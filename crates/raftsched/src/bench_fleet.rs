@@ -463,10 +463,10 @@ impl Report<'_> {
             "first_error": first_error,
         });
         if self.args.json {
-            println!("{out}");
+            outln!("{out}");
             return;
         }
-        println!(
+        outln!(
             "fleet of {n}: submits {:.0}/s with it vs {:.0}/s without ({:.2}x, p99 {:.1} vs {:.1} ms, {errors} errors); \
              leader CPU {idle_cpu:.1} % idle ({:.1} % per 1,000 workers), {fleet_cpu:.0} % under load ({base_cpu:.0} % without); \
              heartbeat p50 {:.2} / p99 {:.2} ms (interval asked: {} ms); dispatch p50 {:.2} / p99 {:.2} ms; {} not ready, {} registrations lost; \

@@ -162,7 +162,7 @@ pub async fn run(args: BenchScaleArgs) -> Result<(), CliError> {
     let dir4 = cluster.data_dir_bytes(4);
 
     if args.json {
-        println!(
+        outln!(
             "{}",
             json!({"bench": "scale", "tasks": args.tasks, "load_s": load_s, "rss_bytes": rss, "rss_bytes_before": rss_before,
                    "memory_bytes_per_task": per_task, "data_dir_bytes": dirs, "joined_data_dir_bytes": dir4,
@@ -171,23 +171,23 @@ pub async fn run(args: BenchScaleArgs) -> Result<(), CliError> {
                    "snapshot_every_entries": args.snapshot_every_entries})
         );
     } else {
-        println!(
+        outln!(
             "scale: {} finished tasks (loaded in {load_s:.0} s, {:.0} tasks/s, each a submit and a cancel)",
             args.tasks,
             args.tasks as f64 / load_s
         );
-        println!(
+        outln!(
             "  memory: replica RSS {} MiB (was {:.0} MiB empty): {per_task:.0} bytes per task",
             rss.iter().map(|b| format!("{:.0}", mib(*b))).collect::<Vec<_>>().join(" / "),
             mib(rss_before)
         );
-        println!(
+        outln!(
             "  data dir: {} MiB per replica",
             dirs.iter().map(|b| format!("{:.0}", mib(*b))).collect::<Vec<_>>().join(" / ")
         );
-        println!("  restart of one replica (kill -9) to serving a linearizable read: {restart_one_s:.2} s");
-        println!("  restart of all three (kill -9) to serving: {restart_all_s:.2} s");
-        println!("  a new replica joins: added as a voter after {join_added_s:.2} s, serving after {join_s:.2} s ({:.0} MiB data dir)", mib(dir4));
+        outln!("  restart of one replica (kill -9) to serving a linearizable read: {restart_one_s:.2} s");
+        outln!("  restart of all three (kill -9) to serving: {restart_all_s:.2} s");
+        outln!("  a new replica joins: added as a voter after {join_added_s:.2} s, serving after {join_s:.2} s ({:.0} MiB data dir)", mib(dir4));
     }
     Ok(())
 }

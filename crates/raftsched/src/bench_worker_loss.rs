@@ -137,13 +137,13 @@ pub async fn run(args: BenchWorkerLossArgs) -> Result<(), CliError> {
     let q = |p: f64| sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1];
     let target = args.heartbeat_timeout_ms as f64 + 200.0;
     if args.json {
-        println!(
+        outln!(
             "{}",
             json!({"bench": "worker-loss", "rounds": args.rounds, "tasks": args.tasks, "heartbeat_timeout_ms": args.heartbeat_timeout_ms,
                    "p50_ms": q(0.5), "max_ms": q(1.0), "target_ms": target, "rounds_ms": results_ms})
         );
     } else {
-        println!(
+        outln!(
             "worker-loss: {} rounds, heartbeat_timeout_ms {}: lost tasks running elsewhere after p50 {:.0} ms, max {:.0} ms (target {target:.0} ms)",
             args.rounds, args.heartbeat_timeout_ms, q(0.5), q(1.0)
         );

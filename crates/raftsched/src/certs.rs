@@ -9,13 +9,6 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose
 
 use crate::error::CliError;
 
-/// A line on stdout (a closed pipe is not an error worth failing for).
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
-
 /// Names in every replica certificate.
 const DEFAULT_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
@@ -134,13 +127,13 @@ pub fn generate(args: &crate::cli::CertsArgs) -> Result<(), CliError> {
     let secret = raftsched_api::security::ClusterSecret::generate_text().map_err(|e| failed("cluster secret", e))?;
     write(&args.out, "cluster-secret", &format!("{secret}\n"), true, args.force)?;
     let dir = args.out.display();
-    say!("wrote a CA, certificates, tokens and a cluster secret to {dir}:");
-    say!("  replica N: --tls-ca {dir}/ca.pem --tls-cert {dir}/replica-N.pem --tls-key {dir}/replica-N-key.pem --token-file {dir}/tokens --cluster-secret-file {dir}/cluster-secret");
-    say!("  worker ID: --tls-ca {dir}/ca.pem --tls-cert {dir}/worker-ID.pem --tls-key {dir}/worker-ID-key.pem --token-file {dir}/worker-ID.token");
-    say!("  clients:   --tls-ca {dir}/ca.pem --tls-cert {dir}/client.pem --tls-key {dir}/client-key.pem --token-file {dir}/client.token");
-    say!("  (admin.token for cluster add/remove/transfer-leader and worker drain; replica.pem and worker.pem");
-    say!("   with worker.token serve any replica or worker id)");
-    say!("The replica certificates are valid for: {}", leaves[0].sans.join(", "));
+    outln!("wrote a CA, certificates, tokens and a cluster secret to {dir}:");
+    outln!("  replica N: --tls-ca {dir}/ca.pem --tls-cert {dir}/replica-N.pem --tls-key {dir}/replica-N-key.pem --token-file {dir}/tokens --cluster-secret-file {dir}/cluster-secret");
+    outln!("  worker ID: --tls-ca {dir}/ca.pem --tls-cert {dir}/worker-ID.pem --tls-key {dir}/worker-ID-key.pem --token-file {dir}/worker-ID.token");
+    outln!("  clients:   --tls-ca {dir}/ca.pem --tls-cert {dir}/client.pem --tls-key {dir}/client-key.pem --token-file {dir}/client.token");
+    outln!("  (admin.token for cluster add/remove/transfer-leader and worker drain; replica.pem and worker.pem");
+    outln!("   with worker.token serve any replica or worker id)");
+    outln!("The replica certificates are valid for: {}", leaves[0].sans.join(", "));
     Ok(())
 }
 
@@ -171,7 +164,7 @@ fn write_tokens(args: &crate::cli::CertsArgs) -> Result<(), CliError> {
 /// `raftsched secret generate --out FILE`: a new cluster secret, readable by its owner only.
 pub fn generate_secret(args: &crate::cli::SecretArgs) -> Result<(), CliError> {
     write_secret(&args.out, args.force)?;
-    say!("wrote a cluster secret to {}: give every replica --cluster-secret-file {0}", args.out.display());
+    outln!("wrote a cluster secret to {}: give every replica --cluster-secret-file {0}", args.out.display());
     Ok(())
 }
 

@@ -122,14 +122,14 @@ pub async fn submit(args: SubmitArgs) -> Result<(), CliError> {
     let client = connect(&args.cluster)?;
     let reply = client.submit(&key, spec).await?;
     if !args.wait {
-        println!("{}", reply.id);
+        outln!("{}", reply.id);
         return Ok(());
     }
     eprintln!("task {}", reply.id);
     // Waiting may take long: each long poll gets its own time budget, not the whole wait.
     let waiter = connect_with_timeout(&args.cluster, args.cluster.timeout.max(crate::worker_cmds::WAIT_POLL * 2))?;
     let task = crate::worker_cmds::wait_for_end(&waiter, reply.id).await?;
-    print!("{}", task.output_tail);
+    out!("{}", task.output_tail);
     match task.state.as_str() {
         "succeeded" => Ok(()),
         "cancelled" => Err(CliError::Failed(format!("task {} was cancelled", task.id))),
@@ -142,9 +142,9 @@ pub async fn get(args: GetArgs) -> Result<(), CliError> {
     let client = connect(&args.cluster)?;
     let task = client.get(id, args.stale).await?;
     if args.json {
-        println!("{}", output::task_json(&task));
+        outln!("{}", output::task_json(&task));
     } else {
-        println!("{}", output::task_text(&task));
+        outln!("{}", output::task_text(&task));
     }
     Ok(())
 }
@@ -176,11 +176,11 @@ pub async fn list(args: ListArgs) -> Result<(), CliError> {
     }
     if args.json {
         let values: Vec<_> = tasks.iter().map(output::task_json).collect();
-        println!("{}", serde_json::Value::Array(values));
+        outln!("{}", serde_json::Value::Array(values));
     } else {
-        println!("{:<10} {:<10} {:<24} spec", "id", "state", "key");
+        outln!("{:<10} {:<10} {:<24} spec", "id", "state", "key");
         for t in &tasks {
-            println!("{:<10} {:<10} {:<24} {}", t.id, t.state, t.key, output::spec_text(t.spec.as_ref()));
+            outln!("{:<10} {:<10} {:<24} {}", t.id, t.state, t.key, output::spec_text(t.spec.as_ref()));
         }
     }
     Ok(())
@@ -190,7 +190,7 @@ pub async fn cancel(args: CancelArgs) -> Result<(), CliError> {
     let id = parse_id(&args.id)?;
     let client = connect(&args.cluster)?;
     let reply = client.cancel(id).await?;
-    println!("{}", reply.id);
+    outln!("{}", reply.id);
     Ok(())
 }
 
@@ -198,9 +198,9 @@ pub async fn cluster_status(args: StatusArgs) -> Result<(), CliError> {
     let client = connect(&args.cluster)?;
     let status = client.cluster_status().await?;
     if args.json {
-        println!("{}", output::status_json(&status));
+        outln!("{}", output::status_json(&status));
     } else {
-        println!("{}", output::status_text(&status));
+        outln!("{}", output::status_text(&status));
     }
     if !status.has_leader {
         // Printed in full, and exit 3 (docs/operations.md): scripts and probes tell "no leader"
@@ -216,7 +216,7 @@ pub const NO_LEADER_EXIT: i32 = 3;
 
 fn print_membership(reply: &api::MembershipResponse) {
     let voters: Vec<String> = reply.voters.iter().map(u64::to_string).collect();
-    println!("{} voters: {}", if reply.changed { "changed;" } else { "unchanged;" }, voters.join(","));
+    outln!("{} voters: {}", if reply.changed { "changed;" } else { "unchanged;" }, voters.join(","));
 }
 
 pub async fn member_add(args: MemberAddArgs) -> Result<(), CliError> {
@@ -242,6 +242,6 @@ pub async fn member_remove(args: MemberRemoveArgs) -> Result<(), CliError> {
 
 pub async fn transfer_leader(args: TransferArgs) -> Result<(), CliError> {
     let reply = connect(&args.cluster)?.transfer_leader(args.to).await?;
-    println!("leader: {} (term {})", reply.leader, reply.term);
+    outln!("leader: {} (term {})", reply.leader, reply.term);
     Ok(())
 }

@@ -1,6 +1,24 @@
 //! `raftsched`: the one binary. Thin by design: argument parsing, output formatting and process
 //! concerns (signals, exit codes, logging) live here; everything else is in the library crates.
 
+/// A line on stdout for one-shot commands (see [`output::write_out`]): a reader that went away
+/// (`raftsched list | head -1`) ends the command quietly, as other Unix tools do.
+macro_rules! outln {
+    () => {
+        $crate::output::write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// [`outln!`] without the newline.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_out(format_args!($($arg)*))
+    };
+}
+
 mod bench;
 mod bench_failover;
 mod bench_fleet;
@@ -72,8 +90,12 @@ fn exit_on_usage_error(e: clap::Error) -> ! {
     ) {
         e.exit();
     }
+    // clap's message up to its first blank line, folded into one line, so that "the following
+    // required arguments were not provided:" keeps the names that follow it.
     let text = e.render().to_string();
-    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+    let lines: Vec<&str> =
+        text.lines().skip_while(|l| l.trim().is_empty()).take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+    let first = if lines.is_empty() { "invalid arguments".to_string() } else { lines.join(" ") };
     let first = first.trim_start_matches("error: ");
     eprintln!("raftsched: error: {first} (see raftsched --help)");
     std::process::exit(2);

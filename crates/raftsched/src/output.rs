@@ -3,6 +3,19 @@
 use raftsched_client::api;
 use serde_json::{json, Value};
 
+/// Writes to stdout for `outln!`/`out!`. A closed pipe exits with status 0 and no message (the
+/// reader has what it wanted); any other write error (a full disk under a redirect) is reported on
+/// stderr with exit status 1, so output is never lost silently. Never a panic.
+pub fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let Err(e) = std::io::stdout().lock().write_fmt(args) else { return };
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("raftsched: error: cannot write to stdout: {e}");
+    std::process::exit(1);
+}
+
 pub fn spec_json(spec: Option<&api::TaskSpec>) -> Value {
     let Some(spec) = spec else { return Value::Null };
     let mut value = match &spec.exec {

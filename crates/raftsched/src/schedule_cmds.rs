@@ -50,7 +50,7 @@ async fn create(args: ScheduleCreateArgs) -> Result<(), CliError> {
     let reply = client.create_schedule(&args.name, spec).await?;
     let next = if reply.has_next_due { format_ms(reply.next_due_ms) } else { "never".to_string() };
     let verb = if reply.created { "created" } else { "exists (same spec)" };
-    println!("schedule {} {verb}; next occurrence {next}", args.name);
+    outln!("schedule {} {verb}; next occurrence {next}", args.name);
     Ok(())
 }
 
@@ -58,15 +58,15 @@ async fn list(args: ScheduleListArgs) -> Result<(), CliError> {
     let client = connect(&args.cluster)?;
     let schedules = client.list_schedules(args.stale).await?.schedules;
     if args.json {
-        println!("{}", Value::Array(schedules.iter().map(schedule_json).collect()));
+        outln!("{}", Value::Array(schedules.iter().map(schedule_json).collect()));
         return Ok(());
     }
-    println!("{:<24} {:<20} {:<8} {:<24} {:>6} {:>7}", "NAME", "CRON", "STATE", "NEXT", "RUNS", "MISSED");
+    outln!("{:<24} {:<20} {:<8} {:<24} {:>6} {:>7}", "NAME", "CRON", "STATE", "NEXT", "RUNS", "MISSED");
     for s in &schedules {
         let cron = s.spec.as_ref().map_or("", |c| c.cron.as_str());
         let state = if s.paused { "paused" } else { "active" };
         let next = if s.has_next_due { format_ms(s.next_due_ms) } else { "-".to_string() };
-        println!("{:<24} {:<20} {:<8} {:<24} {:>6} {:>7}", s.name, cron, state, next, s.runs_total, s.missed_total);
+        outln!("{:<24} {:<20} {:<8} {:<24} {:>6} {:>7}", s.name, cron, state, next, s.runs_total, s.missed_total);
     }
     Ok(())
 }
@@ -76,20 +76,23 @@ async fn get(args: ScheduleNameArgs) -> Result<(), CliError> {
     let client = connect(&args.cluster)?;
     let s = client.get_schedule(&args.name, false).await?;
     if args.json {
-        println!("{}", schedule_json(&s));
+        outln!("{}", schedule_json(&s));
         return Ok(());
     }
     let spec = s.spec.clone().unwrap_or_default();
-    println!("name:        {}", s.name);
-    println!("cron:        {} ({})", spec.cron, spec.timezone);
-    println!(
+    outln!("name:        {}", s.name);
+    outln!("cron:        {} ({})", spec.cron, spec.timezone);
+    outln!(
         "policies:    overlap {}, catch-up {} (max {}), start deadline {} ms",
-        spec.overlap, spec.catch_up, spec.max_catch_up, spec.start_deadline_ms
+        spec.overlap,
+        spec.catch_up,
+        spec.max_catch_up,
+        spec.start_deadline_ms
     );
-    println!("task:        {}", spec_text(spec.task.as_ref()));
-    println!("state:       {}", if s.paused { "paused" } else { "active" });
-    println!("next:        {}", if s.has_next_due { format_ms(s.next_due_ms) } else { "-".to_string() });
-    println!("runs:        {} ({} missed)", s.runs_total, s.missed_total);
+    outln!("task:        {}", spec_text(spec.task.as_ref()));
+    outln!("state:       {}", if s.paused { "paused" } else { "active" });
+    outln!("next:        {}", if s.has_next_due { format_ms(s.next_due_ms) } else { "-".to_string() });
+    outln!("runs:        {} ({} missed)", s.runs_total, s.missed_total);
     for r in &s.history {
         let what =
             if r.missed.is_empty() { format!("ran as task {}", r.task_id) } else { format!("missed ({})", r.missed) };
@@ -104,7 +107,7 @@ async fn get(args: ScheduleNameArgs) -> Result<(), CliError> {
                 r.count
             )
         };
-        println!("  {when}: {what}, fired at {}", format_ms(r.fired_at_ms));
+        outln!("  {when}: {what}, fired at {}", format_ms(r.fired_at_ms));
     }
     Ok(())
 }
@@ -114,10 +117,10 @@ async fn pause(args: ScheduleNameArgs, paused: bool) -> Result<(), CliError> {
     let client = connect(&args.cluster)?;
     let reply = client.pause_schedule(&args.name, paused).await?;
     if paused {
-        println!("schedule {} paused", args.name);
+        outln!("schedule {} paused", args.name);
     } else {
         let next = if reply.has_next_due { format_ms(reply.next_due_ms) } else { "never".to_string() };
-        println!("schedule {} resumed; next occurrence {next}", args.name);
+        outln!("schedule {} resumed; next occurrence {next}", args.name);
     }
     Ok(())
 }
@@ -126,7 +129,7 @@ async fn delete(args: ScheduleNameArgs) -> Result<(), CliError> {
     check_name(&args.name)?;
     let client = connect(&args.cluster)?;
     client.delete_schedule(&args.name).await?;
-    println!("schedule {} deleted", args.name);
+    outln!("schedule {} deleted", args.name);
     Ok(())
 }
 

@@ -142,13 +142,13 @@ pub async fn recover(args: RecoverArgs) -> Result<(), CliError> {
         .map_err(failed)?
         .ok_or_else(|| CliError::Failed(format!("{} is not a raftsched data dir", args.data_dir.display())))?;
     let done = raftsched_store::force_new_cluster(&args.data_dir, id, args.advertise.clone()).await.map_err(failed)?;
-    println!(
+    outln!(
         "replica {id} at {} is now a one-replica cluster: {} tasks, last log index {}, {} log entries replayed",
         done.addr,
         done.n_tasks,
         done.last_log_id.map_or(0, |l| l.index),
         done.n_entries_replayed
     );
-    println!("start it as before; add the others back, each with an empty data dir: server --join, then cluster add");
+    outln!("start it as before; add the others back, each with an empty data dir: server --join, then cluster add");
     Ok(())
 }

@@ -75,7 +75,7 @@ pub async fn run_worker(args: WorkerArgs) -> Result<(), CliError> {
 pub async fn drain(args: DrainArgs) -> Result<(), CliError> {
     let client = connect(&args.cluster)?;
     client.drain_worker(&args.id).await?;
-    println!("{}", args.id);
+    outln!("{}", args.id);
     Ok(())
 }
 
@@ -94,13 +94,18 @@ pub async fn workers(args: WorkersArgs) -> Result<(), CliError> {
                 })
             })
             .collect();
-        println!("{}", serde_json::Value::Array(values));
+        outln!("{}", serde_json::Value::Array(values));
     } else {
-        println!("{:<20} {:<22} {:<9} {:>5} {:>6}  heartbeat_age", "id", "addr", "state", "slots", "in_use");
+        outln!("{:<20} {:<22} {:<9} {:>5} {:>6}  heartbeat_age", "id", "addr", "state", "slots", "in_use");
         for w in &reply.workers {
-            println!(
+            outln!(
                 "{:<20} {:<22} {:<9} {:>5} {:>6}  {} ms",
-                w.id, w.addr, w.state, w.slots, w.slots_in_use, w.heartbeat_age_ms
+                w.id,
+                w.addr,
+                w.state,
+                w.slots,
+                w.slots_in_use,
+                w.heartbeat_age_ms
             );
         }
     }
@@ -143,10 +148,10 @@ pub async fn watch(args: WatchArgs) -> Result<(), CliError> {
     let json = args.json;
     wait_until_ended(&client, id, |t| {
         if json {
-            println!("{}", output::task_json(t));
+            outln!("{}", output::task_json(t));
         } else {
             let worker = if t.worker_id.is_empty() { String::new() } else { format!(" on {}", t.worker_id) };
-            println!("{} {} attempt {}{}", t.id, t.state, t.attempt, worker);
+            outln!("{} {} attempt {}{}", t.id, t.state, t.attempt, worker);
         }
     })
     .await?;

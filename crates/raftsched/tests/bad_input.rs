@@ -38,9 +38,13 @@ fn usage_errors_exit_2_without_a_cluster() {
     let out = cli(nowhere, &["submit", "--key", &long_key, "--builtin", "echo:x"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("key_bytes_max"), "{}", stderr(&out));
-    // clap's own usage errors exit 2 as well.
+    // clap's own usage errors exit 2 as well, on one line that names what is missing.
     let out = cli(nowhere, &["submit", "--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2));
+    let out = cli(nowhere, &["get"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_one_line(&stderr(&out));
+    assert!(stderr(&out).contains("<ID>"), "{}", stderr(&out));
     // A bad cluster list is a usage error too.
     let out = cli("not-an-address", &["get", "1"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));

@@ -52,6 +52,25 @@ async fn writes_through_any_replica_are_read_linearizably_everywhere() {
     for m in members {
         assert!(m["id"].is_u64() && m["addr"].is_string() && m["reachable"] == true, "{m}");
     }
+    // A reader that went away (`| head -1`) ends a command quietly: exit 0, no panic.
+    for args in [&["list"][..], &["list", "--json"], &["cluster", "status"], &["get", "--json", &id]] {
+        let out = cli_into_closed_pipe(&cluster.cluster_arg(), args);
+        assert!(out.status.success(), "{args:?}: {:?} {}", out.status, stderr(&out));
+        assert!(!stderr(&out).contains("panicked"), "{args:?}: {}", stderr(&out));
+    }
+}
+
+/// Runs the CLI with its stdout a pipe whose reading end is already closed.
+fn cli_into_closed_pipe(cluster: &str, args: &[&str]) -> std::process::Output {
+    let mut child = std::process::Command::new(BIN)
+        .args(args)
+        .env("RAFTSCHED_CLUSTER", cluster)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run raftsched");
+    drop(child.stdout.take());
+    child.wait_with_output().expect("wait for raftsched")
 }
 
 /// Goal: the acceptance scenario. 40 tasks submitted round-robin through the three
