@@ -36,6 +36,13 @@ pub trait Model {
         false
     }
 
+    /// [`Model::is_read_only`] knowing the state the search is in: true if `op` leaves unchanged
+    /// every state reachable from `state` in which it is legal (e.g. a scheduler get, once the
+    /// task's id is known).
+    fn is_read_only_from(&self, _state: &Self::State, op: &Self::Op) -> bool {
+        self.is_read_only(op)
+    }
+
     /// Types the history's operations and splits them into independent partitions.
     fn prepare(&self, history: &History) -> Result<Prepared<Self::Op>, HistoryError>;
 }

@@ -383,12 +383,17 @@ impl<'a, M: Model> Search<'a, M> {
             let i = (t & !CALL_FLAG) as usize;
             let tw = self.twin[i];
             let free = tw == NO_TWIN || self.is_linearized(tw as usize);
-            if free && self.model.is_read_only(&self.ops[i].op) {
+            // Only determinate ones: a node with an indeterminate read-only operation added has
+            // the same determinate set and state as the node itself, so the memo finds it
+            // subsumed by this very node, which is still being explored, not failed.
+            if free && !self.ops[i].is_open() && self.model.is_read_only_from(&self.state, &self.ops[i].op) {
                 if let Some(same) = self.model.step(&self.state, &self.ops[i].op) {
                     self.flip(i);
                     let h = mix(self.zob ^ hash_state(&same));
                     if let Inserted::Seen = self.memo.insert(h, &self.bits, &same, &self.open) {
-                        // Explored before, without success: so is this node.
+                        // Explored before, without success (its determinate set is larger than
+                        // any node's on the current path, so it is not one of them): so is this
+                        // node.
                         self.flip(i);
                         return Placed::NodeFails;
                     }

@@ -285,13 +285,13 @@ mod tests {
             for k in (1..pos.len()).rev() {
                 pos.swap(k, rnd(k as u64 + 1) as usize);
             }
-            let tokens = ["a", "b", "ab", "c"];
+            let tokens = ["a", "b", "ab", "c", ""];
             let mut lines: Vec<(u32, String)> = Vec::new();
             let mut typed: Vec<(KvOp, u32, u32)> = Vec::new();
             for k in 0..n {
                 let (call, ret) = (pos[2 * k].min(pos[2 * k + 1]), pos[2 * k].max(pos[2 * k + 1]));
                 let open = rnd(3) == 0;
-                let tok = tokens[rnd(4) as usize];
+                let tok = tokens[rnd(5) as usize];
                 let (f, input, output, op) = match rnd(if open { 2 } else { 3 }) {
                     0 => ("append", format!("{tok:?}"), "null".to_string(), KvOp::Append(Text::new(tok))),
                     1 => ("put", format!("{tok:?}"), "null".to_string(), KvOp::Put(Text::new(tok))),

@@ -206,6 +206,20 @@ impl Model for Scheduler {
         }
     }
 
+    /// Once a task exists with a known id, no operation changes its id again, so a get, a submit
+    /// and a cancel or completion that reports "not found" or "already ended" leave every later
+    /// state as it is; once it has ended, nothing changes it at all.
+    fn is_read_only_from(&self, state: &TaskState, op: &SchedulerOp) -> bool {
+        let TaskState::Present { id: Some(_), status, .. } = state else { return false };
+        match op {
+            SchedulerOp::Get { .. } | SchedulerOp::Submit { .. } => true,
+            SchedulerOp::Cancel { result, .. } | SchedulerOp::Complete { result, .. } => {
+                matches!(status, Status::Ended { .. })
+                    || matches!(result, EndResult::NotFound | EndResult::AlreadyEnded)
+            }
+        }
+    }
+
     fn prepare(&self, history: &History) -> Result<Prepared<SchedulerOp>, HistoryError> {
         let mut specs: FxHashMap<&str, u32> = FxHashMap::default();
         // id → (key, index of the first ok submit that returned it)
@@ -505,5 +519,28 @@ mod tests {
         let h = history(&[(0, "invoke", "reboot", None, json!(null)), (0, "ok", "reboot", None, json!(null))]);
         let e = check_history(ModelKind::Scheduler, &parse_str(&h).unwrap(), &CheckOptions::default()).unwrap_err();
         assert_eq!(e.line, 1);
+    }
+
+    /// Found by the Porcupine campaign: a timed-out resubmit beside gets of the same task. A
+    /// read-only operation that is indeterminate must not be placed as a forced read (its node
+    /// is subsumed by the node it was placed at, which is not a failure).
+    #[test]
+    fn a_timed_out_resubmit_among_gets_is_linearizable() {
+        let lines = [
+            r#"{"f":"submit","key":"k970","process":33,"time_ns":625000,"type":"invoke","value":{"spec":"run job 970"}}"#,
+            r#"{"f":"submit","key":"k970","process":33,"time_ns":652000,"type":"ok","value":{"id":964}}"#,
+            r#"{"f":"get","process":126,"time_ns":653000,"type":"invoke","value":{"id":964}}"#,
+            r#"{"f":"submit","key":"k970","process":104,"time_ns":654000,"type":"invoke","value":{"spec":"run job 970"}}"#,
+            r#"{"f":"get","process":75,"time_ns":658000,"type":"invoke","value":{"id":964}}"#,
+            r#"{"f":"get","process":126,"time_ns":661000,"type":"ok","value":{"result_exit_code":null,"state":"assigned"}}"#,
+            r#"{"f":"get","process":75,"time_ns":661000,"type":"ok","value":{"result_exit_code":null,"state":"running"}}"#,
+            r#"{"f":"get","process":65,"time_ns":665000,"type":"invoke","value":{"id":964}}"#,
+            r#"{"f":"get","process":55,"time_ns":668000,"type":"invoke","value":{"id":964}}"#,
+            r#"{"f":"get","process":65,"time_ns":686000,"type":"ok","value":{"result_exit_code":null,"state":"running"}}"#,
+            r#"{"f":"submit","key":"k970","process":104,"time_ns":687000,"type":"info","value":null}"#,
+            r#"{"f":"get","process":55,"time_ns":687000,"type":"ok","value":{"result_exit_code":null,"state":"pending"}}"#,
+        ];
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        assert!(verdict(&text).is_linearizable());
     }
 }
