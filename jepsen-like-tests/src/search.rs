@@ -151,18 +151,107 @@ fn twins<M: Model>(ops: &[PartOp<M::Op>], events: &Events) -> Vec<u32> {
     twin
 }
 
+/// The set of linearized operations, kept in the forms the search and the memo need: a bitset
+/// over all operations; the determinate ones as a bitset whose every word below `lo` is complete
+/// (all linearized), so that the memo stores only the words from `lo` to the last nonzero one
+/// (the operations around the frontier: a few words however long the history); the
+/// indeterminate ones as a bitset of their own; and a Zobrist hash of the determinate ones.
+struct Linearized {
+    bits: Vec<u64>,
+    det: Vec<u64>,
+    /// The indeterminate operations' positions in `det`'s words (never set there).
+    open_mask: Vec<u64>,
+    /// Operation → its rank among the indeterminate ones (only read for those).
+    open_rank: Vec<u32>,
+    open_bits: Vec<u64>,
+    /// First word of `det` with an unlinearized determinate operation.
+    lo: usize,
+    /// One past the last nonzero word of `det`.
+    hi_end: usize,
+    zobrist: Vec<u64>,
+    zob: u64,
+}
+
+impl Linearized {
+    fn new<O>(ops: &[PartOp<O>]) -> Linearized {
+        let n = ops.len();
+        let words = n.div_ceil(64);
+        let mut open_mask = vec![0u64; words];
+        let mut open_rank = vec![0u32; n];
+        let mut opens = 0u32;
+        for (i, o) in ops.iter().enumerate() {
+            if o.is_open() {
+                open_mask[i / 64] |= 1 << (i % 64);
+                open_rank[i] = opens;
+                opens += 1;
+            }
+        }
+        let mut set = Linearized {
+            bits: vec![0u64; words],
+            det: vec![0u64; words],
+            open_mask,
+            open_rank,
+            open_bits: vec![0u64; (opens as usize).div_ceil(64)],
+            lo: 0,
+            hi_end: 0,
+            // Indeterminate operations stay out of the memo's hash, so that every node with the
+            // same determinate set and state is found in one probe run (see `Memo`).
+            zobrist: (0..n)
+                .map(|i| if ops[i].is_open() { 0 } else { splitmix64((i as u64).wrapping_add(0x9e37_79b9_7f4a_7c15)) })
+                .collect(),
+            zob: 0,
+        };
+        set.advance_lo();
+        set
+    }
+
+    #[inline]
+    fn contains(&self, i: usize) -> bool {
+        self.bits[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn flip(&mut self, i: usize) {
+        let (w, m) = (i / 64, 1u64 << (i % 64));
+        self.bits[w] ^= m;
+        self.zob ^= self.zobrist[i];
+        if self.open_mask[w] & m != 0 {
+            let r = self.open_rank[i] as usize;
+            self.open_bits[r / 64] ^= 1 << (r % 64);
+            return;
+        }
+        self.det[w] ^= m;
+        if self.det[w] & m != 0 {
+            self.hi_end = self.hi_end.max(w + 1);
+            self.advance_lo();
+        } else {
+            self.lo = self.lo.min(w);
+            while self.hi_end > 0 && self.det[self.hi_end - 1] == 0 {
+                self.hi_end -= 1;
+            }
+        }
+    }
+
+    fn advance_lo(&mut self) {
+        while self.lo < self.det.len() && self.det[self.lo] | self.open_mask[self.lo] == u64::MAX {
+            self.lo += 1;
+        }
+    }
+
+    /// The determinate set as the memo stores it: `lo` and the words from it to the last nonzero
+    /// one. Two sets are equal exactly when these are (every word below `lo` is complete).
+    fn determinate_key(&self) -> (u32, &[u64]) {
+        (self.lo as u32, &self.det[self.lo..self.hi_end.max(self.lo)])
+    }
+}
+
 /// A search in progress on one partition.
 pub struct Search<'a, M: Model> {
     model: &'a M,
     ops: &'a [PartOp<M::Op>],
     events: Events,
     twin: Vec<u32>,
-    /// The linearized set, as a bitset and as a Zobrist hash (of its determinate operations).
-    bits: Vec<u64>,
-    /// The indeterminate operations, as a bitset.
-    open: Vec<u64>,
-    zobrist: Vec<u64>,
-    zob: u64,
+    /// The linearized set.
+    set: Linearized,
     memo: Memo<M::State>,
     cache_bytes_max: usize,
     state: M::State,
@@ -213,26 +302,14 @@ impl<'a, M: Model> Search<'a, M> {
         }
         let events = Events::new(ops);
         let twin = twins::<M>(ops, &events);
-        let words = n.div_ceil(64);
         let cursor = events.next[HEAD as usize];
         Ok(Search {
             model,
             ops,
             events,
             twin,
-            bits: vec![0u64; words],
-            open: (0..words)
-                .map(|w| {
-                    (0..64).filter(|b| ops.get(w * 64 + b).is_some_and(PartOp::is_open)).fold(0u64, |m, b| m | 1 << b)
-                })
-                .collect(),
-            // Indeterminate operations stay out of the memo's hash, so that every node with the
-            // same determinate set and state is found in one probe run (see `Memo`).
-            zobrist: (0..n)
-                .map(|i| if ops[i].is_open() { 0 } else { splitmix64((i as u64).wrapping_add(0x9e37_79b9_7f4a_7c15)) })
-                .collect(),
-            zob: 0,
-            memo: Memo::new(words, n),
+            set: Linearized::new(ops),
+            memo: Memo::new(ops.iter().filter(|o| o.is_open()).count().div_ceil(64), n),
             cache_bytes_max,
             state: model.init(),
             stack: Vec::with_capacity(n),
@@ -318,12 +395,18 @@ impl<'a, M: Model> Search<'a, M> {
     }
 
     fn is_linearized(&self, i: usize) -> bool {
-        self.bits[i / 64] & (1 << (i % 64)) != 0
+        self.set.contains(i)
     }
 
     fn flip(&mut self, i: usize) {
-        self.bits[i / 64] ^= 1 << (i % 64);
-        self.zob ^= self.zobrist[i];
+        self.set.flip(i);
+    }
+
+    /// Looks the node (the linearized set, `state`) up in the memo; records it if new.
+    fn remember(&mut self, state: &M::State) -> Inserted {
+        let h = mix(self.set.zob ^ hash_state(state));
+        let (lo, det) = self.set.determinate_key();
+        self.memo.insert(h, state, lo, det, &self.set.open_bits)
     }
 
     /// Tries to linearize operation `i` (invoke entry `e`) now; moves the cursor.
@@ -333,8 +416,7 @@ impl<'a, M: Model> Search<'a, M> {
         if !twin_pending {
             if let Some(new_state) = self.model.step(&self.state, &self.ops[i].op) {
                 self.flip(i);
-                let h = mix(self.zob ^ hash_state(&new_state));
-                match self.memo.insert(h, &self.bits, &new_state, &self.open) {
+                match self.remember(&new_state) {
                     Inserted::New => return self.push(e, i, new_state, false),
                     Inserted::Seen => {}
                 }
@@ -389,8 +471,7 @@ impl<'a, M: Model> Search<'a, M> {
             if free && !self.ops[i].is_open() && self.model.is_read_only_from(&self.state, &self.ops[i].op) {
                 if let Some(same) = self.model.step(&self.state, &self.ops[i].op) {
                     self.flip(i);
-                    let h = mix(self.zob ^ hash_state(&same));
-                    if let Inserted::Seen = self.memo.insert(h, &self.bits, &same, &self.open) {
+                    if let Inserted::Seen = self.remember(&same) {
                         // Explored before, without success (its determinate set is larger than
                         // any node's on the current path, so it is not one of them): so is this
                         // node.
@@ -455,22 +536,27 @@ const EMPTY: u32 = u32::MAX;
 /// of them are explored first, and the many subsets of time-outs a violating history would
 /// otherwise enumerate collapse.
 struct Memo<S> {
-    words: usize,
+    /// Words of each entry's indeterminate set.
+    open_words: usize,
     slots: Vec<u32>,
     hashes: Vec<u64>,
     states: Vec<S>,
-    bits: Vec<u64>,
+    /// Per entry: offset in `arena`, `lo`, and the number of determinate words (see
+    /// [`Linearized::determinate_key`]); the indeterminate words follow them in the arena.
+    spans: Vec<(u32, u32, u32)>,
+    arena: Vec<u64>,
 }
 
 impl<S: Eq + Clone> Memo<S> {
     /// `ops` sizes the first table: small partitions (most of a scheduler history's) stay small.
-    fn new(words: usize, ops: usize) -> Memo<S> {
+    fn new(open_words: usize, ops: usize) -> Memo<S> {
         Memo {
-            words,
+            open_words,
             slots: vec![EMPTY; (4 * ops).clamp(16, 1 << 16).next_power_of_two()],
             hashes: Vec::new(),
             states: Vec::new(),
-            bits: Vec::new(),
+            spans: Vec::new(),
+            arena: Vec::new(),
         }
     }
 
@@ -479,15 +565,15 @@ impl<S: Eq + Clone> Memo<S> {
         self.slots.capacity() * 4
             + self.hashes.capacity() * 8
             + self.states.capacity() * std::mem::size_of::<S>()
-            + self.bits.capacity() * 8
+            + self.spans.capacity() * 12
+            + self.arena.capacity() * 8
     }
 
-    /// Looks for a node that subsumes (`bits`, `state`); records it if there is none. `open`
-    /// marks the indeterminate operations.
+    /// Looks for a node that subsumes (`lo`/`det`, `open`, `state`): the same state and
+    /// determinate set, and a subset of `open`. Records the node if there is none.
     #[inline]
-    fn insert(&mut self, h: u64, bits: &[u64], state: &S, open: &[u64]) -> Inserted {
+    fn insert(&mut self, h: u64, state: &S, lo: u32, det: &[u64], open: &[u64]) -> Inserted {
         let mask = self.slots.len() - 1;
-        let w = self.words;
         let mut i = h as usize & mask;
         loop {
             let s = self.slots[i];
@@ -495,17 +581,25 @@ impl<S: Eq + Clone> Memo<S> {
                 break;
             }
             let s = s as usize;
-            if self.hashes[s] == h && self.states[s] == *state && subsumes(&self.bits[s * w..(s + 1) * w], bits, open) {
-                return Inserted::Seen;
+            let (off, s_lo, s_len) = self.spans[s];
+            if self.hashes[s] == h && s_lo == lo && s_len as usize == det.len() && self.states[s] == *state {
+                let off = off as usize;
+                let (d, o) = self.arena[off..off + det.len() + self.open_words].split_at(det.len());
+                if d == det && o.iter().zip(open).all(|(&r, &n)| r & !n == 0) {
+                    return Inserted::Seen;
+                }
             }
             i = (i + 1) & mask;
         }
         let id = self.hashes.len();
         assert!(id < EMPTY as usize, "memo entries fit u32 (the byte budget stops the search long before)");
+        assert!(self.arena.len() < u32::MAX as usize, "memo arena offsets fit u32 (the byte budget stops it before)");
         self.slots[i] = id as u32;
         self.hashes.push(h);
         self.states.push(state.clone());
-        self.bits.extend_from_slice(bits);
+        self.spans.push((self.arena.len() as u32, lo, det.len() as u32));
+        self.arena.extend_from_slice(det);
+        self.arena.extend_from_slice(open);
         if (id + 1) * 2 > self.slots.len() {
             self.grow();
         }
@@ -525,12 +619,6 @@ impl<S: Eq + Clone> Memo<S> {
         }
         self.slots = slots;
     }
-}
-
-/// `recorded` ⊆ `now`, with the same determinate operations (those outside `open`).
-#[inline]
-fn subsumes(recorded: &[u64], now: &[u64], open: &[u64]) -> bool {
-    recorded.iter().zip(now).zip(open).all(|((&r, &n), &o)| r & !n == 0 && (r ^ n) & !o == 0)
 }
 
 #[inline]
