@@ -646,6 +646,17 @@ pub fn splitmix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// For the randomized tests: `n` intervals over the distinct positions `0..2n`, shuffled by `rnd`
+/// (which returns a number below its argument).
+#[cfg(test)]
+pub(crate) fn random_intervals(n: usize, rnd: &mut impl FnMut(u64) -> u64) -> Vec<(u32, u32)> {
+    let mut pos: Vec<u32> = (0..2 * n as u32).collect();
+    for k in (1..pos.len()).rev() {
+        pos.swap(k, rnd(k as u64 + 1) as usize);
+    }
+    pos.chunks(2).map(|p| (p[0].min(p[1]), p[0].max(p[1]))).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -726,13 +737,10 @@ mod tests {
         for _ in 0..4000 {
             let n = 2 + rnd(7) as usize;
             // distinct event positions: shuffle 0..2n and give each op two of them
-            let mut pos: Vec<u32> = (0..2 * n as u32).collect();
-            for k in (1..pos.len()).rev() {
-                pos.swap(k, rnd(k as u64 + 1) as usize);
-            }
+            let spans = crate::search::random_intervals(n, &mut rnd);
             let ops: Vec<PartOp<RegisterOp>> = (0..n)
                 .map(|k| {
-                    let (a, b) = (pos[2 * k].min(pos[2 * k + 1]), pos[2 * k].max(pos[2 * k + 1]));
+                    let (a, b) = spans[k];
                     let open = rnd(4) == 0;
                     let v = rnd(3) as i64;
                     let o = match rnd(if open { 2 } else { 3 }) {

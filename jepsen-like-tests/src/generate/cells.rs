@@ -25,12 +25,10 @@ trait Cells {
     fn fresh_write(&mut self, key: &str) -> Call;
     /// A read of `key`.
     fn read(&self, key: &str) -> Call;
-    /// What a read of `key` returns now.
+    /// What a read of `key` returns now (also what `restore` puts back).
     fn observe(&self, key: &str) -> Value;
     /// A read result no write can ever produce.
     fn phantom(&mut self, key: &str) -> Value;
-    /// The value of `key`, to put back later.
-    fn snapshot(&self, key: &str) -> Value;
     fn restore(&mut self, key: &str, v: Value);
     fn apply_call(&mut self, call: &Call) -> Answer;
 }
@@ -55,7 +53,7 @@ fn cell_scene<C: Cells>(c: &mut C, anomaly: Anomaly, key: &str) -> Vec<SceneOp> 
     };
     let a = c.fresh_write(key);
     run(c, 0, a.clone(), &mut ops);
-    let after_a = c.snapshot(key);
+    let after_a = c.observe(key);
     let read = c.read(key);
     if anomaly == Anomaly::PhantomRead {
         let phantom = c.phantom(key);
@@ -153,10 +151,6 @@ impl Cells for Registers {
         json!(self.fresh)
     }
 
-    fn snapshot(&self, key: &str) -> Value {
-        self.observe(key)
-    }
-
     fn restore(&mut self, key: &str, v: Value) {
         self.values.insert(key.to_string(), v.as_i64());
     }
@@ -236,10 +230,6 @@ impl Cells for Strings {
     fn phantom(&mut self, key: &str) -> Value {
         let never = self.token("n");
         json!(format!("{}{never}", self.values.get(key).map(String::as_str).unwrap_or("")))
-    }
-
-    fn snapshot(&self, key: &str) -> Value {
-        self.observe(key)
     }
 
     fn restore(&mut self, key: &str, v: Value) {

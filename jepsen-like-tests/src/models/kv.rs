@@ -281,15 +281,11 @@ mod tests {
         for _ in 0..3000 {
             let n = 2 + rnd(6) as usize;
             // events in time order; each op gets an invoke and (unless open) a completion
-            let mut pos: Vec<u32> = (0..2 * n as u32).collect();
-            for k in (1..pos.len()).rev() {
-                pos.swap(k, rnd(k as u64 + 1) as usize);
-            }
+            let spans = crate::search::random_intervals(n, &mut rnd);
             let tokens = ["a", "b", "ab", "c", ""];
             let mut lines: Vec<(u32, String)> = Vec::new();
             let mut typed: Vec<(KvOp, u32, u32)> = Vec::new();
-            for k in 0..n {
-                let (call, ret) = (pos[2 * k].min(pos[2 * k + 1]), pos[2 * k].max(pos[2 * k + 1]));
+            for (k, &(call, ret)) in spans.iter().enumerate() {
                 let open = rnd(3) == 0;
                 let tok = tokens[rnd(5) as usize];
                 let (f, input, output, op) = match rnd(if open { 2 } else { 3 }) {

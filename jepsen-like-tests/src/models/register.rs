@@ -323,13 +323,9 @@ mod tests {
         let (mut flagged, mut cleared) = (0, 0);
         for _ in 0..3000 {
             let n = 2 + rnd(7) as usize;
-            let mut pos: Vec<u32> = (0..2 * n as u32).collect();
-            for k in (1..pos.len()).rev() {
-                pos.swap(k, rnd(k as u64 + 1) as usize);
-            }
+            let spans = crate::search::random_intervals(n, &mut rnd);
             let mut lines: Vec<(u32, String)> = Vec::new();
-            for k in 0..n {
-                let (call, ret) = (pos[2 * k].min(pos[2 * k + 1]), pos[2 * k].max(pos[2 * k + 1]));
+            for (k, &(call, ret)) in spans.iter().enumerate() {
                 let v = rnd(3);
                 let (f, arg, done) = match rnd(4) {
                     0 | 1 => ("read", "nil".to_string(), if rnd(4) == 0 { "nil".to_string() } else { v.to_string() }),
