@@ -194,6 +194,7 @@ pub struct FxHasher(u64);
 
 /// `HashMap` with [`FxHasher`].
 pub type FxHashMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
+pub type FxHashSet<K> = std::collections::HashSet<K, std::hash::BuildHasherDefault<FxHasher>>;
 
 const FX_K: u64 = 0x517c_c1b7_2722_0a95;
 

@@ -43,6 +43,37 @@ pub trait Model {
         self.is_read_only(op)
     }
 
+    /// Whether the search asks [`Model::may_reach`] and [`Model::leads_to`] (each step then
+    /// looks ahead at the next reads, which costs time a model without them would waste).
+    const LOOKS_AHEAD: bool = false;
+
+    /// Whether `next` can still become legal from `state`. `next` is the determinate operation
+    /// that completes first among those not yet linearized: every linearization from here places
+    /// it before any operation invoked after its completion, so only some of `between` (the
+    /// others invoked before it) can come first. `false` prunes the node; `true` is always safe.
+    ///
+    /// This is what lets the search follow a read's value instead of trying every order of
+    /// the writes concurrent with it: kv's strings of unique tokens say their own order.
+    fn may_reach<'o>(
+        &self,
+        _state: &Self::State,
+        _next: &Self::Op,
+        _between: impl Iterator<Item = &'o Self::Op>,
+    ) -> bool
+    where
+        Self::Op: 'o,
+    {
+        true
+    }
+
+    /// Whether `candidate` is the operation to try first from `state` for `next` (the
+    /// determinate read-only operation that completes first among those not yet linearized)
+    /// to become legal: e.g. the append whose string follows `state` in the string a get read.
+    /// Only an order of trial: any answer is safe.
+    fn leads_to(&self, _state: &Self::State, _next: &Self::Op, _candidate: &Self::Op) -> bool {
+        false
+    }
+
     /// Types the history's operations and splits them into independent partitions.
     fn prepare(&self, history: &History) -> Result<Prepared<Self::Op>, HistoryError>;
 }

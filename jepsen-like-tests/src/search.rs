@@ -17,6 +17,14 @@
 //! order, which removes their permutations from the search space without losing any
 //! linearization (an exchange argument: the earlier copy can always stand in for a later one).
 //!
+//! Why it follows the reads: a model that knows how a read's value constrains what comes
+//! before it ([`Model::LOOKS_AHEAD`]; kv does) is asked, at every step, about the next few
+//! determinate reads in completion order. Each must be placed before anything invoked after its
+//! completion, so only operations already invoked can come before it: a step after which one
+//! of them can no longer become legal is pruned ([`Model::may_reach`]), and at a new node the
+//! candidate a read needs next is tried first ([`Model::leads_to`]). Fifteen concurrent appends
+//! followed by a get then cost fifteen steps, not up to fifteen factorial orders.
+//!
 //! Why it is resumable: a violation in one partition is often cheap to find while another
 //! partition of the same history is expensive to clear (Porcupine's 50-client kv history has
 //! both). [`Search::run`] takes an iteration budget and can be called again, so the caller can
@@ -46,6 +54,11 @@ pub const MEMO_FULL: &str = "memo over its byte budget";
 
 /// How often (in loop iterations) the search looks at the clock.
 const CLOCK_CHECK_ITERATIONS: u64 = 4096;
+
+/// How many of the next reads the model is asked about at each step ([`Model::may_reach`],
+/// [`Model::leads_to`]): enough to see past the reads that complete together in a burst, few
+/// enough that a step stays cheap.
+const READS_AHEAD: usize = 3;
 
 const HEAD: u32 = 0;
 const NO_TWIN: u32 = u32::MAX;
@@ -255,10 +268,8 @@ pub struct Search<'a, M: Model> {
     memo: Memo<M::State>,
     cache_bytes_max: usize,
     state: M::State,
-    /// Linearized operations: (invoke entry, state before it, forced). A forced entry is a
-    /// read-only operation placed as soon as it was legal: when it has to be taken back, the
-    /// node it was placed at has no linearization either (see [`Model::is_read_only`]).
-    stack: Vec<(u32, M::State, bool)>,
+    /// Linearized operations: (invoke entry, state before it, how it was placed).
+    stack: Vec<(u32, M::State, Placement)>,
     /// Look for a legal read-only candidate before walking (set at every new node).
     scan_reads: bool,
     /// Try indeterminate candidates only after the determinate ones (see [`Search::new`]).
@@ -356,7 +367,11 @@ impl<'a, M: Model> Search<'a, M> {
             }
             if std::mem::take(&mut self.scan_reads) {
                 match self.place_read() {
-                    Placed::Nothing => {}
+                    Placed::Nothing => match self.place_guided() {
+                        Some(None) => continue,
+                        Some(done) => return done,
+                        None => {}
+                    },
                     Placed::Pushed(done) if done.is_none() => continue,
                     Placed::Pushed(done) => return done,
                     Placed::NodeFails => match self.backtrack() {
@@ -411,26 +426,104 @@ impl<'a, M: Model> Search<'a, M> {
 
     /// Tries to linearize operation `i` (invoke entry `e`) now; moves the cursor.
     fn at_invoke(&mut self, e: u32, i: usize) -> Option<SearchOutcome> {
-        let tw = self.twin[i];
-        let twin_pending = tw != NO_TWIN && !self.is_linearized(tw as usize);
-        if !twin_pending {
-            if let Some(new_state) = self.model.step(&self.state, &self.ops[i].op) {
-                self.flip(i);
-                match self.remember(&new_state) {
-                    Inserted::New => return self.push(e, i, new_state, false),
-                    Inserted::Seen => {}
-                }
-                self.flip(i);
-            }
+        if let Some(done) = self.try_place(e, i, Placement::Walked) {
+            return done;
         }
         self.cursor = self.events.next[e as usize];
         None
     }
 
+    /// Linearizes operation `i` (invoke entry `e`) if its twin is placed, it is legal, the next
+    /// read stays reachable, and the node it leads to is new: `Some` of what [`Search::push`]
+    /// returned, or `None` if it was not placed.
+    fn try_place(&mut self, e: u32, i: usize, how: Placement) -> Option<Option<SearchOutcome>> {
+        let tw = self.twin[i];
+        if tw != NO_TWIN && !self.is_linearized(tw as usize) {
+            return None;
+        }
+        let new_state = self.model.step(&self.state, &self.ops[i].op)?;
+        if !self.may_reach_next(&new_state, Some(i)) {
+            // Legal, and a dead end: still a longer prefix for the report.
+            self.note_prefix(Some(i));
+            return None;
+        }
+        self.flip(i);
+        match self.remember(&new_state) {
+            Inserted::New => Some(self.push(e, i, new_state, how)),
+            Inserted::Seen => {
+                self.flip(i);
+                None
+            }
+        }
+    }
+
+    /// The completion entries of the first [`READS_AHEAD`] determinate read-only operations
+    /// (in completion order) among those not linearized, ignoring operation `placed` (about to
+    /// be linearized).
+    fn next_reads(&self, placed: Option<usize>) -> impl Iterator<Item = u32> + '_ {
+        let ev = &self.events;
+        std::iter::successors(Some(ev.next[HEAD as usize]), |&e| Some(ev.next[e as usize]))
+            .take_while(|&e| e != ev.tail)
+            .filter(|&e| ev.tag[e as usize] & CALL_FLAG == 0)
+            .map(|e| (e, &self.ops[ev.tag[e as usize] as usize]))
+            .take_while(|(_, o)| !o.is_open())
+            .filter(move |&(e, o)| Some(ev.tag[e as usize] as usize) != placed && self.model.is_read_only(&o.op))
+            .map(|(e, _)| e)
+            .take(READS_AHEAD)
+    }
+
+    /// The operations invoked before entry `stop` and not linearized, except `placed`: (invoke
+    /// entry, operation index).
+    fn invoked_before(&self, stop: u32, placed: Option<usize>) -> impl Iterator<Item = (u32, usize)> + '_ {
+        let ev = &self.events;
+        std::iter::successors(Some(ev.next[HEAD as usize]), |&e| Some(ev.next[e as usize]))
+            .take_while(move |&e| e != stop)
+            .filter(|&e| ev.tag[e as usize] & CALL_FLAG != 0)
+            .map(|e| (e, (ev.tag[e as usize] & !CALL_FLAG) as usize))
+            .filter(move |&(_, i)| Some(i) != placed)
+    }
+
+    /// Asks the model whether, with operation `placed` linearized into `state`, each of the
+    /// next reads can still be placed (see [`Model::may_reach`]).
+    fn may_reach_next(&self, state: &M::State, placed: Option<usize>) -> bool {
+        if !M::LOOKS_AHEAD {
+            return true;
+        }
+        self.next_reads(placed).all(|stop| {
+            let next = &self.ops[self.events.tag[stop as usize] as usize].op;
+            self.model.may_reach(state, next, self.invoked_before(stop, placed).map(|(_, i)| &self.ops[i].op))
+        })
+    }
+
+    /// At a new node: linearizes first a candidate the model says one of the next reads needs
+    /// (see [`Model::leads_to`]), if there is one. `None` if it placed nothing.
+    fn place_guided(&mut self) -> Option<Option<SearchOutcome>> {
+        if !M::LOOKS_AHEAD {
+            return None;
+        }
+        let reads: Vec<u32> = self.next_reads(None).collect();
+        // The candidates: what was invoked before the first completion (real-time order).
+        let ev = &self.events;
+        let mut first = ev.next[HEAD as usize];
+        while first != ev.tail && ev.tag[first as usize] & CALL_FLAG != 0 {
+            first = ev.next[first as usize];
+        }
+        for read in reads {
+            let next = &self.ops[self.events.tag[read as usize] as usize].op;
+            let lead = self
+                .invoked_before(first, None)
+                .find(|&(_, i)| self.model.leads_to(&self.state, next, &self.ops[i].op));
+            if let Some(done) = lead.and_then(|(e, i)| self.try_place(e, i, Placement::Guided)) {
+                return Some(done);
+            }
+        }
+        None
+    }
+
     /// Operation `i` is linearized: lift it, record progress, restart the walk at the head.
-    fn push(&mut self, e: u32, i: usize, new_state: M::State, forced: bool) -> Option<SearchOutcome> {
+    fn push(&mut self, e: u32, i: usize, new_state: M::State, how: Placement) -> Option<SearchOutcome> {
         let old = std::mem::replace(&mut self.state, new_state);
-        self.stack.push((e, old, forced));
+        self.stack.push((e, old, how));
         self.scan_reads = true;
         self.open_pass = false;
         self.events.lift(e, i);
@@ -443,14 +536,25 @@ impl<'a, M: Model> Search<'a, M> {
         let depth = self.stack.len();
         if self.best_agree == depth - 1 && self.best.len() >= depth && self.best[depth - 1] == i as u32 {
             self.best_agree = depth;
-        } else if depth > self.best.len() {
-            self.best.truncate(self.best_agree);
-            let tag = &self.events.tag;
-            self.best.extend(self.stack[self.best_agree..].iter().map(|&(ce, _, _)| tag[ce as usize] & !CALL_FLAG));
-            self.best_agree = depth;
+        } else {
+            self.note_prefix(None);
         }
         self.cursor = self.events.next[HEAD as usize];
         None
+    }
+
+    /// Keeps the stack, then `extra` (a legal operation not pushed), as the longest linearized
+    /// prefix if it is longer than the one kept.
+    fn note_prefix(&mut self, extra: Option<usize>) {
+        let depth = self.stack.len();
+        if depth + usize::from(extra.is_some()) <= self.best.len() {
+            return;
+        }
+        self.best.truncate(self.best_agree);
+        let tag = &self.events.tag;
+        self.best.extend(self.stack[self.best_agree..].iter().map(|&(ce, _, _)| tag[ce as usize] & !CALL_FLAG));
+        self.best.extend(extra.map(|i| i as u32));
+        self.best_agree = depth;
     }
 
     /// At a new node: places the first legal read-only candidate, if any (candidates are the
@@ -478,7 +582,7 @@ impl<'a, M: Model> Search<'a, M> {
                         self.flip(i);
                         return Placed::NodeFails;
                     }
-                    return Placed::Pushed(self.push(e, i, same, true));
+                    return Placed::Pushed(self.push(e, i, same, Placement::Forced));
                 }
             }
             e = self.events.next[e as usize];
@@ -489,7 +593,7 @@ impl<'a, M: Model> Search<'a, M> {
     /// while that was a forced read, the one before it too) and try the next candidate.
     fn backtrack(&mut self) -> Option<SearchOutcome> {
         loop {
-            let Some((ce, old, forced)) = self.stack.pop() else {
+            let Some((ce, old, how)) = self.stack.pop() else {
                 return Some(SearchOutcome::Violation { prefix: std::mem::take(&mut self.best) });
             };
             self.state = old;
@@ -500,13 +604,36 @@ impl<'a, M: Model> Search<'a, M> {
             }
             self.best_agree = self.best_agree.min(self.stack.len());
             self.events.unlift(ce, i);
-            self.cursor = self.events.next[ce as usize];
-            self.open_pass = self.ops[i].is_open();
-            if !forced {
-                return None;
+            match how {
+                Placement::Walked => {
+                    self.cursor = self.events.next[ce as usize];
+                    self.open_pass = self.ops[i].is_open();
+                    return None;
+                }
+                Placement::Guided => {
+                    // Tried out of walk order: walk the node from the start (the memo now
+                    // turns this operation down at once).
+                    self.cursor = self.events.next[HEAD as usize];
+                    self.open_pass = false;
+                    return None;
+                }
+                Placement::Forced => {}
             }
         }
     }
+}
+
+/// How an operation on the stack was placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// By the walk, in list order: taking it back resumes the walk after it.
+    Walked,
+    /// Out of walk order, as the model's guess for what the next read needs
+    /// ([`Model::leads_to`]): taking it back walks its node from the start.
+    Guided,
+    /// A read-only operation placed as soon as it was legal: when it has to be taken back, the
+    /// node it was placed at has no linearization either (see [`Model::is_read_only`]).
+    Forced,
 }
 
 /// What [`Search::place_read`] did.

@@ -15,6 +15,7 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
+use crate::check::FxHashSet;
 use crate::history::{History, HistoryError, Operation, Outcome};
 use crate::model::{group, op_error, result_error, Model, PartOp, Prepared};
 
@@ -87,8 +88,103 @@ impl std::fmt::Debug for Text {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum KvOp {
     Get(Text),
-    Put(Text),
-    Append(Text),
+    Put(Text, Readable),
+    Append(Text, Readable),
+}
+
+/// One key's value as the search tracks it.
+#[derive(Clone)]
+pub enum KvState {
+    Known(Text),
+    /// A value that is not a prefix of any string a get of the key returned. Appends only
+    /// extend a value, so every get fails from here until the next put: all such values behave
+    /// alike, and compare equal so that the search's memo sees them as one state. This
+    /// collapses the orders of writes whose strings no get ever returned (overwritten by a
+    /// put), which otherwise each leave a different string behind. The value is kept for the
+    /// report only.
+    Unread(Text),
+}
+
+impl PartialEq for KvState {
+    fn eq(&self, other: &KvState) -> bool {
+        match (self, other) {
+            (KvState::Known(a), KvState::Known(b)) => a == b,
+            (KvState::Unread(_), KvState::Unread(_)) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for KvState {}
+
+impl std::hash::Hash for KvState {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match self {
+            KvState::Known(t) => t.hash(state),
+            KvState::Unread(_) => state.write_u8(0),
+        }
+    }
+}
+
+impl std::fmt::Debug for KvState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KvState::Known(t) => t.fmt(f),
+            KvState::Unread(t) => write!(f, "{t:?} (no get returned a string starting with it)"),
+        }
+    }
+}
+
+/// The strings a get of one key can return part of: every prefix of every string returned
+/// (as hashes; a collision only keeps a state [`KvState::Known`], which is always sound).
+/// Shared by the partition's writes, and ignored when operations are compared.
+#[derive(Clone, Default)]
+pub struct Readable(Option<Rc<FxHashSet<u64>>>);
+
+impl Readable {
+    fn of(returned: &[Text]) -> Readable {
+        let mut set = FxHashSet::default();
+        for t in returned {
+            let (mut h, mut shift) = (0u64, 1u64);
+            set.insert(prefix_key(h, shift));
+            for &b in t.as_str().as_bytes() {
+                h = h.wrapping_mul(HASH_BASE).wrapping_add(u64::from(b) + 1);
+                shift = shift.wrapping_mul(HASH_BASE);
+                set.insert(prefix_key(h, shift));
+            }
+        }
+        Readable(Some(Rc::new(set)))
+    }
+
+    /// `t` as a state: [`KvState::Unread`] if no get returned a string starting with it.
+    fn state(&self, t: Text) -> KvState {
+        match &self.0 {
+            Some(set) if !set.contains(&prefix_key(t.h, t.shift)) => KvState::Unread(t),
+            _ => KvState::Known(t),
+        }
+    }
+}
+
+fn prefix_key(h: u64, shift: u64) -> u64 {
+    h.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ shift
+}
+
+impl PartialEq for Readable {
+    fn eq(&self, _: &Readable) -> bool {
+        true
+    }
+}
+
+impl Eq for Readable {}
+
+impl std::hash::Hash for Readable {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+
+impl std::fmt::Debug for Readable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("_")
+    }
 }
 
 /// The kv model (one key's value).
@@ -104,27 +200,56 @@ fn string(h: &Operation, v: &Value, is_result: bool) -> Result<Text, HistoryErro
 }
 
 impl Model for Kv {
-    type State = Text;
+    type State = KvState;
     type Op = KvOp;
 
-    fn init(&self) -> Text {
-        Text::new("")
+    fn init(&self) -> KvState {
+        KvState::Known(Text::new(""))
     }
 
-    fn step(&self, state: &Text, op: &KvOp) -> Option<Text> {
-        match op {
-            KvOp::Get(v) => (state == v).then(|| state.clone()),
-            KvOp::Put(v) => Some(v.clone()),
-            KvOp::Append(v) if v.is_empty() => Some(state.clone()),
-            KvOp::Append(v) => Some(state.append(v)),
+    fn step(&self, state: &KvState, op: &KvOp) -> Option<KvState> {
+        match (op, state) {
+            (KvOp::Get(v), KvState::Known(s)) => (s == v).then(|| state.clone()),
+            (KvOp::Get(_), KvState::Unread(_)) => None,
+            (KvOp::Put(v, readable), _) => Some(readable.state(v.clone())),
+            (KvOp::Append(v, _), _) if v.is_empty() => Some(state.clone()),
+            (KvOp::Append(v, readable), KvState::Known(s)) => Some(readable.state(s.append(v))),
+            (KvOp::Append(v, _), KvState::Unread(s)) => Some(KvState::Unread(s.append(v))),
         }
     }
 
     fn is_read_only(&self, op: &KvOp) -> bool {
         match op {
             KvOp::Get(_) => true,
-            KvOp::Append(v) => v.is_empty(),
-            KvOp::Put(_) => false,
+            KvOp::Append(v, _) => v.is_empty(),
+            KvOp::Put(..) => false,
+        }
+    }
+
+    const LOOKS_AHEAD: bool = true;
+
+    /// A get of `v` is reached from `state` through appends only if `state` is a prefix of `v`,
+    /// or through a put of `p` (and appends after it) only if `p` is.
+    fn may_reach<'o>(&self, state: &KvState, next: &KvOp, mut between: impl Iterator<Item = &'o KvOp>) -> bool {
+        let KvOp::Get(v) = next else { return true };
+        let reached_from = |s: &Text| v.as_str().starts_with(s.as_str());
+        matches!(state, KvState::Known(s) if reached_from(s))
+            || between.any(|o| matches!(o, KvOp::Put(p, _) if reached_from(p)))
+    }
+
+    /// The append that continues `state` towards the get's string, or the put it starts with.
+    fn leads_to(&self, state: &KvState, next: &KvOp, candidate: &KvOp) -> bool {
+        let KvOp::Get(v) = next else { return false };
+        let v = v.as_str();
+        let continues = |s: &str| v.len() > s.len() && v.starts_with(s);
+        match (candidate, state) {
+            (KvOp::Append(a, _), KvState::Known(s)) => {
+                let s = s.as_str();
+                !a.is_empty() && continues(s) && v[s.len()..].starts_with(a.as_str())
+            }
+            (KvOp::Put(p, _), KvState::Known(s)) => !v.starts_with(s.as_str()) && v.starts_with(p.as_str()),
+            (KvOp::Put(p, _), KvState::Unread(_)) => v.starts_with(p.as_str()),
+            _ => false,
         }
     }
 
@@ -134,8 +259,8 @@ impl Model for Kv {
             let op = match (h.f.as_str(), h.outcome) {
                 ("get", Outcome::Ok) => KvOp::Get(string(h, &h.output, true)?),
                 ("get", _) | ("put" | "append", Outcome::Fail) => continue,
-                ("put", _) => KvOp::Put(string(h, &h.input, false)?),
-                ("append", _) => KvOp::Append(string(h, &h.input, false)?),
+                ("put", _) => KvOp::Put(string(h, &h.input, false)?, Readable::default()),
+                ("append", _) => KvOp::Append(string(h, &h.input, false)?, Readable::default()),
                 (f, _) => return Err(op_error(h, format!("unknown operation {f:?} (kv has get, put, append)"))),
             };
             let Some(key) = &h.key else {
@@ -145,7 +270,14 @@ impl Model for Kv {
         }
         let mut partitions = group(items, |k| format!("key {k:?}"));
         for part in &mut partitions {
-            drop_unobserved_open_writes(&mut part.ops);
+            let returned = observed_strings(&part.ops);
+            drop_unobserved_open_writes(&mut part.ops, &returned);
+            let readable = Readable::of(&returned);
+            for o in &mut part.ops {
+                if let KvOp::Put(_, r) | KvOp::Append(_, r) = &mut o.op {
+                    *r = readable.clone();
+                }
+            }
         }
         Ok(Prepared { partitions, static_violation: None })
     }
@@ -157,14 +289,13 @@ impl Model for Kv {
 /// the write explains every result (appends and puts return nothing, and an indeterminate
 /// operation may be left out). This keeps the search from trying every order of the timed-out
 /// writes that never took effect: with many of them pending, that order is exponential.
-fn drop_unobserved_open_writes(ops: &mut Vec<PartOp<KvOp>>) {
+fn drop_unobserved_open_writes(ops: &mut Vec<PartOp<KvOp>>, seen: &[Text]) {
     if !ops.iter().any(|o| o.is_open() && !matches!(o.op, KvOp::Get(_))) {
         return;
     }
-    let seen = observed_strings(ops);
     let observed = |o: &PartOp<KvOp>| match &o.op {
-        KvOp::Append(v) => v.is_empty() || seen.iter().any(|s| s.as_str().contains(v.as_str())),
-        KvOp::Put(v) => seen.iter().any(|s| s.as_str().starts_with(v.as_str())),
+        KvOp::Append(v, _) => v.is_empty() || seen.iter().any(|s| s.as_str().contains(v.as_str())),
+        KvOp::Put(v, _) => seen.iter().any(|s| s.as_str().starts_with(v.as_str())),
         KvOp::Get(_) => true,
     };
     let kept: Vec<PartOp<KvOp>> = ops.iter().filter(|o| !o.is_open() || observed(o)).cloned().collect();
@@ -226,7 +357,9 @@ mod tests {
         ];
         let Verdict::NotLinearizable(v) = verdict(&bad) else { panic!("expected a violation") };
         assert_eq!(v.partition, "key \"a\"");
-        assert_eq!(v.state_after_prefix, "\"xy\"");
+        // After "x", appending "y" is legal but the get of "yx" can no longer be reached, so the
+        // search (see `Model::may_reach`) stops there.
+        assert!(v.state_after_prefix.starts_with("\"x\""), "{}", v.state_after_prefix);
     }
 
     #[test]
@@ -247,8 +380,7 @@ mod tests {
 
     /// Exhaustive reference on one key, without dropping anything: try every operation that may
     /// come next (invoked before the earliest completion among the rest).
-    fn brute_force(ops: &[(super::KvOp, u32, u32)], done: &mut Vec<bool>, state: &super::Text) -> bool {
-        use crate::model::Model;
+    fn brute_force(ops: &[(Ref, u32, u32)], done: &mut Vec<bool>, state: &str) -> bool {
         let rest: Vec<usize> = (0..ops.len()).filter(|&i| !done[i]).collect();
         if rest.iter().all(|&i| ops[i].2 == crate::model::OPEN) {
             return true;
@@ -256,22 +388,32 @@ mod tests {
         let first_ret = rest.iter().map(|&i| ops[i].2).min().unwrap_or(crate::model::OPEN);
         for &i in &rest {
             if ops[i].1 < first_ret {
-                if let Some(next) = super::Kv.step(state, &ops[i].0) {
-                    done[i] = true;
-                    let ok = brute_force(ops, done, &next);
-                    done[i] = false;
-                    if ok {
-                        return true;
-                    }
+                let next = match &ops[i].0 {
+                    Ref::Get(v) if *v == state => state.to_string(),
+                    Ref::Get(_) => continue,
+                    Ref::Put(v) => v.to_string(),
+                    Ref::Append(v) => format!("{state}{v}"),
+                };
+                done[i] = true;
+                let ok = brute_force(ops, done, &next);
+                done[i] = false;
+                if ok {
+                    return true;
                 }
             }
         }
         false
     }
 
+    /// The reference's own operations (plain strings), independent of the model's.
+    enum Ref {
+        Get(&'static str),
+        Put(&'static str),
+        Append(&'static str),
+    }
+
     #[test]
     fn dropping_unobserved_time_outs_agrees_with_brute_force() {
-        use super::{KvOp, Text};
         let mut seed = 11u64;
         let mut rnd = |n: u64| {
             seed += 1;
@@ -284,16 +426,16 @@ mod tests {
             let spans = crate::search::random_intervals(n, &mut rnd);
             let tokens = ["a", "b", "ab", "c", ""];
             let mut lines: Vec<(u32, String)> = Vec::new();
-            let mut typed: Vec<(KvOp, u32, u32)> = Vec::new();
+            let mut typed: Vec<(Ref, u32, u32)> = Vec::new();
             for (k, &(call, ret)) in spans.iter().enumerate() {
                 let open = rnd(3) == 0;
                 let tok = tokens[rnd(5) as usize];
                 let (f, input, output, op) = match rnd(if open { 2 } else { 3 }) {
-                    0 => ("append", format!("{tok:?}"), "null".to_string(), KvOp::Append(Text::new(tok))),
-                    1 => ("put", format!("{tok:?}"), "null".to_string(), KvOp::Put(Text::new(tok))),
+                    0 => ("append", format!("{tok:?}"), "null".to_string(), Ref::Append(tok)),
+                    1 => ("put", format!("{tok:?}"), "null".to_string(), Ref::Put(tok)),
                     _ => {
                         let seen = ["", "a", "ab", "ba", "abc", "c", "ca"][rnd(7) as usize];
-                        ("get", "null".to_string(), format!("{seen:?}"), KvOp::Get(Text::new(seen)))
+                        ("get", "null".to_string(), format!("{seen:?}"), Ref::Get(seen))
                     }
                 };
                 let inv = format!(r#"{{"process":{k},"type":"invoke","f":"{f}","key":"x","value":{input}}}"#);
@@ -305,7 +447,7 @@ mod tests {
             }
             lines.sort();
             let text: String = lines.iter().map(|(_, l)| format!("{l}\n")).collect();
-            let expected = brute_force(&typed, &mut vec![false; n], &Text::new(""));
+            let expected = brute_force(&typed, &mut vec![false; n], "");
             let got = verdict_text(&text).is_linearizable();
             assert_eq!(got, expected, "{text}");
             if expected {
