@@ -77,6 +77,18 @@ pub enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// This build: version, commit, the record formats it reads and writes.
+    Version {
+        /// As JSON: `version`, `commit`, `format_min`, `format_max`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A shell completion script on stdout, e.g. `raftsched completions bash >
+    /// /etc/bash_completion.d/raftsched`, or `source <(raftsched completions zsh)`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -87,6 +99,11 @@ pub enum WorkerCommand {
 
 #[derive(Args)]
 pub struct WorkerArgs {
+    /// Settings from a TOML file: the flags' names as keys (`heartbeat-timeout-ms = 3000`).
+    /// Flags and RAFTSCHED_* variables (every flag has one: RAFTSCHED_HEARTBEAT_TIMEOUT_MS) win
+    /// over it.
+    #[arg(long, value_name = "FILE", env = "RAFTSCHED_CONFIG")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// This worker's unique id.
@@ -380,6 +397,11 @@ pub struct TlsArgs {
 
 #[derive(Args)]
 pub struct ServerArgs {
+    /// Settings from a TOML file: the flags' names as keys (`heartbeat-timeout-ms = 3000`).
+    /// Flags and RAFTSCHED_* variables (every flag has one: RAFTSCHED_HEARTBEAT_TIMEOUT_MS) win
+    /// over it.
+    #[arg(long, value_name = "FILE", env = "RAFTSCHED_CONFIG")]
+    pub config: Option<PathBuf>,
     /// This replica's id (a positive integer, unique in the cluster).
     #[arg(long)]
     pub id: u64,
@@ -485,6 +507,11 @@ pub struct RecoverArgs {
 
 #[derive(Args)]
 pub struct DevArgs {
+    /// Settings from a TOML file: the flags' names as keys (`heartbeat-timeout-ms = 3000`).
+    /// Flags and RAFTSCHED_* variables (every flag has one: RAFTSCHED_HEARTBEAT_TIMEOUT_MS) win
+    /// over it.
+    #[arg(long, value_name = "FILE", env = "RAFTSCHED_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Local workers to start with the trio.
     #[arg(long, default_value_t = 2)]
     pub workers: u32,
@@ -494,6 +521,10 @@ pub struct DevArgs {
     /// First port; the replicas listen on BASE, BASE+1, BASE+2.
     #[arg(long, default_value_t = 7001)]
     pub base_port: u16,
+    /// First HTTP port (status page, metrics, the HTTP/JSON API): HTTP_BASE_PORT, +1, +2 on
+    /// 127.0.0.1; 0 serves no HTTP.
+    #[arg(long, default_value_t = 8001)]
+    pub http_base_port: u16,
     #[command(flatten)]
     pub timing: TimingArgs,
 }
@@ -642,7 +673,8 @@ pub struct ListArgs {
     pub json: bool,
     #[arg(long)]
     pub stale: bool,
-    /// Most tasks to print (fetched page by page).
+    /// Most tasks to print (fetched page by page); when there are more, stderr says which
+    /// `--after` shows the next page.
     #[arg(long, default_value_t = 1000)]
     pub limit: usize,
     /// Start after this task id.

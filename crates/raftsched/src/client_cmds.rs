@@ -159,6 +159,8 @@ pub async fn list(args: ListArgs) -> Result<(), CliError> {
     let client = connect(&args.cluster)?;
     let mut tasks = Vec::new();
     let mut after_id = args.after;
+    // Where the next page starts, if the limit cut the list short.
+    let mut more = None;
     while tasks.len() < args.limit {
         let page_size = (args.limit - tasks.len()).min(limits::LIST_PAGE_SIZE_MAX) as u32;
         let req = api::ListTasksRequest {
@@ -170,9 +172,11 @@ pub async fn list(args: ListArgs) -> Result<(), CliError> {
         let page = client.list_page(req).await?;
         tasks.extend(page.tasks);
         if page.next_after == 0 {
+            more = None;
             break;
         }
         after_id = page.next_after;
+        more = Some(after_id);
     }
     if args.json {
         let values: Vec<_> = tasks.iter().map(output::task_json).collect();
@@ -182,6 +186,10 @@ pub async fn list(args: ListArgs) -> Result<(), CliError> {
         for t in &tasks {
             outln!("{:<10} {:<10} {:<24} {}", t.id, t.state, t.key, output::spec_text(t.spec.as_ref()));
         }
+    }
+    if let Some(after) = more {
+        // On stderr, so that what stdout carries stays a clean list (or JSON array).
+        eprintln!("raftsched: the first {} tasks shown; the next page: raftsched list --after {after}", tasks.len());
     }
     Ok(())
 }

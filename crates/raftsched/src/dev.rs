@@ -28,6 +28,10 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     if args.base_port.checked_add(N_REPLICAS - 1).is_none() || args.base_port == 0 {
         return Err(CliError::Usage(format!("--base-port {} leaves no room for {N_REPLICAS} ports", args.base_port)));
     }
+    if args.http_base_port.checked_add(N_REPLICAS - 1).is_none() {
+        let port = args.http_base_port;
+        return Err(CliError::Usage(format!("--http-base-port {port} leaves no room for {N_REPLICAS} ports")));
+    }
     // A temp dir lives until this function returns, then is removed with the data.
     let (_temp, root) = match &args.data_dir {
         Some(dir) => (None, dir.clone()),
@@ -59,7 +63,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
             tasks_pending_max: crate::server_cmd::tasks_pending_max(&args.timing)?,
             clock_skew_ms_max: args.timing.clock_skew_ms_max,
             bootstrap: true,
-            http: None,
+            http: http_addr(args.http_base_port, *id),
             tls: None,
             token_file: None,
             cluster_secret_file: Some(secret.clone()),
@@ -107,11 +111,17 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         Ok(Some(id)) => say!("  leader: replica {id}"),
         _ => say!("  leader: not elected yet"),
     }
+    if let Some(http) = http_addr(args.http_base_port, 1) {
+        say!("  status page: http://{http}/ (and /metrics; replicas 2 and 3 on the next ports)");
+    }
     say!("Try, in another terminal:");
     say!("  raftsched submit --builtin echo:hi");
     say!("  raftsched submit --wait -- echo hi");
     say!("  raftsched list");
     say!("(through cargo: cargo run -p raftsched -- submit --builtin echo:hi)");
+    if let Some(http) = http_addr(args.http_base_port, 1) {
+        say!("  curl -sS -X POST http://{http}/v1/tasks -H 'Idempotency-Key: k1' -d '{{\"spec\": {{\"command\": [\"echo\", \"hi\"]}}}}'");
+    }
     say!("Ctrl-C stops the cluster.");
     stop.recv().await;
     say!("stopping...");
@@ -123,4 +133,10 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         r.shutdown().await;
     }
     Ok(())
+}
+
+/// Replica `id`'s HTTP address on loopback, from the first HTTP port (0: none).
+fn http_addr(base: u16, id: u64) -> Option<SocketAddr> {
+    let port = base.checked_add(u16::try_from(id - 1).ok()?)?;
+    (base != 0).then(|| SocketAddr::from(([127, 0, 0, 1], port)))
 }

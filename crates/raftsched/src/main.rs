@@ -33,16 +33,15 @@ mod local_cluster;
 mod output;
 mod schedule_cmds;
 mod server_cmd;
+mod settings;
 mod signals;
 mod worker_cmds;
-
-use clap::Parser;
 
 use crate::cli::{CertsCommand, Cli, ClusterCommand, Command, SecretCommand, WorkerCommand};
 use crate::error::CliError;
 
 fn main() {
-    let cli = match Cli::try_parse() {
+    let cli = match settings::parse() {
         Ok(cli) => cli,
         Err(e) => exit_on_usage_error(e),
     };
@@ -56,7 +55,13 @@ fn main() {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RAFTSCHED_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default_level},openraft=warn")));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    // Colours only for a person at a terminal: log files and pipes get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(ansi);
     if cli.log_format == "json" {
         logs.json().init();
     } else {
@@ -101,6 +106,24 @@ fn exit_on_usage_error(e: clap::Error) -> ! {
     std::process::exit(2);
 }
 
+/// `raftsched version`: the `--version` line, or its parts as JSON.
+fn print_version(json: bool) {
+    if !json {
+        outln!("raftsched {}", cli::VERSION.as_str());
+        return;
+    }
+    let commit = raftsched_server::BUILD_COMMIT;
+    outln!(
+        "{}",
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "commit": if commit.is_empty() { None } else { Some(commit) },
+            "format_min": raftsched_format::FORMAT_VERSION_MIN,
+            "format_max": raftsched_format::FORMAT_VERSION_MAX,
+        })
+    );
+}
+
 /// This machine's wall clock as Unix milliseconds (for `--at +DURATION`).
 pub fn unix_now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -119,6 +142,16 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Cluster { command: ClusterCommand::Remove(args) } => client_cmds::member_remove(args).await,
         Command::Cluster { command: ClusterCommand::TransferLeader(args) } => client_cmds::transfer_leader(args).await,
         Command::Bench { command } => bench::run(command).await,
+        Command::Version { json } => {
+            print_version(json);
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "raftsched", &mut script);
+            out!("{}", String::from_utf8_lossy(&script));
+            Ok(())
+        }
         Command::Recover(args) => server_cmd::recover(args).await,
         Command::Certs { command: CertsCommand::Generate(args) } => certs::generate(&args),
         Command::Secret { command: SecretCommand::Generate(args) } => certs::generate_secret(&args),

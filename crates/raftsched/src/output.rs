@@ -1,6 +1,7 @@
 //! How tasks and status are printed: JSON for scripts, short text for people.
 
 use raftsched_client::api;
+pub use raftsched_client::api::json::task_json;
 use serde_json::{json, Value};
 
 /// Writes to stdout for `outln!`/`out!`. A closed pipe exits with status 0 and no message (the
@@ -16,24 +17,6 @@ pub fn write_out(args: std::fmt::Arguments<'_>) {
     std::process::exit(1);
 }
 
-pub fn spec_json(spec: Option<&api::TaskSpec>) -> Value {
-    let Some(spec) = spec else { return Value::Null };
-    let mut value = match &spec.exec {
-        Some(api::task_spec::Exec::Builtin(b)) => json!({ "builtin": { "name": b.name, "arg": b.arg } }),
-        Some(api::task_spec::Exec::Command(c)) => json!({ "command": c.argv }),
-        None => json!({}),
-    };
-    value["priority"] = json!(spec.priority);
-    let constraints: std::collections::BTreeMap<_, _> = spec.constraints.iter().collect();
-    value["constraints"] = json!(constraints);
-    let env: std::collections::BTreeMap<_, _> = spec.env.iter().collect();
-    value["env"] = json!(env);
-    value["cwd"] = if spec.cwd.is_empty() { Value::Null } else { json!(spec.cwd) };
-    value["timeout_ms"] = json!(spec.timeout_ms);
-    value["max_attempts"] = json!(spec.max_attempts);
-    value
-}
-
 pub fn spec_text(spec: Option<&api::TaskSpec>) -> String {
     match spec.and_then(|s| s.exec.as_ref()) {
         Some(api::task_spec::Exec::Builtin(b)) => format!("{}:{}", b.name, b.arg),
@@ -42,46 +25,17 @@ pub fn spec_text(spec: Option<&api::TaskSpec>) -> String {
     }
 }
 
-pub fn task_json(task: &api::Task) -> Value {
-    json!({
-        "id": task.id,
-        "key": task.key,
-        "state": task.state,
-        "spec": spec_json(task.spec.as_ref()),
-        "created_at_ms": task.created_at_ms,
-        "updated_at_ms": task.updated_at_ms,
-        "attempt": task.attempt,
-        "worker_id": if task.worker_id.is_empty() { Value::Null } else { json!(task.worker_id) },
-        "token": if task.token == 0 { Value::Null } else { json!(task.token) },
-        "result": if task.has_result { json!({ "exit_code": task.exit_code, "output_tail": task.output_tail }) } else { Value::Null },
-        "attempts": task.attempts.iter().map(|a| json!({
-            "worker_id": a.worker_id,
-            "epoch": a.epoch,
-            "token": a.token,
-            "assigned_at_ms": a.assigned_at_ms,
-            "started_at_ms": if a.started_at_ms == 0 { Value::Null } else { json!(a.started_at_ms) },
-            "ended_at_ms": if a.ended_at_ms == 0 { Value::Null } else { json!(a.ended_at_ms) },
-            "outcome": if a.outcome.is_empty() { Value::Null } else { json!(a.outcome) },
-        })).collect::<Vec<_>>(),
-        "not_before_ms": task.not_before_ms,
-        "version": task.version,
-        "run_at_ms": task.spec.as_ref().map_or(Value::Null, |s| if s.run_at_ms == 0 { Value::Null } else { json!(s.run_at_ms) }),
-        "schedule": if task.schedule.is_empty() { Value::Null } else { json!(task.schedule) },
-        "occurrence_ms": if task.schedule.is_empty() { Value::Null } else { json!(task.occurrence_ms) },
-    })
-}
-
 pub fn task_text(task: &api::Task) -> String {
     let mut lines = vec![
         format!("id:         {}", task.id),
         format!("key:        {}", task.key),
         format!("state:      {}", task.state),
         format!("spec:       {}", spec_text(task.spec.as_ref())),
-        format!("created_at: {} ms", task.created_at_ms),
-        format!("updated_at: {} ms", task.updated_at_ms),
+        format!("created_at: {}", when(task.created_at_ms)),
+        format!("updated_at: {}", when(task.updated_at_ms)),
     ];
     if let Some(at) = task.spec.as_ref().map(|s| s.run_at_ms).filter(|&at| at > 0) {
-        lines.push(format!("run_at:     {} ({at} ms)", crate::schedule_cmds::format_ms(at)));
+        lines.push(format!("run_at:     {}", when(at)));
     }
     if !task.schedule.is_empty() {
         let when = crate::schedule_cmds::format_ms(task.occurrence_ms);
@@ -93,12 +47,38 @@ pub fn task_text(task: &api::Task) -> String {
     for (n, a) in task.attempts.iter().enumerate() {
         let outcome = if a.outcome.is_empty() { "open" } else { a.outcome.as_str() };
         lines.push(format!("attempt {}:  {} on {} (token {})", n + 1, outcome, a.worker_id, a.token));
+        let times = [("assigned", a.assigned_at_ms), ("started", a.started_at_ms), ("ended", a.ended_at_ms)];
+        for (what, ms) in times.into_iter().filter(|&(_, ms)| ms > 0) {
+            lines.push(format!("  {what:<9} {}", when(ms)));
+        }
     }
     if task.has_result {
         lines.push(format!("exit_code:  {}", task.exit_code));
         lines.push(format!("output:     {}", task.output_tail));
     }
     lines.join("\n")
+}
+
+/// A Unix-ms instant for people: RFC 3339 in UTC and how long ago (or how far ahead) it is.
+pub fn when(ms: u64) -> String {
+    let at = crate::schedule_cmds::format_ms(ms);
+    let now = crate::unix_now_ms();
+    match now.checked_sub(ms) {
+        Some(ago) => format!("{at} ({} ago)", age(ago)),
+        None => format!("{at} (in {})", age(ms - now)),
+    }
+}
+
+/// A duration in ms, to the largest whole unit people read at a glance: 850ms, 12s, 3m20s, 5h2m, 4d3h.
+pub fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0 => format!("{ms}ms"),
+        1..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{}h", s / 86_400, s % 86_400 / 3600),
+    }
 }
 
 pub fn status_json(status: &api::ClusterStatusResponse) -> Value {

@@ -2,12 +2,13 @@
 
 use raftsched_client::api;
 use raftsched_state::{calendar::Timing, limits, schedule::validate_schedule_name};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::cli::{ScheduleCommand, ScheduleCreateArgs, ScheduleListArgs, ScheduleNameArgs};
 use crate::client_cmds::{build_spec, connect};
 use crate::error::CliError;
-use crate::output::{spec_json, spec_text};
+use crate::output::spec_text;
+pub use raftsched_client::api::json::schedule_json;
 
 pub async fn run(command: ScheduleCommand) -> Result<(), CliError> {
     match command {
@@ -140,35 +141,4 @@ pub fn format_ms(ms: u64) -> String {
         Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
         None => format!("{ms} ms"),
     }
-}
-
-pub fn schedule_json(s: &api::Schedule) -> Value {
-    let spec = s.spec.clone().unwrap_or_default();
-    json!({
-        "name": s.name,
-        "cron": spec.cron,
-        "timezone": spec.timezone,
-        "overlap": spec.overlap,
-        "catch_up": spec.catch_up,
-        "max_catch_up": spec.max_catch_up,
-        "start_deadline_ms": spec.start_deadline_ms,
-        "task": spec_json(spec.task.as_ref()),
-        "paused": s.paused,
-        "created_at_ms": s.created_at_ms,
-        "next_due_ms": if s.has_next_due { json!(s.next_due_ms) } else { Value::Null },
-        "last_task_id": if s.last_task_id == 0 { Value::Null } else { json!(s.last_task_id) },
-        "runs_total": s.runs_total,
-        "missed_total": s.missed_total,
-        "history": s.history.iter().map(|r| json!({
-            "occurrence_ms": r.occurrence_ms,
-            "last_occurrence_ms": r.last_occurrence_ms,
-            "count": r.count,
-            "count_capped": r.count_capped,
-            "fired_at_ms": r.fired_at_ms,
-            "task_id": if r.task_id == 0 { Value::Null } else { json!(r.task_id) },
-            "missed": if r.missed.is_empty() { Value::Null } else { json!(r.missed) },
-            "missed_detail": if r.missed_detail.is_empty() { Value::Null } else { json!(r.missed_detail) },
-        })).collect::<Vec<_>>(),
-        "version": s.version,
-    })
 }

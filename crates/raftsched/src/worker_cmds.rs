@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use raftsched_client::{api, parse_cluster, Client};
 use raftsched_worker::WorkerConfig;
-use serde_json::json;
 
 use crate::cli::{DrainArgs, WatchArgs, WorkerArgs, WorkersArgs};
 use crate::client_cmds::connect;
@@ -83,17 +82,7 @@ pub async fn workers(args: WorkersArgs) -> Result<(), CliError> {
     let client = connect(&args.cluster)?;
     let reply = client.list_workers(args.stale).await?;
     if args.json {
-        let values: Vec<_> = reply
-            .workers
-            .iter()
-            .map(|w| {
-                json!({
-                    "id": w.id, "addr": w.addr, "state": w.state, "slots": w.slots,
-                    "slots_in_use": w.slots_in_use, "labels": w.labels.iter().collect::<BTreeMap<_, _>>(),
-                    "epoch": w.epoch, "last_heartbeat_ms": w.last_heartbeat_ms, "heartbeat_age_ms": w.heartbeat_age_ms,
-                })
-            })
-            .collect();
+        let values: Vec<_> = reply.workers.iter().map(raftsched_client::api::json::worker_json).collect();
         outln!("{}", serde_json::Value::Array(values));
     } else {
         outln!("{:<20} {:<22} {:<9} {:>5} {:>6}  heartbeat_age", "id", "addr", "state", "slots", "in_use");

@@ -17,6 +17,81 @@ fn assert_one_line(text: &str) {
 }
 
 #[test]
+fn version_and_completions_need_no_cluster() {
+    let out = std::process::Command::new(BIN).args(["version", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert!(v["format_max"].as_u64() >= v["format_min"].as_u64(), "{v}");
+    let out = std::process::Command::new(BIN).arg("version").output().unwrap();
+    assert!(stdout(&out).starts_with("raftsched ") && stdout(&out).contains("commit"), "{}", stdout(&out));
+    for (shell, marker) in [("bash", "complete -F"), ("zsh", "#compdef raftsched"), ("fish", "complete -c raftsched")] {
+        let out = std::process::Command::new(BIN).args(["completions", shell]).output().unwrap();
+        assert!(out.status.success() && stdout(&out).contains(marker), "{shell}: {}", stderr(&out));
+        assert!(stdout(&out).contains("submit"), "{shell}");
+    }
+    let out = std::process::Command::new(BIN).args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// Goal: every server flag also comes from RAFTSCHED_* and from `--config FILE` (TOML), a flag
+/// winning over the environment and the environment over the file; a bad file is one line naming
+/// what is wrong. Method: settings whose effect shows before the replica serves (a heartbeat cap
+/// too low is refused naming its flag; a taken port, naming the address).
+#[test]
+fn server_settings_come_from_flags_env_and_a_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let config = dir.path().join("server.toml");
+    let data_dir = path_str(&dir.path().join("data"));
+    let settings = format!(
+        "id = 1\nlisten = \"{addr}\"\ndata_dir = \"{data_dir}\"\ninitial-cluster = \"1={addr}\"\ninsecure = true\nheartbeats-per-second-max = 5\n"
+    );
+    std::fs::write(&config, settings).unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        Command::new(BIN)
+            .arg("server")
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RAFTSCHED_LOG", "error")
+            .output()
+            .unwrap()
+    };
+    let config = path_str(&config);
+    // The file alone: the cap it sets is refused, naming the flag.
+    let out = run(&["--config", &config], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--heartbeats-per-second-max"), "{}", stderr(&out));
+    assert_one_line(&stderr(&out));
+    // The environment wins over the file, a flag over both: with the cap lifted the replica gets
+    // as far as its port, which is taken.
+    for (args, env) in [
+        (vec!["--config", &config], vec![("RAFTSCHED_HEARTBEATS_PER_SECOND_MAX", "0")]),
+        (
+            vec!["--config", &config, "--heartbeats-per-second-max", "0"],
+            vec![("RAFTSCHED_HEARTBEATS_PER_SECOND_MAX", "5")],
+        ),
+    ] {
+        let out = run(&args, &env);
+        assert_eq!(out.status.code(), Some(1), "{args:?} {env:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(&addr), "{}", stderr(&out));
+    }
+    // The file from RAFTSCHED_CONFIG; a key that names no flag is refused, naming it.
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, "heartbeat-timout-ms = 3000\n").unwrap();
+    let out = run(&[], &[("RAFTSCHED_CONFIG", &path_str(&typo))]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("heartbeat-timout-ms"), "{}", stderr(&out));
+    assert_one_line(&stderr(&out));
+    std::fs::write(&typo, "id = [\n").unwrap();
+    let out = run(&["--config", &path_str(&typo)], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_one_line(&stderr(&out));
+    drop(taken);
+}
+
+#[test]
 fn usage_errors_exit_2_without_a_cluster() {
     // Nothing listens on port 1; none of these get as far as the network.
     let nowhere = "127.0.0.1:1";

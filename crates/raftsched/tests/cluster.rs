@@ -26,6 +26,7 @@ async fn writes_through_any_replica_are_read_linearizably_everywhere() {
             });
             assert_eq!(task.key, format!("via-{writer}"));
             assert_eq!(task.state, "pending");
+            assert_eq!(task.state_enum, raftsched_client::api::TaskState::Pending as i32);
         }
     }
     // The CLI: submit through one replica, get --json through another.
@@ -52,6 +53,16 @@ async fn writes_through_any_replica_are_read_linearizably_everywhere() {
     for m in members {
         assert!(m["id"].is_u64() && m["addr"].is_string() && m["reachable"] == true, "{m}");
     }
+    // People read times as RFC 3339 with an age; a list cut by --limit says how to page on (on
+    // stderr, so stdout stays the list).
+    let out = cli(&cluster.addr(2), &["get", &id]);
+    let text = stdout(&out);
+    let created = text.lines().find(|l| l.starts_with("created_at:")).unwrap_or_else(|| panic!("{text}"));
+    assert!(created.contains("T") && created.contains("Z (") && created.contains(" ago)"), "{created}");
+    let out = cli(&cluster.cluster_arg(), &["list", "--limit", "1"]);
+    assert_eq!(stdout(&out).lines().count(), 2, "{}", stdout(&out));
+    let first = stdout(&out).lines().nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    assert!(stderr(&out).contains(&format!("raftsched list --after {first}")), "{}", stderr(&out));
     // A reader that went away (`| head -1`) ends a command quietly: exit 0, no panic.
     for args in [&["list"][..], &["list", "--json"], &["cluster", "status"], &["get", "--json", &id]] {
         let out = cli_into_closed_pipe(&cluster.cluster_arg(), args);
@@ -279,6 +290,12 @@ async fn the_leader_admits_at_most_tasks_pending_max_pending_tasks() {
             Err(raftsched_client::ClientError::Refused(status)) => {
                 assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
                 assert!(status.message().contains("tasks_pending_max 3"), "{}", status.message());
+                // Programs read the limit from the status details, not the message.
+                use tonic_types::StatusExt;
+                let info = status.get_details_error_info().expect("a google.rpc.ErrorInfo detail");
+                assert_eq!(info.reason, "LIMIT_REACHED");
+                assert_eq!(info.metadata.get("limit").map(String::as_str), Some("tasks_pending_max"));
+                assert!(status.get_details_retry_info().is_some_and(|r| r.retry_delay.is_some()));
             }
             other => panic!("replica {id}: a fourth pending task was not refused: {other:?}"),
         }

@@ -29,8 +29,14 @@ fn three_free_ports() -> u16 {
 #[test]
 fn dev_trio_serves_submit_and_list_and_stops_on_ctrl_c() {
     let base = three_free_ports();
+    let http_base = loop {
+        let p = three_free_ports();
+        if p.abs_diff(base) >= 3 {
+            break p;
+        }
+    };
     let mut dev = Command::new(BIN)
-        .args(["dev", "--base-port", &base.to_string()])
+        .args(["dev", "--base-port", &base.to_string(), "--http-base-port", &http_base.to_string()])
         .env("RAFTSCHED_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -74,10 +80,31 @@ fn dev_trio_serves_submit_and_list_and_stops_on_ctrl_c() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).lines().any(|l| l.starts_with(&id) && l.contains("echo:hi")), "{}", stdout(&out));
 
+    // The banner's curl line works: the HTTP/JSON API on the first replica's HTTP port.
+    assert!(banner.contains(&format!("curl -sS -X POST http://127.0.0.1:{http_base}/v1/tasks")), "{banner}");
+    let body = r#"{"spec": {"command": ["echo", "from-curl"]}, "wait_ms": 20000}"#;
+    let response = http_post(&format!("127.0.0.1:{http_base}"), "/v1/tasks", "curl-1", body);
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    assert!(response.contains(r#""state":"succeeded""#) && response.contains("from-curl"), "{response}");
+
     unsafe {
         libc::kill(dev.0.id() as i32, libc::SIGINT);
     }
     let status = dev.0.wait().unwrap();
     assert!(status.success(), "dev exited with {status}");
     assert!(!std::path::Path::new(&data_dir).exists(), "temp data dir {data_dir} left behind");
+}
+
+/// A plain HTTP/1.1 POST with an `Idempotency-Key`, as curl sends it: the whole response.
+fn http_post(addr: &str, path: &str, key: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nIdempotency-Key: {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
 }

@@ -46,6 +46,44 @@ async fn health_and_reflection_answer_on_every_replica() {
     for expected in ["raftsched.v1.Scheduler", "raftsched.v1.Worker", "grpc.health.v1.Health"] {
         assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
     }
+    reflection_v1alpha_answers_like_grpcurl_needs(&cluster.addr(1)).await;
+}
+
+/// grpcurl 1.8 and Python's grpcio-reflection speak v1alpha: what `grpcurl list` and `grpcurl
+/// describe` ask, on one stream, where an unknown symbol gets an error *response* and the stream
+/// goes on answering.
+async fn reflection_v1alpha_answers_like_grpcurl_needs(addr: &str) {
+    use prost::Message;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as Ask;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse as Reply;
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let ask = |m: Ask| ServerReflectionRequest { host: String::new(), message_request: Some(m) };
+    let requests = vec![
+        ask(Ask::ListServices(String::new())),
+        ask(Ask::FileContainingSymbol("raftsched.v1.NoSuchService".into())),
+        ask(Ask::FileContainingSymbol("raftsched.v1.Scheduler".into())),
+        ask(Ask::AllExtensionNumbersOfType("raftsched.v1.Task".into())),
+    ];
+    let mut client = ServerReflectionClient::new(channel);
+    let mut replies = client.server_reflection_info(tokio_stream::iter(requests)).await.unwrap().into_inner();
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        answers.push(replies.message().await.unwrap().expect("a reply").message_response.expect("a message"));
+    }
+    let mut answers = answers.into_iter();
+    let mut next = || std::future::ready(answers.next().unwrap());
+    let Reply::ListServicesResponse(list) = next().await else { panic!("list") };
+    assert!(list.service.iter().any(|s| s.name == "raftsched.v1.Scheduler"), "{list:?}");
+    let Reply::ErrorResponse(error) = next().await else { panic!("an unknown symbol should get an error response") };
+    assert_eq!(error.error_code, tonic::Code::NotFound as i32, "{error:?}");
+    let Reply::FileDescriptorResponse(files) = next().await else { panic!("the stream should go on after an error") };
+    let file = prost_types::FileDescriptorProto::decode(files.file_descriptor_proto[0].as_slice()).unwrap();
+    assert!(file.service.iter().any(|s| s.name() == "Scheduler"), "{file:?}");
+    assert!(file.options.unwrap_or_default().go_package().ends_with(";raftschedv1"));
+    let Reply::AllExtensionNumbersResponse(numbers) = next().await else { panic!("extension numbers") };
+    assert!(numbers.extension_number.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,6 +107,13 @@ async fn metrics_follow_the_replica() {
         "# TYPE raftsched_request_duration_seconds histogram",
         "raftsched_request_duration_seconds_count{rpc=\"Scheduler/Submit\"} 1",
         "raftsched_request_duration_seconds_bucket{rpc=\"Scheduler/Submit\",le=\"+Inf\"} 1",
+        "raftsched_build_info{version=\"",
+        "raftsched_has_leader 1",
+        "# TYPE raftsched_leader_changes_total counter",
+        "# TYPE process_cpu_seconds_total counter",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
     ] {
         assert!(response.contains(expected), "{expected:?} missing from:\n{response}");
     }

@@ -38,14 +38,14 @@ async fn the_status_page_shows_the_leader_workers_and_tasks_in_a_browser() {
     let Some(browser) = chromium() else { return };
     let mut cluster = Cluster::start_with_http(3, &[]);
     let leader = cluster.leader().await;
-    cluster.start_worker("page-worker", &["--slots", "3"]);
+    cluster.start_worker("page-worker", &["--slots", "3", "--labels", "zone=blue"]);
     let task = cluster.client().submit("shown-in-the-browser", echo("hi")).await.unwrap();
     // Read the page from a follower: any replica shows the whole cluster.
     let follower = cluster.ids().into_iter().find(|&id| id != leader).unwrap();
     let url = format!("http://{}/", cluster.http(follower));
     let profile = cluster.dir.path().join("chromium-profile");
     let leader_row = format!("<tr><td>{leader}</td><td>{}</td><td class=\"leader\">leader</td>", cluster.addr(leader));
-    let task_row = format!("<tr><td>{}</td><td>shown-in-the-browser</td>", task.id);
+    let task_row = format!("<tr><td><a class=\"id\">{}</a></td><td>shown-in-the-browser</td>", task.id);
     let worker_row = "<tr><td>page-worker</td>";
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut dom = String::new();
@@ -60,4 +60,22 @@ async fn the_status_page_shows_the_leader_workers_and_tasks_in_a_browser() {
     assert!(dom.contains(&task_row), "no task row {task_row:?} in:\n{dom}");
     assert!(dom.contains(worker_row), "no worker row in:\n{dom}");
     assert!(dom.contains(&format!("seen from replica {follower}")), "{dom}");
+
+    // The task view (a row's id, or `#task=ID` in the address): its attempts with the worker, and
+    // its output; the list filtered by state (`#state=...`) and the worker's labels.
+    let task_url = format!("{url}#task={}&state=succeeded", task.id);
+    let attempt_row = "<td>1</td><td>page-worker</td>";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        dom = dump_dom(&browser, &task_url, &profile);
+        if dom.contains(attempt_row) && dom.contains("<pre id=\"output\">hi") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(dom.contains("<table id=\"attempts\">") && dom.contains(attempt_row), "no attempt row in:\n{dom}");
+    assert!(dom.contains("<pre id=\"output\">hi"), "no output in:\n{dom}");
+    assert!(dom.contains(&task_row), "the succeeded filter lost the task:\n{dom}");
+    assert!(dom.contains("class=\"on\">succeeded: 1</a>"), "the filter is not shown as on:\n{dom}");
+    assert!(dom.contains("<td>zone=blue</td>"), "no worker labels in:\n{dom}");
 }

@@ -100,3 +100,19 @@ const _: () = assert!(LONG_POLLS_MAX >= raftsched_state::limits::WORKERS_MAX + 4
 /// full registry (a worker has one out at a time, more only after a slow one).
 pub const HEARTBEATS_IN_FLIGHT_MAX: usize = 16_384;
 const _: () = assert!(HEARTBEATS_IN_FLIGHT_MAX >= raftsched_state::limits::WORKERS_MAX);
+
+/// RESOURCE_EXHAUSTED for a limit reached. `message` names the limit (its `*_max` name, as every
+/// overload message here does); programs need not parse it: the name also goes in the status's
+/// details, a `google.rpc.ErrorInfo` (reason `LIMIT_REACHED`, domain `raftsched`, metadata
+/// `limit`), a `QuotaFailure` violation whose subject is the limit, and a `RetryInfo` of one
+/// second. The metric `raftsched_requests_rejected_overload_total{reason}` counts by the same name.
+pub fn overloaded(message: impl Into<String>) -> tonic::Status {
+    use tonic_types::{ErrorDetails, QuotaViolation, StatusExt};
+    let message = message.into();
+    let limit = crate::rpc_stats::overload_reason(&message);
+    let metadata = std::collections::HashMap::from([("limit".to_string(), limit.clone())]);
+    let mut details = ErrorDetails::with_error_info("LIMIT_REACHED", "raftsched", metadata);
+    details.set_quota_failure(vec![QuotaViolation::new(limit, message.clone())]);
+    details.set_retry_info(Some(std::time::Duration::from_secs(1)));
+    tonic::Status::with_error_details(tonic::Code::ResourceExhausted, message, details)
+}

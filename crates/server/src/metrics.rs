@@ -24,18 +24,28 @@ pub struct Counters {
     pub requests_total: AtomicU64,
     /// Worker heartbeats this replica answered as leader, without a log entry (`liveness.rs`).
     pub heartbeats_total: AtomicU64,
+    /// Times the leader this replica knows of changed (to another or to none).
+    pub leader_changes_total: AtomicU64,
 }
 
-fn line(out: &mut String, name: &str, help: &str, kind: &str) {
+pub(crate) fn line(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-/// Keeps `replica.snapshot_seen` current: the time the snapshot index last changed. Ends when Raft
-/// stops (its metrics channel closes).
-pub async fn watch_snapshots(replica: Arc<Replica>) {
+/// Keeps `replica.snapshot_seen` current (the time the snapshot index last changed) and counts
+/// leader changes. Ends when Raft stops (its metrics channel closes).
+pub async fn watch_raft(replica: Arc<Replica>) {
     let mut metrics = replica.raft.metrics();
+    let mut leader = metrics.borrow().current_leader;
     loop {
-        let index = metrics.borrow_and_update().snapshot.map_or(0, |l| l.index);
+        let (index, now_leading) = {
+            let m = metrics.borrow_and_update();
+            (m.snapshot.map_or(0, |l| l.index), m.current_leader)
+        };
+        if now_leading != leader {
+            leader = now_leading;
+            replica.counters.leader_changes_total.fetch_add(1, Relaxed);
+        }
         {
             let mut seen = replica.snapshot_seen.lock().unwrap_or_else(|p| p.into_inner());
             if seen.0 != index {
@@ -51,6 +61,14 @@ pub async fn watch_snapshots(replica: Arc<Replica>) {
 pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
     let mut out = String::with_capacity(4096);
     let m = replica.raft.metrics().borrow().clone();
+    line(&mut out, "raftsched_build_info", "Always 1; the labels say which build runs.", "gauge");
+    let commit = if crate::BUILD_COMMIT.is_empty() { "unknown" } else { crate::BUILD_COMMIT };
+    let _ = writeln!(out, "raftsched_build_info{{version=\"{}\",commit=\"{commit}\"}} 1", env!("CARGO_PKG_VERSION"));
+    line(&mut out, "raftsched_has_leader", "1 while this replica knows a leader.", "gauge");
+    let _ = writeln!(out, "raftsched_has_leader {}", u8::from(m.current_leader.is_some()));
+    line(&mut out, "raftsched_leader_changes_total", "Times the leader this replica knows of changed.", "counter");
+    let _ = writeln!(out, "raftsched_leader_changes_total {}", replica.counters.leader_changes_total.load(Relaxed));
+    crate::process_metrics::render(&mut out);
     line(&mut out, "raftsched_raft_term", "Current Raft term.", "gauge");
     let _ = writeln!(out, "raftsched_raft_term {}", m.current_term);
     line(&mut out, "raftsched_raft_role", "1 for this replica's current role.", "gauge");

@@ -178,7 +178,7 @@ impl Replica {
     pub(crate) fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
         self.counters.requests_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.in_flight.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(format!(
+            crate::limits::overloaded(format!(
                 "replica {} is at in_flight_requests_max {}",
                 self.id,
                 limits::IN_FLIGHT_REQUESTS_MAX
@@ -198,14 +198,14 @@ impl Replica {
     pub(crate) fn admit_heartbeat(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
         self.heartbeats.clone().try_acquire_owned().map_err(|_| {
             let max = limits::HEARTBEATS_IN_FLIGHT_MAX;
-            Status::resource_exhausted(format!("replica {} is at heartbeats_in_flight_max {max}", self.id))
+            crate::limits::overloaded(format!("replica {} is at heartbeats_in_flight_max {max}", self.id))
         })
     }
 
     /// Takes one long-poll slot, or RESOURCE_EXHAUSTED when all are busy.
     pub(crate) fn admit_long_poll(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
         self.long_polls.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(format!("replica {} is at long_polls_max {}", self.id, limits::LONG_POLLS_MAX))
+            crate::limits::overloaded(format!("replica {} is at long_polls_max {}", self.id, limits::LONG_POLLS_MAX))
         })
     }
 
@@ -442,6 +442,7 @@ impl Replica {
             id: self.id,
             addr: self.addr.clone(),
             role: role.to_string(),
+            role_enum: raftsched_api::role_enum(role),
             term: m.current_term,
             last_log_index: m.last_log_index.unwrap_or(0),
             applied_index: m.last_applied.map_or(0, |l| l.index),
@@ -465,6 +466,7 @@ impl Replica {
             id,
             addr: addr.to_string(),
             role: "unknown".to_string(),
+            role_enum: raftsched_api::Role::Unknown as i32,
             reachable: false,
             error,
             ..Default::default()
@@ -476,7 +478,12 @@ impl Replica {
         let mut request = tonic::Request::new(raftsched_api::NodeStatusRequest {});
         request.set_timeout(limits::STATUS_TIMEOUT);
         match tokio::time::timeout(limits::STATUS_TIMEOUT, client.node_status(request)).await {
-            Ok(Ok(reply)) => reply.into_inner(),
+            Ok(Ok(reply)) => {
+                // A member of a build before `role_enum` leaves it 0: fill it from the string.
+                let mut status = reply.into_inner();
+                status.role_enum = raftsched_api::role_enum(&status.role);
+                status
+            }
             Ok(Err(status)) => unreachable(status.message().to_string()),
             Err(_) => unreachable("timed out".to_string()),
         }

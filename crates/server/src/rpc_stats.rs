@@ -62,7 +62,9 @@ pub fn overload_reason(message: &str) -> String {
         .to_string()
 }
 
-fn percent_decode(text: &str) -> String {
+/// `%XX` escapes decoded (as in `grpc-message` and URL query strings); a bad escape stays as it
+/// is, and bytes that are not UTF-8 become U+FFFD.
+pub(crate) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -193,7 +193,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         active,
         auth: auth.clone(),
     });
-    tokio::spawn(crate::metrics::watch_snapshots(replica.clone()));
+    tokio::spawn(crate::metrics::watch_raft(replica.clone()));
     let scheduler = SchedulerServer::new(SchedulerService { replica: replica.clone() })
         .max_decoding_message_size(limits::CLIENT_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(limits::CLIENT_MESSAGE_BYTES_MAX * 64);
@@ -210,11 +210,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
     health.set_not_serving::<SchedulerServer<SchedulerService>>().await;
     health.set_not_serving::<WorkerServer<WorkerService>>().await;
     health.set_service_status("", tonic_health::ServingStatus::Serving).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(raftsched_api::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| StartError::Config(format!("reflection: {e}")))?;
+    let reflection = crate::reflection::replica_index().map_err(|e| StartError::Config(format!("reflection: {e}")))?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     // TCP_NODELAY on every accepted connection (`transport::accept`): `Server::tcp_nodelay` applies
     // only to listeners tonic binds itself. Without it, a response written as two segments
@@ -264,7 +260,8 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
             .add_service(InterceptedService::new(raft_rpc, guard(crate::auth::Service::Raft)))
             .add_service(InterceptedService::new(workers, guard(crate::auth::Service::Worker)))
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(crate::reflection::v1::server(reflection.clone()))
+            .add_service(crate::reflection::v1alpha::server(reflection))
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop_rx.await;
             }),
@@ -279,7 +276,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
                 listener.local_addr().map_err(|source| StartError::Listen { addr: addr.to_string(), source })?;
             tracing::info!(%http_addr, "serving /metrics and the status page at /");
             let (for_metrics, for_status, for_ready) = (replica.clone(), replica.clone(), replica.clone());
-            let router = axum::Router::new()
+            let router = crate::http_api::router(replica.clone(), auth.clone(), http_addr)
                 .route("/healthz", axum::routing::get(|| async { "ok\n" }))
                 .route(
                     "/readyz",
@@ -316,11 +313,17 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
                 )
                 .route(
                     "/status.json",
-                    axum::routing::get(move || {
+                    axum::routing::get(move |axum::extract::RawQuery(query): axum::extract::RawQuery| {
                         let replica = for_status.clone();
                         async move {
-                            let body = crate::status_page::status_json(&replica).await.to_string();
-                            ([(axum::http::header::CONTENT_TYPE, "application/json")], body)
+                            let (status, body) = match crate::status_page::View::parse(query.as_deref()) {
+                                Ok(view) => (
+                                    axum::http::StatusCode::OK,
+                                    crate::status_page::status_json(&replica, view).await.to_string(),
+                                ),
+                                Err(why) => (axum::http::StatusCode::BAD_REQUEST, json_error(&why)),
+                            };
+                            (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body)
                         }
                     }),
                 );
@@ -398,4 +401,9 @@ fn security(config: &ReplicaConfig) -> Result<(crate::auth::Auth, raftsched_api:
         }
     }
     Ok((auth, dialer))
+}
+
+/// `{"error": "..."}`.
+fn json_error(why: &str) -> String {
+    serde_json::json!({ "error": why }).to_string()
 }

@@ -1,21 +1,58 @@
 //! The web status page on the `--http` port: `GET /` is a self-refreshing HTML page (no external
 //! assets), `GET /status.json` the data it shows, as this replica sees it: every member's role,
-//! term, indexes and lag behind the leader; the workers with slots and heartbeat age; task counts
-//! by state; the newest tasks. Served from local state without a read barrier, so it keeps
-//! working (and shows what is wrong) when the cluster has no leader.
+//! term, indexes and lag behind the leader; the workers with labels, slots and heartbeat age;
+//! task counts by state; a page of tasks, newest first (`?state=S` filters, `?before=ID` pages
+//! back); one task in full (`?task=ID`: attempts, worker, token, times, exit code, output tail);
+//! the schedules with their next occurrence and recent misses. Served from local state without a
+//! read barrier, so it keeps working (and shows what is wrong) when the cluster has no leader.
+//! Tasks, workers and schedules have the JSON shapes of the CLI and the HTTP API
+//! (`raftsched_api::json`).
 
 use serde_json::{json, Value};
 
-use raftsched_state::TaskState;
+use raftsched_api::json::{schedule_json, task_json, worker_json};
+use raftsched_state::{TaskId, TaskState};
 
+use crate::convert::{node_to_api, schedule_to_api, task_to_api};
 use crate::replica::{now_ms, Replica};
 
-/// Tasks listed on the page.
+/// Tasks listed on one page.
 pub const RECENT_TASKS_MAX: usize = 25;
+/// Tasks looked at for one page of a filtered list, at most (a rare state in a large table).
+pub const PAGE_SCAN_TASKS_MAX: usize = 100_000;
 
 pub const PAGE_HTML: &str = include_str!("status_page.html");
 
-pub async fn status_json(replica: &Replica) -> Value {
+/// What the page asks for: which tasks to list, and which to show in full.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct View {
+    pub state: Option<TaskState>,
+    pub before: Option<TaskId>,
+    pub task: Option<TaskId>,
+}
+
+impl View {
+    /// From `/status.json`'s query string; a bad parameter is an error naming it.
+    pub fn parse(query: Option<&str>) -> Result<View, String> {
+        let mut view = View::default();
+        for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let id = || value.parse::<TaskId>().map_err(|_| format!("{name}={value:?} is not a task id"));
+            match name {
+                "state" if value.is_empty() => {}
+                "state" => {
+                    view.state = Some(TaskState::parse(value).ok_or_else(|| format!("unknown state {value:?}"))?)
+                }
+                "before" => view.before = Some(id()?),
+                "task" => view.task = Some(id()?),
+                _ => return Err(format!("unknown parameter {name:?} (state, before, task)")),
+            }
+        }
+        Ok(view)
+    }
+}
+
+pub async fn status_json(replica: &Replica, view: View) -> Value {
     let members = replica.cluster_status().await;
     let own = replica.own_status();
     let leader_last = members.iter().filter(|m| m.role == "leader").map(|m| m.last_log_index).max();
@@ -40,39 +77,15 @@ pub async fn status_json(replica: &Replica) -> Value {
         .collect();
     let beats = replica.beat_times().await;
     let now = now_ms();
-    let (workers, counts, recent) = replica.sm.read(|sm| {
-        let workers: Vec<Value> = sm
-            .nodes()
-            .map(|n| {
-                json!({
-                    "id": n.id,
-                    "addr": n.addr,
-                    "state": n.state.as_str(),
-                    "slots": n.slots,
-                    "slots_in_use": n.held.len(),
-                    "epoch": n.epoch,
-                    "heartbeat_age_ms": now.saturating_sub(crate::liveness::last_heartbeat_ms(n, &beats)),
-                })
-            })
-            .collect();
+    let (workers, counts, (recent, next_before), task, schedules) = replica.sm.read(|sm| {
+        let workers: Vec<Value> = sm.nodes().map(|n| worker_json(&node_to_api(n, now, &beats))).collect();
         let counts: serde_json::Map<String, Value> =
             TaskState::ALL.iter().map(|s| (s.as_str().to_string(), json!(sm.count(*s)))).collect();
-        let recent: Vec<Value> = sm
-            .newest(RECENT_TASKS_MAX)
-            .into_iter()
-            .map(|t| {
-                json!({
-                    "id": t.id,
-                    "key": t.key,
-                    "state": t.state.as_str(),
-                    "attempt": t.attempt(),
-                    "worker": t.assignment.as_ref().map(|a| a.worker_id.clone()),
-                    "updated_at_ms": t.updated_at_ms,
-                    "exit_code": t.result.as_ref().map(|r| r.exit_code),
-                })
-            })
-            .collect();
-        (workers, counts, recent)
+        let (page, next_before) = sm.newest(view.state, view.before, RECENT_TASKS_MAX, PAGE_SCAN_TASKS_MAX);
+        let page: Vec<Value> = page.into_iter().map(|t| task_json(&task_to_api(t))).collect();
+        let task = view.task.map(|id| sm.get(id).map_or(Value::Null, |t| task_json(&task_to_api(t))));
+        let schedules: Vec<Value> = sm.schedules().map(|s| schedule_json(&schedule_to_api(s))).collect();
+        (workers, counts, (page, next_before), task, schedules)
     });
     json!({
         "replica": own.id,
@@ -86,6 +99,10 @@ pub async fn status_json(replica: &Replica) -> Value {
         "workers": workers,
         "task_counts": counts,
         "recent_tasks": recent,
+        "tasks_state": view.state.map(|s| s.as_str()),
+        "tasks_next_before": next_before,
+        "task": task,
+        "schedules": schedules,
         "security": security_json(&replica.auth),
     })
 }

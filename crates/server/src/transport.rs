@@ -156,7 +156,7 @@ impl Drop for Held {
 impl BodyBudget {
     fn take(self: &Arc<Self>, connection: Option<SocketAddr>, bytes: usize) -> Result<Held, Status> {
         let over = |limit: &str, max: usize| {
-            Status::resource_exhausted(format!(
+            crate::limits::overloaded(format!(
                 "a {bytes}-byte message is over what unread requests may hold ({limit} {max} bytes); retry"
             ))
         };

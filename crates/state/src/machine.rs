@@ -734,6 +734,15 @@ mod tests {
         assert_eq!(page.next_after, None);
         let page = sm.list(&ListFilter { state: Some(TaskState::Cancelled), ..Default::default() });
         assert_eq!(page.tasks.iter().map(|t| t.id).collect::<Vec<_>>(), vec![3]);
+        // Newest first, paged backwards; filtered by state; with a bounded scan.
+        let ids =
+            |(tasks, next): (Vec<&crate::Task>, Option<TaskId>)| (tasks.iter().map(|t| t.id).collect::<Vec<_>>(), next);
+        assert_eq!(ids(sm.newest(None, None, 3, 100)), (vec![25, 24, 23], Some(23)));
+        assert_eq!(ids(sm.newest(None, Some(23), 3, 100)), (vec![22, 21, 20], Some(20)));
+        assert_eq!(ids(sm.newest(None, Some(3), 5, 100)), (vec![2, 1], None));
+        assert_eq!(ids(sm.newest(Some(TaskState::Cancelled), None, 5, 100)), (vec![3], None));
+        assert_eq!(ids(sm.newest(Some(TaskState::Cancelled), None, 5, 10)), (vec![], Some(16)));
+        assert_eq!(ids(sm.newest(Some(TaskState::Cancelled), Some(16), 5, 100)), (vec![3], None));
     }
 
     #[test]

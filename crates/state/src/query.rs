@@ -52,9 +52,30 @@ impl StateMachine {
         ListPage { tasks, next_after }
     }
 
-    /// The `n` newest tasks (highest ids first); `n` is capped at `LIST_PAGE_SIZE_MAX`.
-    pub fn newest(&self, n: usize) -> Vec<&Task> {
-        self.tasks.values().rev().take(n.min(limits::LIST_PAGE_SIZE_MAX)).collect()
+    /// The `n` newest tasks (highest ids first) below id `before` (all when `None`), only those
+    /// in `state` when given; `n` is capped at `LIST_PAGE_SIZE_MAX`, and at most `scan_max` tasks
+    /// are looked at, so a rare state in a large table costs a bounded amount per call. The id
+    /// to pass as `before` for the next (older) page, if there may be one.
+    pub fn newest(
+        &self,
+        state: Option<TaskState>,
+        before: Option<TaskId>,
+        n: usize,
+        scan_max: usize,
+    ) -> (Vec<&Task>, Option<TaskId>) {
+        let n = n.min(limits::LIST_PAGE_SIZE_MAX);
+        let mut found = Vec::with_capacity(n.min(64));
+        let mut last_seen = None;
+        for (scanned, task) in self.tasks.range(..before.unwrap_or(TaskId::MAX)).rev().map(|(_, t)| t).enumerate() {
+            if found.len() == n || scanned == scan_max {
+                return (found, last_seen);
+            }
+            last_seen = Some(task.id);
+            if state.is_none_or(|s| s == task.state) {
+                found.push(task);
+            }
+        }
+        (found, None)
     }
 
     /// Number of tasks in `state`.
