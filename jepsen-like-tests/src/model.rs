@@ -36,9 +36,11 @@ pub trait Model {
         false
     }
 
-    /// [`Model::is_read_only`] knowing the state the search is in: true if `op` leaves unchanged
-    /// every state reachable from `state` in which it is legal (e.g. a scheduler get, once the
-    /// task's id is known).
+    /// [`Model::is_read_only`] knowing the state the search is in: true if, where `op` is legal in
+    /// `state`, placing it now is as good as placing it at any later point: every linearization
+    /// from here that places it later can be changed into one that places it now. So it is when
+    /// `op` leaves unchanged every state reachable from `state` in which it is legal (a scheduler
+    /// get, once the task's id is known), and for kv's write no get saw, in a state no get reads.
     fn is_read_only_from(&self, _state: &Self::State, op: &Self::Op) -> bool {
         self.is_read_only(op)
     }

@@ -180,6 +180,19 @@ pub(crate) struct LoadStats {
     pub elapsed_s: f64,
 }
 
+/// One benchmark run: the prefix of its keys (`bench-RUN-`, see [`crate::bench_tidy`]) and
+/// whether to draw a progress bar.
+pub(crate) struct Run {
+    pub prefix: String,
+    pub progress: bool,
+}
+
+impl Run {
+    pub fn new(progress: bool) -> Run {
+        Run { prefix: format!("bench-{:016x}-", rand::random::<u64>()), progress }
+    }
+}
+
 /// Runs `concurrency` loops of `load` over `clients` (loop i uses client i mod N) for `duration`.
 pub(crate) async fn run_loops(
     load: Load,
@@ -188,24 +201,30 @@ pub(crate) async fn run_loops(
     duration: Duration,
     payload: &Arc<String>,
     get_id: u64,
+    run: &Run,
 ) -> Result<LoadStats, CliError> {
-    let run_id = format!("{:016x}", rand::random::<u64>());
+    let counts = Arc::new(crate::bench_tidy::Counts::default());
+    let progress = run.progress.then(|| crate::bench_tidy::Progress::start(counts.clone(), duration));
     let started = Instant::now();
     let mut loops = Vec::with_capacity(concurrency);
     for i in 0..concurrency {
         let client = clients[i % clients.len()].clone();
         let payload = payload.clone();
-        let run_id = run_id.clone();
+        let (prefix, counts) = (run.prefix.clone(), counts.clone());
         loops.push(tokio::spawn(async move {
             let mut result = LoopResult { latencies_us: Vec::new(), n_errors: 0, first_error: None, last_error: None };
             let mut n = 0u64;
             while started.elapsed() < duration {
-                let key = format!("bench-{run_id}-{i}-{n}");
+                let key = format!("{prefix}{i}-{n}");
                 n += 1;
                 let t0 = Instant::now();
                 match one_op(load, &client, &key, &payload, get_id).await {
-                    Ok(()) => result.latencies_us.push(t0.elapsed().as_micros() as u64),
+                    Ok(()) => {
+                        result.latencies_us.push(t0.elapsed().as_micros() as u64);
+                        counts.ops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     Err(e) => {
+                        counts.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         result.n_errors += 1;
                         if result.first_error.is_none() {
                             result.first_error = Some((started.elapsed(), e.clone()));
@@ -230,6 +249,9 @@ pub(crate) async fn run_loops(
         last_error = r.last_error.or(last_error);
     }
     let elapsed_s = started.elapsed().as_secs_f64();
+    if let Some(progress) = progress {
+        progress.finish().await;
+    }
     latencies_us.sort_unstable();
     let pct = |p: f64| percentile_ms(&latencies_us, p);
     Ok(LoadStats {
@@ -261,12 +283,12 @@ async fn run_load(args: BenchSubmitArgs, load: Load) -> Result<(), CliError> {
     }
     parse_cluster(&args.cluster.cluster)?;
     let payload = Arc::new("x".repeat(args.payload_bytes));
-    let run_id = format!("{:016x}", rand::random::<u64>());
+    let run = Run::new(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     // Reads need a task to read.
     let get_id = match load {
         Load::Get => {
             crate::client_cmds::connect(&args.cluster)?
-                .submit(&format!("bench-{run_id}-read-me"), raftsched_client::builtin("echo", &payload))
+                .submit(&format!("{}read-me", run.prefix), raftsched_client::builtin("echo", &payload))
                 .await?
                 .id
         }
@@ -279,8 +301,9 @@ async fn run_load(args: BenchSubmitArgs, load: Load) -> Result<(), CliError> {
     for i in 0..n_clients {
         clients.push(Arc::new(crate::client_cmds::connect(&args.cluster)?.prefer(i)));
     }
-    let stats =
-        run_loops(load, &clients, args.concurrency, Duration::from_secs(args.duration_s), &payload, get_id).await?;
+    let duration = Duration::from_secs(args.duration_s);
+    let stats = run_loops(load, &clients, args.concurrency, duration, &payload, get_id, &run).await?;
+    let tidy = tidy(&clients[0], &run.prefix, args.keep).await;
     let LoadStats { ops, n_errors, ops_per_s, p50, p99, max, elapsed_s, .. } = stats;
     let (first_error, first_error_at_s, last_error) = (stats.first_error, stats.first_error_at_s, stats.last_error);
     if args.json {
@@ -315,5 +338,20 @@ async fn run_load(args: BenchSubmitArgs, load: Load) -> Result<(), CliError> {
     if let Some(e) = last_error {
         eprintln!("last error: {e}");
     }
+    eprintln!("{tidy}");
     Ok(())
+}
+
+/// Cancels the run's pending tasks unless `keep`; one line saying what happened to them.
+async fn tidy(client: &Arc<Client>, prefix: &str, keep: bool) -> String {
+    if keep {
+        return format!("bench tasks kept (--keep): keys {prefix}*");
+    }
+    match crate::bench_tidy::cancel_pending(client, prefix).await {
+        Ok(t) => format!(
+            "bench tasks (keys {prefix}*): {} pending cancelled, {} assigned or ended left (--keep keeps them all)",
+            t.cancelled, t.left
+        ),
+        Err(e) => format!("bench tasks (keys {prefix}*) not cleaned up: {e}"),
+    }
 }

@@ -21,7 +21,7 @@ use raftsched_client::{api, Client};
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::bench::{percentile_ms, run_loops, Load, LoadStats};
+use crate::bench::{percentile_ms, run_loops, Load, LoadStats, Run};
 use crate::cli::BenchFleetArgs;
 use crate::error::CliError;
 use crate::local_cluster::LocalCluster;
@@ -139,8 +139,11 @@ pub async fn run(args: BenchFleetArgs) -> Result<(), CliError> {
     // (1) No fleet.
     let (baseline, base_cpu) = {
         let (cluster, pids, clients) = trio(load_clients, args.heartbeats_per_second_max).await?;
-        let out =
-            cpu_pct_during(&pids, run_loops(Load::Submit, &clients, args.concurrency, duration, &payload, 0)).await;
+        let out = cpu_pct_during(
+            &pids,
+            run_loops(Load::Submit, &clients, args.concurrency, duration, &payload, 0, &Run::new(false)),
+        )
+        .await;
         drop(cluster);
         out
     };
@@ -169,8 +172,11 @@ pub async fn run(args: BenchFleetArgs) -> Result<(), CliError> {
     let dispatch_us = probe_dispatch(&clients[0], &fleet, args.probes).await?;
     let held = hold_every_slot(&clients, &fleet, args.workers).await?;
     let load_set = &clients[..load_clients];
-    let (with_fleet, fleet_cpu) =
-        cpu_pct_during(&pids, run_loops(Load::Submit, load_set, args.concurrency, duration, &payload, 0)).await;
+    let (with_fleet, fleet_cpu) = cpu_pct_during(
+        &pids,
+        run_loops(Load::Submit, load_set, args.concurrency, duration, &payload, 0, &Run::new(false)),
+    )
+    .await;
     let with_fleet = with_fleet?;
     let workers = status.list_workers(false).await?.workers;
     let down = workers.iter().filter(|w| w.state != "ready").count();

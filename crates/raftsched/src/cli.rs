@@ -126,6 +126,10 @@ pub struct WorkerArgs {
     /// How long to wait for an id held by another live process to be released.
     #[arg(long, default_value_t = raftsched_worker::REGISTER_TIMEOUT_MS_DEFAULT)]
     pub register_timeout_ms: u64,
+    /// Serve this worker's Prometheus metrics at http://HOST:PORT/metrics (running attempts,
+    /// reports, lease renewals).
+    #[arg(long)]
+    pub http: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args)]
@@ -718,6 +722,10 @@ pub struct BenchSubmitArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Leave the run's tasks as they are. Otherwise those still pending at the end are
+    /// cancelled, so no worker runs them later (their keys all start `bench-RUN-`).
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// `10s`, `500ms`, `2m`, or a bare number of seconds.

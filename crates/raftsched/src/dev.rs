@@ -102,6 +102,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
             lease_ms: raftsched_worker::LEASE_MS_DEFAULT,
             register_timeout_ms: raftsched_worker::REGISTER_TIMEOUT_MS_DEFAULT,
             dialer: Default::default(),
+            stats: Default::default(),
         };
         workers.push(tokio::spawn(raftsched_worker::run(config, workers_stop_rx.clone())));
     }

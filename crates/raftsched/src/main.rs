@@ -23,6 +23,7 @@ mod bench;
 mod bench_failover;
 mod bench_fleet;
 mod bench_scale;
+mod bench_tidy;
 mod bench_worker_loss;
 mod certs;
 mod cli;

@@ -44,7 +44,29 @@ pub fn worker_config(args: &WorkerArgs) -> Result<WorkerConfig, CliError> {
         lease_ms: args.lease_ms,
         register_timeout_ms: args.register_timeout_ms,
         dialer: crate::client_cmds::dialer(&args.cluster)?,
+        stats: Default::default(),
     })
+}
+
+/// `worker --http HOST:PORT`: the worker's own `/metrics` (`raftsched_worker::Stats`).
+async fn serve_metrics(addr: std::net::SocketAddr, config: &WorkerConfig) -> Result<(), CliError> {
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|e| CliError::Failed(format!("--http {addr}: {e}")))?;
+    let (stats, id, slots) = (config.stats.clone(), config.id.clone(), config.slots);
+    let router = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let body = stats.render(&id, slots);
+            async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
+        }),
+    );
+    tracing::info!(%addr, "serving the worker's /metrics");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::warn!(error = %e, "worker metrics server ended");
+        }
+    });
+    Ok(())
 }
 
 /// Command attempts run under this binary's `__supervise`, so they die with the worker.
@@ -58,6 +80,9 @@ pub fn use_self_as_supervisor() {
 pub async fn run_worker(args: WorkerArgs) -> Result<(), CliError> {
     let mut stop = StopSignal::install();
     let config = worker_config(&args)?;
+    if let Some(addr) = args.http {
+        serve_metrics(addr, &config).await?;
+    }
     use_self_as_supervisor();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(raftsched_worker::run(config, stop_rx));

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use common::*;
-use raftsched_client::Client;
+use raftsched_client::{api, Client};
 use tokio::sync::{watch, Mutex};
 
 /// Goal: any replica accepts writes, and a write acknowledged by one replica is visible to a
@@ -304,4 +304,31 @@ async fn the_leader_admits_at_most_tasks_pending_max_pending_tasks() {
     assert_eq!((again.id, again.created), (ids[0], false), "a retry of an admitted key");
     client.cancel(ids[0]).await.unwrap();
     assert!(client.submit("p-over", echo("x")).await.unwrap().created, "room again after a cancel");
+}
+
+/// Goal: `bench submit` leaves no queued work behind. Without workers every task it submits stays
+/// pending; unless `--keep`, it cancels them at the end (and says so on stderr), so a worker that
+/// joins later runs none of them. Its stdout is the one JSON line scripts read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_submit_cancels_what_it_left_pending_unless_kept() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.leader().await;
+    let bench = |keep: bool| {
+        let mut args = vec!["bench", "submit", "--duration-s", "1", "--concurrency", "2", "--json"];
+        if keep {
+            args.push("--keep");
+        }
+        cli(&cluster.cluster_arg(), &args)
+    };
+    let out = bench(false);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let ops = report["ops"].as_u64().unwrap();
+    assert!(ops > 0, "{report}");
+    assert!(stderr(&out).contains(&format!("{ops} pending cancelled")), "{}", stderr(&out));
+    let pending = |tasks: &[api::Task]| tasks.iter().filter(|t| t.state == "pending").count();
+    assert_eq!(pending(&list_all(&cluster.client(), false).await), 0);
+    let out = bench(true);
+    assert!(out.status.success() && stderr(&out).contains("kept (--keep)"), "{}", stderr(&out));
+    assert!(pending(&list_all(&cluster.client(), false).await) > 0);
 }

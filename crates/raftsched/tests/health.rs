@@ -105,8 +105,8 @@ async fn metrics_follow_the_replica() {
         "raftsched_raft_log_entries ",
         "raftsched_raft_commit_index ",
         "# TYPE raftsched_request_duration_seconds histogram",
-        "raftsched_request_duration_seconds_count{rpc=\"Scheduler/Submit\"} 1",
-        "raftsched_request_duration_seconds_bucket{rpc=\"Scheduler/Submit\",le=\"+Inf\"} 1",
+        "raftsched_request_duration_seconds_count{rpc=\"Scheduler/Submit\",code=\"OK\"} 1",
+        "raftsched_request_duration_seconds_bucket{rpc=\"Scheduler/Submit\",code=\"OK\",le=\"+Inf\"} 1",
         "raftsched_build_info{version=\"",
         "raftsched_has_leader 1",
         "# TYPE raftsched_leader_changes_total counter",
@@ -117,6 +117,8 @@ async fn metrics_follow_the_replica() {
     ] {
         assert!(response.contains(expected), "{expected:?} missing from:\n{response}");
     }
+    let body = response.split_once("\r\n\r\n").map_or(response.as_str(), |(_, b)| b);
+    promtool_check("a replica", body);
     let proposals: u64 = response
         .lines()
         .find_map(|l| l.strip_prefix("raftsched_proposals_total "))

@@ -67,7 +67,8 @@ async fn until(addr: &str, path: &str, headers: &[(&str, &str)], ok: impl Fn(u16
 async fn curl_users_submit_wait_list_and_cancel_through_a_follower() {
     let mut cluster = Cluster::start_with_http(3, &[]);
     let leader = cluster.wait_converged().await;
-    cluster.start_worker("w1", &[]);
+    let worker_http = format!("127.0.0.1:{}", free_ports(1)[0]);
+    cluster.start_worker("w1", &["--http", &worker_http]);
     cluster.wait_workers_ready(1).await;
     let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
     let http = cluster.http(follower);
@@ -137,6 +138,19 @@ async fn curl_users_submit_wait_list_and_cancel_through_a_follower() {
     let other = json!({"spec": {"command": ["echo", "other"]}});
     let (status, answer) = call(&http, "POST", "/v1/tasks", &[("Idempotency-Key", "curl-1")], Some(&other)).await;
     assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("ALREADY_EXISTS")), "{answer}");
+    // The worker's own /metrics: what it ran and reported, its lease renewals; promtool-clean.
+    let metrics = http_get(&worker_http, "/metrics").await;
+    let body = metrics.split_once("\r\n\r\n").map_or(metrics.as_str(), |(_, b)| b).to_string();
+    promtool_check("a worker", &body);
+    let value = |series: &str| -> u64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{series} in\n{body}"))
+    };
+    assert!(value("raftsched_worker_attempts_started_total{worker=\"w1\"}") >= 2, "{body}");
+    assert!(value("raftsched_worker_reports_acknowledged_total{worker=\"w1\"}") >= 2, "{body}");
+    assert!(value("raftsched_worker_lease_renewals_total{worker=\"w1\"}") >= 1, "{body}");
+    assert_eq!(value("raftsched_worker_registrations_total{worker=\"w1\"}"), 1, "{body}");
     // Logs written to a file (not a terminal) carry no colour codes.
     assert!(!cluster.logs().contains('\u{1b}'), "ANSI escape codes in the replicas' log files");
 }

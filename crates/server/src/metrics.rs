@@ -170,14 +170,14 @@ pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
     line(
         &mut out,
         "raftsched_request_duration_seconds",
-        "gRPC request latency by RPC (Service/Method), arrival to response.",
+        "gRPC request latency by RPC (Service/Method) and answer code, arrival to response.",
         "histogram",
     );
-    for (rpc, h) in replica.rpc_stats.snapshot() {
+    for (rpc, code, h) in replica.rpc_stats.snapshot() {
         histogram(
             &mut out,
             "raftsched_request_duration_seconds",
-            &format!("rpc=\"{rpc}\","),
+            &format!("rpc=\"{rpc}\",code=\"{code}\","),
             RPC_BUCKETS_US.iter().copied().zip(h.buckets.iter().map(|b| b.load(Relaxed))),
             h.count.load(Relaxed),
             h.sum_us.load(Relaxed),

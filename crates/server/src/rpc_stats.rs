@@ -1,6 +1,8 @@
 //! Per-RPC request latency, measured by a tower layer around the whole gRPC server: from the
-//! request's arrival to its response (for unary calls, the handler's completion). Rendered on
-//! `/metrics` as `raftsched_request_duration_seconds{rpc="Service/Method"}`. The same layer counts
+//! request's arrival to its response (for unary calls, the handler's completion), by RPC and
+//! answer code. Rendered on `/metrics` as
+//! `raftsched_request_duration_seconds{rpc="Service/Method",code="OK"}` (its `_count` counts the
+//! requests by RPC and code). The same layer counts
 //! every `RESOURCE_EXHAUSTED` answer by the limit its message names
 //! (`raftsched_requests_rejected_overload_total{reason="in_flight_requests_max"}`): every such
 //! message names its limit, so one place counts them all, whichever path refused.
@@ -42,9 +44,12 @@ impl Histogram {
     }
 }
 
+/// (RPC name, gRPC code name) → its histogram.
+type ByRpc = BTreeMap<(String, &'static str), Arc<Histogram>>;
+
 #[derive(Default)]
 pub struct RpcStats {
-    by_rpc: Mutex<BTreeMap<String, Arc<Histogram>>>,
+    by_rpc: Mutex<ByRpc>,
     overload: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -85,7 +90,7 @@ pub(crate) fn percent_decode(text: &str) -> String {
 }
 
 impl RpcStats {
-    fn histogram(&self, path: &str) -> Arc<Histogram> {
+    fn histogram(&self, path: &str, code: &'static str) -> Arc<Histogram> {
         // "/raftsched.v1.Scheduler/Submit" -> "Scheduler/Submit"
         let name = path.trim_start_matches('/');
         let name = match name.split_once('/') {
@@ -93,8 +98,10 @@ impl RpcStats {
             None => "other".to_string(),
         };
         let mut map = self.by_rpc.lock().unwrap_or_else(|p| p.into_inner());
-        let key = if map.contains_key(&name) || map.len() < RPC_NAMES_MAX { name } else { "other".to_string() };
-        map.entry(key).or_default().clone()
+        let known = map.keys().any(|(n, _)| *n == name);
+        let names = map.keys().map(|(n, _)| n).collect::<std::collections::BTreeSet<_>>().len();
+        let name = if known || names < RPC_NAMES_MAX { name } else { "other".to_string() };
+        map.entry((name, code)).or_default().clone()
     }
 
     /// Counts one RESOURCE_EXHAUSTED answer.
@@ -110,9 +117,10 @@ impl RpcStats {
         self.overload.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
-    /// (rpc name, histogram) for every RPC seen, in name order.
-    pub fn snapshot(&self) -> Vec<(String, Arc<Histogram>)> {
-        self.by_rpc.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    /// (rpc name, code name, histogram) for every RPC and code seen, in that order.
+    pub fn snapshot(&self) -> Vec<(String, &'static str, Arc<Histogram>)> {
+        let map = self.by_rpc.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|((rpc, code), h)| (rpc.clone(), *code, h.clone())).collect()
     }
 }
 
@@ -148,19 +156,22 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let histogram = self.stats.histogram(request.uri().path());
+        let path = request.uri().path().to_string();
         let stats = self.stats.clone();
         let started = Instant::now();
         let response = self.inner.call(request);
         Box::pin(async move {
             let result = response.await;
-            histogram.record(started.elapsed().as_micros() as u64);
-            // An error answer is trailers-only: its status is in the headers.
-            if let Ok(response) = &result {
-                let headers = response.headers();
-                if headers.get("grpc-status").is_some_and(|v| v.as_bytes() == b"8") {
-                    stats.overloaded(headers.get("grpc-message").and_then(|v| v.to_str().ok()).unwrap_or(""));
-                }
+            let elapsed_us = started.elapsed().as_micros() as u64;
+            // An error answer is trailers-only: its status is in the headers. A response with a
+            // message carries its status in the trailers, after the body: OK for a unary answer.
+            let status = result.as_ref().ok().and_then(|r| r.headers().get("grpc-status"));
+            let code = status.and_then(|v| std::str::from_utf8(v.as_bytes()).ok()?.parse::<i32>().ok());
+            let code = code.map_or(tonic::Code::Ok, tonic::Code::from_i32);
+            stats.histogram(&path, raftsched_api::code_name(code)).record(elapsed_us);
+            if code == tonic::Code::ResourceExhausted {
+                let headers = result.as_ref().ok().map(|r| r.headers());
+                stats.overloaded(headers.and_then(|h| h.get("grpc-message")?.to_str().ok()).unwrap_or(""));
             }
             result
         })

@@ -20,6 +20,9 @@
 
 pub mod exec;
 mod reporter;
+mod stats;
+
+pub use stats::Stats;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -46,6 +49,8 @@ pub struct WorkerConfig {
     pub register_timeout_ms: u64,
     /// TLS and bearer token for every call.
     pub dialer: raftsched_client::Dialer,
+    /// What the worker counts, for its `/metrics` (see [`Stats`]).
+    pub stats: Arc<Stats>,
 }
 
 pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 500;
@@ -112,9 +117,11 @@ pub async fn run(config: WorkerConfig, mut shutdown: watch::Receiver<bool>) -> R
         Client::with_dialer(config.cluster.clone(), Duration::from_secs(10), &config.dialer)
             .map_err(|e| WorkerError::Refused(e.to_string()))?,
     );
-    let reporter = reporter::Reporter::start(client.clone(), &config.id, instance);
+    let reporter = reporter::Reporter::start(client.clone(), &config.id, instance, config.stats.clone());
     loop {
         let (epoch, terms) = register(&client, &config, instance).await?;
+        Stats::add(&config.stats.registrations_total, 1);
+        config.stats.epoch.store(epoch, std::sync::atomic::Ordering::Relaxed);
         let lease = Arc::new(Mutex::new(Lease {
             deadline: Instant::now() + Duration::from_millis(terms.lease_ms),
             lost: false,
@@ -178,12 +185,16 @@ async fn heartbeat_loop(config: WorkerConfig, instance: u64, mut terms: Terms, l
                 }
                 let mut l = lease.lock().unwrap_or_else(|p| p.into_inner());
                 l.deadline = l.deadline.max(sent + Duration::from_millis(terms.lease_ms));
+                Stats::add(&config.stats.lease_renewals_total, 1);
             }
             Err(ClientError::Refused(s)) if matches!(s.code(), Code::FailedPrecondition | Code::NotFound) => {
                 lease.lock().unwrap_or_else(|p| p.into_inner()).lost = true;
                 return;
             }
-            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+            Err(e) => {
+                Stats::add(&config.stats.heartbeats_failed_total, 1);
+                tracing::warn!(error = %e, "heartbeat failed");
+            }
         }
     }
 }
@@ -209,7 +220,9 @@ async fn serve(
             r.kill.send_replace(true);
         }
     };
+    let stats = &config.stats;
     loop {
+        stats.running.store(running.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if poll.is_none() {
             let req = api::AssignmentsRequest {
                 id: config.id.clone(),
@@ -234,6 +247,7 @@ async fn serve(
                 if expired || lost {
                     if !running.is_empty() {
                         tracing::warn!(n = running.len(), expired, lost, "lease gone: killing every attempt and dropping results");
+                        Stats::add(&stats.leases_lost_total, 1);
                     }
                     kill_all(&mut running);
                 }
@@ -278,6 +292,7 @@ async fn serve(
                     }
                     let (kill_tx, kill_rx) = watch::channel(false);
                     n_spawned += 1;
+                    Stats::add(&stats.attempts_started_total, 1);
                     running.insert(a.task_id, Running { token: a.token, spawn_id: n_spawned, kill: kill_tx });
                     tokio::spawn(attempt(reporter.clone(), a, n_spawned, kill_rx, lease.clone(), done_tx.clone()));
                 }
@@ -375,6 +390,7 @@ mod tests {
             lease_ms,
             register_timeout_ms: 1,
             dialer: Default::default(),
+            stats: Default::default(),
         }
     }
 

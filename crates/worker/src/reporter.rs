@@ -40,13 +40,14 @@ pub(crate) struct Reporter {
     /// Who reports: every report names this worker and its registration.
     worker_id: Arc<str>,
     instance: u64,
+    stats: Arc<crate::Stats>,
 }
 
 impl Reporter {
-    pub(crate) fn start(client: Arc<Client>, worker_id: &str, instance: u64) -> Reporter {
+    pub(crate) fn start(client: Arc<Client>, worker_id: &str, instance: u64, stats: Arc<crate::Stats>) -> Reporter {
         let (tx, rx) = mpsc::channel(REPORTS_QUEUED_MAX);
         tokio::spawn(run(client, rx));
-        Reporter { tx, worker_id: worker_id.into(), instance }
+        Reporter { tx, worker_id: worker_id.into(), instance, stats }
     }
 
     /// Sends a report until it is acknowledged or refused. Returns whether it was acknowledged.
@@ -57,7 +58,11 @@ impl Reporter {
         if self.tx.send(Queued { req, n_tries: 0, ack }).await.is_err() {
             return false;
         }
-        acked.await.unwrap_or(false)
+        let acknowledged = acked.await.unwrap_or(false);
+        let counter =
+            if acknowledged { &self.stats.reports_acknowledged_total } else { &self.stats.reports_refused_total };
+        crate::Stats::add(counter, 1);
+        acknowledged
     }
 }
 

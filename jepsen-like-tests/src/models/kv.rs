@@ -135,11 +135,20 @@ impl std::fmt::Debug for KvState {
     }
 }
 
-/// The strings a get of one key can return part of: every prefix of every string returned
-/// (as hashes; a collision only keeps a state [`KvState::Known`], which is always sound).
-/// Shared by the partition's writes, and ignored when operations are compared.
+/// What the gets of one key say about a write of it, ignored when operations are compared.
 #[derive(Clone, Default)]
-pub struct Readable(Option<Rc<FxHashSet<u64>>>);
+pub struct Readable {
+    /// The strings a get can return part of: every prefix of every string returned (as hashes;
+    /// a collision only keeps a state [`KvState::Known`], which is always sound). Shared by the
+    /// partition's writes.
+    prefixes: Option<Rc<FxHashSet<u64>>>,
+    /// The partition's get results, as [`observed_strings`] gives them.
+    returned: Option<Rc<[Text]>>,
+    /// No get returned this write's string (an append's anywhere in it, a put's at its start):
+    /// whatever the state, the write leaves one no get reads ([`KvState::Unread`]). Worked out
+    /// the first time it matters (a scan of the get results per write: too slow to do for all).
+    unseen: std::cell::OnceCell<bool>,
+}
 
 impl Readable {
     fn of(returned: &[Text]) -> Readable {
@@ -153,12 +162,17 @@ impl Readable {
                 set.insert(prefix_key(h, shift));
             }
         }
-        Readable(Some(Rc::new(set)))
+        Readable { prefixes: Some(Rc::new(set)), returned: Some(returned.into()), unseen: Default::default() }
+    }
+
+    /// Whether no get saw write `op` (whose `Readable` this is); see the field.
+    fn unseen(&self, op: &KvOp) -> bool {
+        *self.unseen.get_or_init(|| self.returned.as_ref().is_some_and(|seen| !observed(op, seen)))
     }
 
     /// `t` as a state: [`KvState::Unread`] if no get returned a string starting with it.
     fn state(&self, t: Text) -> KvState {
-        match &self.0 {
+        match &self.prefixes {
             Some(set) if !set.contains(&prefix_key(t.h, t.shift)) => KvState::Unread(t),
             _ => KvState::Known(t),
         }
@@ -223,6 +237,17 @@ impl Model for Kv {
             KvOp::Get(_) => true,
             KvOp::Append(v, _) => v.is_empty(),
             KvOp::Put(..) => false,
+        }
+    }
+
+    /// Also a write no get saw, in a state no get reads: it leaves that state as it is (all
+    /// unread states are one), and wherever else it could go it would leave an unread state too,
+    /// followed by nothing but writes until the next put. So placing it now is as good as any
+    /// later place, and the search places it without trying the others.
+    fn is_read_only_from(&self, state: &KvState, op: &KvOp) -> bool {
+        match (state, op) {
+            (KvState::Unread(_), KvOp::Put(_, r) | KvOp::Append(_, r)) if r.unseen(op) => true,
+            _ => self.is_read_only(op),
         }
     }
 
@@ -293,13 +318,19 @@ fn drop_unobserved_open_writes(ops: &mut Vec<PartOp<KvOp>>, seen: &[Text]) {
     if !ops.iter().any(|o| o.is_open() && !matches!(o.op, KvOp::Get(_))) {
         return;
     }
-    let observed = |o: &PartOp<KvOp>| match &o.op {
+    let kept: Vec<PartOp<KvOp>> = ops.iter().filter(|o| !o.is_open() || observed(&o.op, seen)).cloned().collect();
+    *ops = kept;
+}
+
+/// Whether a get may have seen `op`: after an append of `v`, every state until the next put
+/// contains `v`; after a put of `v`, every state until the next put starts with `v`. `seen`: get
+/// results such that every get result is a prefix of one of them ([`observed_strings`]).
+fn observed(op: &KvOp, seen: &[Text]) -> bool {
+    match op {
         KvOp::Append(v, _) => v.is_empty() || seen.iter().any(|s| s.as_str().contains(v.as_str())),
         KvOp::Put(v, _) => seen.iter().any(|s| s.as_str().starts_with(v.as_str())),
         KvOp::Get(_) => true,
-    };
-    let kept: Vec<PartOp<KvOp>> = ops.iter().filter(|o| !o.is_open() || observed(o)).cloned().collect();
-    *ops = kept;
+    }
 }
 
 /// Get results such that every get result is a prefix of one of them: consecutive gets of a key
@@ -424,12 +455,13 @@ mod tests {
             let n = 2 + rnd(6) as usize;
             // events in time order; each op gets an invoke and (unless open) a completion
             let spans = crate::search::random_intervals(n, &mut rnd);
-            let tokens = ["a", "b", "ab", "c", ""];
+            // "d" is in no get's value: writes no get saw (see `Readable::unseen`).
+            let tokens = ["a", "b", "ab", "c", "", "d"];
             let mut lines: Vec<(u32, String)> = Vec::new();
             let mut typed: Vec<(Ref, u32, u32)> = Vec::new();
             for (k, &(call, ret)) in spans.iter().enumerate() {
                 let open = rnd(3) == 0;
-                let tok = tokens[rnd(5) as usize];
+                let tok = tokens[rnd(6) as usize];
                 let (f, input, output, op) = match rnd(if open { 2 } else { 3 }) {
                     0 => ("append", format!("{tok:?}"), "null".to_string(), Ref::Append(tok)),
                     1 => ("put", format!("{tok:?}"), "null".to_string(), Ref::Put(tok)),

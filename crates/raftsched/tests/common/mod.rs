@@ -479,6 +479,26 @@ pub async fn http_get(addr: &str, path: &str) -> String {
     response
 }
 
+/// Lints a `/metrics` body with `promtool check metrics` (Debian's prometheus, which `.ci/run`
+/// installs); says so and checks nothing where promtool is missing.
+pub fn promtool_check(what: &str, body: &str) {
+    use std::io::Write;
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("promtool not found: {what}'s /metrics not linted (apt-get install prometheus)");
+        return;
+    };
+    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "promtool check metrics on {what}: {said}\n{body}");
+}
+
 /// The value of one series (`name{labels}` exactly as rendered) on replica `http`'s `/metrics`;
 /// 0 for a labelled series not seen yet of a family that is there.
 pub async fn metric(http: &str, series: &str) -> f64 {
