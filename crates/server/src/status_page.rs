@@ -82,9 +82,11 @@ pub async fn status_json(replica: &Replica, view: View) -> Value {
         let counts: serde_json::Map<String, Value> =
             TaskState::ALL.iter().map(|s| (s.as_str().to_string(), json!(sm.count(*s)))).collect();
         let (page, next_before) = sm.newest(view.state, view.before, RECENT_TASKS_MAX, PAGE_SCAN_TASKS_MAX);
-        let page: Vec<Value> = page.into_iter().map(|t| task_json(&task_to_api(t))).collect();
-        let task = view.task.map(|id| sm.get(id).map_or(Value::Null, |t| task_json(&task_to_api(t))));
-        let schedules: Vec<Value> = sm.schedules().map(|s| schedule_json(&schedule_to_api(s))).collect();
+        let page: Vec<Value> = page.into_iter().map(|t| redacted(task_json(&task_to_api(t)), &["spec"])).collect();
+        let task =
+            view.task.map(|id| sm.get(id).map_or(Value::Null, |t| redacted(task_json(&task_to_api(t)), &["spec"])));
+        let schedules: Vec<Value> =
+            sm.schedules().map(|s| redacted(schedule_json(&schedule_to_api(s)), &["task"])).collect();
         (workers, counts, (page, next_before), task, schedules)
     });
     json!({
@@ -107,6 +109,19 @@ pub async fn status_json(replica: &Replica, view: View) -> Value {
     })
 }
 
+/// `value` with the values of the environment at `value[spec]["env"]` hidden: the page and
+/// `/status.json` are open to whoever reaches the HTTP port, and environment variables are where
+/// tasks get their secrets. The names stay, so the shape is the CLI's.
+fn redacted(mut value: Value, spec: &[&str]) -> Value {
+    let env = spec.iter().try_fold(&mut value, |v, key| v.get_mut(*key)).and_then(|s| s.get_mut("env"));
+    if let Some(Value::Object(env)) = env {
+        for v in env.values_mut() {
+            *v = json!("<hidden>");
+        }
+    }
+    value
+}
+
 /// How this replica checks its callers (never a credential itself).
 fn security_json(auth: &crate::auth::Auth) -> serde_json::Value {
     json!({
@@ -117,4 +132,30 @@ fn security_json(auth: &crate::auth::Auth) -> serde_json::Value {
         "accept_unauthenticated_peers": auth.accept_unauthenticated_peers,
         "peers_authenticated": auth.peers_authenticated(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_hides_environment_values_but_keeps_the_shape() {
+        let task = json!({"id": 1, "spec": {"command": ["x"], "env": {"TOKEN": "s3cret", "MODE": "a"}}});
+        let shown = redacted(task, &["spec"]);
+        assert_eq!(shown["spec"]["env"], json!({"TOKEN": "<hidden>", "MODE": "<hidden>"}));
+        assert_eq!(shown["spec"]["command"], json!(["x"]));
+        let schedule = json!({"name": "n", "task": {"env": {"K": "v"}}});
+        assert_eq!(redacted(schedule, &["task"])["task"]["env"]["K"], "<hidden>");
+        assert_eq!(redacted(json!({"id": 2, "spec": null}), &["spec"]), json!({"id": 2, "spec": null}));
+    }
+
+    #[test]
+    fn views_parse_strictly() {
+        let v = View::parse(Some("state=failed&before=9&task=3")).unwrap();
+        assert_eq!((v.state, v.before, v.task), (Some(TaskState::Failed), Some(9), Some(3)));
+        assert!(View::parse(Some("state=nope")).is_err());
+        assert!(View::parse(Some("before=x")).is_err());
+        assert!(View::parse(Some("colour=red")).is_err());
+        assert!(View::parse(None).is_ok());
+    }
 }

@@ -10,6 +10,16 @@
 //!
 //! A `fail` or `info` get and a `fail` put/append constrain nothing and are dropped; an `info`
 //! put/append is indeterminate.
+//!
+//! What makes many concurrent writes cheap to order (each checked against a brute force over
+//! plain strings in the tests):
+//! - the gets guide the search ([`Model::may_reach`], [`Model::leads_to`]): a get of `v` needs
+//!   the state to be a prefix of `v` (or a put still to come to start it), and says which write
+//!   comes next;
+//! - a value no get can read is one state ([`KvState::Unread`]), so the orders of writes a put
+//!   later overwrote do not multiply the nodes;
+//! - a write no get saw is placed at once in such a state ([`Model::is_read_only_from`]);
+//! - a timed-out write no get saw is dropped before the search.
 
 use std::rc::Rc;
 
