@@ -32,6 +32,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         let port = args.http_base_port;
         return Err(CliError::Usage(format!("--http-base-port {port} leaves no room for {N_REPLICAS} ports")));
     }
+    let http_base_port = http_base_port_free(args.http_base_port);
     // A temp dir lives until this function returns, then is removed with the data.
     let (_temp, root) = match &args.data_dir {
         Some(dir) => (None, dir.clone()),
@@ -63,7 +64,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
             tasks_pending_max: crate::server_cmd::tasks_pending_max(&args.timing)?,
             clock_skew_ms_max: args.timing.clock_skew_ms_max,
             bootstrap: true,
-            http: http_addr(args.http_base_port, *id),
+            http: http_addr(http_base_port, *id),
             tls: None,
             token_file: None,
             cluster_secret_file: Some(secret.clone()),
@@ -112,7 +113,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         Ok(Some(id)) => say!("  leader: replica {id}"),
         _ => say!("  leader: not elected yet"),
     }
-    if let Some(http) = http_addr(args.http_base_port, 1) {
+    if let Some(http) = http_addr(http_base_port, 1) {
         say!("  status page: http://{http}/ (and /metrics; replicas 2 and 3 on the next ports)");
     }
     say!("Try, in another terminal:");
@@ -120,7 +121,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     say!("  raftsched submit --wait -- echo hi");
     say!("  raftsched list");
     say!("(through cargo: cargo run -p raftsched -- submit --builtin echo:hi)");
-    if let Some(http) = http_addr(args.http_base_port, 1) {
+    if let Some(http) = http_addr(http_base_port, 1) {
         say!("  curl -sS -X POST http://{http}/v1/tasks -H 'Idempotency-Key: k1' -d '{{\"spec\": {{\"command\": [\"echo\", \"hi\"]}}}}'");
     }
     say!("Ctrl-C stops the cluster.");
@@ -140,4 +141,24 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
 fn http_addr(base: u16, id: u64) -> Option<SocketAddr> {
     let port = base.checked_add(u16::try_from(id - 1).ok()?)?;
     (base != 0).then(|| SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// `base` if its HTTP ports are free, else 0 (no HTTP) with a note: the HTTP side is a
+/// convenience, and a port some other program holds (8001 is a common one) must not keep the trio
+/// from starting.
+fn http_base_port_free(base: u16) -> u16 {
+    if base == 0 {
+        return 0;
+    }
+    let taken = (0..N_REPLICAS).find(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_err());
+    match taken {
+        None => base,
+        Some(i) => {
+            eprintln!(
+                "raftsched dev: port {} is taken: no status page or HTTP API (pick free ports with --http-base-port)",
+                base + i
+            );
+            0
+        }
+    }
 }
