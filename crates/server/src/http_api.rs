@@ -68,7 +68,14 @@ pub fn router(replica: Arc<Replica>, auth: Arc<Auth>, listen: std::net::SocketAd
 }
 
 /// A refusal: the gRPC status it would have been.
-struct Refusal(tonic::Status);
+pub(crate) struct Refusal(tonic::Status);
+
+impl Refusal {
+    /// What was wrong, in one line.
+    pub(crate) fn message(&self) -> &str {
+        self.0.message()
+    }
+}
 
 impl From<tonic::Status> for Refusal {
     fn from(status: tonic::Status) -> Refusal {
@@ -232,10 +239,10 @@ fn task_id(text: &str) -> Result<u64, Refusal> {
 }
 
 /// A query string's `name=value` pairs; only the names a route knows, each at most once.
-struct Query(HashMap<String, String>);
+pub(crate) struct Query(HashMap<String, String>);
 
 impl Query {
-    fn parse(raw: Option<&str>, known: &[&str]) -> Result<Query, Refusal> {
+    pub(crate) fn parse(raw: Option<&str>, known: &[&str]) -> Result<Query, Refusal> {
         let mut pairs = HashMap::new();
         for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -250,11 +257,11 @@ impl Query {
         Ok(Query(pairs))
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
     }
 
-    fn number(&self, name: &str) -> Result<Option<u64>, Refusal> {
+    pub(crate) fn number(&self, name: &str) -> Result<Option<u64>, Refusal> {
         self.get(name)
             .map(|v| v.parse::<u64>().map_err(|_| bad_request(format!("{name}={v:?} is not a whole number"))))
             .transpose()

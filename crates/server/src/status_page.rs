@@ -34,21 +34,15 @@ pub struct View {
 impl View {
     /// From `/status.json`'s query string; a bad parameter is an error naming it.
     pub fn parse(query: Option<&str>) -> Result<View, String> {
-        let mut view = View::default();
-        for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let id = || value.parse::<TaskId>().map_err(|_| format!("{name}={value:?} is not a task id"));
-            match name {
-                "state" if value.is_empty() => {}
-                "state" => {
-                    view.state = Some(TaskState::parse(value).ok_or_else(|| format!("unknown state {value:?}"))?)
-                }
-                "before" => view.before = Some(id()?),
-                "task" => view.task = Some(id()?),
-                _ => return Err(format!("unknown parameter {name:?} (state, before, task)")),
-            }
-        }
-        Ok(view)
+        // The HTTP API's strict query parser: known names only, each once, decoded.
+        let query =
+            crate::http_api::Query::parse(query, &["state", "before", "task"]).map_err(|r| r.message().to_string())?;
+        let state = match query.get("state").filter(|s| !s.is_empty()) {
+            Some(s) => Some(TaskState::parse(s).ok_or_else(|| format!("unknown state {s:?}"))?),
+            None => None,
+        };
+        let id = |name| query.number(name).map_err(|r| r.message().to_string());
+        Ok(View { state, before: id("before")?, task: id("task")? })
     }
 }
 
