@@ -42,6 +42,39 @@ pub fn spec_json(spec: Option<&api::TaskSpec>) -> Value {
     value
 }
 
+/// A task's result: `output_tail` is stdout's tail when `streams_apart`, else both streams joined
+/// (results recorded before format 5); the byte counts say whether a tail was cut.
+fn result_json(task: &api::Task) -> Value {
+    if !task.has_result {
+        return Value::Null;
+    }
+    let apart = task.streams_apart;
+    json!({
+        "exit_code": task.exit_code,
+        "output_tail": task.output_tail,
+        "streams_apart": apart,
+        "stderr_tail": if apart { json!(task.stderr_tail) } else { Value::Null },
+        "stdout_bytes": if apart { json!(task.stdout_bytes) } else { Value::Null },
+        "stderr_bytes": if apart { json!(task.stderr_bytes) } else { Value::Null },
+        "output_cut": !output_cuts(task).is_empty(),
+    })
+}
+
+/// One line per stream whose tail was cut: what part of it the result holds. Empty when the result
+/// holds each stream whole (or does not say: results before format 5).
+pub fn output_cuts(task: &api::Task) -> Vec<String> {
+    if !task.has_result || !task.streams_apart {
+        return Vec::new();
+    }
+    [("stdout", &task.output_tail, task.stdout_bytes), ("stderr", &task.stderr_tail, task.stderr_bytes)]
+        .into_iter()
+        .filter(|(_, tail, bytes)| *bytes > tail.len() as u64)
+        .map(|(name, tail, bytes)| {
+            format!("{name} cut: the result keeps its last {} of {bytes} bytes (output_tail_bytes_max)", tail.len())
+        })
+        .collect()
+}
+
 /// A task, with its spec, result and attempts.
 pub fn task_json(task: &api::Task) -> Value {
     json!({
@@ -54,7 +87,7 @@ pub fn task_json(task: &api::Task) -> Value {
         "attempt": task.attempt,
         "worker_id": some_str(&task.worker_id),
         "token": some_u64(task.token),
-        "result": if task.has_result { json!({ "exit_code": task.exit_code, "output_tail": task.output_tail }) } else { Value::Null },
+        "result": result_json(task),
         "attempts": task.attempts.iter().map(|a| json!({
             "worker_id": a.worker_id,
             "epoch": a.epoch,

@@ -106,17 +106,24 @@ pub struct Client {
     single_attempt: bool,
     /// Dialing without TLS: a protocol error then most likely means the replica requires TLS.
     plaintext: bool,
+    /// Per replica: it has answered in gRPC before, so a protocol error from it now is a broken
+    /// connection (it restarted mid-call), worth another try, not a replica that requires TLS.
+    spoke_grpc: Vec<std::sync::atomic::AtomicBool>,
 }
 
 /// A plaintext client's view of a TLS replica: the bytes that come back are not HTTP/2. Said
-/// plainly, with what to do, instead of "h2 protocol error".
-fn explain_plaintext(status: Status, addr: &str) -> Status {
+/// plainly, with what to do, instead of "h2 protocol error". From a replica that has spoken
+/// gRPC to this client before, the same error is a connection that broke: `Unavailable`, retried.
+fn explain_plaintext(status: Status, addr: &str, spoke_grpc: bool) -> Status {
     let message = status.message();
     let garbled = ["h2 protocol error", "frame with invalid size", "invalid HTTP", "connection reset"]
         .iter()
         .any(|m| message.contains(m));
     if !garbled {
         return status;
+    }
+    if spoke_grpc {
+        return Status::unavailable(format!("{addr}: the connection broke ({message})"));
     }
     Status::new(
         status.code(),
@@ -158,6 +165,7 @@ impl Client {
             channels.push(endpoint.connect_lazy());
         }
         Ok(Client {
+            spoke_grpc: channels.iter().map(|_| Default::default()).collect(),
             addrs,
             channels,
             token: dialer.token.clone(),
@@ -259,10 +267,16 @@ impl Client {
                 return Err(ClientError::Unavailable { timeout_ms: self.timeout.as_millis(), last });
             }
             let answer = tokio::time::timeout(remaining, call(self.channels[index].clone())).await;
+            let spoke_grpc = &self.spoke_grpc[index];
             let answer = match answer {
-                Ok(Err(status)) if self.plaintext => Ok(Err(explain_plaintext(status, &self.addrs[index]))),
+                Ok(Err(status)) if self.plaintext => {
+                    Ok(Err(explain_plaintext(status, &self.addrs[index], spoke_grpc.load(Ordering::Relaxed))))
+                }
                 other => other,
             };
+            if matches!(answer, Ok(Ok(_))) {
+                spoke_grpc.store(true, Ordering::Relaxed);
+            }
             match answer {
                 Ok(Ok(reply)) => {
                     if route == Route::Write {

@@ -37,7 +37,7 @@ use openraft::raft::{
     VoteResponse,
 };
 use openraft::{AnyError, BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, SnapshotMeta, Vote};
-use raftsched_state::{Op, Response, StateMachine};
+use raftsched_state::{Op, Response, StateMachine, Streams, TaskId};
 use serde::{Deserialize, Serialize};
 
 use crate::records::{
@@ -63,12 +63,14 @@ pub type NodeId = u64;
 /// state in snapshot bodies (`StateMachine::clock_ms`, which `apply` uses from cluster version 3);
 /// 4 changes no record's bytes but the data dir's layout: the snapshot body is a file of its own,
 /// named by a `SnapshotFile` record (written only from cluster version 4, so a build of format 3
-/// still opens a data dir until the cluster is finalized).
+/// still opens a data dir until the cluster is finalized); 5 adds `ReportEvent::FinishedApart`
+/// (stdout and stderr apart, proposed only from cluster version 5) and, beside the state in
+/// snapshot bodies, each result's `Streams`.
 pub type Version = u32;
 /// The oldest format this build reads.
 pub const FORMAT_VERSION_MIN: Version = 0;
 /// The newest format this build reads and writes.
-pub const FORMAT_VERSION_MAX: Version = 4;
+pub const FORMAT_VERSION_MAX: Version = 5;
 /// The first format whose data dirs keep the snapshot body in a file (`SnapshotFile`).
 pub const BODY_FILE_FORMAT: Version = 4;
 
@@ -301,49 +303,79 @@ struct SnapshotBodyRecord3 {
     state: StateMachine,
 }
 
+/// Format 5's snapshot body: each result's output streams too (none in the formats before it).
+#[derive(Serialize)]
+struct SnapshotBodyRef5<'a> {
+    cluster_version: Version,
+    clock_ms: u64,
+    state: &'a StateMachine,
+    streams: Vec<(TaskId, &'a Streams)>,
+}
+
+#[derive(Deserialize)]
+struct SnapshotBodyRecord5 {
+    cluster_version: Version,
+    clock_ms: u64,
+    state: StateMachine,
+    streams: Vec<(TaskId, Streams)>,
+}
+
 /// The first format whose snapshot body carries the state's time.
 const CLOCK_FORMAT: Version = 3;
+/// The first format whose snapshot body carries results' output streams.
+const STREAMS_FORMAT: Version = 5;
 
 pub fn encode_snapshot_body(state: &StateMachine, version: Version) -> Result<Vec<u8>> {
-    if version == 0 {
-        if state.cluster_version() > 0 {
-            let what = format!("a state at cluster version {} in format 0", state.cluster_version());
-            return Err(FormatError::NotRepresentable { what });
-        }
-        return codec::write(Kind::SnapshotBody, 0, state);
-    }
     let cluster_version = state.cluster_version();
+    let refuse = |what: String| Err(FormatError::NotRepresentable { what });
+    if version >= STREAMS_FORMAT {
+        let streams = state.result_streams().collect();
+        let body = SnapshotBodyRef5 { cluster_version, clock_ms: state.clock_ms(), state, streams };
+        return codec::write(Kind::SnapshotBody, version, &body);
+    }
+    if state.result_streams().next().is_some() {
+        return refuse(format!("results with output streams apart in format {version}"));
+    }
     if version >= CLOCK_FORMAT {
-        return codec::write(
-            Kind::SnapshotBody,
-            version,
-            &SnapshotBodyRef3 { cluster_version, clock_ms: state.clock_ms(), state },
-        );
+        let body = SnapshotBodyRef3 { cluster_version, clock_ms: state.clock_ms(), state };
+        return codec::write(Kind::SnapshotBody, version, &body);
     }
     if state.clock_ms() > 0 {
-        let what = format!("a state with its own time (cluster version {cluster_version}) in format {version}");
-        return Err(FormatError::NotRepresentable { what });
+        return refuse(format!("a state with its own time (cluster version {cluster_version}) in format {version}"));
     }
-    codec::write(Kind::SnapshotBody, version, &SnapshotBodyRef { cluster_version, state })
+    if version > 0 {
+        return codec::write(Kind::SnapshotBody, version, &SnapshotBodyRef { cluster_version, state });
+    }
+    if cluster_version > 0 {
+        return refuse(format!("a state at cluster version {cluster_version} in format 0"));
+    }
+    codec::write(Kind::SnapshotBody, 0, state)
 }
 
 /// Decodes a snapshot body. The caller still checks the state's invariants.
 pub fn decode_snapshot_body(bytes: &[u8]) -> Result<StateMachine> {
     let kind = Kind::SnapshotBody;
     let (version, payload) = codec::open(bytes, kind)?;
-    if version == 0 {
-        return codec::read(kind, payload);
+    let (mut state, cluster_version, clock_ms, streams) = match version {
+        0 => return codec::read(kind, payload),
+        v if v >= STREAMS_FORMAT => {
+            let r: SnapshotBodyRecord5 = codec::read(kind, payload)?;
+            (r.state, r.cluster_version, r.clock_ms, r.streams)
+        }
+        v if v >= CLOCK_FORMAT => {
+            let r: SnapshotBodyRecord3 = codec::read(kind, payload)?;
+            (r.state, r.cluster_version, r.clock_ms, Vec::new())
+        }
+        _ => {
+            let r: SnapshotBodyRecord = codec::read(kind, payload)?;
+            (r.state, r.cluster_version, 0, Vec::new())
+        }
+    };
+    state.restore_cluster_version(cluster_version);
+    state.restore_clock_ms(clock_ms);
+    for (id, s) in streams {
+        state.restore_result_streams(id, s).map_err(|reason| FormatError::Malformed { kind, reason })?;
     }
-    if version >= CLOCK_FORMAT {
-        let record: SnapshotBodyRecord3 = codec::read(kind, payload)?;
-        let mut state = record.state;
-        state.restore_cluster_version(record.cluster_version);
-        state.restore_clock_ms(record.clock_ms);
-        return Ok(state);
-    }
-    let record: SnapshotBodyRecord = codec::read(kind, payload)?;
-    let mut state = record.state;
-    state.restore_cluster_version(record.cluster_version);
     Ok(state)
 }
 

@@ -7,7 +7,9 @@ mod samples;
 use openraft::{Entry, EntryPayload};
 use proptest::prelude::*;
 use raftsched_format::*;
-use raftsched_state::{AssignItem, Command, Op, Rejection, ReportEvent, Response, ScheduleSpec, TaskSpec, TaskState};
+use raftsched_state::{
+    AssignItem, Command, Op, Output, Rejection, ReportEvent, Response, ScheduleSpec, TaskSpec, TaskState,
+};
 
 fn arb_string() -> impl Strategy<Value = String> {
     "[a-z0-9:/ ]{0,12}"
@@ -60,12 +62,15 @@ fn arb_leaf_op() -> impl Strategy<Value = Op> {
                     .collect(),
             }
         }),
-        (any::<u64>(), any::<u64>(), any::<bool>(), any::<i32>(), arb_string()).prop_map(
-            |(task_id, token, started, exit_code, output_tail)| {
-                let event = if started {
-                    ReportEvent::Started
-                } else {
-                    ReportEvent::Finished { exit_code, output_tail, timed_out: !started }
+        (any::<u64>(), any::<u64>(), 0..3u8, any::<i32>(), arb_string(), arb_string(), any::<u64>()).prop_map(
+            |(task_id, token, kind, exit_code, stdout_tail, stderr_tail, bytes)| {
+                let event = match kind {
+                    0 => ReportEvent::Started,
+                    1 => ReportEvent::Finished { exit_code, output_tail: stdout_tail, timed_out: true },
+                    _ => {
+                        let output = Output { stdout_tail, stderr_tail, stdout_bytes: bytes, stderr_bytes: bytes / 2 };
+                        ReportEvent::FinishedApart { exit_code, timed_out: false, output: Box::new(output) }
+                    }
                 };
                 Op::Report { task_id, token, event }
             }

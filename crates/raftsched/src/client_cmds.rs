@@ -129,7 +129,13 @@ pub async fn submit(args: SubmitArgs) -> Result<(), CliError> {
     // Waiting may take long: each long poll gets its own time budget, not the whole wait.
     let waiter = connect_with_timeout(&args.cluster, args.cluster.timeout.max(crate::worker_cmds::WAIT_POLL * 2))?;
     let task = crate::worker_cmds::wait_for_end(&waiter, reply.id).await?;
+    // Stdout's tail to stdout and stderr's to stderr (results before format 5 hold both in one).
     out!("{}", task.output_tail);
+    // Stderr lost to a closed pipe is nothing to stop for (stdout's errors are handled by `out!`).
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), task.stderr_tail.as_bytes());
+    for cut in raftsched_api::json::output_cuts(&task) {
+        eprintln!("raftsched: {cut}");
+    }
     match task.state.as_str() {
         "succeeded" => Ok(()),
         "cancelled" => Err(CliError::Failed(format!("task {} was cancelled", task.id))),

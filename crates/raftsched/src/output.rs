@@ -54,7 +54,15 @@ pub fn task_text(task: &api::Task) -> String {
     }
     if task.has_result {
         lines.push(format!("exit_code:  {}", task.exit_code));
-        lines.push(format!("output:     {}", task.output_tail));
+        if task.streams_apart {
+            lines.push(format!("stdout:     {}", task.output_tail));
+            lines.push(format!("stderr:     {}", task.stderr_tail));
+        } else {
+            lines.push(format!("output:     {}", task.output_tail));
+        }
+        for cut in raftsched_api::json::output_cuts(task) {
+            lines.push(format!("note:       {cut}"));
+        }
     }
     lines.join("\n")
 }

@@ -91,7 +91,9 @@ async fn metrics_follow_the_replica() {
     let http = format!("127.0.0.1:{}", free_ports(1)[0]);
     let mut cluster = Cluster::start(1, &["--http", &http]);
     cluster.leader().await;
-    cluster.client().submit("m1", echo("x")).await.unwrap();
+    let m1 = cluster.client().submit("m1", echo("x")).await.unwrap();
+    cluster.client().submit("m2", echo("y")).await.unwrap();
+    cluster.client().cancel(m1.id).await.unwrap();
     let response = http_get(&http, "/metrics").await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     for expected in [
@@ -105,8 +107,8 @@ async fn metrics_follow_the_replica() {
         "raftsched_raft_log_entries ",
         "raftsched_raft_commit_index ",
         "# TYPE raftsched_request_duration_seconds histogram",
-        "raftsched_request_duration_seconds_count{rpc=\"Scheduler/Submit\",code=\"OK\"} 1",
-        "raftsched_request_duration_seconds_bucket{rpc=\"Scheduler/Submit\",code=\"OK\",le=\"+Inf\"} 1",
+        "raftsched_request_duration_seconds_count{rpc=\"Scheduler/Submit\",code=\"OK\"} 2",
+        "raftsched_request_duration_seconds_bucket{rpc=\"Scheduler/Submit\",code=\"OK\",le=\"+Inf\"} 2",
         "raftsched_build_info{version=\"",
         "raftsched_has_leader 1",
         "# TYPE raftsched_leader_changes_total counter",
@@ -114,6 +116,11 @@ async fn metrics_follow_the_replica() {
         "process_resident_memory_bytes ",
         "process_open_fds ",
         "process_start_time_seconds ",
+        "raftsched_tasks_ended_total{state=\"cancelled\"} 1",
+        "raftsched_tasks_ended_total{state=\"succeeded\"} 0",
+        "raftsched_task_attempts_ended_total{outcome=\"lost\"} 0",
+        "# TYPE raftsched_task_queue_wait_seconds histogram",
+        "raftsched_task_queue_wait_seconds_count 0",
     ] {
         assert!(response.contains(expected), "{expected:?} missing from:\n{response}");
     }

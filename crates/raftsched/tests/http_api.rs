@@ -151,6 +151,19 @@ async fn curl_users_submit_wait_list_and_cancel_through_a_follower() {
     assert!(value("raftsched_worker_reports_acknowledged_total{worker=\"w1\"}") >= 2, "{body}");
     assert!(value("raftsched_worker_lease_renewals_total{worker=\"w1\"}") >= 1, "{body}");
     assert_eq!(value("raftsched_worker_registrations_total{worker=\"w1\"}"), 1, "{body}");
+    // The replica's task outcomes and queue waits, as applied: the tasks above ran and ended.
+    let metrics = http_get(&http, "/metrics").await;
+    let body = metrics.split_once("\r\n\r\n").map_or(metrics.as_str(), |(_, b)| b).to_string();
+    promtool_check("a replica", &body);
+    let value = |series: &str| -> u64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{series} in\n{body}"))
+    };
+    assert!(value("raftsched_tasks_ended_total{state=\"succeeded\"}") >= 1, "{body}");
+    assert!(value("raftsched_task_attempts_ended_total{outcome=\"succeeded\"}") >= 1, "{body}");
+    assert!(value("raftsched_task_queue_wait_seconds_count") >= 2, "{body}");
+    assert!(value("raftsched_task_queue_wait_seconds_bucket{le=\"+Inf\"}") >= 2, "{body}");
     // Logs written to a file (not a terminal) carry no colour codes.
     assert!(!cluster.logs().contains('\u{1b}'), "ANSI escape codes in the replicas' log files");
 }

@@ -25,14 +25,6 @@ async fn cluster_version(cluster: &Cluster) -> Option<u32> {
     cluster.client().cluster_status().await.ok().map(|s| s.cluster_version)
 }
 
-async fn wait_cluster_version(cluster: &Cluster, version: u32) {
-    let started = Instant::now();
-    while cluster_version(cluster).await != Some(version) {
-        assert!(started.elapsed() < DEADLINE, "cluster version {version} not reached\n{}", cluster.logs());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Replaces replica `id`'s binary: SIGTERM, then start `bin` on the same data dir.
 async fn swap(cluster: &mut Cluster, id: u64, bin: &std::path::Path) {
     let status = cluster.terminate(id);
@@ -83,14 +75,14 @@ async fn rolling_upgrade_from_cde735c_under_load() {
         }
     }
     // Every member reads the newest format now: the leader finalizes.
-    wait_cluster_version(&cluster, raftsched_format::FORMAT_VERSION_MAX).await;
+    cluster.wait_cluster_version(raftsched_format::FORMAT_VERSION_MAX).await;
     tokio::time::sleep(Duration::from_millis(500)).await; // some writes in format 1
     let acked = submitter.stop().await;
     assert!(acked.len() > 50, "only {} writes during the upgrade", acked.len());
 
     // kill -9 all: the data dirs, format 0 and 1 records mixed, reopen.
     cluster.kill9_all_and_restart().await;
-    wait_cluster_version(&cluster, raftsched_format::FORMAT_VERSION_MAX).await;
+    cluster.wait_cluster_version(raftsched_format::FORMAT_VERSION_MAX).await;
     for id in cluster.ids() {
         let tasks = list_all(&cluster.client_of(id), true).await;
         let by_key: BTreeMap<&str, u64> = tasks.iter().map(|t| (t.key.as_str(), t.id)).collect();

@@ -66,6 +66,8 @@ async fn submit_wait_runs_a_process_and_returns_its_output() {
     cluster.leader().await;
     cluster.start_worker("w1", &["--slots", "2"]);
     cluster.wait_workers_ready(1).await;
+    // Results keep stdout and stderr apart once every member records them (format 5).
+    cluster.wait_cluster_version(raftsched_format::FORMAT_VERSION_MAX).await;
     let out = cli(
         &cluster.cluster_arg(),
         &["submit", "--wait", "--env", "GREETING=hello", "--", "sh", "-c", "echo $GREETING; exit 0"],
@@ -74,10 +76,32 @@ async fn submit_wait_runs_a_process_and_returns_its_output() {
     assert_eq!(stdout(&out), "hello");
     let out = cli(
         &cluster.cluster_arg(),
-        &["submit", "--wait", "--max-attempts", "1", "--", "sh", "-c", "echo oops >&2; exit 7"],
+        &["submit", "--wait", "--max-attempts", "1", "--", "sh", "-c", "echo out; echo oops >&2; exit 7"],
     );
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
-    assert_eq!(stdout(&out), "oops");
+    assert_eq!(stdout(&out), "out");
+    assert!(stderr(&out).ends_with("oops"), "{}", stderr(&out));
+    // Output longer than the tail the result keeps: the tail starts at a line, and a note on
+    // stderr says how much of the stream it is.
+    let out = cli(&cluster.cluster_arg(), &["submit", "--wait", "--", "sh", "-c", "seq 1 5000; echo done >&2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = stdout(&out);
+    assert!(shown.ends_with("\n4999\n5000"), "{shown}");
+    let first: u32 = shown.lines().next().unwrap().parse().expect("the tail starts at a whole line");
+    assert_eq!(shown.lines().count() as u32, 5001 - first, "{shown}");
+    let err = stderr(&out);
+    assert!(err.contains("done") && err.contains("stdout cut: the result keeps its last"), "{err}");
+    assert!(err.contains("of 23893 bytes"), "{err}");
+    let id = err.lines().next().and_then(|l| l.strip_prefix("task ")).expect("the task's id first");
+    let got: serde_json::Value =
+        serde_json::from_str(&stdout(&cli(&cluster.cluster_arg(), &["get", id, "--json"]))).unwrap();
+    let result = &got["result"];
+    assert_eq!(
+        (result["streams_apart"].as_bool(), result["stdout_bytes"].as_u64()),
+        (Some(true), Some(23_893)),
+        "{got}"
+    );
+    assert_eq!((result["stderr_tail"].as_str(), result["output_cut"].as_bool()), (Some("done\n"), Some(true)), "{got}");
     // The API's submit-and-wait in one call: answered with the ended task; a task that outlives
     // the wait is answered with it still unfinished; the same key again names the same task.
     let client = cluster.client();
@@ -177,6 +201,7 @@ async fn a_paused_worker_is_fenced_and_its_late_report_refused() {
         timed_out: false,
         worker_id: "slow".into(),
         instance: 0,
+        ..Default::default()
     };
     // Refused as not the holder (cluster version 2), or for the stale token (before it).
     let err = client.report(late).await.unwrap_err();

@@ -56,6 +56,7 @@ pub fn task_to_api(task: &Task) -> api::Task {
         Some(r) => (true, r.exit_code, r.output_tail.clone()),
         None => (false, 0, String::new()),
     };
+    let streams = task.result.as_ref().and_then(|r| r.streams.as_deref());
     api::Task {
         id: task.id,
         key: task.key.clone(),
@@ -70,6 +71,10 @@ pub fn task_to_api(task: &Task) -> api::Task {
         has_result,
         exit_code,
         output_tail,
+        streams_apart: streams.is_some(),
+        stderr_tail: streams.map(|s| s.stderr_tail.clone()).unwrap_or_default(),
+        stdout_bytes: streams.map_or(0, |s| s.stdout_bytes),
+        stderr_bytes: streams.map_or(0, |s| s.stderr_bytes),
         attempts: task
             .attempts
             .iter()

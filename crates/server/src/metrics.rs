@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use openraft::ServerState;
+use raftsched_state::observed::{FINAL_STATE_NAMES, OUTCOME_NAMES, QUEUE_WAIT_BUCKETS_MS};
 use raftsched_state::{NodeState, TaskState};
 use raftsched_store::{SyncStats, SYNC_BUCKETS_US};
 
@@ -145,6 +146,7 @@ pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
     }
     security(&mut out, replica);
     availability(&mut out, replica);
+    outcomes(&mut out, replica);
     line(
         &mut out,
         "raftsched_disk_sync_seconds",
@@ -233,6 +235,39 @@ fn security(out: &mut String, replica: &Replica) {
     let name = "raftsched_insecure";
     line(out, name, "1 when the replica was started with --insecure.", "gauge");
     let _ = writeln!(out, "{name} {}", u8::from(auth.insecure));
+}
+
+/// Task outcomes and queue waits as `apply` saw them (`raftsched_state::observed`): every replica
+/// applies the same entries, so every replica shows the same figures for the entries it applied.
+fn outcomes(out: &mut String, replica: &Replica) {
+    let seen = replica.sm.read(|sm| sm.observed().clone());
+    line(out, "raftsched_task_attempts_ended_total", "Attempts ended, by outcome (as applied here).", "counter");
+    for (outcome, n) in OUTCOME_NAMES.iter().zip(seen.attempts_ended) {
+        let _ = writeln!(out, "raftsched_task_attempts_ended_total{{outcome=\"{outcome}\"}} {n}");
+    }
+    line(
+        out,
+        "raftsched_tasks_ended_total",
+        "Tasks that reached a final state, by state (as applied here).",
+        "counter",
+    );
+    for (state, n) in FINAL_STATE_NAMES.iter().zip(seen.tasks_ended) {
+        let _ = writeln!(out, "raftsched_tasks_ended_total{{state=\"{state}\"}} {n}");
+    }
+    line(
+        out,
+        "raftsched_task_queue_wait_seconds",
+        "Time from when a task could run (submitted, run-at time, retry backoff) to its assignment.",
+        "histogram",
+    );
+    let cumulative = seen.queue_wait_buckets.iter().scan(0u64, |sum, n| {
+        *sum += n;
+        Some(*sum)
+    });
+    let bounds_us = QUEUE_WAIT_BUCKETS_MS.iter().map(|ms| ms * 1_000);
+    let count = seen.queue_wait_buckets.iter().sum();
+    let sum_us = seen.queue_wait_sum_ms.saturating_mul(1_000);
+    histogram(out, "raftsched_task_queue_wait_seconds", "", bounds_us.zip(cumulative), count, sum_us);
 }
 
 /// One histogram's series: `_bucket` lines (bounds in microseconds, shown in seconds) with the

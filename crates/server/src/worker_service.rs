@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use raftsched_api as api;
 use raftsched_api::worker_server::Worker;
-use raftsched_state::{limits as sm_limits, NodeState, Op, Outcome, ReportEvent, Response as SmResponse};
+use raftsched_state::{
+    limits as sm_limits, NodeState, Op, Outcome, Output, ReportEvent, Response as SmResponse, OUTPUT_APART_VERSION,
+};
 use tonic::{Request, Response, Status};
 
 use crate::convert::{rejection_to_status, spec_to_api, unexpected};
@@ -173,25 +175,45 @@ impl Worker for WorkerService {
     }
 }
 
+/// The event a report carries, its tails checked against `output_tail_bytes_max`: the streams
+/// apart once every member records them (`OUTPUT_APART_VERSION`), else both joined as the worker
+/// sent them for older replicas.
+fn report_event(r: &mut api::ReportRequest, cluster_version: u32) -> Result<ReportEvent, Status> {
+    for (name, tail) in [("output", &r.output_tail), ("stdout", &r.stdout_tail), ("stderr", &r.stderr_tail)] {
+        if tail.len() > sm_limits::OUTPUT_TAIL_BYTES_MAX {
+            return Err(Status::invalid_argument(format!(
+                "{name} tail is {} bytes, over output_tail_bytes_max {}",
+                tail.len(),
+                sm_limits::OUTPUT_TAIL_BYTES_MAX
+            )));
+        }
+    }
+    let (exit_code, timed_out) = (r.exit_code, r.timed_out);
+    Ok(match (r.finished, r.streams_apart && cluster_version >= OUTPUT_APART_VERSION) {
+        (false, _) => ReportEvent::Started,
+        (true, false) => {
+            ReportEvent::Finished { exit_code, output_tail: std::mem::take(&mut r.output_tail), timed_out }
+        }
+        (true, true) => {
+            let output = Output {
+                stdout_tail: std::mem::take(&mut r.stdout_tail),
+                stderr_tail: std::mem::take(&mut r.stderr_tail),
+                stdout_bytes: r.stdout_bytes,
+                stderr_bytes: r.stderr_bytes,
+            };
+            ReportEvent::FinishedApart { exit_code, timed_out, output: Box::new(output) }
+        }
+    })
+}
+
 /// The first cluster version whose members all apply `Op::ReportFrom`.
 const REPORT_FROM_VERSION: u32 = 2;
 
 impl WorkerService {
     /// Applies one worker report: checked here, then in `apply` fenced by its token and, from
     /// cluster version 2 on, refused unless the worker it names holds the attempt.
-    async fn apply_report(&self, r: api::ReportRequest) -> Result<(), Status> {
-        if r.output_tail.len() > sm_limits::OUTPUT_TAIL_BYTES_MAX {
-            return Err(Status::invalid_argument(format!(
-                "output tail is {} bytes, over output_tail_bytes_max {}",
-                r.output_tail.len(),
-                sm_limits::OUTPUT_TAIL_BYTES_MAX
-            )));
-        }
-        let event = if r.finished {
-            ReportEvent::Finished { exit_code: r.exit_code, output_tail: r.output_tail, timed_out: r.timed_out }
-        } else {
-            ReportEvent::Started
-        };
+    async fn apply_report(&self, mut r: api::ReportRequest) -> Result<(), Status> {
+        let event = report_event(&mut r, self.replica.sm.read(|sm| sm.cluster_version()))?;
         let mut token = r.token;
         if crate::fault::unfenced_reports() {
             // The bug: trust the report and apply it under whatever assignment is current.

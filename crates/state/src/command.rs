@@ -138,7 +138,30 @@ pub struct AssignItem {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReportEvent {
     Started,
-    Finished { exit_code: i32, output_tail: String, timed_out: bool },
+    /// Output as one tail of both streams (workers and clusters before format 5).
+    Finished {
+        exit_code: i32,
+        output_tail: String,
+        timed_out: bool,
+    },
+    /// Stdout and stderr apart, with each stream's length. Proposed only from cluster version
+    /// `OUTPUT_APART_VERSION` on: an older replica cannot decode it.
+    FinishedApart {
+        exit_code: i32,
+        timed_out: bool,
+        output: Box<Output>,
+    },
+}
+
+/// An attempt's output as a worker that keeps the streams apart reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Output {
+    /// The last bytes of stdout, at most `limits::OUTPUT_TAIL_BYTES_MAX`.
+    pub stdout_tail: String,
+    /// The last bytes of stderr, at most `limits::OUTPUT_TAIL_BYTES_MAX`.
+    pub stderr_tail: String,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
 }
 
 impl Op {

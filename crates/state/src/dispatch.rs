@@ -121,6 +121,13 @@ impl StateMachine {
         if !still_valid {
             return false;
         }
+        let ready_at_ms = [
+            task.created_at_ms,
+            task.spec.run_at_ms.unwrap_or(0),
+            task.not_before_ms,
+            task.attempts.last().and_then(|a| a.ended_at_ms).unwrap_or(0),
+        ];
+        self.observed.assigned_after(now_ms.saturating_sub(ready_at_ms.into_iter().max().unwrap_or(0)));
         let task = self.tasks.get_mut(&item.task_id).expect("checked above");
         debug_assert!(task.attempts.last().is_none_or(|a| a.token < index));
         task.attempts.push(Attempt {

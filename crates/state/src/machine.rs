@@ -4,12 +4,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Command, Op, Rejection, ReportEvent, Response};
+use crate::command::{Command, Op, Output, Rejection, ReportEvent, Response};
 use crate::limits;
 use crate::node::{Node, NodeState};
 use crate::schedule::{Schedule, OCCURRENCE_KEY_PREFIX};
 use crate::spec::{validate_key, SpecError, TaskSpec};
-use crate::task::{Occurrence, Outcome, Task, TaskId, TaskResult, TaskState};
+use crate::task::{Occurrence, Outcome, Streams, Task, TaskId, TaskResult, TaskState};
 
 /// The replicated scheduler state. Ordered maps only, so iteration order and the snapshot encoding
 /// are the same on every replica.
@@ -55,6 +55,9 @@ pub struct StateMachine {
     /// Ready workers by free slots, for dispatch (`free_slots.rs`): derived, not state.
     #[serde(skip)]
     pub(crate) free: crate::free_slots::FreeSlots,
+    /// Outcomes and queue waits `apply` saw, for the host's metrics (`observed.rs`): not state.
+    #[serde(skip)]
+    pub(crate) observed: crate::observed::Observed,
 }
 
 /// The ids in `StateMachine::touched`. Not part of the state: equal whatever it holds, never
@@ -80,6 +83,10 @@ impl Eq for Touched {}
 /// The cluster version from which `apply` uses the state's time (`clock_ms`) rather than each
 /// entry's own: format 3, which carries it in snapshots.
 pub const CLOCK_VERSION: u32 = 3;
+
+/// The cluster version from which a result keeps stdout and stderr apart
+/// (`ReportEvent::FinishedApart`, `TaskResult::streams`): format 5, which carries them in snapshots.
+pub const OUTPUT_APART_VERSION: u32 = 5;
 
 /// Dispatch order key of a pending task.
 pub(crate) fn queue_key(task: &Task) -> (i64, TaskId) {
@@ -128,6 +135,17 @@ impl StateMachine {
 
     /// The workers whose view (held set, state, registration) changed since the last call: the
     /// host wakes their long polls only. Holds no decision: `apply` never reads it.
+    /// Outcomes and queue waits applied so far (`observed.rs`), for metrics.
+    pub fn observed(&self) -> &crate::observed::Observed {
+        &self.observed
+    }
+
+    /// Keeps counting from `from`'s figures: a state that replaces another (an installed snapshot)
+    /// continues its metrics rather than starting them again.
+    pub fn continue_observed(&mut self, from: &StateMachine) {
+        self.observed = from.observed.clone();
+    }
+
     pub fn take_touched_workers(&mut self) -> BTreeSet<String> {
         std::mem::take(&mut self.touched.0)
     }
@@ -255,6 +273,7 @@ impl StateMachine {
         assert!(!from.is_terminal(), "task {id} left terminal state {from:?}");
         if to.is_terminal() {
             self.finished.insert(id);
+            self.observed.task_ended(to);
         }
         if to == TaskState::Pending {
             self.pending.insert(queue_key(task));
@@ -282,6 +301,7 @@ impl StateMachine {
         assert_eq!(attempt.token, assignment.token);
         attempt.ended_at_ms = Some(now_ms);
         attempt.outcome = Some(outcome);
+        self.observed.attempt_ended(outcome);
         let freed = self.nodes.get_mut(&assignment.worker_id).map(|node| node.held.remove(&id)).is_some();
         let n_attempts = task.attempt();
         let retry = matches!(outcome, Outcome::Failed { .. } | Outcome::TimedOut | Outcome::Lost)
@@ -299,8 +319,11 @@ impl StateMachine {
             let backoff_ms = if outcome == Outcome::Lost { 0 } else { retry_backoff_ms(n_attempts) };
             task.not_before_ms = now_ms.saturating_add(backoff_ms);
         } else if matches!(to, TaskState::Succeeded | TaskState::Failed) {
-            task.result =
-                Some(result.unwrap_or(TaskResult { exit_code: -1, output_tail: outcome.as_str().to_string() }));
+            task.result = Some(result.unwrap_or(TaskResult {
+                exit_code: -1,
+                output_tail: outcome.as_str().to_string(),
+                streams: None,
+            }));
         }
         self.transition(index, now_ms, id, to);
         if freed {
@@ -476,21 +499,69 @@ impl StateMachine {
                 Response::Reported
             }
             ReportEvent::Finished { exit_code, output_tail, timed_out } => {
-                let attempt = task.attempts.last_mut().expect("held task has an attempt");
-                if attempt.started_at_ms.is_none() {
-                    attempt.started_at_ms = Some(now_ms);
-                }
-                let outcome = match (*timed_out, *exit_code) {
-                    (true, _) => Outcome::TimedOut,
-                    (false, 0) => Outcome::Succeeded,
-                    (false, code) => Outcome::Failed { exit_code: code },
+                let result = TaskResult {
+                    exit_code: *exit_code,
+                    output_tail: tail_of(output_tail, limits::OUTPUT_TAIL_BYTES_MAX),
+                    streams: None,
                 };
-                let tail = tail_of(output_tail, limits::OUTPUT_TAIL_BYTES_MAX);
-                let result = TaskResult { exit_code: *exit_code, output_tail: tail };
-                self.end_attempt(index, now_ms, task_id, outcome, Some(result));
+                self.finish_attempt(index, now_ms, task_id, *timed_out, result);
+                Response::Reported
+            }
+            ReportEvent::FinishedApart { exit_code, timed_out, output } => {
+                let result = self.result_apart(*exit_code, output);
+                self.finish_attempt(index, now_ms, task_id, *timed_out, result);
                 Response::Reported
             }
         }
+    }
+
+    /// Ends the held attempt of `task_id` with the worker's result.
+    fn finish_attempt(&mut self, index: u64, now_ms: u64, task_id: TaskId, timed_out: bool, result: TaskResult) {
+        let task = self.tasks.get_mut(&task_id).expect("reported task exists");
+        let attempt = task.attempts.last_mut().expect("held task has an attempt");
+        if attempt.started_at_ms.is_none() {
+            attempt.started_at_ms = Some(now_ms);
+        }
+        let outcome = match (timed_out, result.exit_code) {
+            (true, _) => Outcome::TimedOut,
+            (false, 0) => Outcome::Succeeded,
+            (false, code) => Outcome::Failed { exit_code: code },
+        };
+        self.end_attempt(index, now_ms, task_id, outcome, Some(result));
+    }
+
+    /// The result of a report with the streams apart. Before `OUTPUT_APART_VERSION` (a snapshot
+    /// of an older format cannot carry the streams) the two tails are joined as older workers do.
+    fn result_apart(&self, exit_code: i32, output: &Output) -> TaskResult {
+        let max = limits::OUTPUT_TAIL_BYTES_MAX;
+        if self.cluster_version < OUTPUT_APART_VERSION {
+            let joined = format!("{}{}", output.stdout_tail, output.stderr_tail);
+            return TaskResult { exit_code, output_tail: tail_of(&joined, max), streams: None };
+        }
+        let stdout_tail = tail_of(&output.stdout_tail, max);
+        let stderr_tail = tail_of(&output.stderr_tail, max);
+        // A stream's length is at least what its tail holds, whatever the report claims.
+        let streams = Streams {
+            stdout_bytes: output.stdout_bytes.max(stdout_tail.len() as u64),
+            stderr_bytes: output.stderr_bytes.max(stderr_tail.len() as u64),
+            stderr_tail,
+        };
+        TaskResult { exit_code, output_tail: stdout_tail, streams: Some(Box::new(streams)) }
+    }
+
+    /// Results that keep the streams apart, by task id: what the format layer writes beside the
+    /// state from format 5 on.
+    pub fn result_streams(&self) -> impl Iterator<Item = (TaskId, &Streams)> {
+        self.tasks.iter().filter_map(|(id, t)| Some((*id, t.result.as_ref()?.streams.as_deref()?)))
+    }
+
+    /// Restores what a snapshot recorded beside the state for one result (the format layer's
+    /// decoder). Refused when the task has no result to attach it to.
+    pub fn restore_result_streams(&mut self, id: TaskId, streams: Streams) -> Result<(), String> {
+        let result = self.tasks.get_mut(&id).and_then(|t| t.result.as_mut());
+        let Some(result) = result else { return Err(format!("output streams for task {id}, which has no result")) };
+        result.streams = Some(Box::new(streams));
+        Ok(())
     }
 
     /// Checks every structural invariant; returns the first violation. Used by debug builds after
@@ -516,6 +587,9 @@ impl StateMachine {
             }
             if task.result.is_some() != matches!(task.state, TaskState::Succeeded | TaskState::Failed) {
                 return Err(format!("task {id} is {:?} with result {:?}", task.state, task.result));
+            }
+            if let Some(streams) = task.result.as_ref().and_then(|r| r.streams.as_deref()) {
+                check_streams(id, streams, self.cluster_version)?;
             }
             if task.updated_at_ms < task.created_at_ms {
                 return Err(format!("task {id} updated before it was created"));
@@ -602,6 +676,18 @@ impl StateMachine {
 }
 
 /// The last `max` bytes of `text`, cut at a character boundary.
+/// A result's streams: only from `OUTPUT_APART_VERSION` on, and within the tail limit.
+fn check_streams(id: TaskId, streams: &Streams, cluster_version: u32) -> Result<(), String> {
+    if cluster_version < OUTPUT_APART_VERSION {
+        return Err(format!("task {id} keeps its output streams apart at cluster version {cluster_version}"));
+    }
+    let tail = streams.stderr_tail.len();
+    if tail > limits::OUTPUT_TAIL_BYTES_MAX || streams.stderr_bytes < tail as u64 {
+        return Err(format!("task {id}'s stderr tail is {tail} bytes of {}", streams.stderr_bytes));
+    }
+    Ok(())
+}
+
 pub fn tail_of(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();
@@ -637,6 +723,41 @@ mod tests {
         assert_eq!((sm.get(3).unwrap().created_at_ms, sm.get(4).unwrap().created_at_ms), (7_000, 7_000));
         sm.apply(6, &at(8_000, Op::Cancel { id: 4 }));
         assert_eq!((sm.get(4).unwrap().updated_at_ms, sm.clock_ms()), (8_000, 8_000));
+    }
+
+    /// A result keeps stdout and stderr apart only once every member records them; before, the
+    /// two tails are joined as older workers do, so every replica records the same result.
+    #[test]
+    fn output_streams_stay_apart_from_their_cluster_version() {
+        let report_apart = |sm: &mut StateMachine, index: u64, key: &str| {
+            sm.apply(index, &submit(key, TaskSpec::builtin("echo", key)));
+            let id = sm.last_task_id;
+            let reg = Op::RegisterWorker {
+                worker_id: "w".into(),
+                instance: index,
+                addr: String::new(),
+                slots: 1,
+                labels: BTreeMap::new(),
+            };
+            sm.apply(index + 1, &Command { now_ms: 1_000, op: reg });
+            let items = sm.plan_assignments(1_000, 1);
+            sm.apply(index + 2, &Command { now_ms: 1_000, op: Op::Assign { items } });
+            let token = sm.get(id).unwrap().assignment.as_ref().unwrap().token;
+            let output =
+                Output { stdout_tail: "o\n".into(), stderr_tail: "e\n".into(), stdout_bytes: 90, stderr_bytes: 0 };
+            let event = ReportEvent::FinishedApart { exit_code: 0, timed_out: false, output: Box::new(output) };
+            sm.apply(index + 3, &Command { now_ms: 1_000, op: Op::Report { task_id: id, token, event } });
+            sm.get(id).unwrap().result.clone().unwrap()
+        };
+        let mut sm = StateMachine::new();
+        let joined = report_apart(&mut sm, 1, "a");
+        assert_eq!((joined.output_tail.as_str(), joined.streams), ("o\ne\n", None));
+        sm.apply(10, &Command { now_ms: 1_000, op: Op::SetClusterVersion { version: OUTPUT_APART_VERSION } });
+        let apart = report_apart(&mut sm, 11, "b");
+        let streams = Streams { stderr_tail: "e\n".into(), stdout_bytes: 90, stderr_bytes: 2 };
+        assert_eq!((apart.output_tail.as_str(), apart.streams), ("o\n", Some(Box::new(streams))));
+        sm.check_invariants().unwrap();
+        assert_eq!(sm.result_streams().count(), 1);
     }
 
     /// A mixed cluster refuses the same submits everywhere: the hard bound rises only once every

@@ -111,8 +111,25 @@ pub struct Attempt {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskResult {
     pub exit_code: i32,
-    /// The last bytes of output, at most `limits::OUTPUT_TAIL_BYTES_MAX`.
+    /// The last bytes of output, at most `limits::OUTPUT_TAIL_BYTES_MAX`: stdout's alone when
+    /// `streams` is set, else both streams as the worker joined them (results before format 5).
     pub output_tail: String,
+    /// Stderr's tail and each stream's length, from workers that keep them apart (recorded from
+    /// cluster version `OUTPUT_APART_VERSION` on). Not in this type's own encoding, which every
+    /// earlier format's snapshot body pins: the format layer carries it beside the state.
+    #[serde(skip)]
+    pub streams: Option<Box<Streams>>,
+}
+
+/// What a result keeps of an attempt's two output streams beyond stdout's tail.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Streams {
+    /// The last bytes of stderr, at most `limits::OUTPUT_TAIL_BYTES_MAX`.
+    pub stderr_tail: String,
+    /// Bytes the attempt wrote to stdout in all (more than the tail's length: the tail was cut).
+    pub stdout_bytes: u64,
+    /// Bytes the attempt wrote to stderr in all.
+    pub stderr_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

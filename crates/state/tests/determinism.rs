@@ -4,7 +4,7 @@
 //! machines, and compares them step by step and through the snapshot encoding.
 
 use proptest::prelude::*;
-use raftsched_state::{Command, Op, ReportEvent, Response, StateMachine, TaskSpec, TaskState};
+use raftsched_state::{Command, Op, Output, ReportEvent, Response, StateMachine, TaskSpec, TaskState};
 
 fn arb_spec() -> impl Strategy<Value = TaskSpec> {
     prop_oneof![
@@ -97,10 +97,24 @@ fn concrete(sm: &StateMachine, step: &Step, now_ms: u64) -> Op {
                 Some(t) => (t.id, t.assignment.as_ref().unwrap().token - u64::from(*stale)),
                 None => (*pick as u64 + 1, 1),
             };
-            let event = if *finished {
-                ReportEvent::Finished { exit_code: *exit_code, output_tail: "out".into(), timed_out: *timed_out }
-            } else {
-                ReportEvent::Started
+            let event = match (*finished, exit_code % 2) {
+                (false, _) => ReportEvent::Started,
+                (true, 0) => {
+                    ReportEvent::Finished { exit_code: *exit_code, output_tail: "out".into(), timed_out: *timed_out }
+                }
+                (true, _) => {
+                    let output = Output {
+                        stdout_tail: "out".into(),
+                        stderr_tail: "err".into(),
+                        stdout_bytes: 9,
+                        stderr_bytes: 1,
+                    };
+                    ReportEvent::FinishedApart {
+                        exit_code: *exit_code,
+                        timed_out: *timed_out,
+                        output: Box::new(output),
+                    }
+                }
             };
             Op::Report { task_id, token, event }
         }
@@ -215,7 +229,7 @@ proptest! {
                     let before_task = before.get(*task_id).unwrap();
                     prop_assert_eq!(before_task.assignment.as_ref().map(|a| a.token), Some(*token));
                     let t = sm.get(*task_id).unwrap();
-                    if let ReportEvent::Finished { .. } = event {
+                    if matches!(event, ReportEvent::Finished { .. } | ReportEvent::FinishedApart { .. }) {
                         // Exactly one result, recorded by the attempt that held the task.
                         prop_assert!(t.assignment.is_none());
                         prop_assert!(before_task.result.is_none());

@@ -481,6 +481,8 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         let (inner, copying, meta_now) = (self.inner.clone(), self.copying.clone(), meta.clone());
         off_the_runtime(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, move || {
             let mut inner = write_lock_without_queueing(&inner, &copying);
+            let mut sm = sm;
+            sm.continue_observed(&inner.sm);
             let old = std::mem::replace(&mut inner.sm, sm);
             inner.last_applied = meta_now.last_log_id;
             inner.membership = meta_now.last_membership;

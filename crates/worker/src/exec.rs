@@ -1,13 +1,14 @@
 //! Running one attempt: a builtin in-process, or a command as a child process in its own process
 //! group. The child dies with the worker (PR_SET_PDEATHSIG on Linux), so a worker killed with -9
-//! leaves no attempt running behind it. Output is kept as a bounded tail.
+//! leaves no attempt running behind it. Stdout and stderr are kept apart, each as a bounded tail
+//! with its length in all.
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use raftsched_client::api;
 use raftsched_state::limits::OUTPUT_TAIL_BYTES_MAX;
-use raftsched_state::tail_of;
+use raftsched_state::{tail_of, Output};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
@@ -61,11 +62,38 @@ pub fn supervise(argv: &[String]) -> i32 {
 pub enum Ended {
     Finished {
         exit_code: i32,
-        output_tail: String,
+        output: Output,
         timed_out: bool,
     },
     /// Killed on the worker's own decision (cancelled, reassigned, lease lost): no result.
     Killed,
+}
+
+impl Ended {
+    fn with_stdout(exit_code: i32, text: &str) -> Ended {
+        let output = Output {
+            stdout_tail: tail_of(text, OUTPUT_TAIL_BYTES_MAX),
+            stdout_bytes: text.len() as u64,
+            ..Default::default()
+        };
+        Ended::Finished { exit_code, output, timed_out: false }
+    }
+
+    /// An attempt that ended without running anything: the worker says why on stderr.
+    fn with_stderr(exit_code: i32, timed_out: bool, text: &str) -> Ended {
+        let output = Output {
+            stderr_tail: tail_of(text, OUTPUT_TAIL_BYTES_MAX),
+            stderr_bytes: text.len() as u64,
+            ..Default::default()
+        };
+        Ended::Finished { exit_code, output, timed_out }
+    }
+}
+
+/// Both streams' tails joined, stdout first, cut to `OUTPUT_TAIL_BYTES_MAX`: the one tail that
+/// replicas before format 5 record.
+pub fn joined_tail(output: &Output) -> String {
+    tail_of(&format!("{}{}", output.stdout_tail, output.stderr_tail), OUTPUT_TAIL_BYTES_MAX)
 }
 
 /// Runs `spec` until it ends, `timeout_ms` passes, or `kill` turns true.
@@ -85,12 +113,12 @@ pub async fn run(spec: &api::TaskSpec, mut kill: watch::Receiver<bool>) -> Ended
             let work = builtin(&b.name, &b.arg);
             tokio::select! {
                 ended = work => ended,
-                _ = sleep_for_timeout => Ended::Finished { exit_code: -1, output_tail: "timed out".into(), timed_out: true },
+                _ = sleep_for_timeout => Ended::with_stderr(-1, true, "timed out"),
                 _ = killed => Ended::Killed,
             }
         }
         Some(api::task_spec::Exec::Command(c)) => command(spec, &c.argv, sleep_for_timeout, killed).await,
-        None => Ended::Finished { exit_code: 127, output_tail: "task has nothing to run".into(), timed_out: false },
+        None => Ended::with_stderr(127, false, "task has nothing to run"),
     }
 }
 
@@ -99,34 +127,50 @@ async fn builtin(name: &str, arg: &str) -> Ended {
         "sleep" => {
             let ms = arg.parse::<u64>().unwrap_or(0);
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            Ended::Finished { exit_code: 0, output_tail: String::new(), timed_out: false }
+            Ended::with_stdout(0, "")
         }
-        "echo" => Ended::Finished {
-            exit_code: 0,
-            output_tail: tail_of(&format!("{arg}\n"), OUTPUT_TAIL_BYTES_MAX),
-            timed_out: false,
-        },
+        "echo" => Ended::with_stdout(0, &format!("{arg}\n")),
         "fail" => {
             let code = arg.parse::<i32>().unwrap_or(1);
-            Ended::Finished { exit_code: code, output_tail: format!("fail:{code}\n"), timed_out: false }
+            Ended::with_stdout(code, &format!("fail:{code}\n"))
         }
-        other => {
-            Ended::Finished { exit_code: 127, output_tail: format!("unknown builtin {other:?}"), timed_out: false }
+        other => Ended::with_stderr(127, false, &format!("unknown builtin {other:?}")),
+    }
+}
+
+/// What one stream left: its last bytes and how many it wrote in all.
+#[derive(Default)]
+struct StreamTail {
+    tail: Vec<u8>,
+    bytes: u64,
+}
+
+impl StreamTail {
+    /// The tail as text. A cut tail starts after its first line break when it has one, so it does
+    /// not begin mid-line (the total says how much came before).
+    fn text(&self) -> String {
+        let mut tail = &self.tail[..];
+        if self.bytes > tail.len() as u64 {
+            if let Some(p) = tail.iter().position(|b| *b == b'\n').filter(|p| p + 1 < tail.len()) {
+                tail = &tail[p + 1..];
+            }
         }
+        tail_of(&String::from_utf8_lossy(tail), OUTPUT_TAIL_BYTES_MAX)
     }
 }
 
 /// Reads `reader` to its end, keeping only the last `OUTPUT_TAIL_BYTES_MAX` bytes.
-async fn read_tail(mut reader: impl AsyncRead + Unpin) -> Vec<u8> {
-    let mut tail = Vec::with_capacity(OUTPUT_TAIL_BYTES_MAX);
+async fn read_tail(mut reader: impl AsyncRead + Unpin) -> StreamTail {
+    let mut out = StreamTail { tail: Vec::with_capacity(OUTPUT_TAIL_BYTES_MAX), bytes: 0 };
     let mut buf = [0u8; 8192];
     loop {
         match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => return tail,
+            Ok(0) | Err(_) => return out,
             Ok(n) => {
-                tail.extend_from_slice(&buf[..n]);
-                if tail.len() > OUTPUT_TAIL_BYTES_MAX {
-                    tail.drain(..tail.len() - OUTPUT_TAIL_BYTES_MAX);
+                out.bytes += n as u64;
+                out.tail.extend_from_slice(&buf[..n]);
+                if out.tail.len() > OUTPUT_TAIL_BYTES_MAX {
+                    out.tail.drain(..out.tail.len() - OUTPUT_TAIL_BYTES_MAX);
                 }
             }
         }
@@ -140,7 +184,7 @@ async fn command(
     killed: impl std::future::Future<Output = ()>,
 ) -> Ended {
     let Some((program, args)) = argv.split_first() else {
-        return Ended::Finished { exit_code: 127, output_tail: "empty argv".into(), timed_out: false };
+        return Ended::with_stderr(127, false, "empty argv");
     };
     let supervisor = SUPERVISOR.get();
     let mut cmd = match supervisor {
@@ -179,13 +223,7 @@ async fn command(
     }
     let mut child = match cmd.spawn() {
         Ok(child) => child,
-        Err(e) => {
-            return Ended::Finished {
-                exit_code: 127,
-                output_tail: format!("cannot start {program:?}: {e}"),
-                timed_out: false,
-            }
-        }
+        Err(e) => return Ended::with_stderr(127, false, &format!("cannot start {program:?}: {e}")),
     };
     let pid = child.id();
     let stdout = child.stdout.take().map(|s| tokio::spawn(read_tail(s)));
@@ -206,13 +244,13 @@ async fn command(
     // Whatever ended the attempt, nothing it started may outlive it: background descendants would
     // run on beside a later attempt, and any holding the output pipes would stall the drain below.
     kill_group();
-    let mut output = Vec::new();
-    for reader in [stdout, stderr].into_iter().flatten() {
-        if let Ok(bytes) = reader.await {
-            output.extend(bytes);
-        }
-    }
-    let output_tail = tail_of(&String::from_utf8_lossy(&output), OUTPUT_TAIL_BYTES_MAX);
+    let (stdout, stderr) = (drain(stdout).await, drain(stderr).await);
+    let output = Output {
+        stdout_tail: stdout.text(),
+        stderr_tail: stderr.text(),
+        stdout_bytes: stdout.bytes,
+        stderr_bytes: stderr.bytes,
+    };
     match outcome {
         None => Ended::Killed,
         Some((status, timed_out)) => {
@@ -223,7 +261,15 @@ async fn command(
                 }),
                 Err(_) => -1,
             };
-            Ended::Finished { exit_code: if timed_out { -1 } else { exit_code }, output_tail, timed_out }
+            Ended::Finished { exit_code: if timed_out { -1 } else { exit_code }, output, timed_out }
         }
+    }
+}
+
+/// What a stream's reader task kept (nothing when the stream was not piped or the task failed).
+async fn drain(reader: Option<tokio::task::JoinHandle<StreamTail>>) -> StreamTail {
+    match reader {
+        Some(handle) => handle.await.unwrap_or_default(),
+        None => StreamTail::default(),
     }
 }

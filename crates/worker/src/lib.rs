@@ -334,16 +334,19 @@ async fn attempt(
     };
     let lease_valid = Instant::now() < lease.lock().unwrap_or_else(|p| p.into_inner()).deadline;
     let reported = match ended {
-        Ended::Finished { exit_code, output_tail, timed_out }
-            if lease_valid && !*kill.borrow() && !*refused_tx.borrow() =>
-        {
+        Ended::Finished { exit_code, output, timed_out } if lease_valid && !*kill.borrow() && !*refused_tx.borrow() => {
             let req = api::ReportRequest {
                 task_id,
                 token,
                 finished: true,
                 exit_code,
-                output_tail,
+                output_tail: exec::joined_tail(&output),
                 timed_out,
+                streams_apart: true,
+                stdout_tail: output.stdout_tail,
+                stderr_tail: output.stderr_tail,
+                stdout_bytes: output.stdout_bytes,
+                stderr_bytes: output.stderr_bytes,
                 ..Default::default()
             };
             reporter.report(req).await

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use prost::Message;
 use raftsched_client::{api, Client, ClientError};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tonic::Code;
@@ -22,6 +23,9 @@ const REPORTS_QUEUED_MAX: usize = 4096;
 const REPORT_CALLS_IN_FLIGHT_MAX: usize = 4;
 /// Reports in one call: the server's `report_batch_len_max`.
 const REPORT_BATCH_LEN_MAX: usize = 256;
+/// Encoded bytes of the reports in one call: half the server's 1 MiB message limit, so a batch of
+/// reports with full tails (up to 12 KiB each) is never refused for its size.
+const REPORT_BATCH_BYTES_MAX: usize = 512 * 1024;
 /// Tries of one report before the worker gives up on it (the lease decides the rest).
 const REPORT_TRIES_MAX: u32 = 50;
 /// Pause before another try of reports that could not be applied, so a cluster without a leader
@@ -73,16 +77,28 @@ fn worth_retrying(code: Code) -> bool {
 
 async fn run(client: Arc<Client>, mut rx: mpsc::Receiver<Queued>) {
     let calls = Arc::new(Semaphore::new(REPORT_CALLS_IN_FLIGHT_MAX));
+    // A report taken from the queue that did not fit the last batch: the next one starts with it.
+    let mut carried: Option<Queued> = None;
     loop {
         // A free call slot first: while every slot is busy, reports gather in the queue and go
         // out together in the next call.
         let Ok(permit) = calls.clone().acquire_owned().await else { return };
-        let mut batch = match rx.recv().await {
-            Some(q) => vec![q],
-            None => return,
+        let first = match carried.take() {
+            Some(q) => q,
+            None => match rx.recv().await {
+                Some(q) => q,
+                None => return,
+            },
         };
+        let mut bytes = first.req.encoded_len();
+        let mut batch = vec![first];
         while batch.len() < REPORT_BATCH_LEN_MAX {
             let Ok(q) = rx.try_recv() else { break };
+            bytes += q.req.encoded_len();
+            if bytes > REPORT_BATCH_BYTES_MAX {
+                carried = Some(q);
+                break;
+            }
             batch.push(q);
         }
         tokio::spawn(send(client.clone(), batch, permit));

@@ -283,6 +283,7 @@ pub async fn run_zombie(client: Client, shared: Arc<Shared>, period: Duration) {
                     // as not the holder, or for its stale token.
                     worker_id: zombie_worker,
                     instance: 0,
+                    ..Default::default()
                 };
                 match timed(client.report(report)).await {
                     Ok(_) => {

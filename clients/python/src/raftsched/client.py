@@ -130,6 +130,12 @@ class Task:
     exit_code: Optional[int]
     output_tail: Optional[str]
     attempts: List[Attempt] = field(default_factory=list)
+    # Set when the result keeps stdout and stderr apart (format 5): output_tail is then stdout's
+    # tail alone; a stream's byte count above its tail's length means the tail was cut.
+    streams_apart: bool = False
+    stderr_tail: Optional[str] = None
+    stdout_bytes: Optional[int] = None
+    stderr_bytes: Optional[int] = None
     version: int = 0
     schedule: Optional[str] = None
 
@@ -149,6 +155,10 @@ class Task:
             worker_id=t.worker_id or None,
             exit_code=t.exit_code if t.has_result else None,
             output_tail=t.output_tail if t.has_result else None,
+            streams_apart=t.streams_apart,
+            stderr_tail=t.stderr_tail if t.streams_apart else None,
+            stdout_bytes=t.stdout_bytes if t.streams_apart else None,
+            stderr_bytes=t.stderr_bytes if t.streams_apart else None,
             attempts=[
                 Attempt(
                     worker_id=a.worker_id,

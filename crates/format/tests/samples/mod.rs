@@ -16,7 +16,7 @@ use openraft::{
     BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, SnapshotMeta, StoredMembership, Vote,
 };
 use raftsched_format::*;
-use raftsched_state::{Command, Op, ReportEvent, Response, ScheduleSpec, StateMachine, TaskSpec};
+use raftsched_state::{Command, Op, Output, ReportEvent, Response, ScheduleSpec, StateMachine, TaskSpec};
 
 pub fn log_id(term: u64, node: u64, index: u64) -> LogId<NodeId> {
     LogId::new(CommittedLeaderId::new(term, node), index)
@@ -86,6 +86,25 @@ pub fn entry_report_from() -> Entry<TypeConfig> {
     }
 }
 
+/// A report with stdout and stderr apart (format 5).
+pub fn report_apart() -> ReportEvent {
+    let output = Output {
+        stdout_tail: "line 2\nline 3\n".into(),
+        stderr_tail: "warning: late\n".into(),
+        stdout_bytes: 21,
+        stderr_bytes: 14,
+    };
+    ReportEvent::FinishedApart { exit_code: 0, timed_out: false, output: Box::new(output) }
+}
+
+pub fn entry_report_apart() -> Entry<TypeConfig> {
+    let op = Op::ReportFrom { worker_id: "w1".into(), instance: 0xfeed, task_id: 13, token: 89, event: report_apart() };
+    Entry {
+        log_id: log_id(7, 2, 130),
+        payload: EntryPayload::Normal(Command { now_ms: 1_764_000_003_000, op: Op::BatchDispatch { ops: vec![op] } }),
+    }
+}
+
 pub fn vote() -> Vote<NodeId> {
     Vote::new_committed(7, 2)
 }
@@ -120,6 +139,12 @@ pub fn state(cluster_version: u32) -> StateMachine {
     apply(&mut sm, Op::CreateSchedule { name: "nightly".into(), spec: Box::new(spec) });
     if cluster_version > 0 {
         apply(&mut sm, Op::SetClusterVersion { version: cluster_version });
+    }
+    if cluster_version >= 5 {
+        // A result with its output streams apart, which format 5 carries beside the state.
+        let token = sm.get(1).and_then(|t| t.assignment.as_ref()).map(|a| a.token).expect("task 1 is assigned");
+        apply(&mut sm, Op::Report { task_id: 1, token, event: report_apart() });
+        assert!(sm.result_streams().next().is_some(), "the sample keeps streams apart");
     }
     if cluster_version >= 3 {
         // The state's time runs from here on: an entry stamped earlier does not move it back.

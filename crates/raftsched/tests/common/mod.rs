@@ -349,6 +349,17 @@ impl Cluster {
     }
 
     /// A client that talks to one replica only.
+    /// Waits until the cluster version is `version` (raised every couple of seconds once every
+    /// member reads it; a fresh cluster starts at 0).
+    pub async fn wait_cluster_version(&self, version: u32) {
+        let started = Instant::now();
+        let client = self.client();
+        while client.cluster_status().await.ok().map(|s| s.cluster_version) != Some(version) {
+            assert!(started.elapsed() < DEADLINE, "cluster version {version} not reached\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn client_of(&self, id: u64) -> Client {
         Client::with_dialer(vec![self.addr(id)], DEADLINE, &self.dialer).unwrap()
     }
