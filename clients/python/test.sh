@@ -6,12 +6,15 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 GRPC_TOOLS_VERSION=1.85.4
+# The third-party reflection client the tests use (speaks v1alpha, as grpcurl 1.8 does).
+GRPC_REFLECTION_VERSION=1.85.1
 venv=${RAFTSCHED_PY_VENV:-$repo/target/python-venv}
 export RAFTSCHED_BIN=${RAFTSCHED_BIN:-$repo/target/debug/raftsched}
 [[ -x $RAFTSCHED_BIN ]] || { echo "python client test: no $RAFTSCHED_BIN (cargo build -p raftsched first)" >&2; exit 2; }
-if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c "import grpc_tools" 2>/dev/null; then
+if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c "import grpc_tools, grpc_reflection" 2>/dev/null; then
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check "grpcio-tools==$GRPC_TOOLS_VERSION"
+    "$venv/bin/pip" install -q --disable-pip-version-check "grpcio-tools==$GRPC_TOOLS_VERSION" \
+        "grpcio-reflection==$GRPC_REFLECTION_VERSION"
 fi
 fresh=$(mktemp -d)
 trap 'rm -rf "$fresh"' EXIT

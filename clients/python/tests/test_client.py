@@ -108,6 +108,22 @@ class AgainstADevTrio(unittest.TestCase):
         done = self.client().submit(spec(builtin="fail", arg="3", max_attempts=1), wait_s=30)
         self.assertEqual((done.task.state, done.task.exit_code), (TaskState.FAILED, 3))
 
+    # grpcio-reflection's client speaks reflection v1alpha, as grpcurl 1.8 does.
+    def test_reflection_v1alpha_lists_and_describes_the_services(self):
+        import grpc
+        from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+            ProtoReflectionDescriptorDatabase,
+        )
+
+        with grpc.insecure_channel(self.addrs[0]) as channel:
+            db = ProtoReflectionDescriptorDatabase(channel)
+            services = list(db.get_services())
+            self.assertIn("raftsched.v1.Scheduler", services)
+            self.assertIn("raftsched.v1.Worker", services)
+            file = db.FindFileContainingSymbol("raftsched.v1.Scheduler")
+            self.assertIn("Scheduler", [s.name for s in file.service])
+            self.assertTrue(file.options.go_package.endswith(";raftschedv1"))
+
 
 if __name__ == "__main__":
     unittest.main()
