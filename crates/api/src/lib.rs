@@ -19,6 +19,10 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 /// Response metadata a follower adds to its answer to a write: the leader's address
 /// (`HOST:PORT`), so a client can send its next writes straight there.
 pub const LEADER_HINT_KEY: &str = "raftsched-leader";
+/// Response metadata of a long poll that asked for more than the server's longest wait
+/// (`long_poll_ms_max`, 30 s): the wait it was served, in ms. The call is answered as if it had
+/// asked for that wait (clients from before the bound was stated keep working); loop to wait longer.
+pub const WAIT_CAPPED_KEY: &str = "raftsched-wait-capped-ms";
 
 /// Whether `addr` has the `HOST:PORT` shape every replica and worker address on the wire takes.
 pub fn is_host_port(addr: &str) -> bool {

@@ -111,6 +111,19 @@ async fn submit_wait_runs_a_process_and_returns_its_output() {
     assert_eq!((task.id, task.state.as_str(), task.output_tail.as_str()), (reply.id, "succeeded", "in one call\n"));
     let again = client.submit_waiting("one-call", quick, Duration::from_secs(20)).await.unwrap();
     assert_eq!((again.id, again.created), (reply.id, false));
+    // A long poll asking for more than 30 s is served 30 s and says so in its metadata.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.addr(cluster.ids()[0])))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut raw = api::scheduler_client::SchedulerClient::new(channel);
+    let ask = api::WaitTaskRequest { id: reply.id, after_version: 0, wait_ms: 60_000, until_ended: true };
+    let answer = raw.wait_task(ask).await.unwrap();
+    let capped = answer.metadata().get(api::WAIT_CAPPED_KEY).map(|v| v.to_str().unwrap().to_string());
+    assert_eq!((capped.as_deref(), answer.get_ref().state.as_str()), (Some("30000"), "succeeded"));
+    let ask = api::WaitTaskRequest { id: reply.id, after_version: 0, wait_ms: 30_000, until_ended: true };
+    assert!(raw.wait_task(ask).await.unwrap().metadata().get(api::WAIT_CAPPED_KEY).is_none());
     let slow = client.submit_waiting("slow", sleep_task(3_000), Duration::from_millis(300)).await.unwrap();
     let state = slow.task.expect("returned after the wait").state;
     assert!(matches!(state.as_str(), "pending" | "assigned" | "running"), "{state}");

@@ -82,6 +82,21 @@ const _: () = assert!(REQUEST_BODY_BYTES_MAX <= u32::MAX as usize);
 
 /// Longest long poll (WaitTask, Assignments).
 pub const LONG_POLL_MS_MAX: u64 = 30_000;
+
+/// The wait a long poll is served: `wait_ms`, at most `LONG_POLL_MS_MAX`, and whether it was cut.
+pub fn long_poll_wait(wait_ms: u32) -> (std::time::Duration, bool) {
+    let served = u64::from(wait_ms).min(LONG_POLL_MS_MAX);
+    (std::time::Duration::from_millis(served), served < u64::from(wait_ms))
+}
+
+/// Says on `response` that its long poll was cut to `LONG_POLL_MS_MAX` (`WAIT_CAPPED_KEY`), so
+/// the cap is never silent.
+pub fn note_wait_capped<T>(mut response: tonic::Response<T>, capped: bool) -> tonic::Response<T> {
+    if capped {
+        response.metadata_mut().insert(raftsched_api::WAIT_CAPPED_KEY, LONG_POLL_MS_MAX.into());
+    }
+    response
+}
 /// Assignments the leader proposes in one Raft command.
 pub const DISPATCH_BATCH_LEN_MAX: usize = 256;
 /// The leader's scheduling loop wakes at least this often (it also wakes on every apply).

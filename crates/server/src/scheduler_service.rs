@@ -8,8 +8,6 @@ use raftsched_state::spec::validate_key;
 use raftsched_state::{limits, ListFilter, Op, Response as SmResponse, TaskState};
 use tonic::{Request, Response, Status};
 
-use std::time::Duration;
-
 use crate::convert::{node_to_api, rejection_to_status, spec_from_api, task_to_api, unexpected};
 use crate::limits as edge_limits;
 use crate::replica::{now_ms, Replica};
@@ -41,13 +39,13 @@ impl Scheduler for SchedulerService {
         // No read barrier: the wait is for a state in which the task has ended, which comes after
         // the submit wherever it is read. (A follower may not have applied the submit yet: absent
         // means "not yet" here.)
-        let wait = Duration::from_millis(u64::from(req.wait_ms).min(edge_limits::LONG_POLL_MS_MAX));
+        let (wait, capped) = edge_limits::long_poll_wait(req.wait_ms);
         let ended = |sm: &raftsched_state::StateMachine| sm.get(id).filter(|t| t.state.is_terminal()).map(task_to_api);
         let task = match self.replica.wait_for(wait, ended).await {
             Some(task) => Some(task),
             None => self.replica.sm.read(|sm| sm.get(id).map(task_to_api)),
         };
-        Ok(self.replica.hinted(api::SubmitResponse { id, created, task }))
+        Ok(edge_limits::note_wait_capped(self.replica.hinted(api::SubmitResponse { id, created, task }), capped))
     }
 
     async fn get_task(&self, req: Request<api::GetTaskRequest>) -> Result<Response<api::Task>, Status> {
@@ -105,7 +103,7 @@ impl Scheduler for SchedulerService {
     async fn wait_task(&self, req: Request<api::WaitTaskRequest>) -> Result<Response<api::Task>, Status> {
         let _permit = self.replica.admit_long_poll()?;
         let req = req.into_inner();
-        let wait = Duration::from_millis(u64::from(req.wait_ms).min(edge_limits::LONG_POLL_MS_MAX));
+        let (wait, capped) = edge_limits::long_poll_wait(req.wait_ms);
         // Linearizable start: the wait sees at least every change acknowledged before it began.
         self.replica.read_barrier().await?;
         let id = req.id;
@@ -120,7 +118,8 @@ impl Scheduler for SchedulerService {
             Some(found) => found,
             None => self.replica.sm.read(|sm| sm.get(id).map(task_to_api)),
         };
-        found.map(Response::new).ok_or_else(|| Status::not_found(format!("no task with id {id}")))
+        let found = found.ok_or_else(|| Status::not_found(format!("no task with id {id}")))?;
+        Ok(edge_limits::note_wait_capped(Response::new(found), capped))
     }
 
     async fn list_workers(

@@ -3,7 +3,6 @@
 //! assignment long poll reads this replica's applied state.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use raftsched_api as api;
 use raftsched_api::worker_server::Worker;
@@ -92,7 +91,7 @@ impl Worker for WorkerService {
         let r = req.into_inner();
         let mut known: Vec<(u64, u64)> = r.known.iter().map(|h| (h.task_id, h.token)).collect();
         known.sort_unstable();
-        let wait = Duration::from_millis(u64::from(r.wait_ms).min(limits::LONG_POLL_MS_MAX));
+        let (wait, capped) = limits::long_poll_wait(r.wait_ms);
         // The held set of this worker's registration, or None when the registration is gone.
         let current = |sm: &raftsched_state::StateMachine| -> Option<Vec<api::WorkAssignment>> {
             let node = sm.node(&r.id).filter(|n| n.epoch == r.epoch && n.state != NodeState::Down)?;
@@ -140,10 +139,11 @@ impl Worker for WorkerService {
             }
         };
         known.clear();
-        Ok(self.replica.hinted(match result {
+        let response = match result {
             Some(assignments) => api::AssignmentsResponse { assignments, registered: true },
             None => api::AssignmentsResponse { assignments: Vec::new(), registered: false },
-        }))
+        };
+        Ok(limits::note_wait_capped(self.replica.hinted(response), capped))
     }
 
     async fn report(&self, req: Request<api::ReportRequest>) -> Result<Response<api::ReportResponse>, Status> {
