@@ -70,7 +70,11 @@ pub fn output_cuts(task: &api::Task) -> Vec<String> {
         .into_iter()
         .filter(|(_, tail, bytes)| *bytes > tail.len() as u64)
         .map(|(name, tail, bytes)| {
-            format!("{name} cut: the result keeps its last {} of {bytes} bytes (output_tail_bytes_max)", tail.len())
+            let kept = tail.len() as u64;
+            format!(
+                "{name} cut: {} bytes dropped, the result keeps the last {kept} of {bytes} (output_tail_bytes_max)",
+                bytes - kept
+            )
         })
         .collect()
 }
