@@ -125,5 +125,22 @@ class AgainstADevTrio(unittest.TestCase):
             self.assertTrue(file.options.go_package.endswith(";raftschedv1"))
 
 
+    def test_dependencies_run_after_and_a_failure_skips(self):
+        c = self.client()
+        first = c.submit(spec(builtin="echo", arg="first"), key="py-first")
+        # A fresh trio raises its cluster version within seconds; until then --after is refused.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                second = c.submit(spec(builtin="echo", arg="second"), key="py-second", after=[first.id], wait_s=30)
+                break
+            except raftsched.FailedPrecondition:
+                self.assertLess(time.monotonic(), deadline, "the cluster version never allowed dependencies")
+                time.sleep(0.2)
+        self.assertEqual((second.task.state, second.task.after), (TaskState.SUCCEEDED, [first.id]))
+        failed = c.submit(spec(builtin="fail", arg="2", max_attempts=1), key="py-fails")
+        skipped = c.submit(spec(builtin="echo", arg="never"), key="py-skipped", after_keys=["py-fails"], wait_s=30)
+        self.assertEqual((skipped.task.state, skipped.task.skipped_by), (TaskState.SKIPPED, failed.id))
+
 if __name__ == "__main__":
     unittest.main()

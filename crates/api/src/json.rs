@@ -92,6 +92,9 @@ pub fn task_json(task: &api::Task) -> Value {
         "worker_id": some_str(&task.worker_id),
         "token": some_u64(task.token),
         "result": result_json(task),
+        "after": task.after,
+        "after_policy": some_str(&task.after_policy),
+        "skipped_by": some_u64(task.skipped_by),
         "attempts": task.attempts.iter().map(|a| json!({
             "worker_id": a.worker_id,
             "epoch": a.epoch,

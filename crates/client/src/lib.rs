@@ -344,7 +344,17 @@ impl Client {
         wait: Duration,
     ) -> Result<api::SubmitResponse, ClientError> {
         let wait_ms = wait.as_millis().min(u128::from(u32::MAX)) as u32;
-        let req = api::SubmitRequest { key: key.to_string(), spec: Some(spec), wait_ms };
+        self.submit_request(api::SubmitRequest {
+            key: key.to_string(),
+            spec: Some(spec),
+            wait_ms,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Submits as `req` says (dependencies, a wait); retries are as safe as for `submit`.
+    pub async fn submit_request(&self, req: api::SubmitRequest) -> Result<api::SubmitResponse, ClientError> {
         self.call_write(|mut c| {
             let req = req.clone();
             async move { c.submit(req).await }

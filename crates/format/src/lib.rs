@@ -37,7 +37,7 @@ use openraft::raft::{
     VoteResponse,
 };
 use openraft::{AnyError, BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, SnapshotMeta, Vote};
-use raftsched_state::{Op, Response, StateMachine, Streams, TaskId};
+use raftsched_state::{After, Op, Response, StateMachine, Streams, TaskId};
 use serde::{Deserialize, Serialize};
 
 use crate::records::{
@@ -65,12 +65,14 @@ pub type NodeId = u64;
 /// named by a `SnapshotFile` record (written only from cluster version 4, so a build of format 3
 /// still opens a data dir until the cluster is finalized); 5 adds `ReportEvent::FinishedApart`
 /// (stdout and stderr apart, proposed only from cluster version 5) and, beside the state in
-/// snapshot bodies, each result's `Streams`.
+/// snapshot bodies, each result's `Streams`; 6 adds `Op::SubmitAfter`, the task states `waiting`
+/// and `skipped` and, beside the state in snapshot bodies, each task's `After` (dependencies,
+/// proposed only from cluster version 6).
 pub type Version = u32;
 /// The oldest format this build reads.
 pub const FORMAT_VERSION_MIN: Version = 0;
 /// The newest format this build reads and writes.
-pub const FORMAT_VERSION_MAX: Version = 5;
+pub const FORMAT_VERSION_MAX: Version = 6;
 /// The first format whose data dirs keep the snapshot body in a file (`SnapshotFile`).
 pub const BODY_FILE_FORMAT: Version = 4;
 
@@ -320,18 +322,44 @@ struct SnapshotBodyRecord5 {
     streams: Vec<(TaskId, Streams)>,
 }
 
+/// Format 6's snapshot body: each task's dependencies too (none in the formats before it).
+#[derive(Serialize)]
+struct SnapshotBodyRef6<'a> {
+    body: SnapshotBodyRef5<'a>,
+    after: Vec<(TaskId, &'a After)>,
+}
+
+#[derive(Deserialize)]
+struct SnapshotBodyRecord6 {
+    body: SnapshotBodyRecord5,
+    after: Vec<(TaskId, After)>,
+}
+
 /// The first format whose snapshot body carries the state's time.
 const CLOCK_FORMAT: Version = 3;
 /// The first format whose snapshot body carries results' output streams.
 const STREAMS_FORMAT: Version = 5;
+/// The first format whose snapshot body carries tasks' dependencies.
+const AFTER_FORMAT: Version = 6;
 
 pub fn encode_snapshot_body(state: &StateMachine, version: Version) -> Result<Vec<u8>> {
     let cluster_version = state.cluster_version();
     let refuse = |what: String| Err(FormatError::NotRepresentable { what });
-    if version >= STREAMS_FORMAT {
-        let streams = state.result_streams().collect();
-        let body = SnapshotBodyRef5 { cluster_version, clock_ms: state.clock_ms(), state, streams };
+    let body5 = || SnapshotBodyRef5 {
+        cluster_version,
+        clock_ms: state.clock_ms(),
+        state,
+        streams: state.result_streams().collect(),
+    };
+    if version >= AFTER_FORMAT {
+        let body = SnapshotBodyRef6 { body: body5(), after: state.after_entries().collect() };
         return codec::write(Kind::SnapshotBody, version, &body);
+    }
+    if state.after_entries().next().is_some() {
+        return refuse(format!("tasks with dependencies in format {version}"));
+    }
+    if version >= STREAMS_FORMAT {
+        return codec::write(Kind::SnapshotBody, version, &body5());
     }
     if state.result_streams().next().is_some() {
         return refuse(format!("results with output streams apart in format {version}"));
@@ -356,8 +384,14 @@ pub fn encode_snapshot_body(state: &StateMachine, version: Version) -> Result<Ve
 pub fn decode_snapshot_body(bytes: &[u8]) -> Result<StateMachine> {
     let kind = Kind::SnapshotBody;
     let (version, payload) = codec::open(bytes, kind)?;
+    let mut after = None;
     let (mut state, cluster_version, clock_ms, streams) = match version {
         0 => return codec::read(kind, payload),
+        v if v >= AFTER_FORMAT => {
+            let r: SnapshotBodyRecord6 = codec::read(kind, payload)?;
+            after = Some(r.after);
+            (r.body.state, r.body.cluster_version, r.body.clock_ms, r.body.streams)
+        }
         v if v >= STREAMS_FORMAT => {
             let r: SnapshotBodyRecord5 = codec::read(kind, payload)?;
             (r.state, r.cluster_version, r.clock_ms, r.streams)
@@ -373,8 +407,12 @@ pub fn decode_snapshot_body(bytes: &[u8]) -> Result<StateMachine> {
     };
     state.restore_cluster_version(cluster_version);
     state.restore_clock_ms(clock_ms);
+    let malformed = |reason| FormatError::Malformed { kind, reason };
     for (id, s) in streams {
-        state.restore_result_streams(id, s).map_err(|reason| FormatError::Malformed { kind, reason })?;
+        state.restore_result_streams(id, s).map_err(malformed)?;
+    }
+    if let Some(after) = after {
+        state.restore_after(after).map_err(malformed)?;
     }
     Ok(state)
 }

@@ -21,7 +21,9 @@
 use std::collections::BTreeMap;
 
 use openraft::{BasicNode, LogId, Membership, Vote};
-use raftsched_state::{AssignItem, Command, Op, Rejection, ReportEvent, Response, ScheduleSpec, TaskId, TaskSpec};
+use raftsched_state::{
+    AfterSpec, AssignItem, Command, Op, Rejection, ReportEvent, Response, ScheduleSpec, TaskId, TaskSpec,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{FormatError, NodeId};
@@ -68,6 +70,7 @@ pub(crate) enum OpRecord<B> {
     BatchDispatch { ops: Vec<B> },
     SetClusterVersion { version: u32 },
     ReportFrom { worker_id: String, instance: u64, task_id: TaskId, token: u64, event: ReportEvent },
+    SubmitAfter { key: String, spec: TaskSpec, after: Box<AfterSpec> },
 }
 
 /// An op inside a batch.
@@ -111,6 +114,7 @@ impl<B: Nest<Op>> OpRecord<B> {
             OpRecord::ReportFrom { worker_id, instance, task_id, token, event } => {
                 Op::ReportFrom { worker_id, instance, task_id, token, event }
             }
+            OpRecord::SubmitAfter { key, spec, after } => Op::SubmitAfter { key, spec, after },
         }
     }
 }

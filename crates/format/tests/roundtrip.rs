@@ -8,7 +8,8 @@ use openraft::{Entry, EntryPayload};
 use proptest::prelude::*;
 use raftsched_format::*;
 use raftsched_state::{
-    AssignItem, Command, Op, Output, Rejection, ReportEvent, Response, ScheduleSpec, TaskSpec, TaskState,
+    AfterPolicy, AfterSpec, AssignItem, Command, Op, Output, Rejection, ReportEvent, Response, ScheduleSpec, TaskSpec,
+    TaskState,
 };
 
 fn arb_string() -> impl Strategy<Value = String> {
@@ -32,6 +33,17 @@ fn arb_spec() -> impl Strategy<Value = TaskSpec> {
 fn arb_leaf_op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (arb_string(), arb_spec()).prop_map(|(key, spec)| Op::Submit { key, spec }),
+        (
+            arb_string(),
+            arb_spec(),
+            prop::collection::vec(any::<u64>(), 0..4),
+            prop::collection::vec(arb_string(), 0..3),
+            any::<bool>()
+        )
+            .prop_map(|(key, spec, ids, keys, success)| {
+                let policy = if success { AfterPolicy::Success } else { AfterPolicy::Finished };
+                Op::SubmitAfter { key, spec, after: Box::new(AfterSpec { ids, keys, policy }) }
+            }),
         any::<u64>().prop_map(|id| Op::Cancel { id }),
         (
             arb_string(),

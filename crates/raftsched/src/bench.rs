@@ -151,13 +151,14 @@ async fn one_op(load: Load, client: &Client, key: &str, payload: &str, get_id: u
                 .submit_waiting(key, raftsched_client::builtin("echo", payload), Duration::from_secs(5))
                 .await
                 .map_err(|e| e.to_string())?;
-            if reply.task.is_some_and(|t| matches!(t.state.as_str(), "succeeded" | "failed" | "cancelled")) {
+            if reply.task.is_some_and(|t| matches!(t.state.as_str(), "succeeded" | "failed" | "cancelled" | "skipped"))
+            {
                 return Ok(());
             }
             let id = reply.id;
             loop {
                 let task = client.wait_task_ended(id, Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
-                if matches!(task.state.as_str(), "succeeded" | "failed" | "cancelled") {
+                if matches!(task.state.as_str(), "succeeded" | "failed" | "cancelled" | "skipped") {
                     return Ok(());
                 }
             }

@@ -547,6 +547,17 @@ pub struct SubmitArgs {
     /// Wait for the task to end, print its output, and exit with its exit code.
     #[arg(long)]
     pub wait: bool,
+    /// Run after these tasks (ids, comma-separated, repeatable): it waits in state `waiting`
+    /// until they have ended.
+    #[arg(long, value_delimiter = ',')]
+    pub after: Vec<u64>,
+    /// Run after the task with this idempotency key (repeatable).
+    #[arg(long = "after-key")]
+    pub after_keys: Vec<String>,
+    /// success: run only once every dependency succeeded, else end `skipped` (and so do the tasks
+    /// after it); finished: run once they have ended, whatever the outcome.
+    #[arg(long, default_value = "success", value_parser = ["success", "finished"])]
+    pub after_policy: String,
     #[command(flatten)]
     pub task: TaskArgs,
 }
@@ -669,7 +680,8 @@ pub struct GetArgs {
 pub struct ListArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
-    /// Only tasks in this state (pending, assigned, running, succeeded, failed, cancelled).
+    /// Only tasks in this state (waiting, scheduled, pending, assigned, running, succeeded, failed,
+    /// cancelled, skipped).
     #[arg(long)]
     pub state: Option<String>,
     /// Print JSON (an array of task objects).

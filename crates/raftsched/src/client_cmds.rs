@@ -120,7 +120,16 @@ pub async fn submit(args: SubmitArgs) -> Result<(), CliError> {
         None => new_key(),
     };
     let client = connect(&args.cluster)?;
-    let reply = client.submit(&key, spec).await?;
+    let dependent = !args.after.is_empty() || !args.after_keys.is_empty();
+    let request = api::SubmitRequest {
+        key,
+        spec: Some(spec),
+        after: args.after.clone(),
+        after_keys: args.after_keys.clone(),
+        after_policy: if dependent { args.after_policy.clone() } else { String::new() },
+        ..Default::default()
+    };
+    let reply = client.submit_request(request).await?;
     if !args.wait {
         outln!("{}", reply.id);
         return Ok(());
@@ -139,6 +148,10 @@ pub async fn submit(args: SubmitArgs) -> Result<(), CliError> {
     match task.state.as_str() {
         "succeeded" => Ok(()),
         "cancelled" => Err(CliError::Failed(format!("task {} was cancelled", task.id))),
+        "skipped" => Err(CliError::Failed(format!(
+            "task {} was skipped: task {} did not succeed (--after-policy success)",
+            task.id, task.skipped_by
+        ))),
         _ => Err(CliError::Exit(if (1..=255).contains(&task.exit_code) { task.exit_code } else { 1 })),
     }
 }

@@ -41,6 +41,13 @@ pub fn task_text(task: &api::Task) -> String {
         let when = crate::schedule_cmds::format_ms(task.occurrence_ms);
         lines.push(format!("schedule:   {} (occurrence {when})", task.schedule));
     }
+    if !task.after.is_empty() {
+        let ids: Vec<String> = task.after.iter().map(u64::to_string).collect();
+        lines.push(format!("after:      {} (policy {})", ids.join(", "), task.after_policy));
+    }
+    if task.skipped_by > 0 {
+        lines.push(format!("skipped:    task {} did not succeed", task.skipped_by));
+    }
     if !task.worker_id.is_empty() {
         lines.push(format!("worker:     {} (token {})", task.worker_id, task.token));
     }

@@ -12,7 +12,7 @@ use crate::error::CliError;
 use crate::output;
 use crate::signals::StopSignal;
 
-const TERMINAL: [&str; 3] = ["succeeded", "failed", "cancelled"];
+const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "skipped"];
 /// One long poll of a waiting CLI command; it polls again until the task ends.
 pub const WAIT_POLL: Duration = Duration::from_secs(10);
 

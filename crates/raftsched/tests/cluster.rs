@@ -228,7 +228,7 @@ async fn writes_follow_the_leader_hint_across_a_leader_kill() {
     let hint_of = |addr: String, key: &'static str| async move {
         let mut raw =
             raftsched_client::api::scheduler_client::SchedulerClient::connect(format!("http://{addr}")).await.unwrap();
-        let req = raftsched_client::api::SubmitRequest { key: key.into(), spec: Some(echo(key)), wait_ms: 0 };
+        let req = raftsched_client::api::SubmitRequest { key: key.into(), spec: Some(echo(key)), ..Default::default() };
         let reply = raw.submit(req).await.unwrap();
         reply.metadata().get(raftsched_client::api::LEADER_HINT_KEY).map(|v| v.to_str().unwrap().to_string())
     };

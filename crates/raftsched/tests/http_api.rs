@@ -72,6 +72,7 @@ async fn curl_users_submit_wait_list_and_cancel_through_a_follower() {
     cluster.wait_workers_ready(1).await;
     let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
     let http = cluster.http(follower);
+    cluster.wait_cluster_version(raftsched_format::FORMAT_VERSION_MAX).await;
 
     let spec = json!({"command": ["echo", "hello"]});
     let (status, first) =
@@ -128,12 +129,34 @@ async fn curl_users_submit_wait_list_and_cancel_through_a_follower() {
         ("POST", "/v1/tasks".into(), Some(json!({"spec": {"comand": ["true"]}, "key": "k"})), 400, "INVALID_ARGUMENT"),
         ("POST", format!("/v1/tasks/{id}/cancel"), None, 409, "FAILED_PRECONDITION"),
         ("GET", format!("/v1/tasks/{id}/wait?wait_ms=60000"), None, 400, "INVALID_ARGUMENT"),
+        (
+            "POST",
+            "/v1/tasks".into(),
+            Some(json!({"spec": {"command": ["true"]}, "key": "d", "after": "1"})),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "POST",
+            "/v1/tasks".into(),
+            Some(json!({"spec": {"command": ["true"]}, "key": "d", "after": [999999]})),
+            404,
+            "NOT_FOUND",
+        ),
     ];
     for (method, path, body, want, code) in bad {
         let (status, answer) = call(&http, method, &path, &[], body.as_ref()).await;
         assert_eq!((status, answer["error"]["code"].as_str()), (want, Some(code)), "{method} {path}: {answer}");
         assert!(!answer["error"]["message"].as_str().unwrap().is_empty());
     }
+    // Dependencies, as on gRPC: by id or key, with a policy; the task shows them.
+    let after =
+        json!({"spec": {"command": ["true"]}, "after": [id], "after_keys": ["curl-1"], "after_policy": "finished"});
+    let (status, dependent) = call(&http, "POST", "/v1/tasks", &[("Idempotency-Key", "after-1")], Some(&after)).await;
+    assert_eq!(status, 201, "{dependent}");
+    let dependent_id = dependent["id"].as_u64().unwrap();
+    let (_, got) = call(&http, "GET", &format!("/v1/tasks/{dependent_id}"), &[], None).await;
+    assert_eq!((got["after"].clone(), got["after_policy"].as_str()), (json!([id]), Some("finished")), "{got}");
     // The same key with another spec is a conflict, as on gRPC.
     let other = json!({"spec": {"command": ["echo", "other"]}});
     let (status, answer) = call(&http, "POST", "/v1/tasks", &[("Idempotency-Key", "curl-1")], Some(&other)).await;

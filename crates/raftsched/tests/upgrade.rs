@@ -66,6 +66,10 @@ async fn rolling_upgrade_from_cde735c_under_load() {
     cluster.wait_converged().await;
     // Old members answer status without format fields: the cluster version stays 0.
     assert_eq!(cluster_version(&cluster).await, Some(0));
+    // A command only the new build decodes is refused while an old member remains, saying why.
+    let out = cli(&cluster.addr(4), &["submit", "--after", "1", "--", "true"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("the cluster must finish upgrading"), "{}", stderr(&out));
 
     for id in 1..=3 {
         swap(&mut cluster, id, &new).await;
@@ -76,6 +80,8 @@ async fn rolling_upgrade_from_cde735c_under_load() {
     }
     // Every member reads the newest format now: the leader finalizes.
     cluster.wait_cluster_version(raftsched_format::FORMAT_VERSION_MAX).await;
+    let out = cli(&cluster.cluster_arg(), &["submit", "--after", "1", "--after-policy", "finished", "--", "true"]);
+    assert!(out.status.success(), "after finalizing: {}", stderr(&out));
     tokio::time::sleep(Duration::from_millis(500)).await; // some writes in format 1
     let acked = submitter.stop().await;
     assert!(acked.len() > 50, "only {} writes during the upgrade", acked.len());

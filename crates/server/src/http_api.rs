@@ -149,8 +149,11 @@ async fn submit(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Resu
             .and_then(|v| u32::try_from(v).ok())
             .ok_or_else(|| bad_request("\"wait_ms\" must be a whole number of milliseconds"))?,
     };
+    let (after, after_keys, after_policy) = after_fields(&mut fields)?;
     if let Some(unknown) = fields.keys().next() {
-        return Err(bad_request(format!("unknown field {unknown:?} (the body has spec, key, wait_ms)")));
+        return Err(bad_request(format!(
+            "unknown field {unknown:?} (the body has spec, key, wait_ms, after, after_keys, after_policy)"
+        )));
     }
     check_wait(u64::from(wait_ms))?;
     let in_header = match headers.get(IDEMPOTENCY_KEY) {
@@ -164,7 +167,8 @@ async fn submit(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Resu
             return Err(bad_request("an idempotency key is required: the Idempotency-Key header (or \"key\")"))
         }
     };
-    let request = api.request(&headers, api::SubmitRequest { key, spec: Some(spec), wait_ms })?;
+    let submit = api::SubmitRequest { key, spec: Some(spec), wait_ms, after, after_keys, after_policy };
+    let request = api.request(&headers, submit)?;
     let answer = api.service.submit(request).await?.into_inner();
     let status = if answer.created { StatusCode::CREATED } else { StatusCode::OK };
     let task = answer.task.as_ref().map_or(Value::Null, task_json);
@@ -294,6 +298,30 @@ fn http_status(code: tonic::Code) -> StatusCode {
         Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         Unknown | Internal | DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
     }
+}
+
+/// A submit body's dependencies: `after` (task ids), `after_keys`, `after_policy`.
+fn after_fields(fields: &mut serde_json::Map<String, Value>) -> Result<(Vec<u64>, Vec<String>, String), Refusal> {
+    let after = match fields.remove("after") {
+        None => Vec::new(),
+        Some(v) => v
+            .as_array()
+            .and_then(|a| a.iter().map(Value::as_u64).collect::<Option<Vec<u64>>>())
+            .ok_or_else(|| bad_request("\"after\" must be a list of task ids"))?,
+    };
+    let after_keys = match fields.remove("after_keys") {
+        None => Vec::new(),
+        Some(v) => v
+            .as_array()
+            .and_then(|a| a.iter().map(|k| k.as_str().map(str::to_string)).collect::<Option<Vec<String>>>())
+            .ok_or_else(|| bad_request("\"after_keys\" must be a list of idempotency keys"))?,
+    };
+    let after_policy = match fields.remove("after_policy") {
+        None => String::new(),
+        Some(Value::String(p)) => p,
+        Some(other) => return Err(bad_request(format!("\"after_policy\" must be a string, not {other}"))),
+    };
+    Ok((after, after_keys, after_policy))
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use raftsched_api as api;
 use raftsched_api::scheduler_server::Scheduler;
 use raftsched_state::spec::validate_key;
-use raftsched_state::{limits, ListFilter, Op, Response as SmResponse, TaskState};
+use raftsched_state::{
+    limits, AfterPolicy, AfterSpec, ListFilter, Op, Response as SmResponse, TaskState, AFTER_VERSION,
+};
 use tonic::{Request, Response, Status};
 
 use crate::convert::{node_to_api, rejection_to_status, spec_from_api, task_to_api, unexpected};
@@ -14,6 +16,52 @@ use crate::replica::{now_ms, Replica};
 
 pub struct SchedulerService {
     pub replica: Arc<Replica>,
+}
+
+impl SchedulerService {
+    /// The op of a submit: `Op::SubmitAfter` when it names dependencies, which every member must
+    /// decode first (cluster version `AFTER_VERSION`).
+    async fn submit_op(
+        &self,
+        key: String,
+        spec: raftsched_state::TaskSpec,
+        ids: Vec<u64>,
+        keys: Vec<String>,
+        policy: &str,
+    ) -> Result<Op, Status> {
+        if ids.is_empty() && keys.is_empty() {
+            return Ok(Op::Submit { key, spec });
+        }
+        let policy = match policy {
+            "" => AfterPolicy::Success,
+            other => AfterPolicy::parse(other).ok_or_else(|| {
+                Status::invalid_argument(format!("after_policy {other:?}: expected \"success\" or \"finished\""))
+            })?,
+        };
+        let named = ids.len() + keys.len();
+        if named > limits::DEPENDENCIES_PER_TASK_MAX {
+            return Err(Status::invalid_argument(format!(
+                "{named} dependencies, over dependencies_per_task_max {}",
+                limits::DEPENDENCIES_PER_TASK_MAX
+            )));
+        }
+        for k in &keys {
+            validate_key(k).map_err(|e| Status::invalid_argument(format!("after key: {e}")))?;
+        }
+        let mut version = self.replica.sm.read(|sm| sm.cluster_version());
+        if version < AFTER_VERSION {
+            // This replica may not have applied the raise yet: look again at the leader's commit.
+            self.replica.read_barrier().await?;
+            version = self.replica.sm.read(|sm| sm.cluster_version());
+        }
+        if version < AFTER_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "dependencies (after) need every replica on a build of format {AFTER_VERSION}: the cluster must \
+                 finish upgrading (cluster version {version})"
+            )));
+        }
+        Ok(Op::SubmitAfter { key, spec, after: Box::new(AfterSpec { ids, keys, policy }) })
+    }
 }
 
 #[tonic::async_trait]
@@ -28,7 +76,8 @@ impl Scheduler for SchedulerService {
         // Checked here to answer early and cheaply; `apply` checks again and its answer counts.
         validate_key(&req.key).map_err(|e| Status::invalid_argument(e.to_string()))?;
         spec.validate().map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let (id, created) = match self.replica.write(Op::Submit { key: req.key, spec }).await? {
+        let op = self.submit_op(req.key, spec, req.after, req.after_keys, &req.after_policy).await?;
+        let (id, created) = match self.replica.write(op).await? {
             SmResponse::Submitted { id, created } => (id, created),
             SmResponse::Rejected(r) => return Err(rejection_to_status(r)),
             other => return Err(unexpected(other)),

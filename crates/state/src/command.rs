@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::after::AfterSpec;
 use crate::schedule::ScheduleSpec;
 use crate::spec::TaskSpec;
 use crate::task::{TaskId, TaskState};
@@ -123,6 +124,13 @@ pub enum Op {
         token: u64,
         event: ReportEvent,
     },
+    /// Create a task that runs after others (`after.rs`). Format 6: proposed only from cluster
+    /// version `AFTER_VERSION`, which every member then decodes.
+    SubmitAfter {
+        key: String,
+        spec: TaskSpec,
+        after: Box<AfterSpec>,
+    },
 }
 
 /// Assign `task_id` to `worker_id` if the task is still pending with `attempts` attempts made and
@@ -177,6 +185,7 @@ impl Op {
             Op::Assign { .. } => "assign",
             Op::Report { .. } => "report",
             Op::ReportFrom { .. } => "report_from",
+            Op::SubmitAfter { .. } => "submit_after",
             Op::Batch { .. } => "batch",
             Op::CreateSchedule { .. } => "create_schedule",
             Op::DeleteSchedule { .. } => "delete_schedule",

@@ -10,6 +10,7 @@
 //! It knows nothing of openraft, tokio, tonic or sled; `cargo tree -p raftsched-state` proves it,
 //! and CI checks that no clock-reading crate (`iana-time-zone`) is among its dependencies.
 
+pub mod after;
 pub mod calendar;
 pub mod command;
 pub mod dispatch;
@@ -24,6 +25,7 @@ pub mod spec;
 pub mod task;
 pub mod workers;
 
+pub use after::{After, AfterPolicy, AfterSpec, AFTER_VERSION};
 pub use command::{AssignItem, Command, Op, Output, Rejection, ReportEvent, Response};
 pub use machine::{retry_backoff_ms, tail_of, StateMachine, CLOCK_VERSION, OUTPUT_APART_VERSION};
 pub use node::{Node, NodeState};

@@ -71,6 +71,11 @@ pub const PURGE_SLACK_TASKS: u64 = 256;
 
 /// Tasks waiting in state `scheduled` for their `run_at_ms` (`submit --at`).
 pub const TASKS_SCHEDULED_MAX: usize = 100_000;
+/// Tasks waiting for others at once (`submit --after`); with `DEPENDENCIES_PER_TASK_MAX`, bounds
+/// the dependents index at 1.6 million edges.
+pub const TASKS_WAITING_MAX: usize = 50_000;
+/// Tasks one task may run after (ids and keys together).
+pub const DEPENDENCIES_PER_TASK_MAX: usize = 32;
 /// How far ahead `submit --at` may point.
 pub const RUN_AT_AHEAD_MS_MAX: u64 = 366 * 24 * 3600 * 1000;
 /// Scheduled tasks one `ReleaseDue` command moves to pending (the leader proposes more if more are due).

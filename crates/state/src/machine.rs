@@ -9,7 +9,7 @@ use crate::limits;
 use crate::node::{Node, NodeState};
 use crate::schedule::{Schedule, OCCURRENCE_KEY_PREFIX};
 use crate::spec::{validate_key, SpecError, TaskSpec};
-use crate::task::{Occurrence, Outcome, Streams, Task, TaskId, TaskResult, TaskState};
+use crate::task::{Occurrence, Outcome, Streams, Task, TaskId, TaskResult, TaskState, TASK_STATES};
 
 /// The replicated scheduler state. Ordered maps only, so iteration order and the snapshot encoding
 /// are the same on every replica.
@@ -25,7 +25,7 @@ pub struct StateMachine {
     /// Worker registry.
     pub(crate) nodes: BTreeMap<String, Node>,
     /// Tasks per state, indexed by `TaskState as usize`; kept so limits are O(1) to check.
-    pub(crate) counts: [u64; 7],
+    pub(crate) counts: Counts,
     /// Pending tasks in dispatch order: higher priority first (negated), then FIFO by id.
     pub(crate) pending: BTreeSet<(i64, TaskId)>,
     /// The id given to the last task created; ids are 1, 2, 3... in submission order. Not the log
@@ -58,6 +58,48 @@ pub struct StateMachine {
     /// Outcomes and queue waits `apply` saw, for the host's metrics (`observed.rs`): not state.
     #[serde(skip)]
     pub(crate) observed: crate::observed::Observed,
+    /// Waiting tasks by the dependency they wait on (`after.rs`): derived, not state.
+    #[serde(skip)]
+    pub(crate) dependents: crate::after::Dependents,
+}
+
+/// Tasks per state (`TaskState as usize`). Encoded as the seven states before format 6, the layout
+/// every earlier snapshot body pins; the states after them are recounted from the tasks when a
+/// state is decoded (`StateMachine::restore_after`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counts(pub(crate) [u64; TASK_STATES]);
+
+/// The states an encoded `Counts` holds.
+const COUNTS_ENCODED: usize = 7;
+
+impl Serialize for Counts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut encoded = [0u64; COUNTS_ENCODED];
+        encoded.copy_from_slice(&self.0[..COUNTS_ENCODED]);
+        encoded.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Counts {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Counts, D::Error> {
+        let encoded = <[u64; COUNTS_ENCODED]>::deserialize(d)?;
+        let mut all = [0u64; TASK_STATES];
+        all[..COUNTS_ENCODED].copy_from_slice(&encoded);
+        Ok(Counts(all))
+    }
+}
+
+impl std::ops::Index<usize> for Counts {
+    type Output = u64;
+    fn index(&self, i: usize) -> &u64 {
+        &self.0[i]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Counts {
+    fn index_mut(&mut self, i: usize) -> &mut u64 {
+        &mut self.0[i]
+    }
 }
 
 /// The ids in `StateMachine::touched`. Not part of the state: equal whatever it holds, never
@@ -228,6 +270,7 @@ impl StateMachine {
                 Response::Rejected(Rejection::Invalid { reason: "nested batch".to_string() })
             }
             Op::Submit { key, spec } => self.submit(index, now_ms, key, spec),
+            Op::SubmitAfter { key, spec, after } => self.submit_after(index, now_ms, key, spec, after),
             Op::Cancel { id } => self.cancel(index, *id, now_ms),
             Op::RegisterWorker { worker_id, instance, addr, slots, labels } => {
                 self.register_worker(index, now_ms, worker_id, *instance, addr, *slots, labels)
@@ -258,10 +301,23 @@ impl StateMachine {
         }
     }
 
-    /// Moves task `id` to state `to`, keeping counts and the pending queue in step.
+    /// Moves task `id` to state `to`, keeping counts and the pending queue in step; a task that
+    /// ends lets the tasks waiting on it go on (or skips them: `after.rs`).
     pub(crate) fn transition(&mut self, index: u64, now_ms: u64, id: TaskId, to: TaskState) {
+        self.set_state(index, now_ms, id, to);
+        if to.is_terminal() && !self.dependents.0.is_empty() {
+            self.dependency_ended(index, now_ms, id, to);
+        }
+    }
+
+    /// The bookkeeping of a state change alone: counts, the pending queue, the scheduled and
+    /// finished sets, the dependents index.
+    pub(crate) fn set_state(&mut self, index: u64, now_ms: u64, id: TaskId, to: TaskState) {
+        let from = self.tasks.get(&id).expect("transition of a known task").state;
+        if from == TaskState::Waiting {
+            self.unlink_waiting(id);
+        }
         let task = self.tasks.get_mut(&id).expect("transition of a known task");
-        let from = task.state;
         if from == TaskState::Pending {
             self.pending.remove(&queue_key(task));
         }
@@ -269,8 +325,12 @@ impl StateMachine {
             let run_at_ms = task.spec.run_at_ms.expect("a scheduled task has a run-at time");
             self.scheduled.remove(&(run_at_ms, id));
         }
-        assert_ne!(to, TaskState::Scheduled, "tasks enter scheduled only when created");
         assert!(!from.is_terminal(), "task {id} left terminal state {from:?}");
+        if to == TaskState::Scheduled {
+            // Only at creation (`create_task`) or on release from waiting, with its run-at time ahead.
+            assert_eq!(from, TaskState::Waiting, "task {id} entered scheduled from {from:?}");
+            self.scheduled.insert((task.spec.run_at_ms.expect("a scheduled task has a run-at time"), id));
+        }
         if to.is_terminal() {
             self.finished.insert(id);
             self.observed.task_ended(to);
@@ -410,6 +470,7 @@ impl StateMachine {
             not_before_ms: 0,
             version: index,
             origin,
+            after: None,
         };
         match scheduled_at {
             Some(at) => self.scheduled.insert((at, id)),
@@ -427,7 +488,7 @@ impl StateMachine {
         };
         match task.state {
             TaskState::Cancelled => Response::Cancelled { id },
-            TaskState::Pending | TaskState::Scheduled => {
+            TaskState::Pending | TaskState::Scheduled | TaskState::Waiting => {
                 self.transition(index, now_ms, id, TaskState::Cancelled);
                 Response::Cancelled { id }
             }
@@ -570,7 +631,7 @@ impl StateMachine {
         if !self.free.matches(self.nodes.values()) {
             return Err("the free-slot index does not match the workers".to_string());
         }
-        let mut counts = [0u64; 7];
+        let mut counts = Counts::default();
         let mut held_by: BTreeMap<&str, BTreeSet<TaskId>> = BTreeMap::new();
         for (&id, task) in &self.tasks {
             if task.id != id {
@@ -637,10 +698,7 @@ impl StateMachine {
         if self.pending.len() as u64 != counts[TaskState::Pending as usize] {
             return Err("pending queue holds tasks that are not pending".to_string());
         }
-        let n_finished = [TaskState::Succeeded, TaskState::Failed, TaskState::Cancelled]
-            .iter()
-            .map(|s| counts[*s as usize])
-            .sum::<u64>();
+        let n_finished = TaskState::ALL.iter().filter(|s| s.is_terminal()).map(|s| counts[*s as usize]).sum::<u64>();
         if self.finished.len() as u64 != n_finished
             || self.finished.iter().any(|id| !self.tasks.get(id).is_some_and(|t| t.state.is_terminal()))
         {
@@ -668,6 +726,7 @@ impl StateMachine {
         if counts != self.counts {
             return Err(format!("state counts {:?} but tasks say {:?}", self.counts, counts));
         }
+        self.check_after()?;
         // No check against tasks_pending_max here: the bound applies to new submits only. Retries of
         // failed or lost attempts go back to pending regardless, so a full queue plus requeues may
         // exceed it for a while; that state is legal and must snapshot and restore.
@@ -675,7 +734,6 @@ impl StateMachine {
     }
 }
 
-/// The last `max` bytes of `text`, cut at a character boundary.
 /// A result's streams: only from `OUTPUT_APART_VERSION` on, and within the tail limit.
 fn check_streams(id: TaskId, streams: &Streams, cluster_version: u32) -> Result<(), String> {
     if cluster_version < OUTPUT_APART_VERSION {
@@ -688,6 +746,7 @@ fn check_streams(id: TaskId, streams: &Streams, cluster_version: u32) -> Result<
     Ok(())
 }
 
+/// The last `max` bytes of `text`, cut at a character boundary.
 pub fn tail_of(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();

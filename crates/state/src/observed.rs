@@ -13,14 +13,14 @@ pub const QUEUE_WAIT_BUCKETS_MS: [u64; 14] =
 /// The attempt outcomes in `Observed::attempts_ended` order.
 pub const OUTCOME_NAMES: [&str; 5] = ["succeeded", "failed", "timed_out", "lost", "cancelled"];
 /// The final task states in `Observed::tasks_ended` order.
-pub const FINAL_STATE_NAMES: [&str; 3] = ["succeeded", "failed", "cancelled"];
+pub const FINAL_STATE_NAMES: [&str; 4] = ["succeeded", "failed", "cancelled", "skipped"];
 
 #[derive(Clone, Default)]
 pub struct Observed {
     /// Attempts ended, by outcome (`OUTCOME_NAMES`).
     pub attempts_ended: [u64; 5],
     /// Tasks that reached a final state, by state (`FINAL_STATE_NAMES`).
-    pub tasks_ended: [u64; 3],
+    pub tasks_ended: [u64; 4],
     /// Assignments by queue wait: from the time the task could first run (created, its run-at
     /// time, its retry backoff, its previous attempt's end: the latest) to the assignment, in the
     /// state's time. Per bucket (`QUEUE_WAIT_BUCKETS_MS`, then the rest), not cumulative.
@@ -45,6 +45,7 @@ impl Observed {
             TaskState::Succeeded => 0,
             TaskState::Failed => 1,
             TaskState::Cancelled => 2,
+            TaskState::Skipped => 3,
             _ => return,
         };
         self.tasks_ended[i] += 1;

@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::TaskSpec;
 
-/// A task id is the Raft log index of the entry that created it: unique, monotonic, and the same
-/// on every replica without coordination.
+/// A task id: 1, 2, 3... in the order `apply` created the tasks (not a log index: one entry may
+/// carry a batch of submits). Unique, monotonic, and the same on every replica.
 pub type TaskId = u64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -19,10 +19,19 @@ pub enum TaskState {
     /// Waiting for its `run_at_ms` (`submit --at`); becomes pending then. Last in the enum so the
     /// older states keep their encodings.
     Scheduled,
+    /// Waiting for its dependencies (`submit --after`) to end; then pending (or scheduled), or
+    /// skipped. From format 6, after the states before it.
+    Waiting,
+    /// Over for good without running: a dependency it needed to succeed did not (`After::skipped_by`).
+    Skipped,
 }
 
+/// How many task states there are (`TaskState as usize` indexes arrays of this length).
+pub const TASK_STATES: usize = 9;
+
 impl TaskState {
-    pub const ALL: [TaskState; 7] = [
+    pub const ALL: [TaskState; TASK_STATES] = [
+        TaskState::Waiting,
         TaskState::Scheduled,
         TaskState::Pending,
         TaskState::Assigned,
@@ -30,6 +39,7 @@ impl TaskState {
         TaskState::Succeeded,
         TaskState::Failed,
         TaskState::Cancelled,
+        TaskState::Skipped,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +51,8 @@ impl TaskState {
             TaskState::Failed => "failed",
             TaskState::Cancelled => "cancelled",
             TaskState::Scheduled => "scheduled",
+            TaskState::Waiting => "waiting",
+            TaskState::Skipped => "skipped",
         }
     }
 
@@ -50,7 +62,7 @@ impl TaskState {
 
     /// Terminal states never change again; their result is recorded exactly once.
     pub fn is_terminal(self) -> bool {
-        matches!(self, TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled)
+        matches!(self, TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled | TaskState::Skipped)
     }
 
     /// States in which a worker holds the task (and so an assignment with a fencing token exists).
@@ -151,6 +163,10 @@ pub struct Task {
     pub version: u64,
     /// The schedule occurrence that created this task, if a schedule did.
     pub origin: Option<Occurrence>,
+    /// What it waits for (`submit --after`). Not in this type's own encoding, which every earlier
+    /// format's snapshot body pins: the format layer carries it beside the state from format 6 on.
+    #[serde(skip)]
+    pub after: Option<Box<crate::after::After>>,
 }
 
 /// One occurrence of a schedule: at most one task is ever created for it.

@@ -34,6 +34,7 @@ RETRY_BACKOFF_S_MAX = 1.0
 class TaskState(str, enum.Enum):
     """A task's state (the wire carries it as a string)."""
 
+    WAITING = "waiting"  # for its dependencies (submit(..., after=[...]))
     SCHEDULED = "scheduled"
     PENDING = "pending"
     ASSIGNED = "assigned"
@@ -41,10 +42,16 @@ class TaskState(str, enum.Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    SKIPPED = "skipped"  # a dependency it needed to succeed did not
+    UNKNOWN = "unknown"  # a state from a newer server than this package
+
+    @classmethod
+    def _missing_(cls, value):
+        return cls.UNKNOWN
 
     @property
     def ended(self) -> bool:
-        return self in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED)
+        return self in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.SKIPPED)
 
 
 class RaftschedError(Exception):
@@ -132,6 +139,9 @@ class Task:
     attempts: List[Attempt] = field(default_factory=list)
     # Set when the result keeps stdout and stderr apart (format 5): output_tail is then stdout's
     # tail alone; a stream's byte count above its tail's length means the tail was cut.
+    after: List[int] = field(default_factory=list)
+    after_policy: Optional[str] = None
+    skipped_by: Optional[int] = None
     streams_apart: bool = False
     stderr_tail: Optional[str] = None
     stdout_bytes: Optional[int] = None
@@ -155,6 +165,9 @@ class Task:
             worker_id=t.worker_id or None,
             exit_code=t.exit_code if t.has_result else None,
             output_tail=t.output_tail if t.has_result else None,
+            after=list(t.after),
+            after_policy=t.after_policy or None,
+            skipped_by=t.skipped_by or None,
             streams_apart=t.streams_apart,
             stderr_tail=t.stderr_tail if t.streams_apart else None,
             stdout_bytes=t.stdout_bytes if t.streams_apart else None,
@@ -253,12 +266,24 @@ class Client:
 
     # --- tasks --------------------------------------------------------------------------------
 
-    def submit(self, task_spec: "pb.TaskSpec", key: Optional[str] = None, wait_s: float = 0) -> Submitted:
+    def submit(
+        self,
+        task_spec: "pb.TaskSpec",
+        key: Optional[str] = None,
+        wait_s: float = 0,
+        after: Sequence[int] = (),
+        after_keys: Sequence[str] = (),
+        after_policy: str = "",
+    ) -> Submitted:
         """Submits a task. ``key`` (generated when absent) makes retries safe: the same key returns
-        the same task. With ``wait_s``, answers once the task has ended or ``wait_s`` has passed."""
+        the same task. With ``wait_s``, answers once the task has ended or ``wait_s`` has passed.
+        With ``after`` (task ids) or ``after_keys``, it waits until those have ended; under
+        ``after_policy`` "success" (the default) one that does not succeed skips it."""
         key = key or f"py-{uuid.uuid4()}"
         wait_ms = min(int(wait_s * 1000), LONG_POLL_MS_MAX)
-        request = pb.SubmitRequest(key=key, spec=task_spec, wait_ms=wait_ms)
+        request = pb.SubmitRequest(
+            key=key, spec=task_spec, wait_ms=wait_ms, after=list(after), after_keys=list(after_keys), after_policy=after_policy
+        )
         reply = self._call("Submit", request, write=True, extra_s=wait_ms / 1000)
         task = Task.from_pb(reply.task) if reply.HasField("task") else None
         if wait_s > 0 and (task is None or not task.ended) and wait_s * 1000 > wait_ms:

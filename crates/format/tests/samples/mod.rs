@@ -16,7 +16,9 @@ use openraft::{
     BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, SnapshotMeta, StoredMembership, Vote,
 };
 use raftsched_format::*;
-use raftsched_state::{Command, Op, Output, ReportEvent, Response, ScheduleSpec, StateMachine, TaskSpec};
+use raftsched_state::{
+    AfterPolicy, AfterSpec, Command, Op, Output, ReportEvent, Response, ScheduleSpec, StateMachine, TaskSpec, TaskState,
+};
 
 pub fn log_id(term: u64, node: u64, index: u64) -> LogId<NodeId> {
     LogId::new(CommittedLeaderId::new(term, node), index)
@@ -152,7 +154,33 @@ pub fn state(cluster_version: u32) -> StateMachine {
         index += 10;
         sm.apply(index, &Command { now_ms: t0, op: Op::Cancel { id: 2 } });
     }
+    if cluster_version >= 6 {
+        // Dependencies, which format 6 carries beside the state: one task waiting, one skipped.
+        let mut next = |sm: &mut StateMachine, op: Op| {
+            index += 1;
+            sm.apply(index, &Command { now_ms: t0 + 1_000 + index, op })
+        };
+        next(&mut sm, Op::Submit { key: "k-root".into(), spec: TaskSpec::builtin("echo", "root") });
+        next(&mut sm, submit_after("k-wait", vec![4], &["k-root"]));
+        next(&mut sm, submit_after("k-skip", vec![4], &["k-2"]));
+        assert_eq!((sm.count(TaskState::Waiting), sm.count(TaskState::Skipped)), (1, 1), "the sample waits and skips");
+    }
     sm
+}
+
+/// A submit that runs after `ids` and `keys` succeed (format 6).
+pub fn submit_after(key: &str, ids: Vec<u64>, keys: &[&str]) -> Op {
+    let keys = keys.iter().map(|k| k.to_string()).collect();
+    let after = AfterSpec { ids, keys, policy: AfterPolicy::Success };
+    Op::SubmitAfter { key: key.into(), spec: spec(), after: Box::new(after) }
+}
+
+pub fn entry_submit_after() -> Entry<TypeConfig> {
+    let cmd = Command {
+        now_ms: 1_764_000_004_000,
+        op: Op::BatchDispatch { ops: vec![submit_after("k-9", vec![7, 8], &["k-0"])] },
+    };
+    Entry { log_id: log_id(8, 3, 140), payload: EntryPayload::Normal(cmd) }
 }
 
 pub fn append_entries() -> AppendEntries {
