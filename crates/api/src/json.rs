@@ -95,6 +95,8 @@ pub fn task_json(task: &api::Task) -> Value {
         "after": task.after,
         "after_policy": some_str(&task.after_policy),
         "skipped_by": some_u64(task.skipped_by),
+        "concurrency_key": some_str(&task.concurrency_key),
+        "concurrency_limit": some_u64(u64::from(task.concurrency_limit)),
         "attempts": task.attempts.iter().map(|a| json!({
             "worker_id": a.worker_id,
             "epoch": a.epoch,

@@ -392,6 +392,10 @@ impl Client {
         self.call(|mut c| async move { c.wait_task(req).await }).await
     }
 
+    pub async fn list_concurrency_keys(&self, stale: bool) -> Result<api::ListConcurrencyKeysResponse, ClientError> {
+        self.call(|mut c| async move { c.list_concurrency_keys(api::ListConcurrencyKeysRequest { stale }).await }).await
+    }
+
     pub async fn list_workers(&self, stale: bool) -> Result<api::ListWorkersResponse, ClientError> {
         self.call(|mut c| async move { c.list_workers(api::ListWorkersRequest { stale }).await }).await
     }

@@ -37,7 +37,7 @@ use openraft::raft::{
     VoteResponse,
 };
 use openraft::{AnyError, BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, SnapshotMeta, Vote};
-use raftsched_state::{After, Op, Response, StateMachine, Streams, TaskId};
+use raftsched_state::{After, Concurrency, Op, Response, StateMachine, Streams, TaskId};
 use serde::{Deserialize, Serialize};
 
 use crate::records::{
@@ -67,12 +67,14 @@ pub type NodeId = u64;
 /// (stdout and stderr apart, proposed only from cluster version 5) and, beside the state in
 /// snapshot bodies, each result's `Streams`; 6 adds `Op::SubmitAfter`, the task states `waiting`
 /// and `skipped` and, beside the state in snapshot bodies, each task's `After` (dependencies,
-/// proposed only from cluster version 6).
+/// proposed only from cluster version 6); 7 adds `Op::SubmitWith` (a submit with options:
+/// dependencies and a concurrency key) and, beside the state in snapshot bodies, each task's
+/// `Concurrency` (proposed only from cluster version 7).
 pub type Version = u32;
 /// The oldest format this build reads.
 pub const FORMAT_VERSION_MIN: Version = 0;
 /// The newest format this build reads and writes.
-pub const FORMAT_VERSION_MAX: Version = 6;
+pub const FORMAT_VERSION_MAX: Version = 7;
 /// The first format whose data dirs keep the snapshot body in a file (`SnapshotFile`).
 pub const BODY_FILE_FORMAT: Version = 4;
 
@@ -335,12 +337,27 @@ struct SnapshotBodyRecord6 {
     after: Vec<(TaskId, After)>,
 }
 
+/// Format 7's snapshot body: each task's concurrency key too (none in the formats before it).
+#[derive(Serialize)]
+struct SnapshotBodyRef7<'a> {
+    body: SnapshotBodyRef6<'a>,
+    concurrency: Vec<(TaskId, &'a Concurrency)>,
+}
+
+#[derive(Deserialize)]
+struct SnapshotBodyRecord7 {
+    body: SnapshotBodyRecord6,
+    concurrency: Vec<(TaskId, Concurrency)>,
+}
+
 /// The first format whose snapshot body carries the state's time.
 const CLOCK_FORMAT: Version = 3;
 /// The first format whose snapshot body carries results' output streams.
 const STREAMS_FORMAT: Version = 5;
 /// The first format whose snapshot body carries tasks' dependencies.
 const AFTER_FORMAT: Version = 6;
+/// The first format whose snapshot body carries tasks' concurrency keys.
+const CONCURRENCY_FORMAT: Version = 7;
 
 pub fn encode_snapshot_body(state: &StateMachine, version: Version) -> Result<Vec<u8>> {
     let cluster_version = state.cluster_version();
@@ -351,9 +368,16 @@ pub fn encode_snapshot_body(state: &StateMachine, version: Version) -> Result<Ve
         state,
         streams: state.result_streams().collect(),
     };
-    if version >= AFTER_FORMAT {
-        let body = SnapshotBodyRef6 { body: body5(), after: state.after_entries().collect() };
+    let body6 = || SnapshotBodyRef6 { body: body5(), after: state.after_entries().collect() };
+    if version >= CONCURRENCY_FORMAT {
+        let body = SnapshotBodyRef7 { body: body6(), concurrency: state.concurrency_entries().collect() };
         return codec::write(Kind::SnapshotBody, version, &body);
+    }
+    if state.concurrency_entries().next().is_some() {
+        return refuse(format!("tasks with concurrency keys in format {version}"));
+    }
+    if version >= AFTER_FORMAT {
+        return codec::write(Kind::SnapshotBody, version, &body6());
     }
     if state.after_entries().next().is_some() {
         return refuse(format!("tasks with dependencies in format {version}"));
@@ -384,9 +408,15 @@ pub fn encode_snapshot_body(state: &StateMachine, version: Version) -> Result<Ve
 pub fn decode_snapshot_body(bytes: &[u8]) -> Result<StateMachine> {
     let kind = Kind::SnapshotBody;
     let (version, payload) = codec::open(bytes, kind)?;
-    let mut after = None;
+    let (mut after, mut concurrency) = (None, None);
     let (mut state, cluster_version, clock_ms, streams) = match version {
         0 => return codec::read(kind, payload),
+        v if v >= CONCURRENCY_FORMAT => {
+            let r: SnapshotBodyRecord7 = codec::read(kind, payload)?;
+            (after, concurrency) = (Some(r.body.after), Some(r.concurrency));
+            let b = r.body.body;
+            (b.state, b.cluster_version, b.clock_ms, b.streams)
+        }
         v if v >= AFTER_FORMAT => {
             let r: SnapshotBodyRecord6 = codec::read(kind, payload)?;
             after = Some(r.after);
@@ -413,6 +443,9 @@ pub fn decode_snapshot_body(bytes: &[u8]) -> Result<StateMachine> {
     }
     if let Some(after) = after {
         state.restore_after(after).map_err(malformed)?;
+    }
+    if let Some(concurrency) = concurrency {
+        state.restore_concurrency(concurrency).map_err(malformed)?;
     }
     Ok(state)
 }

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use openraft::{BasicNode, LogId, Membership, Vote};
 use raftsched_state::{
-    AfterSpec, AssignItem, Command, Op, Rejection, ReportEvent, Response, ScheduleSpec, TaskId, TaskSpec,
+    AfterSpec, AssignItem, Command, Op, Rejection, ReportEvent, Response, ScheduleSpec, SubmitOptions, TaskId, TaskSpec,
 };
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +71,7 @@ pub(crate) enum OpRecord<B> {
     SetClusterVersion { version: u32 },
     ReportFrom { worker_id: String, instance: u64, task_id: TaskId, token: u64, event: ReportEvent },
     SubmitAfter { key: String, spec: TaskSpec, after: Box<AfterSpec> },
+    SubmitWith { key: String, spec: TaskSpec, options: Box<SubmitOptions> },
 }
 
 /// An op inside a batch.
@@ -115,6 +116,7 @@ impl<B: Nest<Op>> OpRecord<B> {
                 Op::ReportFrom { worker_id, instance, task_id, token, event }
             }
             OpRecord::SubmitAfter { key, spec, after } => Op::SubmitAfter { key, spec, after },
+            OpRecord::SubmitWith { key, spec, options } => Op::SubmitWith { key, spec, options },
         }
     }
 }

@@ -8,8 +8,8 @@ use openraft::{Entry, EntryPayload};
 use proptest::prelude::*;
 use raftsched_format::*;
 use raftsched_state::{
-    AfterPolicy, AfterSpec, AssignItem, Command, Op, Output, Rejection, ReportEvent, Response, ScheduleSpec, TaskSpec,
-    TaskState,
+    AfterPolicy, AfterSpec, AssignItem, Command, Concurrency, Op, Output, Rejection, ReportEvent, Response,
+    ScheduleSpec, SubmitOptions, TaskSpec, TaskState,
 };
 
 fn arb_string() -> impl Strategy<Value = String> {
@@ -44,6 +44,17 @@ fn arb_leaf_op() -> impl Strategy<Value = Op> {
                 let policy = if success { AfterPolicy::Success } else { AfterPolicy::Finished };
                 Op::SubmitAfter { key, spec, after: Box::new(AfterSpec { ids, keys, policy }) }
             }),
+        (arb_string(), arb_spec(), arb_string(), any::<u32>(), any::<bool>()).prop_map(
+            |(key, spec, ckey, limit, after)| {
+                let after = after.then(|| AfterSpec {
+                    ids: vec![limit.into()],
+                    keys: Vec::new(),
+                    policy: AfterPolicy::Success,
+                });
+                let options = SubmitOptions { after, concurrency: Some(Concurrency { key: ckey, limit }) };
+                Op::SubmitWith { key, spec, options: Box::new(options) }
+            }
+        ),
         any::<u64>().prop_map(|id| Op::Cancel { id }),
         (
             arb_string(),

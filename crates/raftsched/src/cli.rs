@@ -42,6 +42,8 @@ pub enum Command {
     },
     /// List workers: id, address, state, slots in use, last heartbeat age.
     Workers(WorkersArgs),
+    /// List the concurrency keys in use: each with its limit, tasks held and tasks queued.
+    Keys(WorkersArgs),
     /// Stream a task's state changes until it ends.
     Watch(WatchArgs),
     /// Cluster membership and health.
@@ -558,6 +560,12 @@ pub struct SubmitArgs {
     /// after it); finished: run once they have ended, whatever the outcome.
     #[arg(long, default_value = "success", value_parser = ["success", "finished"])]
     pub after_policy: String,
+    /// At most --concurrency-limit tasks with this key run at once, across the cluster.
+    #[arg(long, requires = "concurrency_limit")]
+    pub concurrency_key: Option<String>,
+    /// How many tasks with --concurrency-key may be assigned or running at once (1 to 10000).
+    #[arg(long, requires = "concurrency_key")]
+    pub concurrency_limit: Option<u32>,
     #[command(flatten)]
     pub task: TaskArgs,
 }

@@ -127,6 +127,8 @@ pub async fn submit(args: SubmitArgs) -> Result<(), CliError> {
         after: args.after.clone(),
         after_keys: args.after_keys.clone(),
         after_policy: if dependent { args.after_policy.clone() } else { String::new() },
+        concurrency_key: args.concurrency_key.clone().unwrap_or_default(),
+        concurrency_limit: args.concurrency_limit.unwrap_or(0),
         ..Default::default()
     };
     let reply = client.submit_request(request).await?;

@@ -160,6 +160,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Worker { command: Some(WorkerCommand::Drain(args)), .. } => worker_cmds::drain(args).await,
         Command::Worker { command: None, args } => worker_cmds::run_worker(args).await,
         Command::Workers(args) => worker_cmds::workers(args).await,
+        Command::Keys(args) => worker_cmds::keys(args).await,
         Command::Watch(args) => worker_cmds::watch(args).await,
         Command::Schedule { command } => schedule_cmds::run(command).await,
     }

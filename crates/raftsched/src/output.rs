@@ -45,6 +45,9 @@ pub fn task_text(task: &api::Task) -> String {
         let ids: Vec<String> = task.after.iter().map(u64::to_string).collect();
         lines.push(format!("after:      {} (policy {})", ids.join(", "), task.after_policy));
     }
+    if !task.concurrency_key.is_empty() {
+        lines.push(format!("concurrency: key {} (limit {})", task.concurrency_key, task.concurrency_limit));
+    }
     if task.skipped_by > 0 {
         lines.push(format!("skipped:    task {} did not succeed", task.skipped_by));
     }

@@ -126,6 +126,24 @@ pub async fn workers(args: WorkersArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+pub async fn keys(args: WorkersArgs) -> Result<(), CliError> {
+    let client = connect(&args.cluster)?;
+    let keys = client.list_concurrency_keys(args.stale).await?.keys;
+    if args.json {
+        let values: Vec<_> = keys
+            .iter()
+            .map(|k| serde_json::json!({"key": k.key, "limit": k.limit, "held": k.held, "queued": k.queued}))
+            .collect();
+        outln!("{}", serde_json::Value::Array(values));
+    } else {
+        outln!("{:<32} {:>6} {:>6} {:>7}", "key", "limit", "held", "queued");
+        for k in &keys {
+            outln!("{:<32} {:>6} {:>6} {:>7}", k.key, k.limit, k.held, k.queued);
+        }
+    }
+    Ok(())
+}
+
 /// Follows task `id` until it ends, calling `on_change` with each new version.
 /// Waits until task `id` has ended: one long poll per `WAIT_POLL`, answered only at the end.
 pub async fn wait_for_end(client: &Client, id: u64) -> Result<api::Task, CliError> {

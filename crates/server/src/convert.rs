@@ -74,6 +74,8 @@ pub fn task_to_api(task: &Task) -> api::Task {
         after: task.after.as_ref().map(|a| a.ids.clone()).unwrap_or_default(),
         after_policy: task.after.as_ref().map(|a| a.policy.as_str().to_string()).unwrap_or_default(),
         skipped_by: task.after.as_ref().and_then(|a| a.skipped_by).unwrap_or(0),
+        concurrency_key: task.concurrency.as_ref().map(|c| c.key.clone()).unwrap_or_default(),
+        concurrency_limit: task.concurrency.as_ref().map_or(0, |c| c.limit),
         streams_apart: streams.is_some(),
         stderr_tail: streams.map(|s| s.stderr_tail.clone()).unwrap_or_default(),
         stdout_bytes: streams.map_or(0, |s| s.stdout_bytes),

@@ -149,10 +149,12 @@ async fn submit(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Resu
             .and_then(|v| u32::try_from(v).ok())
             .ok_or_else(|| bad_request("\"wait_ms\" must be a whole number of milliseconds"))?,
     };
-    let (after, after_keys, after_policy) = after_fields(&mut fields)?;
+    let mut submit = api::SubmitRequest { spec: Some(spec), wait_ms, ..Default::default() };
+    options_fields(&mut fields, &mut submit)?;
     if let Some(unknown) = fields.keys().next() {
         return Err(bad_request(format!(
-            "unknown field {unknown:?} (the body has spec, key, wait_ms, after, after_keys, after_policy)"
+            "unknown field {unknown:?} (the body has spec, key, wait_ms, after, after_keys, after_policy, \
+             concurrency_key, concurrency_limit)"
         )));
     }
     check_wait(u64::from(wait_ms))?;
@@ -167,7 +169,7 @@ async fn submit(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Resu
             return Err(bad_request("an idempotency key is required: the Idempotency-Key header (or \"key\")"))
         }
     };
-    let submit = api::SubmitRequest { key, spec: Some(spec), wait_ms, after, after_keys, after_policy };
+    submit.key = key;
     let request = api.request(&headers, submit)?;
     let answer = api.service.submit(request).await?.into_inner();
     let status = if answer.created { StatusCode::CREATED } else { StatusCode::OK };
@@ -300,28 +302,43 @@ fn http_status(code: tonic::Code) -> StatusCode {
     }
 }
 
-/// A submit body's dependencies: `after` (task ids), `after_keys`, `after_policy`.
-fn after_fields(fields: &mut serde_json::Map<String, Value>) -> Result<(Vec<u64>, Vec<String>, String), Refusal> {
-    let after = match fields.remove("after") {
-        None => Vec::new(),
-        Some(v) => v
-            .as_array()
-            .and_then(|a| a.iter().map(Value::as_u64).collect::<Option<Vec<u64>>>())
-            .ok_or_else(|| bad_request("\"after\" must be a list of task ids"))?,
+/// A submit body's options into `submit`: `after` (task ids), `after_keys`, `after_policy`,
+/// `concurrency_key`, `concurrency_limit`.
+fn options_fields(fields: &mut serde_json::Map<String, Value>, submit: &mut api::SubmitRequest) -> Result<(), Refusal> {
+    let list = |v: Value, what: &str| -> Result<Vec<Value>, Refusal> {
+        match v {
+            Value::Array(items) => Ok(items),
+            _ => Err(bad_request(format!("\"{what}\" must be a list"))),
+        }
     };
-    let after_keys = match fields.remove("after_keys") {
-        None => Vec::new(),
-        Some(v) => v
-            .as_array()
-            .and_then(|a| a.iter().map(|k| k.as_str().map(str::to_string)).collect::<Option<Vec<String>>>())
-            .ok_or_else(|| bad_request("\"after_keys\" must be a list of idempotency keys"))?,
-    };
-    let after_policy = match fields.remove("after_policy") {
-        None => String::new(),
-        Some(Value::String(p)) => p,
-        Some(other) => return Err(bad_request(format!("\"after_policy\" must be a string, not {other}"))),
-    };
-    Ok((after, after_keys, after_policy))
+    if let Some(v) = fields.remove("after") {
+        submit.after = list(v, "after")?
+            .iter()
+            .map(Value::as_u64)
+            .collect::<Option<Vec<u64>>>()
+            .ok_or_else(|| bad_request("\"after\" must be a list of task ids"))?;
+    }
+    if let Some(v) = fields.remove("after_keys") {
+        submit.after_keys = list(v, "after_keys")?
+            .iter()
+            .map(|k| k.as_str().map(str::to_string))
+            .collect::<Option<Vec<String>>>()
+            .ok_or_else(|| bad_request("\"after_keys\" must be a list of idempotency keys"))?;
+    }
+    for (name, into) in [("after_policy", &mut submit.after_policy), ("concurrency_key", &mut submit.concurrency_key)] {
+        match fields.remove(name) {
+            None => {}
+            Some(Value::String(text)) => *into = text,
+            Some(other) => return Err(bad_request(format!("\"{name}\" must be a string, not {other}"))),
+        }
+    }
+    if let Some(v) = fields.remove("concurrency_limit") {
+        submit.concurrency_limit = v
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| bad_request("\"concurrency_limit\" must be a whole number"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@ use raftsched_api as api;
 use raftsched_api::scheduler_server::Scheduler;
 use raftsched_state::spec::validate_key;
 use raftsched_state::{
-    limits, AfterPolicy, AfterSpec, ListFilter, Op, Response as SmResponse, TaskState, AFTER_VERSION,
+    limits, AfterPolicy, AfterSpec, Concurrency, ListFilter, Op, Response as SmResponse, SubmitOptions, TaskState,
+    AFTER_VERSION, CONCURRENCY_VERSION,
 };
 use tonic::{Request, Response, Status};
 
@@ -19,49 +20,89 @@ pub struct SchedulerService {
 }
 
 impl SchedulerService {
-    /// The op of a submit: `Op::SubmitAfter` when it names dependencies, which every member must
-    /// decode first (cluster version `AFTER_VERSION`).
+    /// The op of a submit: `Op::Submit`; `Op::SubmitAfter` when it names dependencies (cluster
+    /// version `AFTER_VERSION`); `Op::SubmitWith` when it has a concurrency key
+    /// (`CONCURRENCY_VERSION`). Every member must decode the op first.
     async fn submit_op(
         &self,
         key: String,
         spec: raftsched_state::TaskSpec,
-        ids: Vec<u64>,
-        keys: Vec<String>,
-        policy: &str,
+        req: SubmitOptionsIn,
     ) -> Result<Op, Status> {
-        if ids.is_empty() && keys.is_empty() {
-            return Ok(Op::Submit { key, spec });
-        }
-        let policy = match policy {
-            "" => AfterPolicy::Success,
-            other => AfterPolicy::parse(other).ok_or_else(|| {
-                Status::invalid_argument(format!("after_policy {other:?}: expected \"success\" or \"finished\""))
-            })?,
+        let after = after_spec(req.after, req.after_keys, &req.after_policy)?;
+        let concurrency = match (req.concurrency_key.is_empty(), req.concurrency_limit) {
+            (true, 0) => None,
+            (true, _) => return Err(Status::invalid_argument("concurrency_limit without a concurrency_key")),
+            (false, limit) => {
+                let c = Concurrency { key: req.concurrency_key, limit };
+                c.validate().map_err(Status::invalid_argument)?;
+                Some(c)
+            }
         };
-        let named = ids.len() + keys.len();
-        if named > limits::DEPENDENCIES_PER_TASK_MAX {
-            return Err(Status::invalid_argument(format!(
-                "{named} dependencies, over dependencies_per_task_max {}",
-                limits::DEPENDENCIES_PER_TASK_MAX
-            )));
-        }
-        for k in &keys {
-            validate_key(k).map_err(|e| Status::invalid_argument(format!("after key: {e}")))?;
-        }
-        let mut version = self.replica.sm.read(|sm| sm.cluster_version());
-        if version < AFTER_VERSION {
+        let needed = match (&after, &concurrency) {
+            (None, None) => return Ok(Op::Submit { key, spec }),
+            (_, Some(_)) => (CONCURRENCY_VERSION, "concurrency keys"),
+            (Some(_), None) => (AFTER_VERSION, "dependencies (after)"),
+        };
+        self.require_cluster_version(needed.0, needed.1).await?;
+        Ok(match (after, concurrency) {
+            (Some(after), None) => Op::SubmitAfter { key, spec, after: Box::new(after) },
+            (after, concurrency) => {
+                Op::SubmitWith { key, spec, options: Box::new(SubmitOptions { after, concurrency }) }
+            }
+        })
+    }
+
+    /// Refuses with FAILED_PRECONDITION while the cluster version is below `version`: an older
+    /// member could not decode what `what` needs.
+    async fn require_cluster_version(&self, version: u32, what: &str) -> Result<(), Status> {
+        let mut current = self.replica.sm.read(|sm| sm.cluster_version());
+        if current < version {
             // This replica may not have applied the raise yet: look again at the leader's commit.
             self.replica.read_barrier().await?;
-            version = self.replica.sm.read(|sm| sm.cluster_version());
+            current = self.replica.sm.read(|sm| sm.cluster_version());
         }
-        if version < AFTER_VERSION {
+        if current < version {
             return Err(Status::failed_precondition(format!(
-                "dependencies (after) need every replica on a build of format {AFTER_VERSION}: the cluster must \
-                 finish upgrading (cluster version {version})"
+                "{what} need every replica on a build of format {version}: the cluster must finish upgrading \
+                 (cluster version {current})"
             )));
         }
-        Ok(Op::SubmitAfter { key, spec, after: Box::new(AfterSpec { ids, keys, policy }) })
+        Ok(())
     }
+}
+
+/// A submit's options as they arrive.
+struct SubmitOptionsIn {
+    after: Vec<u64>,
+    after_keys: Vec<String>,
+    after_policy: String,
+    concurrency_key: String,
+    concurrency_limit: u32,
+}
+
+/// A submit's dependencies, checked: none when it names none.
+fn after_spec(ids: Vec<u64>, keys: Vec<String>, policy: &str) -> Result<Option<AfterSpec>, Status> {
+    if ids.is_empty() && keys.is_empty() {
+        return Ok(None);
+    }
+    let policy = match policy {
+        "" => AfterPolicy::Success,
+        other => AfterPolicy::parse(other).ok_or_else(|| {
+            Status::invalid_argument(format!("after_policy {other:?}: expected \"success\" or \"finished\""))
+        })?,
+    };
+    let named = ids.len() + keys.len();
+    if named > limits::DEPENDENCIES_PER_TASK_MAX {
+        return Err(Status::invalid_argument(format!(
+            "{named} dependencies, over dependencies_per_task_max {}",
+            limits::DEPENDENCIES_PER_TASK_MAX
+        )));
+    }
+    for k in &keys {
+        validate_key(k).map_err(|e| Status::invalid_argument(format!("after key: {e}")))?;
+    }
+    Ok(Some(AfterSpec { ids, keys, policy }))
 }
 
 #[tonic::async_trait]
@@ -76,7 +117,14 @@ impl Scheduler for SchedulerService {
         // Checked here to answer early and cheaply; `apply` checks again and its answer counts.
         validate_key(&req.key).map_err(|e| Status::invalid_argument(e.to_string()))?;
         spec.validate().map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let op = self.submit_op(req.key, spec, req.after, req.after_keys, &req.after_policy).await?;
+        let options = SubmitOptionsIn {
+            after: req.after,
+            after_keys: req.after_keys,
+            after_policy: req.after_policy,
+            concurrency_key: req.concurrency_key,
+            concurrency_limit: req.concurrency_limit,
+        };
+        let op = self.submit_op(req.key, spec, options).await?;
         let (id, created) = match self.replica.write(op).await? {
             SmResponse::Submitted { id, created } => (id, created),
             SmResponse::Rejected(r) => return Err(rejection_to_status(r)),
@@ -259,6 +307,27 @@ impl Scheduler for SchedulerService {
     ) -> Result<Response<api::ScheduleResponse>, Status> {
         let _permit = self.replica.admit()?;
         self.delete_schedule_call(req.into_inner()).await
+    }
+
+    async fn list_concurrency_keys(
+        &self,
+        req: Request<api::ListConcurrencyKeysRequest>,
+    ) -> Result<Response<api::ListConcurrencyKeysResponse>, Status> {
+        let _permit = self.replica.admit()?;
+        let keys = self
+            .replica
+            .read(req.into_inner().stale, |sm| {
+                sm.keys_in_use()
+                    .map(|(key, u)| api::ConcurrencyKeyInfo {
+                        key: key.to_string(),
+                        limit: u.limit,
+                        held: u.held,
+                        queued: u.queued,
+                    })
+                    .collect()
+            })
+            .await?;
+        Ok(Response::new(api::ListConcurrencyKeysResponse { keys }))
     }
 
     async fn cluster_status(

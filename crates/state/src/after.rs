@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Rejection, Response};
+use crate::concurrency::Concurrency;
 use crate::limits;
 use crate::machine::StateMachine;
 use crate::spec::TaskSpec;
@@ -92,34 +93,48 @@ enum Start {
 }
 
 impl StateMachine {
-    /// Creates a task that runs after others (`Op::SubmitAfter`). The same key with the same spec
-    /// and dependencies is the same task; with others, a conflict.
-    pub(crate) fn submit_after(
+    /// Creates a task with options: dependencies (`Op::SubmitAfter`, `Op::SubmitWith`) and a
+    /// concurrency key (`Op::SubmitWith`), refused below cluster version `since`. The same key with
+    /// the same spec and options is the same task; with others, a conflict.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn submit_with(
         &mut self,
         index: u64,
         now_ms: u64,
         key: &str,
         spec: &TaskSpec,
-        after: &AfterSpec,
+        after: Option<&AfterSpec>,
+        concurrency: Option<&Concurrency>,
+        since: u32,
     ) -> Response {
-        if self.cluster_version < AFTER_VERSION {
+        if self.cluster_version < since {
             // Never proposed before (the edge checks); refused alike by every replica if it were.
-            let reason = format!("dependencies need cluster version {AFTER_VERSION}, at {}", self.cluster_version);
+            let reason = format!("this submit needs cluster version {since}, at {}", self.cluster_version);
             return Response::Rejected(Rejection::Invalid { reason });
         }
-        let ids = match self.resolve_after(after) {
-            Ok(ids) => ids,
-            Err(refused) => return Response::Rejected(refused),
+        if let Some(reason) = concurrency.and_then(|c| c.validate().err()) {
+            return Response::Rejected(Rejection::Invalid { reason });
+        }
+        let (ids, policy) = match after {
+            Some(a) => match self.resolve_after(a) {
+                Ok(ids) => (ids, Some(a.policy)),
+                Err(refused) => return Response::Rejected(refused),
+            },
+            None => (Vec::new(), None),
         };
         if let Some(&existing_id) = self.keys.get(key) {
             let existing = &self.tasks[&existing_id];
-            let same_after = existing.after.as_ref().is_some_and(|a| a.ids == ids && a.policy == after.policy);
-            if existing.spec == *spec && same_after {
+            let same_after = match (policy, existing.after.as_deref()) {
+                (None, None) => true,
+                (Some(p), Some(a)) => a.ids == ids && a.policy == p,
+                _ => false,
+            };
+            if existing.spec == *spec && same_after && existing.concurrency.as_deref() == concurrency {
                 return Response::Submitted { id: existing_id, created: false };
             }
             return Response::Rejected(Rejection::KeyConflict { key: key.to_string(), existing_id });
         }
-        let start = self.start_of(&ids, after.policy);
+        let start = policy.map_or(Start::Run, |p| self.start_of(&ids, p));
         let waiting = self.count(TaskState::Waiting) as usize;
         if matches!(start, Start::Wait(_)) && waiting >= limits::TASKS_WAITING_MAX {
             let reason =
@@ -128,7 +143,19 @@ impl StateMachine {
         }
         let response = self.create_task(index, now_ms, key, spec, None);
         let Response::Submitted { id, created: true } = response else { return response };
-        let mut record = After { ids, policy: after.policy, left: Vec::new(), skipped_by: None };
+        if let Some(c) = concurrency {
+            let task = self.tasks.get_mut(&id).expect("just created");
+            task.concurrency = Some(Box::new(c.clone()));
+            self.keys_in_use.count(task, task.state, 1);
+        }
+        if let Some(policy) = policy {
+            self.start_waiting(index, now_ms, id, After { ids, policy, left: Vec::new(), skipped_by: None }, start);
+        }
+        response
+    }
+
+    /// Puts new task `id` where its dependencies say it starts, recording them with it.
+    fn start_waiting(&mut self, index: u64, now_ms: u64, id: TaskId, mut record: After, start: Start) {
         match start {
             Start::Run => {}
             Start::Wait(left) => {
@@ -136,15 +163,18 @@ impl StateMachine {
                     self.dependents.0.entry(*dep).or_default().insert(id);
                 }
                 record.left = left;
+                self.tasks.get_mut(&id).expect("just created").after = Some(Box::new(record));
                 self.set_state(index, now_ms, id, TaskState::Waiting);
+                return;
             }
             Start::Skip(by) => {
                 record.skipped_by = Some(by);
+                self.tasks.get_mut(&id).expect("just created").after = Some(Box::new(record));
                 self.set_state(index, now_ms, id, TaskState::Skipped);
+                return;
             }
         }
         self.tasks.get_mut(&id).expect("just created").after = Some(Box::new(record));
-        response
     }
 
     /// The dependencies' ids, from ids and keys, in order without repeats; each must exist.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::after::AfterSpec;
+use crate::concurrency::Concurrency;
 use crate::schedule::ScheduleSpec;
 use crate::spec::TaskSpec;
 use crate::task::{TaskId, TaskState};
@@ -131,6 +132,20 @@ pub enum Op {
         spec: TaskSpec,
         after: Box<AfterSpec>,
     },
+    /// Create a task with options: dependencies and a concurrency key (`concurrency.rs`). Format 7:
+    /// proposed only from cluster version `CONCURRENCY_VERSION`.
+    SubmitWith {
+        key: String,
+        spec: TaskSpec,
+        options: Box<SubmitOptions>,
+    },
+}
+
+/// What a submit asks for beyond its spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitOptions {
+    pub after: Option<AfterSpec>,
+    pub concurrency: Option<Concurrency>,
 }
 
 /// Assign `task_id` to `worker_id` if the task is still pending with `attempts` attempts made and
@@ -186,6 +201,7 @@ impl Op {
             Op::Report { .. } => "report",
             Op::ReportFrom { .. } => "report_from",
             Op::SubmitAfter { .. } => "submit_after",
+            Op::SubmitWith { .. } => "submit_with",
             Op::Batch { .. } => "batch",
             Op::CreateSchedule { .. } => "create_schedule",
             Op::DeleteSchedule { .. } => "delete_schedule",

@@ -5,7 +5,27 @@ use crate::command::{AssignItem, Rejection, Response};
 use crate::limits;
 use crate::machine::StateMachine;
 use crate::node::NodeState;
-use crate::task::{Assignment, Attempt, TaskId, TaskState};
+use std::collections::BTreeMap;
+
+use crate::task::{Assignment, Attempt, Task, TaskId, TaskState};
+
+/// Assignments a plan has made so far per concurrency key, on top of the tasks already held.
+#[derive(Default)]
+struct PlannedKeys<'a>(BTreeMap<&'a str, u32>);
+
+impl<'a> PlannedKeys<'a> {
+    fn has_room(&self, sm: &StateMachine, task: &Task) -> bool {
+        task.concurrency
+            .as_deref()
+            .is_none_or(|c| sm.keys_in_use.has_room(c, self.0.get(c.key.as_str()).copied().unwrap_or(0)))
+    }
+
+    fn add(&mut self, task: &'a Task) {
+        if let Some(c) = task.concurrency.as_deref() {
+            *self.0.entry(c.key.as_str()).or_default() += 1;
+        }
+    }
+}
 
 impl StateMachine {
     /// Assignments the leader should propose now: pending tasks whose backoff has passed, higher
@@ -40,15 +60,17 @@ impl StateMachine {
         }
         let mut planner = self.free.planner();
         let mut items = Vec::new();
+        let mut planned = PlannedKeys::default();
         for &(_, id) in self.pending.iter().take(scan_len_max) {
             if items.len() >= max_items || planner.is_exhausted() {
                 break;
             }
             let task = &self.tasks[&id];
-            if task.not_before_ms > now_ms {
+            if task.not_before_ms > now_ms || !planned.has_room(self, task) {
                 continue;
             }
             if let Some(worker_id) = planner.take(|w| self.nodes[w].satisfies(&task.spec.constraints)) {
+                planned.add(task);
                 items.push(self.item(id, worker_id));
             }
         }
@@ -69,12 +91,13 @@ impl StateMachine {
             .map(|n| (n.id.as_str(), n.free_slots()))
             .collect();
         let mut items = Vec::new();
+        let mut planned = PlannedKeys::default();
         for &(_, id) in self.pending.iter().take(scan_len_max) {
             if items.len() >= max_items || free.iter().all(|(_, f)| *f == 0) {
                 break;
             }
             let task = &self.tasks[&id];
-            if task.not_before_ms > now_ms {
+            if task.not_before_ms > now_ms || !planned.has_room(self, task) {
                 continue;
             }
             let best = free
@@ -83,6 +106,7 @@ impl StateMachine {
                 .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)));
             if let Some((worker_id, slots)) = best {
                 *slots -= 1;
+                planned.add(task);
                 items.push(self.item(id, worker_id));
             }
         }
@@ -117,7 +141,8 @@ impl StateMachine {
             && node.state == NodeState::Ready
             && node.epoch == item.epoch
             && node.free_slots() > 0
-            && node.satisfies(&task.spec.constraints);
+            && node.satisfies(&task.spec.constraints)
+            && task.concurrency.as_deref().is_none_or(|c| self.keys_in_use.has_room(c, 0));
         if !still_valid {
             return false;
         }

@@ -13,6 +13,7 @@
 pub mod after;
 pub mod calendar;
 pub mod command;
+pub mod concurrency;
 pub mod dispatch;
 mod free_slots;
 pub mod limits;
@@ -26,7 +27,8 @@ pub mod task;
 pub mod workers;
 
 pub use after::{After, AfterPolicy, AfterSpec, AFTER_VERSION};
-pub use command::{AssignItem, Command, Op, Output, Rejection, ReportEvent, Response};
+pub use command::{AssignItem, Command, Op, Output, Rejection, ReportEvent, Response, SubmitOptions};
+pub use concurrency::{Concurrency, KeyUse, CONCURRENCY_VERSION};
 pub use machine::{retry_backoff_ms, tail_of, StateMachine, CLOCK_VERSION, OUTPUT_APART_VERSION};
 pub use node::{Node, NodeState};
 pub use query::{ListFilter, ListPage};

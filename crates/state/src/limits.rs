@@ -74,6 +74,10 @@ pub const TASKS_SCHEDULED_MAX: usize = 100_000;
 /// Tasks waiting for others at once (`submit --after`); with `DEPENDENCIES_PER_TASK_MAX`, bounds
 /// the dependents index at 1.6 million edges.
 pub const TASKS_WAITING_MAX: usize = 50_000;
+/// Bytes of a concurrency key.
+pub const CONCURRENCY_KEY_BYTES_MAX: usize = 128;
+/// Largest concurrency limit.
+pub const CONCURRENCY_LIMIT_MAX: u32 = 10_000;
 /// Tasks one task may run after (ids and keys together).
 pub const DEPENDENCIES_PER_TASK_MAX: usize = 32;
 /// How far ahead `submit --at` may point.

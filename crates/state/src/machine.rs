@@ -61,6 +61,9 @@ pub struct StateMachine {
     /// Waiting tasks by the dependency they wait on (`after.rs`): derived, not state.
     #[serde(skip)]
     pub(crate) dependents: crate::after::Dependents,
+    /// Concurrency keys of the tasks that have not ended (`concurrency.rs`): derived, not state.
+    #[serde(skip)]
+    pub(crate) keys_in_use: crate::concurrency::KeysInUse,
 }
 
 /// Tasks per state (`TaskState as usize`). Encoded as the seven states before format 6, the layout
@@ -270,7 +273,13 @@ impl StateMachine {
                 Response::Rejected(Rejection::Invalid { reason: "nested batch".to_string() })
             }
             Op::Submit { key, spec } => self.submit(index, now_ms, key, spec),
-            Op::SubmitAfter { key, spec, after } => self.submit_after(index, now_ms, key, spec, after),
+            Op::SubmitAfter { key, spec, after } => {
+                self.submit_with(index, now_ms, key, spec, Some(after), None, crate::after::AFTER_VERSION)
+            }
+            Op::SubmitWith { key, spec, options } => {
+                let (after, concurrency) = (options.after.as_ref(), options.concurrency.as_ref());
+                self.submit_with(index, now_ms, key, spec, after, concurrency, crate::concurrency::CONCURRENCY_VERSION)
+            }
             Op::Cancel { id } => self.cancel(index, *id, now_ms),
             Op::RegisterWorker { worker_id, instance, addr, slots, labels } => {
                 self.register_worker(index, now_ms, worker_id, *instance, addr, *slots, labels)
@@ -318,6 +327,7 @@ impl StateMachine {
             self.unlink_waiting(id);
         }
         let task = self.tasks.get_mut(&id).expect("transition of a known task");
+        self.keys_in_use.count(task, from, -1);
         if from == TaskState::Pending {
             self.pending.remove(&queue_key(task));
         }
@@ -343,6 +353,7 @@ impl StateMachine {
         task.state = to;
         task.updated_at_ms = now_ms.max(task.updated_at_ms);
         task.version = index;
+        self.keys_in_use.count(task, to, 1);
     }
 
     /// Ends the current attempt of held task `id` with `outcome`, frees the worker's slot, and moves
@@ -471,6 +482,7 @@ impl StateMachine {
             version: index,
             origin,
             after: None,
+            concurrency: None,
         };
         match scheduled_at {
             Some(at) => self.scheduled.insert((at, id)),
@@ -727,6 +739,7 @@ impl StateMachine {
             return Err(format!("state counts {:?} but tasks say {:?}", self.counts, counts));
         }
         self.check_after()?;
+        self.check_concurrency()?;
         // No check against tasks_pending_max here: the bound applies to new submits only. Retries of
         // failed or lost attempts go back to pending regardless, so a full queue plus requeues may
         // exceed it for a while; that state is legal and must snapshot and restore.

@@ -167,6 +167,9 @@ pub struct Task {
     /// format's snapshot body pins: the format layer carries it beside the state from format 6 on.
     #[serde(skip)]
     pub after: Option<Box<crate::after::After>>,
+    /// Its concurrency key (`submit --concurrency-key`): carried beside the state from format 7.
+    #[serde(skip)]
+    pub concurrency: Option<Box<crate::concurrency::Concurrency>>,
 }
 
 /// One occurrence of a schedule: at most one task is ever created for it.

@@ -32,7 +32,12 @@ extern "C" fn kill_own_group(_signal: libc::c_int) {
 
 /// The supervisor: leader of the attempt's process group and direct child of the worker. When the
 /// worker dies it gets SIGTERM (PR_SET_PDEATHSIG) and kills the whole group, itself included.
-/// Otherwise it runs `argv` in the group and exits with its status. Returns the exit code.
+/// It also holds the worker's lease: the worker writes `lease-ms N` lines to its stdin (the lease
+/// has N ms left) whenever the lease moves, and when the last one runs out the supervisor kills
+/// the group. So a worker that is paused (SIGSTOP, a stalled VM) rather than dead still has its
+/// attempts end with its lease, before the leader may give them to another worker. Before the
+/// first line (an older worker, whose stdin is empty) there is no deadline. Otherwise it runs
+/// `argv` in the group and exits with its status. Returns the exit code.
 pub fn supervise(argv: &[String]) -> i32 {
     let Some((program, args)) = argv.split_first() else {
         eprintln!("supervise: nothing to run");
@@ -45,15 +50,82 @@ pub fn supervise(argv: &[String]) -> i32 {
             return 137;
         }
     }
-    match std::process::Command::new(program).args(args).status() {
+    let child = std::process::Command::new(program).args(args).stdin(Stdio::null()).spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("cannot start {program:?}: {e}");
+            return 127;
+        }
+    };
+    std::thread::spawn(hold_the_lease);
+    match child.wait() {
         Ok(status) => status.code().unwrap_or_else(|| {
             use std::os::unix::process::ExitStatusExt;
             128 + status.signal().unwrap_or(0)
         }),
-        Err(e) => {
-            eprintln!("cannot start {program:?}: {e}");
-            127
+        Err(_) => 1,
+    }
+}
+
+/// The supervisor's lease: reads `lease-ms N` lines from stdin (at most `LEASE_LINE_BYTES_MAX`
+/// each) and kills the process group once the last deadline has passed.
+fn hold_the_lease() {
+    use std::io::{BufRead, Read};
+    let deadline: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>> = Default::default();
+    let watched = deadline.clone();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(LEASE_WATCH_MS));
+        let passed = watched.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|d| std::time::Instant::now() >= d);
+        if passed {
+            unsafe {
+                libc::kill(0, libc::SIGKILL);
+            }
         }
+    });
+    let mut stdin = std::io::BufReader::new(std::io::stdin());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match (&mut stdin).take(LEASE_LINE_BYTES_MAX).read_line(&mut line) {
+            Ok(0) | Err(_) => return, // the worker closed its end: the last deadline stands
+            Ok(_) => {}
+        }
+        if let Some(ms) = line.trim().strip_prefix("lease-ms ").and_then(|n| n.parse::<u64>().ok()) {
+            let at = std::time::Instant::now() + Duration::from_millis(ms);
+            *deadline.lock().unwrap_or_else(|p| p.into_inner()) = Some(at);
+        }
+    }
+}
+
+/// How often the supervisor looks at its lease's deadline.
+const LEASE_WATCH_MS: u64 = 10;
+/// Longest lease line read from the worker.
+const LEASE_LINE_BYTES_MAX: u64 = 64;
+/// How often the worker looks whether an attempt's lease moved, to tell its supervisor.
+const LEASE_FEED_MS: u64 = 50;
+
+/// How much of the worker's lease is left now (zero once it is lost): what a supervisor is told.
+pub type LeaseLeft = std::sync::Arc<dyn Fn() -> Duration + Send + Sync>;
+
+/// Tells the supervisor on `stdin` how much lease is left whenever the lease moves; ends when the
+/// supervisor's stdin closes (or the task is aborted with the attempt).
+async fn feed_lease(mut stdin: tokio::process::ChildStdin, lease_left: LeaseLeft) {
+    use tokio::io::AsyncWriteExt;
+    let mut told: Option<std::time::Instant> = None;
+    loop {
+        let left = lease_left();
+        let deadline = std::time::Instant::now() + left;
+        // Told again only when the deadline moved (a renewal, or the lease lost): about one line
+        // per heartbeat, not one per tick.
+        if told.is_none_or(|t| deadline > t + Duration::from_millis(LEASE_FEED_MS) || left.is_zero()) {
+            let line = format!("lease-ms {}\n", left.as_millis());
+            if stdin.write_all(line.as_bytes()).await.is_err() {
+                return;
+            }
+            told = Some(deadline);
+        }
+        tokio::time::sleep(Duration::from_millis(LEASE_FEED_MS)).await;
     }
 }
 
@@ -96,8 +168,9 @@ pub fn joined_tail(output: &Output) -> String {
     tail_of(&format!("{}{}", output.stdout_tail, output.stderr_tail), OUTPUT_TAIL_BYTES_MAX)
 }
 
-/// Runs `spec` until it ends, `timeout_ms` passes, or `kill` turns true.
-pub async fn run(spec: &api::TaskSpec, mut kill: watch::Receiver<bool>) -> Ended {
+/// Runs `spec` until it ends, `timeout_ms` passes, or `kill` turns true; a command's supervisor
+/// is told `lease_left` as the lease moves.
+pub async fn run(spec: &api::TaskSpec, mut kill: watch::Receiver<bool>, lease_left: LeaseLeft) -> Ended {
     let timeout = (spec.timeout_ms > 0).then(|| Duration::from_millis(spec.timeout_ms));
     let sleep_for_timeout = async {
         match timeout {
@@ -117,7 +190,7 @@ pub async fn run(spec: &api::TaskSpec, mut kill: watch::Receiver<bool>) -> Ended
                 _ = killed => Ended::Killed,
             }
         }
-        Some(api::task_spec::Exec::Command(c)) => command(spec, &c.argv, sleep_for_timeout, killed).await,
+        Some(api::task_spec::Exec::Command(c)) => command(spec, &c.argv, sleep_for_timeout, killed, lease_left).await,
         None => Ended::with_stderr(127, false, "task has nothing to run"),
     }
 }
@@ -182,6 +255,7 @@ async fn command(
     argv: &[String],
     timeout: impl std::future::Future<Output = ()>,
     killed: impl std::future::Future<Output = ()>,
+    lease_left: LeaseLeft,
 ) -> Ended {
     let Some((program, args)) = argv.split_first() else {
         return Ended::with_stderr(127, false, "empty argv");
@@ -202,8 +276,10 @@ async fn command(
     // With a supervisor, the worker's death reaches it as SIGTERM, which it turns into SIGKILL for
     // the whole process group (grandchildren included); without one, SIGKILL reaches only the child.
     let death_signal = if supervisor.is_some() { libc::SIGTERM } else { libc::SIGKILL };
+    // A supervisor reads the worker's lease on its stdin; the command's own stdin stays empty.
+    let stdin = if supervisor.is_some() { Stdio::piped() } else { Stdio::null() };
     cmd.envs(spec.env.iter())
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -226,6 +302,7 @@ async fn command(
         Err(e) => return Ended::with_stderr(127, false, &format!("cannot start {program:?}: {e}")),
     };
     let pid = child.id();
+    let feeder = child.stdin.take().map(|stdin| tokio::spawn(feed_lease(stdin, lease_left)));
     let stdout = child.stdout.take().map(|s| tokio::spawn(read_tail(s)));
     let stderr = child.stderr.take().map(|s| tokio::spawn(read_tail(s)));
     let kill_group = || {
@@ -244,6 +321,9 @@ async fn command(
     // Whatever ended the attempt, nothing it started may outlive it: background descendants would
     // run on beside a later attempt, and any holding the output pipes would stall the drain below.
     kill_group();
+    if let Some(feeder) = feeder {
+        feeder.abort();
+    }
     let (stdout, stderr) = (drain(stdout).await, drain(stderr).await);
     let output = Output {
         stdout_tail: stdout.text(),

@@ -312,7 +312,15 @@ async fn attempt(
     let (task_id, token) = (a.task_id, a.token);
     let spec = a.spec.unwrap_or_default();
     let (refused_tx, refused_rx) = watch::channel(false);
-    let run = exec::run(&spec, merge_kills(kill.clone(), refused_rx));
+    let lease_left: exec::LeaseLeft = Arc::new(move || {
+        let l = lease.lock().unwrap_or_else(|p| p.into_inner());
+        if l.lost {
+            Duration::ZERO
+        } else {
+            l.deadline.saturating_duration_since(Instant::now())
+        }
+    });
+    let run = exec::run(&spec, merge_kills(kill.clone(), refused_rx), lease_left.clone());
     tokio::pin!(run);
     let started_report = tokio::time::sleep(Duration::from_millis(STARTED_REPORT_DELAY_MS));
     let ended = tokio::select! {
@@ -332,7 +340,7 @@ async fn attempt(
             ended
         }
     };
-    let lease_valid = Instant::now() < lease.lock().unwrap_or_else(|p| p.into_inner()).deadline;
+    let lease_valid = !lease_left().is_zero();
     let reported = match ended {
         Ended::Finished { exit_code, output, timed_out } if lease_valid && !*kill.borrow() && !*refused_tx.borrow() => {
             let req = api::ReportRequest {

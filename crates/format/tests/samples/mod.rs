@@ -17,7 +17,8 @@ use openraft::{
 };
 use raftsched_format::*;
 use raftsched_state::{
-    AfterPolicy, AfterSpec, Command, Op, Output, ReportEvent, Response, ScheduleSpec, StateMachine, TaskSpec, TaskState,
+    AfterPolicy, AfterSpec, Command, Concurrency, Op, Output, ReportEvent, Response, ScheduleSpec, StateMachine,
+    SubmitOptions, TaskSpec, TaskState,
 };
 
 pub fn log_id(term: u64, node: u64, index: u64) -> LogId<NodeId> {
@@ -165,6 +166,12 @@ pub fn state(cluster_version: u32) -> StateMachine {
         next(&mut sm, submit_after("k-skip", vec![4], &["k-2"]));
         assert_eq!((sm.count(TaskState::Waiting), sm.count(TaskState::Skipped)), (1, 1), "the sample waits and skips");
     }
+    if cluster_version >= 7 {
+        // A concurrency key, which format 7 carries beside the state.
+        index += 10;
+        sm.apply(index, &Command { now_ms: t0 + 2_000, op: submit_with("k-limited") });
+        assert_eq!(sm.concurrency_entries().count(), 1, "the sample has a concurrency key");
+    }
     sm
 }
 
@@ -173,6 +180,19 @@ pub fn submit_after(key: &str, ids: Vec<u64>, keys: &[&str]) -> Op {
     let keys = keys.iter().map(|k| k.to_string()).collect();
     let after = AfterSpec { ids, keys, policy: AfterPolicy::Success };
     Op::SubmitAfter { key: key.into(), spec: spec(), after: Box::new(after) }
+}
+
+/// A submit with options: after task 4, under concurrency key "db" with limit 2 (format 7).
+pub fn submit_with(key: &str) -> Op {
+    let after = AfterSpec { ids: vec![4], keys: Vec::new(), policy: AfterPolicy::Finished };
+    let concurrency = Concurrency { key: "db".into(), limit: 2 };
+    let options = SubmitOptions { after: Some(after), concurrency: Some(concurrency) };
+    Op::SubmitWith { key: key.into(), spec: spec(), options: Box::new(options) }
+}
+
+pub fn entry_submit_with() -> Entry<TypeConfig> {
+    let cmd = Command { now_ms: 1_764_000_005_000, op: Op::BatchDispatch { ops: vec![submit_with("k-10")] } };
+    Entry { log_id: log_id(9, 1, 150), payload: EntryPayload::Normal(cmd) }
 }
 
 pub fn entry_submit_after() -> Entry<TypeConfig> {
