@@ -274,15 +274,25 @@ class Client:
         after: Sequence[int] = (),
         after_keys: Sequence[str] = (),
         after_policy: str = "",
+        concurrency_key: str = "",
+        concurrency_limit: int = 0,
     ) -> Submitted:
         """Submits a task. ``key`` (generated when absent) makes retries safe: the same key returns
         the same task. With ``wait_s``, answers once the task has ended or ``wait_s`` has passed.
         With ``after`` (task ids) or ``after_keys``, it waits until those have ended; under
-        ``after_policy`` "success" (the default) one that does not succeed skips it."""
+        ``after_policy`` "success" (the default) one that does not succeed skips it. With
+        ``concurrency_key`` and ``concurrency_limit``, at most that many tasks with the key run at once."""
         key = key or f"py-{uuid.uuid4()}"
         wait_ms = min(int(wait_s * 1000), LONG_POLL_MS_MAX)
         request = pb.SubmitRequest(
-            key=key, spec=task_spec, wait_ms=wait_ms, after=list(after), after_keys=list(after_keys), after_policy=after_policy
+            key=key,
+            spec=task_spec,
+            wait_ms=wait_ms,
+            after=list(after),
+            after_keys=list(after_keys),
+            after_policy=after_policy,
+            concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit,
         )
         reply = self._call("Submit", request, write=True, extra_s=wait_ms / 1000)
         task = Task.from_pb(reply.task) if reply.HasField("task") else None

@@ -116,6 +116,11 @@ class SchedulerStub:
                 request_serializer=raftsched__pb2.DeleteScheduleRequest.SerializeToString,
                 response_deserializer=raftsched__pb2.ScheduleResponse.FromString,
                 _registered_method=True)
+        self.ListConcurrencyKeys = channel.unary_unary(
+                '/raftsched.v1.Scheduler/ListConcurrencyKeys',
+                request_serializer=raftsched__pb2.ListConcurrencyKeysRequest.SerializeToString,
+                response_deserializer=raftsched__pb2.ListConcurrencyKeysResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -238,6 +243,14 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListConcurrencyKeys(self, request, context):
+        """The concurrency keys of the tasks that have not ended, with their counts (linearizable
+        unless stale). UNIMPLEMENTED from builds before format 7.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -320,6 +333,11 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.DeleteSchedule,
                     request_deserializer=raftsched__pb2.DeleteScheduleRequest.FromString,
                     response_serializer=raftsched__pb2.ScheduleResponse.SerializeToString,
+            ),
+            'ListConcurrencyKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConcurrencyKeys,
+                    request_deserializer=raftsched__pb2.ListConcurrencyKeysRequest.FromString,
+                    response_serializer=raftsched__pb2.ListConcurrencyKeysResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -756,6 +774,33 @@ class Scheduler:
             '/raftsched.v1.Scheduler/DeleteSchedule',
             raftsched__pb2.DeleteScheduleRequest.SerializeToString,
             raftsched__pb2.ScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConcurrencyKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftsched.v1.Scheduler/ListConcurrencyKeys',
+            raftsched__pb2.ListConcurrencyKeysRequest.SerializeToString,
+            raftsched__pb2.ListConcurrencyKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,
