@@ -212,6 +212,47 @@ pub fn spec_from_json(value: Value) -> Result<api::TaskSpec, String> {
     })
 }
 
+/// A flow as JSON (a flow file, or the HTTP API's body): `{"key": K, "tasks": [{"name", "spec",
+/// "after", "after_policy", "concurrency_key", "concurrency_limit"}]}`; `key` may be absent when
+/// the caller gives it otherwise.
+pub fn flow_from_json(value: Value) -> Result<api::SubmitFlowRequest, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct FlowInput {
+        #[serde(default)]
+        key: String,
+        tasks: Vec<TaskInput>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct TaskInput {
+        name: String,
+        spec: Value,
+        #[serde(default)]
+        after: Vec<String>,
+        #[serde(default)]
+        after_policy: String,
+        #[serde(default)]
+        concurrency_key: String,
+        #[serde(default)]
+        concurrency_limit: u32,
+    }
+    let input: FlowInput = serde_json::from_value(value).map_err(|e| format!("flow: {e}"))?;
+    let mut tasks = Vec::with_capacity(input.tasks.len());
+    for t in input.tasks {
+        let spec = spec_from_json(t.spec).map_err(|e| format!("task {:?}: {e}", t.name))?;
+        tasks.push(api::FlowTaskSpec {
+            name: t.name,
+            spec: Some(spec),
+            after: t.after,
+            after_policy: t.after_policy,
+            concurrency_key: t.concurrency_key,
+            concurrency_limit: t.concurrency_limit,
+        });
+    }
+    Ok(api::SubmitFlowRequest { key: input.key, tasks })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

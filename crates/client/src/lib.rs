@@ -392,6 +392,24 @@ impl Client {
         self.call(|mut c| async move { c.wait_task(req).await }).await
     }
 
+    /// Submits a flow: every task or none; retries are safe (the key names the flow).
+    pub async fn submit_flow(&self, req: api::SubmitFlowRequest) -> Result<api::SubmitFlowResponse, ClientError> {
+        self.call_write(|mut c| {
+            let req = req.clone();
+            async move { c.submit_flow(req).await }
+        })
+        .await
+    }
+
+    pub async fn get_flow(&self, key: &str, stale: bool) -> Result<api::GetFlowResponse, ClientError> {
+        let key = key.to_string();
+        self.call(|mut c| {
+            let key = key.clone();
+            async move { c.get_flow(api::GetFlowRequest { key, stale }).await }
+        })
+        .await
+    }
+
     pub async fn list_concurrency_keys(&self, stale: bool) -> Result<api::ListConcurrencyKeysResponse, ClientError> {
         self.call(|mut c| async move { c.list_concurrency_keys(api::ListConcurrencyKeysRequest { stale }).await }).await
     }

@@ -69,12 +69,13 @@ pub type NodeId = u64;
 /// and `skipped` and, beside the state in snapshot bodies, each task's `After` (dependencies,
 /// proposed only from cluster version 6); 7 adds `Op::SubmitWith` (a submit with options:
 /// dependencies and a concurrency key) and, beside the state in snapshot bodies, each task's
-/// `Concurrency` (proposed only from cluster version 7).
+/// `Concurrency` (proposed only from cluster version 7); 8 adds `Op::SubmitFlow` (a graph of tasks
+/// in one entry, proposed only from cluster version 8; the snapshot body is format 7's).
 pub type Version = u32;
 /// The oldest format this build reads.
 pub const FORMAT_VERSION_MIN: Version = 0;
 /// The newest format this build reads and writes.
-pub const FORMAT_VERSION_MAX: Version = 7;
+pub const FORMAT_VERSION_MAX: Version = 8;
 /// The first format whose data dirs keep the snapshot body in a file (`SnapshotFile`).
 pub const BODY_FILE_FORMAT: Version = 4;
 

@@ -22,7 +22,8 @@ use std::collections::BTreeMap;
 
 use openraft::{BasicNode, LogId, Membership, Vote};
 use raftsched_state::{
-    AfterSpec, AssignItem, Command, Op, Rejection, ReportEvent, Response, ScheduleSpec, SubmitOptions, TaskId, TaskSpec,
+    AfterSpec, AssignItem, Command, FlowSpec, Op, Rejection, ReportEvent, Response, ScheduleSpec, SubmitOptions,
+    TaskId, TaskSpec,
 };
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +73,7 @@ pub(crate) enum OpRecord<B> {
     ReportFrom { worker_id: String, instance: u64, task_id: TaskId, token: u64, event: ReportEvent },
     SubmitAfter { key: String, spec: TaskSpec, after: Box<AfterSpec> },
     SubmitWith { key: String, spec: TaskSpec, options: Box<SubmitOptions> },
+    SubmitFlow { key: String, flow: Box<FlowSpec> },
 }
 
 /// An op inside a batch.
@@ -117,6 +119,7 @@ impl<B: Nest<Op>> OpRecord<B> {
             }
             OpRecord::SubmitAfter { key, spec, after } => Op::SubmitAfter { key, spec, after },
             OpRecord::SubmitWith { key, spec, options } => Op::SubmitWith { key, spec, options },
+            OpRecord::SubmitFlow { key, flow } => Op::SubmitFlow { key, flow },
         }
     }
 }

@@ -60,6 +60,7 @@ fn samples() -> Vec<Sample> {
         sample!("entry_report_apart", 5, entry_report_apart(), encode_entry, decode_entry),
         sample!("entry_submit_after", 6, entry_submit_after(), encode_entry, decode_entry),
         sample!("entry_submit_with", 7, entry_submit_with(), encode_entry, decode_entry),
+        sample!("entry_submit_flow", 8, entry_submit_flow(), encode_entry, decode_entry),
         sample!("vote", 0, vote(), encode_vote, decode_vote),
         sample!("committed", 0, Some(log_id(3, 2, 39)), encode_committed, decode_committed),
         sample!("purged", 0, log_id(2, 1, 20), encode_purged, decode_purged),

@@ -8,8 +8,8 @@ use openraft::{Entry, EntryPayload};
 use proptest::prelude::*;
 use raftsched_format::*;
 use raftsched_state::{
-    AfterPolicy, AfterSpec, AssignItem, Command, Concurrency, Op, Output, Rejection, ReportEvent, Response,
-    ScheduleSpec, SubmitOptions, TaskSpec, TaskState,
+    AfterPolicy, AfterSpec, AssignItem, Command, Concurrency, FlowSpec, FlowTask, Op, Output, Rejection, ReportEvent,
+    Response, ScheduleSpec, SubmitOptions, TaskSpec, TaskState,
 };
 
 fn arb_string() -> impl Strategy<Value = String> {
@@ -53,6 +53,12 @@ fn arb_leaf_op() -> impl Strategy<Value = Op> {
                 });
                 let options = SubmitOptions { after, concurrency: Some(Concurrency { key: ckey, limit }) };
                 Op::SubmitWith { key, spec, options: Box::new(options) }
+            }
+        ),
+        (arb_string(), arb_spec(), arb_string(), prop::collection::vec(arb_string(), 0..3)).prop_map(
+            |(key, spec, name, after)| {
+                let task = FlowTask { name, spec, after, policy: AfterPolicy::Finished, concurrency: None };
+                Op::SubmitFlow { key, flow: Box::new(FlowSpec { tasks: vec![task] }) }
             }
         ),
         any::<u64>().prop_map(|id| Op::Cancel { id }),

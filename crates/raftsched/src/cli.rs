@@ -51,6 +51,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Flows: a graph of named tasks created whole, in one command, or not at all.
+    Flow {
+        #[command(subcommand)]
+        command: FlowCommand,
+    },
     /// Internal: the per-attempt supervisor a worker runs commands under.
     #[command(name = "__supervise", hide = true)]
     Supervise {
@@ -161,6 +166,40 @@ pub struct WatchArgs {
     pub json: bool,
     /// Task id.
     pub id: String,
+}
+
+#[derive(Subcommand)]
+pub enum FlowCommand {
+    /// Submit a flow from FILE (JSON, or YAML for .yaml/.yml): {"key": K, "tasks": [{"name": N,
+    /// "spec": {"command": [...]}, "after": [NAMES], "after_policy": "success"}]}. Prints the task
+    /// ids in the file's order. The same flow under the same key again is the same tasks.
+    Submit(FlowSubmitArgs),
+    /// The tasks of flow KEY with their states.
+    Get(FlowGetArgs),
+}
+
+#[derive(Args)]
+pub struct FlowSubmitArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// The flow file ("-": stdin).
+    pub file: String,
+    /// The flow's idempotency key (instead of, or the same as, the file's "key").
+    #[arg(long)]
+    pub key: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct FlowGetArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    pub key: String,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long)]
+    pub stale: bool,
 }
 
 #[derive(Subcommand)]

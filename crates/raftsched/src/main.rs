@@ -30,6 +30,7 @@ mod cli;
 mod client_cmds;
 mod dev;
 mod error;
+mod flow_cmds;
 mod local_cluster;
 mod output;
 mod schedule_cmds;
@@ -38,7 +39,7 @@ mod settings;
 mod signals;
 mod worker_cmds;
 
-use crate::cli::{CertsCommand, Cli, ClusterCommand, Command, SecretCommand, WorkerCommand};
+use crate::cli::{CertsCommand, Cli, ClusterCommand, Command, FlowCommand, SecretCommand, WorkerCommand};
 use crate::error::CliError;
 
 fn main() {
@@ -161,6 +162,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Worker { command: None, args } => worker_cmds::run_worker(args).await,
         Command::Workers(args) => worker_cmds::workers(args).await,
         Command::Keys(args) => worker_cmds::keys(args).await,
+        Command::Flow { command: FlowCommand::Submit(args) } => flow_cmds::submit(args).await,
+        Command::Flow { command: FlowCommand::Get(args) } => flow_cmds::get(args).await,
         Command::Watch(args) => worker_cmds::watch(args).await,
         Command::Schedule { command } => schedule_cmds::run(command).await,
     }

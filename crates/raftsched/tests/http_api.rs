@@ -157,6 +157,23 @@ async fn curl_users_submit_wait_list_and_cancel_through_a_follower() {
     let dependent_id = dependent["id"].as_u64().unwrap();
     let (_, got) = call(&http, "GET", &format!("/v1/tasks/{dependent_id}"), &[], None).await;
     assert_eq!((got["after"].clone(), got["after_policy"].as_str()), (json!([id]), Some("finished")), "{got}");
+    // Flows, as on gRPC: created whole under the Idempotency-Key, read back by key.
+    let flow = json!({"tasks": [
+        {"name": "a", "spec": {"command": ["true"]}},
+        {"name": "b", "spec": {"command": ["true"]}, "after": ["a"], "concurrency_key": "http", "concurrency_limit": 1}
+    ]});
+    let (status, made) = call(&http, "POST", "/v1/flows", &[("Idempotency-Key", "flow-1")], Some(&flow)).await;
+    assert_eq!(
+        (status, made["created"].clone(), made["ids"].as_array().map(Vec::len)),
+        (201, json!(true), Some(2)),
+        "{made}"
+    );
+    let (status, got) = call(&http, "GET", "/v1/flows/flow-1", &[], None).await;
+    assert_eq!((status, got["tasks"][1]["key"].as_str()), (200, Some("flow-1/b")), "{got}");
+    assert_eq!(got["tasks"][1]["concurrency_key"], json!("http"), "{got}");
+    let cycle = json!({"tasks": [{"name": "a", "spec": {"command": ["true"]}, "after": ["a"]}]});
+    let (status, refused) = call(&http, "POST", "/v1/flows", &[("Idempotency-Key", "flow-2")], Some(&cycle)).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (400, Some("INVALID_ARGUMENT")), "{refused}");
     // The same key with another spec is a conflict, as on gRPC.
     let other = json!({"spec": {"command": ["echo", "other"]}});
     let (status, answer) = call(&http, "POST", "/v1/tasks", &[("Idempotency-Key", "curl-1")], Some(&other)).await;

@@ -63,6 +63,8 @@ pub fn router(replica: Arc<Replica>, auth: Arc<Auth>, listen: std::net::SocketAd
         .route("/v1/tasks/{id}", get(get_task))
         .route("/v1/tasks/{id}/cancel", post(cancel))
         .route("/v1/tasks/{id}/wait", get(wait))
+        .route("/v1/flows", post(submit_flow))
+        .route("/v1/flows/{key}", get(get_flow))
         .layer(axum::extract::DefaultBodyLimit::max(crate::limits::CLIENT_MESSAGE_BYTES_MAX))
         .with_state(api)
 }
@@ -158,23 +160,50 @@ async fn submit(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Resu
         )));
     }
     check_wait(u64::from(wait_ms))?;
-    let in_header = match headers.get(IDEMPOTENCY_KEY) {
-        None => None,
-        Some(v) => Some(v.to_str().map_err(|_| bad_request("the Idempotency-Key header is not ASCII"))?.to_string()),
-    };
-    let key = match (in_header, in_body) {
-        (Some(h), Some(b)) if h != b => return Err(bad_request("the Idempotency-Key header and \"key\" differ")),
-        (Some(k), _) | (None, Some(k)) => k,
-        (None, None) => {
-            return Err(bad_request("an idempotency key is required: the Idempotency-Key header (or \"key\")"))
-        }
-    };
-    submit.key = key;
+    submit.key = idempotency_key(&headers, in_body)?;
     let request = api.request(&headers, submit)?;
     let answer = api.service.submit(request).await?.into_inner();
     let status = if answer.created { StatusCode::CREATED } else { StatusCode::OK };
     let task = answer.task.as_ref().map_or(Value::Null, task_json);
     Ok(reply(status, json!({ "id": answer.id, "created": answer.created, "task": task })))
+}
+
+/// The idempotency key: the `Idempotency-Key` header, or `in_body` ("key"); both must agree.
+fn idempotency_key(headers: &HeaderMap, in_body: Option<String>) -> Result<String, Refusal> {
+    let in_header = match headers.get(IDEMPOTENCY_KEY) {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| bad_request("the Idempotency-Key header is not ASCII"))?.to_string()),
+    };
+    match (in_header, in_body) {
+        (Some(h), Some(b)) if h != b => Err(bad_request("the Idempotency-Key header and \"key\" differ")),
+        (Some(k), _) | (None, Some(k)) => Ok(k),
+        (None, None) => Err(bad_request("an idempotency key is required: the Idempotency-Key header (or \"key\")")),
+    }
+}
+
+/// `POST /v1/flows`: a flow (`flow_from_json`'s shape), its key in `Idempotency-Key` or "key".
+async fn submit_flow(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Result<Response, Refusal> {
+    let body: Value = serde_json::from_slice(&body).map_err(|e| bad_request(format!("the body is not JSON: {e}")))?;
+    let in_body = body.get("key").and_then(Value::as_str).map(str::to_string);
+    let mut flow = raftsched_api::json::flow_from_json(body).map_err(bad_request)?;
+    flow.key = idempotency_key(&headers, in_body)?;
+    let request = api.request(&headers, flow)?;
+    let answer = api.service.submit_flow(request).await?.into_inner();
+    let status = if answer.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(reply(status, json!({ "ids": answer.ids, "created": answer.created })))
+}
+
+/// `GET /v1/flows/{key}`: the flow's tasks.
+async fn get_flow(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, Refusal> {
+    let query = Query::parse(q.as_deref(), &["stale"])?;
+    let request = api.request(&headers, api::GetFlowRequest { key, stale: query.flag("stale")? })?;
+    let tasks = api.service.get_flow(request).await?.into_inner().tasks;
+    Ok(reply(StatusCode::OK, json!({ "tasks": tasks.iter().map(task_json).collect::<Vec<_>>() })))
 }
 
 async fn get_task(

@@ -6,8 +6,8 @@ use raftsched_api as api;
 use raftsched_api::scheduler_server::Scheduler;
 use raftsched_state::spec::validate_key;
 use raftsched_state::{
-    limits, AfterPolicy, AfterSpec, Concurrency, ListFilter, Op, Response as SmResponse, SubmitOptions, TaskState,
-    AFTER_VERSION, CONCURRENCY_VERSION,
+    limits, AfterPolicy, AfterSpec, Concurrency, FlowSpec, FlowTask, ListFilter, Op, Response as SmResponse,
+    SubmitOptions, TaskState, AFTER_VERSION, CONCURRENCY_VERSION, FLOW_VERSION,
 };
 use tonic::{Request, Response, Status};
 
@@ -69,6 +69,33 @@ impl SchedulerService {
             )));
         }
         Ok(())
+    }
+}
+
+impl SchedulerService {
+    /// A flow as the state takes it, checked as `apply` will check it (to answer early).
+    async fn flow_op(&self, req: api::SubmitFlowRequest) -> Result<Op, Status> {
+        validate_key(&req.key).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut tasks = Vec::with_capacity(req.tasks.len());
+        for t in req.tasks {
+            let spec = spec_from_api(t.spec)?;
+            let policy = match t.after_policy.as_str() {
+                "" => AfterPolicy::Success,
+                other => AfterPolicy::parse(other).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "task {:?}: after_policy {other:?}: expected success or finished",
+                        t.name
+                    ))
+                })?,
+            };
+            let concurrency = (!t.concurrency_key.is_empty() || t.concurrency_limit > 0)
+                .then_some(Concurrency { key: t.concurrency_key, limit: t.concurrency_limit });
+            tasks.push(FlowTask { name: t.name, spec, after: t.after, policy, concurrency });
+        }
+        let flow = FlowSpec { tasks };
+        raftsched_state::flow::check_flow(&req.key, &flow).map_err(Status::invalid_argument)?;
+        self.require_cluster_version(FLOW_VERSION, "flows").await?;
+        Ok(Op::SubmitFlow { key: req.key, flow: Box::new(flow) })
     }
 }
 
@@ -307,6 +334,44 @@ impl Scheduler for SchedulerService {
     ) -> Result<Response<api::ScheduleResponse>, Status> {
         let _permit = self.replica.admit()?;
         self.delete_schedule_call(req.into_inner()).await
+    }
+
+    async fn submit_flow(
+        &self,
+        req: Request<api::SubmitFlowRequest>,
+    ) -> Result<Response<api::SubmitFlowResponse>, Status> {
+        let _permit = self.replica.admit()?;
+        let op = self.flow_op(req.into_inner()).await?;
+        let items = match self.replica.write(op).await? {
+            SmResponse::Batch(items) => items,
+            SmResponse::Rejected(r) => return Err(rejection_to_status(r)),
+            other => return Err(unexpected(other)),
+        };
+        let (mut ids, mut created) = (Vec::with_capacity(items.len()), false);
+        for item in items {
+            match item {
+                SmResponse::Submitted { id, created: c } => {
+                    ids.push(id);
+                    created |= c;
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(self.replica.hinted(api::SubmitFlowResponse { ids, created }))
+    }
+
+    async fn get_flow(&self, req: Request<api::GetFlowRequest>) -> Result<Response<api::GetFlowResponse>, Status> {
+        let _permit = self.replica.admit()?;
+        let req = req.into_inner();
+        let max = limits::TASKS_PER_FLOW_MAX;
+        let tasks: Vec<api::Task> = self
+            .replica
+            .read(req.stale, |sm| sm.flow_tasks(&req.key, max).into_iter().map(task_to_api).collect())
+            .await?;
+        if tasks.is_empty() {
+            return Err(Status::not_found(format!("no flow with key {:?}", req.key)));
+        }
+        Ok(Response::new(api::GetFlowResponse { tasks }))
     }
 
     async fn list_concurrency_keys(

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::after::AfterSpec;
 use crate::concurrency::Concurrency;
+use crate::flow::FlowSpec;
 use crate::schedule::ScheduleSpec;
 use crate::spec::TaskSpec;
 use crate::task::{TaskId, TaskState};
@@ -139,6 +140,12 @@ pub enum Op {
         spec: TaskSpec,
         options: Box<SubmitOptions>,
     },
+    /// Create a flow: every task of a graph, or none (`flow.rs`). Format 8: proposed only from
+    /// cluster version `FLOW_VERSION`.
+    SubmitFlow {
+        key: String,
+        flow: Box<FlowSpec>,
+    },
 }
 
 /// What a submit asks for beyond its spec.
@@ -202,6 +209,7 @@ impl Op {
             Op::ReportFrom { .. } => "report_from",
             Op::SubmitAfter { .. } => "submit_after",
             Op::SubmitWith { .. } => "submit_with",
+            Op::SubmitFlow { .. } => "submit_flow",
             Op::Batch { .. } => "batch",
             Op::CreateSchedule { .. } => "create_schedule",
             Op::DeleteSchedule { .. } => "delete_schedule",

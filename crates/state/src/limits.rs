@@ -74,6 +74,10 @@ pub const TASKS_SCHEDULED_MAX: usize = 100_000;
 /// Tasks waiting for others at once (`submit --after`); with `DEPENDENCIES_PER_TASK_MAX`, bounds
 /// the dependents index at 1.6 million edges.
 pub const TASKS_WAITING_MAX: usize = 50_000;
+/// Tasks in one flow (`flow submit`).
+pub const TASKS_PER_FLOW_MAX: usize = 1_000;
+/// Bytes of a flow task's name.
+pub const FLOW_TASK_NAME_BYTES_MAX: usize = 64;
 /// Bytes of a concurrency key.
 pub const CONCURRENCY_KEY_BYTES_MAX: usize = 128;
 /// Largest concurrency limit.

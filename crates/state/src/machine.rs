@@ -276,6 +276,7 @@ impl StateMachine {
             Op::SubmitAfter { key, spec, after } => {
                 self.submit_with(index, now_ms, key, spec, Some(after), None, crate::after::AFTER_VERSION)
             }
+            Op::SubmitFlow { key, flow } => self.submit_flow(index, now_ms, key, flow),
             Op::SubmitWith { key, spec, options } => {
                 let (after, concurrency) = (options.after.as_ref(), options.concurrency.as_ref());
                 self.submit_with(index, now_ms, key, spec, after, concurrency, crate::concurrency::CONCURRENCY_VERSION)

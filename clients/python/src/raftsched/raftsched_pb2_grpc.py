@@ -121,6 +121,16 @@ class SchedulerStub:
                 request_serializer=raftsched__pb2.ListConcurrencyKeysRequest.SerializeToString,
                 response_deserializer=raftsched__pb2.ListConcurrencyKeysResponse.FromString,
                 _registered_method=True)
+        self.SubmitFlow = channel.unary_unary(
+                '/raftsched.v1.Scheduler/SubmitFlow',
+                request_serializer=raftsched__pb2.SubmitFlowRequest.SerializeToString,
+                response_deserializer=raftsched__pb2.SubmitFlowResponse.FromString,
+                _registered_method=True)
+        self.GetFlow = channel.unary_unary(
+                '/raftsched.v1.Scheduler/GetFlow',
+                request_serializer=raftsched__pb2.GetFlowRequest.SerializeToString,
+                response_deserializer=raftsched__pb2.GetFlowResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -251,6 +261,23 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitFlow(self, request, context):
+        """Creates every task of a flow (named tasks and the edges between them) in one command, or
+        none: INVALID_ARGUMENT with the reason for a cycle, an unknown name, a bad name, over 1000
+        tasks; ALREADY_EXISTS when the key names another flow; FAILED_PRECONDITION until every
+        replica runs a build of format 8. Each task's idempotency key is KEY/NAME.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFlow(self, request, context):
+        """The tasks of a flow (keys KEY/NAME), with their states, in key order. NOT_FOUND: none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -338,6 +365,16 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.ListConcurrencyKeys,
                     request_deserializer=raftsched__pb2.ListConcurrencyKeysRequest.FromString,
                     response_serializer=raftsched__pb2.ListConcurrencyKeysResponse.SerializeToString,
+            ),
+            'SubmitFlow': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitFlow,
+                    request_deserializer=raftsched__pb2.SubmitFlowRequest.FromString,
+                    response_serializer=raftsched__pb2.SubmitFlowResponse.SerializeToString,
+            ),
+            'GetFlow': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFlow,
+                    request_deserializer=raftsched__pb2.GetFlowRequest.FromString,
+                    response_serializer=raftsched__pb2.GetFlowResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -801,6 +838,60 @@ class Scheduler:
             '/raftsched.v1.Scheduler/ListConcurrencyKeys',
             raftsched__pb2.ListConcurrencyKeysRequest.SerializeToString,
             raftsched__pb2.ListConcurrencyKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitFlow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftsched.v1.Scheduler/SubmitFlow',
+            raftsched__pb2.SubmitFlowRequest.SerializeToString,
+            raftsched__pb2.SubmitFlowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFlow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftsched.v1.Scheduler/GetFlow',
+            raftsched__pb2.GetFlowRequest.SerializeToString,
+            raftsched__pb2.GetFlowResponse.FromString,
             options,
             channel_credentials,
             insecure,

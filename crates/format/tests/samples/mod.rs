@@ -17,8 +17,8 @@ use openraft::{
 };
 use raftsched_format::*;
 use raftsched_state::{
-    AfterPolicy, AfterSpec, Command, Concurrency, Op, Output, ReportEvent, Response, ScheduleSpec, StateMachine,
-    SubmitOptions, TaskSpec, TaskState,
+    AfterPolicy, AfterSpec, Command, Concurrency, FlowSpec, FlowTask, Op, Output, ReportEvent, Response, ScheduleSpec,
+    StateMachine, SubmitOptions, TaskSpec, TaskState,
 };
 
 pub fn log_id(term: u64, node: u64, index: u64) -> LogId<NodeId> {
@@ -193,6 +193,23 @@ pub fn submit_with(key: &str) -> Op {
 pub fn entry_submit_with() -> Entry<TypeConfig> {
     let cmd = Command { now_ms: 1_764_000_005_000, op: Op::BatchDispatch { ops: vec![submit_with("k-10")] } };
     Entry { log_id: log_id(9, 1, 150), payload: EntryPayload::Normal(cmd) }
+}
+
+/// A flow of two tasks, one after the other (format 8).
+pub fn entry_submit_flow() -> Entry<TypeConfig> {
+    let first =
+        FlowTask { name: "a".into(), spec: spec(), after: Vec::new(), policy: AfterPolicy::Success, concurrency: None };
+    let concurrency = Some(Concurrency { key: "db".into(), limit: 1 });
+    let second = FlowTask {
+        name: "b".into(),
+        spec: spec(),
+        after: vec!["a".into()],
+        policy: AfterPolicy::Finished,
+        concurrency,
+    };
+    let op = Op::SubmitFlow { key: "flow-1".into(), flow: Box::new(FlowSpec { tasks: vec![first, second] }) };
+    let cmd = Command { now_ms: 1_764_000_006_000, op: Op::BatchDispatch { ops: vec![op] } };
+    Entry { log_id: log_id(10, 2, 160), payload: EntryPayload::Normal(cmd) }
 }
 
 pub fn entry_submit_after() -> Entry<TypeConfig> {

@@ -1,0 +1,95 @@
+//! Flows with real processes (`raftsched flow submit FILE`): a diamond from a YAML file is created
+//! whole and runs in order across a kill -9 of the leader and of the worker running its root; the
+//! same file again names the same tasks; `flow get` shows the graph; a cycle is refused with the
+//! reason and creates nothing.
+
+mod common;
+
+use common::*;
+
+const DIAMOND: &str = r#"
+key: etl-1
+tasks:
+  - name: load
+    spec: {command: ["true"]}
+    after: [left, right]
+  - name: extract
+    spec: {command: ["sleep", "2"], max_attempts: 5}
+  - name: left
+    spec: {command: ["true"]}
+    after: [extract]
+  - name: right
+    spec: {builtin: {name: echo, arg: right}}
+    after: [extract]
+    after_policy: finished
+"#;
+
+fn first_start(task: &raftsched_client::api::Task) -> u64 {
+    let a = task.attempts.first().expect("it ran");
+    if a.started_at_ms > 0 {
+        a.started_at_ms
+    } else {
+        a.ended_at_ms
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_file_runs_whole_and_in_order_across_kills() {
+    let mut cluster = Cluster::start(3, FAST_WORKERS);
+    cluster.leader().await;
+    cluster.start_worker("w1", &["--slots", "4"]);
+    cluster.start_worker("w2", &["--slots", "4"]);
+    cluster.wait_workers_ready(2).await;
+    cluster.wait_cluster_version(raftsched_format::FORMAT_VERSION_MAX).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("etl.yaml");
+    std::fs::write(&file, DIAMOND).unwrap();
+    let file = file.to_str().unwrap().to_string();
+
+    let out = cli(&cluster.cluster_arg(), &["flow", "submit", &file, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reply: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(reply["created"], true, "{reply}");
+    let id = |name: &str| -> u64 {
+        reply["tasks"].as_array().unwrap().iter().find(|t| t["name"] == name).unwrap()["id"].as_u64().unwrap()
+    };
+    let (extract, left, right, load) = (id("extract"), id("left"), id("right"), id("load"));
+
+    let running = cluster.wait_task(extract, "extract running", |t| t.state == "running").await;
+    let leader = cluster.leader().await;
+    cluster.kill9(leader);
+    cluster.kill9_worker(&running.worker_id);
+
+    let mut ended = std::collections::BTreeMap::new();
+    for id in [extract, left, right, load] {
+        ended.insert(id, cluster.wait_task(id, "succeeded", |t| t.state == "succeeded").await);
+    }
+    for (task, deps) in [(left, vec![extract]), (right, vec![extract]), (load, vec![left, right])] {
+        for dep in deps {
+            let dep_end = ended[&dep].attempts.last().unwrap().ended_at_ms;
+            assert!(first_start(&ended[&task]) >= dep_end, "task {task} started before {dep} ended");
+        }
+    }
+
+    // The same file again: the same tasks, nothing new.
+    let out = cli(&cluster.cluster_arg(), &["flow", "submit", &file, "--json"]);
+    let again: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!((again["created"].clone(), again["tasks"].clone()), (serde_json::json!(false), reply["tasks"].clone()));
+    let out = cli(&cluster.cluster_arg(), &["flow", "get", "etl-1"]);
+    let shown = stdout(&out);
+    assert!(
+        shown.lines().any(|l| l.starts_with("load") && l.contains("succeeded") && l.contains("left, right")),
+        "{shown}"
+    );
+
+    // A cycle: refused with the reason, nothing created.
+    let cycle = r#"{"key": "bad", "tasks": [{"name": "a", "spec": {"command": ["true"]}, "after": ["b"]},
+                   {"name": "b", "spec": {"command": ["true"]}, "after": ["a"]}]}"#;
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, cycle).unwrap();
+    let out = cli(&cluster.cluster_arg(), &["flow", "submit", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cycle"), "{}", stderr(&out));
+    let out = cli(&cluster.cluster_arg(), &["flow", "get", "bad"]);
+    assert!(!out.status.success() && stderr(&out).contains("no flow"), "{}", stderr(&out));
+}
