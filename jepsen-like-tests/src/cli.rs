@@ -203,8 +203,9 @@ struct RunArgs {
     #[arg(long)]
     keep_data: bool,
     /// Workloads, comma-separated: tasks (recorded clients: submit, get, cancel, completions),
-    /// schedules (recurring schedules firing through the faults; needs workers).
-    #[arg(long, value_delimiter = ',', default_value = "tasks,schedules", value_parser = ["tasks", "schedules"])]
+    /// schedules (recurring schedules firing through the faults; needs workers), flows (a flow of
+    /// dependent tasks under a concurrency key every 400 ms; needs workers).
+    #[arg(long, value_delimiter = ',', default_value = "tasks,schedules,flows", value_parser = ["tasks", "schedules", "flows"])]
     workload: Vec<String>,
 }
 
@@ -259,8 +260,9 @@ fn run(args: RunArgs) -> i32 {
         config.clients = 0;
     }
     config.schedules = args.workload.iter().any(|w| w == "schedules");
-    if config.schedules && config.workers == 0 {
-        eprintln!("--workload schedules needs workers to run the occurrences' tasks (--workers 0 given)");
+    config.flows = args.workload.iter().any(|w| w == "flows");
+    if (config.schedules || config.flows) && config.workers == 0 {
+        eprintln!("--workload schedules and flows need workers to run their tasks (--workers 0 given)");
         return EXIT_UNKNOWN;
     }
     finish(crate::run::run(&config).map(|o| (format!("{}\n", crate::run::summary(&o)), o.valid)))

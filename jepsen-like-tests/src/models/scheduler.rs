@@ -81,6 +81,10 @@ pub enum GetResult {
     Live,
     Ended { kind: EndKind, exit_code: Option<i64> },
     NotFound,
+    /// A state no recorded operation gives its task (waiting, scheduled, skipped: dependencies
+    /// or a run-at time, which the recorded clients never ask for): the id names another task,
+    /// e.g. one created after the recorded one was lost. Matches no model state.
+    Foreign,
 }
 
 /// Result of a cancel or a completion.
@@ -375,13 +379,17 @@ fn get_result(h: &Operation) -> Result<GetResult, HistoryError> {
     };
     let kind = match state {
         "pending" | "assigned" | "running" => return Ok(GetResult::Live),
+        "waiting" | "scheduled" | "skipped" => return Ok(GetResult::Foreign),
         "succeeded" => EndKind::Succeeded,
         "failed" => EndKind::Failed,
         "cancelled" => EndKind::Cancelled,
         other => {
             return Err(result_error(
                 h,
-                format!("state {other:?} is not one of pending, assigned, running, succeeded, failed, cancelled"),
+                format!(
+                    "state {other:?} is not one of pending, assigned, running, succeeded, failed, cancelled (or \
+                     waiting, scheduled, skipped)"
+                ),
             ))
         }
     };
@@ -413,6 +421,21 @@ mod tests {
     }
 
     use serde_json::json;
+
+    /// A recorded task seen waiting or skipped is another task under its id (its own was lost):
+    /// no order explains it.
+    #[test]
+    fn a_recorded_task_seen_in_a_state_it_cannot_have_is_not_linearizable() {
+        for state in ["waiting", "scheduled", "skipped"] {
+            let h = history(&[
+                (0, "invoke", "submit", Some("a"), json!({"spec": "echo 1"})),
+                (0, "ok", "submit", Some("a"), json!({"id": 7})),
+                (1, "invoke", "get", None, json!({"id": 7})),
+                (1, "ok", "get", None, json!({"state": state})),
+            ]);
+            assert!(matches!(verdict(&h), Verdict::NotLinearizable(_)), "{state}");
+        }
+    }
 
     #[test]
     fn linearizable_history_with_concurrency_retries_and_a_timed_out_submit() {

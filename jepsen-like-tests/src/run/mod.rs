@@ -18,6 +18,7 @@ pub mod availability;
 pub mod checks;
 pub mod clients;
 pub mod damage;
+pub mod flows;
 pub mod hostile;
 pub mod nemesis;
 pub mod netns;
@@ -86,6 +87,8 @@ pub struct RunConfig {
     pub keep_data: bool,
     /// Run the `schedules` workload (recurring schedules firing through the faults).
     pub schedules: bool,
+    /// Run the `flows` workload (dependent tasks under a concurrency key, `flows.rs`).
+    pub flows: bool,
 }
 
 impl RunConfig {
@@ -109,6 +112,7 @@ impl RunConfig {
             progress: std::io::stderr().is_terminal(),
             keep_data: false,
             schedules: true,
+            flows: true,
         }
     }
 }
@@ -284,6 +288,11 @@ async fn run_async(config: &RunConfig) -> anyhow::Result<RunOutcome> {
     }
     let zombie_client = Client::new(addrs.clone(), Duration::from_millis(clients::CALL_TIMEOUT_MS))?;
     tasks.push(tokio::spawn(clients::run_zombie(zombie_client, shared.clone(), Duration::from_millis(100))));
+    let flows_sent: flows::Sent = Arc::default();
+    if config.flows {
+        let client = Client::new(addrs.clone(), Duration::from_millis(clients::CALL_TIMEOUT_MS))?;
+        tasks.push(tokio::spawn(flows::run(client, shared.clone(), flows_sent.clone())));
+    }
     let load_start_ns = shared.recorder.now_ns();
     // Terms and leaders, sampled until the processes are stopped.
     let term_samples: terms::Samples = Arc::default();
@@ -451,6 +460,9 @@ async fn run_async(config: &RunConfig) -> anyhow::Result<RunOutcome> {
         Ok(tasks) => {
             let stale = lock(&shared.stale_accepted).clone();
             invariants.extend(checks::final_invariants(&lines, tasks, &still_live, &stale));
+            if config.flows {
+                invariants.extend(flows::invariants(&lock(&flows_sent), tasks));
+            }
             if config.schedules {
                 match &final_schedules {
                     Ok(list) => invariants.extend(schedules::invariants(list, tasks)),
