@@ -79,7 +79,10 @@ pub enum SubmitResult {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GetResult {
     Live,
-    Ended { kind: EndKind, exit_code: Option<i64> },
+    Ended {
+        kind: EndKind,
+        exit_code: Option<i64>,
+    },
     NotFound,
     /// A state no recorded operation gives its task (waiting, scheduled, skipped: dependencies
     /// or a run-at time, which the recorded clients never ask for): the id names another task,

@@ -147,6 +147,15 @@ impl Procs {
         self.replica_bins[i] = bin;
     }
 
+    /// Whether `bin`'s server takes `--insecure` (builds from the security issue on refuse to
+    /// start open without it; the first builds know no such flag and are always open).
+    fn knows_insecure(bin: &std::path::Path) -> bool {
+        Command::new(bin)
+            .args(["server", "--help"])
+            .output()
+            .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("--insecure"))
+    }
+
     /// Whether some replica was started on an older build (the run's cluster is open then).
     pub fn is_upgrade_run(&self) -> bool {
         self.upgrade_run
@@ -199,10 +208,12 @@ impl Procs {
     /// How replica `i` proves itself to its peers: the run's cluster secret (made on first use).
     /// An upgrade run's trio started on a build that knows no secret, so its replicas of this
     /// build run `--insecure` instead; and with network namespaces the client API listens on a
-    /// non-loopback address without TLS, which needs `--insecure` too. Older builds get nothing.
+    /// non-loopback address without TLS, which needs `--insecure` too. Older builds get
+    /// `--insecure` when they know it (an upgrade run's cluster is open), else nothing.
     fn security_args(&self, i: usize) -> std::io::Result<Vec<String>> {
         if !self.runs_current_bin(i) {
-            return Ok(Vec::new());
+            let open = Self::knows_insecure(&self.replica_bins[i]);
+            return Ok(if open { vec!["--insecure".into()] } else { Vec::new() });
         }
         if self.upgrade_run {
             return Ok(vec!["--insecure".into()]);
