@@ -58,6 +58,9 @@ pub struct Replica {
     /// (snapshot index, when this replica took or installed it, or started with it), kept by a
     /// watcher of the Raft metrics; for `raftsched_snapshot_age_seconds`.
     pub snapshot_seen: std::sync::Mutex<(u64, std::time::Instant)>,
+    /// (term, last log index) when a read on this replica first found it leading in that term: no
+    /// read index of that term is below it (`local_read_index`).
+    pub leader_read_floor: std::sync::Mutex<(u64, u64)>,
     /// When a live leader last spoke to this replica; the election driver reads it.
     pub(crate) leader_contact: crate::election::LeaderContact,
     pub(crate) timing: crate::config::RaftTiming,
@@ -383,15 +386,37 @@ impl Replica {
     }
 
     /// On the leader: confirms leadership with a quorum and returns the index to read at.
+    ///
+    /// Never below the leader's last log index as of the first read of its term. openraft 0.9
+    /// restores a replica that led before a restart as leader at once, without a new no-op entry,
+    /// and gives its persisted commit index as the read index; that index is saved lazily and may
+    /// lag entries the leader had already committed, and acknowledged, before the restart. A read
+    /// there missed an acknowledged submit (harness `--nemesis all --seed 2115`, a kill-all). Every
+    /// committed entry is in the leader's log, so waiting until its log as of then is applied reads
+    /// them all; in a term won by election the no-op is in that log already, so this costs nothing.
     pub(crate) async fn local_read_index(&self) -> Result<u64, Status> {
         match self.raft.get_read_log_id().await {
-            Ok((read_log_id, _applied)) => Ok(read_log_id.map_or(0, |l| l.index)),
+            Ok((read_log_id, _applied)) => Ok(read_log_id.map_or(0, |l| l.index).max(self.read_floor())),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
                 Err(Status::unavailable("not the leader"))
             }
             Err(RaftError::APIError(e)) => Err(Status::unavailable(format!("leadership not confirmed: {e}"))),
             Err(RaftError::Fatal(e)) => Err(Status::unavailable(format!("replica {} is stopping: {e}", self.id))),
         }
+    }
+
+    /// The read floor of the current term (see `local_read_index`), set on its first read.
+    fn read_floor(&self) -> u64 {
+        let (term, last_log_index) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.current_term, m.last_log_index.unwrap_or(0))
+        };
+        let mut floor = self.leader_read_floor.lock().unwrap_or_else(|p| p.into_inner());
+        if floor.0 != term {
+            *floor = (term, last_log_index);
+        }
+        floor.1
     }
 
     async fn remote_read_index(&self, addr: &str) -> Result<u64, Status> {

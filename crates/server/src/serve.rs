@@ -185,6 +185,7 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         rpc_stats: Default::default(),
         committed_index,
         snapshot_seen: std::sync::Mutex::new((0, std::time::Instant::now())),
+        leader_read_floor: std::sync::Mutex::new((0, 0)),
         leader_contact: Default::default(),
         timing: config.timing.clone(),
         clocks,
