@@ -119,6 +119,8 @@ pub fn schedule_json(s: &api::Schedule) -> Value {
     let spec = s.spec.clone().unwrap_or_default();
     json!({
         "name": s.name,
+        "concurrency_key": some_str(&s.concurrency_key),
+        "concurrency_limit": some_u64(u64::from(s.concurrency_limit)),
         "cron": spec.cron,
         "timezone": spec.timezone,
         "overlap": spec.overlap,

@@ -495,7 +495,19 @@ impl Client {
         name: &str,
         spec: api::ScheduleSpec,
     ) -> Result<api::ScheduleResponse, ClientError> {
-        let req = api::CreateScheduleRequest { name: name.to_string(), spec: Some(spec) };
+        self.create_schedule_request(api::CreateScheduleRequest {
+            name: name.to_string(),
+            spec: Some(spec),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Creates a schedule as `req` says (a concurrency key for its tasks, too).
+    pub async fn create_schedule_request(
+        &self,
+        req: api::CreateScheduleRequest,
+    ) -> Result<api::ScheduleResponse, ClientError> {
         self.call_write(|mut c| {
             let req = req.clone();
             async move { c.create_schedule(req).await }

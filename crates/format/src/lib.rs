@@ -70,12 +70,14 @@ pub type NodeId = u64;
 /// proposed only from cluster version 6); 7 adds `Op::SubmitWith` (a submit with options:
 /// dependencies and a concurrency key) and, beside the state in snapshot bodies, each task's
 /// `Concurrency` (proposed only from cluster version 7); 8 adds `Op::SubmitFlow` (a graph of tasks
-/// in one entry, proposed only from cluster version 8; the snapshot body is format 7's).
+/// in one entry, proposed only from cluster version 8; the snapshot body is format 7's); 9 adds
+/// `Op::CreateScheduleWith` (a schedule whose tasks get a concurrency key) and, beside the state
+/// in snapshot bodies, each schedule's `Concurrency` (proposed only from cluster version 9).
 pub type Version = u32;
 /// The oldest format this build reads.
 pub const FORMAT_VERSION_MIN: Version = 0;
 /// The newest format this build reads and writes.
-pub const FORMAT_VERSION_MAX: Version = 8;
+pub const FORMAT_VERSION_MAX: Version = 9;
 /// The first format whose data dirs keep the snapshot body in a file (`SnapshotFile`).
 pub const BODY_FILE_FORMAT: Version = 4;
 
@@ -351,6 +353,19 @@ struct SnapshotBodyRecord7 {
     concurrency: Vec<(TaskId, Concurrency)>,
 }
 
+/// Format 9's snapshot body: each schedule's concurrency key too (none in the formats before it).
+#[derive(Serialize)]
+struct SnapshotBodyRef9<'a> {
+    body: SnapshotBodyRef7<'a>,
+    schedule_concurrency: Vec<(&'a str, &'a Concurrency)>,
+}
+
+#[derive(Deserialize)]
+struct SnapshotBodyRecord9 {
+    body: SnapshotBodyRecord7,
+    schedule_concurrency: Vec<(String, Concurrency)>,
+}
+
 /// The first format whose snapshot body carries the state's time.
 const CLOCK_FORMAT: Version = 3;
 /// The first format whose snapshot body carries results' output streams.
@@ -359,6 +374,8 @@ const STREAMS_FORMAT: Version = 5;
 const AFTER_FORMAT: Version = 6;
 /// The first format whose snapshot body carries tasks' concurrency keys.
 const CONCURRENCY_FORMAT: Version = 7;
+/// The first format whose snapshot body carries schedules' concurrency keys.
+const SCHEDULE_CONCURRENCY_FORMAT: Version = 9;
 
 pub fn encode_snapshot_body(state: &StateMachine, version: Version) -> Result<Vec<u8>> {
     let cluster_version = state.cluster_version();
@@ -370,9 +387,17 @@ pub fn encode_snapshot_body(state: &StateMachine, version: Version) -> Result<Ve
         streams: state.result_streams().collect(),
     };
     let body6 = || SnapshotBodyRef6 { body: body5(), after: state.after_entries().collect() };
-    if version >= CONCURRENCY_FORMAT {
-        let body = SnapshotBodyRef7 { body: body6(), concurrency: state.concurrency_entries().collect() };
+    let body7 = || SnapshotBodyRef7 { body: body6(), concurrency: state.concurrency_entries().collect() };
+    if version >= SCHEDULE_CONCURRENCY_FORMAT {
+        let body =
+            SnapshotBodyRef9 { body: body7(), schedule_concurrency: state.schedule_concurrency_entries().collect() };
         return codec::write(Kind::SnapshotBody, version, &body);
+    }
+    if state.schedule_concurrency_entries().next().is_some() {
+        return refuse(format!("schedules with concurrency keys in format {version}"));
+    }
+    if version >= CONCURRENCY_FORMAT {
+        return codec::write(Kind::SnapshotBody, version, &body7());
     }
     if state.concurrency_entries().next().is_some() {
         return refuse(format!("tasks with concurrency keys in format {version}"));
@@ -409,9 +434,16 @@ pub fn encode_snapshot_body(state: &StateMachine, version: Version) -> Result<Ve
 pub fn decode_snapshot_body(bytes: &[u8]) -> Result<StateMachine> {
     let kind = Kind::SnapshotBody;
     let (version, payload) = codec::open(bytes, kind)?;
-    let (mut after, mut concurrency) = (None, None);
+    let (mut after, mut concurrency, mut schedule_concurrency) = (None, None, None);
     let (mut state, cluster_version, clock_ms, streams) = match version {
         0 => return codec::read(kind, payload),
+        v if v >= SCHEDULE_CONCURRENCY_FORMAT => {
+            let r: SnapshotBodyRecord9 = codec::read(kind, payload)?;
+            schedule_concurrency = Some(r.schedule_concurrency);
+            (after, concurrency) = (Some(r.body.body.after), Some(r.body.concurrency));
+            let b = r.body.body.body;
+            (b.state, b.cluster_version, b.clock_ms, b.streams)
+        }
         v if v >= CONCURRENCY_FORMAT => {
             let r: SnapshotBodyRecord7 = codec::read(kind, payload)?;
             (after, concurrency) = (Some(r.body.after), Some(r.concurrency));
@@ -447,6 +479,9 @@ pub fn decode_snapshot_body(bytes: &[u8]) -> Result<StateMachine> {
     }
     if let Some(concurrency) = concurrency {
         state.restore_concurrency(concurrency).map_err(malformed)?;
+    }
+    if let Some(entries) = schedule_concurrency {
+        state.restore_schedule_concurrency(entries).map_err(malformed)?;
     }
     Ok(state)
 }

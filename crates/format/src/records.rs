@@ -22,8 +22,8 @@ use std::collections::BTreeMap;
 
 use openraft::{BasicNode, LogId, Membership, Vote};
 use raftsched_state::{
-    AfterSpec, AssignItem, Command, FlowSpec, Op, Rejection, ReportEvent, Response, ScheduleSpec, SubmitOptions,
-    TaskId, TaskSpec,
+    AfterSpec, AssignItem, Command, Concurrency, FlowSpec, Op, Rejection, ReportEvent, Response, ScheduleSpec,
+    SubmitOptions, TaskId, TaskSpec,
 };
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +74,7 @@ pub(crate) enum OpRecord<B> {
     SubmitAfter { key: String, spec: TaskSpec, after: Box<AfterSpec> },
     SubmitWith { key: String, spec: TaskSpec, options: Box<SubmitOptions> },
     SubmitFlow { key: String, flow: Box<FlowSpec> },
+    CreateScheduleWith { name: String, spec: Box<ScheduleSpec>, concurrency: Concurrency },
 }
 
 /// An op inside a batch.
@@ -120,6 +121,9 @@ impl<B: Nest<Op>> OpRecord<B> {
             OpRecord::SubmitAfter { key, spec, after } => Op::SubmitAfter { key, spec, after },
             OpRecord::SubmitWith { key, spec, options } => Op::SubmitWith { key, spec, options },
             OpRecord::SubmitFlow { key, flow } => Op::SubmitFlow { key, flow },
+            OpRecord::CreateScheduleWith { name, spec, concurrency } => {
+                Op::CreateScheduleWith { name, spec, concurrency }
+            }
         }
     }
 }

@@ -61,6 +61,10 @@ fn arb_leaf_op() -> impl Strategy<Value = Op> {
                 Op::SubmitFlow { key, flow: Box::new(FlowSpec { tasks: vec![task] }) }
             }
         ),
+        (arb_string(), arb_spec(), arb_string(), any::<u32>()).prop_map(|(name, task, key, limit)| {
+            let spec = Box::new(ScheduleSpec::new("@every 1s", task));
+            Op::CreateScheduleWith { name, spec, concurrency: Concurrency { key, limit } }
+        }),
         any::<u64>().prop_map(|id| Op::Cancel { id }),
         (
             arb_string(),

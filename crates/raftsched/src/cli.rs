@@ -682,6 +682,12 @@ pub struct ScheduleCreateArgs {
     /// An occurrence fired more than this after its time counts as missed.
     #[arg(long, default_value_t = raftsched_state::limits::START_DEADLINE_MS_DEFAULT)]
     pub start_deadline_ms: u64,
+    /// Every task of the schedule gets this concurrency key (with --concurrency-limit).
+    #[arg(long, requires = "concurrency_limit")]
+    pub concurrency_key: Option<String>,
+    /// How many tasks with --concurrency-key may be assigned or running at once (1 to 10000).
+    #[arg(long, requires = "concurrency_key")]
+    pub concurrency_limit: Option<u32>,
     #[command(flatten)]
     pub task: TaskArgs,
 }

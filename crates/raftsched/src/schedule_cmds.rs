@@ -48,7 +48,13 @@ async fn create(args: ScheduleCreateArgs) -> Result<(), CliError> {
         task: Some(build_spec(&args.task)?),
     };
     let client = connect(&args.cluster)?;
-    let reply = client.create_schedule(&args.name, spec).await?;
+    let request = api::CreateScheduleRequest {
+        name: args.name.clone(),
+        spec: Some(spec),
+        concurrency_key: args.concurrency_key.clone().unwrap_or_default(),
+        concurrency_limit: args.concurrency_limit.unwrap_or(0),
+    };
+    let reply = client.create_schedule_request(request).await?;
     let next = if reply.has_next_due { format_ms(reply.next_due_ms) } else { "never".to_string() };
     let verb = if reply.created { "created" } else { "exists (same spec)" };
     outln!("schedule {} {verb}; next occurrence {next}", args.name);

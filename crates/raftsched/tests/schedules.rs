@@ -244,3 +244,35 @@ async fn forbid_never_overlaps_and_at_fires_once() {
         assert_eq!(stderr(&out).lines().count(), 1, "{bad:?}: {}", stderr(&out));
     }
 }
+
+/// A schedule whose tasks get a concurrency key keeps it through a snapshot and a kill -9 of every
+/// replica (format 9 carries it beside the state), and gives it to the tasks it creates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_schedule_keeps_its_key_through_a_snapshot_and_a_restart() {
+    let mut cluster = Cluster::start(3, &["--snapshot-every-entries", "10", "--snapshot-logs-kept", "0"]);
+    cluster.leader().await;
+    cluster.wait_cluster_version(raftsched_format::FORMAT_VERSION_MAX).await;
+    let args = ["schedule", "create", "keyed", "--cron", "@every 1s", "--concurrency-key", "nightly"];
+    let out = cli(&cluster.cluster_arg(), &[&args[..], &["--concurrency-limit", "1", "--builtin", "echo:x"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    for i in 0..30 {
+        cluster.client().submit(&format!("fill-{i}"), common::echo("x")).await.unwrap();
+    }
+    cluster.kill9_all_and_restart().await;
+    let out = cli(&cluster.cluster_arg(), &["schedule", "get", "keyed", "--json"]);
+    let got: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        (got["concurrency_key"].as_str(), got["concurrency_limit"].as_u64()),
+        (Some("nightly"), Some(1)),
+        "{got}"
+    );
+    let client = cluster.client();
+    let fired = loop {
+        let page = client.list_page(api::ListTasksRequest { limit: 1_000, ..Default::default() }).await.unwrap();
+        if let Some(t) = page.tasks.into_iter().find(|t| !t.schedule.is_empty()) {
+            break t;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((fired.concurrency_key.as_str(), fired.concurrency_limit), ("nightly", 1));
+}

@@ -141,6 +141,8 @@ pub fn schedule_spec_to_api(spec: &ScheduleSpec) -> api::ScheduleSpec {
 pub fn schedule_to_api(schedule: &Schedule) -> api::Schedule {
     api::Schedule {
         name: schedule.name.clone(),
+        concurrency_key: schedule.concurrency.as_ref().map(|c| c.key.clone()).unwrap_or_default(),
+        concurrency_limit: schedule.concurrency.as_ref().map_or(0, |c| c.limit),
         spec: Some(schedule_spec_to_api(&schedule.spec)),
         created_at_ms: schedule.created_at_ms,
         paused: schedule.paused,

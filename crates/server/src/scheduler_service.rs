@@ -55,7 +55,7 @@ impl SchedulerService {
 
     /// Refuses with FAILED_PRECONDITION while the cluster version is below `version`: an older
     /// member could not decode what `what` needs.
-    async fn require_cluster_version(&self, version: u32, what: &str) -> Result<(), Status> {
+    pub(crate) async fn require_cluster_version(&self, version: u32, what: &str) -> Result<(), Status> {
         let mut current = self.replica.sm.read(|sm| sm.cluster_version());
         if current < version {
             // This replica may not have applied the raise yet: look again at the leader's commit.

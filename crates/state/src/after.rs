@@ -143,11 +143,7 @@ impl StateMachine {
         }
         let response = self.create_task(index, now_ms, key, spec, None);
         let Response::Submitted { id, created: true } = response else { return response };
-        if let Some(c) = concurrency {
-            let task = self.tasks.get_mut(&id).expect("just created");
-            task.concurrency = Some(Box::new(c.clone()));
-            self.keys_in_use.count(task, task.state, 1);
-        }
+        self.limit_concurrency(id, concurrency.cloned());
         if let Some(policy) = policy {
             self.start_waiting(index, now_ms, id, After { ids, policy, left: Vec::new(), skipped_by: None }, start);
         }

@@ -146,6 +146,13 @@ pub enum Op {
         key: String,
         flow: Box<FlowSpec>,
     },
+    /// Create a schedule whose tasks get a concurrency key. Format 9: proposed only from cluster
+    /// version `SCHEDULE_CONCURRENCY_VERSION`.
+    CreateScheduleWith {
+        name: String,
+        spec: Box<ScheduleSpec>,
+        concurrency: Concurrency,
+    },
 }
 
 /// What a submit asks for beyond its spec.
@@ -210,6 +217,7 @@ impl Op {
             Op::SubmitAfter { .. } => "submit_after",
             Op::SubmitWith { .. } => "submit_with",
             Op::SubmitFlow { .. } => "submit_flow",
+            Op::CreateScheduleWith { .. } => "create_schedule_with",
             Op::Batch { .. } => "batch",
             Op::CreateSchedule { .. } => "create_schedule",
             Op::DeleteSchedule { .. } => "delete_schedule",

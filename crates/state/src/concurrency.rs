@@ -21,6 +21,9 @@ use crate::task::{Task, TaskId, TaskState};
 
 /// The cluster version from which `Op::SubmitWith` (concurrency keys) is proposed: format 7.
 pub const CONCURRENCY_VERSION: u32 = 7;
+/// The cluster version from which `Op::CreateScheduleWith` (schedules whose tasks get a
+/// concurrency key) is proposed: format 9.
+pub const SCHEDULE_CONCURRENCY_VERSION: u32 = 9;
 
 /// A task's concurrency key and the most tasks with that key it may run beside (itself included).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +106,32 @@ impl KeysInUse {
 }
 
 impl StateMachine {
+    /// Gives new task `id` its concurrency key (nothing for `None`), counted from its state now.
+    pub(crate) fn limit_concurrency(&mut self, id: TaskId, concurrency: Option<Concurrency>) {
+        let Some(c) = concurrency else { return };
+        let task = self.tasks.get_mut(&id).expect("a new task");
+        task.concurrency = Some(Box::new(c));
+        self.keys_in_use.count(task, task.state, 1);
+    }
+
+    /// Schedules with a concurrency key, by name: what the format layer writes beside the state
+    /// from format 9 on.
+    pub fn schedule_concurrency_entries(&self) -> impl Iterator<Item = (&str, &Concurrency)> {
+        self.schedules.iter().filter_map(|(name, s)| Some((name.as_str(), s.concurrency.as_ref()?)))
+    }
+
+    /// Restores what a snapshot recorded beside the state for schedules (the format layer).
+    pub fn restore_schedule_concurrency(&mut self, entries: Vec<(String, Concurrency)>) -> Result<(), String> {
+        for (name, c) in entries {
+            c.validate()?;
+            let Some(schedule) = self.schedules.get_mut(&name) else {
+                return Err(format!("a concurrency key for unknown schedule {name:?}"));
+            };
+            schedule.concurrency = Some(c);
+        }
+        Ok(())
+    }
+
     /// Concurrency keys in use, with their counts (`raftsched keys`).
     pub fn keys_in_use(&self) -> impl Iterator<Item = (&str, &KeyUse)> {
         self.keys_in_use.0.iter().map(|(k, u)| (k.as_str(), u))

@@ -29,7 +29,7 @@ pub mod workers;
 
 pub use after::{After, AfterPolicy, AfterSpec, AFTER_VERSION};
 pub use command::{AssignItem, Command, Op, Output, Rejection, ReportEvent, Response, SubmitOptions};
-pub use concurrency::{Concurrency, KeyUse, CONCURRENCY_VERSION};
+pub use concurrency::{Concurrency, KeyUse, CONCURRENCY_VERSION, SCHEDULE_CONCURRENCY_VERSION};
 pub use flow::{flow_task_key, FlowSpec, FlowTask, FLOW_VERSION};
 pub use machine::{retry_backoff_ms, tail_of, StateMachine, CLOCK_VERSION, OUTPUT_APART_VERSION};
 pub use node::{Node, NodeState};

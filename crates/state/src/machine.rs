@@ -298,7 +298,16 @@ impl StateMachine {
                     Err(rejection) => Response::Rejected(rejection),
                 }
             }
-            Op::CreateSchedule { name, spec } => self.create_schedule(index, now_ms, name, spec),
+            Op::CreateSchedule { name, spec } => self.create_schedule(index, now_ms, name, spec, None),
+            Op::CreateScheduleWith { name, spec, concurrency } => {
+                let needed = crate::concurrency::SCHEDULE_CONCURRENCY_VERSION;
+                if self.cluster_version < needed {
+                    let reason = format!("this schedule needs cluster version {needed}, at {}", self.cluster_version);
+                    Response::Rejected(Rejection::Invalid { reason })
+                } else {
+                    self.create_schedule(index, now_ms, name, spec, Some(concurrency))
+                }
+            }
             Op::DeleteSchedule { name } => self.delete_schedule(name),
             Op::SetSchedulePaused { name, paused } => self.set_schedule_paused(index, now_ms, name, *paused),
             Op::FireSchedule { name, occurrence_ms } => self.fire_schedule(index, now_ms, name, *occurrence_ms),

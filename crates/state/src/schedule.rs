@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::calendar::Timing;
 use crate::command::{Rejection, Response};
+use crate::concurrency::Concurrency;
 use crate::limits;
 use crate::machine::StateMachine;
 use crate::spec::TaskSpec;
@@ -207,6 +208,10 @@ pub struct Schedule {
     pub history: VecDeque<OccurrenceRecord>,
     /// Log index of the last change.
     pub version: u64,
+    /// The concurrency key every task it creates gets (`schedule create --concurrency-key`). Not
+    /// in this type's own encoding: the format layer carries it beside the state from format 9.
+    #[serde(skip)]
+    pub concurrency: Option<Concurrency>,
 }
 
 impl Schedule {
@@ -253,13 +258,25 @@ impl StateMachine {
         fires.chain(self.scheduled.first().map(|&(at, _)| at)).min()
     }
 
-    pub(crate) fn create_schedule(&mut self, index: u64, now_ms: u64, name: &str, spec: &ScheduleSpec) -> Response {
-        let timing = match validate_schedule_name(name).and_then(|()| spec.validate()) {
+    /// Creates schedule `name` whose tasks get `concurrency` (none: as before). The same spec
+    /// (and key) again is the same schedule.
+    pub(crate) fn create_schedule(
+        &mut self,
+        index: u64,
+        now_ms: u64,
+        name: &str,
+        spec: &ScheduleSpec,
+        concurrency: Option<&Concurrency>,
+    ) -> Response {
+        let checked = validate_schedule_name(name)
+            .and_then(|()| concurrency.map_or(Ok(()), Concurrency::validate))
+            .and_then(|()| spec.validate());
+        let timing = match checked {
             Ok(timing) => timing,
             Err(reason) => return Response::Rejected(Rejection::Invalid { reason }),
         };
         if let Some(existing) = self.schedules.get(name) {
-            if existing.spec == *spec {
+            if existing.spec == *spec && existing.concurrency.as_ref() == concurrency {
                 return Response::ScheduleCreated { created: false, next_due_ms: existing.next_due_ms };
             }
             return Response::Rejected(Rejection::ScheduleExists { name: name.to_string() });
@@ -281,6 +298,7 @@ impl StateMachine {
             missed_total: 0,
             history: VecDeque::new(),
             version: index,
+            concurrency: concurrency.cloned(),
         };
         self.schedules.insert(name.to_string(), schedule);
         Response::ScheduleCreated { created: true, next_due_ms }
@@ -423,7 +441,12 @@ impl StateMachine {
             let key = occurrence_key(name, at);
             let origin = Some(crate::task::Occurrence { schedule: name.to_string(), occurrence_ms: at });
             match self.create_task(index, now_ms, &key, &spec.task, origin) {
-                Response::Submitted { id, .. } => task_id = Some(id),
+                Response::Submitted { id, created } => {
+                    if created {
+                        self.limit_concurrency(id, self.schedules[name].concurrency.clone());
+                    }
+                    task_id = Some(id)
+                }
                 Response::Rejected(r) => missed = Some(MissReason::Refused { reason: r.to_string() }),
                 other => unreachable!("create_task answered {other:?}"),
             }

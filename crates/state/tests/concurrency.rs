@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use raftsched_state::{
-    Concurrency, Op, Rejection, ReportEvent, Response, SubmitOptions, TaskSpec, TaskState, CONCURRENCY_VERSION,
+    Concurrency, Op, Rejection, ReportEvent, Response, ScheduleSpec, SubmitOptions, TaskSpec, TaskState,
+    CONCURRENCY_VERSION, SCHEDULE_CONCURRENCY_VERSION,
 };
 
 mod common;
@@ -103,4 +104,30 @@ fn bad_keys_and_limits_are_refused_and_the_same_key_needs_the_same_options() {
     assert_eq!(log.apply(5_000, Op::Cancel { id }), Response::Cancelled { id });
     assert_eq!(log.sm.get(id).unwrap().state, TaskState::Cancelled);
     assert!(log.sm.keys_in_use().next().is_none(), "an ended task frees its key");
+}
+
+#[test]
+fn a_keyed_schedule_gives_every_task_it_creates_its_key() {
+    let mut log = Log::new().with_workers(4);
+    let below = Op::CreateScheduleWith {
+        name: "early".into(),
+        spec: Box::new(ScheduleSpec::new("@every 1s", TaskSpec::builtin("sleep", "10"))),
+        concurrency: Concurrency { key: "nightly".into(), limit: 1 },
+    };
+    // Refused below its cluster version, alike on every replica.
+    let mut old = Log::new();
+    assert!(matches!(old.apply(0, below.clone()), Response::Rejected(Rejection::Invalid { .. })));
+    log.apply(0, Op::SetClusterVersion { version: SCHEDULE_CONCURRENCY_VERSION });
+    assert!(matches!(log.apply(1_000, below), Response::ScheduleCreated { created: true, .. }));
+    for at in [2_000, 3_000, 4_000] {
+        for (name, occurrence_ms) in log.sm.plan_fires(at) {
+            log.apply(at, Op::FireSchedule { name, occurrence_ms });
+        }
+        let items = log.sm.plan_assignments(at, 100);
+        log.apply(at, Op::Assign { items });
+    }
+    let tasks = log.sm.list(&Default::default()).tasks;
+    assert!(tasks.len() >= 2, "{} tasks", tasks.len());
+    assert!(tasks.iter().all(|t| t.concurrency.as_ref().is_some_and(|c| c.key == "nightly")));
+    assert_eq!(log.held().len(), 1, "limit 1: one runs, the others wait");
 }

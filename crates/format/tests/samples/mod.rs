@@ -172,6 +172,12 @@ pub fn state(cluster_version: u32) -> StateMachine {
         sm.apply(index, &Command { now_ms: t0 + 2_000, op: submit_with("k-limited") });
         assert_eq!(sm.concurrency_entries().count(), 1, "the sample has a concurrency key");
     }
+    if cluster_version >= 9 {
+        // A schedule whose tasks get a concurrency key, which format 9 carries beside the state.
+        index += 10;
+        sm.apply(index, &Command { now_ms: t0 + 3_000, op: create_schedule_with() });
+        assert_eq!(sm.schedule_concurrency_entries().count(), 1, "the sample has a keyed schedule");
+    }
     sm
 }
 
@@ -210,6 +216,18 @@ pub fn entry_submit_flow() -> Entry<TypeConfig> {
     let op = Op::SubmitFlow { key: "flow-1".into(), flow: Box::new(FlowSpec { tasks: vec![first, second] }) };
     let cmd = Command { now_ms: 1_764_000_006_000, op: Op::BatchDispatch { ops: vec![op] } };
     Entry { log_id: log_id(10, 2, 160), payload: EntryPayload::Normal(cmd) }
+}
+
+/// A schedule whose tasks get concurrency key "nightly-db" (format 9).
+pub fn create_schedule_with() -> Op {
+    let spec = ScheduleSpec::new("0 4 * * *", TaskSpec::builtin("echo", "keyed"));
+    let concurrency = Concurrency { key: "nightly-db".into(), limit: 1 };
+    Op::CreateScheduleWith { name: "keyed".into(), spec: Box::new(spec), concurrency }
+}
+
+pub fn entry_create_schedule_with() -> Entry<TypeConfig> {
+    let cmd = Command { now_ms: 1_764_000_007_000, op: create_schedule_with() };
+    Entry { log_id: log_id(11, 3, 170), payload: EntryPayload::Normal(cmd) }
 }
 
 pub fn entry_submit_after() -> Entry<TypeConfig> {
