@@ -14,16 +14,6 @@ fn submit(cluster: &Cluster, args: &[&str]) -> u64 {
     stdout(&out).parse().expect("submit prints the task's id")
 }
 
-/// The first start (or, for a task that went straight to its end, the end) of `task`'s attempts.
-fn first_start(task: &api::Task) -> u64 {
-    let a = task.attempts.first().expect("it ran");
-    if a.started_at_ms > 0 {
-        a.started_at_ms
-    } else {
-        a.ended_at_ms
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_diamond_runs_in_order_across_kills_and_a_failure_skips_its_dependents() {
     let mut cluster = Cluster::start(3, FAST_WORKERS);

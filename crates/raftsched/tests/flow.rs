@@ -24,15 +24,6 @@ tasks:
     after_policy: finished
 "#;
 
-fn first_start(task: &raftsched_client::api::Task) -> u64 {
-    let a = task.attempts.first().expect("it ran");
-    if a.started_at_ms > 0 {
-        a.started_at_ms
-    } else {
-        a.ended_at_ms
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flow_file_runs_whole_and_in_order_across_kills() {
     let mut cluster = Cluster::start(3, FAST_WORKERS);

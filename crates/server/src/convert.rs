@@ -212,3 +212,26 @@ pub fn rejection_to_status(rejection: Rejection) -> Status {
 pub fn unexpected(response: raftsched_state::Response) -> Status {
     Status::internal(format!("unexpected state machine answer {response:?}"))
 }
+
+/// An after policy as the API spells it ("" is "success").
+pub fn after_policy_from_api(text: &str) -> Result<raftsched_state::AfterPolicy, Status> {
+    match text {
+        "" => Ok(raftsched_state::AfterPolicy::Success),
+        other => raftsched_state::AfterPolicy::parse(other).ok_or_else(|| {
+            Status::invalid_argument(format!("after_policy {other:?}: expected \"success\" or \"finished\""))
+        }),
+    }
+}
+
+/// A concurrency key and limit as the API gives them, checked: none when neither is set.
+pub fn concurrency_from_api(key: String, limit: u32) -> Result<Option<raftsched_state::Concurrency>, Status> {
+    match (key.is_empty(), limit) {
+        (true, 0) => Ok(None),
+        (true, _) => Err(Status::invalid_argument("concurrency_limit without a concurrency_key")),
+        (false, limit) => {
+            let c = raftsched_state::Concurrency { key, limit };
+            c.validate().map_err(Status::invalid_argument)?;
+            Ok(Some(c))
+        }
+    }
+}

@@ -6,12 +6,15 @@ use raftsched_api as api;
 use raftsched_api::scheduler_server::Scheduler;
 use raftsched_state::spec::validate_key;
 use raftsched_state::{
-    limits, AfterPolicy, AfterSpec, Concurrency, FlowSpec, FlowTask, ListFilter, Op, Response as SmResponse,
-    SubmitOptions, TaskState, AFTER_VERSION, CONCURRENCY_VERSION, FLOW_VERSION,
+    limits, AfterSpec, FlowSpec, FlowTask, ListFilter, Op, Response as SmResponse, SubmitOptions, TaskState,
+    AFTER_VERSION, CONCURRENCY_VERSION, FLOW_VERSION,
 };
 use tonic::{Request, Response, Status};
 
-use crate::convert::{node_to_api, rejection_to_status, spec_from_api, task_to_api, unexpected};
+use crate::convert::{
+    after_policy_from_api, concurrency_from_api, node_to_api, rejection_to_status, spec_from_api, task_to_api,
+    unexpected,
+};
 use crate::limits as edge_limits;
 use crate::replica::{now_ms, Replica};
 
@@ -30,15 +33,7 @@ impl SchedulerService {
         req: SubmitOptionsIn,
     ) -> Result<Op, Status> {
         let after = after_spec(req.after, req.after_keys, &req.after_policy)?;
-        let concurrency = match (req.concurrency_key.is_empty(), req.concurrency_limit) {
-            (true, 0) => None,
-            (true, _) => return Err(Status::invalid_argument("concurrency_limit without a concurrency_key")),
-            (false, limit) => {
-                let c = Concurrency { key: req.concurrency_key, limit };
-                c.validate().map_err(Status::invalid_argument)?;
-                Some(c)
-            }
-        };
+        let concurrency = concurrency_from_api(req.concurrency_key, req.concurrency_limit)?;
         let needed = match (&after, &concurrency) {
             (None, None) => return Ok(Op::Submit { key, spec }),
             (_, Some(_)) => (CONCURRENCY_VERSION, "concurrency keys"),
@@ -79,17 +74,9 @@ impl SchedulerService {
         let mut tasks = Vec::with_capacity(req.tasks.len());
         for t in req.tasks {
             let spec = spec_from_api(t.spec)?;
-            let policy = match t.after_policy.as_str() {
-                "" => AfterPolicy::Success,
-                other => AfterPolicy::parse(other).ok_or_else(|| {
-                    Status::invalid_argument(format!(
-                        "task {:?}: after_policy {other:?}: expected success or finished",
-                        t.name
-                    ))
-                })?,
-            };
-            let concurrency = (!t.concurrency_key.is_empty() || t.concurrency_limit > 0)
-                .then_some(Concurrency { key: t.concurrency_key, limit: t.concurrency_limit });
+            let in_task = |e: Status| Status::invalid_argument(format!("task {:?}: {}", t.name, e.message()));
+            let policy = after_policy_from_api(&t.after_policy).map_err(in_task)?;
+            let concurrency = concurrency_from_api(t.concurrency_key, t.concurrency_limit).map_err(in_task)?;
             tasks.push(FlowTask { name: t.name, spec, after: t.after, policy, concurrency });
         }
         let flow = FlowSpec { tasks };
@@ -113,12 +100,7 @@ fn after_spec(ids: Vec<u64>, keys: Vec<String>, policy: &str) -> Result<Option<A
     if ids.is_empty() && keys.is_empty() {
         return Ok(None);
     }
-    let policy = match policy {
-        "" => AfterPolicy::Success,
-        other => AfterPolicy::parse(other).ok_or_else(|| {
-            Status::invalid_argument(format!("after_policy {other:?}: expected \"success\" or \"finished\""))
-        })?,
-    };
+    let policy = after_policy_from_api(policy)?;
     let named = ids.len() + keys.len();
     if named > limits::DEPENDENCIES_PER_TASK_MAX {
         return Err(Status::invalid_argument(format!(

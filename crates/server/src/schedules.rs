@@ -36,12 +36,9 @@ impl SchedulerService {
         let spec = schedule_spec_from_api(req.spec)?;
         // Checked here to answer early; `apply` checks again and its answer counts.
         spec.validate().map_err(Status::invalid_argument)?;
-        let op = match (req.concurrency_key.is_empty(), req.concurrency_limit) {
-            (true, 0) => Op::CreateSchedule { name: req.name, spec: Box::new(spec) },
-            (true, _) => return Err(Status::invalid_argument("concurrency_limit without a concurrency_key")),
-            (false, limit) => {
-                let concurrency = raftsched_state::Concurrency { key: req.concurrency_key, limit };
-                concurrency.validate().map_err(Status::invalid_argument)?;
+        let op = match crate::convert::concurrency_from_api(req.concurrency_key, req.concurrency_limit)? {
+            None => Op::CreateSchedule { name: req.name, spec: Box::new(spec) },
+            Some(concurrency) => {
                 let version = raftsched_state::SCHEDULE_CONCURRENCY_VERSION;
                 self.require_cluster_version(version, "schedules with a concurrency key").await?;
                 Op::CreateScheduleWith { name: req.name, spec: Box::new(spec), concurrency }

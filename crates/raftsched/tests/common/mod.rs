@@ -458,6 +458,18 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).trim().to_string()
 }
 
+/// When `task` first ran: its first attempt's start, or its end for an attempt that went straight
+/// there (a task that ends within 50 ms is reported once).
+#[allow(dead_code)]
+pub fn first_start(task: &api::Task) -> u64 {
+    let a = task.attempts.first().expect("it ran");
+    if a.started_at_ms > 0 {
+        a.started_at_ms
+    } else {
+        a.ended_at_ms
+    }
+}
+
 pub fn echo(text: &str) -> api::TaskSpec {
     raftsched_client::builtin("echo", text)
 }
