@@ -92,6 +92,24 @@ impl TlsFiles {
     }
 }
 
+/// The URI scheme a certificate names its holder with: `raftsched://replica/2`,
+/// `raftsched://worker/w1` (what `raftsched certs generate` writes).
+pub const IDENTITY_URI_PREFIX: &str = "raftsched://";
+
+/// What the TLS client certificate of `request` names after [`IDENTITY_URI_PREFIX`]
+/// (`replica/2`), if it has such a URI.
+pub fn certificate_identity_uri<T>(request: &tonic::Request<T>) -> Option<String> {
+    let certs = request.peer_certs()?;
+    let leaf = webpki::EndEntityCert::try_from(certs.first()?).ok()?;
+    let uri = leaf.valid_uri_names().find_map(|u| u.strip_prefix(IDENTITY_URI_PREFIX).map(str::to_string));
+    uri
+}
+
+/// Dialing a worker (a replica fetching task output): the cluster's TLS settings, with the name
+/// every worker certificate carries (`raftsched certs generate` writes it), since workers are
+/// reached by address.
+pub const WORKER_TLS_NAME: &str = "raftsched-worker";
+
 /// How a process dials: TLS or not, and the bearer token it sends, if any.
 #[derive(Clone, Default)]
 pub struct Dialer {
@@ -108,6 +126,13 @@ impl std::fmt::Debug for Dialer {
 impl Dialer {
     pub fn new(tls: Option<&TlsFiles>, token: Option<&str>) -> Result<Dialer, SecurityError> {
         Ok(Dialer { tls: tls.map(TlsFiles::client_config).transpose()?, token: BearerToken::new(token)? })
+    }
+
+    /// For dialing workers: the same TLS, verifying the worker under [`WORKER_TLS_NAME`], and no
+    /// bearer token or peer proof (a worker has no use for them, and must never be handed a
+    /// replica's proof).
+    pub fn for_workers(&self) -> Dialer {
+        Dialer { tls: self.tls.clone().map(|t| t.domain_name(WORKER_TLS_NAME)), token: BearerToken::default() }
     }
 
     /// An endpoint for `addr` (`HOST:PORT`), `https` with this dialer's TLS config if it has one.

@@ -401,6 +401,16 @@ impl Client {
         .await
     }
 
+    /// An attempt's output as a stream of chunks, from any replica (which relays it from the
+    /// worker). Opening is retried like any read; a stream that breaks later is the caller's to
+    /// open again at the offset it reached.
+    pub async fn read_output(
+        &self,
+        req: api::ReadOutputRequest,
+    ) -> Result<tonic::Streaming<api::OutputChunk>, ClientError> {
+        self.call(|mut c| async move { c.read_output(req).await }).await
+    }
+
     pub async fn get_flow(&self, key: &str, stale: bool) -> Result<api::GetFlowResponse, ClientError> {
         let key = key.to_string();
         self.call(|mut c| {

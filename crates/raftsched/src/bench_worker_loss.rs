@@ -31,6 +31,8 @@ fn spawn_worker(id: &str, addrs: &[String], slots: usize, dir: &std::path::Path)
     let mut cmd = Command::new(bin);
     cmd.args(["worker", "--id", id, "--cluster", &addrs.join(","), "--slots", &slots.to_string()])
         .args(["--heartbeat-interval-ms", "100", "--lease-ms", "600"])
+        .arg("--output-dir")
+        .arg(dir.join(format!("{id}-output")))
         .env("RAFTSCHED_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

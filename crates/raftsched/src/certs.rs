@@ -84,7 +84,7 @@ fn leaves(args: &crate::cli::CertsArgs) -> Vec<Leaf> {
     };
     let mut out = vec![
         leaf("replica".into(), "raftsched replica".into(), hosts.clone(), "replica".into(), true),
-        leaf("worker".into(), "raftsched worker".into(), vec!["raftsched-worker".into()], "worker".into(), false),
+        leaf("worker".into(), "raftsched worker".into(), vec!["raftsched-worker".into()], "worker".into(), true),
         leaf("client".into(), "raftsched client".into(), vec!["raftsched-client".into()], "client".into(), false),
     ];
     for id in &args.replicas {
@@ -98,7 +98,7 @@ fn leaves(args: &crate::cli::CertsArgs) -> Vec<Leaf> {
     }
     for id in &args.workers {
         let sans = vec!["raftsched-worker".into()];
-        out.push(leaf(format!("worker-{id}"), format!("raftsched worker {id}"), sans, format!("worker/{id}"), false));
+        out.push(leaf(format!("worker-{id}"), format!("raftsched worker {id}"), sans, format!("worker/{id}"), true));
     }
     out
 }

@@ -44,6 +44,9 @@ pub enum Command {
     Workers(WorkersArgs),
     /// List the concurrency keys in use: each with its limit, tasks held and tasks queued.
     Keys(WorkersArgs),
+    /// Print an attempt's stdout (or stderr), fetched through any replica from the worker that
+    /// ran it; with --follow, stream it until the attempt ends.
+    Logs(LogsArgs),
     /// Stream a task's state changes until it ends.
     Watch(WatchArgs),
     /// Cluster membership and health.
@@ -116,9 +119,30 @@ pub struct WorkerArgs {
     /// This worker's unique id.
     #[arg(long)]
     pub id: Option<String>,
-    /// Address recorded in the registry (workers pull their work; nothing listens here).
+    /// Where this worker serves the output it keeps to replicas (`raftsched logs`): loopback
+    /// unless TLS is on (or --insecure). Workers pull their work; nothing else listens.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
+    /// The address replicas dial for that output, recorded in the registry (default: the bound
+    /// --listen address; needed when --listen is 0.0.0.0).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// Where each attempt's whole stdout and stderr are kept (default: a directory named after
+    /// the worker id in the temp dir, so a restarted worker finds it again).
     #[arg(long)]
-    pub listen: Option<String>,
+    pub output_dir: Option<PathBuf>,
+    /// Bytes of one stream of one attempt kept; past that the stream is cut (its result still
+    /// records the last 4 KiB).
+    #[arg(long, default_value_t = raftsched_worker::output::OUTPUT_ATTEMPT_BYTES_MAX_DEFAULT)]
+    pub output_attempt_bytes_max: u64,
+    /// Bytes of all kept output; the oldest ended attempts are removed first. At least
+    /// 2 x --output-attempt-bytes-max x --slots.
+    #[arg(long, default_value_t = raftsched_worker::output::OUTPUT_BYTES_MAX_DEFAULT)]
+    pub output_bytes_max: u64,
+    /// Serve output without TLS on a non-loopback --listen address (anyone who reaches it can
+    /// read it).
+    #[arg(long)]
+    pub insecure: bool,
     /// Tasks run at once.
     #[arg(long, default_value_t = 4)]
     pub slots: u32,
@@ -164,6 +188,27 @@ pub struct WatchArgs {
     /// Print one JSON task object per change.
     #[arg(long)]
     pub json: bool,
+    /// Task id.
+    pub id: String,
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Which attempt (1 for the first; default: the latest).
+    #[arg(long)]
+    pub attempt: Option<u32>,
+    /// Print stderr instead of stdout.
+    #[arg(long)]
+    pub stderr: bool,
+    /// Keep printing as the attempt writes, until it ends (through a worker restart: the output
+    /// kept so far, then the end).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Start at this byte of the stream.
+    #[arg(long, default_value_t = 0)]
+    pub offset: u64,
     /// Task id.
     pub id: String,
 }

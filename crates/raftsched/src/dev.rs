@@ -93,7 +93,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     let (workers_stop, workers_stop_rx) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
     for i in 1..=args.workers {
-        let config = raftsched_worker::WorkerConfig {
+        let mut config = raftsched_worker::WorkerConfig {
             id: format!("dev-worker-{i}"),
             addr: format!("pull:dev-worker-{i}"),
             cluster: cluster.iter().map(|s| s.to_string()).collect(),
@@ -104,7 +104,22 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
             register_timeout_ms: raftsched_worker::REGISTER_TIMEOUT_MS_DEFAULT,
             dialer: Default::default(),
             stats: Default::default(),
+            output: None,
         };
+        let serving = raftsched_worker::output_server::OutputServing {
+            output: raftsched_worker::output::OutputConfig {
+                dir: root.join(format!("dev-worker-{i}-output")),
+                attempt_bytes_max: raftsched_worker::output::OUTPUT_ATTEMPT_BYTES_MAX_DEFAULT,
+                total_bytes_max: raftsched_worker::output::OUTPUT_BYTES_MAX_DEFAULT,
+            },
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
+            tls: None,
+            insecure: false,
+        };
+        raftsched_worker::output_server::start(&mut config, serving, workers_stop_rx.clone())
+            .await
+            .map_err(|e| CliError::Failed(format!("dev-worker-{i}: {e}")))?;
         workers.push(tokio::spawn(raftsched_worker::run(config, workers_stop_rx.clone())));
     }
     say!("raftsched dev: 3 replicas on {}, {} workers (4 slots each)", cluster.join(", "), args.workers);
@@ -119,6 +134,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     say!("Try, in another terminal:");
     say!("  raftsched submit --builtin echo:hi");
     say!("  raftsched submit --wait -- echo hi");
+    say!("  raftsched logs --follow $(raftsched submit -- sh -c 'for i in 1 2 3; do echo $i; sleep 1; done')");
     say!("  raftsched list");
     say!("(through cargo: cargo run -p raftsched -- submit --builtin echo:hi)");
     if let Some(http) = http_addr(http_base_port, 1) {

@@ -32,6 +32,7 @@ mod dev;
 mod error;
 mod flow_cmds;
 mod local_cluster;
+mod logs_cmd;
 mod output;
 mod schedule_cmds;
 mod server_cmd;
@@ -164,6 +165,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Keys(args) => worker_cmds::keys(args).await,
         Command::Flow { command: FlowCommand::Submit(args) } => flow_cmds::submit(args).await,
         Command::Flow { command: FlowCommand::Get(args) } => flow_cmds::get(args).await,
+        Command::Logs(args) => logs_cmd::logs(args).await,
         Command::Watch(args) => worker_cmds::watch(args).await,
         Command::Schedule { command } => schedule_cmds::run(command).await,
     }

@@ -17,6 +17,19 @@ pub fn write_out(args: std::fmt::Arguments<'_>) {
     std::process::exit(1);
 }
 
+/// Writes raw bytes to stdout (a task's output, as it was written), flushed, with `write_out`'s
+/// handling of a closed pipe and other errors.
+pub fn write_out_bytes(data: &[u8]) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let Err(e) = stdout.write_all(data).and_then(|()| stdout.flush()) else { return };
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("raftsched: error: cannot write to stdout: {e}");
+    std::process::exit(1);
+}
+
 pub fn spec_text(spec: Option<&api::TaskSpec>) -> String {
     match spec.and_then(|s| s.exec.as_ref()) {
         Some(api::task_spec::Exec::Builtin(b)) => format!("{}:{}", b.name, b.arg),

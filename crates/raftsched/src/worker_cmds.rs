@@ -35,7 +35,8 @@ pub fn worker_config(args: &WorkerArgs) -> Result<WorkerConfig, CliError> {
         return Err(CliError::Usage("--lease-ms must be above --heartbeat-interval-ms (> 0)".into()));
     }
     Ok(WorkerConfig {
-        addr: args.listen.clone().unwrap_or_else(|| format!("pull:{id}")),
+        // Set to where output is served once its server listens (`start_output`).
+        addr: format!("pull:{id}"),
         id,
         cluster: parse_cluster(&args.cluster.cluster)?,
         slots: args.slots,
@@ -45,7 +46,34 @@ pub fn worker_config(args: &WorkerArgs) -> Result<WorkerConfig, CliError> {
         register_timeout_ms: args.register_timeout_ms,
         dialer: crate::client_cmds::dialer(&args.cluster)?,
         stats: Default::default(),
+        output: None,
     })
+}
+
+/// Keeps each attempt's whole output and serves it to replicas (`raftsched logs`).
+async fn start_output(
+    args: &WorkerArgs,
+    config: &mut WorkerConfig,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), CliError> {
+    use raftsched_worker::output::{default_dir, OutputConfig};
+    let tls = crate::client_cmds::tls_files(&args.cluster.tls)?
+        .map(|files| files.server_config())
+        .transpose()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let serving = raftsched_worker::output_server::OutputServing {
+        output: OutputConfig {
+            dir: args.output_dir.clone().unwrap_or_else(|| default_dir(&config.id)),
+            attempt_bytes_max: args.output_attempt_bytes_max,
+            total_bytes_max: args.output_bytes_max,
+        },
+        listen: args.listen,
+        advertise: args.advertise.clone(),
+        tls,
+        insecure: args.insecure,
+    };
+    raftsched_worker::output_server::start(config, serving, stop).await.map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok(())
 }
 
 /// `worker --http HOST:PORT`: the worker's own `/metrics` (`raftsched_worker::Stats`).
@@ -79,12 +107,13 @@ pub fn use_self_as_supervisor() {
 
 pub async fn run_worker(args: WorkerArgs) -> Result<(), CliError> {
     let mut stop = StopSignal::install();
-    let config = worker_config(&args)?;
+    let mut config = worker_config(&args)?;
     if let Some(addr) = args.http {
         serve_metrics(addr, &config).await?;
     }
     use_self_as_supervisor();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    start_output(&args, &mut config, stop_rx.clone()).await?;
     let worker = tokio::spawn(raftsched_worker::run(config, stop_rx));
     tokio::pin!(worker);
     tokio::select! {

@@ -75,6 +75,8 @@ async fn the_status_page_shows_the_leader_workers_and_tasks_in_a_browser() {
     }
     assert!(dom.contains("<table id=\"attempts\">") && dom.contains(attempt_row), "no attempt row in:\n{dom}");
     assert!(dom.contains("<pre id=\"output\">hi"), "no output in:\n{dom}");
+    let whole = format!("href=\"/v1/tasks/{}/output?attempt=1&amp;stream=stdout\"", task.id);
+    assert!(dom.contains(&whole), "no link to the whole output ({whole}) in:\n{dom}");
     assert!(dom.contains(&task_row), "the succeeded filter lost the task:\n{dom}");
     assert!(dom.contains("class=\"on\">succeeded: 1</a>"), "the filter is not shown as on:\n{dom}");
     assert!(dom.contains("<td>zone=blue</td>"), "no worker labels in:\n{dom}");

@@ -112,15 +112,11 @@ impl Identity {
     }
 }
 
-/// The URI scheme a certificate names its identity with: `raftsched://worker/w1`.
-pub const IDENTITY_URI_PREFIX: &str = "raftsched://";
+pub use raftsched_api::security::IDENTITY_URI_PREFIX;
 
 /// The identity the TLS client certificate of `request` names, if any.
 fn certificate_identity<T>(request: &Request<T>) -> Option<Identity> {
-    let certs = request.peer_certs()?;
-    let leaf = webpki::EndEntityCert::try_from(certs.first()?).ok()?;
-    let uri = leaf.valid_uri_names().find_map(|u| u.strip_prefix(IDENTITY_URI_PREFIX))?;
-    Identity::parse(uri, '/')
+    Identity::parse(&raftsched_api::security::certificate_identity_uri(request)?, '/')
 }
 
 /// The worker a request's credentials bind it to (a request extension set by the guard).

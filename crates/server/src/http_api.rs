@@ -8,6 +8,7 @@
 //! | `GET /v1/tasks?state=S&after=ID&limit=N` | `ListTasks` | 200, `next_after` to page on |
 //! | `POST /v1/tasks/{id}/cancel` | `Cancel` | 200 |
 //! | `GET /v1/tasks/{id}/wait?after_version=V&wait_ms=MS&until_ended=true` | `WaitTask` | 200 |
+//! | `GET /v1/tasks/{id}/output?attempt=N&stream=stderr&offset=N&follow=true` | `ReadOutput` | 200, the bytes (`text/plain`) |
 //!
 //! Each request runs the very code of the gRPC call, behind the same guard (`auth::Guard`: a
 //! bearer token in `Authorization` when the replica has a token file) and the same admission
@@ -63,6 +64,7 @@ pub fn router(replica: Arc<Replica>, auth: Arc<Auth>, listen: std::net::SocketAd
         .route("/v1/tasks/{id}", get(get_task))
         .route("/v1/tasks/{id}/cancel", post(cancel))
         .route("/v1/tasks/{id}/wait", get(wait))
+        .route("/v1/tasks/{id}/output", get(output))
         .route("/v1/flows", post(submit_flow))
         .route("/v1/flows/{key}", get(get_flow))
         .layer(axum::extract::DefaultBodyLimit::max(crate::limits::CLIENT_MESSAGE_BYTES_MAX))
@@ -255,6 +257,50 @@ async fn wait(
     };
     let task = api.service.wait_task(api.request(&headers, message)?).await?.into_inner();
     Ok(reply(StatusCode::OK, task_json(&task)))
+}
+
+/// `GET /v1/tasks/{id}/output?attempt=N&stream=stdout|stderr&offset=N&follow=true`: the bytes
+/// of an attempt's stream as the worker kept them (`text/plain`), relayed as `ReadOutput` does;
+/// `Raftsched-Worker` and `Raftsched-Attempt` headers say whose. With `follow` the body grows
+/// until the attempt ends; a body cut short (the worker went away) ends in a broken chunked
+/// encoding, never as if complete.
+async fn output(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, Refusal> {
+    use futures::StreamExt;
+    let query = Query::parse(q.as_deref(), &["attempt", "stream", "offset", "follow"])?;
+    let stderr = match query.get("stream") {
+        None | Some("stdout") => false,
+        Some("stderr") => true,
+        Some(other) => return Err(bad_request(format!("stream {other:?} is not stdout or stderr"))),
+    };
+    let attempt = query.number("attempt")?.unwrap_or(0);
+    let message = api::ReadOutputRequest {
+        task_id: task_id(&id)?,
+        attempt: u32::try_from(attempt).map_err(|_| bad_request(format!("attempt {attempt} is too large")))?,
+        stderr,
+        offset: query.number("offset")?.unwrap_or(0),
+        follow: query.flag("follow")?,
+    };
+    let mut chunks = api.service.read_output(api.request(&headers, message)?).await?.into_inner();
+    // The first chunk (or refusal) comes before the headers, so a refusal keeps its status.
+    let first = chunks.next().await.transpose()?;
+    let (worker, attempt) = first.as_ref().map_or((String::new(), 0), |c| (c.worker_id.clone(), c.attempt));
+    let body = futures::stream::iter(first.map(Ok)).chain(chunks).map(|chunk| match chunk {
+        Ok(chunk) => Ok(Bytes::from(chunk.data)),
+        Err(status) => Err(std::io::Error::other(status.message().to_string())),
+    });
+    let mut response = axum::body::Body::from_stream(body).into_response();
+    let h = response.headers_mut();
+    h.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    if let Ok(worker) = HeaderValue::from_str(&worker) {
+        h.insert("raftsched-worker", worker);
+    }
+    h.insert("raftsched-attempt", HeaderValue::from(attempt));
+    Ok(response)
 }
 
 /// A long poll asked for longer than a replica holds one is refused, not silently shortened.

@@ -23,6 +23,7 @@ pub use liveness::{HeartbeatPolicy, WORKER_HEARTBEAT_INTERVAL_MS_REFERENCE};
 mod membership;
 pub mod metrics;
 mod network;
+mod output_relay;
 mod peers;
 mod process_metrics;
 mod proposer;

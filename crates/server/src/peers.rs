@@ -1,26 +1,63 @@
 //! Connections to other replicas, one lazily connected tonic channel per address, shared by Raft
-//! replication, forwarding and status.
+//! replication, forwarding and status; and to workers, for the task output a replica relays
+//! (`output_relay.rs`).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use raftsched_api::raft_client::RaftClient;
 use raftsched_api::scheduler_client::SchedulerClient;
 use raftsched_api::security::{AuthChannel, Dialer};
+use raftsched_api::worker_output_client::WorkerOutputClient;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::Channel;
 
 use crate::limits;
+use crate::output_relay::{OUTPUT_CHUNK_BYTES_MAX, OUTPUT_STREAMS_MAX, WORKER_CONNECT_TIMEOUT};
 
-/// Peers are dialed with this replica's TLS identity and its `replica` token, if configured.
-#[derive(Default)]
+/// Peers are dialed with this replica's TLS identity and its `replica` token, if configured;
+/// workers with the TLS identity only (`Dialer::for_workers`).
 pub struct Peers {
     dialer: Dialer,
+    worker_dialer: Dialer,
     channels: Mutex<HashMap<String, Channel>>,
+    output_streams: Arc<Semaphore>,
+}
+
+impl Default for Peers {
+    fn default() -> Peers {
+        Peers::new(Dialer::default())
+    }
 }
 
 impl Peers {
     pub fn new(dialer: Dialer) -> Peers {
-        Peers { dialer, channels: Mutex::default() }
+        let worker_dialer = dialer.for_workers();
+        let output_streams = Arc::new(Semaphore::new(OUTPUT_STREAMS_MAX));
+        Peers { dialer, worker_dialer, channels: Mutex::default(), output_streams }
+    }
+
+    /// Takes one of the `OUTPUT_STREAMS_MAX` relay slots, or RESOURCE_EXHAUSTED.
+    pub fn admit_output_stream(&self) -> Result<OwnedSemaphorePermit, tonic::Status> {
+        self.output_streams.clone().try_acquire_owned().map_err(|_| {
+            limits::overloaded(format!(
+                "this replica relays {OUTPUT_STREAMS_MAX} output streams at once (output_streams_max)"
+            ))
+        })
+    }
+
+    /// The output service of the worker at `addr`, over a connection of its own: workers are many
+    /// and rarely asked, so none is kept.
+    pub fn worker_output(&self, addr: &str) -> Result<WorkerOutputClient<Channel>, tonic::Status> {
+        let endpoint = self
+            .worker_dialer
+            .endpoint(addr)
+            .map_err(|e| tonic::Status::failed_precondition(format!("bad worker address {addr:?}: {e}")))?
+            .connect_timeout(WORKER_CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(std::time::Duration::from_secs(5))
+            .keep_alive_timeout(std::time::Duration::from_secs(5));
+        Ok(WorkerOutputClient::new(endpoint.connect_lazy()).max_decoding_message_size(OUTPUT_CHUNK_BYTES_MAX))
     }
 
     /// The replica-to-replica client for `addr`.

@@ -342,6 +342,16 @@ impl Scheduler for SchedulerService {
         Ok(self.replica.hinted(api::SubmitFlowResponse { ids, created }))
     }
 
+    type ReadOutputStream = crate::output_relay::OutputStream;
+
+    async fn read_output(
+        &self,
+        req: Request<api::ReadOutputRequest>,
+    ) -> Result<Response<Self::ReadOutputStream>, Status> {
+        let _permit = self.replica.admit()?;
+        Ok(Response::new(self.relay_output(req.into_inner()).await?))
+    }
+
     async fn get_flow(&self, req: Request<api::GetFlowRequest>) -> Result<Response<api::GetFlowResponse>, Status> {
         let _permit = self.replica.admit()?;
         let req = req.into_inner();

@@ -1,9 +1,10 @@
 //! Running one attempt: a builtin in-process, or a command as a child process in its own process
 //! group. The child dies with the worker (PR_SET_PDEATHSIG on Linux), so a worker killed with -9
 //! leaves no attempt running behind it. Stdout and stderr are kept apart, each as a bounded tail
-//! with its length in all.
+//! with its length in all, and (when the worker keeps output) whole on disk (`output.rs`).
 
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use raftsched_client::api;
@@ -11,6 +12,8 @@ use raftsched_state::limits::OUTPUT_TAIL_BYTES_MAX;
 use raftsched_state::{tail_of, Output};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
+
+use crate::output::AttemptOutput;
 
 /// The hidden subcommand of the supervisor binary (see `set_supervisor`).
 pub const SUPERVISE_SUBCOMMAND: &str = "__supervise";
@@ -170,7 +173,13 @@ pub fn joined_tail(output: &Output) -> String {
 
 /// Runs `spec` until it ends, `timeout_ms` passes, or `kill` turns true; a command's supervisor
 /// is told `lease_left` as the lease moves.
-pub async fn run(spec: &api::TaskSpec, mut kill: watch::Receiver<bool>, lease_left: LeaseLeft) -> Ended {
+/// Every byte either stream writes also goes to `kept` (the attempt's output on disk), if given.
+pub async fn run(
+    spec: &api::TaskSpec,
+    mut kill: watch::Receiver<bool>,
+    lease_left: LeaseLeft,
+    kept: Option<Arc<AttemptOutput>>,
+) -> Ended {
     let timeout = (spec.timeout_ms > 0).then(|| Duration::from_millis(spec.timeout_ms));
     let sleep_for_timeout = async {
         match timeout {
@@ -184,13 +193,21 @@ pub async fn run(spec: &api::TaskSpec, mut kill: watch::Receiver<bool>, lease_le
     match &spec.exec {
         Some(api::task_spec::Exec::Builtin(b)) => {
             let work = builtin(&b.name, &b.arg);
-            tokio::select! {
+            let ended = tokio::select! {
                 ended = work => ended,
                 _ = sleep_for_timeout => Ended::with_stderr(-1, true, "timed out"),
                 _ = killed => Ended::Killed,
+            };
+            if let (Some(kept), Ended::Finished { output, .. }) = (&kept, &ended) {
+                // A builtin's output is all in its tail: keep that.
+                kept.write(false, output.stdout_tail.as_bytes());
+                kept.write(true, output.stderr_tail.as_bytes());
             }
+            ended
         }
-        Some(api::task_spec::Exec::Command(c)) => command(spec, &c.argv, sleep_for_timeout, killed, lease_left).await,
+        Some(api::task_spec::Exec::Command(c)) => {
+            command(spec, &c.argv, sleep_for_timeout, killed, lease_left, kept).await
+        }
         None => Ended::with_stderr(127, false, "task has nothing to run"),
     }
 }
@@ -232,14 +249,18 @@ impl StreamTail {
     }
 }
 
-/// Reads `reader` to its end, keeping only the last `OUTPUT_TAIL_BYTES_MAX` bytes.
-async fn read_tail(mut reader: impl AsyncRead + Unpin) -> StreamTail {
+/// Reads `reader` to its end, keeping only the last `OUTPUT_TAIL_BYTES_MAX` bytes, and writing
+/// every byte to `kept` (stream `stderr` of the attempt's output on disk) if given.
+async fn read_tail(mut reader: impl AsyncRead + Unpin, kept: Option<(Arc<AttemptOutput>, bool)>) -> StreamTail {
     let mut out = StreamTail { tail: Vec::with_capacity(OUTPUT_TAIL_BYTES_MAX), bytes: 0 };
     let mut buf = [0u8; 8192];
     loop {
         match reader.read(&mut buf).await {
             Ok(0) | Err(_) => return out,
             Ok(n) => {
+                if let Some((kept, stderr)) = &kept {
+                    kept.write(*stderr, &buf[..n]);
+                }
                 out.bytes += n as u64;
                 out.tail.extend_from_slice(&buf[..n]);
                 if out.tail.len() > OUTPUT_TAIL_BYTES_MAX {
@@ -256,6 +277,7 @@ async fn command(
     timeout: impl std::future::Future<Output = ()>,
     killed: impl std::future::Future<Output = ()>,
     lease_left: LeaseLeft,
+    kept: Option<Arc<AttemptOutput>>,
 ) -> Ended {
     let Some((program, args)) = argv.split_first() else {
         return Ended::with_stderr(127, false, "empty argv");
@@ -303,8 +325,9 @@ async fn command(
     };
     let pid = child.id();
     let feeder = child.stdin.take().map(|stdin| tokio::spawn(feed_lease(stdin, lease_left)));
-    let stdout = child.stdout.take().map(|s| tokio::spawn(read_tail(s)));
-    let stderr = child.stderr.take().map(|s| tokio::spawn(read_tail(s)));
+    let kept_as = |stderr| kept.clone().map(|k| (k, stderr));
+    let stdout = child.stdout.take().map(|s| tokio::spawn(read_tail(s, kept_as(false))));
+    let stderr = child.stderr.take().map(|s| tokio::spawn(read_tail(s, kept_as(true))));
     let kill_group = || {
         if let Some(pid) = pid {
             // The whole group: a shell's children die with it.

@@ -19,6 +19,8 @@
 //! (`Terms`).
 
 pub mod exec;
+pub mod output;
+pub mod output_server;
 mod reporter;
 mod stats;
 
@@ -38,7 +40,8 @@ use crate::exec::Ended;
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
     pub id: String,
-    /// Address recorded in the registry (the pull design needs no inbound port).
+    /// Address recorded in the registry: where replicas fetch the output this worker keeps
+    /// (`output_server.rs`; the pull design needs no other inbound port).
     pub addr: String,
     pub cluster: Vec<String>,
     pub slots: u32,
@@ -51,6 +54,8 @@ pub struct WorkerConfig {
     pub dialer: raftsched_client::Dialer,
     /// What the worker counts, for its `/metrics` (see [`Stats`]).
     pub stats: Arc<Stats>,
+    /// Where each attempt's whole output is kept (none: only the tails reported).
+    pub output: Option<Arc<output::OutputStore>>,
 }
 
 pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 500;
@@ -294,7 +299,10 @@ async fn serve(
                     n_spawned += 1;
                     Stats::add(&stats.attempts_started_total, 1);
                     running.insert(a.task_id, Running { token: a.token, spawn_id: n_spawned, kill: kill_tx });
-                    tokio::spawn(attempt(reporter.clone(), a, n_spawned, kill_rx, lease.clone(), done_tx.clone()));
+                    let kept = config.output.as_ref().map(|store| {
+                        Arc::new(store.begin(output::AttemptKey { task_id: a.task_id, attempt: a.attempt }))
+                    });
+                    tokio::spawn(attempt(reporter.clone(), a, n_spawned, kill_rx, lease.clone(), done_tx.clone(), kept));
                 }
             }
         }
@@ -308,6 +316,7 @@ async fn attempt(
     kill: watch::Receiver<bool>,
     lease: Arc<Mutex<Lease>>,
     done: mpsc::Sender<(u64, u64, bool)>,
+    kept: Option<Arc<output::AttemptOutput>>,
 ) {
     let (task_id, token) = (a.task_id, a.token);
     let spec = a.spec.unwrap_or_default();
@@ -320,7 +329,7 @@ async fn attempt(
             l.deadline.saturating_duration_since(Instant::now())
         }
     });
-    let run = exec::run(&spec, merge_kills(kill.clone(), refused_rx), lease_left.clone());
+    let run = exec::run(&spec, merge_kills(kill.clone(), refused_rx), lease_left.clone(), kept);
     tokio::pin!(run);
     let started_report = tokio::time::sleep(Duration::from_millis(STARTED_REPORT_DELAY_MS));
     let ended = tokio::select! {
@@ -402,6 +411,7 @@ mod tests {
             register_timeout_ms: 1,
             dialer: Default::default(),
             stats: Default::default(),
+            output: None,
         }
     }
 

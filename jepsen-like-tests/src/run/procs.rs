@@ -289,8 +289,11 @@ impl Procs {
     pub fn start_worker(&mut self, k: usize, slots: u32) -> std::io::Result<()> {
         assert_eq!(self.workers[k].state, ProcState::Down);
         let mut cmd = Command::new(&self.bin);
+        let output_dir = self.dir.join("worker-output").join(format!("w{}", k + 1));
         cmd.args(["worker", "--id", &format!("w{}", k + 1), "--slots", &slots.to_string()])
             .args(["--cluster", &self.replica_addrs().join(",")])
+            .arg("--output-dir")
+            .arg(output_dir)
             .env("RAFTSCHED_LOG", std::env::var("RAFTSCHED_LOG").unwrap_or_else(|_| "info".into()));
         let child = spawn(cmd, &self.workers[k].log)?;
         self.workers[k].child = Some(child);

@@ -220,6 +220,8 @@ impl Cluster {
         let child = Command::new(BIN)
             .args(["worker", "--id", id, "--cluster", &self.cluster_arg()])
             .args(WORKER_TIMING)
+            .arg("--output-dir")
+            .arg(self.dir.path().join(format!("worker-{id}-output")))
             .args(extra)
             .env("RAFTSCHED_LOG", "info")
             .stdout(Stdio::null())
