@@ -170,10 +170,11 @@ async fn a_tls_cluster_survives_a_leader_kill_and_runs_tasks_on_a_tls_worker() {
     let new_leader = cluster.leader().await;
     assert_ne!(new_leader, leader);
     cluster.start_replica(leader);
-    for id in ids {
-        let t = cluster.wait_task(id, "succeeded", |t| t.state == "succeeded").await;
+    for id in &ids {
+        let t = cluster.wait_task(*id, "succeeded", |t| t.state == "succeeded").await;
         assert!(t.has_result && t.exit_code == 0);
     }
+    output_reaches_clients_through_replicas_only(&cluster, certs, ids[0]).await;
     // The restarted ex-leader caught up over TLS: it answers with every task.
     let converged = cluster.wait_converged().await;
     assert!(converged > 0);
@@ -181,6 +182,33 @@ async fn a_tls_cluster_survives_a_leader_kill_and_runs_tasks_on_a_tls_worker() {
     assert_eq!(only_old.get(1, true).await.unwrap().key, "before-0");
     let logs = cluster.logs();
     assert!(!logs.contains(&token(certs, "worker")));
+}
+
+/// Task output over TLS: a client reads it through a replica (which dials the worker with its
+/// replica certificate); the worker's own port refuses every other certificate, and callers
+/// without one.
+async fn output_reaches_clients_through_replicas_only(cluster: &Cluster, certs: &Path, id: u64) {
+    let req = api::ReadOutputRequest { task_id: id, ..Default::default() };
+    let mut stream = cluster.client().read_output(req).await.unwrap();
+    let chunk = stream.message().await.unwrap().unwrap();
+    assert_eq!((chunk.data.as_slice(), chunk.ended, chunk.worker_id.as_str()), (&b"x\n"[..], true, "tls-worker"));
+    let workers = cluster.client().list_workers(false).await.unwrap().workers;
+    let addr = &workers.iter().find(|w| w.id == "tls-worker").unwrap().addr;
+    for (who, code) in [(Some("client"), Code::PermissionDenied), (Some("worker"), Code::PermissionDenied), (None, Code::Unauthenticated)] {
+        let tls = match who {
+            Some(who) => tls(certs, who).client_config().unwrap(),
+            None => {
+                let ca = std::fs::read(certs.join("ca.pem")).unwrap();
+                tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca))
+            }
+        };
+        let dialer = Dialer { tls: Some(tls), token: Default::default() }.for_workers();
+        let channel = dialer.endpoint(addr).unwrap().connect().await.unwrap();
+        let mut direct = api::worker_output_client::WorkerOutputClient::new(channel);
+        let ask = api::ReadOutputRequest { task_id: id, attempt: 1, ..Default::default() };
+        let status = direct.read_output(ask).await.unwrap_err();
+        assert_eq!(status.code(), code, "{who:?}: {status:?}");
+    }
 }
 
 #[test]

@@ -131,6 +131,11 @@ class SchedulerStub:
                 request_serializer=raftsched__pb2.GetFlowRequest.SerializeToString,
                 response_deserializer=raftsched__pb2.GetFlowResponse.FromString,
                 _registered_method=True)
+        self.ReadOutput = channel.unary_stream(
+                '/raftsched.v1.Scheduler/ReadOutput',
+                request_serializer=raftsched__pb2.ReadOutputRequest.SerializeToString,
+                response_deserializer=raftsched__pb2.OutputChunk.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -278,6 +283,17 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadOutput(self, request, context):
+        """An attempt's stdout or stderr, fetched from the worker that ran (or runs) it, in chunks; with
+        `follow`, the stream stays open until the attempt ends. NOT_FOUND: no such task or attempt,
+        the worker left the registry, or the worker no longer keeps that output (rotated away).
+        FAILED_PRECONDITION: the worker serves no output (a build before live output).
+        UNAVAILABLE: the worker cannot be reached now. RESOURCE_EXHAUSTED: output_streams_max.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -375,6 +391,11 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.GetFlow,
                     request_deserializer=raftsched__pb2.GetFlowRequest.FromString,
                     response_serializer=raftsched__pb2.GetFlowResponse.SerializeToString,
+            ),
+            'ReadOutput': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadOutput,
+                    request_deserializer=raftsched__pb2.ReadOutputRequest.FromString,
+                    response_serializer=raftsched__pb2.OutputChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -892,6 +913,112 @@ class Scheduler:
             '/raftsched.v1.Scheduler/GetFlow',
             raftsched__pb2.GetFlowRequest.SerializeToString,
             raftsched__pb2.GetFlowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadOutput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/raftsched.v1.Scheduler/ReadOutput',
+            raftsched__pb2.ReadOutputRequest.SerializeToString,
+            raftsched__pb2.OutputChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class WorkerOutputStub:
+    """What a worker serves to replicas only (mutual TLS with a replica certificate, or loopback):
+    the output it keeps on its disk.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ReadOutput = channel.unary_stream(
+                '/raftsched.v1.WorkerOutput/ReadOutput',
+                request_serializer=raftsched__pb2.ReadOutputRequest.SerializeToString,
+                response_deserializer=raftsched__pb2.OutputChunk.FromString,
+                _registered_method=True)
+
+
+class WorkerOutputServicer:
+    """What a worker serves to replicas only (mutual TLS with a replica certificate, or loopback):
+    the output it keeps on its disk.
+    """
+
+    def ReadOutput(self, request, context):
+        """NOT_FOUND: this worker keeps no such output.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_WorkerOutputServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ReadOutput': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadOutput,
+                    request_deserializer=raftsched__pb2.ReadOutputRequest.FromString,
+                    response_serializer=raftsched__pb2.OutputChunk.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'raftsched.v1.WorkerOutput', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('raftsched.v1.WorkerOutput', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class WorkerOutput:
+    """What a worker serves to replicas only (mutual TLS with a replica certificate, or loopback):
+    the output it keeps on its disk.
+    """
+
+    @staticmethod
+    def ReadOutput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/raftsched.v1.WorkerOutput/ReadOutput',
+            raftsched__pb2.ReadOutputRequest.SerializeToString,
+            raftsched__pb2.OutputChunk.FromString,
             options,
             channel_credentials,
             insecure,
