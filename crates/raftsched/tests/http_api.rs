@@ -10,6 +10,19 @@ use std::time::Instant;
 
 /// One HTTP/1.1 request (no client library): the status code and the body as JSON.
 async fn call(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&Value>) -> (u16, Value) {
+    let (status, _, text) = call_raw(addr, method, path, headers, body).await;
+    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}"));
+    (status, json)
+}
+
+/// One HTTP/1.1 request: the status code, the head (lowercase) and the body as text.
+async fn call_raw(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // The port opens once the replica has started: wait for it.
     let started = Instant::now();
@@ -31,10 +44,9 @@ async fn call(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], bo
     stream.read_to_string(&mut response).await.unwrap();
     let status: u16 = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{response}"));
     let (head, text) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let text =
-        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { unchunk(text) } else { text.to_string() };
-    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {response}"));
-    (status, json)
+    let head = head.to_ascii_lowercase();
+    let text = if head.contains("transfer-encoding: chunked") { unchunk(text) } else { text.to_string() };
+    (status, head, text)
 }
 
 fn unchunk(mut text: &str) -> String {
@@ -94,6 +106,12 @@ async fn curl_users_submit_wait_list_and_cancel_through_a_follower() {
     assert_eq!(done["attempts"][0]["worker_id"], json!("w1"), "{done}");
     let (status, got) = call(&http, "GET", &format!("/v1/tasks/{id}"), &[], None).await;
     assert_eq!((status, got["key"].clone()), (200, json!("curl-1")));
+    // Its whole output, relayed from the worker, and whose it is.
+    let (status, head, text) = call_raw(&http, "GET", &format!("/v1/tasks/{id}/output"), &[], None).await;
+    assert_eq!((status, text.as_str()), (200, "hello\n"), "{head}");
+    assert!(head.contains("raftsched-worker: w1") && head.contains("raftsched-attempt: 1"), "{head}");
+    let (status, _, text) = call_raw(&http, "GET", &format!("/v1/tasks/{id}/output?offset=3"), &[], None).await;
+    assert_eq!((status, text.as_str()), (200, "lo\n"));
 
     // Submit and wait in one call; the key may also go in the body.
     let body = json!({"spec": {"builtin": {"name": "fail", "arg": "3"}}, "key": "curl-2", "wait_ms": 10000});
@@ -123,6 +141,9 @@ async fn curl_users_submit_wait_list_and_cancel_through_a_follower() {
     let bad = [
         ("GET", "/v1/tasks/999999".to_string(), None, 404, "NOT_FOUND"),
         ("GET", "/v1/tasks/abc".into(), None, 400, "INVALID_ARGUMENT"),
+        ("GET", format!("/v1/tasks/{id}/output?stream=both"), None, 400, "INVALID_ARGUMENT"),
+        ("GET", format!("/v1/tasks/{id}/output?attempt=2"), None, 404, "NOT_FOUND"),
+        ("GET", format!("/v1/tasks/{sid}/output"), None, 404, "NOT_FOUND"),
         ("GET", "/v1/tasks?state=nope".into(), None, 400, "INVALID_ARGUMENT"),
         ("GET", "/v1/tasks?color=red".into(), None, 400, "INVALID_ARGUMENT"),
         ("POST", "/v1/tasks".into(), Some(json!({"spec": {"command": ["true"]}})), 400, "INVALID_ARGUMENT"),

@@ -194,7 +194,11 @@ async fn output_reaches_clients_through_replicas_only(cluster: &Cluster, certs: 
     assert_eq!((chunk.data.as_slice(), chunk.ended, chunk.worker_id.as_str()), (&b"x\n"[..], true, "tls-worker"));
     let workers = cluster.client().list_workers(false).await.unwrap().workers;
     let addr = &workers.iter().find(|w| w.id == "tls-worker").unwrap().addr;
-    for (who, code) in [(Some("client"), Code::PermissionDenied), (Some("worker"), Code::PermissionDenied), (None, Code::Unauthenticated)] {
+    for (who, code) in [
+        (Some("client"), Code::PermissionDenied),
+        (Some("worker"), Code::PermissionDenied),
+        (None, Code::Unauthenticated),
+    ] {
         let tls = match who {
             Some(who) => tls(certs, who).client_config().unwrap(),
             None => {

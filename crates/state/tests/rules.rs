@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use raftsched_state::{
-    AfterPolicy, AfterSpec, Concurrency, FlowSpec, FlowTask, Op, ReportEvent, SubmitOptions, Task, TaskSpec,
-    TaskState, CONCURRENCY_VERSION, FLOW_VERSION,
+    AfterPolicy, AfterSpec, Concurrency, FlowSpec, FlowTask, Op, ReportEvent, SubmitOptions, Task, TaskSpec, TaskState,
+    CONCURRENCY_VERSION, FLOW_VERSION,
 };
 
 mod common;
@@ -26,13 +26,26 @@ const KEYS: [(&str, u32); 3] = [("k1", 1), ("k2", 2), ("k3", 3)];
 #[derive(Clone, Debug)]
 enum Step {
     /// A task after some earlier ones (picked by position), with a key or none.
-    Submit { deps: Vec<usize>, finished: bool, key: Option<usize> },
+    Submit {
+        deps: Vec<usize>,
+        finished: bool,
+        key: Option<usize>,
+    },
     /// A flow of `n` tasks; edge (i, j) makes i come after j; a back edge may close a cycle.
-    Flow { n: usize, edges: Vec<(usize, usize)>, unknown: bool },
+    Flow {
+        n: usize,
+        edges: Vec<(usize, usize)>,
+        unknown: bool,
+    },
     Dispatch,
     /// Ends the held task at this position: success or failure.
-    End { pick: usize, success: bool },
-    Cancel { pick: usize },
+    End {
+        pick: usize,
+        success: bool,
+    },
+    Cancel {
+        pick: usize,
+    },
 }
 
 fn arb_step() -> impl Strategy<Value = Step> {
@@ -74,8 +87,7 @@ fn tasks(log: &Log) -> Vec<Task> {
 /// Applies one step; `n` numbers the keys and flows made so far.
 fn apply(log: &mut Log, step: &Step, n: usize) {
     let ids: Vec<u64> = tasks(log).iter().map(|t| t.id).collect();
-    let held: Vec<(u64, u64)> =
-        tasks(log).iter().filter_map(|t| Some((t.id, t.assignment.as_ref()?.token))).collect();
+    let held: Vec<(u64, u64)> = tasks(log).iter().filter_map(|t| Some((t.id, t.assignment.as_ref()?.token))).collect();
     match step {
         Step::Submit { deps, finished, key } => {
             let after_ids: Vec<u64> = deps.iter().filter_map(|d| ids.get(*d).copied()).collect();
@@ -137,9 +149,10 @@ fn check(log: &Log, started: &mut BTreeMap<u64, ()>) {
     let by_id: BTreeMap<u64, &Task> = all.iter().map(|t| (t.id, t)).collect();
     let mut held_per_key: BTreeMap<String, (u32, u32)> = BTreeMap::new();
     for t in &all {
-        let deps: Vec<(TaskState, bool)> = t.after.as_ref().map_or(Vec::new(), |a| {
-            a.ids.iter().map(|d| (by_id[d].state, a.policy == AfterPolicy::Success)).collect()
-        });
+        let deps: Vec<(TaskState, bool)> = t
+            .after
+            .as_ref()
+            .map_or(Vec::new(), |a| a.ids.iter().map(|d| (by_id[d].state, a.policy == AfterPolicy::Success)).collect());
         let gone_wrong = deps.iter().any(|(s, success)| *success && ended(*s) && *s != TaskState::Succeeded);
         let all_done = deps.iter().all(|(s, success)| if *success { *s == TaskState::Succeeded } else { ended(*s) });
         if !t.attempts.is_empty() && started.insert(t.id, ()).is_none() {
@@ -151,7 +164,11 @@ fn check(log: &Log, started: &mut BTreeMap<u64, ()>) {
         }
         if t.state == TaskState::Skipped {
             let by = t.after.as_ref().and_then(|a| a.skipped_by).expect("a skipped task names why");
-            assert!(ended(by_id[&by].state) && by_id[&by].state != TaskState::Succeeded, "task {} skipped by {by}", t.id);
+            assert!(
+                ended(by_id[&by].state) && by_id[&by].state != TaskState::Succeeded,
+                "task {} skipped by {by}",
+                t.id
+            );
         }
         if let Some(c) = &t.concurrency {
             let entry = held_per_key.entry(c.key.clone()).or_insert((0, c.limit));
