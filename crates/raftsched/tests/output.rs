@@ -92,7 +92,8 @@ async fn logs_follow_streams_a_running_attempt_and_goes_on_through_a_worker_rest
     let follower = Follower::start(&cluster, &["--follow", &id.to_string()]);
     assert_eq!(follower.next_line(), "first");
     let task = cluster.client().get(id, false).await.unwrap();
-    assert_eq!(task.state, "running", "the line came while the attempt ran");
+    // Held (a quick attempt is reported started only after 50 ms): the line came while it ran.
+    assert!(matches!(task.state.as_str(), "assigned" | "running"), "the line came after the end: {}", task.state);
     std::fs::write(gates.path().join("go"), b"").unwrap();
     assert_eq!(follower.next_line(), "second");
     let (status, rest, err) = follower.finish();

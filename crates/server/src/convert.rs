@@ -2,7 +2,7 @@
 //! knows both sides.
 
 use raftsched_api as api;
-use raftsched_state::{CatchUp, Exec, Node, Overlap, Rejection, Schedule, ScheduleSpec, Task, TaskSpec};
+use raftsched_state::{CatchUp, Exec, Overlap, Rejection, Schedule, ScheduleSpec, Task, TaskSpec, Worker};
 use tonic::Status;
 
 pub fn spec_from_api(spec: Option<api::TaskSpec>) -> Result<TaskSpec, Status> {
@@ -173,7 +173,7 @@ pub fn schedule_to_api(schedule: &Schedule) -> api::Schedule {
 }
 
 /// `beats`: the leader's in-memory heartbeat times (`liveness.rs`).
-pub(crate) fn node_to_api(node: &Node, now_ms: u64, beats: &crate::liveness::BeatTimes) -> api::WorkerInfo {
+pub(crate) fn node_to_api(node: &Worker, now_ms: u64, beats: &crate::liveness::BeatTimes) -> api::WorkerInfo {
     let last_heartbeat_ms = crate::liveness::last_heartbeat_ms(node, beats);
     api::WorkerInfo {
         id: node.id.clone(),

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::ServerState;
-use raftsched_state::{NodeState, Op, Response};
+use raftsched_state::{Op, Response, WorkerState};
 use raftsched_store::NodeId;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -232,8 +232,8 @@ impl Silence {
         }
         let (live, n_workers): (HashMap<String, (u64, u64)>, usize) = replica.sm.read(|sm| {
             let live = sm
-                .nodes()
-                .filter(|n| n.state != NodeState::Down)
+                .workers()
+                .filter(|n| n.state != WorkerState::Down)
                 .map(|n| (n.id.clone(), (n.epoch, n.heartbeat_seq)))
                 .collect();
             (live, sm.worker_count())

@@ -128,7 +128,7 @@ pub(crate) type BeatTimes = HashMap<String, (u64, u64)>;
 
 /// The later of the state's `last_heartbeat_ms` (beats logged by an older build's leader, or the
 /// registration) and the leader's in-memory beat of the same registration.
-pub(crate) fn last_heartbeat_ms(node: &raftsched_state::Node, beats: &BeatTimes) -> u64 {
+pub(crate) fn last_heartbeat_ms(node: &raftsched_state::Worker, beats: &BeatTimes) -> u64 {
     let beat = beats.get(&node.id).filter(|(epoch, _)| *epoch == node.epoch).map_or(0, |(_, at)| *at);
     node.last_heartbeat_ms.max(beat)
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use openraft::ServerState;
 use raftsched_state::observed::{FINAL_STATE_NAMES, OUTCOME_NAMES, QUEUE_WAIT_BUCKETS_MS};
-use raftsched_state::{NodeState, TaskState};
+use raftsched_state::{TaskState, WorkerState};
 use raftsched_store::{SyncStats, SYNC_BUCKETS_US};
 
 use crate::replica::Replica;
@@ -113,11 +113,11 @@ pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
     let (tasks, workers) = replica.sm.read(|sm| {
         let tasks: Vec<(TaskState, u64)> = TaskState::ALL.iter().map(|s| (*s, sm.count(*s))).collect();
         let mut workers = [0u64; 3];
-        for n in sm.nodes() {
+        for n in sm.workers() {
             workers[match n.state {
-                NodeState::Ready => 0,
-                NodeState::Draining => 1,
-                NodeState::Down => 2,
+                WorkerState::Ready => 0,
+                WorkerState::Draining => 1,
+                WorkerState::Down => 2,
             }] += 1;
         }
         (tasks, workers)

@@ -50,7 +50,7 @@ fn locate(sm: &StateMachine, task_id: u64, attempt: u32) -> Result<Located, Stat
         return Err(Status::not_found(format!("task {task_id} has no attempt {attempt} (it has {made})")));
     };
     let worker_id = run.worker_id.clone();
-    let node = sm.node(&worker_id).ok_or_else(|| {
+    let node = sm.worker(&worker_id).ok_or_else(|| {
         Status::not_found(format!(
             "worker {worker_id}, which ran attempt {attempt} of task {task_id}, has left the registry: its output stays on its machine"
         ))

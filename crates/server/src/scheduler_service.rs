@@ -236,7 +236,8 @@ impl Scheduler for SchedulerService {
         let stale = req.into_inner().stale;
         let beats = self.replica.beat_times().await;
         let now = now_ms();
-        let workers = self.replica.read(stale, |sm| sm.nodes().map(|n| node_to_api(n, now, &beats)).collect()).await?;
+        let workers =
+            self.replica.read(stale, |sm| sm.workers().map(|n| node_to_api(n, now, &beats)).collect()).await?;
         Ok(Response::new(api::ListWorkersResponse { workers }))
     }
 

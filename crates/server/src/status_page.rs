@@ -72,7 +72,7 @@ pub async fn status_json(replica: &Replica, view: View) -> Value {
     let beats = replica.beat_times().await;
     let now = now_ms();
     let (workers, counts, (recent, next_before), task, schedules) = replica.sm.read(|sm| {
-        let workers: Vec<Value> = sm.nodes().map(|n| worker_json(&node_to_api(n, now, &beats))).collect();
+        let workers: Vec<Value> = sm.workers().map(|n| worker_json(&node_to_api(n, now, &beats))).collect();
         let counts: serde_json::Map<String, Value> =
             TaskState::ALL.iter().map(|s| (s.as_str().to_string(), json!(sm.count(*s)))).collect();
         let (page, next_before) = sm.newest(view.state, view.before, RECENT_TASKS_MAX, PAGE_SCAN_TASKS_MAX);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use raftsched_api as api;
 use raftsched_api::worker_server::Worker;
 use raftsched_state::{
-    limits as sm_limits, NodeState, Op, Outcome, Output, ReportEvent, Response as SmResponse, OUTPUT_APART_VERSION,
+    limits as sm_limits, Op, Outcome, Output, ReportEvent, Response as SmResponse, WorkerState, OUTPUT_APART_VERSION,
 };
 use tonic::{Request, Response, Status};
 
@@ -94,7 +94,7 @@ impl Worker for WorkerService {
         let (wait, capped) = limits::long_poll_wait(r.wait_ms);
         // The held set of this worker's registration, or None when the registration is gone.
         let current = |sm: &raftsched_state::StateMachine| -> Option<Vec<api::WorkAssignment>> {
-            let node = sm.node(&r.id).filter(|n| n.epoch == r.epoch && n.state != NodeState::Down)?;
+            let node = sm.worker(&r.id).filter(|n| n.epoch == r.epoch && n.state != WorkerState::Down)?;
             let held = node
                 .held
                 .iter()
@@ -114,7 +114,7 @@ impl Worker for WorkerService {
         // Checked whenever this worker's view changes: ids only; the assignments (with their
         // specs) are built once there is something to say.
         let changed = |sm: &raftsched_state::StateMachine| -> Option<Option<Vec<api::WorkAssignment>>> {
-            let Some(node) = sm.node(&r.id).filter(|n| n.epoch == r.epoch && n.state != NodeState::Down) else {
+            let Some(node) = sm.worker(&r.id).filter(|n| n.epoch == r.epoch && n.state != WorkerState::Down) else {
                 return Some(None);
             };
             let mut held: Vec<(u64, u64)> = node

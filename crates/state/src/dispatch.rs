@@ -4,7 +4,7 @@
 use crate::command::{AssignItem, Rejection, Response};
 use crate::limits;
 use crate::machine::StateMachine;
-use crate::node::NodeState;
+use crate::worker::WorkerState;
 use std::collections::BTreeMap;
 
 use crate::task::{Assignment, Attempt, Task, TaskId, TaskState};
@@ -69,7 +69,7 @@ impl StateMachine {
             if task.not_before_ms > now_ms || !planned.has_room(self, task) {
                 continue;
             }
-            if let Some(worker_id) = planner.take(|w| self.nodes[w].satisfies(&task.spec.constraints)) {
+            if let Some(worker_id) = planner.take(|w| self.workers[w].satisfies(&task.spec.constraints)) {
                 planned.add(task);
                 items.push(self.item(id, worker_id));
             }
@@ -78,16 +78,16 @@ impl StateMachine {
     }
 
     fn item(&self, task_id: TaskId, worker_id: &str) -> AssignItem {
-        let node = &self.nodes[worker_id];
+        let node = &self.workers[worker_id];
         AssignItem { task_id, attempts: self.tasks[&task_id].attempt(), worker_id: node.id.clone(), epoch: node.epoch }
     }
 
     /// `plan` by a scan of the registry: O(workers) per plan and per task.
     pub(crate) fn plan_by_scan(&self, now_ms: u64, max_items: usize, scan_len_max: usize) -> Vec<AssignItem> {
         let mut free: Vec<(&str, u32)> = self
-            .nodes
+            .workers
             .values()
-            .filter(|n| n.state == NodeState::Ready && n.free_slots() > 0)
+            .filter(|n| n.state == WorkerState::Ready && n.free_slots() > 0)
             .map(|n| (n.id.as_str(), n.free_slots()))
             .collect();
         let mut items = Vec::new();
@@ -102,7 +102,7 @@ impl StateMachine {
             }
             let best = free
                 .iter_mut()
-                .filter(|(w, f)| *f > 0 && self.nodes[*w].satisfies(&task.spec.constraints))
+                .filter(|(w, f)| *f > 0 && self.workers[*w].satisfies(&task.spec.constraints))
                 .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)));
             if let Some((worker_id, slots)) = best {
                 *slots -= 1;
@@ -134,11 +134,11 @@ impl StateMachine {
     /// index, larger than any earlier token of the task.
     fn assign_one(&mut self, index: u64, now_ms: u64, item: &AssignItem) -> bool {
         let Some(task) = self.tasks.get(&item.task_id) else { return false };
-        let Some(node) = self.nodes.get(&item.worker_id) else { return false };
+        let Some(node) = self.workers.get(&item.worker_id) else { return false };
         let still_valid = task.state == TaskState::Pending
             && task.attempt() == item.attempts
             && task.attempt() < task.spec.max_attempts
-            && node.state == NodeState::Ready
+            && node.state == WorkerState::Ready
             && node.epoch == item.epoch
             && node.free_slots() > 0
             && node.satisfies(&task.spec.constraints)
@@ -170,8 +170,8 @@ impl StateMachine {
             token: index,
             assigned_at_ms: now_ms,
         });
-        self.nodes.get_mut(&item.worker_id).expect("checked above").held.insert(item.task_id);
-        self.node_changed(&item.worker_id);
+        self.workers.get_mut(&item.worker_id).expect("checked above").held.insert(item.task_id);
+        self.worker_changed(&item.worker_id);
         self.transition(index, now_ms, item.task_id, TaskState::Assigned);
         true
     }
@@ -211,7 +211,7 @@ mod tests {
             for step in 0..60 {
                 let worker = format!("w{}", rng.below(12));
                 let held: Vec<(u64, u64)> = sm
-                    .nodes()
+                    .workers()
                     .flat_map(|n| {
                         n.held.iter().map(|id| (*id, sm.get(*id).unwrap().assignment.as_ref().unwrap().token))
                     })
@@ -233,7 +233,7 @@ mod tests {
                     }
                     2 => Op::DrainWorker { worker_id: worker },
                     3 => {
-                        let seq = sm.node(&worker).map_or((0, 0), |n| (n.epoch, n.heartbeat_seq));
+                        let seq = sm.worker(&worker).map_or((0, 0), |n| (n.epoch, n.heartbeat_seq));
                         Op::ExpireWorker { worker_id: worker, epoch: seq.0, heartbeat_seq: seq.1 }
                     }
                     _ => {

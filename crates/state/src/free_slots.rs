@@ -5,14 +5,14 @@
 //! per task: with 10,000 workers, handing each one task took minutes (docs/benchmarks.md, session
 //! 11). The index is derived data, not state: never encoded, equal whatever it holds, built on the
 //! first `apply` after the state was made or decoded, and kept up to date by every change of a
-//! worker's state or held set (`StateMachine::node_changed`). The plan it gives is exactly the
+//! worker's state or held set (`StateMachine::worker_changed`). The plan it gives is exactly the
 //! scan's (`dispatch.rs` keeps the scan for a state whose index is not built yet, and a test
 //! compares the two), so replicas and builds agree whichever one they use.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::node::{Node, NodeState};
+use crate::worker::{Worker, WorkerState};
 
 #[derive(Clone, Default)]
 pub(crate) struct FreeSlots {
@@ -38,8 +38,8 @@ impl std::fmt::Debug for FreeSlots {
     }
 }
 
-fn offered(node: &Node) -> Option<u32> {
-    (node.state == NodeState::Ready && node.free_slots() > 0).then(|| node.free_slots())
+fn offered(node: &Worker) -> Option<u32> {
+    (node.state == WorkerState::Ready && node.free_slots() > 0).then(|| node.free_slots())
 }
 
 impl FreeSlots {
@@ -47,7 +47,7 @@ impl FreeSlots {
         self.built
     }
 
-    pub(crate) fn build<'a>(&mut self, nodes: impl Iterator<Item = &'a Node>) {
+    pub(crate) fn build<'a>(&mut self, nodes: impl Iterator<Item = &'a Worker>) {
         *self = FreeSlots { built: true, ..Default::default() };
         for node in nodes {
             self.update(&node.id, Some(node));
@@ -55,7 +55,7 @@ impl FreeSlots {
     }
 
     /// Re-enters `worker_id` as `node` (None: gone) offers now.
-    pub(crate) fn update(&mut self, worker_id: &str, node: Option<&Node>) {
+    pub(crate) fn update(&mut self, worker_id: &str, node: Option<&Worker>) {
         if !self.built {
             return;
         }
@@ -69,10 +69,17 @@ impl FreeSlots {
     }
 
     /// Whether the index holds exactly what `nodes` offer (for `check_invariants`).
-    pub(crate) fn matches<'a>(&self, nodes: impl Iterator<Item = &'a Node>) -> bool {
+    pub(crate) fn matches<'a>(&self, nodes: impl Iterator<Item = &'a Worker>) -> bool {
         let want: BTreeMap<&str, u32> = nodes.filter_map(|n| Some((n.id.as_str(), offered(n)?))).collect();
         let have: BTreeMap<&str, u32> = self.entered.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         !self.built || (want == have && self.order.len() == self.entered.len())
+    }
+
+    /// Whether the index holds what `worker` offers now (for `check_touched`).
+    pub(crate) fn matches_one(&self, worker: &Worker) -> bool {
+        let have = self.entered.get(&worker.id).copied();
+        let in_order = have.is_none_or(|free| self.order.contains(&(Reverse(free), worker.id.clone())));
+        !self.built || (have == offered(worker) && in_order)
     }
 
     /// A plan's view: the index with the slots this plan has taken so far subtracted.

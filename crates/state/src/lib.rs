@@ -2,7 +2,8 @@
 //!
 //! Everything in this crate is a pure function of the command sequence it is fed. It reads no
 //! clock, no randomness, no environment, and does no IO: time enters as `Command::now_ms`, a value
-//! chosen by the leader when it proposes. Ids are derived from the Raft log index. Two replicas that
+//! chosen by the leader when it proposes. Task ids come from a counter in the state (1, 2, 3... in
+//! apply order), fencing tokens from the log index of the entry that assigned. Two replicas that
 //! apply the same log therefore hold byte-identical state (see `tests/determinism.rs`).
 //!
 //! Architecture invariant: this crate depends on `serde`, `thiserror` and pure calendar crates only
@@ -19,21 +20,21 @@ pub mod flow;
 mod free_slots;
 pub mod limits;
 pub mod machine;
-pub mod node;
 pub mod observed;
 pub mod query;
 pub mod schedule;
 pub mod spec;
 pub mod task;
+pub mod worker;
 pub mod workers;
 
 pub use after::{After, AfterPolicy, AfterSpec, AFTER_VERSION};
 pub use command::{AssignItem, Command, Op, Output, Rejection, ReportEvent, Response, SubmitOptions};
 pub use concurrency::{Concurrency, KeyUse, CONCURRENCY_VERSION, SCHEDULE_CONCURRENCY_VERSION};
 pub use flow::{flow_task_key, FlowSpec, FlowTask, FLOW_VERSION};
-pub use machine::{retry_backoff_ms, tail_of, StateMachine, CLOCK_VERSION, OUTPUT_APART_VERSION};
-pub use node::{Node, NodeState};
+pub use machine::{retry_backoff_ms, tail_of, InvariantBroken, StateMachine, CLOCK_VERSION, OUTPUT_APART_VERSION};
 pub use query::{ListFilter, ListPage};
 pub use schedule::{CatchUp, MissReason, OccurrenceRecord, Overlap, Schedule, ScheduleSpec};
 pub use spec::{Exec, SpecError, TaskSpec};
 pub use task::{Assignment, Attempt, Occurrence, Outcome, Streams, Task, TaskId, TaskResult, TaskState};
+pub use worker::{Worker, WorkerState};

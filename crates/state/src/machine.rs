@@ -6,10 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, Op, Output, Rejection, ReportEvent, Response};
 use crate::limits;
-use crate::node::{Node, NodeState};
 use crate::schedule::{Schedule, OCCURRENCE_KEY_PREFIX};
 use crate::spec::{validate_key, SpecError, TaskSpec};
 use crate::task::{Occurrence, Outcome, Streams, Task, TaskId, TaskResult, TaskState, TASK_STATES};
+use crate::worker::{Worker, WorkerState};
 
 /// The replicated scheduler state. Ordered maps only, so iteration order and the snapshot encoding
 /// are the same on every replica.
@@ -23,7 +23,7 @@ pub struct StateMachine {
     /// Idempotency key -> task. A key lives exactly as long as its task.
     pub(crate) keys: BTreeMap<String, TaskId>,
     /// Worker registry.
-    pub(crate) nodes: BTreeMap<String, Node>,
+    pub(crate) workers: BTreeMap<String, Worker>,
     /// Tasks per state, indexed by `TaskState as usize`; kept so limits are O(1) to check.
     pub(crate) counts: Counts,
     /// Pending tasks in dispatch order: higher priority first (negated), then FIFO by id.
@@ -105,10 +105,16 @@ impl std::ops::IndexMut<usize> for Counts {
     }
 }
 
-/// The ids in `StateMachine::touched`. Not part of the state: equal whatever it holds, never
-/// encoded, and bounded by the worker registry (a set of its ids).
+/// What `apply` changed, noted for others. Not part of the state: equal whatever it holds, never
+/// encoded, and bounded by the registry and by what one entry may change.
 #[derive(Clone, Default)]
-pub(crate) struct Touched(pub(crate) BTreeSet<String>);
+pub(crate) struct Touched {
+    /// Workers whose view changed since the host last took them (`take_touched_workers`).
+    pub(crate) workers: BTreeSet<String>,
+    /// Tasks and workers the entry being applied changed: `check_touched` checks them after it.
+    pub(crate) entry_tasks: BTreeSet<TaskId>,
+    pub(crate) entry_workers: BTreeSet<String>,
+}
 
 /// Not state, so not shown: a state's `Debug` text is the same however it was reached.
 impl std::fmt::Debug for Touched {
@@ -174,8 +180,8 @@ impl StateMachine {
         self.cluster_version = version;
     }
 
-    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.values()
+    pub fn workers(&self) -> impl Iterator<Item = &Worker> {
+        self.workers.values()
     }
 
     /// The workers whose view (held set, state, registration) changed since the last call: the
@@ -192,22 +198,23 @@ impl StateMachine {
     }
 
     pub fn take_touched_workers(&mut self) -> BTreeSet<String> {
-        std::mem::take(&mut self.touched.0)
+        std::mem::take(&mut self.touched.workers)
     }
 
     /// `worker_id`'s state or held set changed: its polls wake and the free-slot index follows.
-    pub(crate) fn node_changed(&mut self, worker_id: &str) {
-        self.touched.0.insert(worker_id.to_string());
-        self.free.update(worker_id, self.nodes.get(worker_id));
+    pub(crate) fn worker_changed(&mut self, worker_id: &str) {
+        self.touched.workers.insert(worker_id.to_string());
+        self.touched.entry_workers.insert(worker_id.to_string());
+        self.free.update(worker_id, self.workers.get(worker_id));
     }
 
     /// Registered workers (any state), in O(1).
     pub fn worker_count(&self) -> usize {
-        self.nodes.len()
+        self.workers.len()
     }
 
-    pub fn node(&self, worker_id: &str) -> Option<&Node> {
-        self.nodes.get(worker_id)
+    pub fn worker(&self, worker_id: &str) -> Option<&Worker> {
+        self.workers.get(worker_id)
     }
 
     /// Records that the entry at `index` carried no command (a Raft blank or membership entry).
@@ -224,9 +231,11 @@ impl StateMachine {
     /// `cmd` only. A rejected command leaves the state unchanged apart from `applied_index`.
     pub fn apply(&mut self, index: u64, cmd: &Command) -> Response {
         if !self.free.is_built() {
-            self.free.build(self.nodes.values());
+            self.free.build(self.workers.values());
         }
         self.advance(index);
+        self.touched.entry_tasks.clear();
+        self.touched.entry_workers.clear();
         // From CLOCK_VERSION on, the larger of the entry's time and the last applied: a leader
         // whose clock is behind its predecessor's cannot move time back.
         let now_ms = if self.cluster_version >= CLOCK_VERSION {
@@ -248,6 +257,15 @@ impl StateMachine {
         };
         debug_assert_eq!(self.check_invariants(), Ok(()));
         response
+    }
+
+    /// `apply`, then `check_touched`: what every replica runs (release builds included). A broken
+    /// invariant is a bug in this code, never disk damage (the entry's checksum was good): the
+    /// caller stops the replica with the entry's index rather than decide on a wrong state.
+    pub fn apply_checked(&mut self, index: u64, cmd: &Command) -> Result<Response, InvariantBroken> {
+        let response = self.apply(index, cmd);
+        self.check_touched().map_err(|why| InvariantBroken { index, op: cmd.op.name(), why })?;
+        Ok(response)
     }
 
     /// A batch applies its ops in order, each exactly as if it were an entry of its own at the same
@@ -360,6 +378,7 @@ impl StateMachine {
         }
         self.counts[from as usize] -= 1;
         self.counts[to as usize] += 1;
+        self.touched.entry_tasks.insert(id);
         task.state = to;
         task.updated_at_ms = now_ms.max(task.updated_at_ms);
         task.version = index;
@@ -383,7 +402,7 @@ impl StateMachine {
         attempt.ended_at_ms = Some(now_ms);
         attempt.outcome = Some(outcome);
         self.observed.attempt_ended(outcome);
-        let freed = self.nodes.get_mut(&assignment.worker_id).map(|node| node.held.remove(&id)).is_some();
+        let freed = self.workers.get_mut(&assignment.worker_id).map(|node| node.held.remove(&id)).is_some();
         let n_attempts = task.attempt();
         let retry = matches!(outcome, Outcome::Failed { .. } | Outcome::TimedOut | Outcome::Lost)
             && n_attempts < task.spec.max_attempts;
@@ -408,7 +427,7 @@ impl StateMachine {
         }
         self.transition(index, now_ms, id, to);
         if freed {
-            self.node_changed(&assignment.worker_id);
+            self.worker_changed(&assignment.worker_id);
         }
     }
 
@@ -499,6 +518,7 @@ impl StateMachine {
             None => self.pending.insert(queue_key(&task)),
         };
         self.counts[task.state as usize] += 1;
+        self.touched.entry_tasks.insert(id);
         self.tasks.insert(id, task);
         self.keys.insert(key.to_string(), id);
         Response::Submitted { id, created: true }
@@ -556,7 +576,7 @@ impl StateMachine {
         let Some(task) = self.tasks.get(&task_id) else { return Err(Rejection::NotFound { id: task_id }) };
         let holds = task.assignment.as_ref().is_some_and(|a| {
             a.worker_id == worker_id
-                && self.nodes.get(worker_id).is_some_and(|n| n.instance == instance && n.epoch == a.epoch)
+                && self.workers.get(worker_id).is_some_and(|n| n.instance == instance && n.epoch == a.epoch)
         });
         if holds {
             Ok(())
@@ -648,105 +668,27 @@ impl StateMachine {
     }
 
     /// Checks every structural invariant; returns the first violation. Used by debug builds after
-    /// each apply, by the property tests after every step, and by the store after loading a snapshot.
+    /// each apply, by the property tests after every step, and by the store on every snapshot it
+    /// builds or loads.
     pub fn check_invariants(&self) -> Result<(), String> {
-        if !self.free.matches(self.nodes.values()) {
+        if !self.free.matches(self.workers.values()) {
             return Err("the free-slot index does not match the workers".to_string());
         }
         let mut counts = Counts::default();
-        let mut held_by: BTreeMap<&str, BTreeSet<TaskId>> = BTreeMap::new();
         for (&id, task) in &self.tasks {
-            if task.id != id {
-                return Err(format!("task stored under {id} has id {}", task.id));
-            }
-            if id == 0 || id > self.last_task_id {
-                return Err(format!("task {id} is outside 1..={}", self.last_task_id));
-            }
-            if self.keys.get(&task.key) != Some(&id) {
-                return Err(format!("task {id}'s key {:?} does not map back to it", task.key));
-            }
-            if task.state.is_held() != task.assignment.is_some() {
-                return Err(format!("task {id} is {:?} with assignment {:?}", task.state, task.assignment));
-            }
-            if task.result.is_some() != matches!(task.state, TaskState::Succeeded | TaskState::Failed) {
-                return Err(format!("task {id} is {:?} with result {:?}", task.state, task.result));
-            }
-            if let Some(streams) = task.result.as_ref().and_then(|r| r.streams.as_deref()) {
-                check_streams(id, streams, self.cluster_version)?;
-            }
-            if task.updated_at_ms < task.created_at_ms {
-                return Err(format!("task {id} updated before it was created"));
-            }
-            if task.attempt() > task.spec.max_attempts {
-                return Err(format!(
-                    "task {id} has {} attempts, over its max {}",
-                    task.attempt(),
-                    task.spec.max_attempts
-                ));
-            }
-            if task.attempts.windows(2).any(|w| w[0].token >= w[1].token) {
-                return Err(format!("task {id}'s tokens do not strictly increase"));
-            }
-            let n_open = task.attempts.iter().filter(|a| a.outcome.is_none()).count();
-            match &task.assignment {
-                Some(a) => {
-                    let last = task.attempts.last();
-                    if n_open != 1 || last.map(|l| (l.token, l.outcome.is_none())) != Some((a.token, true)) {
-                        return Err(format!("task {id}'s assignment is not its one open attempt"));
-                    }
-                    let node = self.nodes.get(&a.worker_id).ok_or(format!("task {id} held by unknown worker"))?;
-                    if node.epoch != a.epoch || node.state == NodeState::Down {
-                        return Err(format!("task {id} held by a stale or down registration of {}", a.worker_id));
-                    }
-                    held_by.entry(a.worker_id.as_str()).or_default().insert(id);
-                }
-                None if n_open != 0 => return Err(format!("task {id} has an open attempt but no assignment")),
-                None => {}
-            }
-            if (task.state == TaskState::Pending) != self.pending.contains(&queue_key(task)) {
-                return Err(format!("task {id}'s pending-queue entry is out of step"));
-            }
-            let scheduled_entry = task.spec.run_at_ms.is_some_and(|at| self.scheduled.contains(&(at, id)));
-            if (task.state == TaskState::Scheduled) != scheduled_entry {
-                return Err(format!("task {id}'s scheduled entry is out of step"));
-            }
-            if let Some(o) = &task.origin {
-                if task.key != crate::schedule::occurrence_key(&o.schedule, o.occurrence_ms) {
-                    return Err(format!("task {id} of an occurrence has key {:?}", task.key));
-                }
-            }
+            self.check_task(id, task)?;
             counts[task.state as usize] += 1;
-        }
-        if self.pending.len() as u64 != counts[TaskState::Pending as usize] {
-            return Err("pending queue holds tasks that are not pending".to_string());
-        }
-        let n_finished = TaskState::ALL.iter().filter(|s| s.is_terminal()).map(|s| counts[*s as usize]).sum::<u64>();
-        if self.finished.len() as u64 != n_finished
-            || self.finished.iter().any(|id| !self.tasks.get(id).is_some_and(|t| t.state.is_terminal()))
-        {
-            return Err("finished index out of step with the finished tasks".to_string());
-        }
-        if self.scheduled.len() as u64 != counts[TaskState::Scheduled as usize] {
-            return Err("scheduled set holds tasks that are not scheduled".to_string());
-        }
-        self.check_schedules()?;
-        for node in self.nodes.values() {
-            if node.held.len() > node.slots as usize {
-                return Err(format!("worker {} holds {} tasks in {} slots", node.id, node.held.len(), node.slots));
-            }
-            let expected = held_by.remove(node.id.as_str()).unwrap_or_default();
-            if node.held != expected {
-                return Err(format!(
-                    "worker {}'s held set {:?} differs from its tasks {:?}",
-                    node.id, node.held, expected
-                ));
-            }
-        }
-        if self.keys.len() != self.tasks.len() {
-            return Err(format!("{} keys for {} tasks", self.keys.len(), self.tasks.len()));
         }
         if counts != self.counts {
             return Err(format!("state counts {:?} but tasks say {:?}", self.counts, counts));
+        }
+        if self.finished.iter().any(|id| !self.tasks.get(id).is_some_and(|t| t.state.is_terminal())) {
+            return Err("finished index holds a task that has not ended".to_string());
+        }
+        self.check_sizes()?;
+        self.check_schedules()?;
+        for worker in self.workers.values() {
+            self.check_worker(worker)?;
         }
         self.check_after()?;
         self.check_concurrency()?;
@@ -755,6 +697,143 @@ impl StateMachine {
         // exceed it for a while; that state is legal and must snapshot and restore.
         Ok(())
     }
+
+    /// Checks what the last `apply` changed: each task it created or moved and each worker whose
+    /// view changed, with the links between them, and the sizes of the indexes against the
+    /// counts. Time linear in what the entry changed (plus a few lookups each), so every build
+    /// runs it after every entry (`apply_checked`); the whole state is checked on every snapshot.
+    pub fn check_touched(&self) -> Result<(), String> {
+        for id in &self.touched.entry_tasks {
+            // A task the same entry created and purged (retention) is gone: nothing to check.
+            if let Some(task) = self.tasks.get(id) {
+                self.check_task(*id, task)?;
+            }
+        }
+        for worker_id in &self.touched.entry_workers {
+            if let Some(worker) = self.workers.get(worker_id) {
+                self.check_worker(worker)?;
+                if !self.free.matches_one(worker) {
+                    return Err(format!("the free-slot index is out of step with worker {worker_id}"));
+                }
+            }
+        }
+        self.check_sizes()
+    }
+
+    /// The indexes' sizes against the state counts, in O(1).
+    fn check_sizes(&self) -> Result<(), String> {
+        let count = |state: TaskState| self.counts[state as usize];
+        if self.pending.len() as u64 != count(TaskState::Pending) {
+            return Err("pending queue holds tasks that are not pending".to_string());
+        }
+        if self.scheduled.len() as u64 != count(TaskState::Scheduled) {
+            return Err("scheduled set holds tasks that are not scheduled".to_string());
+        }
+        let n_finished = TaskState::ALL.iter().filter(|s| s.is_terminal()).map(|s| count(*s)).sum::<u64>();
+        if self.finished.len() as u64 != n_finished {
+            return Err("finished index out of step with the finished tasks".to_string());
+        }
+        let n_tasks: u64 = TaskState::ALL.iter().map(|s| count(*s)).sum();
+        if self.keys.len() != self.tasks.len() || n_tasks != self.tasks.len() as u64 {
+            return Err(format!("{} keys and {n_tasks} counted for {} tasks", self.keys.len(), self.tasks.len()));
+        }
+        Ok(())
+    }
+
+    /// One task's invariants, and its links: its key, its queue entries, the worker holding it.
+    fn check_task(&self, id: TaskId, task: &Task) -> Result<(), String> {
+        if task.id != id || id == 0 || id > self.last_task_id {
+            return Err(format!("task stored under {id} has id {} (last id {})", task.id, self.last_task_id));
+        }
+        if self.keys.get(&task.key) != Some(&id) {
+            return Err(format!("task {id}'s key {:?} does not map back to it", task.key));
+        }
+        if task.state.is_held() != task.assignment.is_some() {
+            return Err(format!("task {id} is {:?} with assignment {:?}", task.state, task.assignment));
+        }
+        if task.result.is_some() != matches!(task.state, TaskState::Succeeded | TaskState::Failed) {
+            return Err(format!("task {id} is {:?} with result {:?}", task.state, task.result));
+        }
+        if let Some(streams) = task.result.as_ref().and_then(|r| r.streams.as_deref()) {
+            check_streams(id, streams, self.cluster_version)?;
+        }
+        if task.updated_at_ms < task.created_at_ms {
+            return Err(format!("task {id} updated before it was created"));
+        }
+        self.check_attempts(id, task)?;
+        if (task.state == TaskState::Pending) != self.pending.contains(&queue_key(task)) {
+            return Err(format!("task {id}'s pending-queue entry is out of step"));
+        }
+        let scheduled_entry = task.spec.run_at_ms.is_some_and(|at| self.scheduled.contains(&(at, id)));
+        if (task.state == TaskState::Scheduled) != scheduled_entry {
+            return Err(format!("task {id}'s scheduled entry is out of step"));
+        }
+        if task.state.is_terminal() != self.finished.contains(&id) {
+            return Err(format!("task {id}'s finished-index entry is out of step"));
+        }
+        if let Some(o) = &task.origin {
+            if task.key != crate::schedule::occurrence_key(&o.schedule, o.occurrence_ms) {
+                return Err(format!("task {id} of an occurrence has key {:?}", task.key));
+            }
+        }
+        Ok(())
+    }
+
+    /// A task's attempts: within its max, tokens rising, and its assignment the one open attempt,
+    /// held by a live registration of its worker that counts it as held.
+    fn check_attempts(&self, id: TaskId, task: &Task) -> Result<(), String> {
+        if task.attempt() > task.spec.max_attempts {
+            return Err(format!("task {id} has {} attempts, over its max {}", task.attempt(), task.spec.max_attempts));
+        }
+        if task.attempts.windows(2).any(|w| w[0].token >= w[1].token) {
+            return Err(format!("task {id}'s tokens do not strictly increase"));
+        }
+        let n_open = task.attempts.iter().filter(|a| a.outcome.is_none()).count();
+        let Some(a) = &task.assignment else {
+            return match n_open {
+                0 => Ok(()),
+                _ => Err(format!("task {id} has an open attempt but no assignment")),
+            };
+        };
+        let last = task.attempts.last();
+        if n_open != 1 || last.map(|l| (l.token, l.outcome.is_none())) != Some((a.token, true)) {
+            return Err(format!("task {id}'s assignment is not its one open attempt"));
+        }
+        let worker = self.workers.get(&a.worker_id).ok_or(format!("task {id} held by unknown worker"))?;
+        if worker.epoch != a.epoch || worker.state == WorkerState::Down {
+            return Err(format!("task {id} held by a stale or down registration of {}", a.worker_id));
+        }
+        if !worker.held.contains(&id) {
+            return Err(format!("task {id} is assigned to worker {}, whose held set lacks it", a.worker_id));
+        }
+        Ok(())
+    }
+
+    /// One worker's invariants: within its slots, and every task it holds assigned to it.
+    fn check_worker(&self, worker: &Worker) -> Result<(), String> {
+        if worker.held.len() > worker.slots as usize {
+            return Err(format!("worker {} holds {} tasks in {} slots", worker.id, worker.held.len(), worker.slots));
+        }
+        for id in &worker.held {
+            let assigned_to = self.tasks.get(id).and_then(|t| t.assignment.as_ref()).map(|a| a.worker_id.as_str());
+            if assigned_to != Some(worker.id.as_str()) {
+                return Err(format!("worker {} holds task {id}, which is assigned to {assigned_to:?}", worker.id));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A broken invariant found after applying an entry: a bug, reported with where it happened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "BUG: applying entry {index} ({op}) broke an invariant: {why}. This is a bug in raftsched, not disk damage \
+     (the entry's checksum was good): keep the data dir and report it"
+)]
+pub struct InvariantBroken {
+    pub index: u64,
+    pub op: &'static str,
+    pub why: String,
 }
 
 /// A result's streams: only from `OUTPUT_APART_VERSION` on, and within the tail limit.
@@ -840,6 +919,56 @@ mod tests {
         assert_eq!((apart.output_tail.as_str(), apart.streams), ("o\n", Some(Box::new(streams))));
         sm.check_invariants().unwrap();
         assert_eq!(sm.result_streams().count(), 1);
+    }
+
+    /// `check_touched` looks at what the entry changed (cheap enough for every entry of every
+    /// build); what it did not touch waits for the full check, which snapshots run.
+    #[test]
+    fn a_broken_invariant_is_found_where_the_entry_touched_it_and_reported_as_a_bug() {
+        let mut sm = StateMachine::new();
+        sm.apply(1, &submit("a", TaskSpec::builtin("echo", "a")));
+        sm.apply(2, &submit("b", TaskSpec::builtin("echo", "b")));
+        let reg = Op::RegisterWorker {
+            worker_id: "w".into(),
+            instance: 1,
+            addr: String::new(),
+            slots: 1,
+            labels: BTreeMap::new(),
+        };
+        sm.apply(3, &Command { now_ms: 1_000, op: reg });
+        let items = sm.plan_assignments(1_000, 1);
+        let response = sm.apply_checked(4, &Command { now_ms: 1_000, op: Op::Assign { items } });
+        assert!(matches!(response, Ok(Response::Assigned { n_assigned: 1, .. })), "{response:?}");
+        assert_eq!(sm.touched.entry_tasks.iter().copied().collect::<Vec<_>>(), vec![1]);
+        assert_eq!(sm.touched.entry_workers.iter().map(String::as_str).collect::<Vec<_>>(), vec!["w"]);
+        sm.check_touched().unwrap();
+
+        // A worker that forgot the task it holds: found from the task and from the worker.
+        sm.workers.get_mut("w").unwrap().held.clear();
+        let why = sm.check_touched().unwrap_err();
+        assert!(why.contains("task 1 is assigned to worker w, whose held set lacks it"), "{why}");
+        sm.touched.entry_tasks.clear();
+        assert!(sm.check_touched().unwrap_err().contains("free-slot index is out of step with worker w"));
+        sm.workers.get_mut("w").unwrap().held.insert(1);
+        sm.check_touched().unwrap();
+
+        // A pending task (2) the entry did not touch, out of its queue: only the full check sees it.
+        let key = queue_key(&sm.tasks[&2]);
+        sm.pending.remove(&key);
+        sm.touched.entry_workers.clear();
+        assert!(sm.check_touched().unwrap_err().contains("pending queue"), "the sizes are checked every time");
+        sm.counts[TaskState::Pending as usize] -= 1;
+        sm.counts[TaskState::Cancelled as usize] += 1;
+        sm.finished.insert(2);
+        sm.check_touched().unwrap();
+        assert!(sm.check_invariants().unwrap_err().contains("task 2"));
+
+        let broken = InvariantBroken { index: 7, op: Op::Cancel { id: 2 }.name(), why: "x".into() };
+        assert_eq!(
+            broken.to_string(),
+            "BUG: applying entry 7 (cancel) broke an invariant: x. This is a bug in raftsched, not disk damage \
+             (the entry's checksum was good): keep the data dir and report it"
+        );
     }
 
     /// A mixed cluster refuses the same submits everywhere: the hard bound rises only once every

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::command::{Rejection, Response};
 use crate::limits;
 use crate::machine::StateMachine;
-use crate::node::{Node, NodeState};
 use crate::task::Outcome;
+use crate::worker::{Worker, WorkerState};
 
 /// Checks a worker id against its bounds.
 pub fn validate_worker_id(worker_id: &str) -> Result<(), String> {
@@ -42,38 +42,38 @@ impl StateMachine {
             );
             return Response::Rejected(Rejection::Invalid { reason });
         }
-        if let Some(node) = self.nodes.get(worker_id) {
-            if node.instance == instance && node.state != NodeState::Down {
+        if let Some(node) = self.workers.get(worker_id) {
+            if node.instance == instance && node.state != WorkerState::Down {
                 // A retried registration of the live process: same answer, nothing changes.
                 return Response::Registered { epoch: node.epoch };
             }
-            if node.state != NodeState::Down {
+            if node.state != WorkerState::Down {
                 // Another process holds the id and has not been declared down. Its lease may still
                 // be valid, so taking its tasks now could run them twice.
                 return Response::Rejected(Rejection::WorkerIdInUse { worker_id: worker_id.to_string() });
             }
-        } else if self.nodes.len() >= limits::WORKERS_MAX {
+        } else if self.workers.len() >= limits::WORKERS_MAX {
             return Response::Rejected(Rejection::TooManyWorkers {
-                count: self.nodes.len(),
+                count: self.workers.len(),
                 limit: limits::WORKERS_MAX,
             });
         }
-        let epoch = self.nodes.get(worker_id).map_or(1, |n| n.epoch + 1);
-        debug_assert!(self.nodes.get(worker_id).is_none_or(|n| n.held.is_empty()), "a down node holds nothing");
-        let node = Node {
+        let epoch = self.workers.get(worker_id).map_or(1, |n| n.epoch + 1);
+        debug_assert!(self.workers.get(worker_id).is_none_or(|n| n.held.is_empty()), "a down node holds nothing");
+        let node = Worker {
             id: worker_id.to_string(),
             addr: addr.to_string(),
             slots,
             labels: labels.clone(),
-            state: NodeState::Ready,
+            state: WorkerState::Ready,
             epoch,
             instance,
             last_heartbeat_ms: now_ms,
             heartbeat_seq: index,
             held: BTreeSet::new(),
         };
-        self.nodes.insert(worker_id.to_string(), node);
-        self.node_changed(worker_id);
+        self.workers.insert(worker_id.to_string(), node);
+        self.worker_changed(worker_id);
         Response::Registered { epoch }
     }
 
@@ -81,10 +81,10 @@ impl StateMachine {
     /// the registration's epoch, or why not. `apply` answers `Op::Heartbeat` with it, and a leader
     /// that keeps liveness in memory asks it after its read index, so both paths answer alike.
     pub fn heartbeat_answer(&self, worker_id: &str, instance: u64) -> Response {
-        let Some(node) = self.nodes.get(worker_id) else {
+        let Some(node) = self.workers.get(worker_id) else {
             return Response::Rejected(Rejection::UnknownWorker { worker_id: worker_id.to_string() });
         };
-        if node.instance != instance || node.state == NodeState::Down {
+        if node.instance != instance || node.state == WorkerState::Down {
             return Response::Rejected(Rejection::WorkerNotCurrent { worker_id: worker_id.to_string() });
         }
         Response::HeartbeatOk { epoch: node.epoch }
@@ -92,7 +92,7 @@ impl StateMachine {
 
     pub(crate) fn heartbeat(&mut self, now_ms: u64, worker_id: &str, instance: u64) -> Response {
         let answer = self.heartbeat_answer(worker_id, instance);
-        if let (Response::HeartbeatOk { .. }, Some(node)) = (&answer, self.nodes.get_mut(worker_id)) {
+        if let (Response::HeartbeatOk { .. }, Some(node)) = (&answer, self.workers.get_mut(worker_id)) {
             node.last_heartbeat_ms = now_ms.max(node.last_heartbeat_ms);
             node.heartbeat_seq += 1;
         }
@@ -107,15 +107,15 @@ impl StateMachine {
         epoch: u64,
         heartbeat_seq: u64,
     ) -> Response {
-        let Some(node) = self.nodes.get_mut(worker_id) else {
+        let Some(node) = self.workers.get_mut(worker_id) else {
             return Response::Rejected(Rejection::UnknownWorker { worker_id: worker_id.to_string() });
         };
-        if node.state == NodeState::Down || node.epoch != epoch || node.heartbeat_seq != heartbeat_seq {
+        if node.state == WorkerState::Down || node.epoch != epoch || node.heartbeat_seq != heartbeat_seq {
             return Response::Rejected(Rejection::StaleDecision);
         }
-        node.state = NodeState::Down;
+        node.state = WorkerState::Down;
         let held: Vec<_> = node.held.iter().copied().collect();
-        self.node_changed(worker_id);
+        self.worker_changed(worker_id);
         for id in &held {
             self.end_attempt(index, now_ms, *id, Outcome::Lost, None);
         }
@@ -123,12 +123,12 @@ impl StateMachine {
     }
 
     pub(crate) fn drain_worker(&mut self, worker_id: &str) -> Response {
-        let Some(node) = self.nodes.get_mut(worker_id) else {
+        let Some(node) = self.workers.get_mut(worker_id) else {
             return Response::Rejected(Rejection::UnknownWorker { worker_id: worker_id.to_string() });
         };
-        if node.state == NodeState::Ready {
-            node.state = NodeState::Draining;
-            self.node_changed(worker_id);
+        if node.state == WorkerState::Ready {
+            node.state = WorkerState::Draining;
+            self.worker_changed(worker_id);
         }
         Response::Drained
     }

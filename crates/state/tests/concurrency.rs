@@ -80,7 +80,7 @@ fn a_lost_attempt_counts_until_its_worker_is_declared_down() {
     log.apply(2_000, Op::Assign { items: plan });
     // The worker goes silent: nothing else of the key runs until it is declared down.
     assert!(log.sm.plan_assignments(3_000, 100).is_empty());
-    let node = log.sm.node(&worker).unwrap();
+    let node = log.sm.worker(&worker).unwrap();
     let expire = Op::ExpireWorker { worker_id: worker.clone(), epoch: node.epoch, heartbeat_seq: node.heartbeat_seq };
     assert!(matches!(log.apply(9_000, expire), Response::Expired { n_requeued: 1 }));
     assert_eq!(log.sm.plan_assignments(9_000, 100).len(), 1);

@@ -81,7 +81,7 @@ fn concrete(sm: &StateMachine, step: &Step, now_ms: u64) -> Op {
             Op::Heartbeat { worker_id: WORKERS[*worker].into(), instance: *instance }
         }
         Step::Expire { worker, stale } => {
-            let (epoch, seq) = sm.node(WORKERS[*worker]).map_or((0, 0), |n| (n.epoch, n.heartbeat_seq));
+            let (epoch, seq) = sm.worker(WORKERS[*worker]).map_or((0, 0), |n| (n.epoch, n.heartbeat_seq));
             Op::ExpireWorker {
                 worker_id: WORKERS[*worker].into(),
                 epoch,
@@ -178,12 +178,12 @@ proptest! {
             let planned: std::collections::BTreeSet<u64> = plan.iter().map(|i| i.task_id).collect();
             for item in &plan {
                 let t = sm.get(item.task_id).unwrap();
-                let node = sm.node(&item.worker_id).unwrap();
+                let node = sm.worker(&item.worker_id).unwrap();
                 for other in sm.list(&raftsched_state::ListFilter { state: Some(TaskState::Pending), limit: 1000, ..Default::default() }).tasks {
                     if planned.contains(&other.id) || other.not_before_ms > cmd.now_ms || !node.satisfies(&other.spec.constraints) { continue; }
                     prop_assert!(
                         (other.spec.priority, std::cmp::Reverse(other.id)) < (t.spec.priority, std::cmp::Reverse(t.id)) ||
-                        copy.node(&item.worker_id).unwrap().free_slots() > 0,
+                        copy.worker(&item.worker_id).unwrap().free_slots() > 0,
                         "task {} (prio {}) skipped for {} (prio {})", other.id, other.spec.priority, t.id, t.spec.priority
                     );
                 }
@@ -220,7 +220,7 @@ proptest! {
                     for item in items {
                         let t = sm.get(item.task_id).unwrap();
                         if t.assignment.as_ref().is_some_and(|a| a.token == *index) {
-                            let node = sm.node(&item.worker_id).unwrap();
+                            let node = sm.worker(&item.worker_id).unwrap();
                             prop_assert!(node.satisfies(&t.spec.constraints));
                         }
                     }

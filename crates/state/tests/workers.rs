@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use raftsched_state::{NodeState, Op, Outcome, Rejection, ReportEvent, Response, TaskSpec, TaskState};
+use raftsched_state::{Op, Outcome, Rejection, ReportEvent, Response, TaskSpec, TaskState, WorkerState};
 
 mod common;
 
@@ -52,7 +52,7 @@ fn task_runs_and_its_result_is_recorded_once_under_its_token() {
     // The same report again (a worker retrying after a lost ack) records nothing new.
     assert!(matches!(log.finish(50, id, token, 1), Response::Rejected(Rejection::StaleToken { .. })));
     assert_eq!(log.sm.get(id).unwrap(), &task);
-    assert_eq!(log.sm.node("w1").unwrap().free_slots(), 2);
+    assert_eq!(log.sm.worker("w1").unwrap().free_slots(), 2);
 }
 
 #[test]
@@ -63,13 +63,13 @@ fn an_expired_worker_loses_its_tasks_to_another_and_its_reports_are_fenced() {
     let Response::Assigned { token: old_token, .. } = log.dispatch(0) else { panic!() };
     log.register(0, "w2", 2, 1, &[]);
     // A stale expiry (a heartbeat was applied after the decision) is refused.
-    let seq = log.sm.node("w1").unwrap().heartbeat_seq;
+    let seq = log.sm.worker("w1").unwrap().heartbeat_seq;
     log.apply(100, Op::Heartbeat { worker_id: "w1".into(), instance: 1 });
     assert_eq!(
         log.apply(200, Op::ExpireWorker { worker_id: "w1".into(), epoch: 1, heartbeat_seq: seq }),
         Response::Rejected(Rejection::StaleDecision)
     );
-    let seq = log.sm.node("w1").unwrap().heartbeat_seq;
+    let seq = log.sm.worker("w1").unwrap().heartbeat_seq;
     assert_eq!(
         log.apply(5_000, Op::ExpireWorker { worker_id: "w1".into(), epoch: 1, heartbeat_seq: seq }),
         Response::Expired { n_requeued: 1 }
@@ -102,7 +102,7 @@ fn a_second_live_process_cannot_take_a_worker_id() {
     log.register(0, "w1", 1, 1, &[]);
     assert_eq!(log.register(10, "w1", 1, 1, &[]), Response::Registered { epoch: 1 }, "a retry of the same process");
     assert!(matches!(log.register(20, "w1", 2, 1, &[]), Response::Rejected(Rejection::WorkerIdInUse { .. })));
-    let seq = log.sm.node("w1").unwrap().heartbeat_seq;
+    let seq = log.sm.worker("w1").unwrap().heartbeat_seq;
     log.apply(9_000, Op::ExpireWorker { worker_id: "w1".into(), epoch: 1, heartbeat_seq: seq });
     assert_eq!(log.register(9_100, "w1", 2, 1, &[]), Response::Registered { epoch: 2 }, "a restart after expiry");
 }
@@ -147,7 +147,7 @@ fn dispatch_honours_priority_labels_drain_and_slots() {
     assert_eq!(got, vec![(high, "cpu"), (gpu_task, "gpu")]);
     assert!(!got.iter().any(|(t, _)| *t == low));
     log.apply(0, Op::DrainWorker { worker_id: "cpu".into() });
-    assert_eq!(log.sm.node("cpu").unwrap().state, NodeState::Draining);
+    assert_eq!(log.sm.worker("cpu").unwrap().state, WorkerState::Draining);
     let plan = log.sm.plan_assignments(0, 10);
     assert!(plan.iter().all(|i| i.worker_id != "cpu"), "{plan:?}");
 }
@@ -162,7 +162,7 @@ fn cancel_of_a_running_task_ends_its_attempt_and_frees_the_slot() {
     assert_eq!(log.apply(2, Op::Cancel { id }), Response::Cancelled { id });
     let task = log.sm.get(id).unwrap();
     assert_eq!((task.state, task.attempts[0].outcome), (TaskState::Cancelled, Some(Outcome::Cancelled)));
-    assert_eq!(log.sm.node("w1").unwrap().free_slots(), 1);
+    assert_eq!(log.sm.worker("w1").unwrap().free_slots(), 1);
     assert!(matches!(log.finish(3, id, token, 0), Response::Rejected(Rejection::StaleToken { .. })));
 }
 

@@ -29,6 +29,11 @@ pub enum OpenError {
     Damaged { dir: PathBuf, what: String },
     #[error("data dir {dir} was {what}; upgrade this replica's binary")]
     Newer { dir: PathBuf, what: String },
+    #[error(
+        "BUG: data dir {dir}: {what}. Its records are whole (checksums good), so this is a bug in raftsched, \
+         not disk damage: keep the data dir and report it"
+    )]
+    Bug { dir: PathBuf, what: String },
     #[error("cannot start the log flush thread: {0}")]
     Thread(std::io::Error),
 }
@@ -162,6 +167,7 @@ fn check_and_start(dir: &Path, sled_dir: &Path, t: Trees, pristine: bool) -> Res
     let refused = |r: crate::verify::Refusal| match r {
         crate::verify::Refusal::Newer(what) => OpenError::Newer { dir: dir.to_path_buf(), what },
         crate::verify::Refusal::Damage(what) => OpenError::Damaged { dir: dir.to_path_buf(), what },
+        crate::verify::Refusal::Bug(what) => OpenError::Bug { dir: dir.to_path_buf(), what },
     };
     let disk = DiskSync::new(t.db.clone(), sled_dir)
         .map_err(|e| corrupt(format!("cannot open the database file for syncing: {e}")))?;

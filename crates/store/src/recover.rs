@@ -17,6 +17,9 @@ use openraft::{BasicNode, Entry, EntryPayload, LogId, Membership, RaftLogReader,
 use crate::db::{open, OpenError};
 use crate::{NodeId, TypeConfig};
 
+/// Log entries read (and held in memory) at once while replaying the log.
+const RECOVER_CHUNK_ENTRIES: u64 = 4_096;
+
 #[derive(Debug)]
 pub struct Recovered {
     pub last_log_id: Option<LogId<NodeId>>,
@@ -44,9 +47,10 @@ pub async fn force_new_cluster(dir: &Path, replica_id: NodeId, addr: Option<Stri
     let mut n_entries_replayed = 0;
     let mut next_index = last_log_id.map_or(0, |l| l.index + 1);
     loop {
-        // Reads come in bounded chunks; the log may be longer than one.
+        // Read in chunks of at most RECOVER_CHUNK_ENTRIES: the log may not fit in memory at once.
+        let chunk = next_index..next_index.saturating_add(RECOVER_CHUNK_ENTRIES);
         let entries: Vec<Entry<TypeConfig>> =
-            log_store.try_get_log_entries(next_index..).await.map_err(|e| corrupt(e.to_string()))?;
+            log_store.try_get_log_entries(chunk).await.map_err(|e| corrupt(e.to_string()))?;
         let Some(last_read) = entries.last().map(|e| e.log_id.index) else { break };
         next_index = last_read + 1;
         for entry in entries {

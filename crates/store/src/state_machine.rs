@@ -374,7 +374,8 @@ fn check_state(data: &[u8], meta: &SnapshotMeta<NodeId, BasicNode>) -> Result<St
         return Err(Refusal::Damage(why));
     }
     if let Err(why) = sm.check_invariants() {
-        return Err(Refusal::Damage(format!("snapshot violates an invariant: {why}")));
+        // The body's checksum was good: the state was written so, by a build with a bug.
+        return Err(Refusal::Bug(format!("the snapshot at index {applied:?} violates an invariant: {why}")));
     }
     Ok(sm)
 }
@@ -383,7 +384,11 @@ fn check_state(data: &[u8], meta: &SnapshotMeta<NodeId, BasicNode>) -> Result<St
 pub(crate) fn decode_state(data: &[u8], meta: &SnapshotMeta<NodeId, BasicNode>) -> Result<StateMachine, StorageError> {
     check_state(data, meta).map_err(|r| {
         let subject = ErrorSubject::Snapshot(Some(meta.signature()));
-        io_err(subject, ErrorVerb::Read, std::io::Error::other(r.to_string()))
+        let text = match r {
+            Refusal::Bug(what) => format!("BUG: {what} (its checksums are good: not disk damage)"),
+            other => other.to_string(),
+        };
+        io_err(subject, ErrorVerb::Read, std::io::Error::other(text))
     })
 }
 
@@ -392,7 +397,9 @@ pub(crate) fn decode_state(data: &[u8], meta: &SnapshotMeta<NodeId, BasicNode>) 
 /// the workers whose view changed.
 type Applied = (Vec<Response>, u64, u32, BTreeSet<String>);
 
-fn apply_entries(inner: &mut Inner, entries: Vec<Entry<TypeConfig>>) -> Applied {
+/// A broken invariant (`apply_checked`) stops here: the entries before it stay applied, and the
+/// error, which names the entry, stops the replica (a bug, never taken for disk damage).
+fn apply_entries(inner: &mut Inner, entries: Vec<Entry<TypeConfig>>) -> Result<Applied, StorageError> {
     let mut responses = Vec::with_capacity(entries.len());
     for entry in entries {
         let index = entry.log_id.index;
@@ -401,7 +408,10 @@ fn apply_entries(inner: &mut Inner, entries: Vec<Entry<TypeConfig>>) -> Applied 
                 inner.sm.advance(index);
                 Response::Noop
             }
-            EntryPayload::Normal(cmd) => inner.sm.apply(index, &cmd),
+            EntryPayload::Normal(cmd) => inner.sm.apply_checked(index, &cmd).map_err(|broken| {
+                tracing::error!(%broken, "stopping this replica");
+                io_err(ErrorSubject::StateMachine, ErrorVerb::Write, std::io::Error::other(broken.to_string()))
+            })?,
             EntryPayload::Membership(m) => {
                 inner.sm.advance(index);
                 inner.membership = StoredMembership::new(Some(entry.log_id), m);
@@ -412,7 +422,7 @@ fn apply_entries(inner: &mut Inner, entries: Vec<Entry<TypeConfig>>) -> Applied 
         responses.push(response);
     }
     let touched = inner.sm.take_touched_workers();
-    (responses, inner.last_applied.map_or(0, |l| l.index), inner.sm.cluster_version(), touched)
+    Ok((responses, inner.last_applied.map_or(0, |l| l.index), inner.sm.cluster_version(), touched))
 }
 
 impl RaftStateMachine<TypeConfig> for SmStore {
@@ -435,7 +445,7 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         // to a second or more) the wait goes to the blocking pool instead: a runtime thread parked
         // on the lock would hold up every task queued behind it, the Raft RPC handlers included.
         let fast = match self.inner.try_write() {
-            Ok(mut inner) => Ok(apply_entries(&mut inner, entries)),
+            Ok(mut inner) => Ok(apply_entries(&mut inner, entries)?),
             // Contended (or poisoned: `write_lock` reports that).
             Err(_) => Err(entries),
         };
@@ -444,7 +454,7 @@ impl RaftStateMachine<TypeConfig> for SmStore {
             Err(entries) => {
                 let (inner, copying) = (self.inner.clone(), self.copying.clone());
                 off_the_runtime(ErrorSubject::StateMachine, ErrorVerb::Write, move || {
-                    Ok(apply_entries(&mut write_lock_without_queueing(&inner, &copying), entries))
+                    apply_entries(&mut write_lock_without_queueing(&inner, &copying), entries)
                 })
                 .await?
             }
@@ -550,6 +560,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .await?;
         let (data, version, encode_ms) = in_the_background(ErrorSubject::StateMachine, ErrorVerb::Write, move || {
             let started = std::time::Instant::now();
+            // The whole state is checked before it is written: a state that breaks an invariant
+            // must never become a snapshot that peers install (a bug, reported as one).
+            sm.check_invariants().map_err(|why| {
+                let bug = format!("BUG: the state at index {:?} violates an invariant: {why}", sm.applied_index());
+                tracing::error!(%bug, "not writing a snapshot of it");
+                io_err(ErrorSubject::StateMachine, ErrorVerb::Write, std::io::Error::other(bug))
+            })?;
             let data = encode_state(&sm, &active)?;
             Ok((data, write_version(&sm, &active), ms_between(started, std::time::Instant::now())))
         })

@@ -24,12 +24,15 @@ pub(crate) enum Refusal {
     /// The dir holds a record of a newer format (the message says which).
     Newer(String),
     Damage(String),
+    /// Records that are whole (their checksums are good) but describe an impossible state: a
+    /// bug in the build that wrote them or in this one, not disk damage.
+    Bug(String),
 }
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Refusal::Newer(what) | Refusal::Damage(what) => f.write_str(what),
+            Refusal::Newer(what) | Refusal::Damage(what) | Refusal::Bug(what) => f.write_str(what),
         }
     }
 }

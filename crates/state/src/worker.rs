@@ -1,4 +1,5 @@
-//! The worker registry's record.
+//! The worker registry's record. (In this crate a worker is always called a worker; "node" in
+//! openraft and the store means a replica.)
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -7,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::task::TaskId;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum NodeState {
+pub enum WorkerState {
     Ready,
     /// Gets no new tasks; its running tasks finish.
     Draining,
@@ -15,23 +16,23 @@ pub enum NodeState {
     Down,
 }
 
-impl NodeState {
+impl WorkerState {
     pub fn as_str(self) -> &'static str {
         match self {
-            NodeState::Ready => "ready",
-            NodeState::Draining => "draining",
-            NodeState::Down => "down",
+            WorkerState::Ready => "ready",
+            WorkerState::Draining => "draining",
+            WorkerState::Down => "down",
         }
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Node {
+pub struct Worker {
     pub id: String,
     pub addr: String,
     pub slots: u32,
     pub labels: BTreeMap<String, String>,
-    pub state: NodeState,
+    pub state: WorkerState,
     /// Bumped each time the worker registers (a new process, or the same one after being down).
     pub epoch: u64,
     /// Random per worker process: tells a restarted or second process from the registered one.
@@ -44,7 +45,7 @@ pub struct Node {
     pub held: BTreeSet<TaskId>,
 }
 
-impl Node {
+impl Worker {
     pub fn free_slots(&self) -> u32 {
         self.slots.saturating_sub(self.held.len() as u32)
     }
