@@ -135,8 +135,9 @@ pub struct WorkerArgs {
     /// records the last 4 KiB).
     #[arg(long, default_value_t = raftsched_worker::output::OUTPUT_ATTEMPT_BYTES_MAX_DEFAULT)]
     pub output_attempt_bytes_max: u64,
-    /// Bytes of all kept output; the oldest ended attempts are removed first. At least
-    /// 2 x --output-attempt-bytes-max x --slots.
+    /// Bytes of all kept output; the oldest ended attempts are removed first. Running attempts
+    /// are never removed, so each stream keeps at most its share, this / (2 x --slots), when
+    /// --output-attempt-bytes-max asks for more.
     #[arg(long, default_value_t = raftsched_worker::output::OUTPUT_BYTES_MAX_DEFAULT)]
     pub output_bytes_max: u64,
     /// Serve output without TLS on a non-loopback --listen address (anyone who reaches it can

@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use raftsched_api::RaftBytes;
+use raftsched_batch::{Batcher, InFlight};
 use raftsched_format::{ActiveVersion, ForwardOutcome};
 use raftsched_state::{Op, Response};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tonic::{Code, Status};
 
 use crate::limits;
@@ -27,10 +28,11 @@ const FORWARD_CALLS_IN_FLIGHT_MAX: usize = 4;
 
 type Reply = Result<Response, Status>;
 
+/// The writes of one caller, kept together in one call and answered in order.
 struct Pending {
     addr: String,
-    op: Op,
-    reply: oneshot::Sender<Reply>,
+    ops: Vec<Op>,
+    reply: oneshot::Sender<Vec<Reply>>,
 }
 
 #[derive(Clone)]
@@ -41,35 +43,35 @@ pub(crate) struct Forwarder {
 impl Forwarder {
     /// Forwards go out in the `active` format.
     pub(crate) fn start(peers: Arc<Peers>, active: ActiveVersion) -> Forwarder {
-        let (tx, rx) = mpsc::channel(FORWARDS_QUEUED_MAX);
-        tokio::spawn(run(peers, active, rx));
+        let len_max = limits::FORWARD_BATCH_LEN_MAX;
+        let (tx, batcher) = raftsched_batch::channel(FORWARDS_QUEUED_MAX, len_max);
+        let batcher = batcher.weighing(len_max, |p: &Pending| p.ops.len());
+        tokio::spawn(run(peers, active, batcher));
         Forwarder { tx }
     }
 
-    /// Has the replica at `addr` (the leader, as far as this replica knows) apply `op`.
-    pub(crate) async fn forward(&self, addr: &str, op: Op) -> Reply {
+    /// Has the replica at `addr` (the leader, as far as this replica knows) apply `ops`, in one
+    /// call with whatever else is queued, answered in order.
+    pub(crate) async fn forward(&self, addr: &str, ops: Vec<Op>) -> Vec<Reply> {
+        let n = ops.len();
+        let stopped = || vec![Err(Status::unavailable("the forwarder has stopped")); n];
         let (reply, rx) = oneshot::channel();
-        let stopped = || Status::unavailable("the forwarder has stopped");
-        if self.tx.send(Pending { addr: addr.to_string(), op, reply }).await.is_err() {
-            return Err(stopped());
+        if self.tx.send(Pending { addr: addr.to_string(), ops, reply }).await.is_err() {
+            return stopped();
         }
-        rx.await.unwrap_or_else(|_| Err(stopped()))
+        rx.await.unwrap_or_else(|_| stopped())
     }
 }
 
-async fn run(peers: Arc<Peers>, active: ActiveVersion, mut rx: mpsc::Receiver<Pending>) {
-    let in_flight = Arc::new(Semaphore::new(FORWARD_CALLS_IN_FLIGHT_MAX));
+async fn run(peers: Arc<Peers>, active: ActiveVersion, mut batcher: Batcher<Pending>) {
+    let in_flight = InFlight::new(FORWARD_CALLS_IN_FLIGHT_MAX);
     loop {
         // Wait for a free slot first, so everything queued meanwhile joins the next call.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
-        let Some(first) = rx.recv().await else { return };
-        let mut n_taken = 1;
+        let permit = in_flight.slot().await;
+        let Some(batch) = batcher.next_batch().await else { return };
         let mut by_leader: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
-        by_leader.entry(first.addr.clone()).or_default().push(first);
-        while n_taken < limits::FORWARD_BATCH_LEN_MAX {
-            let Ok(next) = rx.try_recv() else { break };
-            by_leader.entry(next.addr.clone()).or_default().push(next);
-            n_taken += 1;
+        for pending in batch {
+            by_leader.entry(pending.addr.clone()).or_default().push(pending);
         }
         // Almost always one leader; during a leader change the queue may name two. The slot is
         // held by one of the calls, which is enough to bound them.
@@ -87,29 +89,31 @@ async fn send(
     batch: Vec<Pending>,
     _permit: Option<OwnedSemaphorePermit>,
 ) {
-    debug_assert!(!batch.is_empty() && batch.len() <= limits::FORWARD_BATCH_LEN_MAX);
-    let (ops, replies): (Vec<Op>, Vec<oneshot::Sender<Reply>>) = batch.into_iter().map(|p| (p.op, p.reply)).unzip();
-    match call(&peers, &active, &addr, &ops).await {
-        Ok(outcomes) if outcomes.len() == replies.len() => {
-            for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                let _ = reply.send(match outcome {
-                    ForwardOutcome::Applied(response) => Ok(response),
-                    ForwardOutcome::Refused { code, message } => Err(Status::new(Code::from(code), message)),
-                    ForwardOutcome::NotLeader => Err(Status::unavailable(format!("{addr} is not the leader"))),
-                });
-            }
-        }
+    let mut ops = Vec::new();
+    let mut groups = Vec::with_capacity(batch.len());
+    for p in batch {
+        groups.push((p.ops.len(), p.reply));
+        ops.extend(p.ops);
+    }
+    debug_assert!(!ops.is_empty() && ops.len() <= limits::FORWARD_BATCH_LEN_MAX);
+    let replies: Vec<Reply> = match call(&peers, &active, &addr, &ops).await {
+        Ok(outcomes) if outcomes.len() == ops.len() => outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                ForwardOutcome::Applied(response) => Ok(response),
+                ForwardOutcome::Refused { code, message } => Err(Status::new(Code::from(code), message)),
+                ForwardOutcome::NotLeader => Err(Status::unavailable(format!("{addr} is not the leader"))),
+            })
+            .collect(),
         Ok(outcomes) => {
-            let why = format!("leader at {addr} answered {} results for {} writes", outcomes.len(), replies.len());
-            for reply in replies {
-                let _ = reply.send(Err(Status::internal(why.clone())));
-            }
+            let why = format!("leader at {addr} answered {} results for {} writes", outcomes.len(), ops.len());
+            vec![Err(Status::internal(why)); ops.len()]
         }
-        Err(status) => {
-            for reply in replies {
-                let _ = reply.send(Err(Status::new(status.code(), status.message().to_string())));
-            }
-        }
+        Err(status) => vec![Err(Status::new(status.code(), status.message().to_string())); ops.len()],
+    };
+    let mut replies = replies.into_iter();
+    for (n, reply) in groups {
+        let _ = reply.send(replies.by_ref().take(n).collect());
     }
 }
 

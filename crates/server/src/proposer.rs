@@ -14,7 +14,8 @@ use raftsched_state::{Command, Op, Response};
 use raftsched_store::{NodeId, Raft};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use raftsched_batch::{Batcher, InFlight};
+use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 
 use crate::clock::Clocks;
@@ -31,9 +32,11 @@ const PACE_WAIT_MS_MAX: u64 = 10;
 
 type Reply = Result<Response, Option<Status>>;
 
+/// A group of ops from one caller (one client write, or the writes a follower forwarded in one
+/// call): it stays whole, in one entry, answered in order.
 struct Pending {
-    op: Op,
-    reply: oneshot::Sender<Reply>,
+    ops: Vec<Op>,
+    reply: oneshot::Sender<Vec<Reply>>,
 }
 
 #[derive(Clone)]
@@ -44,17 +47,23 @@ pub(crate) struct Proposer {
 impl Proposer {
     /// `log_flushes` counts this replica's completed log flushes (the store's flush thread).
     pub(crate) fn start(raft: Raft, id: NodeId, clocks: Arc<Clocks>, log_flushes: watch::Receiver<u64>) -> Proposer {
-        let (tx, rx) = mpsc::channel(PROPOSALS_QUEUED_MAX);
-        tokio::spawn(run(raft, id, clocks, rx, log_flushes));
+        let batch_len_max = raftsched_state::limits::BATCH_LEN_MAX.min(256);
+        let (tx, batcher) = raftsched_batch::channel(PROPOSALS_QUEUED_MAX, batch_len_max);
+        let batcher = batcher.weighing(batch_len_max, |p: &Pending| p.ops.len());
+        tokio::spawn(run(raft, id, clocks, batcher, log_flushes));
         Proposer { tx }
     }
 
-    pub(crate) async fn propose(&self, op: Op) -> Reply {
+    /// Proposes `ops` in one entry (with whatever else is queued), answered in order. A group
+    /// over the batch bound is the caller's to split (`limits::FORWARD_BATCH_LEN_MAX` is below it).
+    pub(crate) async fn propose(&self, ops: Vec<Op>) -> Vec<Reply> {
+        let n = ops.len();
+        let stopped = || vec![Err(Some(Status::unavailable("the proposer has stopped"))); n];
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Pending { op, reply }).await.is_err() {
-            return Err(Some(Status::unavailable("the proposer has stopped")));
+        if self.tx.send(Pending { ops, reply }).await.is_err() {
+            return stopped();
         }
-        rx.await.unwrap_or_else(|_| Err(Some(Status::unavailable("the proposer has stopped"))))
+        rx.await.unwrap_or_else(|_| stopped())
     }
 }
 
@@ -62,22 +71,14 @@ async fn run(
     raft: Raft,
     id: NodeId,
     clocks: Arc<Clocks>,
-    mut rx: mpsc::Receiver<Pending>,
+    mut batcher: Batcher<Pending>,
     mut log_flushes: watch::Receiver<u64>,
 ) {
-    let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
-    let batch_len_max = raftsched_state::limits::BATCH_LEN_MAX.min(256);
+    let in_flight = InFlight::new(BATCHES_IN_FLIGHT_MAX);
     loop {
         // Wait for a free slot first, so everything queued meanwhile joins the next batch.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
-        let Some(first) = rx.recv().await else { return };
-        let mut batch = vec![first];
-        while batch.len() < batch_len_max {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
-        }
+        let permit = in_flight.slot().await;
+        let Some(batch) = batcher.next_batch().await else { return };
         let flushes_before = *log_flushes.borrow_and_update();
         let (raft, clocks) = (raft.clone(), clocks.clone());
         let mut proposed = tokio::spawn(async move {
@@ -100,23 +101,28 @@ async fn run(
 /// assigns pending tasks to free slots in the same entry, so a submit or a report that frees a
 /// slot needs no separate `Assign` round.
 async fn propose_batch(raft: &Raft, id: NodeId, clocks: &Clocks, batch: Vec<Pending>) {
-    let (ops, replies): (Vec<Op>, Vec<oneshot::Sender<Reply>>) = batch.into_iter().map(|p| (p.op, p.reply)).unzip();
+    let mut ops = Vec::new();
+    let mut groups = Vec::with_capacity(batch.len());
+    for p in batch {
+        groups.push((p.ops.len(), p.reply));
+        ops.extend(p.ops);
+    }
     let n_ops = ops.len();
-    match write(raft, id, clocks, Op::BatchDispatch { ops }).await {
-        Ok(Response::Batch(responses)) if responses.len() == n_ops => {
-            for (reply, response) in replies.into_iter().zip(responses) {
-                let _ = reply.send(Ok(response));
-            }
-        }
-        Ok(other) => {
-            let status = Status::internal(format!("unexpected answer to a batch: {other:?}"));
-            for reply in replies {
-                let _ = reply.send(Err(Some(status.clone())));
+    let answer = match write(raft, id, clocks, Op::BatchDispatch { ops }).await {
+        Ok(Response::Batch(responses)) if responses.len() == n_ops => Ok(responses),
+        Ok(other) => Err(Some(Status::internal(format!("unexpected answer to a batch: {other:?}")))),
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(responses) => {
+            let mut responses = responses.into_iter();
+            for (n, reply) in groups {
+                let _ = reply.send(responses.by_ref().take(n).map(Ok).collect());
             }
         }
         Err(e) => {
-            for reply in replies {
-                let _ = reply.send(Err(e.clone()));
+            for (n, reply) in groups {
+                let _ = reply.send(vec![Err(e.clone()); n]);
             }
         }
     }

@@ -222,8 +222,8 @@ impl RaftRpc for RaftService {
 
     /// A follower's client writes (`forwarder.rs`), answered one by one in order. Each is proposed
     /// here only if this replica leads; otherwise it is answered `NotLeader` and the follower looks
-    /// for the leader again (no forwarding chains). All are proposed at once, so the proposer puts
-    /// them in one or a few entries.
+    /// for the leader again (no forwarding chains). All are proposed as one group, so they share one
+    /// entry.
     /// Not counted against `in_flight_requests_max`: the follower that forwards them already holds
     /// a slot for each client request, so forwards are bounded by the followers' budgets.
     async fn forward(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
@@ -233,16 +233,16 @@ impl RaftRpc for RaftService {
         if let Some(op) = ops.iter().find(|op| !crate::replica::is_client_op(op)) {
             return Err(Status::invalid_argument(format!("{} is not a client write", op.name())));
         }
-        let outcomes = futures::future::join_all(ops.into_iter().map(|op| async {
-            match self.replica.propose(op).await {
+        // One group: the follower's batch stays one entry here (batched once on its way to the log).
+        let outcomes: Vec<ForwardOutcome> = (self.replica.propose_many(ops).await.into_iter())
+            .map(|answer| match answer {
                 Ok(response) => ForwardOutcome::Applied(response),
                 Err(Some(status)) => {
                     ForwardOutcome::Refused { code: status.code() as i32, message: status.message().to_string() }
                 }
                 Err(None) => ForwardOutcome::NotLeader,
-            }
-        }))
-        .await;
+            })
+            .collect();
         let data = raftsched_format::encode_forward_reply(&outcomes, version)
             .map_err(|e| Status::internal(format!("encode reply: {e}")))?;
         Ok(Response::new(RaftBytes { data }))

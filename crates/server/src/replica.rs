@@ -212,52 +212,111 @@ impl Replica {
         })
     }
 
-    /// Applies `op` through Raft, wherever the leader is. Retries through leader changes until
-    /// `REQUEST_TIMEOUT`, then answers UNAVAILABLE (the client may retry elsewhere: ops are
-    /// idempotent).
+    /// Applies `op` through Raft, wherever the leader is (`write_many` of one).
     pub async fn write(&self, op: Op) -> Result<Response, Status> {
+        self.write_many(vec![op]).await.pop().expect("one answer per op")
+    }
+
+    /// Applies `ops` through Raft, wherever the leader is, as one group: one entry on the leader,
+    /// one forward call from a follower (a write is batched once on its way to the log), each
+    /// answered in order. What did not reach a leader is tried again through leader changes until
+    /// `REQUEST_TIMEOUT`, then answered UNAVAILABLE (the client may retry elsewhere: ops are
+    /// idempotent).
+    pub async fn write_many(&self, ops: Vec<Op>) -> Vec<Result<Response, Status>> {
         let started = Instant::now();
         let mut backoff_ms = limits::LEADER_WAIT_BACKOFF_MS_MIN;
         let mut last_error = String::from("no leader elected yet");
-        while started.elapsed() < limits::REQUEST_TIMEOUT {
+        let mut answers: Vec<Option<Result<Response, Status>>> = vec![None; ops.len()];
+        let mut left: Vec<usize> = (0..ops.len()).collect();
+        while !left.is_empty() && started.elapsed() < limits::REQUEST_TIMEOUT {
             if let Some(status) = self.no_quorum() {
-                return Err(status);
+                left.drain(..).for_each(|i| answers[i] = Some(Err(status.clone())));
+                break;
             }
             let seen = self.known_leader();
-            match self.leader() {
-                Leader::Me => match self.propose(op.clone()).await {
-                    Ok(response) => return Ok(response),
-                    Err(Some(e)) => return Err(e),
-                    Err(None) => last_error = "lost leadership while proposing".to_string(),
-                },
-                Leader::Other(id, addr) => match self.forward(&addr, op.clone()).await {
-                    Ok(response) => return Ok(response),
+            let group: Vec<Op> = left.iter().map(|i| ops[*i].clone()).collect();
+            let tried: Vec<Option<Result<Response, Status>>> = match self.leader() {
+                Leader::Me => (self.propose_many(group).await.into_iter())
+                    .map(|answer| match answer {
+                        Ok(response) => Some(Ok(response)),
+                        Err(Some(status)) => Some(Err(status)),
+                        Err(None) => None,
+                    })
+                    .collect(),
+                Leader::Other(id, addr) => {
+                    let forwarded = self.forward(&addr, group).await;
+                    if let Some(Err(status)) = forwarded.iter().find(|r| r.as_ref().is_err_and(is_retryable)) {
+                        last_error = format!("forward to leader {id} at {addr}: {}", status.message());
+                    }
                     // The leader's own refusal (bad input, conflict) is the answer.
-                    Err(status) if !is_retryable(&status) => return Err(status),
-                    Err(status) => last_error = format!("forward to leader {id} at {addr}: {}", status.message()),
-                },
-                Leader::Unknown => {}
+                    forwarded
+                        .into_iter()
+                        .map(|r| r.map_or_else(|s| (!is_retryable(&s)).then_some(Err(s)), |x| Some(Ok(x))))
+                        .collect()
+                }
+                Leader::Unknown => vec![None; left.len()],
+            };
+            if matches!(self.leader(), Leader::Me) && tried.iter().any(Option::is_none) {
+                last_error = "lost leadership while proposing".to_string();
+            }
+            left = left
+                .into_iter()
+                .zip(tried)
+                .filter_map(|(i, answer)| match answer {
+                    Some(answer) => {
+                        answers[i] = Some(answer);
+                        None
+                    }
+                    None => Some(i),
+                })
+                .collect();
+            if left.is_empty() {
+                break;
             }
             self.wait_leader_change(seen, Duration::from_millis(backoff_ms)).await;
             backoff_ms = (backoff_ms * 2).min(limits::LEADER_WAIT_BACKOFF_MS_MAX);
         }
-        Err(unavailable_after(&last_error, limits::REQUEST_TIMEOUT))
+        let timed_out = || Err(unavailable_after(&last_error, limits::REQUEST_TIMEOUT));
+        answers.into_iter().map(|a| a.unwrap_or_else(timed_out)).collect()
     }
 
-    /// Proposes a client op on this replica, which believes it leads, batched with the other
-    /// client ops proposed at the same moment. `Err(None)`: it does not lead any more (retry
-    /// elsewhere); `Err(Some(status))`: a final error.
-    pub(crate) async fn propose(&self, op: Op) -> Result<Response, Option<Status>> {
-        if let Op::Heartbeat { worker_id, instance } = &op {
-            return self.beat(worker_id, *instance).await;
-        }
-        self.counters.proposals_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Op::Submit { key, spec } = &op {
-            if let Err(refused) = self.admit_pending(key, spec.run_at_ms) {
-                return Ok(Response::Rejected(refused));
+    /// Proposes client ops on this replica, which believes it leads, as one group (batched with
+    /// the other groups proposed at the same moment); heartbeats are answered without the log,
+    /// submits over `tasks_pending_max` refused at once. Each answer: `Err(None)`: it does not
+    /// lead any more (retry elsewhere); `Err(Some(status))`: a final error.
+    pub(crate) async fn propose_many(&self, ops: Vec<Op>) -> Vec<Result<Response, Option<Status>>> {
+        let mut answers: Vec<Option<Result<Response, Option<Status>>>> = vec![None; ops.len()];
+        let (mut group, mut in_group, mut beats) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, op) in ops.into_iter().enumerate() {
+            if let Op::Heartbeat { worker_id, instance } = op {
+                beats.push((i, worker_id, instance));
+                continue;
             }
+            self.counters.proposals_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Op::Submit { key, spec } = &op {
+                if let Err(refused) = self.admit_pending(key, spec.run_at_ms) {
+                    answers[i] = Some(Ok(Response::Rejected(refused)));
+                    continue;
+                }
+            }
+            in_group.push(i);
+            group.push(op);
         }
-        self.proposer.propose(op).await
+        let beaten = futures::future::join_all(beats.iter().map(|(_, w, instance)| self.beat(w, *instance)));
+        let proposed = async {
+            match group.is_empty() {
+                true => Vec::new(),
+                false => self.proposer.propose(group).await,
+            }
+        };
+        let (beaten, proposed) = tokio::join!(beaten, proposed);
+        for ((i, _, _), answer) in beats.iter().zip(beaten) {
+            answers[*i] = Some(answer);
+        }
+        for (i, answer) in in_group.into_iter().zip(proposed) {
+            answers[i] = Some(answer);
+        }
+        answers.into_iter().map(|a| a.expect("every op answered")).collect()
     }
 
     /// Answers a worker's heartbeat on the leader without a log entry (`liveness.rs`): after a
@@ -340,11 +399,11 @@ impl Replica {
         crate::proposer::write(&self.raft, self.id, &self.clocks, op).await
     }
 
-    /// Hands `op` to the leader at `addr`, batched with the other writes this replica forwards at
-    /// the same moment.
-    async fn forward(&self, addr: &str, op: Op) -> Result<Response, Status> {
-        self.counters.forwarded_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.forwarder.forward(addr, op).await
+    /// Hands `ops` to the leader at `addr` as one group, in one call with the other writes this
+    /// replica forwards at the same moment.
+    async fn forward(&self, addr: &str, ops: Vec<Op>) -> Vec<Result<Response, Status>> {
+        self.counters.forwarded_total.fetch_add(ops.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.forwarder.forward(addr, ops).await
     }
 
     /// Waits until this replica's state reflects every write acknowledged before the call began.

@@ -163,14 +163,18 @@ impl Worker for WorkerService {
         }
         let reports = req.into_inner().reports;
         limits::check_batch_len("reports", reports.len(), limits::REPORT_BATCH_LEN_MAX, "report_batch_len_max")?;
-        // All at once: they meet in the proposer (or the forwarder) and share one Raft entry.
-        let outcomes = futures::future::join_all(reports.into_iter().map(|r| async {
-            match self.apply_report(r).await {
+        // As one group: one Raft entry (through the forwarder from a follower), answered each.
+        let ops: Vec<Result<Op, Status>> = reports.into_iter().map(|r| self.report_op(r)).collect();
+        let valid: Vec<Op> = ops.iter().filter_map(|op| op.as_ref().ok().cloned()).collect();
+        let mut written = self.replica.write_many(valid).await.into_iter();
+        let outcomes = ops
+            .into_iter()
+            .map(|op| op.and_then(|_| written.next().expect("one answer per op").and_then(reported)))
+            .map(|answer| match answer {
                 Ok(()) => api::ReportOutcome { code: tonic::Code::Ok as i32, message: String::new() },
                 Err(status) => api::ReportOutcome { code: status.code() as i32, message: status.message().to_string() },
-            }
-        }))
-        .await;
+            })
+            .collect();
         Ok(self.replica.hinted(api::ReportManyResponse { outcomes }))
     }
 }
@@ -212,7 +216,13 @@ const REPORT_FROM_VERSION: u32 = 2;
 impl WorkerService {
     /// Applies one worker report: checked here, then in `apply` fenced by its token and, from
     /// cluster version 2 on, refused unless the worker it names holds the attempt.
-    async fn apply_report(&self, mut r: api::ReportRequest) -> Result<(), Status> {
+    async fn apply_report(&self, r: api::ReportRequest) -> Result<(), Status> {
+        let op = self.report_op(r)?;
+        reported(self.replica.write(op).await?)
+    }
+
+    /// The op a report asks for, fenced by the worker it names (from `REPORT_FROM_VERSION`).
+    fn report_op(&self, mut r: api::ReportRequest) -> Result<Op, Status> {
         let event = report_event(&mut r, self.replica.sm.read(|sm| sm.cluster_version()))?;
         let mut token = r.token;
         if crate::fault::unfenced_reports() {
@@ -234,10 +244,15 @@ impl WorkerService {
         } else {
             Op::Report { task_id: r.task_id, token, event }
         };
-        match self.replica.write(op).await? {
-            SmResponse::Reported => Ok(()),
-            SmResponse::Rejected(r) => Err(rejection_to_status(r)),
-            other => Err(unexpected(other)),
-        }
+        Ok(op)
+    }
+}
+
+/// A report's answer from the state machine, as the worker hears it.
+fn reported(answer: SmResponse) -> Result<(), Status> {
+    match answer {
+        SmResponse::Reported => Ok(()),
+        SmResponse::Rejected(r) => Err(rejection_to_status(r)),
+        other => Err(unexpected(other)),
     }
 }

@@ -38,16 +38,24 @@ pub struct OutputConfig {
 }
 
 impl OutputConfig {
-    /// Refuses bounds that leave no room for what `slots` attempts may keep at once.
-    pub fn check(&self, slots: u32) -> Result<(), String> {
-        let needed = self.attempt_bytes_max.saturating_mul(2).saturating_mul(u64::from(slots));
-        if self.attempt_bytes_max == 0 || self.total_bytes_max < needed {
-            return Err(format!(
-                "--output-bytes-max ({}) must hold both streams of every slot: at least 2 x {} x {slots} = {needed}",
-                self.total_bytes_max, self.attempt_bytes_max
-            ));
+    /// The bounds for `slots` attempts at once: the total must hold both streams of every slot
+    /// (running attempts are never removed), so a per-stream bound too large for it is lowered to
+    /// a fair share, `total / (2 x slots)`, and said so. Refuses only bounds of zero.
+    pub fn fit(mut self, slots: u32) -> Result<OutputConfig, String> {
+        if self.attempt_bytes_max == 0 || self.total_bytes_max == 0 {
+            return Err("--output-attempt-bytes-max and --output-bytes-max must be above 0".to_string());
         }
-        Ok(())
+        let share = self.total_bytes_max / (2 * u64::from(slots.max(1)));
+        if self.attempt_bytes_max > share {
+            tracing::info!(
+                output_attempt_bytes_max = share,
+                asked = self.attempt_bytes_max,
+                slots,
+                "each stream of an attempt keeps at most its share of --output-bytes-max"
+            );
+            self.attempt_bytes_max = share.max(1);
+        }
+        Ok(self)
     }
 }
 
@@ -475,10 +483,11 @@ mod tests {
     }
 
     #[test]
-    fn bounds_must_hold_every_slot() {
-        let config = OutputConfig { dir: PathBuf::new(), attempt_bytes_max: 10, total_bytes_max: 79 };
-        assert!(config.check(4).is_err());
-        assert!(OutputConfig { total_bytes_max: 80, ..config }.check(4).is_ok());
+    fn the_total_holds_every_slot() {
+        let config = OutputConfig { dir: PathBuf::new(), attempt_bytes_max: 10, total_bytes_max: 80 };
+        assert_eq!(config.clone().fit(4).unwrap().attempt_bytes_max, 10);
+        assert_eq!(config.clone().fit(16).unwrap().attempt_bytes_max, 2, "a fair share of the total");
+        assert!(OutputConfig { attempt_bytes_max: 0, ..config }.fit(4).is_err());
         assert_eq!(AttemptKey::parse("12-3.stderr"), Some((key(12, 3), true)));
         assert_eq!(AttemptKey::parse("12-3.txt"), None);
         assert_eq!(AttemptKey::parse("a-3.stdout"), None);

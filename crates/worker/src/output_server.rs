@@ -70,9 +70,9 @@ pub async fn start(
     if listen.ip().is_unspecified() && serving.advertise.is_none() {
         return Err(ServeError::NoAdvertise(listen));
     }
-    serving.output.check(config.slots).map_err(ServeError::Bounds)?;
-    let dir = serving.output.dir.display().to_string();
-    let store = OutputStore::open(serving.output).map_err(|source| ServeError::Dir { dir, source })?;
+    let output = serving.output.fit(config.slots).map_err(ServeError::Bounds)?;
+    let dir = output.dir.display().to_string();
+    let store = OutputStore::open(output).map_err(|source| ServeError::Dir { dir, source })?;
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|source| ServeError::Bind { addr: listen, source })?;
     let bound = listener.local_addr().map_err(|source| ServeError::Bind { addr: listen, source })?;

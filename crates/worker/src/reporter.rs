@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
+use raftsched_batch::{Batcher, InFlight};
 use raftsched_client::{api, Client, ClientError};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tonic::Code;
 
 /// Reports waiting for a call; over it, attempts wait to report (each holds a slot anyway).
@@ -49,8 +50,9 @@ pub(crate) struct Reporter {
 
 impl Reporter {
     pub(crate) fn start(client: Arc<Client>, worker_id: &str, instance: u64, stats: Arc<crate::Stats>) -> Reporter {
-        let (tx, rx) = mpsc::channel(REPORTS_QUEUED_MAX);
-        tokio::spawn(run(client, rx));
+        let (tx, batcher) = raftsched_batch::channel(REPORTS_QUEUED_MAX, REPORT_BATCH_LEN_MAX);
+        let batcher = batcher.weighing(REPORT_BATCH_BYTES_MAX, |q: &Queued| q.req.encoded_len());
+        tokio::spawn(run(client, batcher));
         Reporter { tx, worker_id: worker_id.into(), instance, stats }
     }
 
@@ -75,32 +77,13 @@ fn worth_retrying(code: Code) -> bool {
     raftsched_client::retryable_code(code) || code == Code::ResourceExhausted
 }
 
-async fn run(client: Arc<Client>, mut rx: mpsc::Receiver<Queued>) {
-    let calls = Arc::new(Semaphore::new(REPORT_CALLS_IN_FLIGHT_MAX));
-    // A report taken from the queue that did not fit the last batch: the next one starts with it.
-    let mut carried: Option<Queued> = None;
+async fn run(client: Arc<Client>, mut batcher: Batcher<Queued>) {
+    let calls = InFlight::new(REPORT_CALLS_IN_FLIGHT_MAX);
     loop {
         // A free call slot first: while every slot is busy, reports gather in the queue and go
         // out together in the next call.
-        let Ok(permit) = calls.clone().acquire_owned().await else { return };
-        let first = match carried.take() {
-            Some(q) => q,
-            None => match rx.recv().await {
-                Some(q) => q,
-                None => return,
-            },
-        };
-        let mut bytes = first.req.encoded_len();
-        let mut batch = vec![first];
-        while batch.len() < REPORT_BATCH_LEN_MAX {
-            let Ok(q) = rx.try_recv() else { break };
-            bytes += q.req.encoded_len();
-            if bytes > REPORT_BATCH_BYTES_MAX {
-                carried = Some(q);
-                break;
-            }
-            batch.push(q);
-        }
+        let permit = calls.slot().await;
+        let Some(batch) = batcher.next_batch().await else { return };
         tokio::spawn(send(client.clone(), batch, permit));
     }
 }
