@@ -59,6 +59,7 @@ pub async fn watch_raft(replica: Arc<Replica>) {
     }
 }
 
+/// The replica's `/metrics` in Prometheus text format, section by section.
 pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
     let mut out = String::with_capacity(4096);
     let m = replica.raft.metrics().borrow().clone();
@@ -70,9 +71,26 @@ pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
     line(&mut out, "raftsched_leader_changes_total", "Times the leader this replica knows of changed.", "counter");
     let _ = writeln!(out, "raftsched_leader_changes_total {}", replica.counters.leader_changes_total.load(Relaxed));
     crate::process_metrics::render(&mut out);
-    line(&mut out, "raftsched_raft_term", "Current Raft term.", "gauge");
+    raft_series(&mut out, replica, &m);
+    state_series(&mut out, replica);
+    counter_series(&mut out, replica);
+    security(&mut out, replica);
+    availability(&mut out, replica);
+    outcomes(&mut out, replica);
+    disk_series(&mut out, sync);
+    request_series(&mut out, replica);
+    out
+}
+
+/// Raft's view: term, role, log, commit, apply, snapshot, purge indexes.
+fn raft_series(
+    out: &mut String,
+    replica: &Replica,
+    m: &openraft::RaftMetrics<raftsched_store::NodeId, openraft::BasicNode>,
+) {
+    line(out, "raftsched_raft_term", "Current Raft term.", "gauge");
     let _ = writeln!(out, "raftsched_raft_term {}", m.current_term);
-    line(&mut out, "raftsched_raft_role", "1 for this replica's current role.", "gauge");
+    line(out, "raftsched_raft_role", "1 for this replica's current role.", "gauge");
     for (role, state) in [
         ("leader", ServerState::Leader),
         ("follower", ServerState::Follower),
@@ -81,18 +99,18 @@ pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
     ] {
         let _ = writeln!(out, "raftsched_raft_role{{role=\"{role}\"}} {}", u8::from(m.state == state));
     }
-    line(&mut out, "raftsched_raft_last_log_index", "Index of the last entry in this replica's log.", "gauge");
+    line(out, "raftsched_raft_last_log_index", "Index of the last entry in this replica's log.", "gauge");
     let _ = writeln!(out, "raftsched_raft_last_log_index {}", m.last_log_index.unwrap_or(0));
-    line(&mut out, "raftsched_raft_commit_index", "Highest log index this replica knows to be committed.", "gauge");
+    line(out, "raftsched_raft_commit_index", "Highest log index this replica knows to be committed.", "gauge");
     let _ = writeln!(out, "raftsched_raft_commit_index {}", replica.committed_index.load(Relaxed));
-    line(&mut out, "raftsched_raft_applied_index", "Index of the last entry applied to the state machine.", "gauge");
+    line(out, "raftsched_raft_applied_index", "Index of the last entry applied to the state machine.", "gauge");
     let _ = writeln!(out, "raftsched_raft_applied_index {}", m.last_applied.map_or(0, |l| l.index));
-    line(&mut out, "raftsched_raft_snapshot_index", "Index covered by the last snapshot.", "gauge");
+    line(out, "raftsched_raft_snapshot_index", "Index covered by the last snapshot.", "gauge");
     let _ = writeln!(out, "raftsched_raft_snapshot_index {}", m.snapshot.map_or(0, |l| l.index));
-    line(&mut out, "raftsched_raft_purged_index", "Log entries up to this index are compacted away.", "gauge");
+    line(out, "raftsched_raft_purged_index", "Log entries up to this index are compacted away.", "gauge");
     let _ = writeln!(out, "raftsched_raft_purged_index {}", m.purged.map_or(0, |l| l.index));
     line(
-        &mut out,
+        out,
         "raftsched_snapshot_age_seconds",
         "Time since this replica took or installed its last snapshot (or started, if it has not since).",
         "gauge",
@@ -100,7 +118,7 @@ pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
     let seen_at = replica.snapshot_seen.lock().unwrap_or_else(|p| p.into_inner()).1;
     let _ = writeln!(out, "raftsched_snapshot_age_seconds {:.3}", seen_at.elapsed().as_secs_f64());
     line(
-        &mut out,
+        out,
         "raftsched_raft_log_entries",
         "Entries in this replica's log (last log index minus purged index).",
         "gauge",
@@ -110,6 +128,10 @@ pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
         "raftsched_raft_log_entries {}",
         m.last_log_index.unwrap_or(0).saturating_sub(m.purged.map_or(0, |l| l.index))
     );
+}
+
+/// Tasks and workers by state in this replica's applied state.
+fn state_series(out: &mut String, replica: &Replica) {
     let (tasks, workers) = replica.sm.read(|sm| {
         let tasks: Vec<(TaskState, u64)> = TaskState::ALL.iter().map(|s| (*s, sm.count(*s))).collect();
         let mut workers = [0u64; 3];
@@ -122,14 +144,18 @@ pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
         }
         (tasks, workers)
     });
-    line(&mut out, "raftsched_tasks", "Tasks by state in this replica's applied state.", "gauge");
+    line(out, "raftsched_tasks", "Tasks by state in this replica's applied state.", "gauge");
     for (state, n) in tasks {
         let _ = writeln!(out, "raftsched_tasks{{state=\"{}\"}} {n}", state.as_str());
     }
-    line(&mut out, "raftsched_workers", "Registered workers by state.", "gauge");
+    line(out, "raftsched_workers", "Registered workers by state.", "gauge");
     for (state, n) in ["ready", "draining", "down"].iter().zip(workers) {
         let _ = writeln!(out, "raftsched_workers{{state=\"{state}\"}} {n}");
     }
+}
+
+/// Requests, proposals, forwards and heartbeats served.
+fn counter_series(out: &mut String, replica: &Replica) {
     let c = &replica.counters;
     for (name, help, value) in [
         ("raftsched_proposals_total", "Client writes proposed while leading.", &c.proposals_total),
@@ -141,21 +167,22 @@ pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
             &c.heartbeats_total,
         ),
     ] {
-        line(&mut out, name, help, "counter");
+        line(out, name, help, "counter");
         let _ = writeln!(out, "{name} {}", value.load(Relaxed));
     }
-    security(&mut out, replica);
-    availability(&mut out, replica);
-    outcomes(&mut out, replica);
+}
+
+/// Durable sync latency and the syncs that also ran syncfs.
+fn disk_series(out: &mut String, sync: &SyncStats) {
     line(
-        &mut out,
+        out,
         "raftsched_disk_sync_seconds",
         "Latency of durable syncs (sled flush + fdatasync, + syncfs when sled wrote blob files).",
         "histogram",
     );
     let sync_buckets: Vec<u64> = sync.buckets.iter().map(|b| b.load(Relaxed)).collect();
     histogram(
-        &mut out,
+        out,
         "raftsched_disk_sync_seconds",
         "",
         SYNC_BUCKETS_US.iter().copied().zip(sync_buckets),
@@ -163,21 +190,25 @@ pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
         sync.sum_us.load(Relaxed),
     );
     line(
-        &mut out,
+        out,
         "raftsched_disk_fs_syncs_total",
         "Durable syncs that also ran syncfs (new sled blob files, or the first sync).",
         "counter",
     );
     let _ = writeln!(out, "raftsched_disk_fs_syncs_total {}", sync.fs_syncs.load(Relaxed));
+}
+
+/// gRPC request latency by RPC and answer code.
+fn request_series(out: &mut String, replica: &Replica) {
     line(
-        &mut out,
+        out,
         "raftsched_request_duration_seconds",
         "gRPC request latency by RPC (Service/Method) and answer code, arrival to response.",
         "histogram",
     );
     for (rpc, code, h) in replica.rpc_stats.snapshot() {
         histogram(
-            &mut out,
+            out,
             "raftsched_request_duration_seconds",
             &format!("rpc=\"{rpc}\",code=\"{code}\","),
             RPC_BUCKETS_US.iter().copied().zip(h.buckets.iter().map(|b| b.load(Relaxed))),
@@ -185,7 +216,6 @@ pub fn render(replica: &Replica, sync: &Arc<SyncStats>) -> String {
             h.sum_us.load(Relaxed),
         );
     }
-    out
 }
 
 /// Overload and security series: RESOURCE_EXHAUSTED answers by the limit reached, requests

@@ -51,7 +51,7 @@ pub struct RunningReplica {
     loop_stop: tokio::sync::watch::Sender<bool>,
     leader_loop: JoinHandle<()>,
     election: JoinHandle<()>,
-    http: Option<(std::net::SocketAddr, oneshot::Sender<()>, JoinHandle<()>)>,
+    http: Option<HttpServing>,
     /// The address of the `/metrics` HTTP server, when one was asked for.
     pub http_addr: Option<std::net::SocketAddr>,
 }
@@ -89,6 +89,9 @@ impl RunningReplica {
     }
 }
 
+/// The HTTP port's address, what stops it, and its task.
+type HttpServing = (std::net::SocketAddr, oneshot::Sender<()>, JoinHandle<()>);
+
 pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> {
     let addr = config.initial_cluster.get(&config.id).cloned().ok_or(StartError::NotInCluster(config.id))?;
     // Security first: a bad file, or an open setup not asked for, stops the start with its name
@@ -97,18 +100,46 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
     let auth = Arc::new(auth);
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| StartError::DataDir { dir: config.data_dir.display().to_string(), source })?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Listen { addr: config.listen.to_string(), source })?;
-    let local_addr =
-        listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen.to_string(), source })?;
-
+    let (listener, local_addr) = bind(config.listen).await?;
     let opened = raftsched_store::open(&config.data_dir, config.id)?;
-    let sm = opened.sm_store.handle();
-    let opened_sync_stats = opened.sync_stats.clone();
-    let committed_index = opened.committed_index.clone();
-    let log_flushes = opened.log_store.flushes();
-    let raft_config = Config {
+    let replica = new_replica(&config, addr, opened, dialer, auth.clone()).await?;
+    tokio::spawn(crate::metrics::watch_raft(replica.clone()));
+    log_security(&auth, local_addr);
+    let (server, stop_tx, health) = serve_grpc(&replica, &config, &auth, listener).await?;
+    tracing::info!(id = config.id, %local_addr, data_dir = %config.data_dir.display(), "replica serving");
+    let http = match config.http {
+        Some(addr) => Some(serve_http(addr, &replica, &auth).await?),
+        None => None,
+    };
+    let (loop_stop, loop_stop_rx) = tokio::sync::watch::channel(false);
+    let election = tokio::spawn(crate::election::run(replica.clone(), config.timing.clone(), loop_stop_rx.clone()));
+    tokio::spawn(crate::cluster_version::run(replica.clone(), loop_stop_rx.clone()));
+    tokio::spawn(crate::health::watch(replica.clone(), health, loop_stop_rx.clone()));
+    let leader_loop = tokio::spawn(crate::leader_loop::run(replica.clone(), loop_stop_rx));
+    let http_addr = http.as_ref().map(|(a, _, _)| *a);
+    Ok(RunningReplica {
+        replica,
+        local_addr,
+        http_addr,
+        stop_tx: Some(stop_tx),
+        server,
+        loop_stop,
+        leader_loop,
+        election,
+        http,
+    })
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<(TcpListener, std::net::SocketAddr), StartError> {
+    let listen_err = |source| StartError::Listen { addr: addr.to_string(), source };
+    let listener = TcpListener::bind(addr).await.map_err(listen_err)?;
+    let local_addr = listener.local_addr().map_err(listen_err)?;
+    Ok((listener, local_addr))
+}
+
+/// openraft's settings from this replica's timing.
+fn raft_config(config: &ReplicaConfig) -> Result<Config, StartError> {
+    Config {
         cluster_name: "raftsched".to_string(),
         heartbeat_interval: config.timing.heartbeat_interval_ms,
         election_timeout_min: config.timing.election_timeout_ms_min,
@@ -123,9 +154,22 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         ..Default::default()
     }
     .validate()
-    .map_err(|e| StartError::Config(e.to_string()))?;
+    .map_err(|e| StartError::Config(e.to_string()))
+}
 
-    let guard = |service| crate::auth::Guard { auth: auth.clone(), service };
+/// The replica: its Raft node over the opened store, the proposer and forwarder beside it, and
+/// the shared state every service reads.
+async fn new_replica(
+    config: &ReplicaConfig,
+    addr: String,
+    opened: raftsched_store::Opened,
+    dialer: raftsched_api::security::Dialer,
+    auth: Arc<crate::auth::Auth>,
+) -> Result<Arc<Replica>, StartError> {
+    let sm = opened.sm_store.handle();
+    let opened_sync_stats = opened.sync_stats.clone();
+    let committed_index = opened.committed_index.clone();
+    let log_flushes = opened.log_store.flushes();
     let peers = Arc::new(Peers::new(dialer));
     let active = opened.sm_store.active_version();
     let clocks = Arc::new(crate::clock::Clocks::new(config.clock_skew_ms_max));
@@ -137,27 +181,13 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         clocks: clocks.clone(),
         quorum: quorum.clone(),
     };
-    let raft = Raft::new(config.id, Arc::new(raft_config), network, opened.log_store, opened.sm_store)
+    let raft = Raft::new(config.id, Arc::new(raft_config(config)?), network, opened.log_store, opened.sm_store)
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
-
-    // First start: every replica proposes the same initial membership; it becomes log entry 0 on
-    // each of them, so it does not matter who does it first. On a restart the data dir wins.
-    if !config.bootstrap {
-        tracing::info!(id = config.id, %addr, "joining: waiting for a member to add this replica (raftsched cluster add)");
-    } else if !raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))? {
-        let members: BTreeMap<u64, BasicNode> =
-            config.initial_cluster.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.clone() })).collect();
-        tracing::info!(id = config.id, ?members, "first start: initializing the cluster");
-        if let Err(e) = raft.initialize(members).await {
-            // NotAllowed means a peer's entries arrived first: already initialized, which is fine.
-            tracing::info!(error = %e, "initialize skipped");
-        }
-    }
-
+    bootstrap(config, &addr, &raft).await?;
     let proposer = crate::proposer::Proposer::start(raft.clone(), config.id, clocks.clone(), log_flushes);
     let forwarder = crate::forwarder::Forwarder::start(peers.clone(), active.clone());
-    let replica = Arc::new(Replica {
+    Ok(Arc::new(Replica {
         id: config.id,
         worker_heartbeats: crate::liveness::HeartbeatPolicy {
             timeout_ms: config.worker_heartbeat_timeout_ms,
@@ -192,9 +222,58 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
         quorum,
         readiness: tokio::sync::watch::Sender::new(Err("starting".to_string())),
         active,
-        auth: auth.clone(),
-    });
-    tokio::spawn(crate::metrics::watch_raft(replica.clone()));
+        auth,
+    }))
+}
+
+/// First start: every replica proposes the same initial membership; it becomes log entry 0 on
+/// each of them, so it does not matter who does it first. On a restart the data dir wins.
+async fn bootstrap(config: &ReplicaConfig, addr: &str, raft: &Raft) -> Result<(), StartError> {
+    if !config.bootstrap {
+        tracing::info!(id = config.id, %addr, "joining: waiting for a member to add this replica (raftsched cluster add)");
+    } else if !raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))? {
+        let members: BTreeMap<u64, BasicNode> =
+            config.initial_cluster.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.clone() })).collect();
+        tracing::info!(id = config.id, ?members, "first start: initializing the cluster");
+        if let Err(e) = raft.initialize(members).await {
+            // NotAllowed means a peer's entries arrived first: already initialized, which is fine.
+            tracing::info!(error = %e, "initialize skipped");
+        }
+    }
+    Ok(())
+}
+
+fn log_security(auth: &crate::auth::Auth, local_addr: std::net::SocketAddr) {
+    tracing::info!(
+        tls = auth.tls,
+        tokens = auth.tokens.is_some(),
+        cluster_secret = auth.secret.is_some(),
+        accept_unauthenticated_peers = auth.accept_unauthenticated_peers,
+        "security"
+    );
+    if auth.accept_unauthenticated_peers {
+        tracing::warn!("replica-to-replica calls without a cluster-secret proof are accepted (--accept-unauthenticated-peers): restart without it once every replica has the secret");
+    }
+    if auth.insecure {
+        tracing::warn!(
+            "INSECURE (--insecure): {}",
+            crate::auth::insecure_summary(auth, local_addr).unwrap_or_else(|| "nothing is open".into())
+        );
+    }
+}
+
+/// The gRPC port's services (client, peer, worker, health, reflection) behind their guards and
+/// the transport limits. Returns the serving task, what stops it, and the health reporter.
+async fn serve_grpc(
+    replica: &Arc<Replica>,
+    config: &ReplicaConfig,
+    auth: &Arc<crate::auth::Auth>,
+    listener: TcpListener,
+) -> Result<
+    (JoinHandle<Result<(), tonic::transport::Error>>, oneshot::Sender<()>, tonic_health::server::HealthReporter),
+    StartError,
+> {
+    let guard = |service| crate::auth::Guard { auth: auth.clone(), service };
     let scheduler = SchedulerServer::new(SchedulerService { replica: replica.clone() })
         .max_decoding_message_size(limits::CLIENT_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(limits::CLIENT_MESSAGE_BYTES_MAX * 64);
@@ -231,22 +310,6 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
     {
         builder = builder.tls_config(tls).map_err(|e| StartError::Config(format!("TLS: {e}")))?;
     }
-    tracing::info!(
-        tls = auth.tls,
-        tokens = auth.tokens.is_some(),
-        cluster_secret = auth.secret.is_some(),
-        accept_unauthenticated_peers = auth.accept_unauthenticated_peers,
-        "security"
-    );
-    if auth.accept_unauthenticated_peers {
-        tracing::warn!("replica-to-replica calls without a cluster-secret proof are accepted (--accept-unauthenticated-peers): restart without it once every replica has the secret");
-    }
-    if auth.insecure {
-        tracing::warn!(
-            "INSECURE (--insecure): {}",
-            crate::auth::insecure_summary(&auth, local_addr).unwrap_or_else(|| "nothing is open".into())
-        );
-    }
     let server = tokio::spawn(
         builder
             .tcp_nodelay(true)
@@ -267,97 +330,78 @@ pub async fn start(config: ReplicaConfig) -> Result<RunningReplica, StartError> 
                 let _ = stop_rx.await;
             }),
     );
-    tracing::info!(id = config.id, %local_addr, data_dir = %config.data_dir.display(), "replica serving");
-    let http = match config.http {
-        Some(addr) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Listen { addr: addr.to_string(), source })?;
-            let http_addr =
-                listener.local_addr().map_err(|source| StartError::Listen { addr: addr.to_string(), source })?;
-            tracing::info!(%http_addr, "serving /metrics and the status page at /");
-            let (for_metrics, for_status, for_ready) = (replica.clone(), replica.clone(), replica.clone());
-            let router = crate::http_api::router(replica.clone(), auth.clone(), http_addr)
-                .route("/healthz", axum::routing::get(|| async { "ok\n" }))
-                .route(
-                    "/readyz",
-                    axum::routing::get(move || {
-                        let readiness = for_ready.readiness.borrow().clone();
-                        async move {
-                            match readiness {
-                                Ok(()) => (axum::http::StatusCode::OK, "ready\n".to_string()),
-                                Err(why) => {
-                                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n"))
-                                }
-                            }
-                        }
-                    }),
-                )
-                .route(
-                    "/metrics",
-                    axum::routing::get(move || {
-                        let replica = for_metrics.clone();
-                        async move {
-                            let body = crate::metrics::render(&replica, &replica.sync_stats);
-                            ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
-                        }
-                    }),
-                )
-                .route(
-                    "/",
-                    axum::routing::get(|| async {
-                        (
-                            [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                            crate::status_page::PAGE_HTML,
-                        )
-                    }),
-                )
-                .route(
-                    "/status.json",
-                    axum::routing::get(move |axum::extract::RawQuery(query): axum::extract::RawQuery| {
-                        let replica = for_status.clone();
-                        async move {
-                            let (status, body) = match crate::status_page::View::parse(query.as_deref()) {
-                                Ok(view) => (
-                                    axum::http::StatusCode::OK,
-                                    crate::status_page::status_json(&replica, view).await.to_string(),
-                                ),
-                                Err(why) => (axum::http::StatusCode::BAD_REQUEST, json_error(&why)),
-                            };
-                            (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body)
-                        }
-                    }),
-                );
-            let (http_stop, http_stop_rx) = oneshot::channel::<()>();
-            let task = tokio::spawn(async move {
-                let served = axum::serve(listener, router).with_graceful_shutdown(async {
-                    let _ = http_stop_rx.await;
-                });
-                if let Err(e) = served.await {
-                    tracing::warn!(error = %e, "http server ended");
-                }
-            });
-            Some((http_addr, http_stop, task))
+    Ok((server, stop_tx, health))
+}
+
+/// The HTTP port: the HTTP/JSON API, `/healthz`, `/readyz`, `/metrics`, the status page.
+async fn serve_http(
+    addr: std::net::SocketAddr,
+    replica: &Arc<Replica>,
+    auth: &Arc<crate::auth::Auth>,
+) -> Result<HttpServing, StartError> {
+    let (listener, http_addr) = bind(addr).await?;
+    tracing::info!(%http_addr, "serving /metrics and the status page at /");
+    let router = http_router(replica, auth, http_addr);
+    let (http_stop, http_stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, router).with_graceful_shutdown(async {
+            let _ = http_stop_rx.await;
+        });
+        if let Err(e) = served.await {
+            tracing::warn!(error = %e, "http server ended");
         }
-        None => None,
-    };
-    let (loop_stop, loop_stop_rx) = tokio::sync::watch::channel(false);
-    let election = tokio::spawn(crate::election::run(replica.clone(), config.timing.clone(), loop_stop_rx.clone()));
-    tokio::spawn(crate::cluster_version::run(replica.clone(), loop_stop_rx.clone()));
-    tokio::spawn(crate::health::watch(replica.clone(), health, loop_stop_rx.clone()));
-    let leader_loop = tokio::spawn(crate::leader_loop::run(replica.clone(), loop_stop_rx));
-    let http_addr = http.as_ref().map(|(a, _, _)| *a);
-    Ok(RunningReplica {
-        replica,
-        local_addr,
-        http_addr,
-        stop_tx: Some(stop_tx),
-        server,
-        loop_stop,
-        leader_loop,
-        election,
-        http,
-    })
+    });
+    Ok((http_addr, http_stop, task))
+}
+
+fn http_router(replica: &Arc<Replica>, auth: &Arc<crate::auth::Auth>, http_addr: std::net::SocketAddr) -> axum::Router {
+    let (for_metrics, for_status, for_ready) = (replica.clone(), replica.clone(), replica.clone());
+    crate::http_api::router(replica.clone(), auth.clone(), http_addr)
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let readiness = for_ready.readiness.borrow().clone();
+                async move {
+                    match readiness {
+                        Ok(()) => (axum::http::StatusCode::OK, "ready\n".to_string()),
+                        Err(why) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let replica = for_metrics.clone();
+                async move {
+                    let body = crate::metrics::render(&replica, &replica.sync_stats);
+                    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+                }
+            }),
+        )
+        .route(
+            "/",
+            axum::routing::get(|| async {
+                ([(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")], crate::status_page::PAGE_HTML)
+            }),
+        )
+        .route(
+            "/status.json",
+            axum::routing::get(move |axum::extract::RawQuery(query): axum::extract::RawQuery| {
+                let replica = for_status.clone();
+                async move {
+                    let (status, body) = match crate::status_page::View::parse(query.as_deref()) {
+                        Ok(view) => (
+                            axum::http::StatusCode::OK,
+                            crate::status_page::status_json(&replica, view).await.to_string(),
+                        ),
+                        Err(why) => (axum::http::StatusCode::BAD_REQUEST, json_error(&why)),
+                    };
+                    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body)
+                }
+            }),
+        )
 }
 
 /// This replica's checks on callers and the credentials it dials peers with, from the files

@@ -472,27 +472,8 @@ impl StateMachine {
             return Response::Rejected(Rejection::KeyConflict { key: key.to_string(), existing_id });
         }
         let scheduled_at = spec.run_at_ms.filter(|&at| at > now_ms);
-        if let Some(at) = scheduled_at {
-            if at - now_ms > limits::RUN_AT_AHEAD_MS_MAX {
-                let reason = format!(
-                    "run-at time is {} ms ahead, over run_at_ahead_ms_max {}",
-                    at - now_ms,
-                    limits::RUN_AT_AHEAD_MS_MAX
-                );
-                return Response::Rejected(Rejection::Invalid { reason });
-            }
-            if self.scheduled.len() >= limits::TASKS_SCHEDULED_MAX {
-                let count = self.scheduled.len();
-                return Response::Rejected(Rejection::TooManyScheduled { count, limit: limits::TASKS_SCHEDULED_MAX });
-            }
-        }
-        let (pending, limit) = (self.count(TaskState::Pending) as usize, self.tasks_pending_max());
-        if scheduled_at.is_none() && pending >= limit {
-            return Response::Rejected(Rejection::TooManyPending { count: pending, limit });
-        }
-        if self.tasks.len() >= limits::TASKS_TOTAL_MAX {
-            let count = self.tasks.len();
-            return Response::Rejected(Rejection::TooManyTasks { count, limit: limits::TASKS_TOTAL_MAX });
+        if let Err(rejection) = self.room_for_task(now_ms, scheduled_at) {
+            return Response::Rejected(rejection);
         }
         let id: TaskId = self.last_task_id + 1;
         assert!(!self.tasks.contains_key(&id), "task id {id} reused");
@@ -522,6 +503,34 @@ impl StateMachine {
         self.tasks.insert(id, task);
         self.keys.insert(key.to_string(), id);
         Response::Submitted { id, created: true }
+    }
+
+    /// Whether the state's bounds leave room for one more task, scheduled at `scheduled_at` (a
+    /// time ahead of `now_ms`) or pending.
+    fn room_for_task(&self, now_ms: u64, scheduled_at: Option<u64>) -> Result<(), Rejection> {
+        if let Some(at) = scheduled_at {
+            if at - now_ms > limits::RUN_AT_AHEAD_MS_MAX {
+                let reason = format!(
+                    "run-at time is {} ms ahead, over run_at_ahead_ms_max {}",
+                    at - now_ms,
+                    limits::RUN_AT_AHEAD_MS_MAX
+                );
+                return Err(Rejection::Invalid { reason });
+            }
+            if self.scheduled.len() >= limits::TASKS_SCHEDULED_MAX {
+                let count = self.scheduled.len();
+                return Err(Rejection::TooManyScheduled { count, limit: limits::TASKS_SCHEDULED_MAX });
+            }
+        }
+        let (pending, limit) = (self.count(TaskState::Pending) as usize, self.tasks_pending_max());
+        if scheduled_at.is_none() && pending >= limit {
+            return Err(Rejection::TooManyPending { count: pending, limit });
+        }
+        if self.tasks.len() >= limits::TASKS_TOTAL_MAX {
+            let count = self.tasks.len();
+            return Err(Rejection::TooManyTasks { count, limit: limits::TASKS_TOTAL_MAX });
+        }
+        Ok(())
     }
 
     pub(crate) fn cancel(&mut self, index: u64, id: TaskId, now_ms: u64) -> Response {

@@ -364,31 +364,7 @@ impl StateMachine {
         let spec = schedule.spec.clone();
         // The latest due occurrence; `occurrence_ms` itself is one, so this exists.
         let latest = timing.last_at_or_before(anchor, now_ms).filter(|&l| l >= occurrence_ms).unwrap_or(occurrence_ms);
-        // On time: within the start deadline. Walk back from the latest (bounded: the deadline is at
-        // most an hour and occurrences at least a second apart).
-        let cutoff = now_ms.saturating_sub(spec.start_deadline_ms);
-        let mut on_time = Vec::new();
-        let mut t = Some(latest);
-        while let Some(at) = t.filter(|&at| at >= cutoff && at >= occurrence_ms) {
-            on_time.push(at);
-            t = if at == occurrence_ms { None } else { timing.last_at_or_before(anchor, at - 1) };
-        }
-        // `t` is now the newest late occurrence, if any.
-        let mut late_runs = Vec::new();
-        let mut t = t.filter(|&at| at >= occurrence_ms);
-        let late_wanted = match spec.catch_up {
-            CatchUp::None => 0,
-            CatchUp::One if on_time.is_empty() => 1,
-            CatchUp::One => 0,
-            CatchUp::All => spec.max_catch_up,
-        };
-        while let Some(at) = t.filter(|_| late_runs.len() < late_wanted as usize) {
-            late_runs.push(at);
-            t = if at == occurrence_ms { None } else { timing.last_at_or_before(anchor, at - 1) };
-        }
-        let mut runs: Vec<u64> = late_runs.into_iter().chain(on_time).collect();
-        runs.sort_unstable();
-        runs.dedup();
+        let runs = occurrences_to_run(&timing, anchor, occurrence_ms, latest, now_ms, &spec);
         // Everything before the oldest run (or through `latest` if nothing runs) was missed.
         let missed_until = runs.first().copied().unwrap_or(latest + 1);
         let (count, count_capped) =
@@ -515,4 +491,42 @@ impl StateMachine {
         }
         Ok(())
     }
+}
+
+/// The occurrences from `first` (the next due one) to `latest` that run when fired at `now_ms`:
+/// those within the start deadline, and the late ones the catch-up policy asks for, oldest
+/// first. Bounded: the deadline is at most an hour and occurrences at least a second apart, and
+/// catch-up runs at most `max_catch_up`.
+fn occurrences_to_run(
+    timing: &Timing,
+    anchor: u64,
+    first: u64,
+    latest: u64,
+    now_ms: u64,
+    spec: &ScheduleSpec,
+) -> Vec<u64> {
+    let cutoff = now_ms.saturating_sub(spec.start_deadline_ms);
+    let mut on_time = Vec::new();
+    let mut t = Some(latest);
+    while let Some(at) = t.filter(|&at| at >= cutoff && at >= first) {
+        on_time.push(at);
+        t = if at == first { None } else { timing.last_at_or_before(anchor, at - 1) };
+    }
+    // `t` is now the newest late occurrence, if any.
+    let mut late_runs = Vec::new();
+    let mut t = t.filter(|&at| at >= first);
+    let late_wanted = match spec.catch_up {
+        CatchUp::None => 0,
+        CatchUp::One if on_time.is_empty() => 1,
+        CatchUp::One => 0,
+        CatchUp::All => spec.max_catch_up,
+    };
+    while let Some(at) = t.filter(|_| late_runs.len() < late_wanted as usize) {
+        late_runs.push(at);
+        t = if at == first { None } else { timing.last_at_or_before(anchor, at - 1) };
+    }
+    let mut runs: Vec<u64> = late_runs.into_iter().chain(on_time).collect();
+    runs.sort_unstable();
+    runs.dedup();
+    runs
 }

@@ -282,43 +282,7 @@ async fn command(
     let Some((program, args)) = argv.split_first() else {
         return Ended::with_stderr(127, false, "empty argv");
     };
-    let supervisor = SUPERVISOR.get();
-    let mut cmd = match supervisor {
-        Some(path) => {
-            let mut cmd = tokio::process::Command::new(path);
-            cmd.arg(SUPERVISE_SUBCOMMAND).arg("--").arg(program).args(args);
-            cmd
-        }
-        None => {
-            let mut cmd = tokio::process::Command::new(program);
-            cmd.args(args);
-            cmd
-        }
-    };
-    // With a supervisor, the worker's death reaches it as SIGTERM, which it turns into SIGKILL for
-    // the whole process group (grandchildren included); without one, SIGKILL reaches only the child.
-    let death_signal = if supervisor.is_some() { libc::SIGTERM } else { libc::SIGKILL };
-    // A supervisor reads the worker's lease on its stdin; the command's own stdin stays empty.
-    let stdin = if supervisor.is_some() { Stdio::piped() } else { Stdio::null() };
-    cmd.envs(spec.env.iter())
-        .stdin(stdin)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .process_group(0);
-    if !spec.cwd.is_empty() {
-        cmd.current_dir(&spec.cwd);
-    }
-    #[cfg(target_os = "linux")]
-    unsafe {
-        // The child gets SIGKILL if the worker dies, so no attempt outlives its worker's lease.
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, death_signal) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    let mut cmd = build_command(spec, program, args);
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => return Ended::with_stderr(127, false, &format!("cannot start {program:?}: {e}")),
@@ -367,6 +331,50 @@ async fn command(
             Ended::Finished { exit_code: if timed_out { -1 } else { exit_code }, output, timed_out }
         }
     }
+}
+
+/// The process of a command attempt: under the supervisor when there is one, in its own process
+/// group, with the task's environment and directory, its output piped, and a signal that reaches
+/// it when the worker dies.
+fn build_command(spec: &api::TaskSpec, program: &str, args: &[String]) -> tokio::process::Command {
+    let supervisor = SUPERVISOR.get();
+    let mut cmd = match supervisor {
+        Some(path) => {
+            let mut cmd = tokio::process::Command::new(path);
+            cmd.arg(SUPERVISE_SUBCOMMAND).arg("--").arg(program).args(args);
+            cmd
+        }
+        None => {
+            let mut cmd = tokio::process::Command::new(program);
+            cmd.args(args);
+            cmd
+        }
+    };
+    // With a supervisor, the worker's death reaches it as SIGTERM, which it turns into SIGKILL for
+    // the whole process group (grandchildren included); without one, SIGKILL reaches only the child.
+    let death_signal = if supervisor.is_some() { libc::SIGTERM } else { libc::SIGKILL };
+    // A supervisor reads the worker's lease on its stdin; the command's own stdin stays empty.
+    let stdin = if supervisor.is_some() { Stdio::piped() } else { Stdio::null() };
+    cmd.envs(spec.env.iter())
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
+    if !spec.cwd.is_empty() {
+        cmd.current_dir(&spec.cwd);
+    }
+    #[cfg(target_os = "linux")]
+    unsafe {
+        // The child gets SIGKILL if the worker dies, so no attempt outlives its worker's lease.
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, death_signal) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
 }
 
 /// What a stream's reader task kept (nothing when the stream was not piped or the task failed).

@@ -220,11 +220,6 @@ async fn serve(
     let mut n_spawned: u64 = 0;
     let mut poll: Option<tokio::task::JoinHandle<Result<api::AssignmentsResponse, ClientError>>> = None;
     let mut lease_check = tokio::time::interval(Duration::from_millis(LEASE_CHECK_MS));
-    let kill_all = |running: &mut HashMap<u64, Running>| {
-        for (_, r) in running.drain() {
-            r.kill.send_replace(true);
-        }
-    };
     let stats = &config.stats;
     loop {
         stats.running.store(running.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -245,18 +240,7 @@ async fn serve(
                 return true;
             }
             _ = lease_check.tick() => {
-                let (expired, lost) = {
-                    let l = lease.lock().unwrap_or_else(|p| p.into_inner());
-                    (Instant::now() >= l.deadline, l.lost)
-                };
-                if expired || lost {
-                    if !running.is_empty() {
-                        tracing::warn!(n = running.len(), expired, lost, "lease gone: killing every attempt and dropping results");
-                        Stats::add(&stats.leases_lost_total, 1);
-                    }
-                    kill_all(&mut running);
-                }
-                if lost {
+                if check_lease(lease, &mut running, stats) {
                     if let Some(p) = poll.take() { p.abort(); }
                     return false;
                 }
@@ -283,29 +267,75 @@ async fn serve(
                     lease.lock().unwrap_or_else(|p| p.into_inner()).lost = true;
                     return false;
                 }
-                let lease_valid = Instant::now() < lease.lock().unwrap_or_else(|p| p.into_inner()).deadline;
-                let wanted: HashMap<u64, u64> = reply.assignments.iter().map(|a| (a.task_id, a.token)).collect();
-                // Kill what we run that we no longer hold (cancelled or reassigned).
-                running.retain(|id, r| {
-                    let keep = wanted.get(id) == Some(&r.token);
-                    if !keep { r.kill.send_replace(true); }
-                    keep
-                });
-                for a in reply.assignments {
-                    if running.contains_key(&a.task_id) || !lease_valid || running.len() >= config.slots as usize {
-                        continue;
-                    }
-                    let (kill_tx, kill_rx) = watch::channel(false);
-                    n_spawned += 1;
-                    Stats::add(&stats.attempts_started_total, 1);
-                    running.insert(a.task_id, Running { token: a.token, spawn_id: n_spawned, kill: kill_tx });
-                    let kept = config.output.as_ref().map(|store| {
-                        Arc::new(store.begin(output::AttemptKey { task_id: a.task_id, attempt: a.attempt }))
-                    });
-                    tokio::spawn(attempt(reporter.clone(), a, n_spawned, kill_rx, lease.clone(), done_tx.clone(), kept));
-                }
+                let starts = Starts { reporter, config, lease, done: &done_tx };
+                follow_assignments(reply.assignments, &mut running, &mut n_spawned, &starts);
             }
         }
+    }
+}
+
+fn kill_all(running: &mut HashMap<u64, Running>) {
+    for (_, r) in running.drain() {
+        r.kill.send_replace(true);
+    }
+}
+
+/// Kills every attempt once the lease has run out or the registration is lost (their results
+/// are dropped: another worker may hold the tasks by now). Returns whether the registration is
+/// lost.
+fn check_lease(lease: &Mutex<Lease>, running: &mut HashMap<u64, Running>, stats: &Stats) -> bool {
+    let (expired, lost) = {
+        let l = lease.lock().unwrap_or_else(|p| p.into_inner());
+        (Instant::now() >= l.deadline, l.lost)
+    };
+    if expired || lost {
+        if !running.is_empty() {
+            tracing::warn!(n = running.len(), expired, lost, "lease gone: killing every attempt and dropping results");
+            Stats::add(&stats.leases_lost_total, 1);
+        }
+        kill_all(running);
+    }
+    lost
+}
+
+/// What starting an attempt needs from the registration being served.
+struct Starts<'a> {
+    reporter: &'a reporter::Reporter,
+    config: &'a WorkerConfig,
+    lease: &'a Arc<Mutex<Lease>>,
+    done: &'a mpsc::Sender<(u64, u64, bool)>,
+}
+
+/// Makes what runs match what the cluster says this worker holds: kills what it runs and no
+/// longer holds (cancelled, reassigned), starts what it holds and does not run, while the lease
+/// is valid and a slot is free.
+fn follow_assignments(
+    assignments: Vec<api::WorkAssignment>,
+    running: &mut HashMap<u64, Running>,
+    n_spawned: &mut u64,
+    starts: &Starts<'_>,
+) {
+    let lease_valid = Instant::now() < starts.lease.lock().unwrap_or_else(|p| p.into_inner()).deadline;
+    let wanted: HashMap<u64, u64> = assignments.iter().map(|a| (a.task_id, a.token)).collect();
+    running.retain(|id, r| {
+        let keep = wanted.get(id) == Some(&r.token);
+        if !keep {
+            r.kill.send_replace(true);
+        }
+        keep
+    });
+    for a in assignments {
+        if running.contains_key(&a.task_id) || !lease_valid || running.len() >= starts.config.slots as usize {
+            continue;
+        }
+        let (kill_tx, kill_rx) = watch::channel(false);
+        *n_spawned += 1;
+        Stats::add(&starts.config.stats.attempts_started_total, 1);
+        running.insert(a.task_id, Running { token: a.token, spawn_id: *n_spawned, kill: kill_tx });
+        let kept = (starts.config.output.as_ref())
+            .map(|store| Arc::new(store.begin(output::AttemptKey { task_id: a.task_id, attempt: a.attempt })));
+        let (reporter, lease, done) = (starts.reporter.clone(), starts.lease.clone(), starts.done.clone());
+        tokio::spawn(attempt(reporter, a, *n_spawned, kill_rx, lease, done, kept));
     }
 }
 
