@@ -20,18 +20,12 @@ macro_rules! out {
 }
 
 mod bench;
-mod bench_failover;
-mod bench_fleet;
-mod bench_scale;
-mod bench_tidy;
-mod bench_worker_loss;
 mod certs;
 mod cli;
 mod client_cmds;
 mod dev;
 mod error;
 mod flow_cmds;
-mod local_cluster;
 mod logs_cmd;
 mod output;
 mod schedule_cmds;

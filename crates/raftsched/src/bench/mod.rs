@@ -3,6 +3,13 @@
 //! Each of `concurrency` loops submits one task at a time (unique idempotency keys), spread over
 //! the replicas, for `duration_s`. Latency is measured per acknowledged submit.
 
+pub mod failover;
+pub mod fleet;
+pub mod local_cluster;
+pub mod scale;
+pub mod tidy;
+pub mod worker_loss;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,10 +30,10 @@ pub async fn run(command: BenchCommand) -> Result<(), CliError> {
         BenchCommand::Get(args) => run_load(args, Load::Get).await,
         BenchCommand::Dispatch(args) => run_load(args, Load::Dispatch).await,
         BenchCommand::Fsync(args) => fsync(args),
-        BenchCommand::Failover(args) => crate::bench_failover::run(args).await,
-        BenchCommand::Scale(args) => crate::bench_scale::run(args).await,
-        BenchCommand::WorkerLoss(args) => crate::bench_worker_loss::run(args).await,
-        BenchCommand::Fleet(args) => crate::bench_fleet::run(args).await,
+        BenchCommand::Failover(args) => crate::bench::failover::run(args).await,
+        BenchCommand::Scale(args) => crate::bench::scale::run(args).await,
+        BenchCommand::WorkerLoss(args) => crate::bench::worker_loss::run(args).await,
+        BenchCommand::Fleet(args) => crate::bench::fleet::run(args).await,
     }
 }
 
@@ -181,7 +188,7 @@ pub(crate) struct LoadStats {
     pub elapsed_s: f64,
 }
 
-/// One benchmark run: the prefix of its keys (`bench-RUN-`, see [`crate::bench_tidy`]) and
+/// One benchmark run: the prefix of its keys (`bench-RUN-`, see [`crate::bench::tidy`]) and
 /// whether to draw a progress bar.
 pub(crate) struct Run {
     pub prefix: String,
@@ -204,8 +211,8 @@ pub(crate) async fn run_loops(
     get_id: u64,
     run: &Run,
 ) -> Result<LoadStats, CliError> {
-    let counts = Arc::new(crate::bench_tidy::Counts::default());
-    let progress = run.progress.then(|| crate::bench_tidy::Progress::start(counts.clone(), duration));
+    let counts = Arc::new(crate::bench::tidy::Counts::default());
+    let progress = run.progress.then(|| crate::bench::tidy::Progress::start(counts.clone(), duration));
     let started = Instant::now();
     let mut loops = Vec::with_capacity(concurrency);
     for i in 0..concurrency {
@@ -348,7 +355,7 @@ async fn tidy(client: &Arc<Client>, prefix: &str, keep: bool) -> String {
     if keep {
         return format!("bench tasks kept (--keep): keys {prefix}*");
     }
-    match crate::bench_tidy::cancel_pending(client, prefix).await {
+    match crate::bench::tidy::cancel_pending(client, prefix).await {
         Ok(t) => format!(
             "bench tasks (keys {prefix}*): {} pending cancelled, {} assigned or ended left (--keep keeps them all)",
             t.cancelled, t.left

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use raftsched_client::Client;
 use serde_json::json;
 
+use crate::bench::local_cluster::LocalCluster;
 use crate::cli::BenchScaleArgs;
 use crate::error::CliError;
-use crate::local_cluster::LocalCluster;
 
 const CONCURRENCY_MAX: usize = 4_096;
 /// Longest any one measured step may take.

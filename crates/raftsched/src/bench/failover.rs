@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use raftsched_client::Client;
 use serde_json::json;
 
+use crate::bench::local_cluster::LocalCluster;
 use crate::cli::BenchFailoverArgs;
 use crate::error::CliError;
-use crate::local_cluster::LocalCluster;
 
 const KILLS_MAX: usize = 1_000;
 const CONCURRENCY_MAX: usize = 1_024;

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use raftsched_client::Client;
 use serde_json::json;
 
+use crate::bench::local_cluster::LocalCluster;
 use crate::cli::BenchWorkerLossArgs;
 use crate::error::CliError;
-use crate::local_cluster::LocalCluster;
 
 const ROUNDS_MAX: usize = 100;
 const TASKS_MAX: usize = 256;

@@ -21,10 +21,10 @@ use raftsched_client::{api, Client};
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::bench::local_cluster::LocalCluster;
 use crate::bench::{percentile_ms, run_loops, Load, LoadStats, Run};
 use crate::cli::BenchFleetArgs;
 use crate::error::CliError;
-use crate::local_cluster::LocalCluster;
 
 const WORKERS_MAX: usize = raftsched_state::limits::WORKERS_MAX;
 const STEP_WAIT: Duration = Duration::from_secs(120);
