@@ -134,6 +134,18 @@ fn explain_plaintext(status: Status, addr: &str, spoke_grpc: bool) -> Status {
     )
 }
 
+/// The rules a client checks before it sends, so a bad argument is a usage error at once rather
+/// than a round trip: the bounds and parsers the state machine itself applies (which decides
+/// again in `apply`). What a command line or another client needs of the state crate comes
+/// through here, never from it directly.
+pub mod rules {
+    pub use raftsched_state::calendar::{parse_duration_ms, Timing};
+    pub use raftsched_state::limits;
+    pub use raftsched_state::schedule::validate_schedule_name;
+    pub use raftsched_state::workers::validate_worker_id;
+    pub use raftsched_state::{TaskSpec, TaskState};
+}
+
 /// Whether a call that failed with `code` may succeed if sent again (possibly to another replica):
 /// the client retries these itself; callers with per-item answers (`report_many`) use it too.
 pub fn retryable_code(code: Code) -> bool {

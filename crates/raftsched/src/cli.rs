@@ -575,7 +575,7 @@ pub struct TimingArgs {
     pub retain_finished: u64,
     /// Pending tasks the leader admits: over it a new submit is refused (RESOURCE_EXHAUSTED).
     /// At most 1,000,000 (the bound every replica applies once the cluster version is 4).
-    #[arg(long, default_value_t = raftsched_state::limits::TASKS_PENDING_MAX_DEFAULT)]
+    #[arg(long, default_value_t = raftsched_client::rules::limits::TASKS_PENDING_MAX_DEFAULT)]
     pub tasks_pending_max: usize,
     /// A leader whose wall clock is further than this from the median of the voters' clocks
     /// fires, releases, expires and retries nothing and hands leadership to a replica in bounds.
@@ -677,7 +677,7 @@ pub struct TaskArgs {
     #[arg(long, default_value_t = 0)]
     pub timeout_ms: u64,
     /// Attempts before the task fails for good.
-    #[arg(long, default_value_t = raftsched_state::limits::ATTEMPTS_DEFAULT)]
+    #[arg(long, default_value_t = raftsched_client::rules::limits::ATTEMPTS_DEFAULT)]
     pub max_attempts: u32,
     /// The command to run, after `--`.
     #[arg(last = true)]
@@ -723,10 +723,10 @@ pub struct ScheduleCreateArgs {
     #[arg(long, default_value = "one", value_parser = ["none", "one", "all"])]
     pub catch_up: String,
     /// With --catch-up all: missed occurrences one fire still runs (the latest ones), 1-100.
-    #[arg(long, default_value_t = raftsched_state::limits::CATCH_UP_RUNS_DEFAULT)]
+    #[arg(long, default_value_t = raftsched_client::rules::limits::CATCH_UP_RUNS_DEFAULT)]
     pub max_catch_up: u32,
     /// An occurrence fired more than this after its time counts as missed.
-    #[arg(long, default_value_t = raftsched_state::limits::START_DEADLINE_MS_DEFAULT)]
+    #[arg(long, default_value_t = raftsched_client::rules::limits::START_DEADLINE_MS_DEFAULT)]
     pub start_deadline_ms: u64,
     /// Every task of the schedule gets this concurrency key (with --concurrency-limit).
     #[arg(long, requires = "concurrency_limit")]

@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
+use raftsched_client::rules::{limits, TaskSpec as StateSpec};
 use raftsched_client::{api, parse_cluster, Client};
-use raftsched_state::{limits, TaskSpec as StateSpec};
 
 use crate::cli::{
     CancelArgs, ClusterArgs, GetArgs, ListArgs, MemberAddArgs, MemberRemoveArgs, StatusArgs, SubmitArgs, TaskArgs,
@@ -90,7 +90,7 @@ pub fn build_spec(args: &TaskArgs) -> Result<api::TaskSpec, CliError> {
 pub fn parse_at(text: &str) -> Result<u64, CliError> {
     let ms = if let Some(rel) = text.strip_prefix('+') {
         let delta =
-            raftsched_state::calendar::parse_duration_ms(rel).map_err(|e| CliError::Usage(format!("--at: {e}")))?;
+            raftsched_client::rules::parse_duration_ms(rel).map_err(|e| CliError::Usage(format!("--at: {e}")))?;
         crate::unix_now_ms().saturating_add(delta)
     } else {
         let at = chrono::DateTime::parse_from_rfc3339(text).map_err(|e| {
@@ -172,8 +172,8 @@ pub async fn get(args: GetArgs) -> Result<(), CliError> {
 
 pub async fn list(args: ListArgs) -> Result<(), CliError> {
     if let Some(s) = &args.state {
-        if raftsched_state::TaskState::parse(s).is_none() {
-            let known: Vec<&str> = raftsched_state::TaskState::ALL.iter().map(|s| s.as_str()).collect();
+        if raftsched_client::rules::TaskState::parse(s).is_none() {
+            let known: Vec<&str> = raftsched_client::rules::TaskState::ALL.iter().map(|s| s.as_str()).collect();
             return Err(CliError::Usage(format!("unknown state {s:?} (one of {})", known.join(", "))));
         }
     }

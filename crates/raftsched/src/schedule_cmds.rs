@@ -1,7 +1,7 @@
 //! `raftsched schedule create|list|get|pause|resume|delete`.
 
 use raftsched_client::api;
-use raftsched_state::{calendar::Timing, limits, schedule::validate_schedule_name};
+use raftsched_client::rules::{limits, validate_schedule_name, Timing};
 use serde_json::Value;
 
 use crate::cli::{ScheduleCommand, ScheduleCreateArgs, ScheduleListArgs, ScheduleNameArgs};

@@ -10,7 +10,7 @@ use crate::signals::StopSignal;
 
 /// `--tasks-pending-max`, checked against the bound `apply` enforces.
 pub fn tasks_pending_max(args: &TimingArgs) -> Result<usize, CliError> {
-    let max = raftsched_state::limits::TASKS_PENDING_MAX;
+    let max = raftsched_client::rules::limits::TASKS_PENDING_MAX;
     if args.tasks_pending_max == 0 || args.tasks_pending_max > max {
         return Err(CliError::Usage(format!("--tasks-pending-max must be 1..={max}")));
     }

@@ -27,9 +27,12 @@ pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, CliError> {
 
 pub fn worker_config(args: &WorkerArgs) -> Result<WorkerConfig, CliError> {
     let id = args.id.clone().ok_or_else(|| CliError::Usage("worker needs --id ID".into()))?;
-    raftsched_state::workers::validate_worker_id(&id).map_err(CliError::Usage)?;
-    if args.slots == 0 || args.slots > raftsched_state::limits::WORKER_SLOTS_MAX {
-        return Err(CliError::Usage(format!("--slots must be 1..={}", raftsched_state::limits::WORKER_SLOTS_MAX)));
+    raftsched_client::rules::validate_worker_id(&id).map_err(CliError::Usage)?;
+    if args.slots == 0 || args.slots > raftsched_client::rules::limits::WORKER_SLOTS_MAX {
+        return Err(CliError::Usage(format!(
+            "--slots must be 1..={}",
+            raftsched_client::rules::limits::WORKER_SLOTS_MAX
+        )));
     }
     if args.heartbeat_interval_ms == 0 || args.lease_ms <= args.heartbeat_interval_ms {
         return Err(CliError::Usage("--lease-ms must be above --heartbeat-interval-ms (> 0)".into()));

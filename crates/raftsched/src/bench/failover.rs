@@ -49,7 +49,7 @@ pub async fn run(args: BenchFailoverArgs) -> Result<(), CliError> {
     // Acknowledgements: (sent, acknowledged), appended by the load loops.
     let acks: Arc<Mutex<Vec<(Instant, Instant)>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let payload = Arc::new("x".repeat(args.payload_bytes.min(raftsched_state::limits::SPEC_BYTES_MAX - 64)));
+    let payload = Arc::new("x".repeat(args.payload_bytes.min(raftsched_client::rules::limits::SPEC_BYTES_MAX - 64)));
     let run_id = format!("{:016x}", rand::random::<u64>());
     let mut loops = Vec::new();
     for i in 0..args.concurrency {

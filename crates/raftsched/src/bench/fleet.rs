@@ -26,7 +26,7 @@ use crate::bench::{percentile_ms, run_loops, Load, LoadStats, Run};
 use crate::cli::BenchFleetArgs;
 use crate::error::CliError;
 
-const WORKERS_MAX: usize = raftsched_state::limits::WORKERS_MAX;
+const WORKERS_MAX: usize = raftsched_client::rules::limits::WORKERS_MAX;
 const STEP_WAIT: Duration = Duration::from_secs(120);
 const PROBES_MAX: usize = 10_000;
 

@@ -22,7 +22,7 @@ use crate::error::CliError;
 /// Bounds on the benchmark's own inputs.
 const CONCURRENCY_MAX: usize = 4096;
 const DURATION_S_MAX: u64 = 3600;
-const PAYLOAD_BYTES_MAX: usize = raftsched_state::limits::SPEC_BYTES_MAX - 64;
+const PAYLOAD_BYTES_MAX: usize = raftsched_client::rules::limits::SPEC_BYTES_MAX - 64;
 
 pub async fn run(command: BenchCommand) -> Result<(), CliError> {
     match command {

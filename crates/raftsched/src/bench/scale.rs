@@ -42,8 +42,11 @@ async fn wait_serving(addr: &str, id: u64, wait: Duration) -> Result<Duration, C
 }
 
 pub async fn run(args: BenchScaleArgs) -> Result<(), CliError> {
-    if args.tasks == 0 || args.tasks > raftsched_state::limits::TASKS_TOTAL_MAX as u64 {
-        return Err(CliError::Usage(format!("--tasks must be 1..={}", raftsched_state::limits::TASKS_TOTAL_MAX)));
+    if args.tasks == 0 || args.tasks > raftsched_client::rules::limits::TASKS_TOTAL_MAX as u64 {
+        return Err(CliError::Usage(format!(
+            "--tasks must be 1..={}",
+            raftsched_client::rules::limits::TASKS_TOTAL_MAX
+        )));
     }
     if args.concurrency == 0 || args.concurrency > CONCURRENCY_MAX {
         return Err(CliError::Usage(format!("--concurrency must be 1..={CONCURRENCY_MAX}")));

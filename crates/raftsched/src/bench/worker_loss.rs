@@ -87,7 +87,7 @@ pub async fn run(args: BenchWorkerLossArgs) -> Result<(), CliError> {
         let mut ids = Vec::new();
         for i in 0..args.tasks {
             let mut spec = raftsched_client::builtin("sleep", "600000");
-            spec.max_attempts = raftsched_state::limits::ATTEMPTS_MAX;
+            spec.max_attempts = raftsched_client::rules::limits::ATTEMPTS_MAX;
             ids.push(client.submit(&format!("worker-loss-{round}-{i}-{:x}", rand::random::<u32>()), spec).await?.id);
         }
         let placed = wait("every task running", async || {
