@@ -6,7 +6,11 @@
 //! - a waiting task is never one that should have gone on or been skipped, and a skipped task names
 //!   a dependency that did not succeed;
 //! - a key never has more tasks held than its limit;
-//! - a flow exists whole or not at all.
+//! - a flow exists whole or not at all;
+//! - and the machine agrees with a reference model (`Model`): given the events that involve a
+//!   choice (what was created, what dispatch picked, how attempts ended, what was cancelled), the
+//!   simplest statement of the rules, recomputed from scratch, gives every task the state the
+//!   machine gave it, and every assignment was one the rules allow.
 
 use std::collections::BTreeMap;
 
@@ -180,6 +184,85 @@ fn check(log: &Log, started: &mut BTreeMap<u64, ()>) {
     }
 }
 
+/// The reference model: each task's dependencies, key and state, with the rules recomputed from
+/// scratch after every event (no indexes, no incremental cascade).
+#[derive(Default)]
+struct Model {
+    tasks: BTreeMap<u64, ModelTask>,
+}
+
+struct ModelTask {
+    deps: Vec<u64>,
+    success_needed: bool,
+    key: Option<(String, u32)>,
+    state: TaskState,
+}
+
+impl Model {
+    /// Takes the events from the machine's state, checks each assignment against the rules,
+    /// settles what the rules decide, and compares every task's state.
+    fn follow(&mut self, log: &Log) {
+        for t in tasks(log) {
+            let known = self.tasks.contains_key(&t.id);
+            if !known {
+                let (deps, success_needed) =
+                    t.after.as_ref().map_or((Vec::new(), false), |a| (a.ids.clone(), a.policy == AfterPolicy::Success));
+                let key = t.concurrency.as_ref().map(|c| (c.key.clone(), c.limit));
+                self.tasks.insert(t.id, ModelTask { deps, success_needed, key, state: TaskState::Waiting });
+                self.settle();
+            }
+            let model_state = self.tasks[&t.id].state;
+            if t.state.is_held() && model_state == TaskState::Pending {
+                self.check_room(t.id);
+                self.tasks.get_mut(&t.id).unwrap().state = t.state;
+            } else if (ended(t.state) && t.state != TaskState::Skipped && !ended(model_state))
+                || (t.state.is_held() && model_state.is_held())
+            {
+                // An attempt's end or cancel (external events), or assigned -> running.
+                self.tasks.get_mut(&t.id).unwrap().state = t.state;
+            }
+        }
+        self.settle();
+        for t in tasks(log) {
+            assert_eq!(self.tasks[&t.id].state, t.state, "task {} (model vs machine)", t.id);
+        }
+    }
+
+    /// An assignment the rules allow: its key (if any) had a free slot.
+    fn check_room(&self, id: u64) {
+        let Some((key, limit)) = &self.tasks[&id].key else { return };
+        let held = self.tasks.values().filter(|t| t.state.is_held() && t.key.as_ref().is_some_and(|(k, _)| k == key));
+        assert!((held.count() as u32) < *limit, "task {id} assigned with key {key} full");
+    }
+
+    /// Waiting tasks go on, or are skipped, by their dependencies' states, until nothing moves.
+    fn settle(&mut self) {
+        loop {
+            let mut moved = false;
+            let ids: Vec<u64> = self.tasks.keys().copied().collect();
+            for id in ids {
+                if self.tasks[&id].state != TaskState::Waiting {
+                    continue;
+                }
+                let t = &self.tasks[&id];
+                let states: Vec<TaskState> = t.deps.iter().map(|d| self.tasks[d].state).collect();
+                let to = if t.success_needed && states.iter().any(|s| ended(*s) && *s != TaskState::Succeeded) {
+                    TaskState::Skipped
+                } else if states.iter().all(|s| if t.success_needed { *s == TaskState::Succeeded } else { ended(*s) }) {
+                    TaskState::Pending
+                } else {
+                    continue;
+                };
+                self.tasks.get_mut(&id).unwrap().state = to;
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
@@ -187,9 +270,11 @@ proptest! {
     fn dependencies_keys_and_flows_keep_their_rules(steps in prop::collection::vec(arb_step(), 1..80)) {
         let mut log = ready();
         let mut started = BTreeMap::new();
+        let mut model = Model::default();
         for (n, step) in steps.iter().enumerate() {
             apply(&mut log, step, n);
             check(&log, &mut started);
+            model.follow(&log);
         }
     }
 }
