@@ -148,6 +148,27 @@ pub fn schedule_json(s: &api::Schedule) -> Value {
     })
 }
 
+/// A replica as a member's status call describes it (`cluster status --json`, `/status.json`).
+pub fn member_json(m: &api::MemberStatus) -> Value {
+    let text = |s: &str| if s.is_empty() { Value::Null } else { json!(s) };
+    json!({
+        "id": m.id,
+        "addr": m.addr,
+        "role": m.role,
+        "term": m.term,
+        "last_log_index": m.last_log_index,
+        "applied_index": m.applied_index,
+        "reachable": m.reachable,
+        "error": text(&m.error),
+        "build_version": text(&m.build_version),
+        "build_commit": text(&m.build_commit),
+        "format_min": m.format_min,
+        "format_max": m.format_max,
+        "clock_skew_ms": if m.clock_skew_known { json!(m.clock_skew_ms) } else { Value::Null },
+        "no_quorum": m.no_quorum,
+    })
+}
+
 /// A worker, as the replica that answered sees it.
 pub fn worker_json(w: &api::WorkerInfo) -> Value {
     json!({

@@ -113,28 +113,7 @@ pub fn age(ms: u64) -> String {
 }
 
 pub fn status_json(status: &api::ClusterStatusResponse) -> Value {
-    let members: Vec<Value> = status
-        .members
-        .iter()
-        .map(|m| {
-            json!({
-                "id": m.id,
-                "addr": m.addr,
-                "role": m.role,
-                "term": m.term,
-                "last_log_index": m.last_log_index,
-                "applied_index": m.applied_index,
-                "reachable": m.reachable,
-                "error": if m.error.is_empty() { Value::Null } else { json!(m.error) },
-                "build_version": if m.build_version.is_empty() { Value::Null } else { json!(m.build_version) },
-                "build_commit": if m.build_commit.is_empty() { Value::Null } else { json!(m.build_commit) },
-                "format_min": m.format_min,
-                "format_max": m.format_max,
-                "clock_skew_ms": if m.clock_skew_known { json!(m.clock_skew_ms) } else { Value::Null },
-                "no_quorum": m.no_quorum,
-            })
-        })
-        .collect();
+    let members: Vec<Value> = status.members.iter().map(raftsched_client::api::json::member_json).collect();
     json!({
         "leader": if status.has_leader { json!(status.leader) } else { Value::Null },
         "members": members,

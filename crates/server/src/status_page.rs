@@ -53,20 +53,10 @@ pub async fn status_json(replica: &Replica, view: View) -> Value {
     let replicas: Vec<Value> = members
         .iter()
         .map(|m| {
-            json!({
-                "id": m.id,
-                "addr": m.addr,
-                "role": m.role,
-                "term": m.term,
-                "last_log_index": m.last_log_index,
-                "applied_index": m.applied_index,
-                "lag": leader_last.filter(|_| m.reachable).map(|l| l.saturating_sub(m.applied_index)),
-                "reachable": m.reachable,
-                "error": m.error,
-                "this": m.id == own.id,
-                "clock_skew_ms": if m.clock_skew_known { json!(m.clock_skew_ms) } else { Value::Null },
-                "no_quorum": m.no_quorum,
-            })
+            let mut v = raftsched_api::json::member_json(m);
+            v["lag"] = json!(leader_last.filter(|_| m.reachable).map(|l| l.saturating_sub(m.applied_index)));
+            v["this"] = json!(m.id == own.id);
+            v
         })
         .collect();
     let beats = replica.beat_times().await;
