@@ -125,6 +125,17 @@ class AgainstADevTrio(unittest.TestCase):
             self.assertTrue(file.options.go_package.endswith(";raftschedv1"))
 
 
+    def test_logs_give_the_whole_output_of_an_attempt(self):
+        with self.client() as c:
+            lines = "".join(f"line {i}\n" for i in range(2000))
+            sub = c.submit(spec(command=["sh", "-c", f"printf '{lines}'; echo oops >&2"]), wait_s=30)
+            self.assertEqual(sub.task.state, TaskState.SUCCEEDED)
+            self.assertEqual(b"".join(c.logs(sub.id)).decode(), lines)
+            self.assertEqual(b"".join(c.logs(sub.id, stderr=True)), b"oops\n")
+            self.assertEqual(b"".join(c.logs(sub.id, attempt=1, offset=len(lines) - 10)).decode(), lines[-10:])
+            with self.assertRaises(raftsched.NotFound):
+                list(c.logs(sub.id, attempt=2))
+
     def test_dependencies_run_after_and_a_failure_skips(self):
         c = self.client()
         first = c.submit(spec(builtin="echo", arg="first"), key="py-first")

@@ -328,6 +328,36 @@ class Client:
             if task.ended or left_ms <= wait_ms:
                 return task
 
+    def logs(
+        self,
+        task_id: int,
+        attempt: int = 0,
+        stderr: bool = False,
+        follow: bool = False,
+        offset: int = 0,
+    ) -> Iterator[bytes]:
+        """An attempt's whole stdout (or ``stderr``) as the worker that ran it kept it, in chunks,
+        relayed by a replica: the latest attempt unless ``attempt`` (1 for the first); with
+        ``follow``, the chunks keep coming until the attempt ends. Raises ``NotFound`` (no such
+        task or attempt, not run yet, the output was removed), ``Unavailable`` (the worker cannot be
+        reached now; ask again with ``offset`` to go on)."""
+        request = pb.ReadOutputRequest(task_id=task_id, attempt=attempt, stderr=stderr, offset=offset, follow=follow)
+        last: Optional[grpc.RpcError] = None
+        for addr in self._order(False):
+            chunks = self._stubs[addr].ReadOutput(request, metadata=self._metadata)
+            try:
+                for chunk in chunks:
+                    yield chunk.data
+                    if chunk.ended:
+                        return
+                return
+            except grpc.RpcError as e:
+                if e.code() not in _RETRIED or request.offset != offset:
+                    raise _error(e) from None
+                last = e
+        if last is not None:
+            raise _error(last) from None
+
     # --- one call, any replica ----------------------------------------------------------------
 
     def _order(self, write: bool) -> List[str]:
