@@ -6,6 +6,7 @@
 //! `network` (Raft between replicas), `convert` (the only place that knows both the wire types and
 //! the state types).
 
+mod admission;
 pub mod auth;
 pub mod clock;
 mod cluster_version;

@@ -250,7 +250,7 @@ impl RaftRpc for RaftService {
 
     async fn read_index(&self, req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
         self.admit(&req, None, true)?;
-        let index = self.replica.local_rounds.get(|| self.replica.local_read_index()).await?;
+        let index = self.replica.read_index_for_peer().await?;
         Ok(Response::new(ReadIndexResponse { index }))
     }
 

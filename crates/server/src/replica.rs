@@ -27,29 +27,18 @@ pub struct Replica {
     pub worker_heartbeats: crate::liveness::HeartbeatPolicy,
     /// Finished tasks kept (0: all); proposed by the leader in `PurgeFinished`.
     pub retain_finished: u64,
-    /// Pending tasks this replica admits as leader (`ReplicaConfig::tasks_pending_max`).
-    pub(crate) tasks_pending_max: usize,
     pub addr: String,
     pub raft: Raft,
     pub sm: SmHandle,
     pub(crate) peers: Arc<Peers>,
-    pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
-    /// Long polls (WaitTask, Assignments) hold their slot for up to 30 s, so they get their own
-    /// budget and cannot starve ordinary requests.
-    pub(crate) long_polls: Arc<tokio::sync::Semaphore>,
-    /// Heartbeats have a budget of their own too: a heartbeat refused because client requests
-    /// fill `in_flight` would get a live worker declared down.
-    pub(crate) heartbeats: Arc<tokio::sync::Semaphore>,
-    pub(crate) proposer: crate::proposer::Proposer,
-    pub(crate) forwarder: crate::forwarder::Forwarder,
-    /// Read-index rounds shared by concurrent reads: confirmed locally while leading, asked of the
-    /// leader otherwise.
-    pub(crate) local_rounds: crate::read_index::ReadIndexRounds,
-    pub(crate) remote_rounds: crate::read_index::ReadIndexRounds,
+    /// What this replica admits at once (`admission.rs`).
+    admission: crate::admission::Admission,
+    /// The write path: batching on the leader, forwarding from a follower.
+    writes: Writes,
+    /// The read path: shared read-index rounds and the leader's read floor.
+    reads: Reads,
     /// Workers' last acknowledged heartbeats, while this replica leads (`liveness.rs`).
     pub(crate) liveness: crate::liveness::Liveness,
-    /// Read-index rounds for heartbeats, at most one per `HEARTBEAT_ROUND_GAP_MS`.
-    pub(crate) beat_rounds: crate::read_index::ReadIndexRounds,
     pub counters: crate::metrics::Counters,
     pub sync_stats: Arc<raftsched_store::SyncStats>,
     pub rpc_stats: Arc<crate::rpc_stats::RpcStats>,
@@ -58,9 +47,6 @@ pub struct Replica {
     /// (snapshot index, when this replica took or installed it, or started with it), kept by a
     /// watcher of the Raft metrics; for `raftsched_snapshot_age_seconds`.
     pub snapshot_seen: std::sync::Mutex<(u64, std::time::Instant)>,
-    /// (term, last log index) when a read on this replica first found it leading in that term: no
-    /// read index of that term is below it (`local_read_index`).
-    pub leader_read_floor: std::sync::Mutex<(u64, u64)>,
     /// When a live leader last spoke to this replica; the election driver reads it.
     pub(crate) leader_contact: crate::election::LeaderContact,
     pub(crate) timing: crate::config::RaftTiming,
@@ -92,7 +78,92 @@ fn unavailable_after(what: &str, deadline: Duration) -> Status {
     Status::unavailable(format!("{what}: no answer within request_timeout_ms {}", deadline.as_millis()))
 }
 
+/// The write path's parts: the leader's batching proposer, a follower's forwarder, and the
+/// pending-task bound the leader admits (`ReplicaConfig::tasks_pending_max`).
+pub(crate) struct Writes {
+    pub(crate) proposer: crate::proposer::Proposer,
+    pub(crate) forwarder: crate::forwarder::Forwarder,
+    pub(crate) tasks_pending_max: usize,
+}
+
+/// The read path's parts: read-index rounds shared by concurrent reads (confirmed locally while
+/// leading, asked of the leader otherwise; heartbeats' at most one per `HEARTBEAT_ROUND_GAP_MS`),
+/// and the read floor: (term, last log index) when a read first found this replica leading in that
+/// term, no read index of that term below it (`local_read_index`).
+struct Reads {
+    local_rounds: crate::read_index::ReadIndexRounds,
+    remote_rounds: crate::read_index::ReadIndexRounds,
+    beat_rounds: crate::read_index::ReadIndexRounds,
+    leader_read_floor: std::sync::Mutex<(u64, u64)>,
+}
+
+impl Reads {
+    fn new() -> Reads {
+        Reads {
+            local_rounds: Default::default(),
+            remote_rounds: Default::default(),
+            beat_rounds: crate::read_index::ReadIndexRounds::with_gap(Duration::from_millis(
+                limits::HEARTBEAT_ROUND_GAP_MS,
+            )),
+            leader_read_floor: std::sync::Mutex::new((0, 0)),
+        }
+    }
+}
+
+/// What a replica is made of apart from its role parts (`Replica::new` builds those).
+pub(crate) struct Parts {
+    pub(crate) id: NodeId,
+    pub(crate) worker_heartbeats: crate::liveness::HeartbeatPolicy,
+    pub(crate) retain_finished: u64,
+    pub(crate) addr: String,
+    pub(crate) raft: Raft,
+    pub(crate) sm: SmHandle,
+    pub(crate) peers: Arc<Peers>,
+    pub(crate) writes: Writes,
+    pub(crate) sync_stats: Arc<raftsched_store::SyncStats>,
+    pub(crate) committed_index: Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) timing: crate::config::RaftTiming,
+    pub(crate) clocks: Arc<crate::clock::Clocks>,
+    pub(crate) quorum: Arc<crate::quorum::Quorum>,
+    pub(crate) active: raftsched_format::ActiveVersion,
+    pub(crate) auth: Arc<crate::auth::Auth>,
+}
+
 impl Replica {
+    pub(crate) fn new(p: Parts) -> Replica {
+        Replica {
+            id: p.id,
+            worker_heartbeats: p.worker_heartbeats,
+            retain_finished: p.retain_finished,
+            addr: p.addr,
+            raft: p.raft,
+            sm: p.sm,
+            peers: p.peers,
+            admission: crate::admission::Admission::new(p.id),
+            writes: p.writes,
+            reads: Reads::new(),
+            liveness: Default::default(),
+            counters: Default::default(),
+            sync_stats: p.sync_stats,
+            rpc_stats: Default::default(),
+            committed_index: p.committed_index,
+            snapshot_seen: std::sync::Mutex::new((0, std::time::Instant::now())),
+            leader_contact: Default::default(),
+            timing: p.timing,
+            clocks: p.clocks,
+            quorum: p.quorum,
+            readiness: tokio::sync::watch::Sender::new(Err("starting".to_string())),
+            active: p.active,
+            auth: p.auth,
+        }
+    }
+
+    /// A read index for a follower's read (`Raft.ReadIndex`): this replica's, confirmed with a
+    /// quorum, shared with the reads under way.
+    pub(crate) async fn read_index_for_peer(&self) -> Result<u64, Status> {
+        self.reads.local_rounds.get(|| self.local_read_index()).await
+    }
+
     fn leader(&self) -> Leader {
         // Borrowed, not cloned: this runs on every request.
         let metrics = self.raft.metrics();
@@ -180,13 +251,7 @@ impl Replica {
     /// Takes one in-flight slot, or RESOURCE_EXHAUSTED when all are busy.
     pub(crate) fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
         self.counters.requests_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.in_flight.clone().try_acquire_owned().map_err(|_| {
-            crate::limits::overloaded(format!(
-                "replica {} is at in_flight_requests_max {}",
-                self.id,
-                limits::IN_FLIGHT_REQUESTS_MAX
-            ))
-        })
+        self.admission.request()
     }
 
     /// The heartbeat terms (least interval, timeout; ms) for the registry as applied now, when
@@ -199,17 +264,12 @@ impl Replica {
 
     /// Takes one heartbeat slot, or RESOURCE_EXHAUSTED when all are busy.
     pub(crate) fn admit_heartbeat(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
-        self.heartbeats.clone().try_acquire_owned().map_err(|_| {
-            let max = limits::HEARTBEATS_IN_FLIGHT_MAX;
-            crate::limits::overloaded(format!("replica {} is at heartbeats_in_flight_max {max}", self.id))
-        })
+        self.admission.heartbeat()
     }
 
     /// Takes one long-poll slot, or RESOURCE_EXHAUSTED when all are busy.
     pub(crate) fn admit_long_poll(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
-        self.long_polls.clone().try_acquire_owned().map_err(|_| {
-            crate::limits::overloaded(format!("replica {} is at long_polls_max {}", self.id, limits::LONG_POLLS_MAX))
-        })
+        self.admission.long_poll()
     }
 
     /// Applies `op` through Raft, wherever the leader is (`write_many` of one).
@@ -306,7 +366,7 @@ impl Replica {
         let proposed = async {
             match group.is_empty() {
                 true => Vec::new(),
-                false => self.proposer.propose(group).await,
+                false => self.writes.proposer.propose(group).await,
             }
         };
         let (beaten, proposed) = tokio::join!(beaten, proposed);
@@ -325,7 +385,7 @@ impl Replica {
     async fn beat(&self, worker_id: &str, instance: u64) -> Result<Response, Option<Status>> {
         self.counters.heartbeats_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (received, received_wall_ms) = (tokio::time::Instant::now(), now_ms());
-        let index = self.beat_rounds.get(|| self.local_read_index()).await.map_err(|_| None)?;
+        let index = self.reads.beat_rounds.get(|| self.local_read_index()).await.map_err(|_| None)?;
         self.wait_applied(index).await.map_err(Some)?;
         let answer = self.sm.read(|sm| sm.heartbeat_answer(worker_id, instance));
         if let Response::HeartbeatOk { epoch } = answer {
@@ -385,7 +445,7 @@ impl Replica {
         if run_at_ms.is_some_and(|at| at > self.clocks.cluster_now_ms()) {
             return Ok(());
         }
-        let limit = self.tasks_pending_max;
+        let limit = self.writes.tasks_pending_max;
         let (known, pending) = self.sm.read(|sm| (sm.get_by_key(key).is_some(), sm.count(TaskState::Pending) as usize));
         if known || pending < limit {
             return Ok(());
@@ -403,7 +463,7 @@ impl Replica {
     /// replica forwards at the same moment.
     async fn forward(&self, addr: &str, ops: Vec<Op>) -> Vec<Result<Response, Status>> {
         self.counters.forwarded_total.fetch_add(ops.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        self.forwarder.forward(addr, ops).await
+        self.writes.forwarder.forward(addr, ops).await
     }
 
     /// Waits until this replica's state reflects every write acknowledged before the call began.
@@ -417,14 +477,14 @@ impl Replica {
             }
             let seen = self.known_leader();
             let read_index = match self.leader() {
-                Leader::Me => match self.local_rounds.get(|| self.local_read_index()).await {
+                Leader::Me => match self.reads.local_rounds.get(|| self.local_read_index()).await {
                     Ok(index) => Some(index),
                     Err(e) => {
                         last_error = e.message().to_string();
                         None
                     }
                 },
-                Leader::Other(id, addr) => match self.remote_rounds.get(|| self.remote_read_index(&addr)).await {
+                Leader::Other(id, addr) => match self.reads.remote_rounds.get(|| self.remote_read_index(&addr)).await {
                     Ok(index) => Some(index),
                     Err(e) => {
                         last_error = format!("read index from leader {id} at {addr}: {}", e.message());
@@ -471,7 +531,7 @@ impl Replica {
             let m = m.borrow();
             (m.current_term, m.last_log_index.unwrap_or(0))
         };
-        let mut floor = self.leader_read_floor.lock().unwrap_or_else(|p| p.into_inner());
+        let mut floor = self.reads.leader_read_floor.lock().unwrap_or_else(|p| p.into_inner());
         if floor.0 != term {
             *floor = (term, last_log_index);
         }

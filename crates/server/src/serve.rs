@@ -187,43 +187,26 @@ async fn new_replica(
     bootstrap(config, &addr, &raft).await?;
     let proposer = crate::proposer::Proposer::start(raft.clone(), config.id, clocks.clone(), log_flushes);
     let forwarder = crate::forwarder::Forwarder::start(peers.clone(), active.clone());
-    Ok(Arc::new(Replica {
+    Ok(Arc::new(Replica::new(crate::replica::Parts {
         id: config.id,
         worker_heartbeats: crate::liveness::HeartbeatPolicy {
             timeout_ms: config.worker_heartbeat_timeout_ms,
             per_second_max: config.worker_heartbeats_per_second_max,
         },
         retain_finished: config.retain_finished,
-        tasks_pending_max: config.tasks_pending_max,
         addr,
         raft,
         sm,
         peers,
-        in_flight: Arc::new(tokio::sync::Semaphore::new(limits::IN_FLIGHT_REQUESTS_MAX)),
-        long_polls: Arc::new(tokio::sync::Semaphore::new(limits::LONG_POLLS_MAX)),
-        heartbeats: Arc::new(tokio::sync::Semaphore::new(limits::HEARTBEATS_IN_FLIGHT_MAX)),
-        proposer,
-        forwarder,
-        local_rounds: Default::default(),
-        liveness: Default::default(),
-        beat_rounds: crate::read_index::ReadIndexRounds::with_gap(Duration::from_millis(
-            limits::HEARTBEAT_ROUND_GAP_MS,
-        )),
-        remote_rounds: Default::default(),
-        counters: Default::default(),
+        writes: crate::replica::Writes { proposer, forwarder, tasks_pending_max: config.tasks_pending_max },
         sync_stats: opened_sync_stats,
-        rpc_stats: Default::default(),
         committed_index,
-        snapshot_seen: std::sync::Mutex::new((0, std::time::Instant::now())),
-        leader_read_floor: std::sync::Mutex::new((0, 0)),
-        leader_contact: Default::default(),
         timing: config.timing.clone(),
         clocks,
         quorum,
-        readiness: tokio::sync::watch::Sender::new(Err("starting".to_string())),
         active,
         auth,
-    }))
+    })))
 }
 
 /// First start: every replica proposes the same initial membership; it becomes log entry 0 on
