@@ -1,13 +1,14 @@
-//! Client subcommands: submit, get, list, cancel, cluster status.
+//! Client subcommands: submit, get, list, cancel, watch, cluster status.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use raftsched_client::rules::{limits, TaskSpec as StateSpec};
 use raftsched_client::{api, parse_cluster, Client};
 
 use crate::cli::{
     CancelArgs, ClusterArgs, GetArgs, ListArgs, MemberAddArgs, MemberRemoveArgs, StatusArgs, SubmitArgs, TaskArgs,
-    TransferArgs,
+    TransferArgs, WatchArgs,
 };
 use crate::error::CliError;
 use crate::output;
@@ -17,7 +18,7 @@ pub fn connect(args: &ClusterArgs) -> Result<Client, CliError> {
 }
 
 /// A client as `args` says (TLS, token), with its own timeout.
-pub fn connect_with_timeout(args: &ClusterArgs, timeout: std::time::Duration) -> Result<Client, CliError> {
+pub fn connect_with_timeout(args: &ClusterArgs, timeout: Duration) -> Result<Client, CliError> {
     let addrs = parse_cluster(&args.cluster)?;
     Ok(Client::with_dialer(addrs, timeout, &dialer(args)?)?)
 }
@@ -138,8 +139,8 @@ pub async fn submit(args: SubmitArgs) -> Result<(), CliError> {
     }
     eprintln!("task {}", reply.id);
     // Waiting may take long: each long poll gets its own time budget, not the whole wait.
-    let waiter = connect_with_timeout(&args.cluster, args.cluster.timeout.max(crate::worker_cmds::WAIT_POLL * 2))?;
-    let task = crate::worker_cmds::wait_for_end(&waiter, reply.id).await?;
+    let waiter = connect_with_timeout(&args.cluster, args.cluster.timeout.max(WAIT_POLL * 2))?;
+    let task = wait_for_end(&waiter, reply.id).await?;
     // Stdout's tail to stdout and stderr's to stderr (results before format 5 hold both in one).
     out!("{}", task.output_tail);
     // Stderr lost to a closed pipe is nothing to stop for (stdout's errors are handled by `out!`).
@@ -272,5 +273,56 @@ pub async fn member_remove(args: MemberRemoveArgs) -> Result<(), CliError> {
 pub async fn transfer_leader(args: TransferArgs) -> Result<(), CliError> {
     let reply = connect(&args.cluster)?.transfer_leader(args.to).await?;
     outln!("leader: {} (term {})", reply.leader, reply.term);
+    Ok(())
+}
+
+/// The states a task ends in.
+const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "skipped"];
+/// One long poll of a waiting CLI command; it polls again until the task ends.
+pub const WAIT_POLL: Duration = Duration::from_secs(10);
+
+/// Waits until task `id` has ended: one long poll per `WAIT_POLL`, answered only at the end.
+pub async fn wait_for_end(client: &Client, id: u64) -> Result<api::Task, CliError> {
+    loop {
+        let task = client.wait_task_ended(id, WAIT_POLL).await?;
+        if TERMINAL.contains(&task.state.as_str()) {
+            return Ok(task);
+        }
+    }
+}
+
+/// Follows task `id` until it ends, calling `on_change` with each new version.
+pub async fn wait_until_ended(
+    client: &Client,
+    id: u64,
+    mut on_change: impl FnMut(&api::Task),
+) -> Result<api::Task, CliError> {
+    let mut version = 0;
+    loop {
+        let task = client.wait_task(id, version, WAIT_POLL).await?;
+        if task.version > version {
+            version = task.version;
+            on_change(&task);
+        }
+        if TERMINAL.contains(&task.state.as_str()) {
+            return Ok(task);
+        }
+    }
+}
+
+pub async fn watch(args: WatchArgs) -> Result<(), CliError> {
+    let id = parse_id(&args.id)?;
+    // Watching may take long: each poll has its own timeout, not the whole watch.
+    let client = connect_with_timeout(&args.cluster, args.cluster.timeout.max(WAIT_POLL * 2))?;
+    let json = args.json;
+    wait_until_ended(&client, id, |t| {
+        if json {
+            outln!("{}", output::task_json(t));
+        } else {
+            let worker = if t.worker_id.is_empty() { String::new() } else { format!(" on {}", t.worker_id) };
+            outln!("{} {} attempt {}{}", t.id, t.state, t.attempt, worker);
+        }
+    })
+    .await?;
     Ok(())
 }

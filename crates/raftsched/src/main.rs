@@ -160,7 +160,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Flow { command: FlowCommand::Submit(args) } => flow_cmds::submit(args).await,
         Command::Flow { command: FlowCommand::Get(args) } => flow_cmds::get(args).await,
         Command::Logs(args) => logs_cmd::logs(args).await,
-        Command::Watch(args) => worker_cmds::watch(args).await,
+        Command::Watch(args) => client_cmds::watch(args).await,
         Command::Schedule { command } => schedule_cmds::run(command).await,
     }
 }

@@ -51,7 +51,7 @@ pub fn task_text(task: &api::Task) -> String {
         lines.push(format!("run_at:     {}", when(at)));
     }
     if !task.schedule.is_empty() {
-        let when = crate::schedule_cmds::format_ms(task.occurrence_ms);
+        let when = format_ms(task.occurrence_ms);
         lines.push(format!("schedule:   {} (occurrence {when})", task.schedule));
     }
     if !task.after.is_empty() {
@@ -92,7 +92,7 @@ pub fn task_text(task: &api::Task) -> String {
 
 /// A Unix-ms instant for people: RFC 3339 in UTC and how long ago (or how far ahead) it is.
 pub fn when(ms: u64) -> String {
-    let at = crate::schedule_cmds::format_ms(ms);
+    let at = format_ms(ms);
     let now = crate::unix_now_ms();
     match now.checked_sub(ms) {
         Some(ago) => format!("{at} ({} ago)", age(ago)),
@@ -140,4 +140,13 @@ pub fn status_text(status: &api::ClusterStatusResponse) -> String {
     }
     out.pop();
     out
+}
+
+/// A Unix-ms instant as RFC 3339 in UTC (milliseconds shown only when not zero).
+pub fn format_ms(ms: u64) -> String {
+    match chrono::DateTime::from_timestamp_millis(ms as i64) {
+        Some(t) if ms.is_multiple_of(1000) => t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        None => format!("{ms} ms"),
+    }
 }

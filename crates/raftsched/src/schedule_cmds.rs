@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::cli::{ScheduleCommand, ScheduleCreateArgs, ScheduleListArgs, ScheduleNameArgs};
 use crate::client_cmds::{build_spec, connect};
 use crate::error::CliError;
-use crate::output::spec_text;
+use crate::output::{format_ms, spec_text};
 pub use raftsched_client::api::json::schedule_json;
 
 pub async fn run(command: ScheduleCommand) -> Result<(), CliError> {
@@ -138,13 +138,4 @@ async fn delete(args: ScheduleNameArgs) -> Result<(), CliError> {
     client.delete_schedule(&args.name).await?;
     outln!("schedule {} deleted", args.name);
     Ok(())
-}
-
-/// A Unix-ms instant as RFC 3339 in UTC (milliseconds shown only when not zero).
-pub fn format_ms(ms: u64) -> String {
-    match chrono::DateTime::from_timestamp_millis(ms as i64) {
-        Some(t) if ms.is_multiple_of(1000) => t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
-        None => format!("{ms} ms"),
-    }
 }

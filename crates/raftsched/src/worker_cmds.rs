@@ -1,20 +1,14 @@
-//! Worker subcommands: run a worker, drain one, list them, watch a task.
+//! Worker subcommands: run a worker, drain one, list them.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use raftsched_client::{api, parse_cluster, Client};
+use raftsched_client::parse_cluster;
 use raftsched_worker::WorkerConfig;
 
-use crate::cli::{DrainArgs, WatchArgs, WorkerArgs, WorkersArgs};
+use crate::cli::{DrainArgs, WorkerArgs, WorkersArgs};
 use crate::client_cmds::connect;
 use crate::error::CliError;
-use crate::output;
 use crate::signals::StopSignal;
-
-const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "skipped"];
-/// One long poll of a waiting CLI command; it polls again until the task ends.
-pub const WAIT_POLL: Duration = Duration::from_secs(10);
 
 pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, CliError> {
     let mut labels = BTreeMap::new();
@@ -173,51 +167,5 @@ pub async fn keys(args: WorkersArgs) -> Result<(), CliError> {
             outln!("{:<32} {:>6} {:>6} {:>7}", k.key, k.limit, k.held, k.queued);
         }
     }
-    Ok(())
-}
-
-/// Follows task `id` until it ends, calling `on_change` with each new version.
-/// Waits until task `id` has ended: one long poll per `WAIT_POLL`, answered only at the end.
-pub async fn wait_for_end(client: &Client, id: u64) -> Result<api::Task, CliError> {
-    loop {
-        let task = client.wait_task_ended(id, WAIT_POLL).await?;
-        if TERMINAL.contains(&task.state.as_str()) {
-            return Ok(task);
-        }
-    }
-}
-
-pub async fn wait_until_ended(
-    client: &Client,
-    id: u64,
-    mut on_change: impl FnMut(&api::Task),
-) -> Result<api::Task, CliError> {
-    let mut version = 0;
-    loop {
-        let task = client.wait_task(id, version, WAIT_POLL).await?;
-        if task.version > version {
-            version = task.version;
-            on_change(&task);
-        }
-        if TERMINAL.contains(&task.state.as_str()) {
-            return Ok(task);
-        }
-    }
-}
-
-pub async fn watch(args: WatchArgs) -> Result<(), CliError> {
-    let id = crate::client_cmds::parse_id(&args.id)?;
-    // Watching may take long: each poll has its own timeout, not the whole watch.
-    let client = crate::client_cmds::connect_with_timeout(&args.cluster, args.cluster.timeout.max(WAIT_POLL * 2))?;
-    let json = args.json;
-    wait_until_ended(&client, id, |t| {
-        if json {
-            outln!("{}", output::task_json(t));
-        } else {
-            let worker = if t.worker_id.is_empty() { String::new() } else { format!(" on {}", t.worker_id) };
-            outln!("{} {} attempt {}{}", t.id, t.state, t.attempt, worker);
-        }
-    })
-    .await?;
     Ok(())
 }

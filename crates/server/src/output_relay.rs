@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 
-use crate::scheduler_service::SchedulerService;
+use crate::replica::Replica;
 
 /// Output streams a replica relays at once.
 pub const OUTPUT_STREAMS_MAX: usize = 64;
@@ -70,48 +70,46 @@ fn serves_output(addr: &str) -> bool {
     addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && host != "pull" && port.parse::<u16>().is_ok())
 }
 
-impl SchedulerService {
-    /// Opens the relay of `req`'s output: an error here (before any chunk) says why there is none.
-    pub(crate) async fn relay_output(&self, req: api::ReadOutputRequest) -> Result<OutputStream, Status> {
-        if req.task_id == 0 {
-            return Err(Status::invalid_argument("task id 0 does not exist; ids start at 1"));
-        }
-        let permit = self.replica.peers.admit_output_stream()?;
-        let at = self.replica.read(false, |sm| locate(sm, req.task_id, req.attempt)).await??;
-        let mut client = self.replica.peers.worker_output(&at.addr)?;
-        let ask = api::ReadOutputRequest { attempt: at.attempt, ..req };
-        let opened = tokio::time::timeout(WORKER_CONNECT_TIMEOUT, client.read_output(ask)).await;
-        let mut upstream = match opened {
-            Ok(Ok(response)) => response.into_inner(),
-            Ok(Err(status)) => return Err(worker_refused(&at, status)),
-            Err(_) => return Err(unreachable(&at, "no answer within 5 s")),
-        };
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(async move {
-            let _permit = permit;
-            loop {
-                let next = tokio::select! {
-                    next = upstream.message() => next,
-                    _ = tx.closed() => return,
-                };
-                let item = match next {
-                    Ok(Some(mut chunk)) => {
-                        // The state says who ran which attempt; a worker's word is not needed.
-                        chunk.worker_id.clone_from(&at.worker_id);
-                        chunk.attempt = at.attempt;
-                        Ok(chunk)
-                    }
-                    Ok(None) => return,
-                    Err(status) => Err(gone_mid_stream(&at, status)),
-                };
-                let failed = item.is_err();
-                if tx.send(item).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
-        Ok(ReceiverStream::new(rx))
+/// Opens the relay of `req`'s output: an error here (before any chunk) says why there is none.
+pub(crate) async fn relay_output(replica: &Replica, req: api::ReadOutputRequest) -> Result<OutputStream, Status> {
+    if req.task_id == 0 {
+        return Err(Status::invalid_argument("task id 0 does not exist; ids start at 1"));
     }
+    let permit = replica.peers.admit_output_stream()?;
+    let at = replica.read(false, |sm| locate(sm, req.task_id, req.attempt)).await??;
+    let mut client = replica.peers.worker_output(&at.addr)?;
+    let ask = api::ReadOutputRequest { attempt: at.attempt, ..req };
+    let opened = tokio::time::timeout(WORKER_CONNECT_TIMEOUT, client.read_output(ask)).await;
+    let mut upstream = match opened {
+        Ok(Ok(response)) => response.into_inner(),
+        Ok(Err(status)) => return Err(worker_refused(&at, status)),
+        Err(_) => return Err(unreachable(&at, "no answer within 5 s")),
+    };
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let _permit = permit;
+        loop {
+            let next = tokio::select! {
+                next = upstream.message() => next,
+                _ = tx.closed() => return,
+            };
+            let item = match next {
+                Ok(Some(mut chunk)) => {
+                    // The state says who ran which attempt; a worker's word is not needed.
+                    chunk.worker_id.clone_from(&at.worker_id);
+                    chunk.attempt = at.attempt;
+                    Ok(chunk)
+                }
+                Ok(None) => return,
+                Err(status) => Err(gone_mid_stream(&at, status)),
+            };
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    Ok(ReceiverStream::new(rx))
 }
 
 fn unreachable(at: &Located, why: &str) -> Status {

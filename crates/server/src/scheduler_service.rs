@@ -350,7 +350,7 @@ impl Scheduler for SchedulerService {
         req: Request<api::ReadOutputRequest>,
     ) -> Result<Response<Self::ReadOutputStream>, Status> {
         let _permit = self.replica.admit()?;
-        Ok(Response::new(self.relay_output(req.into_inner()).await?))
+        Ok(Response::new(crate::output_relay::relay_output(&self.replica, req.into_inner()).await?))
     }
 
     async fn get_flow(&self, req: Request<api::GetFlowRequest>) -> Result<Response<api::GetFlowResponse>, Status> {
