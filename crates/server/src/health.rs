@@ -23,7 +23,7 @@ pub const HEALTH_READ_INDEX_MS: u64 = 1_000;
 pub const READY_APPLY_LAG_ENTRIES_MAX: u64 = 1_000;
 
 /// The last probe's answer: `Ok` or why not.
-pub type Readiness = Result<(), String>;
+pub use crate::replica::Readiness;
 
 /// Probes once: what a linearizable read would meet now.
 pub async fn probe(replica: &Replica) -> Readiness {

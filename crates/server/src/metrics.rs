@@ -3,7 +3,7 @@
 //! store's sync-latency histogram. No metrics library: the set is small and the format is simple.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use openraft::ServerState;
@@ -11,27 +11,9 @@ use raftsched_state::observed::{FINAL_STATE_NAMES, OUTCOME_NAMES, QUEUE_WAIT_BUC
 use raftsched_state::{TaskState, WorkerState};
 use raftsched_store::{SyncStats, SYNC_BUCKETS_US};
 
+use crate::process_metrics::line;
 use crate::replica::Replica;
 use crate::rpc_stats::RPC_BUCKETS_US;
-
-/// Counters the request paths bump.
-#[derive(Default)]
-pub struct Counters {
-    /// Client writes proposed on this replica while it led.
-    pub proposals_total: AtomicU64,
-    /// Client writes this replica forwarded to the leader.
-    pub forwarded_total: AtomicU64,
-    /// Client requests served, any RPC.
-    pub requests_total: AtomicU64,
-    /// Worker heartbeats this replica answered as leader, without a log entry (`liveness.rs`).
-    pub heartbeats_total: AtomicU64,
-    /// Times the leader this replica knows of changed (to another or to none).
-    pub leader_changes_total: AtomicU64,
-}
-
-pub(crate) fn line(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
 
 /// Keeps `replica.snapshot_seen` current (the time the snapshot index last changed) and counts
 /// leader changes. Ends when Raft stops (its metrics channel closes).

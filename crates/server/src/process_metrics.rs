@@ -3,8 +3,6 @@
 
 use std::fmt::Write;
 
-use crate::metrics::line;
-
 /// Kernel clock ticks per second for `/proc/self/stat` times (USER_HZ: 100 on every Linux ABI
 /// this runs on; `sysconf(_SC_CLK_TCK)` would say the same).
 const TICKS_PER_SECOND: f64 = 100.0;
@@ -73,6 +71,11 @@ fn max_fds() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// A series' HELP and TYPE lines, in Prometheus text format (shared by `metrics.rs`).
+pub(crate) fn line(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! Reads: linearizable by read index. The leader confirms with a quorum that it still leads and
 //! names its commit index; this replica waits until it has applied that far, then reads locally.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -39,7 +40,7 @@ pub struct Replica {
     reads: Reads,
     /// Workers' last acknowledged heartbeats, while this replica leads (`liveness.rs`).
     pub(crate) liveness: crate::liveness::Liveness,
-    pub counters: crate::metrics::Counters,
+    pub counters: Counters,
     pub sync_stats: Arc<raftsched_store::SyncStats>,
     pub rpc_stats: Arc<crate::rpc_stats::RpcStats>,
     /// The commit index as the store last heard it from openraft.
@@ -55,7 +56,7 @@ pub struct Replica {
     /// Whether a quorum is in touch (`quorum.rs`).
     pub(crate) quorum: Arc<crate::quorum::Quorum>,
     /// The last readiness probe's answer (`health.rs`).
-    pub readiness: tokio::sync::watch::Sender<crate::health::Readiness>,
+    pub readiness: tokio::sync::watch::Sender<Readiness>,
     /// The format this replica writes and sends now (the cluster version, clamped to this build's).
     pub active: raftsched_format::ActiveVersion,
     /// Who may call what, and the refusals counted so far.
@@ -77,6 +78,24 @@ pub(crate) fn now_ms() -> u64 {
 fn unavailable_after(what: &str, deadline: Duration) -> Status {
     Status::unavailable(format!("{what}: no answer within request_timeout_ms {}", deadline.as_millis()))
 }
+
+/// Counters the request paths bump.
+#[derive(Default)]
+pub struct Counters {
+    /// Client writes proposed on this replica while it led.
+    pub proposals_total: AtomicU64,
+    /// Client writes this replica forwarded to the leader.
+    pub forwarded_total: AtomicU64,
+    /// Client requests served, any RPC.
+    pub requests_total: AtomicU64,
+    /// Worker heartbeats this replica answered as leader, without a log entry (`liveness.rs`).
+    pub heartbeats_total: AtomicU64,
+    /// Times the leader this replica knows of changed (to another or to none).
+    pub leader_changes_total: AtomicU64,
+}
+
+/// Whether this replica is ready to serve (`health.rs` probes; `/readyz` answers it).
+pub type Readiness = Result<(), String>;
 
 /// The write path's parts: the leader's batching proposer, a follower's forwarder, and the
 /// pending-task bound the leader admits (`ReplicaConfig::tasks_pending_max`).
