@@ -1,6 +1,6 @@
 //! When this replica asks for votes, and whether it grants a pre-vote: the election driver.
 //! openraft's own timer is off (`Config::enable_elect = false`); the decisions are pure
-//! functions of time, what was heard and a seeded RNG (`Decider`, `answer_pre_vote`), driven by
+//! functions of time, what was heard and a seeded RNG (`Decider`, and `vote::answer_pre_vote` on the voter's side), driven by
 //! the thin async shell `run`, and tested by stepping time by hand (the tests below).
 //!
 //! Why not openraft 0.9's timer: it draws a replica's election timeout once per process, so two
@@ -34,7 +34,6 @@
 //! Safety does not depend on any of this: openraft decides every real vote (terms, logs, the
 //! lease); the driver only decides when to ask.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,30 +46,6 @@ use tokio::sync::watch;
 
 use crate::config::RaftTiming;
 use crate::replica::Replica;
-
-/// When this replica last heard from a live leader (or granted a vote), in `Quorum::now_ms`
-/// milliseconds. Touched by the Raft service on every accepted AppendEntries, InstallSnapshot and
-/// granted vote.
-#[derive(Default)]
-pub(crate) struct LeaderContact {
-    at_ms: AtomicU64,
-    /// The term of the last candidate this replica refused for a shorter log.
-    outrun: watch::Sender<u64>,
-}
-
-impl LeaderContact {
-    pub(crate) fn touch(&self, now_ms: u64) {
-        self.at_ms.fetch_max(now_ms, Ordering::Relaxed);
-    }
-
-    pub(crate) fn outrun(&self, term: u64) {
-        self.outrun.send_replace(term);
-    }
-
-    pub(crate) fn last_ms(&self) -> u64 {
-        self.at_ms.load(Ordering::Relaxed)
-    }
-}
 
 /// What the driver sees when it decides.
 #[derive(Clone, Debug)]
@@ -250,54 +225,10 @@ fn rank(voters: &[NodeId], me: NodeId, leader: Option<NodeId>) -> Option<u64> {
     Some(voters.iter().filter(|v| Some(**v) != leader && **v < me).count() as u64)
 }
 
-/// A pre-vote request as the voter sees it.
-#[derive(Clone, Debug)]
-pub(crate) struct PreVoteAsk {
-    pub candidate: NodeId,
-    /// (term, index) of the candidate's last log entry.
-    pub last_log: Option<(u64, u64)>,
-    /// The candidate's clock minus this replica's, if the request carried a reading.
-    pub clock_offset_ms: Option<i64>,
-}
-
-/// What the voter knows of itself.
-#[derive(Clone, Debug)]
-pub(crate) struct VoterView {
-    pub now_ms: u64,
-    pub state: ServerState,
-    pub last_log: Option<(u64, u64)>,
-    pub last_contact_ms: u64,
-    pub leader: Option<NodeId>,
-    /// Whether this replica, leading, has a quorum.
-    pub has_quorum: bool,
-    /// This replica's own skew from the cluster, when known.
-    pub own_skew_ms: Option<i64>,
-}
-
-/// Whether to grant a pre-vote: `Err` says why not.
-pub(crate) fn answer_pre_vote(ask: &PreVoteAsk, me: &VoterView, min_ms: u64, skew_max_ms: u64) -> Result<(), String> {
-    if ask.last_log < me.last_log {
-        return Err(format!("its log ends at {:?}, this replica's at {:?}", ask.last_log, me.last_log));
-    }
-    if me.state == ServerState::Leader && me.has_quorum {
-        return Err("this replica leads with a quorum".to_string());
-    }
-    let silent_ms = me.now_ms.saturating_sub(me.last_contact_ms);
-    if me.state != ServerState::Leader && me.leader.is_some_and(|l| l != ask.candidate) && silent_ms < min_ms {
-        return Err(format!("leader {:?} was heard from {silent_ms} ms ago", me.leader.unwrap_or(0)));
-    }
-    if let Some(skew) = ask.clock_offset_ms.and_then(|o| crate::clock::Clocks::peer_skew_of(me.own_skew_ms, o)) {
-        if skew.unsigned_abs() > skew_max_ms {
-            return Err(format!("its clock is {skew} ms off the cluster's, over clock_skew_ms_max {skew_max_ms}"));
-        }
-    }
-    Ok(())
-}
-
 /// The driver: feeds `Decider` what openraft and the Raft service saw, and carries out its actions.
 pub(crate) async fn run(replica: Arc<Replica>, timing: RaftTiming, mut stop: watch::Receiver<bool>) {
     let mut decider = Decider::new(&timing, rand::thread_rng().gen());
-    let mut outrun = replica.leader_contact.outrun.subscribe();
+    let mut outrun = replica.leader_contact.outruns();
     outrun.borrow_and_update();
     let mut had_quorum = true;
     loop {
@@ -409,7 +340,7 @@ fn view(replica: &Replica) -> View {
 /// all, for the errors clients get.
 async fn pre_vote_round(replica: &Replica, v: &View, timing: &RaftTiming) -> bool {
     let term = replica.raft.metrics().borrow().current_term;
-    let last_log = last_log(replica);
+    let last_log = replica.last_log();
     let majority = v.voters.len() / 2 + 1;
     let request = raftsched_api::PreVoteRequest {
         candidate: replica.id,
@@ -451,11 +382,6 @@ async fn pre_vote_round(replica: &Replica, v: &View, timing: &RaftTiming) -> boo
         replica.quorum.set_lost(None);
     }
     granted >= majority
-}
-
-/// (term, index) of this replica's last log entry, as Raft compares logs.
-pub(crate) fn last_log(replica: &Replica) -> Option<(u64, u64)> {
-    replica.raft.data_metrics().borrow().last_log.map(|l| (l.leader_id.term, l.index))
 }
 
 enum PreVoteAnswer {

@@ -40,6 +40,7 @@ mod serve;
 mod status_page;
 mod timers;
 mod transport;
+mod vote;
 mod worker_service;
 
 pub use config::{parse_initial_cluster, ReplicaConfig, RETAIN_FINISHED_DEFAULT, WORKER_HEARTBEAT_TIMEOUT_MS_DEFAULT};

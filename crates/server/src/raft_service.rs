@@ -31,9 +31,9 @@ use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{refused, PeerId, Refusal, Service};
-use crate::election::PreVoteAsk;
 use crate::limits;
 use crate::replica::Replica;
+use crate::vote::PreVoteAsk;
 
 pub struct RaftService {
     replica: Arc<Replica>,
@@ -279,7 +279,7 @@ impl RaftRpc for RaftService {
         let me = self.replica.voter_view();
         let timing = &self.replica.timing;
         let answer =
-            crate::election::answer_pre_vote(&ask, &me, timing.election_timeout_ms_min, self.replica.clocks.bound_ms);
+            crate::vote::answer_pre_vote(&ask, &me, timing.election_timeout_ms_min, self.replica.clocks.bound_ms);
         if let Err(why) = &answer {
             tracing::debug!(id = self.replica.id, candidate, why, "pre-vote refused");
         }

@@ -49,7 +49,7 @@ pub struct Replica {
     /// watcher of the Raft metrics; for `raftsched_snapshot_age_seconds`.
     pub snapshot_seen: std::sync::Mutex<(u64, std::time::Instant)>,
     /// When a live leader last spoke to this replica; the election driver reads it.
-    pub(crate) leader_contact: crate::election::LeaderContact,
+    pub(crate) leader_contact: crate::vote::LeaderContact,
     pub(crate) timing: crate::config::RaftTiming,
     /// Clock readings of the other replicas, and this replica's skew (`clock.rs`).
     pub clocks: Arc<crate::clock::Clocks>,
@@ -250,16 +250,21 @@ impl Replica {
     }
 
     /// What this replica knows of itself when it answers a pre-vote.
-    pub(crate) fn voter_view(&self) -> crate::election::VoterView {
+    /// (term, index) of this replica's last log entry, as Raft compares logs.
+    pub(crate) fn last_log(&self) -> Option<(u64, u64)> {
+        self.raft.data_metrics().borrow().last_log.map(|l| (l.leader_id.term, l.index))
+    }
+
+    pub(crate) fn voter_view(&self) -> crate::vote::VoterView {
         let (state, leader) = {
             let m = self.raft.metrics();
             let m = m.borrow();
             (m.state, m.current_leader)
         };
-        crate::election::VoterView {
+        crate::vote::VoterView {
             now_ms: self.quorum.now_ms(),
             state,
-            last_log: crate::election::last_log(self),
+            last_log: self.last_log(),
             last_contact_ms: self.leader_contact.last_ms(),
             leader,
             has_quorum: self.quorum.lost().is_none(),

@@ -2,6 +2,7 @@
 //! a `Scenario` holds what the shell would see, each step moves time and asks the decider.
 
 use super::*;
+use crate::vote::{answer_pre_vote, PreVoteAsk, VoterView};
 
 const TIMING: RaftTiming = RaftTiming {
     heartbeat_interval_ms: 100,
