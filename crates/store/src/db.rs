@@ -87,11 +87,6 @@ fn write_marker(dir: &Path, replica_id: u64) -> Result<(), OpenError> {
 
 /// Opens (or creates) the store of replica `replica_id` in `dir`, and starts the group-commit
 /// flush thread.
-/// How every replica opens sled (and what `bench fsync` measures, `disk::time_log_syncs`).
-pub(crate) fn sled_config(sled_dir: &Path) -> sled::Config {
-    sled::Config::new().path(sled_dir).mode(sled::Mode::HighThroughput)
-}
-
 pub fn open(dir: &Path, replica_id: u64) -> Result<Opened, OpenError> {
     let marker = read_marker(dir)?;
     if let Some(found) = marker {
@@ -102,7 +97,7 @@ pub fn open(dir: &Path, replica_id: u64) -> Result<Opened, OpenError> {
     let sled_dir = dir.join("sled");
     // sled may panic on some kinds of on-disk damage; a panic must not be how the operator learns
     // that the disk is bad, so it is caught and turned into an error naming the dir.
-    let opened = std::panic::catch_unwind(|| sled_config(&sled_dir).open());
+    let opened = std::panic::catch_unwind(|| crate::disk::sled_config(&sled_dir).open());
     let db = match opened {
         Ok(Ok(db)) => db,
         Ok(Err(source)) => return Err(OpenError::Sled { dir: dir.to_path_buf(), source }),

@@ -135,6 +135,11 @@ impl DiskSync {
     }
 }
 
+/// How every replica opens sled (and what `bench fsync` measures, `time_log_syncs`).
+pub(crate) fn sled_config(sled_dir: &Path) -> sled::Config {
+    sled::Config::new().path(sled_dir).mode(sled::Mode::HighThroughput)
+}
+
 /// Times `count` log-shaped appends through this store's own sync path, for `bench fsync`: a
 /// `record_bytes` record inserted into a sled tree opened as [`crate::open`] opens it, then the
 /// sync each group commit runs ([`DiskSync::sync_blocking`]: sled's flush, `fdatasync`). Beside a
@@ -142,7 +147,7 @@ impl DiskSync {
 /// sync. Microseconds per append, in order; `dir` must be new or empty (a sled dir is made in it).
 pub fn time_log_syncs(dir: &Path, count: usize, record_bytes: usize) -> io::Result<Vec<u64>> {
     let sled_dir = dir.join("sled");
-    let db = crate::db::sled_config(&sled_dir).open().map_err(io::Error::other)?;
+    let db = sled_config(&sled_dir).open().map_err(io::Error::other)?;
     let tree = db.open_tree("log").map_err(io::Error::other)?;
     let disk = DiskSync::new(db, &sled_dir)?;
     disk.sync_blocking()?; // the first sync covers sled's new files: not an append's
