@@ -78,17 +78,8 @@ async fn cpu_pct_during<T>(pids: &[u32], f: impl std::future::Future<Output = T>
     (out, (used[0] / secs, used.iter().sum::<f64>() / secs))
 }
 
-async fn wait_until<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> Result<T, CliError> {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = probe().await {
-            return Ok(v);
-        }
-        if started.elapsed() > STEP_WAIT {
-            return Err(CliError::Failed(format!("{what}: not within {} s", STEP_WAIT.as_secs())));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn wait_until<T>(what: &str, probe: impl AsyncFnMut() -> Option<T>) -> Result<T, CliError> {
+    super::wait_until(what, STEP_WAIT, Duration::from_millis(20), probe).await
 }
 
 /// A trio of this binary, its replicas' pids (the leader's first), and `connections` clients.

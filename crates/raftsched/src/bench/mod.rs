@@ -363,3 +363,23 @@ async fn tidy(client: &Arc<Client>, prefix: &str, keep: bool) -> String {
         Err(e) => format!("bench tasks (keys {prefix}*) not cleaned up: {e}"),
     }
 }
+
+/// Polls `probe` every `poll` until it gives a value, for at most `limit`: a benchmark step that
+/// waits on a condition (a leader, a worker declared down), never on a fixed sleep.
+pub async fn wait_until<T>(
+    what: &str,
+    limit: Duration,
+    poll: Duration,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> Result<T, CliError> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return Ok(v);
+        }
+        if started.elapsed() > limit {
+            return Err(CliError::Failed(format!("{what}: not within {} s", limit.as_secs())));
+        }
+        tokio::time::sleep(poll).await;
+    }
+}

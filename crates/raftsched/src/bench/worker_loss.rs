@@ -47,17 +47,8 @@ fn spawn_worker(id: &str, addrs: &[String], slots: usize, dir: &std::path::Path)
     cmd.spawn().map_err(|e| CliError::Failed(format!("start worker {id}: {e}")))
 }
 
-async fn wait<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> Result<T, CliError> {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = probe().await {
-            return Ok(v);
-        }
-        if started.elapsed() > STEP_WAIT {
-            return Err(CliError::Failed(format!("{what}: not within {} s", STEP_WAIT.as_secs())));
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+async fn wait<T>(what: &str, probe: impl AsyncFnMut() -> Option<T>) -> Result<T, CliError> {
+    super::wait_until(what, STEP_WAIT, Duration::from_millis(5), probe).await
 }
 
 pub async fn run(args: BenchWorkerLossArgs) -> Result<(), CliError> {
