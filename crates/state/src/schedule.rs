@@ -146,7 +146,7 @@ pub fn occurrence_key(name: &str, occurrence_ms: u64) -> String {
     format!("{}{name}:{occurrence_ms}", OCCURRENCE_KEY_PREFIX)
 }
 
-pub const OCCURRENCE_KEY_PREFIX: &str = "schedule:";
+pub use crate::spec::OCCURRENCE_KEY_PREFIX;
 
 /// Why an occurrence did not run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

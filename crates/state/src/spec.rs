@@ -2,6 +2,10 @@
 
 use std::collections::BTreeMap;
 
+/// Task keys under this prefix belong to schedule occurrences (`schedule::occurrence_key`): a
+/// submit may not use them, so only a fire can create a task under one.
+pub const OCCURRENCE_KEY_PREFIX: &str = "schedule:";
+
 use serde::{Deserialize, Serialize};
 
 use crate::limits;
@@ -63,7 +67,7 @@ pub enum SpecError {
     TimeoutTooLong { ms: u64 },
     #[error("max attempts must be 1..={max}, got {n}", max = limits::ATTEMPTS_MAX)]
     BadAttempts { n: u32 },
-    #[error("keys starting with {prefix:?} are reserved for schedule occurrences", prefix = crate::schedule::OCCURRENCE_KEY_PREFIX)]
+    #[error("keys starting with {prefix:?} are reserved for schedule occurrences", prefix = OCCURRENCE_KEY_PREFIX)]
     ReservedKey,
     #[error("{0} must not contain NUL bytes")]
     Nul(&'static str),
