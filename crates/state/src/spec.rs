@@ -2,13 +2,13 @@
 
 use std::collections::BTreeMap;
 
-/// Task keys under this prefix belong to schedule occurrences (`schedule::occurrence_key`): a
-/// submit may not use them, so only a fire can create a task under one.
-pub const OCCURRENCE_KEY_PREFIX: &str = "schedule:";
-
 use serde::{Deserialize, Serialize};
 
 use crate::limits;
+
+/// Task keys under this prefix belong to schedule occurrences (`schedule::occurrence_key`): a
+/// submit may not use them, so only a fire can create a task under one.
+pub const OCCURRENCE_KEY_PREFIX: &str = "schedule:";
 
 /// What to execute.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
