@@ -31,7 +31,7 @@ fn trio_with_a_wrong_clock(offset: &str, lib: &str) -> Cluster {
     let mut cluster = Cluster::new(&[]);
     for (i, port) in free_ports(3).into_iter().enumerate() {
         let id = i as u64 + 1;
-        let mut replica = Replica::new(&cluster, id, format!("127.0.0.1:{port}"), std::path::Path::new(BIN));
+        let mut replica = cluster.new_replica(id, format!("127.0.0.1:{port}"), std::path::Path::new(BIN));
         if id == 3 {
             // Only the wall clock: monotonic time (timers) runs true, as it does on a host whose
             // clock was set wrong.

@@ -268,7 +268,7 @@ async fn an_open_trio_moves_to_a_cluster_secret_by_rolling_restarts_without_down
     let mut cluster = Cluster::new(&[]);
     cluster.peer_args = vec!["--insecure".into()];
     for (id, port) in (1..=3).zip(free_ports(3)) {
-        let replica = Replica::new(&cluster, id, format!("127.0.0.1:{port}"), Path::new(BIN));
+        let replica = cluster.new_replica(id, format!("127.0.0.1:{port}"), Path::new(BIN));
         cluster.replicas.insert(id, replica);
     }
     for id in cluster.ids() {
@@ -310,7 +310,7 @@ async fn certificates_and_tokens_name_one_identity_and_a_worker_acts_only_as_its
     // Each replica with the certificate that names its id.
     let mut cluster = Cluster::new(&[]);
     for (id, port) in (1..=3).zip(free_ports(3)) {
-        let replica = Replica::new(&cluster, id, format!("127.0.0.1:{port}"), Path::new(BIN));
+        let replica = cluster.new_replica(id, format!("127.0.0.1:{port}"), Path::new(BIN));
         cluster.replicas.insert(id, replica);
     }
     cluster.dialer = Dialer::new(Some(&tls(certs, "client")), Some(&token(certs, "admin"))).unwrap();

@@ -46,7 +46,7 @@ async fn rolling_upgrade_from_cde735c_under_load() {
     // to secure it afterwards is `security.rs`'s rolling test).
     cluster.peer_args = vec!["--insecure".into()];
     for (id, port) in (1..=3).zip(free_ports(3)) {
-        let replica = Replica::new(&cluster, id, format!("127.0.0.1:{port}"), &old);
+        let replica = cluster.new_replica(id, format!("127.0.0.1:{port}"), &old);
         cluster.replicas.insert(id, replica);
     }
     for id in 1..=3 {
@@ -125,7 +125,7 @@ async fn rolling_upgrade_from_cde735c_under_load() {
 
     // Nor can an old build be added to the finalized cluster: refused before it becomes a member.
     let addr = format!("127.0.0.1:{}", free_ports(1)[0]);
-    let mut joining = Replica::new(&cluster, 5, addr.clone(), &old);
+    let mut joining = cluster.new_replica(5, addr.clone(), &old);
     joining.join = true;
     cluster.replicas.insert(5, joining);
     cluster.start_replica(5);

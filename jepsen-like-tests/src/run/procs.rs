@@ -38,12 +38,8 @@ impl Topology {
     }
 }
 
-/// Ports free right now (bound to port 0, then released).
-pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
-    let listeners: Vec<std::net::TcpListener> =
-        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
-    listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect()
-}
+/// Ports free right now (bound to port 0, then released): the shared launcher's.
+pub use raftsched_launcher::free_ports;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProcState {

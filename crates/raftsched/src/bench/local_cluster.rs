@@ -1,36 +1,27 @@
 //! A cluster of `raftsched server` processes on 127.0.0.1 that a benchmark starts, kills and
-//! restarts itself (failover, restart and join times need that). Replicas are this same binary;
-//! every child dies with the benchmark (`PR_SET_PDEATHSIG`) and is killed on drop.
+//! restarts itself (failover, restart and join times need that). Replicas are this same binary,
+//! started by the shared launcher (`raftsched-launcher`); every child dies with the benchmark
+//! (`PR_SET_PDEATHSIG`) and is killed on drop.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use raftsched_client::Client;
+use raftsched_launcher::ReplicaProc;
 
 use crate::error::CliError;
-
-pub struct LocalReplica {
-    pub id: u64,
-    pub addr: String,
-    pub data_dir: PathBuf,
-    log: PathBuf,
-    join: bool,
-    child: Option<Child>,
-}
 
 pub struct LocalCluster {
     pub dir: PathBuf,
     /// Removed on drop when the benchmark made it.
     _temp: Option<tempfile::TempDir>,
-    pub replicas: Vec<LocalReplica>,
+    pub replicas: Vec<ReplicaProc>,
     extra_args: Vec<String>,
 }
 
 fn free_port() -> Result<u16, CliError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| CliError::Failed(format!("bind: {e}")))?;
-    Ok(l.local_addr().map_err(|e| CliError::Failed(e.to_string()))?.port())
+    let ports = raftsched_launcher::free_ports(1).map_err(|e| CliError::Failed(format!("bind: {e}")))?;
+    Ok(ports[0])
 }
 
 impl LocalCluster {
@@ -61,14 +52,12 @@ impl LocalCluster {
     }
 
     fn add_replica_slot(&mut self, id: u64, join: bool) -> Result<(), CliError> {
-        self.replicas.push(LocalReplica {
-            id,
-            addr: format!("127.0.0.1:{}", free_port()?),
-            data_dir: self.dir.join(format!("replica-{id}")),
-            log: self.dir.join(format!("replica-{id}.log")),
-            join,
-            child: None,
-        });
+        let bin = std::env::current_exe().map_err(|e| CliError::Failed(format!("own binary: {e}")))?;
+        let mut replica = ReplicaProc::new(id, format!("127.0.0.1:{}", free_port()?), &self.dir, &bin);
+        replica.join = join;
+        replica.die_with_parent = true;
+        replica.log_filter = std::env::var("RAFTSCHED_LOG").unwrap_or_else(|_| "warn".into());
+        self.replicas.push(replica);
         Ok(())
     }
 
@@ -76,48 +65,20 @@ impl LocalCluster {
         self.replicas.iter().map(|r| r.addr.clone()).collect()
     }
 
-    pub fn replica(&self, id: u64) -> &LocalReplica {
+    pub fn replica(&self, id: u64) -> &ReplicaProc {
         self.replicas.iter().find(|r| r.id == id).expect("known replica id")
     }
 
-    fn replica_mut(&mut self, id: u64) -> &mut LocalReplica {
+    fn replica_mut(&mut self, id: u64) -> &mut ReplicaProc {
         self.replicas.iter_mut().find(|r| r.id == id).expect("known replica id")
     }
 
     pub fn start_replica(&mut self, id: u64) -> Result<(), CliError> {
-        let initial: Vec<String> =
-            self.replicas.iter().filter(|r| !r.join).map(|r| format!("{}={}", r.id, r.addr)).collect();
-        let join: Vec<String> = self.replicas.iter().filter(|r| r.id != id).map(|r| r.addr.clone()).collect();
-        let bin = std::env::current_exe().map_err(|e| CliError::Failed(format!("own binary: {e}")))?;
+        let initial = raftsched_launcher::initial_cluster(&self.replicas);
+        let join = raftsched_launcher::addrs(self.replicas.iter().filter(|r| r.id != id));
         let extra = self.extra_args.clone();
         let r = self.replica_mut(id);
-        assert!(r.child.is_none());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&r.log)
-            .map_err(|e| CliError::Failed(format!("{}: {e}", r.log.display())))?;
-        let mut cmd = Command::new(bin);
-        cmd.args(["server", "--id", &id.to_string(), "--listen", &r.addr]);
-        if r.join {
-            cmd.args(["--join", &join.join(",")]);
-        } else {
-            cmd.args(["--initial-cluster", &initial.join(",")]);
-        }
-        cmd.arg("--data-dir")
-            .arg(&r.data_dir)
-            .args(&extra)
-            .env("RAFTSCHED_LOG", std::env::var("RAFTSCHED_LOG").unwrap_or_else(|_| "warn".into()));
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        r.child = Some(cmd.spawn().map_err(|e| CliError::Failed(format!("start replica {id}: {e}")))?);
-        Ok(())
+        r.start(&initial, &join, &extra).map_err(|e| CliError::Failed(format!("start replica {id}: {e}")))
     }
 
     /// Adds a slot for a new, empty replica `id` that starts with `--join`; returns its address.
@@ -128,14 +89,11 @@ impl LocalCluster {
     }
 
     pub fn kill9(&mut self, id: u64) {
-        if let Some(mut child) = self.replica_mut(id).child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.replica_mut(id).kill9();
     }
 
     pub fn pid(&self, id: u64) -> Option<u32> {
-        self.replica(id).child.as_ref().map(Child::id)
+        self.replica(id).pid()
     }
 
     /// Resident memory of replica `id`, in bytes (from /proc).
@@ -201,17 +159,6 @@ impl LocalCluster {
                 return Err(CliError::Failed(format!("replicas did not converge within {} s", wait.as_secs())));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for LocalCluster {
-    fn drop(&mut self) {
-        for r in &mut self.replicas {
-            if let Some(mut child) = r.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
         }
     }
 }

@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -20,38 +19,8 @@ pub type RaftClient = api::raft_client::RaftClient<
 /// Generous: a loaded 2-core CI box may take seconds to elect a leader or start a process.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
-pub struct Replica {
-    pub id: u64,
-    pub addr: String,
-    pub data_dir: PathBuf,
-    pub log_path: PathBuf,
-    /// Started with `--join` instead of `--initial-cluster`.
-    pub join: bool,
-    /// `--http` address (status page and metrics), if any.
-    pub http: Option<String>,
-    /// The `raftsched` binary it runs (this build's unless a test swaps in another).
-    pub bin: PathBuf,
-    /// A command the binary runs under (e.g. `faketime -f +1d`); empty: none.
-    pub wrapper: Vec<String>,
-    child: Option<Child>,
-}
-
-impl Replica {
-    /// Replica `id` of `cluster` at `addr`, running `bin`, not started.
-    pub fn new(cluster: &Cluster, id: u64, addr: String, bin: &Path) -> Replica {
-        Replica {
-            id,
-            addr,
-            data_dir: cluster.dir.path().join(format!("replica-{id}")),
-            log_path: cluster.dir.path().join(format!("replica-{id}.log")),
-            join: false,
-            http: None,
-            bin: bin.to_path_buf(),
-            wrapper: Vec::new(),
-            child: None,
-        }
-    }
-}
+/// A replica process of a test cluster (the shared launcher's: killed when dropped).
+pub use raftsched_launcher::ReplicaProc as Replica;
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
@@ -74,8 +43,7 @@ pub const WORKER_TIMING: &[&str] = &["--heartbeat-interval-ms", "100", "--lease-
 
 /// Ports that were free a moment ago: bound to port 0, read, released.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0")).collect();
-    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    raftsched_launcher::free_ports(n).expect("bind port 0")
 }
 
 impl Cluster {
@@ -83,7 +51,7 @@ impl Cluster {
         let mut cluster = Cluster::new(extra_args);
         for (i, port) in free_ports(n as usize).into_iter().enumerate() {
             let id = i as u64 + 1;
-            let replica = Replica::new(&cluster, id, format!("127.0.0.1:{port}"), Path::new(BIN));
+            let replica = cluster.new_replica(id, format!("127.0.0.1:{port}"), Path::new(BIN));
             cluster.replicas.insert(id, replica);
         }
         for id in cluster.ids() {
@@ -108,6 +76,12 @@ impl Cluster {
         }
     }
 
+    /// Replica `id` of this cluster at `addr`, running `bin`, not started (data and log in the
+    /// cluster's dir).
+    pub fn new_replica(&self, id: u64, addr: String, bin: &Path) -> Replica {
+        Replica::new(id, addr, self.dir.path(), bin)
+    }
+
     /// The cluster secret's file.
     pub fn secret_file(&self) -> PathBuf {
         self.dir.path().join("cluster-secret")
@@ -119,7 +93,7 @@ impl Cluster {
         let ports = free_ports(2 * n as usize);
         for id in 1..=n {
             let (port, http) = (ports[2 * (id as usize - 1)], ports[2 * (id as usize - 1) + 1]);
-            let mut replica = Replica::new(&cluster, id, format!("127.0.0.1:{port}"), Path::new(BIN));
+            let mut replica = cluster.new_replica(id, format!("127.0.0.1:{port}"), Path::new(BIN));
             replica.http = Some(format!("127.0.0.1:{http}"));
             cluster.replicas.insert(id, replica);
         }
@@ -138,7 +112,7 @@ impl Cluster {
     pub fn start_joining_replica(&mut self, id: u64) -> String {
         let port = free_ports(1)[0];
         let addr = format!("127.0.0.1:{port}");
-        let mut replica = Replica::new(self, id, addr.clone(), Path::new(BIN));
+        let mut replica = self.new_replica(id, addr.clone(), Path::new(BIN));
         replica.join = true;
         self.replicas.insert(id, replica);
         self.start_replica(id);
@@ -156,11 +130,11 @@ impl Cluster {
     }
 
     pub fn initial_cluster(&self) -> String {
-        self.replicas.values().filter(|r| !r.join).map(|r| format!("{}={}", r.id, r.addr)).collect::<Vec<_>>().join(",")
+        raftsched_launcher::initial_cluster(self.replicas.values())
     }
 
     pub fn cluster_arg(&self) -> String {
-        self.replicas.values().map(|r| r.addr.clone()).collect::<Vec<_>>().join(",")
+        raftsched_launcher::addrs(self.replicas.values())
     }
 
     pub fn addr(&self, id: u64) -> String {
@@ -172,43 +146,15 @@ impl Cluster {
         let join = self.cluster_arg();
         let mut extra = self.extra_args.clone();
         let r = self.replicas.get_mut(&id).unwrap();
-        assert!(r.child.is_none(), "replica {id} already running");
         if r.bin == Path::new(BIN) {
             extra.extend(self.peer_args.iter().cloned());
         }
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&r.log_path).unwrap();
-        let membership = if r.join { ["--join", &join] } else { ["--initial-cluster", &initial] };
-        let http: Vec<&str> = r.http.as_deref().map(|h| vec!["--http", h]).unwrap_or_default();
-        let mut command = match r.wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(&r.bin);
-                c
-            }
-            None => Command::new(&r.bin),
-        };
-        let child = command
-            .args(["server", "--id", &id.to_string(), "--listen", &r.addr])
-            .args(membership)
-            .arg("--data-dir")
-            .arg(&r.data_dir)
-            .args(&extra)
-            .args(http)
-            .env("RAFTSCHED_LOG", "info,openraft=warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn raftsched server");
-        r.child = Some(child);
+        r.start(&initial, &join, &extra).expect("spawn raftsched server");
     }
 
     /// kill -9: no flush, no goodbye.
     pub fn kill9(&mut self, id: u64) {
-        let r = self.replicas.get_mut(&id).unwrap();
-        if let Some(mut child) = r.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.replicas.get_mut(&id).unwrap().kill9();
     }
 
     /// Starts `raftsched worker --id ID` against every replica, in its own process group.
@@ -291,43 +237,21 @@ impl Cluster {
 
     /// SIGTERM, then wait for a clean exit; returns the exit status.
     pub fn terminate(&mut self, id: u64) -> std::process::ExitStatus {
-        let r = self.replicas.get_mut(&id).unwrap();
-        let mut child = r.child.take().expect("replica running");
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
-        }
-        let started = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if started.elapsed() > DEADLINE {
-                let _ = child.kill();
-                panic!("replica {id} did not exit on SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.replicas.get_mut(&id).unwrap().terminate(DEADLINE).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// How replica `id` ended, if it has (the child is then forgotten); `None` while it runs.
     pub fn exit_status(&mut self, id: u64) -> Option<std::process::ExitStatus> {
-        let r = self.replicas.get_mut(&id).unwrap();
-        let status = r.child.as_mut()?.try_wait().unwrap()?;
-        r.child = None;
-        Some(status)
+        self.replicas.get_mut(&id).unwrap().exit_status()
     }
 
     /// The process id of running replica `id`.
     pub fn pid(&self, id: u64) -> u32 {
-        self.replicas[&id].child.as_ref().expect("replica running").id()
+        self.replicas[&id].pid().expect("replica running")
     }
 
     pub fn is_running(&mut self, id: u64) -> bool {
-        let r = self.replicas.get_mut(&id).unwrap();
-        match &mut r.child {
-            Some(c) => c.try_wait().unwrap().is_none(),
-            None => false,
-        }
+        self.replicas.get_mut(&id).unwrap().is_running()
     }
 
     pub fn client(&self) -> Client {
