@@ -44,13 +44,19 @@ async fn the_status_page_shows_the_leader_workers_and_tasks_in_a_browser() {
     let follower = cluster.ids().into_iter().find(|&id| id != leader).unwrap();
     let url = format!("http://{}/", cluster.http(follower));
     let profile = cluster.dir.path().join("chromium-profile");
-    let leader_row = format!("<tr><td>{leader}</td><td>{}</td><td class=\"leader\">leader</td>", cluster.addr(leader));
+    // The leader as of each look: a loaded machine may move leadership meanwhile (the page
+    // must show whoever leads then).
+    let leader_row_of =
+        |id: u64, addr: String| format!("<tr><td>{id}</td><td>{addr}</td><td class=\"leader\">leader</td>");
+    let mut leader_row = leader_row_of(leader, cluster.addr(leader));
     let task_row = format!("<tr><td><a class=\"id\">{}</a></td><td>shown-in-the-browser</td>", task.id);
     let worker_row = "<tr><td>page-worker</td>";
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut dom = String::new();
     while Instant::now() < deadline {
         dom = dump_dom(&browser, &url, &profile);
+        let now = cluster.leader().await;
+        leader_row = leader_row_of(now, cluster.addr(now));
         if dom.contains(&leader_row) && dom.contains(&task_row) && dom.contains(worker_row) {
             break;
         }
