@@ -63,7 +63,7 @@ pub type NodeId = u64;
 /// state in snapshot bodies (`StateMachine::clock_ms`, which `apply` uses from cluster version 3);
 /// 4 changes no record's bytes but the data dir's layout: the snapshot body is a file of its own,
 /// named by a `SnapshotFile` record (written only from cluster version 4, so a build of format 3
-/// still opens a data dir until the cluster is finalized); 5 adds `ReportEvent::FinishedApart`
+/// still opens a data dir until the cluster is finalized); 5 adds `ReportEvent::EndedApart`
 /// (stdout and stderr apart, proposed only from cluster version 5) and, beside the state in
 /// snapshot bodies, each result's `Streams`; 6 adds `Op::SubmitAfter`, the task states `waiting`
 /// and `skipped` and, beside the state in snapshot bodies, each task's `After` (dependencies,

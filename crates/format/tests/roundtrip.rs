@@ -99,10 +99,10 @@ fn arb_leaf_op() -> impl Strategy<Value = Op> {
             |(task_id, token, kind, exit_code, stdout_tail, stderr_tail, bytes)| {
                 let event = match kind {
                     0 => ReportEvent::Started,
-                    1 => ReportEvent::Finished { exit_code, output_tail: stdout_tail, timed_out: true },
+                    1 => ReportEvent::Ended { exit_code, output_tail: stdout_tail, timed_out: true },
                     _ => {
                         let output = Output { stdout_tail, stderr_tail, stdout_bytes: bytes, stderr_bytes: bytes / 2 };
-                        ReportEvent::FinishedApart { exit_code, timed_out: false, output: Box::new(output) }
+                        ReportEvent::EndedApart { exit_code, timed_out: false, output: Box::new(output) }
                     }
                 };
                 Op::Report { task_id, token, event }

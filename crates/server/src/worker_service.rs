@@ -195,9 +195,7 @@ fn report_event(r: &mut api::ReportRequest, cluster_version: u32) -> Result<Repo
     let (exit_code, timed_out) = (r.exit_code, r.timed_out);
     Ok(match (r.finished, r.streams_apart && cluster_version >= OUTPUT_APART_VERSION) {
         (false, _) => ReportEvent::Started,
-        (true, false) => {
-            ReportEvent::Finished { exit_code, output_tail: std::mem::take(&mut r.output_tail), timed_out }
-        }
+        (true, false) => ReportEvent::Ended { exit_code, output_tail: std::mem::take(&mut r.output_tail), timed_out },
         (true, true) => {
             let output = Output {
                 stdout_tail: std::mem::take(&mut r.stdout_tail),
@@ -205,7 +203,7 @@ fn report_event(r: &mut api::ReportRequest, cluster_version: u32) -> Result<Repo
                 stdout_bytes: r.stdout_bytes,
                 stderr_bytes: r.stderr_bytes,
             };
-            ReportEvent::FinishedApart { exit_code, timed_out, output: Box::new(output) }
+            ReportEvent::EndedApart { exit_code, timed_out, output: Box::new(output) }
         }
     })
 }

@@ -176,14 +176,14 @@ pub struct AssignItem {
 pub enum ReportEvent {
     Started,
     /// Output as one tail of both streams (workers and clusters before format 5).
-    Finished {
+    Ended {
         exit_code: i32,
         output_tail: String,
         timed_out: bool,
     },
     /// Stdout and stderr apart, with each stream's length. Proposed only from cluster version
     /// `OUTPUT_APART_VERSION` on: an older replica cannot decode it.
-    FinishedApart {
+    EndedApart {
         exit_code: i32,
         timed_out: bool,
         output: Box<Output>,

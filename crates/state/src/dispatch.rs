@@ -219,8 +219,7 @@ mod tests {
                 let op = match rng.below(7) {
                     6 if !held.is_empty() => {
                         let (task_id, token) = held[rng.below(held.len() as u64) as usize];
-                        let event =
-                            ReportEvent::Finished { exit_code: 0, output_tail: String::new(), timed_out: false };
+                        let event = ReportEvent::Ended { exit_code: 0, output_tail: String::new(), timed_out: false };
                         Op::Report { task_id, token, event }
                     }
                     0 | 1 => {

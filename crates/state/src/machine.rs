@@ -136,7 +136,7 @@ impl Eq for Touched {}
 pub const CLOCK_VERSION: u32 = 3;
 
 /// The cluster version from which a result keeps stdout and stderr apart
-/// (`ReportEvent::FinishedApart`, `TaskResult::streams`): format 5, which carries them in snapshots.
+/// (`ReportEvent::EndedApart`, `TaskResult::streams`): format 5, which carries them in snapshots.
 pub const OUTPUT_APART_VERSION: u32 = 5;
 
 /// Dispatch order key of a pending task.
@@ -610,7 +610,7 @@ impl StateMachine {
                 }
                 Response::Reported
             }
-            ReportEvent::Finished { exit_code, output_tail, timed_out } => {
+            ReportEvent::Ended { exit_code, output_tail, timed_out } => {
                 let result = TaskResult {
                     exit_code: *exit_code,
                     output_tail: tail_of(output_tail, limits::OUTPUT_TAIL_BYTES_MAX),
@@ -619,7 +619,7 @@ impl StateMachine {
                 self.finish_attempt(index, now_ms, task_id, *timed_out, result);
                 Response::Reported
             }
-            ReportEvent::FinishedApart { exit_code, timed_out, output } => {
+            ReportEvent::EndedApart { exit_code, timed_out, output } => {
                 let result = self.result_apart(*exit_code, output);
                 self.finish_attempt(index, now_ms, task_id, *timed_out, result);
                 Response::Reported
@@ -915,7 +915,7 @@ mod tests {
             let token = sm.get(id).unwrap().assignment.as_ref().unwrap().token;
             let output =
                 Output { stdout_tail: "o\n".into(), stderr_tail: "e\n".into(), stdout_bytes: 90, stderr_bytes: 0 };
-            let event = ReportEvent::FinishedApart { exit_code: 0, timed_out: false, output: Box::new(output) };
+            let event = ReportEvent::EndedApart { exit_code: 0, timed_out: false, output: Box::new(output) };
             sm.apply(index + 3, &Command { now_ms: 1_000, op: Op::Report { task_id: id, token, event } });
             sm.get(id).unwrap().result.clone().unwrap()
         };

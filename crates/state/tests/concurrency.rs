@@ -60,7 +60,7 @@ fn a_key_never_has_more_than_its_limit_held() {
     assert_eq!((key, usage.held, usage.queued, usage.limit), ("db", 2, 3, 2));
     // One ends: the next one of the key may go.
     let token = log.sm.get(ids[0]).unwrap().assignment.as_ref().unwrap().token;
-    let event = ReportEvent::Finished { exit_code: 0, output_tail: String::new(), timed_out: false };
+    let event = ReportEvent::Ended { exit_code: 0, output_tail: String::new(), timed_out: false };
     log.apply(3_000, Op::Report { task_id: ids[0], token, event });
     let plan = log.sm.plan_assignments(4_000, 100);
     assert_eq!(plan.iter().map(|i| i.task_id).collect::<Vec<_>>(), vec![ids[2]]);

@@ -100,7 +100,7 @@ fn concrete(sm: &StateMachine, step: &Step, now_ms: u64) -> Op {
             let event = match (*finished, exit_code % 2) {
                 (false, _) => ReportEvent::Started,
                 (true, 0) => {
-                    ReportEvent::Finished { exit_code: *exit_code, output_tail: "out".into(), timed_out: *timed_out }
+                    ReportEvent::Ended { exit_code: *exit_code, output_tail: "out".into(), timed_out: *timed_out }
                 }
                 (true, _) => {
                     let output = Output {
@@ -109,11 +109,7 @@ fn concrete(sm: &StateMachine, step: &Step, now_ms: u64) -> Op {
                         stdout_bytes: 9,
                         stderr_bytes: 1,
                     };
-                    ReportEvent::FinishedApart {
-                        exit_code: *exit_code,
-                        timed_out: *timed_out,
-                        output: Box::new(output),
-                    }
+                    ReportEvent::EndedApart { exit_code: *exit_code, timed_out: *timed_out, output: Box::new(output) }
                 }
             };
             Op::Report { task_id, token, event }
@@ -229,7 +225,7 @@ proptest! {
                     let before_task = before.get(*task_id).unwrap();
                     prop_assert_eq!(before_task.assignment.as_ref().map(|a| a.token), Some(*token));
                     let t = sm.get(*task_id).unwrap();
-                    if matches!(event, ReportEvent::Finished { .. } | ReportEvent::FinishedApart { .. }) {
+                    if matches!(event, ReportEvent::Ended { .. } | ReportEvent::EndedApart { .. }) {
                         // Exactly one result, recorded by the attempt that held the task.
                         prop_assert!(t.assignment.is_none());
                         prop_assert!(before_task.result.is_none());

@@ -64,7 +64,7 @@ impl Log {
             .filter_map(|t| Some((t.id, t.assignment.as_ref()?.token)))
             .collect();
         for (task_id, token) in held {
-            let event = ReportEvent::Finished { exit_code, output_tail: String::new(), timed_out: false };
+            let event = ReportEvent::Ended { exit_code, output_tail: String::new(), timed_out: false };
             self.apply(3_000, Op::Report { task_id, token, event });
         }
     }

@@ -130,7 +130,7 @@ fn apply(log: &mut Log, step: &Step, n: usize) {
         Step::End { pick, success } => {
             if let Some((task_id, token)) = held.get(pick % held.len().max(1)).copied() {
                 let exit_code = if *success { 0 } else { 1 };
-                let event = ReportEvent::Finished { exit_code, output_tail: String::new(), timed_out: false };
+                let event = ReportEvent::Ended { exit_code, output_tail: String::new(), timed_out: false };
                 log.apply(3_000, Op::Report { task_id, token, event });
             }
         }

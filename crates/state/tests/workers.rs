@@ -27,7 +27,7 @@ impl Log {
         }
     }
     fn finish(&mut self, now_ms: u64, task_id: u64, token: u64, exit_code: i32) -> Response {
-        let event = ReportEvent::Finished { exit_code, output_tail: format!("exit {exit_code}"), timed_out: false };
+        let event = ReportEvent::Ended { exit_code, output_tail: format!("exit {exit_code}"), timed_out: false };
         self.apply(now_ms, Op::Report { task_id, token, event })
     }
 }
@@ -191,7 +191,7 @@ fn batch_dispatch_assigns_in_the_entry_that_made_it_possible() {
     assert_eq!(log.sm.get(ids[1]).unwrap().state, TaskState::Pending);
 
     // The report that ends `a` frees the slot, and the same entry hands it `b`.
-    let event = ReportEvent::Finished { exit_code: 0, output_tail: String::new(), timed_out: false };
+    let event = ReportEvent::Ended { exit_code: 0, output_tail: String::new(), timed_out: false };
     let r = log.apply(20, Op::BatchDispatch { ops: vec![Op::Report { task_id: ids[0], token: submit_index, event }] });
     assert_eq!(r, Response::Batch(vec![Response::Reported]));
     assert_eq!(log.sm.get(ids[0]).unwrap().state, TaskState::Succeeded);
@@ -217,7 +217,7 @@ fn batch_dispatch_never_reuses_a_token_and_a_rejected_batch_assigns_nothing() {
     let token = log.sm.get(id).unwrap().assignment.as_ref().unwrap().token;
     assert_eq!(token, log.index);
     // Failure: back to pending with a backoff, so the entry that ended it does not reassign it.
-    let event = ReportEvent::Finished { exit_code: 1, output_tail: String::new(), timed_out: false };
+    let event = ReportEvent::Ended { exit_code: 1, output_tail: String::new(), timed_out: false };
     log.apply(20, Op::BatchDispatch { ops: vec![Op::Report { task_id: id, token, event }] });
     let task = log.sm.get(id).unwrap();
     assert_eq!(task.state, TaskState::Pending);
@@ -241,7 +241,7 @@ fn a_report_from_a_worker_that_does_not_hold_the_attempt_is_refused_whatever_its
     let holder = log.sm.get(id).unwrap().assignment.as_ref().unwrap().worker_id.clone();
     let (other, other_instance) = if holder == "w1" { ("w2", 8) } else { ("w1", 7) };
     let holder_instance = if holder == "w1" { 7 } else { 8 };
-    let finished = ReportEvent::Finished { exit_code: 0, output_tail: "forged".into(), timed_out: false };
+    let finished = ReportEvent::Ended { exit_code: 0, output_tail: "forged".into(), timed_out: false };
     let from = |worker_id: &str, instance: u64, token: u64| Op::ReportFrom {
         worker_id: worker_id.into(),
         instance,

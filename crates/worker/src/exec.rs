@@ -135,11 +135,8 @@ async fn feed_lease(mut stdin: tokio::process::ChildStdin, lease_left: LeaseLeft
 /// How an attempt ended on this worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ended {
-    Finished {
-        exit_code: i32,
-        output: Output,
-        timed_out: bool,
-    },
+    /// The process exited (or timed out): a result to report.
+    Exited { exit_code: i32, output: Output, timed_out: bool },
     /// Killed on the worker's own decision (cancelled, reassigned, lease lost): no result.
     Killed,
 }
@@ -151,7 +148,7 @@ impl Ended {
             stdout_bytes: text.len() as u64,
             ..Default::default()
         };
-        Ended::Finished { exit_code, output, timed_out: false }
+        Ended::Exited { exit_code, output, timed_out: false }
     }
 
     /// An attempt that ended without running anything: the worker says why on stderr.
@@ -161,7 +158,7 @@ impl Ended {
             stderr_bytes: text.len() as u64,
             ..Default::default()
         };
-        Ended::Finished { exit_code, output, timed_out }
+        Ended::Exited { exit_code, output, timed_out }
     }
 }
 
@@ -198,7 +195,7 @@ pub async fn run(
                 _ = sleep_for_timeout => Ended::with_stderr(-1, true, "timed out"),
                 _ = killed => Ended::Killed,
             };
-            if let (Some(kept), Ended::Finished { output, .. }) = (&kept, &ended) {
+            if let (Some(kept), Ended::Exited { output, .. }) = (&kept, &ended) {
                 // A builtin's output is all in its tail: keep that.
                 kept.write(false, output.stdout_tail.as_bytes());
                 kept.write(true, output.stderr_tail.as_bytes());
@@ -328,7 +325,7 @@ async fn command(
                 }),
                 Err(_) => -1,
             };
-            Ended::Finished { exit_code: if timed_out { -1 } else { exit_code }, output, timed_out }
+            Ended::Exited { exit_code: if timed_out { -1 } else { exit_code }, output, timed_out }
         }
     }
 }

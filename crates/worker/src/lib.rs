@@ -381,7 +381,7 @@ async fn attempt(
     };
     let lease_valid = !lease_left().is_zero();
     let reported = match ended {
-        Ended::Finished { exit_code, output, timed_out } if lease_valid && !*kill.borrow() && !*refused_tx.borrow() => {
+        Ended::Exited { exit_code, output, timed_out } if lease_valid && !*kill.borrow() && !*refused_tx.borrow() => {
             let req = api::ReportRequest {
                 task_id,
                 token,

@@ -42,7 +42,7 @@ pub fn ops() -> Vec<Op> {
         Op::Report {
             task_id: 3,
             token: 12,
-            event: ReportEvent::Finished { exit_code: 0, output_tail: "ok\n".into(), timed_out: false },
+            event: ReportEvent::Ended { exit_code: 0, output_tail: "ok\n".into(), timed_out: false },
         },
         Op::Heartbeat { worker_id: "w1".into(), instance: 99 },
     ]
@@ -80,7 +80,7 @@ pub fn entry_set_cluster_version() -> Entry<TypeConfig> {
 }
 
 pub fn entry_report_from() -> Entry<TypeConfig> {
-    let event = ReportEvent::Finished { exit_code: 3, output_tail: "tail".into(), timed_out: false };
+    let event = ReportEvent::Ended { exit_code: 3, output_tail: "tail".into(), timed_out: false };
     let op = Op::ReportFrom { worker_id: "w1".into(), instance: 0xfeed, task_id: 12, token: 88, event };
     let ops = vec![op, Op::Cancel { id: 4 }];
     Entry {
@@ -97,7 +97,7 @@ pub fn report_apart() -> ReportEvent {
         stdout_bytes: 21,
         stderr_bytes: 14,
     };
-    ReportEvent::FinishedApart { exit_code: 0, timed_out: false, output: Box::new(output) }
+    ReportEvent::EndedApart { exit_code: 0, timed_out: false, output: Box::new(output) }
 }
 
 pub fn entry_report_apart() -> Entry<TypeConfig> {

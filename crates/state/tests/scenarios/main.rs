@@ -274,11 +274,9 @@ impl Runner {
                 let token = w.num("token", held);
                 let event = match w.arg(0) {
                     "start" => ReportEvent::Started,
-                    _ => ReportEvent::Finished {
-                        exit_code: w.num("exit", 0),
-                        output_tail: String::new(),
-                        timed_out: false,
-                    },
+                    _ => {
+                        ReportEvent::Ended { exit_code: w.num("exit", 0), output_tail: String::new(), timed_out: false }
+                    }
                 };
                 Op::Report { task_id, token, event }
             }
