@@ -75,16 +75,22 @@ fn gated(cluster: &Cluster, key: &str, gate: &std::path::Path) -> u64 {
     stdout(&out).parse().unwrap()
 }
 
+/// A trio with one worker, `w1`, ready.
+async fn with_a_worker() -> Cluster {
+    let mut cluster = Cluster::start(3, FAST_WORKERS);
+    cluster.leader().await;
+    cluster.start_worker("w1", &[]);
+    cluster.wait_workers_ready(1).await;
+    cluster
+}
+
 fn logs(cluster: &Cluster, args: &[&str]) -> std::process::Output {
     cli(&cluster.cluster_arg(), &[&["logs"], args].concat())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_follow_streams_a_running_attempt_and_goes_on_through_a_worker_restart() {
-    let mut cluster = Cluster::start(3, FAST_WORKERS);
-    cluster.leader().await;
-    cluster.start_worker("w1", &[]);
-    cluster.wait_workers_ready(1).await;
+    let mut cluster = with_a_worker().await;
     let gates = tempfile::tempdir().unwrap();
 
     // While the attempt runs, its first line arrives; the rest once it goes on; then the end.
@@ -125,10 +131,7 @@ async fn logs_follow_streams_a_running_attempt_and_goes_on_through_a_worker_rest
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_says_plainly_why_there_is_no_output() {
-    let mut cluster = Cluster::start(3, FAST_WORKERS);
-    cluster.leader().await;
-    cluster.start_worker("w1", &[]);
-    cluster.wait_workers_ready(1).await;
+    let cluster = with_a_worker().await;
     let out = cli(&cluster.cluster_arg(), &["submit", "--constraint", "zone=nowhere", "--", "true"]);
     let waiting = stdout(&out);
     let cases: [(&[&str], i32, &str); 5] = [

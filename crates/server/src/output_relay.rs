@@ -83,7 +83,10 @@ pub(crate) async fn relay_output(replica: &Replica, req: api::ReadOutputRequest)
     let mut upstream = match opened {
         Ok(Ok(response)) => response.into_inner(),
         Ok(Err(status)) => return Err(worker_refused(&at, status)),
-        Err(_) => return Err(unreachable(&at, "no answer within 5 s")),
+        Err(_) => {
+            let why = format!("no answer within {} s", WORKER_CONNECT_TIMEOUT.as_secs());
+            return Err(unreachable(&at, &why));
+        }
     };
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {

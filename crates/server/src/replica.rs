@@ -319,30 +319,7 @@ impl Replica {
             }
             let seen = self.known_leader();
             let group: Vec<Op> = left.iter().map(|i| ops[*i].clone()).collect();
-            let tried: Vec<Option<Result<Response, Status>>> = match self.leader() {
-                Leader::Me => (self.propose_many(group).await.into_iter())
-                    .map(|answer| match answer {
-                        Ok(response) => Some(Ok(response)),
-                        Err(Some(status)) => Some(Err(status)),
-                        Err(None) => None,
-                    })
-                    .collect(),
-                Leader::Other(id, addr) => {
-                    let forwarded = self.forward(&addr, group).await;
-                    if let Some(Err(status)) = forwarded.iter().find(|r| r.as_ref().is_err_and(is_retryable)) {
-                        last_error = format!("forward to leader {id} at {addr}: {}", status.message());
-                    }
-                    // The leader's own refusal (bad input, conflict) is the answer.
-                    forwarded
-                        .into_iter()
-                        .map(|r| r.map_or_else(|s| (!is_retryable(&s)).then_some(Err(s)), |x| Some(Ok(x))))
-                        .collect()
-                }
-                Leader::Unknown => vec![None; left.len()],
-            };
-            if matches!(self.leader(), Leader::Me) && tried.iter().any(Option::is_none) {
-                last_error = "lost leadership while proposing".to_string();
-            }
+            let tried = self.write_once(group, &mut last_error).await;
             left = left
                 .into_iter()
                 .zip(tried)
@@ -362,6 +339,37 @@ impl Replica {
         }
         let timed_out = || Err(unavailable_after(&last_error, limits::REQUEST_TIMEOUT));
         answers.into_iter().map(|a| a.unwrap_or_else(timed_out)).collect()
+    }
+
+    /// One try of `write_many`: the group proposed here (leading) or forwarded to the leader.
+    /// Each answer, or `None` for an op to try again (no leader reached); `last_error` says why.
+    async fn write_once(&self, group: Vec<Op>, last_error: &mut String) -> Vec<Option<Result<Response, Status>>> {
+        match self.leader() {
+            Leader::Me => {
+                let answers: Vec<_> = (self.propose_many(group).await.into_iter())
+                    .map(|answer| match answer {
+                        Ok(response) => Some(Ok(response)),
+                        Err(Some(status)) => Some(Err(status)),
+                        Err(None) => None,
+                    })
+                    .collect();
+                if answers.iter().any(Option::is_none) {
+                    *last_error = "lost leadership while proposing".to_string();
+                }
+                answers
+            }
+            Leader::Other(id, addr) => {
+                let forwarded = self.forward(&addr, group).await;
+                if let Some(Err(status)) = forwarded.iter().find(|r| r.as_ref().is_err_and(is_retryable)) {
+                    *last_error = format!("forward to leader {id} at {addr}: {}", status.message());
+                }
+                // The leader's own refusal (bad input, conflict) is the answer.
+                (forwarded.into_iter())
+                    .map(|r| r.map_or_else(|s| (!is_retryable(&s)).then_some(Err(s)), |x| Some(Ok(x))))
+                    .collect()
+            }
+            Leader::Unknown => vec![None; group.len()],
+        }
     }
 
     /// Proposes client ops on this replica, which believes it leads, as one group (batched with

@@ -344,15 +344,18 @@ class Client:
         request = pb.ReadOutputRequest(task_id=task_id, attempt=attempt, stderr=stderr, offset=offset, follow=follow)
         last: Optional[grpc.RpcError] = None
         for addr in self._order(False):
-            chunks = self._stubs[addr].ReadOutput(request, metadata=self._metadata)
             try:
-                for chunk in chunks:
+                for chunk in self._stubs[addr].ReadOutput(request, metadata=self._metadata):
                     yield chunk.data
+                    # A retry through the next replica goes on where this one stopped, on this
+                    # attempt.
+                    request.offset += len(chunk.data)
+                    request.attempt = chunk.attempt or request.attempt
                     if chunk.ended:
                         return
                 return
             except grpc.RpcError as e:
-                if e.code() not in _RETRIED or request.offset != offset:
+                if e.code() not in _RETRIED:
                     raise _error(e) from None
                 last = e
         if last is not None:
