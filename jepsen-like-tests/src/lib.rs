@@ -52,6 +52,7 @@ pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod generate;
+pub mod hash;
 pub mod history;
 pub mod model;
 pub mod models;

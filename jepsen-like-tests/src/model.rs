@@ -155,7 +155,7 @@ pub fn group<K: Hash + Eq, O>(
     items: impl IntoIterator<Item = (K, PartOp<O>)>,
     name: impl Fn(&K) -> String,
 ) -> Vec<Partition<O>> {
-    let mut index: crate::check::FxHashMap<K, usize> = crate::check::FxHashMap::default();
+    let mut index: crate::hash::FxHashMap<K, usize> = crate::hash::FxHashMap::default();
     let mut parts: Vec<Partition<O>> = Vec::new();
     for (key, op) in items {
         let i = match index.get(&key) {

@@ -34,7 +34,7 @@
 use std::hash::{Hash, Hasher};
 use std::time::Instant;
 
-use crate::check::{FxHashMap, FxHasher};
+use crate::hash::{FxHashMap, FxHasher};
 use crate::model::{Model, PartOp};
 
 /// Outcome of the search on one partition.

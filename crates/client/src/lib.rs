@@ -142,7 +142,7 @@ pub mod rules {
     pub use raftsched_state::calendar::{parse_duration_ms, Timing};
     pub use raftsched_state::limits;
     pub use raftsched_state::schedule::validate_schedule_name;
-    pub use raftsched_state::workers::validate_worker_id;
+    pub use raftsched_state::worker::validate_worker_id;
     pub use raftsched_state::{TaskSpec, TaskState};
 }
 

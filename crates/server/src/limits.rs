@@ -131,3 +131,11 @@ pub fn overloaded(message: impl Into<String>) -> tonic::Status {
     details.set_retry_info(Some(std::time::Duration::from_secs(1)));
     tonic::Status::with_error_details(tonic::Code::ResourceExhausted, message, details)
 }
+
+/// Output streams a replica relays at once.
+pub const OUTPUT_STREAMS_MAX: usize = 64;
+/// Largest chunk taken from a worker (a worker sends at most 64 KiB; this leaves room for the
+/// message around it).
+pub const OUTPUT_CHUNK_BYTES_MAX: usize = 128 * 1024;
+/// How long reaching a worker and its first answer may take.
+pub const WORKER_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

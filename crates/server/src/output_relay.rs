@@ -3,11 +3,10 @@
 //! dials the address that worker registered (over its own connection, with the replica's TLS
 //! identity and nothing else: no token, no peer proof), and passes the chunks on.
 //!
-//! Bounds: `OUTPUT_STREAMS_MAX` relays at once per replica (RESOURCE_EXHAUSTED past it), chunks
-//! of at most `OUTPUT_CHUNK_BYTES_MAX` accepted from a worker, `WORKER_CONNECT_TIMEOUT` to reach
-//! it. A relay ends when the worker's stream does or the client goes away.
-
-use std::time::Duration;
+//! Bounds (in `limits.rs`): `OUTPUT_STREAMS_MAX` relays at once per replica (RESOURCE_EXHAUSTED
+//! past it), chunks of at most `OUTPUT_CHUNK_BYTES_MAX` accepted from a worker,
+//! `WORKER_CONNECT_TIMEOUT` to reach it. A relay ends when the worker's stream does or the client
+//! goes away.
 
 use raftsched_api as api;
 use raftsched_state::StateMachine;
@@ -15,15 +14,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 
+use crate::limits::WORKER_CONNECT_TIMEOUT;
 use crate::replica::Replica;
-
-/// Output streams a replica relays at once.
-pub const OUTPUT_STREAMS_MAX: usize = 64;
-/// Largest chunk taken from a worker (a worker sends at most 64 KiB; this leaves room for the
-/// message around it).
-pub const OUTPUT_CHUNK_BYTES_MAX: usize = 128 * 1024;
-/// How long reaching a worker and its first answer may take.
-pub const WORKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub type OutputStream = ReceiverStream<Result<api::OutputChunk, Status>>;
 

@@ -12,8 +12,7 @@ use raftsched_api::worker_output_client::WorkerOutputClient;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::Channel;
 
-use crate::limits;
-use crate::output_relay::{OUTPUT_CHUNK_BYTES_MAX, OUTPUT_STREAMS_MAX, WORKER_CONNECT_TIMEOUT};
+use crate::limits::{self, OUTPUT_CHUNK_BYTES_MAX, OUTPUT_STREAMS_MAX, WORKER_CONNECT_TIMEOUT};
 
 /// Peers are dialed with this replica's TLS identity and its `replica` token, if configured;
 /// workers with the TLS identity only (`Dialer::for_workers`).

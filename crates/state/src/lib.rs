@@ -15,9 +15,7 @@ pub mod after;
 pub mod calendar;
 pub mod command;
 pub mod concurrency;
-pub mod dispatch;
 pub mod flow;
-mod free_slots;
 pub mod limits;
 pub mod machine;
 pub mod observed;
@@ -26,7 +24,6 @@ pub mod schedule;
 pub mod spec;
 pub mod task;
 pub mod worker;
-pub mod workers;
 
 pub use after::{After, AfterPolicy, AfterSpec, AFTER_VERSION};
 pub use command::{AssignItem, Command, Op, Output, Rejection, ReportEvent, Response, SubmitOptions};

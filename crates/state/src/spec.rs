@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits;
 
+/// A task id: 1, 2, 3... in the order `apply` created the tasks (not a log index: one entry may
+/// carry a batch of submits). Unique, monotonic, and the same on every replica.
+pub type TaskId = u64;
+
 /// Task keys under this prefix belong to schedule occurrences (`schedule::occurrence_key`): a
 /// submit may not use them, so only a fire can create a task under one.
 pub const OCCURRENCE_KEY_PREFIX: &str = "schedule:";

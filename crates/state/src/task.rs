@@ -2,11 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::spec::TaskId;
 use crate::spec::TaskSpec;
-
-/// A task id: 1, 2, 3... in the order `apply` created the tasks (not a log index: one entry may
-/// carry a batch of submits). Unique, monotonic, and the same on every replica.
-pub type TaskId = u64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum TaskState {

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits;
 use crate::task::TaskId;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,4 +55,12 @@ impl Worker {
     pub fn satisfies(&self, constraints: &BTreeMap<String, String>) -> bool {
         constraints.iter().all(|(k, v)| self.labels.get(k) == Some(v))
     }
+}
+
+/// Checks a worker id against its bounds.
+pub fn validate_worker_id(worker_id: &str) -> Result<(), String> {
+    if worker_id.is_empty() || worker_id.len() > limits::WORKER_ID_BYTES_MAX || worker_id.contains('\0') {
+        return Err(format!("worker id must be 1..={} bytes without NUL", limits::WORKER_ID_BYTES_MAX));
+    }
+    Ok(())
 }

@@ -25,7 +25,7 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
-use crate::check::FxHashSet;
+use crate::hash::FxHashSet;
 use crate::history::{History, HistoryError, Operation, Outcome};
 use crate::model::{group, op_error, result_error, Model, PartOp, Prepared};
 

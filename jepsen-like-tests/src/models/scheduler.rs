@@ -36,7 +36,7 @@
 
 use serde_json::Value;
 
-use crate::check::FxHashMap;
+use crate::hash::FxHashMap;
 use crate::history::{History, HistoryError, Operation, Outcome};
 use crate::model::{group, op_error, result_error, Model, PartOp, Prepared, StaticViolation, OPEN};
 

@@ -36,6 +36,7 @@ use serde::Serialize;
 
 use super::nemesis::NemesisEvent;
 use super::recorder::Line;
+use super::terms::TermSample;
 
 /// Resolution of `write_availability`.
 pub const BUCKET_MS: u64 = 250;
@@ -62,19 +63,6 @@ impl Interval {
     fn overlaps(&self, a: u64, b: u64) -> bool {
         a < self.end_ns && self.start_ns < b
     }
-}
-
-/// One answer of a replica about itself; a line of `terms.jsonl`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TermSample {
-    /// When it was asked, since the run's start.
-    pub time_ns: u64,
-    /// The replica's id (1-based, as `n1`, `n2`, ...).
-    pub replica: u64,
-    pub term: u64,
-    /// The leader it knows, 0 when none.
-    pub leader: u64,
-    pub role: String,
 }
 
 /// The figures of one line; a value of `verdict.json`'s `availability`.

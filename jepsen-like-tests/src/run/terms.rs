@@ -13,9 +13,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use raftsched_client::Client;
+use serde::Serialize;
 
-use super::availability::TermSample;
 use super::clients::Shared;
+
+/// One answer of a replica about itself; a line of `terms.jsonl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TermSample {
+    /// When it was asked, since the run's start.
+    pub time_ns: u64,
+    /// The replica's id (1-based, as `n1`, `n2`, ...).
+    pub replica: u64,
+    pub term: u64,
+    /// The leader it knows, 0 when none.
+    pub leader: u64,
+    pub role: String,
+}
 
 /// Period of the samples, per replica.
 pub const SAMPLE_EVERY_MS: u64 = 200;

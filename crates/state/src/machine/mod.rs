@@ -1,5 +1,14 @@
 //! The state machine and its one mutator, `apply`.
 
+mod after;
+mod concurrency;
+mod dispatch;
+mod flow;
+mod free_slots;
+mod query;
+mod schedule;
+mod workers;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -54,16 +63,16 @@ pub struct StateMachine {
     pub(crate) touched: Touched,
     /// Ready workers by free slots, for dispatch (`free_slots.rs`): derived, not state.
     #[serde(skip)]
-    pub(crate) free: crate::free_slots::FreeSlots,
+    pub(crate) free: free_slots::FreeSlots,
     /// Outcomes and queue waits `apply` saw, for the host's metrics (`observed.rs`): not state.
     #[serde(skip)]
     pub(crate) observed: crate::observed::Observed,
     /// Waiting tasks by the dependency they wait on (`after.rs`): derived, not state.
     #[serde(skip)]
-    pub(crate) dependents: crate::after::Dependents,
+    pub(crate) dependents: after::Dependents,
     /// Concurrency keys of the tasks that have not ended (`concurrency.rs`): derived, not state.
     #[serde(skip)]
-    pub(crate) keys_in_use: crate::concurrency::KeysInUse,
+    pub(crate) keys_in_use: concurrency::KeysInUse,
 }
 
 /// Tasks per state (`TaskState as usize`). Encoded as the seven states before format 6, the layout

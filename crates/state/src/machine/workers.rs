@@ -6,15 +6,7 @@ use crate::command::{Rejection, Response};
 use crate::limits;
 use crate::machine::StateMachine;
 use crate::task::Outcome;
-use crate::worker::{Worker, WorkerState};
-
-/// Checks a worker id against its bounds.
-pub fn validate_worker_id(worker_id: &str) -> Result<(), String> {
-    if worker_id.is_empty() || worker_id.len() > limits::WORKER_ID_BYTES_MAX || worker_id.contains('\0') {
-        return Err(format!("worker id must be 1..={} bytes without NUL", limits::WORKER_ID_BYTES_MAX));
-    }
-    Ok(())
-}
+use crate::worker::{validate_worker_id, Worker, WorkerState};
 
 impl StateMachine {
     #[allow(clippy::too_many_arguments)]
