@@ -81,13 +81,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
             }
         }
     }
-    let leader = running[0]
-        .replica
-        .raft
-        .wait(Some(LEADER_WAIT))
-        .metrics(|m| m.current_leader.is_some(), "leader elected")
-        .await
-        .map(|m| m.current_leader);
+    let leader = running[0].wait_for_leader(LEADER_WAIT).await;
     let cluster: Vec<&str> = members.values().map(String::as_str).collect();
     crate::worker_cmds::use_self_as_supervisor();
     let (workers_stop, workers_stop_rx) = tokio::sync::watch::channel(false);
@@ -125,7 +119,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     say!("raftsched dev: 3 replicas on {}, {} workers (4 slots each)", cluster.join(", "), args.workers);
     say!("  data: {}{}", root.display(), if args.data_dir.is_none() { " (removed on exit)" } else { "" });
     match leader {
-        Ok(Some(id)) => say!("  leader: replica {id}"),
+        Some(id) => say!("  leader: replica {id}"),
         _ => say!("  leader: not elected yet"),
     }
     if let Some(http) = http_addr(http_base_port, 1) {

@@ -85,14 +85,12 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
         insecure: args.insecure,
     };
     let running = raftsched_server::start(config).await.map_err(|e| CliError::Failed(e.to_string()))?;
-    let raft_stopped = running.replica.raft.wait(None);
-    let stopped = tokio::select! {
-        _ = stop.recv() => false,
-        // Raft stops by itself only on a fatal error (a failed fsync, a storage error): exit
-        // non-zero so a supervisor restarts the replica from its data dir.
-        _ = raft_stopped.state(openraft::ServerState::Shutdown, "raft stopped") => true,
+    let fatal = tokio::select! {
+        _ = stop.recv() => None,
+        // Raft stops by itself only on a fatal error: exit non-zero so a supervisor restarts the
+        // replica from its data dir.
+        fatal = running.raft_stopped() => Some(fatal),
     };
-    let fatal = running.replica.raft.metrics().borrow().running_state.clone().err();
     // Whatever state the Raft core is in, the process ends within SHUTDOWN_DEADLINE of the
     // signal (a second signal ends it at once): a supervisor's SIGTERM must never be ignored.
     tokio::select! {
@@ -102,8 +100,8 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
         }
         _ = stop.recv() => tracing::warn!("second signal: exiting without waiting for shutdown"),
     }
-    if stopped {
-        let why = fatal.map_or_else(|| "see the log above".to_string(), |f| f.to_string());
+    if let Some(fatal) = fatal {
+        let why = fatal.unwrap_or_else(|| "see the log above".to_string());
         return Err(CliError::Failed(format!("replica {} stopped on a fatal error: {why}", args.id)));
     }
     tracing::info!("stopped on signal");

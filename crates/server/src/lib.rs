@@ -32,7 +32,7 @@ mod quorum;
 mod raft_service;
 mod read_index;
 mod reflection;
-pub mod replica;
+mod replica;
 pub mod rpc_stats;
 mod scheduler_service;
 mod schedules;
@@ -44,7 +44,6 @@ mod vote;
 mod worker_service;
 
 pub use config::{parse_initial_cluster, ReplicaConfig, RETAIN_FINISHED_DEFAULT, WORKER_HEARTBEAT_TIMEOUT_MS_DEFAULT};
-pub use replica::Replica;
 
 /// The git commit this build comes from ("" if unknown; `build.rs`).
 pub const BUILD_COMMIT: &str = env!("RAFTSCHED_BUILD_COMMIT");

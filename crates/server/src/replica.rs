@@ -23,14 +23,14 @@ use crate::limits;
 use crate::peers::Peers;
 
 pub struct Replica {
-    pub id: NodeId,
+    pub(crate) id: NodeId,
     /// The heartbeat interval and timeout workers are held to (`liveness::HeartbeatPolicy`).
-    pub worker_heartbeats: crate::liveness::HeartbeatPolicy,
+    pub(crate) worker_heartbeats: crate::liveness::HeartbeatPolicy,
     /// Finished tasks kept (0: all); proposed by the leader in `PurgeFinished`.
-    pub retain_finished: u64,
-    pub addr: String,
-    pub raft: Raft,
-    pub sm: SmHandle,
+    pub(crate) retain_finished: u64,
+    pub(crate) addr: String,
+    pub(crate) raft: Raft,
+    pub(crate) sm: SmHandle,
     pub(crate) peers: Arc<Peers>,
     /// What this replica admits at once (`admission.rs`).
     admission: crate::admission::Admission,
@@ -40,27 +40,27 @@ pub struct Replica {
     reads: Reads,
     /// Workers' last acknowledged heartbeats, while this replica leads (`liveness.rs`).
     pub(crate) liveness: crate::liveness::Liveness,
-    pub counters: Counters,
-    pub sync_stats: Arc<raftsched_store::SyncStats>,
-    pub rpc_stats: Arc<crate::rpc_stats::RpcStats>,
+    pub(crate) counters: Counters,
+    pub(crate) sync_stats: Arc<raftsched_store::SyncStats>,
+    pub(crate) rpc_stats: Arc<crate::rpc_stats::RpcStats>,
     /// The commit index as the store last heard it from openraft.
-    pub committed_index: Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) committed_index: Arc<std::sync::atomic::AtomicU64>,
     /// (snapshot index, when this replica took or installed it, or started with it), kept by a
     /// watcher of the Raft metrics; for `raftsched_snapshot_age_seconds`.
-    pub snapshot_seen: std::sync::Mutex<(u64, std::time::Instant)>,
+    pub(crate) snapshot_seen: std::sync::Mutex<(u64, std::time::Instant)>,
     /// When a live leader last spoke to this replica; the election driver reads it.
     pub(crate) leader_contact: crate::vote::LeaderContact,
     pub(crate) timing: crate::config::RaftTiming,
     /// Clock readings of the other replicas, and this replica's skew (`clock.rs`).
-    pub clocks: Arc<crate::clock::Clocks>,
+    pub(crate) clocks: Arc<crate::clock::Clocks>,
     /// Whether a quorum is in touch (`quorum.rs`).
     pub(crate) quorum: Arc<crate::quorum::Quorum>,
     /// The last readiness probe's answer (`health.rs`).
-    pub readiness: tokio::sync::watch::Sender<Readiness>,
+    pub(crate) readiness: tokio::sync::watch::Sender<Readiness>,
     /// The format this replica writes and sends now (the cluster version, clamped to this build's).
-    pub active: raftsched_format::ActiveVersion,
+    pub(crate) active: raftsched_format::ActiveVersion,
     /// Who may call what, and the refusals counted so far.
-    pub auth: Arc<crate::auth::Auth>,
+    pub(crate) auth: Arc<crate::auth::Auth>,
 }
 
 /// Where the leader is, as far as this replica knows.

@@ -8,7 +8,7 @@ use openraft::{BasicNode, Config, SnapshotPolicy};
 use raftsched_api::raft_server::RaftServer;
 use raftsched_api::scheduler_server::SchedulerServer;
 use raftsched_api::worker_server::WorkerServer;
-use raftsched_store::Raft;
+use raftsched_store::{NodeId, Raft};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -43,7 +43,7 @@ pub enum StartError {
 }
 
 pub struct RunningReplica {
-    pub replica: Arc<Replica>,
+    replica: Arc<Replica>,
     /// The address the replica actually listens on (useful with port 0).
     pub local_addr: std::net::SocketAddr,
     stop_tx: Option<oneshot::Sender<()>>,
@@ -57,6 +57,19 @@ pub struct RunningReplica {
 }
 
 impl RunningReplica {
+    /// The leader this replica knows, waiting up to `timeout` for one to be elected.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<NodeId> {
+        let wait = self.replica.raft.wait(Some(timeout));
+        wait.metrics(|m| m.current_leader.is_some(), "leader elected").await.ok().and_then(|m| m.current_leader)
+    }
+
+    /// Resolves when Raft stops by itself, which it does only on a fatal error (a failed fsync, a
+    /// storage error), with that error.
+    pub async fn raft_stopped(&self) -> Option<String> {
+        let _ = self.replica.raft.wait(None).state(openraft::ServerState::Shutdown, "raft stopped").await;
+        self.replica.raft.metrics().borrow().running_state.clone().err().map(|e| e.to_string())
+    }
+
     /// Stops serving (in-flight requests finish), then stops Raft, which flushes the store.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.stop_tx.take() {
