@@ -1,14 +1,16 @@
-//! Replica processes, for everything that runs a cluster of real `raftsched server` processes on
-//! one machine: the benchmarks that kill and restart replicas (`raftsched bench failover`,
-//! `scale`, `worker-loss`, `fleet`, through `bench/local_cluster.rs`) and the integration tests
-//! (`crates/raftsched/tests/common`). One place decides how a replica is started (its id,
-//! address, data dir, membership flags, log file), stopped (kill -9, or SIGTERM and a wait) and
-//! torn down: a `ReplicaProc` kills its process when dropped, on every path out, a failed test
-//! included. The harness (`jepsen-like-tests`) starts its replicas inside network namespaces and
-//! keeps a launcher of its own for that.
+//! Processes for everything that runs real `raftsched` processes on one machine: the benchmarks
+//! that kill and restart replicas and workers (`raftsched bench failover`, `scale`,
+//! `worker-loss`, `fleet`, through `bench/local_cluster.rs`), the integration tests
+//! (`crates/raftsched/tests/common`) and the harness (`jepsen-like-tests`, which runs each replica
+//! under `ip netns exec`). One place decides how a process is started (stdin closed, its output
+//! appended to its log, tied to its launcher), signalled (pause, resume, SIGTERM with a deadline,
+//! kill -9) and torn down: a [`Proc`] kills its process when dropped, on every path out, a failed
+//! test included. [`ReplicaProc`] adds what a replica needs on top: its id, address, data dir and
+//! membership flags.
 
 use std::io;
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -17,6 +19,118 @@ use std::time::{Duration, Instant};
 pub fn free_ports(n: usize) -> io::Result<Vec<u16>> {
     let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
     listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect()
+}
+
+/// What ties a started process to its launcher.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tie {
+    /// Dies with the thread that started it (`PR_SET_PDEATHSIG`): for a launcher whose own death
+    /// must take its processes with it (a benchmark or a harness killed with -9).
+    pub die_with_parent: bool,
+    /// In a process group of its own, and signalled as a group, so that what it started (a
+    /// worker's tasks) goes with it.
+    pub own_group: bool,
+}
+
+/// A started process, killed (kill -9) when dropped.
+pub struct Proc {
+    child: Child,
+    tie: Tie,
+    paused: bool,
+}
+
+impl Proc {
+    /// Starts `command` with stdin closed and stdout and stderr appended to `log`.
+    pub fn spawn(command: &mut Command, log: &Path, tie: Tie) -> io::Result<Proc> {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        command.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+        if tie.own_group {
+            command.process_group(0);
+        }
+        if tie.die_with_parent {
+            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+        }
+        Ok(Proc { child: command.spawn()?, tie, paused: false })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `sig` to the process (to its group, when it has its own).
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child.id() as i32;
+        let target = if self.tie.own_group { -pid } else { pid };
+        // SAFETY: kill(2) on a child this process started and has not reaped (so the pid, and the
+        // group it leads, are not reused).
+        unsafe {
+            libc::kill(target, sig);
+        }
+    }
+
+    /// SIGSTOP: the process stays, frozen, until `resume`.
+    pub fn pause(&mut self) {
+        self.signal(libc::SIGSTOP);
+        self.paused = true;
+    }
+
+    pub fn resume(&mut self) {
+        self.signal(libc::SIGCONT);
+        self.paused = false;
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// How it ended, if it has; `None` while it runs.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits up to `deadline` for it to end by itself.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.try_exit() {
+                return Some(status);
+            }
+            if started.elapsed() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Asks it to stop (SIGCONT, then SIGTERM) without waiting.
+    pub fn ask_to_stop(&mut self) {
+        self.resume();
+        self.signal(libc::SIGTERM);
+    }
+
+    /// SIGTERM, then a wait of at most `deadline` for it to exit (then kill -9 and an error).
+    pub fn terminate(mut self, deadline: Duration) -> io::Result<ExitStatus> {
+        self.ask_to_stop();
+        self.wait_exit(deadline).ok_or_else(|| io::Error::other(format!("pid {} did not exit on SIGTERM", self.pid())))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.tie.own_group || self.try_exit().is_none() {
+            // A stopped process dies of SIGKILL too, but its group's other members are continued
+            // so that none is left frozen.
+            self.signal(libc::SIGCONT);
+            self.signal(libc::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
 }
 
 /// One replica: where it listens and keeps its data, how it is run, and its process.
@@ -35,10 +149,9 @@ pub struct ReplicaProc {
     pub wrapper: Vec<String>,
     /// `RAFTSCHED_LOG` for it.
     pub log_filter: String,
-    /// Dies with the thread that started it (`PR_SET_PDEATHSIG`): for a launcher whose own
-    /// death must take the cluster with it (a benchmark killed with -9).
+    /// Dies with the thread that started it (see [`Tie`]).
     pub die_with_parent: bool,
-    child: Option<Child>,
+    child: Option<Proc>,
 }
 
 impl ReplicaProc {
@@ -61,11 +174,10 @@ impl ReplicaProc {
     }
 
     /// Starts `raftsched server` as a member of `initial` (`ID=ADDR,...`), or, when it joins, a
-    /// new member that knows the cluster at `join` (`ADDR,...`), with `extra` flags; stderr is
+    /// new member that knows the cluster at `join` (`ADDR,...`), with `extra` flags; its output is
     /// appended to its log.
     pub fn start(&mut self, initial: &str, join: &str, extra: &[String]) -> io::Result<()> {
         assert!(self.child.is_none(), "replica {} already running", self.id);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path)?;
         let mut command = match self.wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
@@ -83,70 +195,53 @@ impl ReplicaProc {
         if let Some(http) = &self.http {
             command.args(["--http", http]);
         }
-        command.env("RAFTSCHED_LOG", &self.log_filter).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
-        if self.die_with_parent {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-            unsafe {
-                command.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-        }
-        self.child = Some(command.spawn()?);
+        command.env("RAFTSCHED_LOG", &self.log_filter);
+        let tie = Tie { die_with_parent: self.die_with_parent, own_group: false };
+        self.child = Some(Proc::spawn(&mut command, &self.log_path, tie)?);
         Ok(())
     }
 
     /// kill -9: no flush, no goodbye. Nothing when it is not running.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.child = None;
     }
 
     /// SIGTERM, then a wait of at most `deadline` for it to exit (then kill -9 and an error).
     pub fn terminate(&mut self, deadline: Duration) -> io::Result<ExitStatus> {
-        let mut child =
-            self.child.take().ok_or_else(|| io::Error::other(format!("replica {} is not running", self.id)))?;
-        // SAFETY: a plain signal to a child this process started and has not reaped.
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
-        }
-        let started = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status);
-            }
-            if started.elapsed() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(io::Error::other(format!("replica {} did not exit on SIGTERM", self.id)));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = self.child.take().ok_or_else(|| io::Error::other(format!("replica {} is not running", self.id)))?;
+        child.terminate(deadline).map_err(|_| io::Error::other(format!("replica {} did not exit on SIGTERM", self.id)))
     }
 
     /// How it ended, if it has (the process is then forgotten); `None` while it runs.
     pub fn exit_status(&mut self) -> Option<ExitStatus> {
-        let status = self.child.as_mut()?.try_wait().ok()??;
+        let status = self.child.as_mut()?.try_exit()?;
+        self.child = None;
+        Some(status)
+    }
+
+    /// Waits up to `deadline` for it to end by itself; how it ended (the process is then
+    /// forgotten), or `None` if it still runs.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.wait_exit(deadline)?;
         self.child = None;
         Some(status)
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.as_ref().map(Proc::pid)
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child.as_mut().is_some_and(|c| c.try_exit().is_none())
     }
-}
 
-impl Drop for ReplicaProc {
-    fn drop(&mut self) {
-        self.kill9();
+    /// Its process, while started.
+    pub fn process(&self) -> Option<&Proc> {
+        self.child.as_ref()
+    }
+
+    pub fn process_mut(&mut self) -> Option<&mut Proc> {
+        self.child.as_mut()
     }
 }
 

@@ -1,14 +1,15 @@
 //! The processes of a run: replicas (each in its own network namespace when possible) and
 //! workers, started from the built `raftsched` binary, with their logs in the run's directory.
 //!
-//! Every child gets `PR_SET_PDEATHSIG = SIGKILL`, so none outlives the harness even if the
-//! harness itself is killed; [`Procs::drop`] kills them all (continuing paused ones first).
+//! Processes are the shared launcher's (`raftsched-launcher`): every child dies with the harness
+//! (`PR_SET_PDEATHSIG = SIGKILL`) even if the harness itself is killed, and dropping [`Procs`]
+//! kills them all (continuing paused ones first).
 
-use std::fs::File;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use raftsched_launcher::{Proc, ReplicaProc, Tie};
 
 use super::netns::Netns;
 
@@ -48,13 +49,36 @@ pub enum ProcState {
     Down,
 }
 
-struct Proc {
-    child: Option<Child>,
-    state: ProcState,
-    log: PathBuf,
-    /// Started with `--join` (its data dir was wiped after a removal): restarts join too.
-    joining: bool,
+fn state_of(p: Option<&Proc>) -> ProcState {
+    match p {
+        None => ProcState::Down,
+        Some(p) if p.is_paused() => ProcState::Paused,
+        Some(_) => ProcState::Running,
+    }
 }
+
+/// A worker: its log, and its process while it runs.
+struct WorkerProc {
+    log: PathBuf,
+    proc: Option<Proc>,
+}
+
+/// SIGSTOP, if it runs and is not paused already.
+fn pause(p: Option<&mut Proc>) {
+    if let Some(p) = p.filter(|p| !p.is_paused()) {
+        p.pause();
+    }
+}
+
+/// SIGCONT, if it is paused.
+fn resume(p: Option<&mut Proc>) {
+    if let Some(p) = p.filter(|p| p.is_paused()) {
+        p.resume();
+    }
+}
+
+/// Children die with the harness.
+const TIE: Tie = Tie { die_with_parent: true, own_group: false };
 
 /// Options passed to every replica.
 #[derive(Debug, Clone)]
@@ -65,51 +89,39 @@ pub struct ReplicaOptions {
 
 pub struct Procs {
     bin: PathBuf,
-    /// The binary each replica runs: `bin`, unless an upgrade run started it on an older one.
-    replica_bins: Vec<PathBuf>,
     /// Some replica was started on an older build.
     upgrade_run: bool,
     dir: PathBuf,
     pub topology: Topology,
-    replicas: Vec<Proc>,
-    workers: Vec<Proc>,
+    /// Each one's `bin` is this build's, unless an upgrade run started it on an older one; a
+    /// replica that `joins` was started with `--join` (its data dir wiped after a removal), and
+    /// its restarts join too.
+    replicas: Vec<ReplicaProc>,
+    workers: Vec<WorkerProc>,
     options: ReplicaOptions,
 }
 
-fn spawn(mut cmd: Command, log: &Path) -> std::io::Result<Child> {
-    let out = File::options().create(true).append(true).open(log)?;
-    let err = out.try_clone()?;
-    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    cmd.spawn()
-}
-
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: kill(2) on a child we own (not yet reaped, so the pid is not reused).
-    unsafe {
-        libc::kill(child.id() as i32, sig);
-    }
+/// `RAFTSCHED_LOG` for every process: the harness's own, or `info`.
+fn log_filter() -> String {
+    std::env::var("RAFTSCHED_LOG").unwrap_or_else(|_| "info".into())
 }
 
 impl Procs {
     pub fn new(bin: PathBuf, dir: PathBuf, topology: Topology, n_replicas: usize, options: ReplicaOptions) -> Procs {
-        let logs = dir.join("logs");
         let replicas = (0..n_replicas)
-            .map(|i| Proc {
-                child: None,
-                state: ProcState::Down,
-                log: logs.join(format!("n{}.log", i + 1)),
-                joining: false,
+            .map(|i| {
+                let mut r = ReplicaProc::new(i as u64 + 1, topology.addr(i), &dir, &bin);
+                r.data_dir = dir.join("data").join(format!("n{}", i + 1));
+                r.log_path = dir.join("logs").join(format!("n{}.log", i + 1));
+                r.log_filter = log_filter();
+                r.die_with_parent = TIE.die_with_parent;
+                if let Topology::Netns(ns) = &topology {
+                    r.wrapper = ["ip", "netns", "exec", ns.name(i)].map(String::from).to_vec();
+                }
+                r
             })
             .collect();
-        let replica_bins = vec![bin.clone(); n_replicas];
-        Procs { bin, replica_bins, upgrade_run: false, dir, topology, replicas, workers: Vec::new(), options }
+        Procs { bin, upgrade_run: false, dir, topology, replicas, workers: Vec::new(), options }
     }
 
     pub fn n_replicas(&self) -> usize {
@@ -125,11 +137,11 @@ impl Procs {
     }
 
     pub fn replica_state(&self, i: usize) -> ProcState {
-        self.replicas[i].state
+        state_of(self.replicas[i].process())
     }
 
     pub fn worker_state(&self, i: usize) -> ProcState {
-        self.workers[i].state
+        state_of(self.workers[i].proc.as_ref())
     }
 
     pub fn n_workers(&self) -> usize {
@@ -140,7 +152,7 @@ impl Procs {
     /// the run stays an upgrade run (see `security_args`).
     pub fn set_replica_bin(&mut self, i: usize, bin: PathBuf) {
         self.upgrade_run |= bin != self.bin;
-        self.replica_bins[i] = bin;
+        self.replicas[i].bin = bin;
     }
 
     /// Whether `bin`'s server takes `--insecure` (builds from the security issue on refuse to
@@ -159,7 +171,7 @@ impl Procs {
 
     /// Whether replica `i` runs this build (not an older one an upgrade run started it on).
     pub fn runs_current_bin(&self, i: usize) -> bool {
-        self.replica_bins[i] == self.bin
+        self.replicas[i].bin == self.bin
     }
 
     pub fn current_bin(&self) -> PathBuf {
@@ -169,26 +181,16 @@ impl Procs {
     /// Waits up to `timeout` for replica `i` to exit by itself; if it did, it is marked down and
     /// its exit status returned (so it is not reported as a crash).
     pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let started = Instant::now();
-        while started.elapsed() < timeout {
-            let status = self.replicas[i].child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-            if let Some(status) = status {
-                self.replicas[i].child = None;
-                self.replicas[i].state = ProcState::Down;
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+        self.replicas[i].wait_exit(timeout)
     }
 
     pub fn data_dir(&self, i: usize) -> PathBuf {
-        self.data_root().join(format!("n{}", i + 1))
+        self.replicas[i].data_dir.clone()
     }
 
     /// Deletes replica `i`'s data dir (it must be down).
     pub fn wipe_replica(&mut self, i: usize) -> std::io::Result<()> {
-        assert_eq!(self.replicas[i].state, ProcState::Down);
+        assert_eq!(self.replica_state(i), ProcState::Down);
         match std::fs::remove_dir_all(self.data_dir(i)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -197,7 +199,7 @@ impl Procs {
 
     /// Starts replica `i` with an empty data dir and `--join`, to be added with `cluster add`.
     pub fn start_replica_joining(&mut self, i: usize) -> std::io::Result<()> {
-        self.replicas[i].joining = true;
+        self.replicas[i].join = true;
         self.start_replica(i)
     }
 
@@ -208,7 +210,7 @@ impl Procs {
     /// `--insecure` when they know it (an upgrade run's cluster is open), else nothing.
     fn security_args(&self, i: usize) -> std::io::Result<Vec<String>> {
         if !self.runs_current_bin(i) {
-            let open = Self::knows_insecure(&self.replica_bins[i]);
+            let open = Self::knows_insecure(&self.replicas[i].bin);
             return Ok(if open { vec!["--insecure".into()] } else { Vec::new() });
         }
         if self.upgrade_run {
@@ -232,132 +234,79 @@ impl Procs {
 
     /// Starts replica `i` (0-based; its Raft id is `i + 1`) from its data dir.
     pub fn start_replica(&mut self, i: usize) -> std::io::Result<()> {
-        assert_eq!(self.replicas[i].state, ProcState::Down);
-        let listen = self.topology.addr(i);
-        let data_dir = self.data_dir(i);
-        let membership: Vec<String> = if self.replicas[i].joining {
-            let others: Vec<String> =
-                (0..self.replicas.len()).filter(|&j| j != i).map(|j| self.topology.addr(j)).collect();
-            vec!["--join".into(), others.join(",")]
-        } else {
-            let initial: Vec<String> =
-                (0..self.replicas.len()).map(|j| format!("{}={}", j + 1, self.topology.addr(j))).collect();
-            vec!["--initial-cluster".into(), initial.join(",")]
-        };
-        let mut cmd = match &self.topology {
-            Topology::Netns(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns.name(i)]).arg(&self.replica_bins[i]);
-                c
-            }
-            Topology::Loopback(_) => Command::new(&self.replica_bins[i]),
-        };
-        cmd.arg("server")
-            .args(["--id", &(i + 1).to_string(), "--listen", &listen])
-            .args(&membership)
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(&self.options.extra_args)
-            .env("RAFTSCHED_LOG", std::env::var("RAFTSCHED_LOG").unwrap_or_else(|_| "info".into()));
+        assert_eq!(self.replica_state(i), ProcState::Down);
+        // Every replica, the joining ones included: a restart names the whole membership.
+        let initial = self.replicas.iter().map(|r| format!("{}={}", r.id, r.addr)).collect::<Vec<_>>().join(",");
+        let others = self.replicas.iter().filter(|r| r.id != i as u64 + 1);
+        let join = others.map(|r| r.addr.clone()).collect::<Vec<_>>().join(",");
+        let mut extra = self.options.extra_args.clone();
         for fault in &self.options.faults {
-            cmd.args(["--fault", fault]);
+            extra.extend(["--fault".to_string(), fault.clone()]);
         }
-        cmd.args(self.security_args(i)?);
-        let child = spawn(cmd, &self.replicas[i].log)?;
-        self.replicas[i].child = Some(child);
-        self.replicas[i].state = ProcState::Running;
-        Ok(())
+        extra.extend(self.security_args(i)?);
+        self.replicas[i].start(&initial, &join, &extra)
     }
 
     /// Adds and starts a worker `w<k>` with `slots` slots, talking to every replica.
     pub fn add_worker(&mut self, slots: u32) -> std::io::Result<usize> {
         let k = self.workers.len();
-        self.workers.push(Proc {
-            child: None,
-            state: ProcState::Down,
-            log: self.dir.join("logs").join(format!("w{}.log", k + 1)),
-            joining: false,
-        });
+        let log = self.dir.join("logs").join(format!("w{}.log", k + 1));
+        self.workers.push(WorkerProc { log, proc: None });
         self.start_worker(k, slots)?;
         Ok(k)
     }
 
     pub fn start_worker(&mut self, k: usize, slots: u32) -> std::io::Result<()> {
-        assert_eq!(self.workers[k].state, ProcState::Down);
+        assert_eq!(self.worker_state(k), ProcState::Down);
         let mut cmd = Command::new(&self.bin);
         let output_dir = self.dir.join("worker-output").join(format!("w{}", k + 1));
         cmd.args(["worker", "--id", &format!("w{}", k + 1), "--slots", &slots.to_string()])
             .args(["--cluster", &self.replica_addrs().join(",")])
             .arg("--output-dir")
             .arg(output_dir)
-            .env("RAFTSCHED_LOG", std::env::var("RAFTSCHED_LOG").unwrap_or_else(|_| "info".into()));
-        let child = spawn(cmd, &self.workers[k].log)?;
-        self.workers[k].child = Some(child);
-        self.workers[k].state = ProcState::Running;
+            .env("RAFTSCHED_LOG", log_filter());
+        self.workers[k].proc = Some(Proc::spawn(&mut cmd, &self.workers[k].log, TIE)?);
         Ok(())
     }
 
     /// kill -9 and reap.
-    fn kill(p: &mut Proc) {
-        if let Some(mut child) = p.child.take() {
-            signal(&child, libc::SIGCONT);
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        p.state = ProcState::Down;
-    }
-
     pub fn kill_replica(&mut self, i: usize) {
-        Self::kill(&mut self.replicas[i]);
+        self.replicas[i].kill9();
     }
 
     pub fn kill_worker(&mut self, k: usize) {
-        Self::kill(&mut self.workers[k]);
-    }
-
-    fn pause(p: &mut Proc) {
-        if let (Some(child), ProcState::Running) = (&p.child, p.state) {
-            signal(child, libc::SIGSTOP);
-            p.state = ProcState::Paused;
-        }
-    }
-
-    fn resume(p: &mut Proc) {
-        if let (Some(child), ProcState::Paused) = (&p.child, p.state) {
-            signal(child, libc::SIGCONT);
-            p.state = ProcState::Running;
-        }
+        self.workers[k].proc = None;
     }
 
     pub fn pause_replica(&mut self, i: usize) {
-        Self::pause(&mut self.replicas[i]);
+        pause(self.replicas[i].process_mut());
     }
 
     pub fn resume_replica(&mut self, i: usize) {
-        Self::resume(&mut self.replicas[i]);
+        resume(self.replicas[i].process_mut());
     }
 
     pub fn pause_worker(&mut self, k: usize) {
-        Self::pause(&mut self.workers[k]);
+        pause(self.workers[k].proc.as_mut());
     }
 
     pub fn resume_worker(&mut self, k: usize) {
-        Self::resume(&mut self.workers[k]);
+        resume(self.workers[k].proc.as_mut());
     }
 
     /// Notices processes that exited by themselves (a crash): marks them down and returns
     /// (name, exit status) for each.
     pub fn reap_exited(&mut self) -> Vec<(String, String)> {
         let mut exited = Vec::new();
-        for (prefix, procs) in [("n", &mut self.replicas), ("w", &mut self.workers)] {
-            for (i, p) in procs.iter_mut().enumerate() {
-                if let Some(child) = &mut p.child {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        exited.push((format!("{prefix}{}", i + 1), status.to_string()));
-                        p.child = None;
-                        p.state = ProcState::Down;
-                    }
-                }
+        for (i, r) in self.replicas.iter_mut().enumerate() {
+            if let Some(status) = r.exit_status() {
+                exited.push((format!("n{}", i + 1), status.to_string()));
+            }
+        }
+        for (k, w) in self.workers.iter_mut().enumerate() {
+            if let Some(status) = w.proc.as_mut().and_then(Proc::try_exit) {
+                exited.push((format!("w{}", k + 1), status.to_string()));
+                w.proc = None;
             }
         }
         exited
@@ -365,38 +314,24 @@ impl Procs {
 
     /// Stops everything with SIGTERM (SIGKILL after `grace`).
     pub fn stop_all(&mut self, grace: Duration) {
-        let all: Vec<&mut Proc> = self.workers.iter_mut().chain(self.replicas.iter_mut()).collect();
-        for p in &all {
-            if let Some(child) = &p.child {
-                signal(child, libc::SIGCONT);
-                signal(child, libc::SIGTERM);
-            }
-        }
-        let started = Instant::now();
+        let replicas = self.replicas.iter_mut().filter_map(ReplicaProc::process_mut);
+        let mut all: Vec<&mut Proc> = self.workers.iter_mut().filter_map(|w| w.proc.as_mut()).chain(replicas).collect();
+        all.iter_mut().for_each(|p| p.ask_to_stop());
+        let deadline = Instant::now() + grace;
         for p in all {
-            if let Some(mut child) = p.child.take() {
-                loop {
-                    match child.try_wait() {
-                        Ok(Some(_)) | Err(_) => break,
-                        Ok(None) if started.elapsed() > grace => {
-                            let _ = child.kill();
-                            let _ = child.wait();
-                            break;
-                        }
-                        Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                    }
-                }
-            }
-            p.state = ProcState::Down;
+            p.wait_exit(deadline.saturating_duration_since(Instant::now()));
         }
+        // Whatever has not exited by now is killed as it is dropped.
+        self.workers.iter_mut().for_each(|w| w.proc = None);
+        self.replicas.iter_mut().for_each(ReplicaProc::kill9);
     }
 }
 
 impl Drop for Procs {
     fn drop(&mut self) {
-        for p in self.workers.iter_mut().chain(self.replicas.iter_mut()) {
-            Self::kill(p);
-        }
-        // The namespaces (in `topology`) are dropped after this, once no process is left in them.
+        // Killed here, before the fields drop: the namespaces (in `topology`) go once no process
+        // is left in them.
+        self.workers.clear();
+        self.replicas.clear();
     }
 }

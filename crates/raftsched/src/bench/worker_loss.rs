@@ -6,8 +6,9 @@
 //! target is `heartbeat_timeout_ms` + 200 ms: the leader must first wait the timeout (the dead
 //! worker's lease is shorter, so it stopped its attempts by then).
 
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+
+use raftsched_launcher::{Proc, Tie};
 use std::time::{Duration, Instant};
 
 use raftsched_client::Client;
@@ -21,30 +22,17 @@ const ROUNDS_MAX: usize = 100;
 const TASKS_MAX: usize = 256;
 const STEP_WAIT: Duration = Duration::from_secs(60);
 
-fn spawn_worker(id: &str, addrs: &[String], slots: usize, dir: &std::path::Path) -> Result<Child, CliError> {
+fn spawn_worker(id: &str, addrs: &[String], slots: usize, dir: &std::path::Path) -> Result<Proc, CliError> {
     let bin = std::env::current_exe().map_err(|e| CliError::Failed(format!("own binary: {e}")))?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(format!("{id}.log")))
-        .map_err(|e| CliError::Failed(e.to_string()))?;
     let mut cmd = Command::new(bin);
     cmd.args(["worker", "--id", id, "--cluster", &addrs.join(","), "--slots", &slots.to_string()])
         .args(["--heartbeat-interval-ms", "100", "--lease-ms", "600"])
         .arg("--output-dir")
         .arg(dir.join(format!("{id}-output")))
-        .env("RAFTSCHED_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    cmd.spawn().map_err(|e| CliError::Failed(format!("start worker {id}: {e}")))
+        .env("RAFTSCHED_LOG", "warn");
+    let tie = Tie { die_with_parent: true, own_group: false };
+    Proc::spawn(&mut cmd, &dir.join(format!("{id}.log")), tie)
+        .map_err(|e| CliError::Failed(format!("start worker {id}: {e}")))
 }
 
 async fn wait<T>(what: &str, probe: impl AsyncFnMut() -> Option<T>) -> Result<T, CliError> {
@@ -64,7 +52,7 @@ pub async fn run(args: BenchWorkerLossArgs) -> Result<(), CliError> {
     let client = Client::new(addrs.clone(), Duration::from_secs(10))?;
     LocalCluster::wait_leader(&client, STEP_WAIT).await?;
     let names = ["bench-w1", "bench-w2"];
-    let mut workers: Vec<Option<Child>> = Vec::new();
+    let mut workers: Vec<Option<Proc>> = Vec::new();
     for name in names {
         workers.push(Some(spawn_worker(name, &addrs, args.tasks, &cluster.dir)?));
     }
@@ -94,10 +82,7 @@ pub async fn run(args: BenchWorkerLossArgs) -> Result<(), CliError> {
         let victim = names.iter().max_by_key(|n| placed.iter().filter(|(_, w)| w == *n).count()).expect("two names");
         let k = names.iter().position(|n| n == victim).expect("known");
         let moved: Vec<u64> = placed.iter().filter(|(_, w)| w == victim).map(|(id, _)| *id).collect();
-        if let Some(mut child) = workers[k].take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        workers[k] = None; // kill -9
         let killed_at = Instant::now();
         wait("the lost tasks running elsewhere", async || {
             for id in &moved {
@@ -121,10 +106,7 @@ pub async fn run(args: BenchWorkerLossArgs) -> Result<(), CliError> {
         }
         workers[k] = Some(spawn_worker(victim, &addrs, args.tasks, &cluster.dir)?);
     }
-    for w in workers.iter_mut().flatten() {
-        let _ = w.kill();
-        let _ = w.wait();
-    }
+    drop(workers);
     let mut sorted = results_ms.clone();
     sorted.sort_by(f64::total_cmp);
     let q = |p: f64| sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1];

@@ -5,10 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use raftsched_client::{api, Client};
+use raftsched_launcher::{Proc, Tie};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_raftsched");
 
@@ -27,7 +28,7 @@ pub struct Cluster {
     pub replicas: BTreeMap<u64, Replica>,
     pub extra_args: Vec<String>,
     /// Worker processes by worker id, each in a process group of its own.
-    pub workers: BTreeMap<String, Child>,
+    pub workers: BTreeMap<String, Proc>,
     /// How the test's clients dial (TLS, token); plaintext by default.
     pub dialer: raftsched_client::Dialer,
     /// How replicas of this build prove themselves to each other: `--cluster-secret-file` with
@@ -159,37 +160,28 @@ impl Cluster {
 
     /// Starts `raftsched worker --id ID` against every replica, in its own process group.
     pub fn start_worker(&mut self, id: &str, extra: &[&str]) {
-        use std::os::unix::process::CommandExt;
         assert!(!self.workers.contains_key(id), "worker {id} already running");
         let log_path = self.dir.path().join(format!("worker-{id}.log"));
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(["worker", "--id", id, "--cluster", &self.cluster_arg()])
             .args(WORKER_TIMING)
             .arg("--output-dir")
             .arg(self.dir.path().join(format!("worker-{id}-output")))
             .args(extra)
-            .env("RAFTSCHED_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .expect("spawn raftsched worker");
-        self.workers.insert(id.to_string(), child);
+            .env("RAFTSCHED_LOG", "info");
+        let tie = Tie { die_with_parent: false, own_group: true };
+        let worker = Proc::spawn(&mut command, &log_path, tie).expect("spawn raftsched worker");
+        self.workers.insert(id.to_string(), worker);
     }
 
     pub fn worker_pid(&self, id: &str) -> i32 {
-        self.workers[id].id() as i32
+        self.workers[id].pid() as i32
     }
 
-    /// kill -9 a worker's whole process group.
+    /// kill -9 a worker's whole process group (its tasks too).
     pub fn kill9_worker(&mut self, id: &str) {
-        if let Some(mut child) = self.workers.remove(id) {
-            unsafe {
-                libc::kill(-(child.id() as i32), libc::SIGKILL);
-            }
-            let _ = child.wait();
-        }
+        self.workers.remove(id);
     }
 
     /// Waits until `n` workers are registered and ready.
@@ -357,14 +349,8 @@ impl Drop for Cluster {
             self.dir.disable_cleanup(true);
             eprintln!("kept test cluster files in {}", self.dir.path().display());
         }
-        let workers: Vec<String> = self.workers.keys().cloned().collect();
-        for w in workers {
-            // A stopped worker must be continued to die promptly.
-            unsafe {
-                libc::kill(-(self.workers[&w].id() as i32), libc::SIGCONT);
-            }
-            self.kill9_worker(&w);
-        }
+        // Each worker's group is continued and killed as it drops.
+        self.workers.clear();
         for id in self.ids() {
             self.kill9(id);
         }
