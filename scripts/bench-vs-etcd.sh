@@ -68,14 +68,8 @@ done
 
 # 3. A 3-member etcd on loopback.
 ETCD_PIDS=()
-ETCD_CLUSTER=""
-ETCD_ENDPOINTS=""
-for i in 1 2 3; do
-    ETCD_CLUSTER+="e$i=http://127.0.0.1:$((ETCD_BASE_PORT + 2 + i)),"
-    ETCD_ENDPOINTS+="127.0.0.1:$((ETCD_BASE_PORT + i - 1)),"
-done
-ETCD_CLUSTER=${ETCD_CLUSTER%,}
-ETCD_ENDPOINTS=${ETCD_ENDPOINTS%,}
+ETCD_CLUSTER=$(for i in 1 2 3; do echo "e$i=http://127.0.0.1:$((ETCD_BASE_PORT + 2 + i))"; done | paste -sd,)
+ETCD_ENDPOINTS=$(for i in 1 2 3; do echo "127.0.0.1:$((ETCD_BASE_PORT + i - 1))"; done | paste -sd,)
 for i in 1 2 3; do
     client=$((ETCD_BASE_PORT + i - 1)); peer=$((ETCD_BASE_PORT + 2 + i))
     etcd --name "e$i" --data-dir "$WORK_DIR/etcd$i" \
@@ -88,14 +82,8 @@ for i in 1 2 3; do
 done
 
 # 4. A raftsched trio on loopback.
-RS_INITIAL=""
-RS_CLUSTER=""
-for i in 1 2 3; do
-    RS_INITIAL+="$i=127.0.0.1:$((RAFTSCHED_BASE_PORT + i - 1)),"
-    RS_CLUSTER+="127.0.0.1:$((RAFTSCHED_BASE_PORT + i - 1)),"
-done
-RS_INITIAL=${RS_INITIAL%,}
-RS_CLUSTER=${RS_CLUSTER%,}
+RS_INITIAL=$(for i in 1 2 3; do echo "$i=127.0.0.1:$((RAFTSCHED_BASE_PORT + i - 1))"; done | paste -sd,)
+RS_CLUSTER=$(for i in 1 2 3; do echo "127.0.0.1:$((RAFTSCHED_BASE_PORT + i - 1))"; done | paste -sd,)
 # A fresh trio for each phase: submitted tasks stay pending (no workers), and a later phase must not
 # pay for (or be refused because of) an earlier phase's tasks.
 RS_LIMIT_FLAGS=""

@@ -134,6 +134,14 @@ fn explain_plaintext(status: Status, addr: &str, spoke_grpc: bool) -> Status {
     )
 }
 
+/// A progress bar, `[#####     ]`, 30 characters inside: `done` of `total` filled (`total` 0
+/// counts as 1). Long commands draw it on stderr (the benchmarks, the harness).
+pub fn progress_bar(done: u64, total: u64) -> String {
+    const WIDTH: u64 = 30;
+    let filled = (done.min(total) * WIDTH / total.max(1)) as usize;
+    format!("[{}{}]", "#".repeat(filled), " ".repeat(WIDTH as usize - filled))
+}
+
 /// The rules a client checks before it sends, so a bad argument is a usage error at once rather
 /// than a round trip: the bounds and parsers the state machine itself applies (which decides
 /// again in `apply`). What a command line or another client needs of the state crate comes

@@ -41,9 +41,9 @@ pub enum Command {
         args: WorkerArgs,
     },
     /// List workers: id, address, state, slots in use, last heartbeat age.
-    Workers(WorkersArgs),
+    Workers(ReadArgs),
     /// List the concurrency keys in use: each with its limit, tasks held and tasks queued.
-    Keys(WorkersArgs),
+    Keys(ReadArgs),
     /// Print an attempt's stdout (or stderr), fetched through any replica from the worker that
     /// ran it; with --follow, stream it until the attempt ends.
     Logs(LogsArgs),
@@ -172,12 +172,16 @@ pub struct DrainArgs {
     pub id: String,
 }
 
+/// A read: where, how it is printed, and whether it may be stale; shared by `get`, `workers`,
+/// `keys` and `schedule list`.
 #[derive(Args)]
-pub struct WorkersArgs {
+pub struct ReadArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Read this replica's local state without a read index (may be behind).
     #[arg(long)]
     pub stale: bool,
 }
@@ -645,14 +649,21 @@ pub struct SubmitArgs {
     /// after it); finished: run once they have ended, whatever the outcome.
     #[arg(long, default_value = "success", value_parser = ["success", "finished"])]
     pub after_policy: String,
+    #[command(flatten)]
+    pub concurrency: ConcurrencyArgs,
+    #[command(flatten)]
+    pub task: TaskArgs,
+}
+
+/// A concurrency key and its limit; shared by `submit` and `schedule create`.
+#[derive(Args)]
+pub struct ConcurrencyArgs {
     /// At most --concurrency-limit tasks with this key run at once, across the cluster.
     #[arg(long, requires = "concurrency_limit")]
     pub concurrency_key: Option<String>,
     /// How many tasks with --concurrency-key may be assigned or running at once (1 to 10000).
     #[arg(long, requires = "concurrency_key")]
     pub concurrency_limit: Option<u32>,
-    #[command(flatten)]
-    pub task: TaskArgs,
 }
 
 /// What a task runs and how; shared by `submit` and `schedule create`.
@@ -689,7 +700,7 @@ pub enum ScheduleCommand {
     /// Create a schedule (the same name and spec again is a retry).
     Create(Box<ScheduleCreateArgs>),
     /// List schedules.
-    List(ScheduleListArgs),
+    List(ReadArgs),
     /// Show one schedule: its next occurrence and what became of recent ones (runs and misses).
     Get(ScheduleNameArgs),
     /// Stop firing (occurrences while paused are not run and not counted as missed).
@@ -728,26 +739,11 @@ pub struct ScheduleCreateArgs {
     /// An occurrence fired more than this after its time counts as missed.
     #[arg(long, default_value_t = raftsched_client::rules::limits::START_DEADLINE_MS_DEFAULT)]
     pub start_deadline_ms: u64,
-    /// Every task of the schedule gets this concurrency key (with --concurrency-limit).
-    #[arg(long, requires = "concurrency_limit")]
-    pub concurrency_key: Option<String>,
-    /// How many tasks with --concurrency-key may be assigned or running at once (1 to 10000).
-    #[arg(long, requires = "concurrency_key")]
-    pub concurrency_limit: Option<u32>,
+    /// Every task of the schedule gets the concurrency key.
+    #[command(flatten)]
+    pub concurrency: ConcurrencyArgs,
     #[command(flatten)]
     pub task: TaskArgs,
-}
-
-#[derive(Args)]
-pub struct ScheduleListArgs {
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
-    /// Print JSON (an array of schedule objects).
-    #[arg(long)]
-    pub json: bool,
-    /// Read this replica's local state without a read index (may be behind).
-    #[arg(long)]
-    pub stale: bool,
 }
 
 #[derive(Args)]
@@ -764,13 +760,7 @@ pub struct ScheduleNameArgs {
 #[derive(Args)]
 pub struct GetArgs {
     #[command(flatten)]
-    pub cluster: ClusterArgs,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Read this replica's local state without a read index (may be behind).
-    #[arg(long)]
-    pub stale: bool,
+    pub read: ReadArgs,
     /// Task id.
     pub id: String,
 }

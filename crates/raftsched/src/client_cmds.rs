@@ -128,8 +128,8 @@ pub async fn submit(args: SubmitArgs) -> Result<(), CliError> {
         after: args.after.clone(),
         after_keys: args.after_keys.clone(),
         after_policy: if dependent { args.after_policy.clone() } else { String::new() },
-        concurrency_key: args.concurrency_key.clone().unwrap_or_default(),
-        concurrency_limit: args.concurrency_limit.unwrap_or(0),
+        concurrency_key: args.concurrency.concurrency_key.clone().unwrap_or_default(),
+        concurrency_limit: args.concurrency.concurrency_limit.unwrap_or(0),
         ..Default::default()
     };
     let reply = client.submit_request(request).await?;
@@ -161,9 +161,9 @@ pub async fn submit(args: SubmitArgs) -> Result<(), CliError> {
 
 pub async fn get(args: GetArgs) -> Result<(), CliError> {
     let id = parse_id(&args.id)?;
-    let client = connect(&args.cluster)?;
-    let task = client.get(id, args.stale).await?;
-    if args.json {
+    let client = connect(&args.read.cluster)?;
+    let task = client.get(id, args.read.stale).await?;
+    if args.read.json {
         outln!("{}", output::task_json(&task));
     } else {
         outln!("{}", output::task_text(&task));

@@ -4,7 +4,7 @@ use raftsched_client::api;
 use raftsched_client::rules::{limits, validate_schedule_name, Timing};
 use serde_json::Value;
 
-use crate::cli::{ScheduleCommand, ScheduleCreateArgs, ScheduleListArgs, ScheduleNameArgs};
+use crate::cli::{ReadArgs, ScheduleCommand, ScheduleCreateArgs, ScheduleNameArgs};
 use crate::client_cmds::{build_spec, connect};
 use crate::error::CliError;
 use crate::output::{format_ms, spec_text};
@@ -51,8 +51,8 @@ async fn create(args: ScheduleCreateArgs) -> Result<(), CliError> {
     let request = api::CreateScheduleRequest {
         name: args.name.clone(),
         spec: Some(spec),
-        concurrency_key: args.concurrency_key.clone().unwrap_or_default(),
-        concurrency_limit: args.concurrency_limit.unwrap_or(0),
+        concurrency_key: args.concurrency.concurrency_key.clone().unwrap_or_default(),
+        concurrency_limit: args.concurrency.concurrency_limit.unwrap_or(0),
     };
     let reply = client.create_schedule_request(request).await?;
     let next = if reply.has_next_due { format_ms(reply.next_due_ms) } else { "never".to_string() };
@@ -61,7 +61,7 @@ async fn create(args: ScheduleCreateArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn list(args: ScheduleListArgs) -> Result<(), CliError> {
+async fn list(args: ReadArgs) -> Result<(), CliError> {
     let client = connect(&args.cluster)?;
     let schedules = client.list_schedules(args.stale).await?.schedules;
     if args.json {

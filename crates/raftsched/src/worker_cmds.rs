@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use raftsched_client::parse_cluster;
 use raftsched_worker::WorkerConfig;
 
-use crate::cli::{DrainArgs, WorkerArgs, WorkersArgs};
+use crate::cli::{DrainArgs, ReadArgs, WorkerArgs};
 use crate::client_cmds::connect;
 use crate::error::CliError;
 use crate::signals::StopSignal;
@@ -129,7 +129,7 @@ pub async fn drain(args: DrainArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-pub async fn workers(args: WorkersArgs) -> Result<(), CliError> {
+pub async fn workers(args: ReadArgs) -> Result<(), CliError> {
     let client = connect(&args.cluster)?;
     let reply = client.list_workers(args.stale).await?;
     if args.json {
@@ -152,7 +152,7 @@ pub async fn workers(args: WorkersArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-pub async fn keys(args: WorkersArgs) -> Result<(), CliError> {
+pub async fn keys(args: ReadArgs) -> Result<(), CliError> {
     let client = connect(&args.cluster)?;
     let keys = client.list_concurrency_keys(args.stale).await?.keys;
     if args.json {

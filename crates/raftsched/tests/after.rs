@@ -16,12 +16,7 @@ fn submit(cluster: &Cluster, args: &[&str]) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_diamond_runs_in_order_across_kills_and_a_failure_skips_its_dependents() {
-    let mut cluster = Cluster::start(3, FAST_WORKERS);
-    cluster.leader().await;
-    cluster.start_worker("w1", &["--slots", "4"]);
-    cluster.start_worker("w2", &["--slots", "4"]);
-    cluster.wait_workers_ready(2).await;
-    cluster.wait_cluster_version(raftsched_format::FORMAT_VERSION_MAX).await;
+    let mut cluster = Cluster::trio_with_workers(["w1", "w2"]).await;
 
     let a = submit(&cluster, &["submit", "--key", "a", "--", "sleep", "2"]);
     let b = submit(&cluster, &["submit", "--key", "b", "--after", &a.to_string(), "--", "true"]);

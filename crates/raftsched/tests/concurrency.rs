@@ -43,12 +43,7 @@ fn most_alive(lives: &[(u128, u128, bool)], slack_ns: u128) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_never_runs_more_than_its_limit_even_when_a_worker_is_paused_past_its_lease() {
-    let mut cluster = Cluster::start(3, FAST_WORKERS);
-    cluster.leader().await;
-    cluster.start_worker("a", &["--slots", "4"]);
-    cluster.start_worker("b", &["--slots", "4"]);
-    cluster.wait_workers_ready(2).await;
-    cluster.wait_cluster_version(raftsched_format::FORMAT_VERSION_MAX).await;
+    let cluster = Cluster::trio_with_workers(["a", "b"]).await;
     let records = tempfile::tempdir().unwrap();
     let script = format!(
         "f={}/$$; echo start $(date +%s%N) > $f; i=0; while [ $i -lt 12 ]; do sleep 0.1; echo alive $(date +%s%N) >> $f; \

@@ -26,12 +26,7 @@ tasks:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flow_file_runs_whole_and_in_order_across_kills() {
-    let mut cluster = Cluster::start(3, FAST_WORKERS);
-    cluster.leader().await;
-    cluster.start_worker("w1", &["--slots", "4"]);
-    cluster.start_worker("w2", &["--slots", "4"]);
-    cluster.wait_workers_ready(2).await;
-    cluster.wait_cluster_version(raftsched_format::FORMAT_VERSION_MAX).await;
+    let mut cluster = Cluster::trio_with_workers(["w1", "w2"]).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("etl.yaml");
     std::fs::write(&file, DIAMOND).unwrap();

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -115,27 +115,48 @@ fn reply(status: StatusCode, body: Value) -> Response {
     response
 }
 
-impl Api {
+/// What every handler starts from: the port's state, the call's headers (its credentials) and
+/// its query string.
+struct Call {
+    api: Api,
+    headers: HeaderMap,
+    query: Option<String>,
+}
+
+impl axum::extract::FromRequestParts<Api> for Call {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, api: &Api) -> Result<Call, Self::Rejection> {
+        Ok(Call { api: api.clone(), headers: parts.headers.clone(), query: parts.uri.query().map(str::to_string) })
+    }
+}
+
+impl Call {
+    /// The query string's parameters, each one of `known`.
+    fn query(&self, known: &[&str]) -> Result<Query, Refusal> {
+        Query::parse(self.query.as_deref(), known)
+    }
+
     /// The gRPC request for `message`, after the gRPC guard accepted the HTTP request's
     /// credentials (and recorded who the caller is, as it does for gRPC).
-    fn request<T>(&self, headers: &HeaderMap, message: T) -> Result<tonic::Request<T>, Refusal> {
-        if let Some(why) = self.closed {
+    fn request<T>(&self, message: T) -> Result<tonic::Request<T>, Refusal> {
+        if let Some(why) = self.api.closed {
             return Err(Refusal(tonic::Status::unauthenticated(why)));
         }
         let mut metadata = tonic::metadata::MetadataMap::new();
-        if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
+        if let Some(v) = self.headers.get(axum::http::header::AUTHORIZATION) {
             if let Ok(v) = tonic::metadata::MetadataValue::try_from(v.as_bytes()) {
                 metadata.insert(raftsched_api::security::AUTHORIZATION, v);
             }
         }
         let bare = tonic::Request::from_parts(metadata, Default::default(), ());
-        let mut guard = Guard { auth: self.auth.clone(), service: Service::Scheduler };
+        let mut guard = Guard { auth: self.api.auth.clone(), service: Service::Scheduler };
         let (metadata, extensions, ()) = guard.call(bare)?.into_parts();
         Ok(tonic::Request::from_parts(metadata, extensions, message))
     }
 }
 
-async fn submit(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Result<Response, Refusal> {
+async fn submit(call: Call, body: Bytes) -> Result<Response, Refusal> {
     let body: Value = serde_json::from_slice(&body).map_err(|e| bad_request(format!("the body is not JSON: {e}")))?;
     let Value::Object(mut fields) = body else {
         return Err(bad_request(r#"the body must be an object: {"spec": {...}, "key": "...", "wait_ms": N}"#));
@@ -162,9 +183,9 @@ async fn submit(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Resu
         )));
     }
     check_wait(u64::from(wait_ms))?;
-    submit.key = idempotency_key(&headers, in_body)?;
-    let request = api.request(&headers, submit)?;
-    let answer = api.service.submit(request).await?.into_inner();
+    submit.key = idempotency_key(&call.headers, in_body)?;
+    let request = call.request(submit)?;
+    let answer = call.api.service.submit(request).await?.into_inner();
     let status = if answer.created { StatusCode::CREATED } else { StatusCode::OK };
     let task = answer.task.as_ref().map_or(Value::Null, task_json);
     Ok(reply(status, json!({ "id": answer.id, "created": answer.created, "task": task })))
@@ -184,69 +205,54 @@ fn idempotency_key(headers: &HeaderMap, in_body: Option<String>) -> Result<Strin
 }
 
 /// `POST /v1/flows`: a flow (`flow_from_json`'s shape), its key in `Idempotency-Key` or "key".
-async fn submit_flow(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Result<Response, Refusal> {
+async fn submit_flow(call: Call, body: Bytes) -> Result<Response, Refusal> {
     let body: Value = serde_json::from_slice(&body).map_err(|e| bad_request(format!("the body is not JSON: {e}")))?;
     let in_body = body.get("key").and_then(Value::as_str).map(str::to_string);
     let mut flow = raftsched_api::json::flow_from_json(body).map_err(bad_request)?;
-    flow.key = idempotency_key(&headers, in_body)?;
-    let request = api.request(&headers, flow)?;
-    let answer = api.service.submit_flow(request).await?.into_inner();
+    flow.key = idempotency_key(&call.headers, in_body)?;
+    let request = call.request(flow)?;
+    let answer = call.api.service.submit_flow(request).await?.into_inner();
     let status = if answer.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(reply(status, json!({ "ids": answer.ids, "created": answer.created })))
 }
 
 /// `GET /v1/flows/{key}`: the flow's tasks.
-async fn get_flow(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    Path(key): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, Refusal> {
-    let query = Query::parse(q.as_deref(), &["stale"])?;
-    let request = api.request(&headers, api::GetFlowRequest { key, stale: query.flag("stale")? })?;
-    let tasks = api.service.get_flow(request).await?.into_inner().tasks;
+async fn get_flow(call: Call, Path(key): Path<String>) -> Result<Response, Refusal> {
+    let query = call.query(&["stale"])?;
+    let request = call.request(api::GetFlowRequest { key, stale: query.flag("stale")? })?;
+    let tasks = call.api.service.get_flow(request).await?.into_inner().tasks;
     Ok(reply(StatusCode::OK, json!({ "tasks": tasks.iter().map(task_json).collect::<Vec<_>>() })))
 }
 
-async fn get_task(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, Refusal> {
-    let query = Query::parse(q.as_deref(), &["stale"])?;
-    let request = api.request(&headers, api::GetTaskRequest { id: task_id(&id)?, stale: query.flag("stale")? })?;
-    let task = api.service.get_task(request).await?.into_inner();
+async fn get_task(call: Call, Path(id): Path<String>) -> Result<Response, Refusal> {
+    let query = call.query(&["stale"])?;
+    let request = call.request(api::GetTaskRequest { id: task_id(&id)?, stale: query.flag("stale")? })?;
+    let task = call.api.service.get_task(request).await?.into_inner();
     Ok(reply(StatusCode::OK, task_json(&task)))
 }
 
-async fn list(State(api): State<Api>, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, Refusal> {
-    let query = Query::parse(q.as_deref(), &["state", "after", "limit", "stale"])?;
+async fn list(call: Call) -> Result<Response, Refusal> {
+    let query = call.query(&["state", "after", "limit", "stale"])?;
     let message = api::ListTasksRequest {
         state: query.get("state").unwrap_or_default().to_string(),
         after_id: query.number("after")?.unwrap_or(0),
         limit: query.number("limit")?.map(|n| u32::try_from(n).unwrap_or(u32::MAX)).unwrap_or(0),
         stale: query.flag("stale")?,
     };
-    let answer = api.service.list_tasks(api.request(&headers, message)?).await?.into_inner();
+    let answer = call.api.service.list_tasks(call.request(message)?).await?.into_inner();
     let tasks: Vec<Value> = answer.tasks.iter().map(task_json).collect();
     let next_after = if answer.next_after == 0 { Value::Null } else { json!(answer.next_after) };
     Ok(reply(StatusCode::OK, json!({ "tasks": tasks, "next_after": next_after })))
 }
 
-async fn cancel(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Refusal> {
-    let request = api.request(&headers, api::CancelRequest { id: task_id(&id)? })?;
-    let answer = api.service.cancel(request).await?.into_inner();
+async fn cancel(call: Call, Path(id): Path<String>) -> Result<Response, Refusal> {
+    let request = call.request(api::CancelRequest { id: task_id(&id)? })?;
+    let answer = call.api.service.cancel(request).await?.into_inner();
     Ok(reply(StatusCode::OK, json!({ "id": answer.id })))
 }
 
-async fn wait(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, Refusal> {
-    let query = Query::parse(q.as_deref(), &["after_version", "wait_ms", "until_ended"])?;
+async fn wait(call: Call, Path(id): Path<String>) -> Result<Response, Refusal> {
+    let query = call.query(&["after_version", "wait_ms", "until_ended"])?;
     let wait_ms = query.number("wait_ms")?.unwrap_or(crate::limits::LONG_POLL_MS_MAX);
     check_wait(wait_ms)?;
     let message = api::WaitTaskRequest {
@@ -255,7 +261,7 @@ async fn wait(
         wait_ms: wait_ms as u32,
         until_ended: query.flag("until_ended")?,
     };
-    let task = api.service.wait_task(api.request(&headers, message)?).await?.into_inner();
+    let task = call.api.service.wait_task(call.request(message)?).await?.into_inner();
     Ok(reply(StatusCode::OK, task_json(&task)))
 }
 
@@ -264,14 +270,9 @@ async fn wait(
 /// `Raftsched-Worker` and `Raftsched-Attempt` headers say whose. With `follow` the body grows
 /// until the attempt ends; a body cut short (the worker went away) ends in a broken chunked
 /// encoding, never as if complete.
-async fn output(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, Refusal> {
+async fn output(call: Call, Path(id): Path<String>) -> Result<Response, Refusal> {
     use futures::StreamExt;
-    let query = Query::parse(q.as_deref(), &["attempt", "stream", "offset", "follow"])?;
+    let query = call.query(&["attempt", "stream", "offset", "follow"])?;
     let stderr = match query.get("stream") {
         None | Some("stdout") => false,
         Some("stderr") => true,
@@ -285,7 +286,7 @@ async fn output(
         offset: query.number("offset")?.unwrap_or(0),
         follow: query.flag("follow")?,
     };
-    let mut chunks = api.service.read_output(api.request(&headers, message)?).await?.into_inner();
+    let mut chunks = call.api.service.read_output(call.request(message)?).await?.into_inner();
     // The first chunk (or refusal) comes before the headers, so a refusal keeps its status.
     let first = chunks.next().await.transpose()?;
     let (worker, attempt) = first.as_ref().map_or((String::new(), 0), |c| (c.worker_id.clone(), c.attempt));

@@ -129,11 +129,10 @@ impl Reads {
     }
 }
 
-/// What a replica is made of apart from its role parts (`Replica::new` builds those).
-pub(crate) struct Parts {
-    pub(crate) id: NodeId,
-    pub(crate) worker_heartbeats: crate::liveness::HeartbeatPolicy,
-    pub(crate) retain_finished: u64,
+/// What a replica is made of apart from its settings (from `config`) and the role parts
+/// `Replica::new` builds.
+pub(crate) struct Parts<'a> {
+    pub(crate) config: &'a crate::ReplicaConfig,
     pub(crate) addr: String,
     pub(crate) raft: Raft,
     pub(crate) sm: SmHandle,
@@ -141,7 +140,6 @@ pub(crate) struct Parts {
     pub(crate) writes: Writes,
     pub(crate) sync_stats: Arc<raftsched_store::SyncStats>,
     pub(crate) committed_index: Arc<std::sync::atomic::AtomicU64>,
-    pub(crate) timing: crate::config::RaftTiming,
     pub(crate) clocks: Arc<crate::clock::Clocks>,
     pub(crate) quorum: Arc<crate::quorum::Quorum>,
     pub(crate) active: raftsched_format::ActiveVersion,
@@ -150,15 +148,19 @@ pub(crate) struct Parts {
 
 impl Replica {
     pub(crate) fn new(p: Parts) -> Replica {
+        let config = p.config;
         Replica {
-            id: p.id,
-            worker_heartbeats: p.worker_heartbeats,
-            retain_finished: p.retain_finished,
+            id: config.id,
+            worker_heartbeats: crate::liveness::HeartbeatPolicy {
+                timeout_ms: config.worker_heartbeat_timeout_ms,
+                per_second_max: config.worker_heartbeats_per_second_max,
+            },
+            retain_finished: config.retain_finished,
             addr: p.addr,
             raft: p.raft,
             sm: p.sm,
             peers: p.peers,
-            admission: crate::admission::Admission::new(p.id),
+            admission: crate::admission::Admission::new(config.id),
             writes: p.writes,
             reads: Reads::new(),
             liveness: Default::default(),
@@ -168,7 +170,7 @@ impl Replica {
             committed_index: p.committed_index,
             snapshot_seen: std::sync::Mutex::new((0, std::time::Instant::now())),
             leader_contact: Default::default(),
-            timing: p.timing,
+            timing: config.timing.clone(),
             clocks: p.clocks,
             quorum: p.quorum,
             readiness: tokio::sync::watch::Sender::new(Err("starting".to_string())),

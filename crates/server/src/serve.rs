@@ -201,12 +201,7 @@ async fn new_replica(
     let proposer = crate::proposer::Proposer::start(raft.clone(), config.id, clocks.clone(), log_flushes);
     let forwarder = crate::forwarder::Forwarder::start(peers.clone(), active.clone());
     Ok(Arc::new(Replica::new(crate::replica::Parts {
-        id: config.id,
-        worker_heartbeats: crate::liveness::HeartbeatPolicy {
-            timeout_ms: config.worker_heartbeat_timeout_ms,
-            per_second_max: config.worker_heartbeats_per_second_max,
-        },
-        retain_finished: config.retain_finished,
+        config,
         addr,
         raft,
         sm,
@@ -214,7 +209,6 @@ async fn new_replica(
         writes: crate::replica::Writes { proposer, forwarder, tasks_pending_max: config.tasks_pending_max },
         sync_stats: opened_sync_stats,
         committed_index,
-        timing: config.timing.clone(),
         clocks,
         quorum,
         active,

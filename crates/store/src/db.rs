@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 
 use crate::disk::DiskSync;
-use crate::flusher::Flusher;
 use crate::log_store::LogStore;
 use crate::state_machine::SmStore;
 use crate::watermark::WatermarkFile;
@@ -193,9 +192,7 @@ fn check_and_start(dir: &Path, sled_dir: &Path, t: Trees, pristine: bool) -> Res
         t.meta.insert(WATERMARK_KEY, b"1").map_err(|e| corrupt(e.to_string()))?;
         t.db.flush().map_err(|e| corrupt(e.to_string()))?;
     }
-    let flusher = Flusher::start(disk.clone(), watermark.clone()).map_err(OpenError::Thread)?;
-    let active = sm_store.active_version();
-    let log_store = LogStore::new(disk, t.meta, t.log, flusher, sm_store.durable_snapshot(), active, watermark);
+    let log_store = LogStore::open(disk, t.meta, t.log, watermark, &sm_store).map_err(OpenError::Thread)?;
     let committed_index = log_store.committed_index();
     Ok(Opened { log_store, sm_store, pristine, sync_stats, committed_index })
 }

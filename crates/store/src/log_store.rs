@@ -42,29 +42,31 @@ pub struct LogStore {
 }
 
 impl LogStore {
-    pub(crate) fn new(
+    /// The log in `log` (and the vote and commit index in `meta`) beside `sm`, whose snapshots a
+    /// purge waits for and whose cluster version records are written in; starts the flusher
+    /// thread.
+    pub(crate) fn open(
         disk: DiskSync,
         meta: sled::Tree,
         log: sled::Tree,
-        flusher: Flusher,
-        durable_snapshot: DurableSnapshot,
-        active: ActiveVersion,
         watermark: WatermarkFile,
-    ) -> LogStore {
+        sm: &crate::SmStore,
+    ) -> std::io::Result<LogStore> {
+        let flusher = Flusher::start(disk.clone(), watermark.clone())?;
         #[cfg(feature = "fault-injection")]
         let write_behind = crate::fault::skip_fsync().then(|| crate::fault::WriteBehind::start(log.clone()));
-        LogStore {
+        Ok(LogStore {
             disk,
             meta,
             log,
             flusher,
-            durable_snapshot,
-            active,
+            durable_snapshot: sm.durable_snapshot(),
+            active: sm.active_version(),
             watermark,
             committed_index: Default::default(),
             #[cfg(feature = "fault-injection")]
             write_behind,
-        }
+        })
     }
 
     fn get_meta<T>(

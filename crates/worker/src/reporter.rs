@@ -98,13 +98,8 @@ async fn send(client: Arc<Client>, mut batch: Vec<Queued>, _slot: OwnedSemaphore
         let retry = |mut q: Queued, again: &mut Vec<Queued>| {
             q.n_tries += 1;
             if q.n_tries >= REPORT_TRIES_MAX {
-                tracing::warn!(
-                    task_id = q.req.task_id,
-                    token = q.req.token,
-                    "report given up after {} tries",
-                    q.n_tries
-                );
-                let _ = q.ack.send(false);
+                let tries = q.n_tries;
+                not_recorded(q, tracing::Level::WARN, &format!("given up after {tries} tries"));
             } else {
                 again.push(q);
             }
@@ -118,13 +113,7 @@ async fn send(client: Arc<Client>, mut batch: Vec<Queued>, _slot: OwnedSemaphore
                     } else if worth_retrying(code) {
                         retry(q, &mut again);
                     } else {
-                        tracing::info!(
-                            task_id = q.req.task_id,
-                            token = q.req.token,
-                            "report refused: {}",
-                            outcome.message
-                        );
-                        let _ = q.ack.send(false);
+                        not_recorded(q, tracing::Level::INFO, &format!("refused: {}", outcome.message));
                     }
                 }
             }
@@ -150,4 +139,16 @@ async fn send(client: Arc<Client>, mut batch: Vec<Queued>, _slot: OwnedSemaphore
         tokio::time::sleep(Duration::from_millis(RETRY_PAUSE_MS)).await;
         batch = again;
     }
+}
+
+/// Settles a report that will not be recorded: its sender hears `false`, the log says why (at
+/// `level`: a refusal is routine, e.g. a stale token; giving up is not).
+fn not_recorded(q: Queued, level: tracing::Level, why: &str) {
+    let (task_id, token) = (q.req.task_id, q.req.token);
+    if level == tracing::Level::WARN {
+        tracing::warn!(task_id, token, "report {why}");
+    } else {
+        tracing::info!(task_id, token, "report {why}");
+    }
+    let _ = q.ack.send(false);
 }

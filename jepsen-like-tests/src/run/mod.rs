@@ -718,12 +718,9 @@ impl Progress {
 
     fn line(&self, started: Instant, shared: &Shared, faults: usize) -> String {
         let s = started.elapsed().as_secs().min(self.total_s);
-        let width = 30;
-        let done = (s * width / self.total_s) as usize;
         format!(
-            "[{}{}] {s}/{} s  ops ok {} fail {} info {}  faults {faults}",
-            "#".repeat(done),
-            " ".repeat(width as usize - done),
+            "{} {s}/{} s  ops ok {} fail {} info {}  faults {faults}",
+            raftsched_client::progress_bar(s, self.total_s),
             self.total_s,
             shared.n_ok.load(Ordering::Relaxed),
             shared.n_fail.load(Ordering::Relaxed),

@@ -88,14 +88,7 @@ pub async fn run(args: BenchScaleArgs) -> Result<(), CliError> {
         let done = next.load(Ordering::Relaxed).min(args.tasks);
         let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
         if bar {
-            let width = 30;
-            let filled = (done * width / args.tasks) as usize;
-            eprint!(
-                "\r[{}{}] {done}/{} tasks, {rate:.0}/s",
-                "#".repeat(filled),
-                " ".repeat(width as usize - filled),
-                args.tasks
-            );
+            eprint!("\r{} {done}/{} tasks, {rate:.0}/s", raftsched_client::progress_bar(done, args.tasks), args.tasks);
         } else if last_line.elapsed() > Duration::from_secs(10) && !args.json {
             last_line = Instant::now();
             eprintln!("{done}/{} tasks, {rate:.0}/s", args.tasks);

@@ -64,17 +64,10 @@ impl Progress {
 }
 
 fn bar(elapsed: Duration, total: Duration, counts: &Counts) -> String {
-    const WIDTH: u64 = 30;
     let total_s = total.as_secs().max(1);
     let s = elapsed.as_secs().min(total_s);
-    let done = (s * WIDTH / total_s) as usize;
-    format!(
-        "[{}{}] {s}/{total_s} s  ops {}  errors {}",
-        "#".repeat(done),
-        " ".repeat(WIDTH as usize - done),
-        counts.ops.load(Relaxed),
-        counts.errors.load(Relaxed)
-    )
+    let (ops, errors) = (counts.ops.load(Relaxed), counts.errors.load(Relaxed));
+    format!("{} {s}/{total_s} s  ops {ops}  errors {errors}", raftsched_client::progress_bar(s, total_s))
 }
 
 /// What clean-up found among the run's tasks.

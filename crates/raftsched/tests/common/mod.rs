@@ -266,6 +266,19 @@ impl Cluster {
         api::raft_client::RaftClient::with_interceptor(channel, creds).max_encoding_message_size(64 << 20)
     }
 
+    /// A trio that declares a worker down after 1 s, with two 4-slot workers `names`, both ready,
+    /// at this build's cluster version: where the scheduling tests start.
+    pub async fn trio_with_workers(names: [&str; 2]) -> Cluster {
+        let mut cluster = Cluster::start(3, FAST_WORKERS);
+        cluster.leader().await;
+        for name in names {
+            cluster.start_worker(name, &["--slots", "4"]);
+        }
+        cluster.wait_workers_ready(2).await;
+        cluster.wait_cluster_version(raftsched_format::FORMAT_VERSION_MAX).await;
+        cluster
+    }
+
     /// A client that talks to one replica only.
     /// Waits until the cluster version is `version` (raised every couple of seconds once every
     /// member reads it; a fresh cluster starts at 0).

@@ -243,17 +243,3 @@ enum Start {
 /// lists, never encoded, equal whatever it holds (rebuilt by `StateMachine::restore_after`).
 #[derive(Clone, Default)]
 pub(crate) struct Dependents(pub(crate) BTreeMap<TaskId, BTreeSet<TaskId>>);
-
-impl PartialEq for Dependents {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for Dependents {}
-
-impl std::fmt::Debug for Dependents {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("_")
-    }
-}

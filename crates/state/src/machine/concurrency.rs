@@ -84,20 +84,6 @@ impl StateMachine {
 #[derive(Clone, Default)]
 pub(crate) struct KeysInUse(pub(crate) BTreeMap<String, KeyUse>);
 
-impl PartialEq for KeysInUse {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for KeysInUse {}
-
-impl std::fmt::Debug for KeysInUse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("_")
-    }
-}
-
 impl KeysInUse {
     /// Counts `task` as in `state` (`sign` +1) or no longer (-1).
     pub(crate) fn count(&mut self, task: &Task, state: TaskState, sign: i32) {

@@ -23,21 +23,6 @@ pub(crate) struct FreeSlots {
     entered: BTreeMap<String, u32>,
 }
 
-impl PartialEq for FreeSlots {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for FreeSlots {}
-
-/// Not state, so not shown: a state's `Debug` text is the same whether its index is built or not.
-impl std::fmt::Debug for FreeSlots {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("_")
-    }
-}
-
 fn offered(node: &Worker) -> Option<u32> {
     (node.state == WorkerState::Ready && node.free_slots() > 0).then(|| node.free_slots())
 }

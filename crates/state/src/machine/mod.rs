@@ -125,20 +125,7 @@ pub(crate) struct Touched {
     pub(crate) entry_workers: BTreeSet<String>,
 }
 
-/// Not state, so not shown: a state's `Debug` text is the same however it was reached.
-impl std::fmt::Debug for Touched {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("_")
-    }
-}
-
-impl PartialEq for Touched {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for Touched {}
+not_state!(after::Dependents, concurrency::KeysInUse, free_slots::FreeSlots, Touched, crate::observed::Observed);
 
 /// The cluster version from which `apply` uses the state's time (`clock_ms`) rather than each
 /// entry's own: format 3, which carries it in snapshots.
