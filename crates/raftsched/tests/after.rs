@@ -27,22 +27,10 @@ async fn a_diamond_runs_in_order_across_kills_and_a_failure_skips_its_dependents
     assert_eq!((got["state"].as_str(), got["after"].clone()), (Some("waiting"), serde_json::json!([b, c])), "{got}");
 
     // While a runs: the leader dies, and so does the worker that runs it.
-    let running = cluster.wait_task(a, "a running", |t| t.state == "running").await;
-    let leader = cluster.leader().await;
-    cluster.kill9(leader);
-    cluster.kill9_worker(&running.worker_id);
+    cluster.kill_leader_and_worker_running(a).await;
 
     let client = cluster.client();
-    let mut ended = std::collections::BTreeMap::new();
-    for id in [a, b, c, d] {
-        ended.insert(id, cluster.wait_task(id, "succeeded", |t| t.state == "succeeded").await);
-    }
-    for (task, deps) in [(b, vec![a]), (c, vec![a]), (d, vec![b, c])] {
-        for dep in deps {
-            let dep_end = ended[&dep].attempts.last().unwrap().ended_at_ms;
-            assert!(first_start(&ended[&task]) >= dep_end, "task {task} started before its dependency {dep} ended");
-        }
-    }
+    let ended = cluster.wait_succeeded_in_order(&[(b, vec![a]), (c, vec![a]), (d, vec![b, c])]).await;
     assert!(ended[&a].attempts.len() >= 2, "a's attempt on the killed worker was lost and run again");
 
     // A failure skips what needs it, and what needs that; `finished` runs anyway.

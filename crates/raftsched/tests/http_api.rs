@@ -200,27 +200,13 @@ async fn curl_users_submit_wait_list_and_cancel_through_a_follower() {
     let (status, answer) = call(&http, "POST", "/v1/tasks", &[("Idempotency-Key", "curl-1")], Some(&other)).await;
     assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("ALREADY_EXISTS")), "{answer}");
     // The worker's own /metrics: what it ran and reported, its lease renewals; promtool-clean.
-    let metrics = http_get(&worker_http, "/metrics").await;
-    let body = metrics.split_once("\r\n\r\n").map_or(metrics.as_str(), |(_, b)| b).to_string();
-    promtool_check("a worker", &body);
-    let value = |series: &str| -> u64 {
-        body.lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{series} in\n{body}"))
-    };
+    let (body, value) = metrics(&worker_http, "a worker").await;
     assert!(value("raftsched_worker_attempts_started_total{worker=\"w1\"}") >= 2, "{body}");
     assert!(value("raftsched_worker_reports_acknowledged_total{worker=\"w1\"}") >= 2, "{body}");
     assert!(value("raftsched_worker_lease_renewals_total{worker=\"w1\"}") >= 1, "{body}");
     assert_eq!(value("raftsched_worker_registrations_total{worker=\"w1\"}"), 1, "{body}");
     // The replica's task outcomes and queue waits, as applied: the tasks above ran and ended.
-    let metrics = http_get(&http, "/metrics").await;
-    let body = metrics.split_once("\r\n\r\n").map_or(metrics.as_str(), |(_, b)| b).to_string();
-    promtool_check("a replica", &body);
-    let value = |series: &str| -> u64 {
-        body.lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{series} in\n{body}"))
-    };
+    let (body, value) = metrics(&http, "a replica").await;
     assert!(value("raftsched_tasks_ended_total{state=\"succeeded\"}") >= 1, "{body}");
     assert!(value("raftsched_task_attempts_ended_total{outcome=\"succeeded\"}") >= 1, "{body}");
     assert!(value("raftsched_task_queue_wait_seconds_count") >= 2, "{body}");
@@ -250,4 +236,20 @@ async fn the_http_api_asks_for_the_same_tokens_as_grpc() {
     let (status, answer) =
         call(&http, "POST", "/v1/tasks", &[as_client[0], ("Idempotency-Key", "t1")], Some(&body)).await;
     assert_eq!(status, 201, "{answer}");
+}
+
+/// `/metrics` of `addr` (`what` names it), checked by promtool: the body, and a reader of one
+/// series' value.
+async fn metrics(addr: &str, what: &str) -> (String, impl Fn(&str) -> u64) {
+    let response = http_get(addr, "/metrics").await;
+    let body = response.split_once("\r\n\r\n").map_or(response.as_str(), |(_, b)| b).to_string();
+    promtool_check(what, &body);
+    let lines = body.clone();
+    let value = move |series: &str| -> u64 {
+        lines
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{series} in\n{lines}"))
+    };
+    (body, value)
 }

@@ -61,6 +61,14 @@ fn creds(dir: &Path, who: &str, token_file: Option<&str>) -> Vec<String> {
     c
 }
 
+/// Certificates and tokens in a temp dir (`certs generate`), and a trio that uses them.
+fn secure_trio() -> (tempfile::TempDir, Cluster) {
+    let certs_dir = tempfile::tempdir().unwrap();
+    generate(certs_dir.path());
+    let cluster = start_secure_trio(certs_dir.path());
+    (certs_dir, cluster)
+}
+
 fn start_secure_trio(certs: &Path) -> Cluster {
     let args = [
         "--tls-ca".to_string(),
@@ -82,10 +90,8 @@ fn start_secure_trio(certs: &Path) -> Cluster {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_missing_or_wrong_credential_is_refused_and_roles_stay_in_their_lane() {
-    let certs_dir = tempfile::tempdir().unwrap();
+    let (certs_dir, mut cluster) = secure_trio();
     let certs = certs_dir.path();
-    generate(certs);
-    let mut cluster = start_secure_trio(certs);
     cluster.leader().await;
 
     // The right certificate and token: accepted.
@@ -147,10 +153,8 @@ async fn each_missing_or_wrong_credential_is_refused_and_roles_stay_in_their_lan
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_cluster_survives_a_leader_kill_and_runs_tasks_on_a_tls_worker() {
-    let certs_dir = tempfile::tempdir().unwrap();
+    let (certs_dir, mut cluster) = secure_trio();
     let certs = certs_dir.path();
-    generate(certs);
-    let mut cluster = start_secure_trio(certs);
     let leader = cluster.leader().await;
     let worker_creds = creds(certs, "worker", Some("worker.token"));
     let mut worker_args: Vec<&str> = worker_creds.iter().map(String::as_str).collect();

@@ -22,13 +22,18 @@ async fn read_pid_file(path: &std::path::Path) -> i32 {
     }
 }
 
-/// Waits until the cluster lists worker `id` in `state`.
-async fn wait_worker_state(client: &raftsched_client::Client, id: &str, state: &str) {
+/// Waits until the cluster lists worker `id` as `pred` wants it; `what` names that in the failure.
+async fn wait_worker(client: &raftsched_client::Client, id: &str, what: &str, pred: impl Fn(&api::WorkerInfo) -> bool) {
     let started = std::time::Instant::now();
-    while !client.list_workers(false).await.unwrap().workers.iter().any(|w| w.id == id && w.state == state) {
-        assert!(started.elapsed() < DEADLINE, "worker {id} never {state}");
+    while !client.list_workers(false).await.unwrap().workers.iter().any(|w| w.id == id && pred(w)) {
+        assert!(started.elapsed() < DEADLINE, "worker {id} never {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits until the cluster lists worker `id` in `state`.
+async fn wait_worker_state(client: &raftsched_client::Client, id: &str, state: &str) {
+    wait_worker(client, id, state, |w| w.state == state).await;
 }
 
 /// Waits until process `pid` is gone; `what` names it in the failure.
@@ -227,16 +232,7 @@ async fn a_paused_worker_is_fenced_and_its_late_report_refused() {
     assert_eq!(after.attempts, task.attempts);
     assert_eq!(after.output_tail, task.output_tail);
     // The resumed worker notices it was declared down and registers again with a new epoch.
-    let started = std::time::Instant::now();
-    loop {
-        let workers = client.list_workers(false).await.unwrap().workers;
-        let slow = workers.iter().find(|w| w.id == "slow").unwrap();
-        if slow.state == "ready" && slow.epoch == 2 {
-            break;
-        }
-        assert!(started.elapsed() < DEADLINE, "slow never re-registered: {slow:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_worker(&client, "slow", "re-registered", |w| w.state == "ready" && w.epoch == 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,15 +323,7 @@ async fn a_second_live_worker_with_the_same_id_is_refused() {
     cluster.kill9_worker("dup");
     cluster.start_worker("dup", &[]);
     let client = cluster.client();
-    let started = std::time::Instant::now();
-    loop {
-        let w = client.list_workers(false).await.unwrap().workers;
-        if w.iter().any(|w| w.id == "dup" && w.epoch == 2 && w.state == "ready") {
-            break;
-        }
-        assert!(started.elapsed() < DEADLINE, "restarted worker not registered: {w:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_worker(&client, "dup", "registered again", |w| w.state == "ready" && w.epoch == 2).await;
 }
 
 /// Goal: a worker killed with -9 leaves nothing of its attempts running, not even a command's

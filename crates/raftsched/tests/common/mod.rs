@@ -266,6 +266,33 @@ impl Cluster {
         api::raft_client::RaftClient::with_interceptor(channel, creds).max_encoding_message_size(64 << 20)
     }
 
+    /// kill -9 the leader and the worker running `task` at once: the task's attempt is lost and
+    /// must run again under a new leader.
+    pub async fn kill_leader_and_worker_running(&mut self, task: u64) {
+        let running = self.wait_task(task, "running", |t| t.state == "running").await;
+        let leader = self.leader().await;
+        self.kill9(leader);
+        self.kill9_worker(&running.worker_id);
+    }
+
+    /// Waits until every task in `after` (a task and its dependencies) has succeeded, and checks
+    /// that none started before each of its dependencies ended; the tasks as they ended.
+    pub async fn wait_succeeded_in_order(&self, after: &[(u64, Vec<u64>)]) -> BTreeMap<u64, api::Task> {
+        let mut ended = BTreeMap::new();
+        for id in after.iter().flat_map(|(task, deps)| std::iter::once(task).chain(deps)) {
+            if !ended.contains_key(id) {
+                ended.insert(*id, self.wait_task(*id, "succeeded", |t| t.state == "succeeded").await);
+            }
+        }
+        for (task, deps) in after {
+            for dep in deps {
+                let dep_end = ended[dep].attempts.last().unwrap().ended_at_ms;
+                assert!(first_start(&ended[task]) >= dep_end, "task {task} started before its dependency {dep} ended");
+            }
+        }
+        ended
+    }
+
     /// A trio that declares a worker down after 1 s, with two 4-slot workers `names`, both ready,
     /// at this build's cluster version: where the scheduling tests start.
     pub async fn trio_with_workers(names: [&str; 2]) -> Cluster {
