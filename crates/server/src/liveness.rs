@@ -7,7 +7,7 @@
 //! through Raft: registration, drain, and expiry, which stays conditional on the registration's
 //! epoch and heartbeat sequence it was decided from.
 //!
-//! Why a worker's self-fencing still holds (docs/architecture.md, "Worker liveness"): an
+//! Why a worker's self-fencing still holds (docs/design-notes.md, "Worker liveness"): an
 //! acknowledged beat was confirmed by a quorum after it was sent, so any leader elected later
 //! started its timers after the beat was sent, and expires the worker no sooner than
 //! `heartbeat_timeout_ms` after that, while the worker's lease (at most two thirds of it) counts
