@@ -277,4 +277,39 @@ mod tests {
         assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "dropped replica still alive");
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn a_process_in_its_own_group_takes_its_children_with_it_and_terminate_waits() {
+        let dir = std::env::temp_dir().join(format!("raftsched-launcher-group-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pid_file = dir.join("child.pid");
+        let script = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
+        let tie = Tie { die_with_parent: true, own_group: true };
+        let mut parent = Proc::spawn(Command::new("/bin/sh").args(["-c", &script]), &dir.join("log"), tie).unwrap();
+        let started = Instant::now();
+        let child: i32 = loop {
+            if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok()) {
+                break pid;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "no child pid");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        parent.pause();
+        assert!(parent.is_paused() && parent.try_exit().is_none());
+        drop(parent);
+        // Gone, or a zombie waiting for whoever reaps orphans here.
+        let gone = |pid: i32| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.rsplit_once(") ").is_none_or(|(_, rest)| rest.starts_with('Z'))
+        };
+        while !gone(child) {
+            assert!(started.elapsed() < Duration::from_secs(30), "the group's child outlived it");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // SIGTERM ends a shell at once; terminate reports how.
+        let sleeper = Proc::spawn(Command::new("/bin/sleep").arg("30"), &dir.join("log"), Tie::default()).unwrap();
+        let status = sleeper.terminate(Duration::from_secs(30)).unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGTERM));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
