@@ -211,37 +211,75 @@ fn say(text: &str) {
 
 async fn run_async(config: &RunConfig) -> anyhow::Result<RunOutcome> {
     let started = Instant::now();
-    let topology = if config.netns {
-        match netns::available() {
-            Ok(()) => {
-                netns::clean_stale();
-                Topology::Netns(netns::Netns::create(config.nodes).map_err(anyhow::Error::msg)?)
-            }
-            Err(why) => {
-                say(&format!("{why}: no network namespaces, so no partitions (nemeses kill, pause, worker only)"));
-                Topology::Loopback(procs::free_ports(config.nodes)?)
-            }
-        }
-    } else {
+    let cluster = start_cluster(config).await?;
+    let mut load = Load::start(config, &cluster, started)?;
+    let interrupted = stop_on_signal(load.shared.clone());
+    let mut faults = Faults::new(config, load.shared.clone());
+    faults.inject(config, &cluster, started, &interrupted).await;
+    load.shared.stop.store(true, Ordering::Relaxed);
+    let load_end_ns = load.shared.recorder.now_ns();
+    faults.progress.finish(started, &load.shared, faults.n);
+    for t in std::mem::take(&mut load.tasks) {
+        let _ = t.await;
+    }
+    if interrupted.load(Ordering::Relaxed) {
+        bail!("interrupted; everything the run started was stopped (partial output in {})", config.out.display());
+    }
+    let settled = settle(config, &cluster, &load, &mut faults).await?;
+    check_exits(&cluster.procs, &mut faults.replica_faults, &faults.timeline);
+    stop_samplers(&load.shared, load_end_ns, &load.sampler_stop, std::mem::take(&mut load.samplers)).await;
+    tokio::task::block_in_place(|| lock(&cluster.procs).stop_all(Duration::from_secs(10)));
+    let outcome = judge(config, &cluster, &load, &faults, &settled, load_end_ns)?;
+    if outcome.valid && !config.keep_data {
+        let _ = std::fs::remove_dir_all(lock(&cluster.procs).data_root());
+    }
+    Ok(outcome)
+}
+
+/// The cluster a run starts: its processes and the harness's own clients.
+struct Cluster {
+    procs: Arc<Mutex<Procs>>,
+    addrs: Vec<String>,
+    /// Short calls: who leads.
+    admin: Client,
+    /// Membership changes, which wait for a new replica to catch up.
+    membership: Client,
+    partitions_possible: bool,
+}
+
+/// Network namespaces when this machine has them (and `--no-netns` was not given), else loopback.
+fn topology(config: &RunConfig) -> anyhow::Result<Topology> {
+    if !config.netns {
         say("--no-netns: no partitions (nemeses kill, pause, worker only)");
-        Topology::Loopback(procs::free_ports(config.nodes)?)
-    };
+        return Ok(Topology::Loopback(procs::free_ports(config.nodes)?));
+    }
+    match netns::available() {
+        Ok(()) => {
+            netns::clean_stale();
+            Ok(Topology::Netns(netns::Netns::create(config.nodes).map_err(anyhow::Error::msg)?))
+        }
+        Err(why) => {
+            say(&format!("{why}: no network namespaces, so no partitions (nemeses kill, pause, worker only)"));
+            Ok(Topology::Loopback(procs::free_ports(config.nodes)?))
+        }
+    }
+}
+
+/// Starts the replicas (on the old build for an upgrade run), waits for a leader, starts the
+/// workers and creates the schedules.
+async fn start_cluster(config: &RunConfig) -> anyhow::Result<Cluster> {
+    let topology = topology(config)?;
     let partitions_possible = topology.netns().is_some();
     let options = ReplicaOptions {
         faults: config.faults.clone(),
         // Small snapshots so compaction and snapshot installs happen during the faults.
         extra_args: ["--snapshot-every-entries", "500", "--snapshot-logs-kept", "100"].map(String::from).to_vec(),
     };
-    let procs = Arc::new(Mutex::new(Procs::new(
-        config.raftsched_bin.clone(),
-        config.out.clone(),
-        topology,
-        config.nodes,
-        options,
-    )));
+    let procs = Procs::new(config.raftsched_bin.clone(), config.out.clone(), topology, config.nodes, options);
+    let procs = Arc::new(Mutex::new(procs));
     let addrs = lock(&procs).replica_addrs();
-    if let Some(old) = &config.old_bin {
-        for i in 0..config.nodes {
+    for i in 0..config.nodes {
+        if let Some(old) = &config.old_bin {
             lock(&procs).set_replica_bin(i, old.clone());
         }
     }
@@ -249,7 +287,6 @@ async fn run_async(config: &RunConfig) -> anyhow::Result<RunOutcome> {
         lock(&procs).start_replica(i).with_context(|| format!("start replica n{}", i + 1))?;
     }
     let admin = Client::new(addrs.clone(), Duration::from_secs(5)).context("client")?;
-    // Membership changes wait for a new replica to catch up.
     let membership = Client::new(addrs.clone(), Duration::from_secs(60)).context("client")?;
     wait_for_leader(&admin, Duration::from_secs(LEADER_WAIT_S)).await.context("no leader at start")?;
     for _ in 0..config.workers {
@@ -270,229 +307,239 @@ async fn run_async(config: &RunConfig) -> anyhow::Result<RunOutcome> {
         config.seed,
         config.out.display()
     ));
+    Ok(Cluster { procs, addrs, admin, membership, partitions_possible })
+}
 
-    let shared = Arc::new(Shared::new(Recorder::new(started)));
-    let root_rng = Rng::new(config.seed);
-    let mut tasks = Vec::new();
-    for p in 0..config.clients {
-        let client =
-            Client::new(vec![addrs[p % addrs.len()].clone()], Duration::from_millis(clients::CALL_TIMEOUT_MS))?
-                .single_attempt();
-        tasks.push(tokio::spawn(clients::run_client(
-            p as u64,
-            client,
-            shared.clone(),
-            root_rng.fork(p as u64),
-            config.think_ms,
-        )));
-    }
-    let zombie_client = Client::new(addrs.clone(), Duration::from_millis(clients::CALL_TIMEOUT_MS))?;
-    tasks.push(tokio::spawn(clients::run_zombie(zombie_client, shared.clone(), Duration::from_millis(100))));
-    let flows_sent: flows::Sent = Arc::default();
-    if config.flows {
-        let client = Client::new(addrs.clone(), Duration::from_millis(clients::CALL_TIMEOUT_MS))?;
-        tasks.push(tokio::spawn(flows::run(client, shared.clone(), flows_sent.clone())));
-    }
-    let load_start_ns = shared.recorder.now_ns();
-    // Terms and leaders, sampled until the processes are stopped.
-    let term_samples: terms::Samples = Arc::default();
-    let sampler_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let samplers = terms::spawn(&addrs, shared.clone(), term_samples.clone(), sampler_stop.clone())?;
+/// The workload and the term samplers, running.
+struct Load {
+    shared: Arc<Shared>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    flows_sent: flows::Sent,
+    /// When the workload started, on the recorder's clock.
+    start_ns: u64,
+    term_samples: terms::Samples,
+    sampler_stop: Arc<std::sync::atomic::AtomicBool>,
+    samplers: Vec<tokio::task::JoinHandle<()>>,
+}
 
-    // Ctrl-C / SIGTERM: stop at once; the guards tear everything down.
+impl Load {
+    /// Starts the clients (each on one replica), the zombie reporter, the flow submitter and the
+    /// term samplers.
+    fn start(config: &RunConfig, cluster: &Cluster, started: Instant) -> anyhow::Result<Load> {
+        let addrs = &cluster.addrs;
+        let shared = Arc::new(Shared::new(Recorder::new(started)));
+        let root_rng = Rng::new(config.seed);
+        let call_timeout = Duration::from_millis(clients::CALL_TIMEOUT_MS);
+        let mut tasks = Vec::new();
+        for p in 0..config.clients {
+            let client = Client::new(vec![addrs[p % addrs.len()].clone()], call_timeout)?.single_attempt();
+            let rng = root_rng.fork(p as u64);
+            tasks.push(tokio::spawn(clients::run_client(p as u64, client, shared.clone(), rng, config.think_ms)));
+        }
+        let zombie_client = Client::new(addrs.clone(), call_timeout)?;
+        tasks.push(tokio::spawn(clients::run_zombie(zombie_client, shared.clone(), Duration::from_millis(100))));
+        let flows_sent: flows::Sent = Arc::default();
+        if config.flows {
+            let client = Client::new(addrs.clone(), call_timeout)?;
+            tasks.push(tokio::spawn(flows::run(client, shared.clone(), flows_sent.clone())));
+        }
+        let start_ns = shared.recorder.now_ns();
+        // Terms and leaders, sampled until the processes are stopped.
+        let term_samples: terms::Samples = Arc::default();
+        let sampler_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let samplers = terms::spawn(addrs, shared.clone(), term_samples.clone(), sampler_stop.clone())?;
+        Ok(Load { shared, tasks, flows_sent, start_ns, term_samples, sampler_stop, samplers })
+    }
+}
+
+/// Ctrl-C / SIGTERM: stop at once (the guards tear everything down); the flag says it happened.
+fn stop_on_signal(shared: Arc<Shared>) -> Arc<std::sync::atomic::AtomicBool> {
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let interrupted = interrupted.clone();
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            let term_recv = async {
-                match term.as_mut() {
-                    Some(t) => {
-                        t.recv().await;
-                    }
-                    None => std::future::pending().await,
+    let flag = interrupted.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let term_recv = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
                 }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term_recv => {}
+                None => std::future::pending().await,
             }
-            interrupted.store(true, Ordering::Relaxed);
-            shared.stop.store(true, Ordering::Relaxed);
-        });
-    }
-
-    // The nemesis, in this task, until the time limit.
-    let timeline: Arc<Mutex<Vec<NemesisEvent>>> = Arc::new(Mutex::new(Vec::new()));
-    let hostile_accepted = crate::run::hostile::Accepted::default();
-    let mut nemesis = Nemesis {
-        faults: config.nemeses.clone(),
-        rng: root_rng.fork(u64::MAX),
-        hostile_accepted: hostile_accepted.clone(),
-    };
-    let deadline = started + Duration::from_secs(config.time_limit_s);
-    let mut replica_faults = Vec::new();
-    let mut progress = Progress::new(config.progress, config.time_limit_s);
-    let note = |phase: &'static str, fault: &str, targets: Vec<String>| {
-        lock(&timeline).push(NemesisEvent {
-            time_ns: shared.recorder.now_ns(),
-            phase,
-            fault: fault.to_string(),
-            targets,
-        });
-    };
-    let mut n_faults = 0usize;
-    // Let the workload start before the first fault.
-    let mut next_fault = Instant::now() + Duration::from_millis(config.fault_quiet_ms.0);
-    while Instant::now() < deadline && !interrupted.load(Ordering::Relaxed) {
-        progress.tick(started, &shared, n_faults);
-        check_exits(&procs, &mut replica_faults, &note);
-        if Instant::now() < next_fault {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        }
-        let leader = current_leader(&admin).await;
-        let started_fault = tokio::task::block_in_place(|| nemesis.start(&mut lock(&procs), leader, &membership));
-        let Some((fault, targets, active)) = started_fault else {
-            next_fault = Instant::now() + Duration::from_secs(1);
-            continue;
         };
-        n_faults += 1;
-        note("start", &fault, targets.clone());
-        let (hold, quiet) = nemesis.durations(config.fault_hold_ms, config.fault_quiet_ms);
-        let heal_at = (Instant::now() + hold).min(deadline);
-        while Instant::now() < heal_at && !interrupted.load(Ordering::Relaxed) {
-            progress.tick(started, &shared, n_faults);
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term_recv => {}
         }
-        let healed =
-            tokio::task::block_in_place(|| nemesis::heal(&mut lock(&procs), &active, WORKER_SLOTS, &membership));
-        match healed {
-            Err(e) => note("error", &fault, vec![e]),
-            Ok(Some(repair)) => note("repair", &fault, vec![repair]),
-            Ok(None) => {}
+        flag.store(true, Ordering::Relaxed);
+        shared.stop.store(true, Ordering::Relaxed);
+    });
+    interrupted
+}
+
+/// The nemesis's events, timed on the recorder's clock.
+#[derive(Clone)]
+struct Timeline {
+    events: Arc<Mutex<Vec<NemesisEvent>>>,
+    shared: Arc<Shared>,
+}
+
+impl Timeline {
+    fn note(&self, phase: &'static str, fault: &str, targets: Vec<String>) {
+        let time_ns = self.shared.recorder.now_ns();
+        lock(&self.events).push(NemesisEvent { time_ns, phase, fault: fault.to_string(), targets });
+    }
+}
+
+/// The fault phase: what it did and saw.
+struct Faults {
+    nemesis: Nemesis,
+    timeline: Timeline,
+    /// Processes that exited without the nemesis killing them.
+    replica_faults: Vec<String>,
+    n: usize,
+    progress: Progress,
+}
+
+impl Faults {
+    fn new(config: &RunConfig, shared: Arc<Shared>) -> Faults {
+        let nemesis = Nemesis {
+            faults: config.nemeses.clone(),
+            rng: Rng::new(config.seed).fork(u64::MAX),
+            hostile_accepted: hostile::Accepted::default(),
+        };
+        Faults {
+            nemesis,
+            timeline: Timeline { events: Arc::default(), shared },
+            replica_faults: Vec::new(),
+            n: 0,
+            progress: Progress::new(config.progress, config.time_limit_s),
         }
-        note("stop", &fault, targets);
-        next_fault = Instant::now() + quiet;
-    }
-    shared.stop.store(true, Ordering::Relaxed);
-    let load_end_ns = shared.recorder.now_ns();
-    progress.finish(started, &shared, n_faults);
-    for t in tasks {
-        let _ = t.await;
-    }
-    if interrupted.load(Ordering::Relaxed) {
-        bail!("interrupted; everything the run started was stopped (partial output in {})", config.out.display());
     }
 
-    // Recovery: every fault healed (the loop heals each before the next), restart anything down.
-    check_exits(&procs, &mut replica_faults, &note);
-    tokio::task::block_in_place(|| restart_down(&procs));
+    /// Starts a fault, holds it, heals it, keeps quiet, again, until the time limit (each fault
+    /// healed before the next).
+    async fn inject(&mut self, config: &RunConfig, cluster: &Cluster, started: Instant, interrupted: &AtomicFlag) {
+        let shared = self.timeline.shared.clone();
+        let deadline = started + Duration::from_secs(config.time_limit_s);
+        // Let the workload start before the first fault.
+        let mut next_fault = Instant::now() + Duration::from_millis(config.fault_quiet_ms.0);
+        while Instant::now() < deadline && !interrupted.load(Ordering::Relaxed) {
+            self.progress.tick(started, &shared, self.n);
+            check_exits(&cluster.procs, &mut self.replica_faults, &self.timeline);
+            if Instant::now() < next_fault {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            let leader = current_leader(&cluster.admin).await;
+            let procs = &cluster.procs;
+            let nemesis = &mut self.nemesis;
+            let begun = tokio::task::block_in_place(|| nemesis.start(&mut lock(procs), leader, &cluster.membership));
+            let Some((fault, targets, active)) = begun else {
+                next_fault = Instant::now() + Duration::from_secs(1);
+                continue;
+            };
+            self.n += 1;
+            self.timeline.note("start", &fault, targets.clone());
+            let (hold, quiet) = self.nemesis.durations(config.fault_hold_ms, config.fault_quiet_ms);
+            let heal_at = (Instant::now() + hold).min(deadline);
+            while Instant::now() < heal_at && !interrupted.load(Ordering::Relaxed) {
+                self.progress.tick(started, &shared, self.n);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let healed = tokio::task::block_in_place(|| {
+                nemesis::heal(&mut lock(procs), &active, WORKER_SLOTS, &cluster.membership)
+            });
+            match healed {
+                Err(e) => self.timeline.note("error", &fault, vec![e]),
+                Ok(Some(repair)) => self.timeline.note("repair", &fault, vec![repair]),
+                Ok(None) => {}
+            }
+            self.timeline.note("stop", &fault, targets);
+            next_fault = Instant::now() + quiet;
+        }
+    }
+}
+
+type AtomicFlag = std::sync::atomic::AtomicBool;
+
+/// What the cluster looked like once the faults stopped and every task could end.
+struct Settled {
+    leader: anyhow::Result<u64>,
+    /// Tasks still not ended at the recovery deadline.
+    still_live: Vec<u64>,
+    all_tasks: Result<Vec<api::Task>, String>,
+    final_schedules: Result<Vec<api::Schedule>, String>,
+}
+
+/// Recovery: every fault is healed already; restarts anything down, waits for a leader, makes
+/// every replica a voter again, pauses the schedules, waits for every task to end, and reads
+/// everything once more (recorded, so lost tasks show in the history too).
+async fn settle(config: &RunConfig, cluster: &Cluster, load: &Load, faults: &mut Faults) -> anyhow::Result<Settled> {
+    check_exits(&cluster.procs, &mut faults.replica_faults, &faults.timeline);
+    tokio::task::block_in_place(|| restart_down(&cluster.procs));
     say("faults stopped; waiting for a leader and for every task to end");
     let recovery_deadline = Instant::now() + Duration::from_secs(config.recovery_timeout_s);
-    let leader = wait_for_leader(&admin, Duration::from_secs(config.recovery_timeout_s)).await;
+    let leader = wait_for_leader(&cluster.admin, Duration::from_secs(config.recovery_timeout_s)).await;
     // Every replica a voter again (idempotent; a no-op unless a re-add failed during the run).
     if leader.is_ok() {
-        for (i, addr) in addrs.iter().enumerate() {
-            if let Err(e) = membership.add_member(i as u64 + 1, addr).await {
+        for (i, addr) in cluster.addrs.iter().enumerate() {
+            if let Err(e) = cluster.membership.add_member(i as u64 + 1, addr).await {
                 say(&format!("add n{} back: {e}", i + 1));
             }
         }
     }
-    let reader = Client::new(addrs.clone(), Duration::from_secs(10))?;
+    let reader = Client::new(cluster.addrs.clone(), Duration::from_secs(10))?;
+    if let Err(e) = &leader {
+        say(&format!("no leader after the faults stopped: {e}"));
+        let all_tasks = Err("no leader: the final reads and the task list were skipped".to_string());
+        let final_schedules = Err("no leader: the schedules were not read".to_string());
+        return Ok(Settled { leader, still_live: Vec::new(), all_tasks, final_schedules });
+    }
     // Schedules would keep making tasks: pause them so that every task can end.
-    if config.schedules && leader.is_ok() {
+    if config.schedules {
         if let Err(e) = schedules::pause_all(&reader, recovery_deadline).await {
             say(&format!("could not pause the schedules: {e}"));
         }
     }
-    let still_live = match &leader {
-        Ok(_) => wait_all_ended(&reader, recovery_deadline).await,
-        Err(e) => {
-            say(&format!("no leader after the faults stopped: {e}"));
-            Vec::new()
-        }
-    };
-    // Final reads, recorded, so lost tasks show in the history too.
-    let ids: Vec<u64> = lock(&shared.known).ids.clone();
-    let all_tasks = if leader.is_ok() {
-        final_reads(&addrs, &shared, &ids).await;
-        list_all(&reader).await
-    } else {
-        Err("no leader: the final reads and the task list were skipped".to_string())
-    };
-    let final_schedules = match &leader {
-        Ok(_) if config.schedules => schedules::fetch(&reader).await,
-        _ => Err("no leader: the schedules were not read".to_string()),
-    };
-    check_exits(&procs, &mut replica_faults, &note);
-    stop_samplers(&shared, load_end_ns, &sampler_stop, samplers).await;
-    tokio::task::block_in_place(|| lock(&procs).stop_all(Duration::from_secs(10)));
+    let still_live = wait_all_ended(&reader, recovery_deadline).await;
+    let ids: Vec<u64> = lock(&load.shared.known).ids.clone();
+    final_reads(&cluster.addrs, &load.shared, &ids).await;
+    let all_tasks = list_all(&reader).await;
+    let final_schedules = if config.schedules { schedules::fetch(&reader).await } else { Ok(Vec::new()) };
+    Ok(Settled { leader, still_live, all_tasks, final_schedules })
+}
 
-    // Check.
+/// Writes the history, the nemesis timeline and the term samples, checks them, and writes the
+/// verdict and the report.
+fn judge(
+    config: &RunConfig,
+    cluster: &Cluster,
+    load: &Load,
+    faults: &Faults,
+    settled: &Settled,
+    load_end_ns: u64,
+) -> anyhow::Result<RunOutcome> {
+    let shared = &load.shared;
     let lines = shared.recorder.snapshot();
     let history_path = config.out.join("history.jsonl");
     write_lines(&history_path, lines.iter().map(|l| l.to_json()))?;
-    let events = lock(&timeline).clone();
-    write_lines(
-        &config.out.join("nemesis.jsonl"),
-        events.iter().map(|e| serde_json::to_string(e).unwrap_or_default()),
-    )?;
-    let samples = lock(&term_samples).clone();
-    write_lines(&config.out.join("terms.jsonl"), samples.iter().map(|s| serde_json::to_string(s).unwrap_or_default()))?;
+    let events = lock(&faults.timeline.events).clone();
+    write_lines(&config.out.join("nemesis.jsonl"), events.iter().map(json_line))?;
+    let samples = lock(&load.term_samples).clone();
+    write_lines(&config.out.join("terms.jsonl"), samples.iter().map(json_line))?;
     let writes = availability::write_completions(&lines);
-    let availability = availability::availability(&events, &writes, &samples, (load_start_ns, load_end_ns));
+    let availability = availability::availability(&events, &writes, &samples, (load.start_ns, load_end_ns));
     say(&format!("checking {} operations", lines.len() / 2));
     let history = crate::parse::parse_file(&history_path).map_err(|e| anyhow::anyhow!("re-read the history: {e}"))?;
     let opts = CheckOptions { timeout_ms: CHECK_TIMEOUT_MS, ..CheckOptions::default() };
     let verdict = check_history(ModelKind::Scheduler, &history, &opts).map_err(|e| anyhow::anyhow!("check: {e}"))?;
-    let mut invariants = Vec::new();
-    invariants.push(Invariant {
-        name: "a leader after the faults stopped",
-        holds: leader.is_ok(),
-        detail: match &leader {
-            Ok(id) => format!("replica {id} leads"),
-            Err(e) => e.to_string(),
-        },
-    });
-    match &all_tasks {
-        Ok(tasks) => {
-            let stale = lock(&shared.stale_accepted).clone();
-            invariants.extend(checks::final_invariants(&lines, tasks, &still_live, &stale));
-            if config.flows {
-                invariants.extend(flows::invariants(&lock(&flows_sent), tasks));
-            }
-            if config.schedules {
-                match &final_schedules {
-                    Ok(list) => invariants.extend(schedules::invariants(list, tasks)),
-                    Err(e) => invariants.push(Invariant { name: "final schedules", holds: false, detail: e.clone() }),
-                }
-            }
+    let invariants = invariants(config, load, faults, settled, &lines);
+    let violation_html = match &verdict {
+        Verdict::NotLinearizable(v) => {
+            eprint!("{}", v.to_text());
+            Some(v.write_artifacts(&config.out, "history")?.1)
         }
-        Err(e) => invariants.push(Invariant { name: "final task list", holds: false, detail: e.clone() }),
-    }
-    let accepted = lock(&hostile_accepted).clone();
-    invariants.push(Invariant {
-        name: "nothing forged was accepted",
-        holds: accepted.is_empty(),
-        detail: if accepted.is_empty() {
-            "every forged replica message and rogue report was refused".into()
-        } else {
-            accepted.iter().take(10).cloned().collect::<Vec<_>>().join("; ")
-        },
-    });
-    invariants.push(Invariant {
-        name: "no process exited by itself",
-        holds: replica_faults.is_empty(),
-        detail: if replica_faults.is_empty() { "none did".into() } else { replica_faults.join("; ") },
-    });
-    let violation_html = if let Verdict::NotLinearizable(v) = &verdict {
-        eprint!("{}", v.to_text());
-        let (_, html) = v.write_artifacts(&config.out, "history")?;
-        Some(html)
-    } else {
-        None
+        _ => None,
     };
     let linearizability = match &verdict {
         Verdict::Linearizable => "linearizable".to_string(),
@@ -511,9 +558,9 @@ async fn run_async(config: &RunConfig) -> anyhow::Result<RunOutcome> {
         fail: shared.n_fail.load(Ordering::Relaxed),
         info: shared.n_info.load(Ordering::Relaxed),
         zombie_reports: shared.n_zombie.load(Ordering::Relaxed),
-        faults: n_faults,
+        faults: faults.n,
         fault_kinds,
-        partitions_possible,
+        partitions_possible: cluster.partitions_possible,
         seed: config.seed,
         nodes: config.nodes,
         workers: config.workers,
@@ -521,16 +568,63 @@ async fn run_async(config: &RunConfig) -> anyhow::Result<RunOutcome> {
         time_limit_s: config.time_limit_s,
         replica_faults: config.faults.clone(),
         out: config.out.display().to_string(),
-        duration_s: started.elapsed().as_secs_f64(),
+        duration_s: shared.recorder.now_ns() as f64 / 1e9,
         availability,
     };
     std::fs::write(config.out.join("verdict.json"), serde_json::to_string_pretty(&outcome)? + "\n")?;
     let html = report::render(&outcome, &lines, &events, violation_html.as_deref());
     std::fs::write(config.out.join("report.html"), html)?;
-    if outcome.valid && !config.keep_data {
-        let _ = std::fs::remove_dir_all(lock(&procs).data_root());
-    }
     Ok(outcome)
+}
+
+/// Every invariant of the run, beside linearizability.
+fn invariants(
+    config: &RunConfig,
+    load: &Load,
+    faults: &Faults,
+    settled: &Settled,
+    lines: &[recorder::Line],
+) -> Vec<Invariant> {
+    let mut invariants = vec![Invariant {
+        name: "a leader after the faults stopped",
+        holds: settled.leader.is_ok(),
+        detail: match &settled.leader {
+            Ok(id) => format!("replica {id} leads"),
+            Err(e) => e.to_string(),
+        },
+    }];
+    match &settled.all_tasks {
+        Ok(tasks) => {
+            let stale = lock(&load.shared.stale_accepted).clone();
+            invariants.extend(checks::final_invariants(lines, tasks, &settled.still_live, &stale));
+            if config.flows {
+                invariants.extend(flows::invariants(&lock(&load.flows_sent), tasks));
+            }
+            if config.schedules {
+                match &settled.final_schedules {
+                    Ok(list) => invariants.extend(schedules::invariants(list, tasks)),
+                    Err(e) => invariants.push(Invariant { name: "final schedules", holds: false, detail: e.clone() }),
+                }
+            }
+        }
+        Err(e) => invariants.push(Invariant { name: "final task list", holds: false, detail: e.clone() }),
+    }
+    let accepted = lock(&faults.nemesis.hostile_accepted).clone();
+    invariants.push(Invariant {
+        name: "nothing forged was accepted",
+        holds: accepted.is_empty(),
+        detail: if accepted.is_empty() {
+            "every forged replica message and rogue report was refused".into()
+        } else {
+            accepted.iter().take(10).cloned().collect::<Vec<_>>().join("; ")
+        },
+    });
+    invariants.push(Invariant {
+        name: "no process exited by itself",
+        holds: faults.replica_faults.is_empty(),
+        detail: if faults.replica_faults.is_empty() { "none did".into() } else { faults.replica_faults.join("; ") },
+    });
+    invariants
 }
 
 trait IfEmpty {
@@ -545,6 +639,11 @@ impl IfEmpty for String {
             self
         }
     }
+}
+
+/// One JSON line of a record (an empty line if it cannot be written, which a record cannot).
+fn json_line(v: &impl Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_default()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -562,11 +661,11 @@ fn write_lines(path: &Path, lines: impl Iterator<Item = String>) -> anyhow::Resu
 }
 
 /// Records processes that exited without the nemesis killing them (a crash is a finding).
-fn check_exits(procs: &Mutex<Procs>, found: &mut Vec<String>, note: &impl Fn(&'static str, &str, Vec<String>)) {
+fn check_exits(procs: &Mutex<Procs>, found: &mut Vec<String>, timeline: &Timeline) {
     for (name, status) in lock(procs).reap_exited() {
         let text = format!("{name} exited by itself ({status})");
         say(&text);
-        note("crash", &name, vec![status]);
+        timeline.note("crash", &name, vec![status]);
         found.push(text);
     }
 }
