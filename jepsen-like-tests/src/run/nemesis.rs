@@ -191,19 +191,7 @@ impl Nemesis {
         let running: Vec<usize> = (0..n).filter(|&i| procs.replica_state(i) == ProcState::Running).collect();
         let live_workers: Vec<usize> =
             (0..procs.n_workers()).filter(|&k| procs.worker_state(k) == ProcState::Running).collect();
-        let partitions = procs.topology.netns().is_some() && n >= 2;
-        let faults: Vec<Fault> = self
-            .faults
-            .iter()
-            .copied()
-            .filter(|f| partitions || !f.is_partition())
-            .filter(|f| f.family() != "worker" || !live_workers.is_empty())
-            // A membership change needs a known leader, a follower to act on, and a majority
-            // left without it.
-            .filter(|f| f.family() != "membership" || (n >= 3 && leader.is_some() && running.len() == n))
-            // A cluster started on a build without cluster secrets runs open on purpose.
-            .filter(|f| *f != Fault::Hostile || !procs.is_upgrade_run())
-            .collect();
+        let faults = self.possible(procs, leader.is_some() && running.len() == n, !live_workers.is_empty());
         if faults.is_empty() || running.is_empty() {
             return None;
         }
@@ -231,51 +219,22 @@ impl Nemesis {
                 Some((name, node_names(&[target]), Active::Paused(vec![target])))
             }
             Fault::IsolateLeader | Fault::SplitMajorityMinority | Fault::Bridge => {
-                let order = self.subset(n, n);
-                let cut_pairs: Vec<(usize, usize)> = match fault {
-                    Fault::IsolateLeader => {
-                        let l = leader.unwrap_or(random);
-                        (0..n).filter(|&j| j != l).map(|j| (l, j)).collect()
-                    }
-                    Fault::SplitMajorityMinority => {
-                        let (minority, majority) = order.split_at(n / 2);
-                        minority.iter().flat_map(|&a| majority.iter().map(move |&b| (a, b))).collect()
-                    }
-                    _ => {
-                        // order[0] is the bridge: it keeps its links to both halves.
-                        let (left, right) = order[1..].split_at((n - 1) / 2);
-                        left.iter().flat_map(|&a| right.iter().map(move |&b| (a, b))).collect()
-                    }
-                };
-                let ns = procs.topology.netns()?;
-                let mut targets = Vec::new();
-                for &(a, b) in &cut_pairs {
-                    if let Err(e) = ns.cut(a, b) {
-                        eprintln!("nemesis: {e}");
-                    }
-                    targets.push(format!("n{}-n{}", a + 1, b + 1));
-                }
+                let targets = self.partition(procs, fault, leader.unwrap_or(random))?;
                 Some((name, targets, Active::Partitioned))
             }
-            Fault::KillWorker => {
+            Fault::KillWorker | Fault::PauseWorker => {
                 let k = *self.rng.pick(&live_workers);
-                procs.kill_worker(k);
-                Some((name, vec![format!("w{}", k + 1)], Active::WorkerKilled(k)))
-            }
-            Fault::PauseWorker => {
-                let k = *self.rng.pick(&live_workers);
-                procs.pause_worker(k);
-                Some((name, vec![format!("w{}", k + 1)], Active::WorkerPaused(k)))
+                let active = if fault == Fault::KillWorker {
+                    procs.kill_worker(k);
+                    Active::WorkerKilled(k)
+                } else {
+                    procs.pause_worker(k);
+                    Active::WorkerPaused(k)
+                };
+                Some((name, vec![format!("w{}", k + 1)], active))
             }
             Fault::Upgrade => {
-                let old: Vec<usize> = running.iter().copied().filter(|&i| !procs.runs_current_bin(i)).collect();
-                let target = if old.is_empty() { random } else { *self.rng.pick(&old) };
-                procs.kill_replica(target);
-                let mut targets = node_names(&[target]);
-                if !old.is_empty() {
-                    procs.set_replica_bin(target, procs.current_bin());
-                    targets.push("to this build".into());
-                }
+                let (targets, target) = self.upgrade_one(procs, &running, random);
                 Some((name, targets, Active::Killed(vec![target])))
             }
             Fault::Damage => {
@@ -292,26 +251,69 @@ impl Nemesis {
                 let leader = leader?;
                 let followers: Vec<usize> = running.iter().copied().filter(|&i| i != leader).collect();
                 let target = *self.rng.pick(&followers);
-                let handle = tokio::runtime::Handle::current();
-                if fault == Fault::TransferLeader {
-                    let moved = handle.block_on(admin.transfer_leader(target as u64 + 1));
-                    let mut targets = node_names(&[target]);
-                    if let Err(e) = moved {
-                        targets.push(format!("failed: {e}"));
-                    }
-                    return Some((name, targets, Active::Done));
-                }
-                if let Err(e) = handle.block_on(admin.remove_member(target as u64 + 1)) {
-                    // Not removed (e.g. no leader right now): nothing to undo.
-                    return Some((name, vec![format!("n{}", target + 1), format!("remove failed: {e}")], Active::Done));
-                }
-                procs.kill_replica(target);
-                if let Err(e) = procs.wipe_replica(target) {
-                    eprintln!("nemesis: wipe n{}: {e}", target + 1);
-                }
-                Some((name, node_names(&[target]), Active::Removed(target)))
+                let (targets, active) = change_membership(procs, fault, target, admin);
+                Some((name, targets, active))
             }
         }
+    }
+
+    /// The faults that can start now: partitions only with namespaces, worker faults only with a
+    /// worker running, membership changes only with a known leader and every replica running (a
+    /// follower to act on and a majority left without it), and no hostile peers in an upgrade
+    /// run (its cluster runs open on purpose).
+    fn possible(&self, procs: &Procs, leader_and_all_running: bool, workers_running: bool) -> Vec<Fault> {
+        let n = procs.n_replicas();
+        let partitions = procs.topology.netns().is_some() && n >= 2;
+        self.faults
+            .iter()
+            .copied()
+            .filter(|f| partitions || !f.is_partition())
+            .filter(|f| f.family() != "worker" || workers_running)
+            .filter(|f| f.family() != "membership" || (n >= 3 && leader_and_all_running))
+            .filter(|f| *f != Fault::Hostile || !procs.is_upgrade_run())
+            .collect()
+    }
+
+    /// Cuts the links `fault` names (`isolated` is the replica an isolation cuts off); the cut
+    /// pairs, as `nA-nB`.
+    fn partition(&mut self, procs: &Procs, fault: Fault, isolated: usize) -> Option<Vec<String>> {
+        let n = procs.n_replicas();
+        let order = self.subset(n, n);
+        let cut_pairs: Vec<(usize, usize)> = match fault {
+            Fault::IsolateLeader => (0..n).filter(|&j| j != isolated).map(|j| (isolated, j)).collect(),
+            Fault::SplitMajorityMinority => {
+                let (minority, majority) = order.split_at(n / 2);
+                minority.iter().flat_map(|&a| majority.iter().map(move |&b| (a, b))).collect()
+            }
+            _ => {
+                // order[0] is the bridge: it keeps its links to both halves.
+                let (left, right) = order[1..].split_at((n - 1) / 2);
+                left.iter().flat_map(|&a| right.iter().map(move |&b| (a, b))).collect()
+            }
+        };
+        let ns = procs.topology.netns()?;
+        let mut targets = Vec::new();
+        for &(a, b) in &cut_pairs {
+            if let Err(e) = ns.cut(a, b) {
+                eprintln!("nemesis: {e}");
+            }
+            targets.push(format!("n{}-n{}", a + 1, b + 1));
+        }
+        Some(targets)
+    }
+
+    /// Kills a replica still on the old build (or `random`, when none is), which restarts on this
+    /// build; the targets named, and the replica.
+    fn upgrade_one(&mut self, procs: &mut Procs, running: &[usize], random: usize) -> (Vec<String>, usize) {
+        let old: Vec<usize> = running.iter().copied().filter(|&i| !procs.runs_current_bin(i)).collect();
+        let target = if old.is_empty() { random } else { *self.rng.pick(&old) };
+        procs.kill_replica(target);
+        let mut targets = node_names(&[target]);
+        if !old.is_empty() {
+            procs.set_replica_bin(target, procs.current_bin());
+            targets.push("to this build".into());
+        }
+        (targets, target)
     }
 
     /// `k` distinct indexes out of `0..n`, in random order.
@@ -395,4 +397,27 @@ fn add_back(procs: &mut Procs, i: usize, admin: &Client) -> Result<(), String> {
         .block_on(admin.add_member(i as u64 + 1, &addr))
         .map_err(|e| format!("add n{} back: {e}", i + 1))?;
     Ok(())
+}
+
+/// Moves leadership to `target`, or removes it from the membership (killed and wiped, to be
+/// added back on heal); the targets named, and what healing undoes.
+fn change_membership(procs: &mut Procs, fault: Fault, target: usize, admin: &Client) -> (Vec<String>, Active) {
+    let handle = tokio::runtime::Handle::current();
+    if fault == Fault::TransferLeader {
+        let moved = handle.block_on(admin.transfer_leader(target as u64 + 1));
+        let mut targets = node_names(&[target]);
+        if let Err(e) = moved {
+            targets.push(format!("failed: {e}"));
+        }
+        return (targets, Active::Done);
+    }
+    if let Err(e) = handle.block_on(admin.remove_member(target as u64 + 1)) {
+        // Not removed (e.g. no leader right now): nothing to undo.
+        return (vec![format!("n{}", target + 1), format!("remove failed: {e}")], Active::Done);
+    }
+    procs.kill_replica(target);
+    if let Err(e) = procs.wipe_replica(target) {
+        eprintln!("nemesis: wipe n{}: {e}", target + 1);
+    }
+    (node_names(&[target]), Active::Removed(target))
 }

@@ -68,6 +68,8 @@ fn intervals(events: &[NemesisEvent], end_ns: u64) -> Vec<(u64, u64, String)> {
     out
 }
 
+/// The report: the verdict and invariants, the availability table, the operations and faults on
+/// one timeline, and every call's latency over time.
 pub fn render(
     outcome: &RunOutcome,
     lines: &[Line],
@@ -77,10 +79,18 @@ pub fn render(
     let ops = client_ops(lines);
     let end_ns = lines.last().map(|l| l.time_ns).unwrap_or(1).max(1);
     let x = |ns: u64| LEFT + (ns as f64 / end_ns as f64) * (WIDTH - LEFT - 10.0);
-    let n_lanes = outcome.clients as f64;
     let faults = intervals(events, end_ns);
-
     let mut html = String::new();
+    verdict_section(&mut html, outcome, violation_html);
+    availability_table(&mut html, outcome);
+    timeline(&mut html, outcome.clients, &ops, &faults, end_ns, &x);
+    latencies(&mut html, &ops, &faults, end_ns, &x);
+    html.push_str("<p>Files: history.jsonl (check again with <code>jepsen-like-tests check --model scheduler history.jsonl</code>), nemesis.jsonl, terms.jsonl, verdict.json, logs/.</p>");
+    html
+}
+
+/// The page's head: the verdict, the run's figures, and the invariants.
+fn verdict_section(html: &mut String, outcome: &RunOutcome, violation_html: Option<&std::path::Path>) {
     let verdict = if outcome.valid { "<b style=color:#3a7>VALID</b>" } else { "<b style=color:#d33>INVALID</b>" };
     let _ = write!(
         html,
@@ -121,9 +131,18 @@ pub fn render(
         );
     }
     html.push_str("</table>");
-    availability_table(&mut html, outcome);
+}
 
-    // Timeline: a lane per client, faults as shaded bands across all lanes.
+/// A lane per client, a bar per call, faults as shaded bands across all lanes.
+fn timeline(
+    html: &mut String,
+    clients: usize,
+    ops: &[Op<'_>],
+    faults: &[(u64, u64, String)],
+    end_ns: u64,
+    x: &impl Fn(u64) -> f64,
+) {
+    let n_lanes = clients as f64;
     let height = 30.0 + n_lanes * LANE + 20.0;
     let _ = write!(
         html,
@@ -131,7 +150,7 @@ pub fn render(
          (<span style=color:#3a7>ok</span>, <span style=color:#e90>fail</span>, <span style=color:#d33>info</span>); \
          shaded: a fault in force (hover for which).</p><svg width={WIDTH} height={height} style=border:1px solid #ddd>"
     );
-    for (a, b, label) in &faults {
+    for (a, b, label) in faults {
         let _ = write!(
             html,
             "<rect x={:.1} y=10 width={:.1} height={:.1} fill=#88f fill-opacity=0.18><title>{}</title></rect>\
@@ -144,10 +163,10 @@ pub fn render(
             esc(label.split(' ').next().unwrap_or_default())
         );
     }
-    for p in 0..outcome.clients {
+    for p in 0..clients {
         let _ = write!(html, "<text x=4 y={:.1} font-size=10>c{p}</text>", 30.0 + p as f64 * LANE + 10.0);
     }
-    for op in &ops {
+    for op in ops {
         let y = 30.0 + op.process as f64 * LANE;
         let _ = write!(
             html,
@@ -161,10 +180,12 @@ pub fn render(
             (op.ret_ns - op.call_ns) as f64 / 1e6
         );
     }
-    axis(&mut html, height - 5.0, end_ns, &x);
+    axis(html, height - 5.0, end_ns, x);
     html.push_str("</svg>");
+}
 
-    // Latency over time, log scale 0.1 ms .. 10 s.
+/// Every call's latency at its invoke time, log scale 0.1 ms .. 10 s.
+fn latencies(html: &mut String, ops: &[Op<'_>], faults: &[(u64, u64, String)], end_ns: u64, x: &impl Fn(u64) -> f64) {
     let plot_h = 260.0;
     let y = |ms: f64| {
         let l = ms.clamp(0.1, 10_000.0).log10(); // -1 ..= 4
@@ -174,7 +195,7 @@ pub fn render(
         html,
         "<h2>Latency over time</h2><p>Each call at its invoke time; log scale.</p><svg width={WIDTH} height={plot_h} style=border:1px solid #ddd>"
     );
-    for (a, b, label) in &faults {
+    for (a, b, label) in faults {
         let _ = write!(
             html,
             "<rect x={:.1} y=0 width={:.1} height={:.1} fill=#88f fill-opacity=0.15><title>{}</title></rect>",
@@ -191,13 +212,12 @@ pub fn render(
             "<line x1={LEFT} x2={WIDTH} y1={line_y:.1} y2={line_y:.1} stroke=#eee /><text x=4 y={text_y:.1} font-size=10>{ms} ms</text>"
         );
     }
-    for op in &ops {
+    for op in ops {
         let ms = (op.ret_ns - op.call_ns) as f64 / 1e6;
         let _ = write!(html, "<circle cx={:.1} cy={:.1} r=1.5 fill={} />", x(op.call_ns), y(ms), color(op.kind));
     }
-    axis(&mut html, plot_h - 5.0, end_ns, &x);
-    html.push_str("</svg><p>Files: history.jsonl (check again with <code>jepsen-like-tests check --model scheduler history.jsonl</code>), nemesis.jsonl, terms.jsonl, verdict.json, logs/.</p>");
-    html
+    axis(html, plot_h - 5.0, end_ns, x);
+    html.push_str("</svg>");
 }
 
 /// The availability figures, one row per fault kind, `none` and `all`.

@@ -60,47 +60,7 @@ pub async fn run(args: BenchScaleArgs) -> Result<(), CliError> {
     LocalCluster::wait_leader(&admin, Duration::from_secs(60)).await?;
     let rss_before: u64 = (1..=3).filter_map(|id| cluster.rss_bytes(id)).max().unwrap_or(0);
 
-    // Load.
-    let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let run_id = format!("{:08x}", rand::random::<u32>());
-    let mut loops = Vec::new();
-    for i in 0..args.concurrency {
-        let client = Client::new(addrs.clone(), Duration::from_secs(60))?.prefer(i);
-        let (next, total, run_id) = (next.clone(), args.tasks, run_id.clone());
-        loops.push(tokio::spawn(async move {
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= total {
-                    return Ok::<(), String>(());
-                }
-                let key = format!("scale-{run_id}-{n}");
-                let id =
-                    client.submit(&key, raftsched_client::builtin("echo", "x")).await.map_err(|e| e.to_string())?.id;
-                client.cancel(id).await.map_err(|e| e.to_string())?;
-            }
-        }));
-    }
-    let bar = std::io::stderr().is_terminal() && !args.json;
-    let mut last_line = Instant::now();
-    while loops.iter().any(|l| !l.is_finished()) {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let done = next.load(Ordering::Relaxed).min(args.tasks);
-        let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
-        if bar {
-            eprint!("\r{} {done}/{} tasks, {rate:.0}/s", raftsched_client::progress_bar(done, args.tasks), args.tasks);
-        } else if last_line.elapsed() > Duration::from_secs(10) && !args.json {
-            last_line = Instant::now();
-            eprintln!("{done}/{} tasks, {rate:.0}/s", args.tasks);
-        }
-    }
-    if bar {
-        eprintln!();
-    }
-    for l in loops {
-        l.await.map_err(|e| CliError::Failed(e.to_string()))?.map_err(|e| CliError::Failed(format!("load: {e}")))?;
-    }
-    let load_s = started.elapsed().as_secs_f64();
+    let load_s = load(&args, &addrs).await?;
     LocalCluster::wait_converged(&admin, STEP_WAIT).await?;
     let leader = LocalCluster::wait_leader(&admin, STEP_WAIT).await?;
     let count = admin
@@ -117,37 +77,9 @@ pub async fn run(args: BenchScaleArgs) -> Result<(), CliError> {
     let dirs: Vec<u64> = (1..=3).map(|id| cluster.data_dir_bytes(id)).collect();
     let per_task = rss_max.saturating_sub(rss_before) as f64 / args.tasks as f64;
 
-    // One follower restarts.
-    let follower = (1..=3).find(|&id| id != leader).expect("a follower");
-    cluster.kill9(follower);
-    let t0 = Instant::now();
-    cluster.start_replica(follower)?;
-    wait_serving(&cluster.replica(follower).addr, last_id, STEP_WAIT).await?;
-    let restart_one_s = t0.elapsed().as_secs_f64();
-
-    // The whole trio restarts.
-    for id in 1..=3 {
-        cluster.kill9(id);
-    }
-    let t0 = Instant::now();
-    for id in 1..=3 {
-        cluster.start_replica(id)?;
-    }
-    let mut served_by = None;
-    while served_by.is_none() {
-        for addr in &addrs {
-            if wait_serving(addr, last_id, Duration::from_millis(200)).await.is_ok() {
-                served_by = Some(addr.clone());
-                break;
-            }
-        }
-        if t0.elapsed() > STEP_WAIT {
-            return Err(CliError::Failed("the restarted trio did not serve".into()));
-        }
-    }
-    let restart_all_s = t0.elapsed().as_secs_f64();
+    let restart_one_s = restart_follower(&mut cluster, leader, last_id).await?;
+    let restart_all_s = restart_all(&mut cluster, &addrs, last_id).await?;
     LocalCluster::wait_converged(&admin, STEP_WAIT).await?;
-
     // A new replica joins (catches up by snapshot install), then serves.
     let t0 = Instant::now();
     let addr = cluster.start_joining(4)?;
@@ -186,4 +118,81 @@ pub async fn run(args: BenchScaleArgs) -> Result<(), CliError> {
         outln!("  a new replica joins: added as a voter after {join_added_s:.2} s, serving after {join_s:.2} s ({:.0} MiB data dir)", mib(dir4));
     }
     Ok(())
+}
+
+/// `--tasks` submits, each cancelled at once, from `--concurrency` loops; a progress bar (on a
+/// terminal) or a line every 10 s. How long it took, in seconds.
+async fn load(args: &BenchScaleArgs, addrs: &[String]) -> Result<f64, CliError> {
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let run_id = format!("{:08x}", rand::random::<u32>());
+    let mut loops = Vec::new();
+    for i in 0..args.concurrency {
+        let client = Client::new(addrs.to_vec(), Duration::from_secs(60))?.prefer(i);
+        let (next, total, run_id) = (next.clone(), args.tasks, run_id.clone());
+        loops.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    return Ok::<(), String>(());
+                }
+                let key = format!("scale-{run_id}-{n}");
+                let id =
+                    client.submit(&key, raftsched_client::builtin("echo", "x")).await.map_err(|e| e.to_string())?.id;
+                client.cancel(id).await.map_err(|e| e.to_string())?;
+            }
+        }));
+    }
+    let bar = std::io::stderr().is_terminal() && !args.json;
+    let mut last_line = Instant::now();
+    while loops.iter().any(|l| !l.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let done = next.load(Ordering::Relaxed).min(args.tasks);
+        let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+        if bar {
+            eprint!("\r{} {done}/{} tasks, {rate:.0}/s", raftsched_client::progress_bar(done, args.tasks), args.tasks);
+        } else if last_line.elapsed() > Duration::from_secs(10) && !args.json {
+            last_line = Instant::now();
+            eprintln!("{done}/{} tasks, {rate:.0}/s", args.tasks);
+        }
+    }
+    if bar {
+        eprintln!();
+    }
+    for l in loops {
+        l.await.map_err(|e| CliError::Failed(e.to_string()))?.map_err(|e| CliError::Failed(format!("load: {e}")))?;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// kill -9 of one follower, then its restart: seconds until it serves a linearizable read of task
+/// `last_id`.
+async fn restart_follower(cluster: &mut LocalCluster, leader: u64, last_id: u64) -> Result<f64, CliError> {
+    let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+    cluster.kill9(follower);
+    let t0 = Instant::now();
+    cluster.start_replica(follower)?;
+    wait_serving(&cluster.replica(follower).addr, last_id, STEP_WAIT).await?;
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// kill -9 of the whole trio, then its restart: seconds until any replica serves task `last_id`.
+async fn restart_all(cluster: &mut LocalCluster, addrs: &[String], last_id: u64) -> Result<f64, CliError> {
+    for id in 1..=3 {
+        cluster.kill9(id);
+    }
+    let t0 = Instant::now();
+    for id in 1..=3 {
+        cluster.start_replica(id)?;
+    }
+    loop {
+        for addr in addrs {
+            if wait_serving(addr, last_id, Duration::from_millis(200)).await.is_ok() {
+                return Ok(t0.elapsed().as_secs_f64());
+            }
+        }
+        if t0.elapsed() > STEP_WAIT {
+            return Err(CliError::Failed("the restarted trio did not serve".into()));
+        }
+    }
 }
