@@ -110,13 +110,24 @@ impl Syncs {
     }
 }
 
+/// Where the `p` quantile (0..=1) of `len` sorted samples is (nearest rank; `len` > 0).
+fn quantile_index(len: usize, p: f64) -> usize {
+    ((len as f64 * p).ceil() as usize).clamp(1, len) - 1
+}
+
 /// The `p` quantile (0..=1) of sorted microsecond samples, in milliseconds.
 pub(crate) fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
     if sorted_us.is_empty() {
         return 0.0;
     }
-    let idx = ((sorted_us.len() as f64 * p).ceil() as usize).clamp(1, sorted_us.len()) - 1;
-    sorted_us[idx] as f64 / 1000.0
+    sorted_us[quantile_index(sorted_us.len(), p)] as f64 / 1000.0
+}
+
+/// The `p` quantile (0..=1) of `samples` (0 for none), whatever their order.
+pub(crate) fn quantile(samples: &[f64], p: f64) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(quantile_index(sorted.len().max(1), p)).copied().unwrap_or(0.0)
 }
 
 struct LoopResult {

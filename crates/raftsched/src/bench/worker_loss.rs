@@ -107,9 +107,7 @@ pub async fn run(args: BenchWorkerLossArgs) -> Result<(), CliError> {
         workers[k] = Some(spawn_worker(victim, &addrs, args.tasks, &cluster.dir)?);
     }
     drop(workers);
-    let mut sorted = results_ms.clone();
-    sorted.sort_by(f64::total_cmp);
-    let q = |p: f64| sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1];
+    let q = |p: f64| super::quantile(&results_ms, p);
     let target = args.heartbeat_timeout_ms as f64 + 200.0;
     if args.json {
         outln!(
