@@ -259,6 +259,11 @@ mod tests {
         NemesisEvent { time_ns: time_ms * MS, phase, fault: fault.into(), targets: vec![] }
     }
 
+    /// `fault` in force from `start_ms` to `stop_ms`: its start and stop events.
+    fn held(fault: &str, start_ms: u64, stop_ms: u64) -> [NemesisEvent; 2] {
+        [ev(start_ms, "start", fault), ev(stop_ms, "stop", fault)]
+    }
+
     fn sample(time_ms: u64, term: u64) -> TermSample {
         TermSample { time_ns: time_ms * MS, replica: 1, term, leader: 1, role: "follower".into() }
     }
@@ -359,14 +364,9 @@ mod tests {
 
     #[test]
     fn lines_per_kind_none_and_all() {
-        let events = [
-            ev(1_000, "start", "kill-leader"),
-            ev(2_000, "stop", "kill-leader"),
-            ev(3_000, "start", "kill-leader"),
-            ev(4_000, "stop", "kill-leader"),
-            ev(6_000, "start", "pause-one"),
-            ev(7_000, "stop", "pause-one"),
-        ];
+        let events =
+            [held("kill-leader", 1_000, 2_000), held("kill-leader", 3_000, 4_000), held("pause-one", 6_000, 7_000)]
+                .concat();
         // Writes every 100 ms except during the kills.
         let writes: Vec<u64> = (0..80)
             .map(|k| k * 100 * MS)

@@ -104,45 +104,52 @@ async fn trio(
     Ok((cluster, pids, clients))
 }
 
-pub async fn run(args: BenchFleetArgs) -> Result<(), CliError> {
+/// The flags' bounds.
+fn check_args(args: &BenchFleetArgs) -> Result<(), CliError> {
     if args.workers == 0 || args.workers > WORKERS_MAX {
         return Err(CliError::Usage(format!("--workers must be 1..={WORKERS_MAX} (workers_max)")));
     }
     if args.workers_per_connection == 0 || args.concurrency == 0 || args.concurrency > 4096 {
         return Err(CliError::Usage("--workers-per-connection must be at least 1, --concurrency 1..=4096".into()));
     }
-    if args.duration_s == 0
-        || args.duration_s > 3600
-        || args.idle_s == 0
-        || args.idle_s > 3600
-        || args.probes > PROBES_MAX
-    {
+    let seconds_ok = |s: u64| (1..=3600).contains(&s);
+    if !seconds_ok(args.duration_s) || !seconds_ok(args.idle_s) || args.probes > PROBES_MAX {
         return Err(CliError::Usage(format!(
             "--duration-s and --idle-s must be 1..=3600, --probes at most {PROBES_MAX}"
         )));
     }
+    Ok(())
+}
+
+/// (1) Submits at `--concurrency` against a trio with no fleet: the figures and the CPU shares
+/// to compare with.
+async fn no_fleet(
+    args: &BenchFleetArgs,
+    load_clients: usize,
+    payload: &Arc<String>,
+) -> Result<(LoadStats, (f64, f64)), CliError> {
+    let duration = Duration::from_secs(args.duration_s);
+    let (cluster, pids, clients) = trio(load_clients, args.heartbeats_per_second_max).await?;
+    let run = Run::new(false);
+    let load = run_loops(Load::Submit, &clients, args.concurrency, duration, payload, 0, &run);
+    let (baseline, cpu) = cpu_pct_during(&pids, load).await;
+    drop(cluster);
+    let baseline = baseline?;
+    eprintln!(
+        "no fleet: {:.0} submits/s, p99 {:.1} ms, leader {:.0} % of a core",
+        baseline.ops_per_s, baseline.p99, cpu.0
+    );
+    Ok((baseline, cpu))
+}
+
+pub async fn run(args: BenchFleetArgs) -> Result<(), CliError> {
+    check_args(&args)?;
     let payload = Arc::new("x".repeat(256));
     let duration = Duration::from_secs(args.duration_s);
     let load_clients = 12.min(args.concurrency);
     let bench_ticks0 = cpu_ticks(std::process::id()).unwrap_or(0);
     let started = Instant::now();
-
-    // (1) No fleet.
-    let (baseline, base_cpu) = {
-        let (cluster, pids, clients) = trio(load_clients, args.heartbeats_per_second_max).await?;
-        let out = cpu_pct_during(
-            &pids,
-            run_loops(Load::Submit, &clients, args.concurrency, duration, &payload, 0, &Run::new(false)),
-        )
-        .await;
-        drop(cluster);
-        out
-    };
-    let baseline = baseline?;
-    eprintln!(
-        "no fleet: {:.0} submits/s, p99 {:.1} ms, leader {:.0} % of a core",
-        baseline.ops_per_s, baseline.p99, base_cpu.0
-    );
+    let (baseline, base_cpu) = no_fleet(&args, load_clients, &payload).await?;
 
     // (2)-(5) With the fleet.
     let n_conns = args.workers.div_ceil(args.workers_per_connection);

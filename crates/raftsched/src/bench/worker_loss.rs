@@ -35,6 +35,28 @@ fn spawn_worker(id: &str, addrs: &[String], slots: usize, dir: &std::path::Path)
         .map_err(|e| CliError::Failed(format!("start worker {id}: {e}")))
 }
 
+/// `n` tasks that sleep for ten minutes (retried as often as allowed), once every one runs: their
+/// ids, and (id, worker) of each.
+async fn submit_running(client: &Client, round: usize, n: usize) -> Result<(Vec<u64>, Vec<(u64, String)>), CliError> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let mut spec = raftsched_client::builtin("sleep", "600000");
+        spec.max_attempts = raftsched_client::rules::limits::ATTEMPTS_MAX;
+        ids.push(client.submit(&format!("worker-loss-{round}-{i}-{:x}", rand::random::<u32>()), spec).await?.id);
+    }
+    let placed = wait("every task running", async || {
+        let mut placed = Vec::new();
+        for id in &ids {
+            let t = client.get(*id, false).await.ok()?;
+            (t.state == "running").then_some(())?;
+            placed.push((t.id, t.worker_id));
+        }
+        Some(placed)
+    })
+    .await?;
+    Ok((ids, placed))
+}
+
 async fn wait<T>(what: &str, probe: impl AsyncFnMut() -> Option<T>) -> Result<T, CliError> {
     super::wait_until(what, STEP_WAIT, Duration::from_millis(5), probe).await
 }
@@ -63,22 +85,7 @@ pub async fn run(args: BenchWorkerLossArgs) -> Result<(), CliError> {
             (w.workers.iter().filter(|w| w.state == "ready").count() == 2).then_some(())
         })
         .await?;
-        let mut ids = Vec::new();
-        for i in 0..args.tasks {
-            let mut spec = raftsched_client::builtin("sleep", "600000");
-            spec.max_attempts = raftsched_client::rules::limits::ATTEMPTS_MAX;
-            ids.push(client.submit(&format!("worker-loss-{round}-{i}-{:x}", rand::random::<u32>()), spec).await?.id);
-        }
-        let placed = wait("every task running", async || {
-            let mut placed = Vec::new();
-            for id in &ids {
-                let t = client.get(*id, false).await.ok()?;
-                (t.state == "running").then_some(())?;
-                placed.push((t.id, t.worker_id));
-            }
-            Some(placed)
-        })
-        .await?;
+        let (ids, placed) = submit_running(&client, round, args.tasks).await?;
         let victim = names.iter().max_by_key(|n| placed.iter().filter(|(_, w)| w == *n).count()).expect("two names");
         let k = names.iter().position(|n| n == victim).expect("known");
         let moved: Vec<u64> = placed.iter().filter(|(_, w)| w == victim).map(|(id, _)| *id).collect();
