@@ -130,6 +130,51 @@ pub struct Operation {
 }
 
 impl Operation {
+    /// The operation `e` (an invoke at position `pos`) starts: indeterminate until completed.
+    fn invoked(e: &Event, pos: u32) -> Operation {
+        Operation {
+            process: e.process,
+            f: e.f.clone(),
+            key: e.key.clone(),
+            input: e.value.clone(),
+            output: Value::Null,
+            outcome: Outcome::Info,
+            call: pos,
+            ret: None,
+            info_at: None,
+            call_line: e.line,
+            ret_line: None,
+            call_time_ns: e.time_ns,
+            ret_time_ns: None,
+        }
+    }
+
+    /// Completes this operation with `e` (its process's next completion, at position `pos`).
+    fn complete(&mut self, e: &Event, pos: u32) -> Result<(), HistoryError> {
+        if self.f != e.f {
+            let why = format!("completion is {:?} but the invoke on line {} is {:?}", e.f, self.call_line, self.f);
+            return Err(HistoryError::new(e.line, why));
+        }
+        if e.key.is_some() && self.key.is_some() && e.key != self.key {
+            let why = format!("completion key {:?} differs from the invoke's {:?}", e.key, self.key);
+            return Err(HistoryError::new(e.line, why));
+        }
+        if self.key.is_none() {
+            self.key = e.key.clone();
+        }
+        self.output = e.value.clone();
+        self.ret_line = Some(e.line);
+        self.ret_time_ns = e.time_ns;
+        match e.kind {
+            EventType::Ok => (self.outcome, self.ret) = (Outcome::Ok, Some(pos)),
+            EventType::Fail => (self.outcome, self.ret) = (Outcome::Fail, Some(pos)),
+            _ => (self.outcome, self.info_at) = (Outcome::Info, Some(pos)),
+        }
+        Ok(())
+    }
+}
+
+impl Operation {
     /// A short human description, e.g. `cas [1,4] → fail` or `read → 3`.
     pub fn describe(&self) -> String {
         let mut s = self.f.clone();
@@ -192,76 +237,23 @@ impl History {
         let mut open: HashMap<u64, usize> = HashMap::new();
         for (pos, e) in events.iter().enumerate() {
             let pos = pos as u32;
-            match e.kind {
-                EventType::Invoke => {
-                    if let Some(&prev) = open.get(&e.process) {
-                        return Err(HistoryError::new(
-                            e.line,
-                            format!(
-                                "process {} invokes again while its operation from line {} is outstanding",
-                                e.process, ops[prev].call_line
-                            ),
-                        ));
-                    }
-                    open.insert(e.process, ops.len());
-                    ops.push(Operation {
-                        process: e.process,
-                        f: e.f.clone(),
-                        key: e.key.clone(),
-                        input: e.value.clone(),
-                        output: Value::Null,
-                        outcome: Outcome::Info,
-                        call: pos,
-                        ret: None,
-                        info_at: None,
-                        call_line: e.line,
-                        ret_line: None,
-                        call_time_ns: e.time_ns,
-                        ret_time_ns: None,
-                    });
+            if e.kind == EventType::Invoke {
+                if let Some(&prev) = open.get(&e.process) {
+                    let why = format!(
+                        "process {} invokes again while its operation from line {} is outstanding",
+                        e.process, ops[prev].call_line
+                    );
+                    return Err(HistoryError::new(e.line, why));
                 }
-                kind => {
-                    let Some(i) = open.remove(&e.process) else {
-                        return Err(HistoryError::new(
-                            e.line,
-                            format!("{} completion of process {} without an invoke", kind.as_str(), e.process),
-                        ));
-                    };
-                    let op = &mut ops[i];
-                    if op.f != e.f {
-                        return Err(HistoryError::new(
-                            e.line,
-                            format!("completion is {:?} but the invoke on line {} is {:?}", e.f, op.call_line, op.f),
-                        ));
-                    }
-                    if e.key.is_some() && op.key.is_some() && e.key != op.key {
-                        return Err(HistoryError::new(
-                            e.line,
-                            format!("completion key {:?} differs from the invoke's {:?}", e.key, op.key),
-                        ));
-                    }
-                    if op.key.is_none() {
-                        op.key = e.key.clone();
-                    }
-                    op.output = e.value.clone();
-                    op.ret_line = Some(e.line);
-                    op.ret_time_ns = e.time_ns;
-                    match kind {
-                        EventType::Ok => {
-                            op.outcome = Outcome::Ok;
-                            op.ret = Some(pos);
-                        }
-                        EventType::Fail => {
-                            op.outcome = Outcome::Fail;
-                            op.ret = Some(pos);
-                        }
-                        _ => {
-                            op.outcome = Outcome::Info;
-                            op.info_at = Some(pos);
-                        }
-                    }
-                }
+                open.insert(e.process, ops.len());
+                ops.push(Operation::invoked(e, pos));
+                continue;
             }
+            let Some(i) = open.remove(&e.process) else {
+                let why = format!("{} completion of process {} without an invoke", e.kind.as_str(), e.process);
+                return Err(HistoryError::new(e.line, why));
+            };
+            ops[i].complete(e, pos)?;
         }
         Ok(History { format, ops, events: events.len() as u32 })
     }

@@ -68,11 +68,27 @@ pub fn final_invariants(
     stale_accepted: &[(u64, u64, u64)],
 ) -> Vec<Invariant> {
     let acked = acked_submits(lines);
-    let by_id: HashMap<u64, &api::Task> = tasks.iter().map(|t| (t.id, t)).collect();
-    let mut out = Vec::new();
+    let stale = stale_accepted
+        .iter()
+        .map(|(id, stale, newer)| {
+            format!("task {id}: a report with token {stale} was accepted after token {newer} was assigned")
+        })
+        .collect();
+    let live = still_live.iter().map(|id| format!("task {id} still live")).collect();
+    vec![
+        acknowledged_survive(&acked, tasks),
+        one_task_per_key(&acked, tasks),
+        one_result_per_task(tasks),
+        invariant("no completion from a stale fencing token", stale, "every stale report was refused".into()),
+        invariant("every task ends once faults stop", live, "no task left pending, assigned or running".into()),
+    ]
+}
 
+/// Every acknowledged submit's task is there, under its key.
+fn acknowledged_survive(acked: &BTreeMap<String, Vec<u64>>, tasks: &[api::Task]) -> Invariant {
+    let by_id: HashMap<u64, &api::Task> = tasks.iter().map(|t| (t.id, t)).collect();
     let mut problems = Vec::new();
-    for (key, ids) in &acked {
+    for (key, ids) in acked {
         for id in ids {
             match by_id.get(id) {
                 None => problems.push(format!("acknowledged task {id} (key {key}) is gone")),
@@ -83,14 +99,14 @@ pub fn final_invariants(
             }
         }
     }
-    out.push(invariant(
-        "acknowledged submits survive",
-        problems,
-        format!("{} acknowledged tasks all present", acked.values().map(Vec::len).sum::<usize>()),
-    ));
+    let detail = format!("{} acknowledged tasks all present", acked.values().map(Vec::len).sum::<usize>());
+    invariant("acknowledged submits survive", problems, detail)
+}
 
+/// A key was acknowledged with one id, and names one task.
+fn one_task_per_key(acked: &BTreeMap<String, Vec<u64>>, tasks: &[api::Task]) -> Invariant {
     let mut problems = Vec::new();
-    for (key, ids) in &acked {
+    for (key, ids) in acked {
         if ids.len() > 1 {
             problems.push(format!("key {key} was acknowledged with ids {ids:?}"));
         }
@@ -101,12 +117,11 @@ pub fn final_invariants(
             problems.push(format!("tasks {other} and {} share key {:?}", t.id, t.key));
         }
     }
-    out.push(invariant(
-        "one task per idempotency key",
-        problems,
-        format!("{} tasks, {} keys", tasks.len(), keys.len()),
-    ));
+    invariant("one task per idempotency key", problems, format!("{} tasks, {} keys", tasks.len(), keys.len()))
+}
 
+/// At most one succeeded attempt per task, its last, and a succeeded task's last attempt succeeded.
+fn one_result_per_task(tasks: &[api::Task]) -> Invariant {
     let mut problems = Vec::new();
     for t in tasks {
         let results: Vec<usize> =
@@ -123,21 +138,5 @@ pub fn final_invariants(
             }
         }
     }
-    out.push(invariant("no task has two recorded results", problems, format!("{} tasks' attempts", tasks.len())));
-
-    let problems = stale_accepted
-        .iter()
-        .map(|(id, stale, newer)| {
-            format!("task {id}: a report with token {stale} was accepted after token {newer} was assigned")
-        })
-        .collect();
-    out.push(invariant("no completion from a stale fencing token", problems, "every stale report was refused".into()));
-
-    let problems = still_live.iter().map(|id| format!("task {id} still live")).collect();
-    out.push(invariant(
-        "every task ends once faults stop",
-        problems,
-        "no task left pending, assigned or running".into(),
-    ));
-    out
+    invariant("no task has two recorded results", problems, format!("{} tasks' attempts", tasks.len()))
 }

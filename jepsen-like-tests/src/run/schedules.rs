@@ -69,18 +69,23 @@ where
     }
 }
 
+/// A schedule's tasks, by schedule name.
+type Runs<'a> = BTreeMap<&'a str, Vec<&'a api::Task>>;
+
 /// The checks over the final schedules and tasks.
 pub fn invariants(schedules: &[api::Schedule], tasks: &[api::Task]) -> Vec<Invariant> {
-    let mut runs: BTreeMap<&str, Vec<&api::Task>> = BTreeMap::new();
+    let mut runs: Runs = BTreeMap::new();
     for t in tasks.iter().filter(|t| !t.schedule.is_empty()) {
         runs.entry(t.schedule.as_str()).or_default().push(t);
     }
-    let mut out = Vec::new();
+    vec![once_per_occurrence(&runs), every_occurrence_accounted(schedules, &runs), forbid_never_overlaps(&runs)]
+}
 
-    // One task per occurrence, under the occurrence's key.
+/// One task per occurrence, under the occurrence's key.
+fn once_per_occurrence(runs: &Runs) -> Invariant {
     let mut problems = Vec::new();
     let mut n_occurrences = 0;
-    for (name, list) in &runs {
+    for (name, list) in runs {
         let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
         for t in list {
             if let Some(other) = seen.insert(t.occurrence_ms, t.id) {
@@ -94,13 +99,12 @@ pub fn invariants(schedules: &[api::Schedule], tasks: &[api::Task]) -> Vec<Invar
         }
         n_occurrences += seen.len();
     }
-    out.push(invariant(
-        "one task per schedule occurrence",
-        problems,
-        format!("{n_occurrences} occurrences of {} schedules ran once each", runs.len()),
-    ));
+    let detail = format!("{n_occurrences} occurrences of {} schedules ran once each", runs.len());
+    invariant("one task per schedule occurrence", problems, detail)
+}
 
-    // Every occurrence from the first to the last fired ran or was recorded missed, exactly once.
+/// Every occurrence from the first to the last fired ran or was recorded missed, exactly once.
+fn every_occurrence_accounted(schedules: &[api::Schedule], runs: &Runs) -> Invariant {
     let mut problems = Vec::new();
     let mut n_accounted = 0u64;
     for (name, _, _) in SCHEDULES {
@@ -110,41 +114,49 @@ pub fn invariants(schedules: &[api::Schedule], tasks: &[api::Task]) -> Vec<Invar
         };
         let ran: BTreeSet<u64> =
             runs.get(name).map(|l| l.iter().map(|t| t.occurrence_ms).collect()).unwrap_or_default();
-        if ran.len() as u64 != s.runs_total {
-            problems.push(format!("schedule {name} says {} runs, {} tasks exist", s.runs_total, ran.len()));
-        }
-        let mut missed = BTreeSet::new();
-        for r in s.history.iter().filter(|r| !r.missed.is_empty()) {
-            missed.extend((r.occurrence_ms..=r.last_occurrence_ms).step_by(INTERVAL_MS as usize));
-        }
-        let Some(&last) = ran.iter().chain(missed.iter()).max() else { continue };
-        let expected: BTreeSet<u64> = (s.created_at_ms + INTERVAL_MS..=last).step_by(INTERVAL_MS as usize).collect();
-        if s.runs_total + s.missed_total != expected.len() as u64 {
-            problems.push(format!(
-                "schedule {name}: {} runs + {} missed for {} occurrences",
-                s.runs_total,
-                s.missed_total,
-                expected.len()
-            ));
-        }
-        // The history keeps the newest records only: check the window it covers.
-        let window_start = s.history.first().map_or(u64::MAX, |r| r.occurrence_ms);
-        for o in expected.range(window_start..) {
-            match (ran.contains(o), missed.contains(o)) {
-                (true, true) => problems.push(format!("schedule {name}: occurrence {o} ran and was missed")),
-                (false, false) => problems.push(format!("schedule {name}: occurrence {o} vanished")),
-                _ => {}
-            }
-        }
-        n_accounted += expected.len() as u64;
+        n_accounted += account(name, s, &ran, &mut problems);
     }
-    out.push(invariant(
+    invariant(
         "every schedule occurrence ran or was recorded missed",
         problems,
         format!("{n_accounted} occurrences accounted for"),
-    ));
+    )
+}
 
-    // forbid: the previous run has ended (for good) before the next one is first assigned.
+/// Checks schedule `s`'s occurrences (`ran`: those a task ran for) against its counts and its
+/// history; how many occurrences it should have had.
+fn account(name: &str, s: &api::Schedule, ran: &BTreeSet<u64>, problems: &mut Vec<String>) -> u64 {
+    if ran.len() as u64 != s.runs_total {
+        problems.push(format!("schedule {name} says {} runs, {} tasks exist", s.runs_total, ran.len()));
+    }
+    let mut missed = BTreeSet::new();
+    for r in s.history.iter().filter(|r| !r.missed.is_empty()) {
+        missed.extend((r.occurrence_ms..=r.last_occurrence_ms).step_by(INTERVAL_MS as usize));
+    }
+    let Some(&last) = ran.iter().chain(missed.iter()).max() else { return 0 };
+    let expected: BTreeSet<u64> = (s.created_at_ms + INTERVAL_MS..=last).step_by(INTERVAL_MS as usize).collect();
+    if s.runs_total + s.missed_total != expected.len() as u64 {
+        problems.push(format!(
+            "schedule {name}: {} runs + {} missed for {} occurrences",
+            s.runs_total,
+            s.missed_total,
+            expected.len()
+        ));
+    }
+    // The history keeps the newest records only: check the window it covers.
+    let window_start = s.history.first().map_or(u64::MAX, |r| r.occurrence_ms);
+    for o in expected.range(window_start..) {
+        match (ran.contains(o), missed.contains(o)) {
+            (true, true) => problems.push(format!("schedule {name}: occurrence {o} ran and was missed")),
+            (false, false) => problems.push(format!("schedule {name}: occurrence {o} vanished")),
+            _ => {}
+        }
+    }
+    expected.len() as u64
+}
+
+/// forbid: the previous run has ended (for good) before the next one is first assigned.
+fn forbid_never_overlaps(runs: &Runs) -> Invariant {
     let mut problems = Vec::new();
     for (name, overlap, _) in SCHEDULES.iter().filter(|(_, o, _)| *o == "forbid") {
         let mut list = runs.get(name).cloned().unwrap_or_default();
@@ -161,8 +173,7 @@ pub fn invariants(schedules: &[api::Schedule], tasks: &[api::Task]) -> Vec<Invar
             }
         }
     }
-    out.push(invariant("forbid: never two runs of a schedule alive", problems, "no overlapping runs".into()));
-    out
+    invariant("forbid: never two runs of a schedule alive", problems, "no overlapping runs".into())
 }
 
 #[cfg(test)]
