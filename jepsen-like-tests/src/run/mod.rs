@@ -32,7 +32,7 @@ pub mod terms;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -318,7 +318,7 @@ struct Load {
     /// When the workload started, on the recorder's clock.
     start_ns: u64,
     term_samples: terms::Samples,
-    sampler_stop: Arc<std::sync::atomic::AtomicBool>,
+    sampler_stop: Arc<AtomicBool>,
     samplers: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -346,15 +346,15 @@ impl Load {
         let start_ns = shared.recorder.now_ns();
         // Terms and leaders, sampled until the processes are stopped.
         let term_samples: terms::Samples = Arc::default();
-        let sampler_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler_stop = Arc::new(AtomicBool::new(false));
         let samplers = terms::spawn(addrs, shared.clone(), term_samples.clone(), sampler_stop.clone())?;
         Ok(Load { shared, tasks, flows_sent, start_ns, term_samples, sampler_stop, samplers })
     }
 }
 
 /// Ctrl-C / SIGTERM: stop at once (the guards tear everything down); the flag says it happened.
-fn stop_on_signal(shared: Arc<Shared>) -> Arc<std::sync::atomic::AtomicBool> {
-    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+fn stop_on_signal(shared: Arc<Shared>) -> Arc<AtomicBool> {
+    let interrupted = Arc::new(AtomicBool::new(false));
     let flag = interrupted.clone();
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -418,7 +418,7 @@ impl Faults {
 
     /// Starts a fault, holds it, heals it, keeps quiet, again, until the time limit (each fault
     /// healed before the next).
-    async fn inject(&mut self, config: &RunConfig, cluster: &Cluster, started: Instant, interrupted: &AtomicFlag) {
+    async fn inject(&mut self, config: &RunConfig, cluster: &Cluster, started: Instant, interrupted: &AtomicBool) {
         let shared = self.timeline.shared.clone();
         let deadline = started + Duration::from_secs(config.time_limit_s);
         // Let the workload start before the first fault.
@@ -459,8 +459,6 @@ impl Faults {
         }
     }
 }
-
-type AtomicFlag = std::sync::atomic::AtomicBool;
 
 /// What the cluster looked like once the faults stopped and every task could end.
 struct Settled {
@@ -675,7 +673,7 @@ fn check_exits(procs: &Mutex<Procs>, found: &mut Vec<String>, timeline: &Timelin
 async fn stop_samplers(
     shared: &Shared,
     load_end_ns: u64,
-    stop: &std::sync::atomic::AtomicBool,
+    stop: &AtomicBool,
     samplers: Vec<tokio::task::JoinHandle<()>>,
 ) {
     let until_ns = load_end_ns + (availability::ELECTION_TAIL_MS + terms::SAMPLE_EVERY_MS) * 1_000_000;
