@@ -219,7 +219,10 @@ for c in $CONCURRENCIES; do
     start_raftsched
     WORKER_PIDS=()
     for w in $(seq 1 "$WORKERS"); do
-        "$RS" worker --id "bench-w$w" --cluster "$RS_CLUSTER" --slots 16 >>"$WORK_DIR/worker$w.log" 2>&1 &
+        # Kept output under the run's directory: nothing left in the temp dir, nothing from an
+        # earlier run to index or trim.
+        "$RS" worker --id "bench-w$w" --cluster "$RS_CLUSTER" --slots 16 \
+            --output-dir "$WORK_DIR/worker$w-output-$c" >>"$WORK_DIR/worker$w.log" 2>&1 &
         WORKER_PIDS+=($!)
         PIDS+=($!)
     done

@@ -256,7 +256,8 @@ impl OutputStore {
             store.read_segment(n, modified, &mut found)?;
             index.segments.files.insert(n, SegmentFile { records: 0, bytes });
             index.disk_bytes += bytes;
-            index.segments.next = n + 1;
+            // Saturating: a file name is untrusted (at the top, new segments fail to be created).
+            index.segments.next = n.saturating_add(1);
         }
         let mut found: Vec<_> = found.into_iter().collect();
         found.sort_by_key(|(key, f)| (f.modified, *key));
@@ -304,7 +305,9 @@ impl OutputStore {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts keeping the output of `key` (a second run of the same attempt starts it over).
+    /// Starts keeping the output of `key` (a second run of the same attempt starts it over; after
+    /// a restart, a stream the second run left empty may show the first run's, if its records'
+    /// segment is still there).
     pub fn begin(self: &Arc<Self>, key: AttemptKey) -> AttemptOutput {
         let (progress, rx) = watch::channel(Progress::default());
         let mut index = self.lock();
@@ -376,13 +379,17 @@ impl OutputStore {
             let n = index.segments.next;
             let path = self.config.dir.join(packed::segment_name(n));
             let file = File::options().append(true).create_new(true).open(path)?;
-            index.segments.next += 1;
+            index.segments.next = n.saturating_add(1);
             index.segments.files.insert(n, SegmentFile { records: 0, bytes: 0 });
             index.segments.open = Some((n, file));
         }
         let (segment, file) = index.segments.open.as_mut().expect("opened above");
         let segment = *segment;
-        std::io::Write::write_all(file, &bytes)?;
+        if let Err(e) = std::io::Write::write_all(file, &bytes) {
+            // Part of it may be there: later records go to a new segment, not after the torn one.
+            index.segments.open = None;
+            return Err(e);
+        }
         let file = index.segments.files.get_mut(&segment).expect("the open segment is indexed");
         let base = file.bytes;
         file.bytes += bytes.len() as u64;
