@@ -112,6 +112,16 @@ pub struct Progress {
     pub ended: bool,
 }
 
+impl Progress {
+    fn bytes_mut(&mut self, stderr: bool) -> &mut u64 {
+        if stderr {
+            &mut self.stderr_bytes
+        } else {
+            &mut self.stdout_bytes
+        }
+    }
+}
+
 /// Where one record of a segment keeps its data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Extent {
@@ -471,7 +481,7 @@ pub struct AttemptOutput {
 
 /// Where a write goes, decided under the index's lock.
 enum Sink {
-    /// Appended in memory, done.
+    /// Kept (in memory and a segment's record), or not to be kept: done.
     Done,
     /// To the stream's own file at this offset, outside the lock.
     File(Arc<File>, u64),
@@ -509,17 +519,7 @@ impl AttemptOutput {
             }),
         });
         match written {
-            Ok(n) => {
-                self.progress.send_modify(
-                    |p| {
-                        if stderr {
-                            p.stderr_bytes += n as u64
-                        } else {
-                            p.stdout_bytes += n as u64
-                        }
-                    },
-                )
-            }
+            Ok(n) => self.progress.send_modify(|p| *p.bytes_mut(stderr) += n as u64),
             Err(e) => {
                 tracing::warn!(key = ?self.key, stderr, error = %e, "cannot keep more of this attempt's output");
                 self.stopped[s].store(true, Ordering::Relaxed);
