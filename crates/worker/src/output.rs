@@ -24,7 +24,7 @@
 
 mod packed;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -47,8 +47,10 @@ pub const OUTPUT_CHUNK_BYTES_MAX: usize = 64 << 10;
 /// the stream moves to a file of its own. Half the result's tail, so both streams of an attempt
 /// under it are whole in the tail that Raft records.
 pub const OUTPUT_INLINE_BYTES_MAX: usize = raftsched_state::limits::OUTPUT_TAIL_BYTES_MAX / 2;
-/// Bytes of one segment at most (less when the total is small: see `Segments::bytes_max`).
+/// Bytes of one segment at most (less when the total is small: see `segment_bytes_max`).
 pub const OUTPUT_SEGMENT_BYTES_MAX: u64 = 4 << 20;
+/// The highest segment number read back (far above what a worker writes in its life).
+const SEGMENT_NUMBER_MAX: u64 = u32::MAX as u64;
 
 #[derive(Clone, Debug)]
 pub struct OutputConfig {
@@ -197,6 +199,8 @@ struct Index {
     disk_bytes: u64,
     next_seq: u64,
     segments: Segments,
+    /// The attempts running in this process (their entries have `live`).
+    running: HashSet<AttemptKey>,
 }
 
 /// The kept output of this worker's attempts.
@@ -220,12 +224,14 @@ struct Found {
 
 impl Found {
     /// Replays one record: at offset 0 it starts the stream over, at the stream's length it
-    /// extends it; any other piece does not follow what is kept (a lost write) and is left out.
-    /// An own file holds the whole stream: records of it are left out.
-    fn replay(&mut self, stderr: bool, at: Extent, offset: u64, modified: SystemTime) {
-        let stream = &mut self.streams[usize::from(stderr)];
+    /// extends it, and a move clears it; any other piece does not follow what is kept (a lost
+    /// write) and is left out. An own file holds the whole stream: records of it are left out.
+    fn replay(&mut self, record: &Record<'_>, at: Extent, modified: SystemTime) {
+        let offset = u64::from(record.offset);
+        let stream = &mut self.streams[usize::from(record.stderr)];
         match stream {
             Some(Kept::Own { .. }) => return,
+            _ if record.moved => *stream = None,
             _ if offset == 0 => *stream = Some(Kept::Packed { records: vec![at], len: at.len }),
             Some(Kept::Packed { records, len }) if offset == *len => {
                 records.push(at);
@@ -251,27 +257,36 @@ impl OutputStore {
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
             let meta = entry.metadata()?;
             let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-            if let Some((key, stderr)) = AttemptKey::parse(&name) {
+            // Only names this build writes: `07-1.stdout` or `packed-+7.out` would alias another.
+            if let Some((key, stderr)) = AttemptKey::parse(&name).filter(|(k, e)| k.file_name(*e) == name) {
                 let slot = found.entry(key).or_default();
                 slot.streams[usize::from(stderr)] = Some(Kept::Own { file: None, len: meta.len() });
                 slot.modified = slot.modified.max(Some(modified));
-            } else if let Some(n) = packed::parse_segment_name(&name) {
-                segments.push((n, meta.len(), modified));
+            } else if let Some(n) = packed::parse_segment_name(&name).filter(|n| packed::segment_name(*n) == name) {
+                // A number near the top would leave no room for new segments: not one of ours.
+                if n <= SEGMENT_NUMBER_MAX {
+                    segments.push((n, meta.len(), modified));
+                }
             }
         }
         let store = OutputStore { config, index: Mutex::default() };
         let mut index = store.lock();
         segments.sort_unstable();
         for (n, bytes, modified) in segments {
-            store.read_segment(n, modified, &mut found)?;
+            index.segments.next = n + 1; // past every name there, read or not
+            if let Err(e) = store.read_segment(n, modified, &mut found) {
+                tracing::warn!(segment = n, error = %e, "kept output: a segment that cannot be read is left alone");
+                continue;
+            }
             index.segments.files.insert(n, SegmentFile { records: 0, bytes });
             index.disk_bytes += bytes;
-            // Saturating: a file name is untrusted (at the top, new segments fail to be created).
-            index.segments.next = n.saturating_add(1);
         }
         let mut found: Vec<_> = found.into_iter().collect();
         found.sort_by_key(|(key, f)| (f.modified, *key));
         for (key, f) in found {
+            if f.streams.iter().all(Option::is_none) {
+                continue; // only pieces that follow nothing, or moves: nothing kept
+            }
             let mut entry = Entry::new(None);
             for (kept, stream) in entry.streams.iter_mut().zip(f.streams) {
                 *kept = stream.unwrap_or(Kept::Packed { records: Vec::new(), len: 0 });
@@ -279,10 +294,7 @@ impl OutputStore {
             }
             index.insert(key, entry);
         }
-        let unused: Vec<u64> = index.segments.files.iter().filter(|(_, f)| f.records == 0).map(|(n, _)| *n).collect();
-        for n in unused {
-            store.remove_segment(&mut index, n);
-        }
+        store.release(&mut index, &[]); // the oldest segments that keep nothing
         store.trim(&mut index);
         drop(index);
         Ok(Arc::new(store))
@@ -304,9 +316,9 @@ impl OutputStore {
         if let Some((at, error)) = stop {
             tracing::warn!(segment = %path.display(), at, %error, "kept output: the rest of this segment is not read");
         }
-        for (offset, Record { key, stderr, offset: at, data }) in records {
-            let extent = Extent { segment: n, offset, len: data.len() as u64 };
-            found.entry(key).or_default().replay(stderr, extent, u64::from(at), modified);
+        for (offset, record) in records {
+            let extent = Extent { segment: n, offset, len: record.data.len() as u64 };
+            found.entry(record.key).or_default().replay(&record, extent, modified);
         }
         Ok(())
     }
@@ -322,9 +334,14 @@ impl OutputStore {
         let (progress, rx) = watch::channel(Progress::default());
         let mut index = self.lock();
         if self.forget(&mut index, key) {
-            tracing::debug!(?key, "output of an earlier run of this attempt replaced");
+            // So that a restart does not replay the earlier run's records as this one's.
+            let moved = self.pack(&mut index, &[Record::moved(key, false), Record::moved(key, true)]);
+            moved.map(|extents| self.release(&mut index, &extents)).unwrap_or_else(|e| {
+                tracing::warn!(?key, error = %e, "cannot mark an earlier run's output replaced");
+            });
         }
         let seq = index.insert(key, Entry::new(Some(rx)));
+        index.running.insert(key);
         self.trim(&mut index);
         drop(index);
         AttemptOutput { store: self.clone(), key, seq, progress: Arc::new(progress), stopped: Default::default() }
@@ -338,6 +355,7 @@ impl OutputStore {
     /// whether there was one.
     fn forget(&self, index: &mut Index, key: AttemptKey) -> bool {
         let Some(entry) = index.remove(key) else { return false };
+        index.running.remove(&key);
         for (stderr, kept) in [false, true].into_iter().zip(&entry.streams) {
             if let Kept::Own { len, .. } = kept {
                 let _ = std::fs::remove_file(self.path(key, stderr));
@@ -348,14 +366,19 @@ impl OutputStore {
         true
     }
 
-    /// `records` are no longer kept: a segment none of whose records is kept is removed.
+    /// `records` are no longer kept. Segments go oldest first, once none of their records is
+    /// kept: so a later record that supersedes earlier ones (a move, a whole stream, a later run)
+    /// is on disk for as long as they are, and a restart never replays them alone.
     fn release(&self, index: &mut Index, records: &[Extent]) {
         for record in records {
             let file = index.segments.files.get_mut(&record.segment).expect("a kept record's segment is indexed");
             file.records -= 1;
-            if file.records == 0 {
-                self.remove_segment(index, record.segment);
+        }
+        while let Some((&n, file)) = index.segments.files.first_key_value() {
+            if file.records > 0 {
+                break;
             }
+            self.remove_segment(index, n);
         }
     }
 
@@ -378,22 +401,79 @@ impl OutputStore {
     /// Appends `records` (at least one) to the newest segment in one write, or to a new one when
     /// it would pass its bound; where each record's data is, counted as kept.
     fn pack(&self, index: &mut Index, records: &[Record<'_>]) -> std::io::Result<Vec<Extent>> {
+        self.make_room(index, records.iter().map(|r| r.data.len()))?;
+        self.write_records(index, records)
+    }
+
+    /// Packs `data` as the next piece of a running small stream.
+    fn pack_piece(
+        &self,
+        index: &mut Index,
+        key: AttemptKey,
+        seq: u64,
+        stderr: bool,
+        data: &[u8],
+    ) -> std::io::Result<Extent> {
+        self.make_room(index, [data.len()])?;
+        // After `make_room`: a roll moves this stream's earlier records, not its length.
+        let at = index.stream(key, seq, stderr).len() as u32;
+        Ok(self.write_records(index, &[Record::bytes(key, stderr, at, data)])?[0])
+    }
+
+    /// Rolls to a new segment unless the open one has room for records of these data lengths.
+    fn make_room(&self, index: &mut Index, data_lens: impl IntoIterator<Item = usize>) -> std::io::Result<()> {
+        let len: u64 = data_lens.into_iter().map(|n| (packed::RECORD_HEADER_LEN + n) as u64).sum();
+        let fits = |n: &u64| index.segments.files[n].bytes + len <= self.segment_bytes_max();
+        if index.segments.open.as_ref().is_some_and(|(n, _)| fits(n)) {
+            return Ok(());
+        }
+        self.roll(index)
+    }
+
+    /// Starts a new segment, and moves every running stream's records there (each whole, under
+    /// 2 KiB), so an older segment never waits on an attempt that runs on.
+    fn roll(&self, index: &mut Index) -> std::io::Result<()> {
+        let n = index.segments.next;
+        index.segments.next = n + 1; // a name that fails is not tried again
+        let file = File::options().append(true).create_new(true).open(self.config.dir.join(packed::segment_name(n)))?;
+        index.segments.files.insert(n, SegmentFile { records: 0, bytes: 0 });
+        index.segments.open = Some((n, file));
+        let mut moving = Vec::new();
+        for key in &index.running {
+            let entry = &index.entries[key];
+            for (stderr, kept) in [false, true].into_iter().zip(&entry.streams) {
+                if let Kept::Inline { buf, records } = kept {
+                    if !records.is_empty() {
+                        moving.push((*key, entry.seq, stderr, buf.clone()));
+                    }
+                }
+            }
+        }
+        if moving.is_empty() {
+            return Ok(());
+        }
+        let whole: Vec<Record<'_>> =
+            moving.iter().map(|(key, _, stderr, buf)| Record::bytes(*key, *stderr, 0, buf)).collect();
+        let extents = self.write_records(index, &whole)?;
+        for ((key, seq, stderr, _), extent) in moving.iter().zip(extents) {
+            let Kept::Inline { records, .. } = index.stream(*key, *seq, *stderr) else {
+                unreachable!("running, small")
+            };
+            let was = std::mem::replace(records, vec![extent]);
+            self.release(index, &was);
+        }
+        Ok(())
+    }
+
+    /// Writes `records` to the open segment in one write, counted as kept.
+    fn write_records(&self, index: &mut Index, records: &[Record<'_>]) -> std::io::Result<Vec<Extent>> {
         let mut bytes = Vec::new();
         let mut starts = Vec::new();
         for record in records {
             packed::encode(&mut bytes, record);
             starts.push(((bytes.len() - record.data.len()) as u64, record.data.len() as u64));
         }
-        let fits = |n: &u64| index.segments.files[n].bytes + bytes.len() as u64 <= self.segment_bytes_max();
-        if !index.segments.open.as_ref().is_some_and(|(n, _)| fits(n)) {
-            let n = index.segments.next;
-            let path = self.config.dir.join(packed::segment_name(n));
-            let file = File::options().append(true).create_new(true).open(path)?;
-            index.segments.next = n.saturating_add(1);
-            index.segments.files.insert(n, SegmentFile { records: 0, bytes: 0 });
-            index.segments.open = Some((n, file));
-        }
-        let (segment, file) = index.segments.open.as_mut().expect("opened above");
+        let (segment, file) = index.segments.open.as_mut().expect("the caller opened one");
         let segment = *segment;
         if let Err(e) = std::io::Write::write_all(file, &bytes) {
             // Part of it may be there: later records go to a new segment, not after the torn one.
@@ -533,30 +613,41 @@ impl OutputStore {
     /// its own file (created here with what memory held, under the lock, so a reader never sees it
     /// half-made; the caller writes `data` there).
     fn append(&self, index: &mut Index, key: AttemptKey, seq: u64, stderr: bool, data: &[u8]) -> std::io::Result<Sink> {
-        let at = match index.stream(key, seq, stderr) {
+        match index.stream(key, seq, stderr) {
             Kept::Own { file: Some(file), len } => return Ok(Sink::File(file.clone(), *len)),
             Kept::Own { file: None, .. } | Kept::Packed { .. } => return Ok(Sink::Done),
             Kept::Inline { buf, .. } if buf.len() + data.len() > OUTPUT_INLINE_BYTES_MAX => {
                 return self.spill(index, key, seq, stderr);
             }
-            Kept::Inline { buf, .. } => buf.len() as u32,
-        };
-        let extent = self.pack(index, &[Record { key, stderr, offset: at, data }])?;
-        if let Kept::Inline { buf, records } = index.stream(key, seq, stderr) {
-            buf.extend_from_slice(data);
-            records.extend(extent);
+            Kept::Inline { .. } => {}
         }
+        let extent = self.pack_piece(index, key, seq, stderr, data)?;
+        let Kept::Inline { buf, records } = index.stream(key, seq, stderr) else { unreachable!("matched above") };
+        buf.extend_from_slice(data);
+        records.push(extent);
+        self.trim(index);
         Ok(Sink::Done)
     }
 
-    /// Moves a stream grown past memory's bound to a file of its own.
+    /// Moves a stream grown past memory's bound to a file of its own, then records the move, so a
+    /// restart never replays its records once the file is gone (an error undoes the file).
     fn spill(&self, index: &mut Index, key: AttemptKey, seq: u64, stderr: bool) -> std::io::Result<Sink> {
         let Kept::Inline { buf, .. } = index.stream(key, seq, stderr) else {
             unreachable!("only a small stream spills")
         };
+        let buf = buf.clone();
         let path = self.path(key, stderr);
-        let file = File::options().read(true).write(true).create(true).truncate(true).open(path)?;
-        file.write_all_at(buf, 0)?;
+        let file = File::options().read(true).write(true).create(true).truncate(true).open(&path)?;
+        let moved = file.write_all_at(&buf, 0).and_then(|()| self.pack(index, &[Record::moved(key, stderr)]));
+        let moved = match moved {
+            Ok(extents) => extents,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+        };
+        // The move is not a byte of the stream: nothing keeps its record.
+        self.release(index, &moved);
         let (file, at) = (Arc::new(file), buf.len() as u64);
         let was = std::mem::replace(index.stream(key, seq, stderr), Kept::Own { file: Some(file.clone()), len: at });
         index.disk_bytes += at;
@@ -570,6 +661,8 @@ impl OutputStore {
         let mut index = self.lock();
         let Some(entry) = index.current(key, seq) else { return };
         entry.live = None;
+        index.running.remove(&key);
+        let entry = index.current(key, seq).expect("just found");
         let mut pieces = Vec::new();
         for (stderr, kept) in [false, true].into_iter().zip(entry.streams.iter_mut()) {
             match kept {
@@ -586,7 +679,7 @@ impl OutputStore {
         }
         if !pieces.is_empty() {
             let whole: Vec<Record<'_>> =
-                pieces.iter().map(|(stderr, data)| Record { key, stderr: *stderr, offset: 0, data }).collect();
+                pieces.iter().map(|(stderr, data)| Record::bytes(key, *stderr, 0, data)).collect();
             match self.pack(&mut index, &whole) {
                 Ok(extents) => {
                     for ((stderr, _), extent) in pieces.iter().zip(extents) {
@@ -941,6 +1034,61 @@ mod tests {
         let s = store(dir.path(), 10_000, 100_000);
         assert_eq!(read_all(&s, key(4, 1), false).await.0, b"after the damage\n", "in a new segment");
         assert_eq!(read_all(&s, key(1, 1), false).await.0, b"task 1\n");
+    }
+
+    #[tokio::test]
+    async fn a_quiet_running_stream_holds_no_old_segment_and_a_moved_stream_never_comes_back_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        // Segments of 16 KiB at most (a sixteenth of the total).
+        let s = store(dir.path(), 100_000, 256 << 10);
+        let quiet = s.begin(key(1, 1));
+        quiet.write(false, b"one line, then a long silence\n");
+        let moving = s.begin(key(2, 1));
+        moving.write(false, &[b'a'; 1000]);
+        for task in 10..200 {
+            s.begin(key(task, 1)).write(false, &[b'x'; 500]);
+        }
+        {
+            let index = s.lock();
+            assert!(index.segments.files.len() < 20, "old segments went: {}", index.segments.files.len());
+            let open = index.segments.open.as_ref().map(|(n, _)| *n);
+            let streams = [&index.entries[&key(1, 1)].streams[0], &index.entries[&key(2, 1)].streams[0]];
+            for kept in streams {
+                assert!(kept.records().iter().all(|r| Some(r.segment) == open), "moved along: {kept:?}");
+            }
+        }
+        assert_eq!(read_all(&s, key(1, 1), false).await.0, b"one line, then a long silence\n");
+        // Task 2 grows past memory's bound: its own file; then a second run replaces it.
+        moving.write(false, &[b'b'; 1000]);
+        moving.write(false, &[b'c'; 100]);
+        assert!(dir.path().join("2-1.stdout").exists());
+        drop(moving);
+        drop(s.begin(key(2, 1)));
+        drop((quiet, s));
+        let restarted = store(dir.path(), 100_000, 256 << 10);
+        if let Ok(mut reader) = restarted.reader(key(2, 1), false) {
+            let chunk = reader.next(0, false).await.unwrap();
+            assert!(chunk.data.is_empty(), "the first run's pieces never come back as the stream");
+        }
+        assert_eq!(read_all(&restarted, key(1, 1), false).await.0, b"one line, then a long silence\n");
+    }
+
+    #[tokio::test]
+    async fn names_it_did_not_write_and_unreadable_segments_are_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = store(dir.path(), 100_000, 1_000_000);
+            s.begin(key(1, 1)).write(false, b"kept");
+        }
+        std::fs::copy(dir.path().join("packed-0.out"), dir.path().join("packed-00.out")).unwrap();
+        std::fs::write(dir.path().join("01-1.stdout"), b"an alias").unwrap();
+        std::fs::create_dir(dir.path().join("packed-7.out")).unwrap();
+        std::fs::write(dir.path().join(format!("packed-{}.out", u64::MAX)), b"x").unwrap();
+        let s = store(dir.path(), 100_000, 1_000_000);
+        assert_eq!(read_all(&s, key(1, 1), false).await.0, b"kept");
+        assert_eq!(s.lock().disk_bytes, std::fs::metadata(dir.path().join("packed-0.out")).unwrap().len());
+        s.begin(key(2, 1)).write(false, b"new");
+        assert!(dir.path().join("packed-8.out").exists(), "numbering goes on past every name there");
     }
 
     #[test]

@@ -13,11 +13,13 @@
 //! 0..4    magic b"RSOP"
 //! 4..6    packed format version, u16 (1)
 //! 6       stream: 0 stdout, 1 stderr
-//! 7       flags, 0 (a non-zero value is a layout this build does not know)
+//! 7       kind: 0 bytes of the stream; 1 "moved": the stream's earlier records are not its
+//!         bytes any more (it moved to a file of its own); offset and length 0
 //! 8..16   task id, u64
 //! 16..20  attempt, u32
 //! 20..24  offset in the stream of the first byte, u32
-//! 24..28  data length in bytes, u32 (1 or more; offset + length at most `OUTPUT_INLINE_BYTES_MAX`)
+//! 24..28  data length in bytes, u32 (1 or more for bytes; offset + length at most
+//!         `OUTPUT_INLINE_BYTES_MAX`)
 //! 28..32  CRC-32 (IEEE) of bytes 0..28 followed by the data
 //! 32..    data
 //! ```
@@ -26,7 +28,7 @@
 //! last record; a disk damages any). [`decode`] checks length, then checksum, then what the header
 //! says, and [`scan`] stops at the first record that is not whole and valid. Replayed in order, a
 //! record at offset 0 starts its stream over (a whole stream, or the first piece of a later run
-//! of the same attempt) and one at the stream's length extends it.
+//! of the same attempt), one at the stream's length extends it, and a "moved" one clears it.
 
 use super::{AttemptKey, OUTPUT_INLINE_BYTES_MAX};
 
@@ -45,6 +47,20 @@ pub struct Record<'a> {
     /// Where in the stream `data` starts.
     pub offset: u32,
     pub data: &'a [u8],
+    /// The stream moved to a file of its own: its earlier records are not its bytes (no data).
+    pub moved: bool,
+}
+
+impl<'a> Record<'a> {
+    /// Bytes of the stream at `offset`.
+    pub fn bytes(key: AttemptKey, stderr: bool, offset: u32, data: &'a [u8]) -> Record<'a> {
+        Record { key, stderr, offset, data, moved: false }
+    }
+
+    /// The stream moved to a file of its own.
+    pub fn moved(key: AttemptKey, stderr: bool) -> Record<'static> {
+        Record { key, stderr, offset: 0, data: &[], moved: true }
+    }
 }
 
 /// Why a segment was not read past a record.
@@ -64,13 +80,13 @@ pub enum RecordError {
 
 /// Appends `record` to `out`.
 pub fn encode(out: &mut Vec<u8>, record: &Record<'_>) {
-    assert!(!record.data.is_empty(), "only bytes are packed");
+    assert_eq!(record.data.is_empty(), record.moved, "bytes, or a move without any");
     assert!(record.offset as usize + record.data.len() <= OUTPUT_INLINE_BYTES_MAX, "only small streams are packed");
     let start = out.len();
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&PACKED_FORMAT.to_le_bytes());
     out.push(u8::from(record.stderr));
-    out.push(0);
+    out.push(u8::from(record.moved));
     out.extend_from_slice(&record.key.task_id.to_le_bytes());
     out.extend_from_slice(&record.key.attempt.to_le_bytes());
     out.extend_from_slice(&record.offset.to_le_bytes());
@@ -101,8 +117,8 @@ pub fn decode(bytes: &[u8]) -> Result<(Record<'_>, usize), RecordError> {
     }
     let offset = u32::from_le_bytes(le(bytes, 20));
     let len = u32::from_le_bytes(le(bytes, 24)) as usize;
-    if len == 0 || (offset as usize).saturating_add(len) > OUTPUT_INLINE_BYTES_MAX {
-        return Err(RecordError::Malformed("empty, or past where a packed stream can reach"));
+    if (offset as usize).saturating_add(len) > OUTPUT_INLINE_BYTES_MAX {
+        return Err(RecordError::Malformed("past where a packed stream can reach"));
     }
     let need = RECORD_HEADER_LEN + len;
     if bytes.len() < need {
@@ -116,16 +132,21 @@ pub fn decode(bytes: &[u8]) -> Result<(Record<'_>, usize), RecordError> {
     if version > PACKED_FORMAT {
         return Err(RecordError::Newer { found: version });
     }
-    if version == 0 || bytes[7] != 0 {
-        return Err(RecordError::Malformed("unknown version or flags"));
+    if version == 0 {
+        return Err(RecordError::Malformed("version 0"));
     }
+    let moved = match bytes[7] {
+        0 if len > 0 => false,
+        1 if len == 0 && offset == 0 => true,
+        _ => return Err(RecordError::Malformed("unknown kind, or bytes that do not fit it")),
+    };
     let stderr = match bytes[6] {
         0 => false,
         1 => true,
         _ => return Err(RecordError::Malformed("stream is neither stdout nor stderr")),
     };
     let key = AttemptKey { task_id: u64::from_le_bytes(le(bytes, 8)), attempt: u32::from_le_bytes(le(bytes, 16)) };
-    Ok((Record { key, stderr, offset, data }, need))
+    Ok((Record { key, stderr, offset, data, moved }, need))
 }
 
 /// What [`scan`] found: each record with the offset of its data in the segment, and, if it
@@ -166,10 +187,11 @@ mod tests {
         AttemptKey { task_id, attempt }
     }
 
-    fn two_records() -> Vec<u8> {
+    fn sample_records() -> Vec<u8> {
         let mut out = Vec::new();
-        encode(&mut out, &Record { key: key(7, 2), stderr: false, offset: 0, data: b"hello\n" });
-        encode(&mut out, &Record { key: key(7, 2), stderr: true, offset: 3, data: b"oops" });
+        encode(&mut out, &Record::bytes(key(7, 2), false, 0, b"hello\n"));
+        encode(&mut out, &Record::bytes(key(7, 2), true, 3, b"oops"));
+        encode(&mut out, &Record::moved(key(7, 2), true));
         out
     }
 
@@ -178,24 +200,25 @@ mod tests {
     fn format_1_fixture_reads_and_writes_the_same() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/output-packed-v1.out");
         if std::env::var_os("RAFTSCHED_WRITE_FIXTURES").is_some() && !std::path::Path::new(path).exists() {
-            std::fs::write(path, two_records()).unwrap();
+            std::fs::write(path, sample_records()).unwrap();
         }
         let fixture = std::fs::read(path).expect("the committed packed-format-1 fixture");
-        assert_eq!(fixture, two_records(), "today's encoder writes format 1 as committed");
+        assert_eq!(fixture, sample_records(), "today's encoder writes format 1 as committed");
         let (records, stop) = scan(&fixture);
         assert_eq!(stop, None);
-        assert_eq!(records[0], (32, Record { key: key(7, 2), stderr: false, offset: 0, data: b"hello\n" }));
-        assert_eq!(records[1], (70, Record { key: key(7, 2), stderr: true, offset: 3, data: b"oops" }));
+        assert_eq!(records[0], (32, Record::bytes(key(7, 2), false, 0, b"hello\n")));
+        assert_eq!(records[1], (70, Record::bytes(key(7, 2), true, 3, b"oops")));
+        assert_eq!(records[2], (106, Record::moved(key(7, 2), true)));
     }
 
     #[test]
     fn a_scan_stops_at_the_first_damage_and_never_panics() {
-        let good = two_records();
+        let good = sample_records();
         // Every cut: the whole records before it, then Truncated.
         for cut in 0..good.len() {
             let (records, stop) = scan(&good[..cut]);
-            assert_eq!(records.len(), usize::from(cut >= 38), "cut at {cut}");
-            let whole = cut == 0 || cut == 38;
+            assert_eq!(records.len(), usize::from(cut >= 38) + usize::from(cut >= 74), "cut at {cut}");
+            let whole = cut == 0 || cut == 38 || cut == 74;
             assert_eq!(stop.is_none(), whole, "cut at {cut}");
             assert!(whole || matches!(stop, Some((_, RecordError::Truncated { .. }))), "cut at {cut}");
         }
@@ -209,14 +232,14 @@ mod tests {
         // A length far past the bound is refused before anything is allocated or read.
         let mut long = good.clone();
         long[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
-        let past = RecordError::Malformed("empty, or past where a packed stream can reach");
+        let past = RecordError::Malformed("past where a packed stream can reach");
         assert_eq!(decode(&long).unwrap_err(), past);
         long[24..28].copy_from_slice(&1u32.to_le_bytes());
         long[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(decode(&long).unwrap_err(), past, "an offset that would overflow");
         // A newer format is said to be one, not damage.
         let mut newer = Vec::new();
-        encode(&mut newer, &Record { key: key(1, 1), stderr: false, offset: 0, data: b"x" });
+        encode(&mut newer, &Record::bytes(key(1, 1), false, 0, b"x"));
         newer[4] = 2;
         let crc = checksum(&newer[..28], &newer[32..]);
         newer[28..32].copy_from_slice(&crc.to_le_bytes());
@@ -224,7 +247,7 @@ mod tests {
         // Random bytes, some after a valid record: never a panic, never a record past damage.
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for round in 0..2_000 {
-            let mut bytes = if round % 2 == 0 { Vec::new() } else { two_records() };
+            let mut bytes = if round % 2 == 0 { Vec::new() } else { sample_records() };
             for _ in 0..(round % 97) {
                 x ^= x << 13;
                 x ^= x >> 7;
@@ -232,7 +255,7 @@ mod tests {
                 bytes.push(x as u8);
             }
             let (records, _) = scan(&bytes);
-            assert!(records.len() <= 2 + usize::from(round % 2 == 0));
+            assert!(records.len() <= 3);
         }
         assert_eq!(parse_segment_name(&segment_name(12)), Some(12));
         assert_eq!(parse_segment_name("packed-x.out"), None);
