@@ -12,8 +12,11 @@
 //! - a stream keeps its first `attempt_bytes_max` bytes; past that it is cut (the result's tail
 //!   has its end);
 //! - all kept files together stay under `total_bytes_max`, and at most `OUTPUT_ATTEMPTS_KEPT_MAX`
-//!   attempts are kept: the oldest ended attempts are removed first (a segment's file once none of
-//!   its records is kept). An attempt still running is never removed, so the worker refuses to
+//!   attempts are kept: the oldest ended attempts are removed first. Segments go oldest first,
+//!   once none of their records is kept, so a record superseding earlier ones (a "moved" record,
+//!   a stream written whole, a later run's marker) outlives them and a restart never replays them
+//!   alone; a new segment takes the running streams' records along, so a quiet running stream
+//!   holds no old segment. An attempt still running is never removed, so the worker refuses to
 //!   start unless the total leaves room for every slot.
 //!
 //! Kept output is best effort: never fsynced (the result recorded through Raft is the durable
