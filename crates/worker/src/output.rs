@@ -330,9 +330,8 @@ impl OutputStore {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts keeping the output of `key` (a second run of the same attempt starts it over; after
-    /// a restart, a stream the second run left empty may show the first run's, if its records'
-    /// segment is still there).
+    /// Starts keeping the output of `key`. A second run of the same attempt starts it over, and
+    /// marks both streams moved so a restart does not replay the first run's records as its own.
     pub fn begin(self: &Arc<Self>, key: AttemptKey) -> AttemptOutput {
         let (progress, rx) = watch::channel(Progress::default());
         let mut index = self.lock();
