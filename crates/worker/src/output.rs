@@ -800,12 +800,7 @@ impl OutputReader {
     /// Where the stream is now (it moves from memory to a file or a segment), under the lock.
     fn locate(&self, offset: u64) -> std::io::Result<(Source, u64)> {
         let mut index = self.store.lock();
-        let Some(entry) = index.current(self.key, self.seq) else {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "removed while being read, to stay under output_bytes_max (or run again)",
-            ));
-        };
+        let Some(entry) = index.current(self.key, self.seq) else { return Err(removed_while_read()) };
         let kept = &entry.streams[usize::from(self.stderr)];
         let source = match kept {
             Kept::Inline { buf, .. } => {
@@ -818,16 +813,29 @@ impl OutputReader {
         Ok((source, kept.len()))
     }
 
+    /// Opens `path` (outside the lock), then checks the attempt's run is still the one read: a
+    /// later run removes the entry before it removes or makes the file again, so the file opened
+    /// is this run's.
     fn open(&mut self, path: PathBuf) -> std::io::Result<Arc<File>> {
-        match &self.opened {
-            Some((opened, file)) if *opened == path => Ok(file.clone()),
-            _ => {
-                let file = Arc::new(File::open(&path)?);
-                self.opened = Some((path, file.clone()));
-                Ok(file)
+        if let Some((opened, file)) = &self.opened {
+            if *opened == path {
+                return Ok(file.clone());
             }
         }
+        let file = Arc::new(File::open(&path)?);
+        if self.store.lock().current(self.key, self.seq).is_none() {
+            return Err(removed_while_read());
+        }
+        self.opened = Some((path, file.clone()));
+        Ok(file)
     }
+}
+
+fn removed_while_read() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        "removed while being read, to stay under output_bytes_max (or run again)",
+    )
 }
 
 /// The default output directory of worker `id`: stable across its restarts, so a restarted
