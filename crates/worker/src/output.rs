@@ -162,6 +162,14 @@ impl Kept {
             Kept::Own { .. } => &[],
         }
     }
+
+    /// The records of a stream kept in segments (an own file has none).
+    fn records_mut(&mut self) -> &mut Vec<Extent> {
+        match self {
+            Kept::Inline { records, .. } | Kept::Packed { records, .. } => records,
+            Kept::Own { .. } => unreachable!("only a stream kept in segments is rewritten"),
+        }
+    }
 }
 
 struct Entry {
@@ -395,7 +403,7 @@ impl OutputStore {
     }
 
     /// A segment's bound: at most a sixteenth of the total, since a segment's bytes are freed only
-    /// when none of its records is kept (so trimming frees at most that much more than needed).
+    /// when none of its records (nor an older segment's) is kept: trimming frees whole segments.
     fn segment_bytes_max(&self) -> u64 {
         (self.config.total_bytes_max / 16).min(OUTPUT_SEGMENT_BYTES_MAX)
     }
@@ -451,17 +459,20 @@ impl OutputStore {
                 }
             }
         }
-        if moving.is_empty() {
+        self.rewrite_whole(index, &moving)
+    }
+
+    /// Writes each small stream (attempt, run, stderr, its bytes) again whole, as one record in
+    /// the open segment, in place of its records.
+    fn rewrite_whole(&self, index: &mut Index, streams: &[(AttemptKey, u64, bool, Vec<u8>)]) -> std::io::Result<()> {
+        if streams.is_empty() {
             return Ok(());
         }
         let whole: Vec<Record<'_>> =
-            moving.iter().map(|(key, _, stderr, buf)| Record::bytes(*key, *stderr, 0, buf)).collect();
+            streams.iter().map(|(key, _, stderr, buf)| Record::bytes(*key, *stderr, 0, buf)).collect();
         let extents = self.write_records(index, &whole)?;
-        for ((key, seq, stderr, _), extent) in moving.iter().zip(extents) {
-            let Kept::Inline { records, .. } = index.stream(*key, *seq, *stderr) else {
-                unreachable!("running, small")
-            };
-            let was = std::mem::replace(records, vec![extent]);
+        for ((key, seq, stderr, _), extent) in streams.iter().zip(extents) {
+            let was = std::mem::replace(index.stream(*key, *seq, *stderr).records_mut(), vec![extent]);
             self.release(index, &was);
         }
         Ok(())
@@ -663,8 +674,6 @@ impl OutputStore {
         let mut index = self.lock();
         let Some(entry) = index.current(key, seq) else { return };
         entry.live = None;
-        index.running.remove(&key);
-        let entry = index.current(key, seq).expect("just found");
         let mut pieces = Vec::new();
         for (stderr, kept) in [false, true].into_iter().zip(entry.streams.iter_mut()) {
             match kept {
@@ -672,28 +681,19 @@ impl OutputStore {
                     let (buf, records) = (std::mem::take(buf), std::mem::take(records));
                     *kept = Kept::Packed { len: buf.len() as u64, records };
                     if kept.records().len() > 1 {
-                        pieces.push((stderr, buf));
+                        pieces.push((key, seq, stderr, buf));
                     }
                 }
                 Kept::Own { file, .. } => *file = None,
                 Kept::Packed { .. } => {}
             }
         }
-        if !pieces.is_empty() {
-            let whole: Vec<Record<'_>> =
-                pieces.iter().map(|(stderr, data)| Record::bytes(key, *stderr, 0, data)).collect();
-            match self.pack(&mut index, &whole) {
-                Ok(extents) => {
-                    for ((stderr, _), extent) in pieces.iter().zip(extents) {
-                        let kept = index.stream(key, seq, *stderr);
-                        let Kept::Packed { records, .. } = kept else { unreachable!("packed above") };
-                        let was = std::mem::replace(records, vec![extent]);
-                        self.release(&mut index, &was);
-                    }
-                }
-                // Still whole, in its pieces.
-                Err(e) => tracing::warn!(?key, error = %e, "cannot pack this attempt's output whole"),
-            }
+        index.running.remove(&key);
+        let lens = pieces.iter().map(|(_, _, _, buf)| buf.len());
+        let packed = self.make_room(&mut index, lens).and_then(|()| self.rewrite_whole(&mut index, &pieces));
+        if let Err(e) = packed {
+            // Still whole, in its pieces.
+            tracing::warn!(?key, error = %e, "cannot pack this attempt's output whole");
         }
         self.trim(&mut index);
     }
